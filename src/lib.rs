@@ -1,0 +1,31 @@
+//! # Outreach Warehouse
+//!
+//! A warehouse that evaluates post-overdose outreach programs from their de-identified
+//! records and publishes only differentially private figures about them.
+//!
+//! The modules follow the pipeline, one stage each:
+//!
+//! - [`dictionary`]: the data dictionary (`data-dictionary/*.toml`), the single source of
+//!   truth for tables, columns, types, allowed values and privacy classes.
+//! - [`synth`]: synthetic program exports that behave like real programs, for the demo, the
+//!   tests and the benchmarks.
+//! - [`ingest`]: validates program CSV exports against the dictionary, refuses files with
+//!   direct identifiers, quarantines bad rows, and commits Parquet atomically.
+//! - [`warehouse`]: the warehouse folder, its manifest and dataset versions, the DataFusion
+//!   session over it, and the steward's `status`.
+//! - [`quarter`]: calendar quarters, the public time key.
+//! - [`demo`]: the main job on built-in synthetic data.
+//! - [`error`]: the crate's error, classified by who is at fault.
+//!
+//! Queries, the privacy engine, the budget ledger, the API and reports come as their own
+//! modules in later stages; every number they publish will pass through the privacy engine.
+
+pub mod demo;
+pub mod dictionary;
+pub mod error;
+pub mod ingest;
+pub mod quarter;
+pub mod synth;
+pub mod warehouse;
+
+pub use error::{Error, Fault, Result};
