@@ -1,0 +1,238 @@
+//! The manifest: the one file that says what the warehouse holds.
+//!
+//! Data files that the manifest does not name do not exist as far as every reader is
+//! concerned, so writing the manifest (by atomic rename) is the commit point of a load.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Format version of `manifest.json`.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// An opaque, sequential dataset version, published as `v7`. Version `v0` is the empty
+/// warehouse. Releases cite it; the content hash behind it stays with the steward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatasetVersion(pub u64);
+
+impl fmt::Display for DatasetVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// What `manifest.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// Every successful load, oldest first. Each one made a new dataset version.
+    pub loads: Vec<Load>,
+    /// Steward-declared "data complete through" dates, per table, oldest declaration first.
+    /// The last one is in force. Never inferred from the data.
+    #[serde(default)]
+    pub complete_through: BTreeMap<String, Vec<CompletenessDeclaration>>,
+}
+
+/// One successful `outreach ingest`: all its files committed together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    pub version: DatasetVersion,
+    /// RFC 3339 time of the commit.
+    pub loaded_at: String,
+    pub files: Vec<LoadedFile>,
+}
+
+/// One source file of a load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadedFile {
+    /// The file's path as the steward gave it.
+    pub source: String,
+    /// SHA-256 of the file's bytes: how a re-load of the same file is recognised.
+    pub sha256: String,
+    pub table: String,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    /// Warehouse-relative path of the quarantine CSV, when rows were rejected.
+    pub quarantine: Option<String>,
+    pub data_files: Vec<DataFile>,
+}
+
+/// One Parquet file written by a load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Warehouse-relative path, `/`-separated.
+    pub path: String,
+    pub rows: u64,
+}
+
+/// A steward's declaration that a table's data is complete through a date.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletenessDeclaration {
+    #[serde(with = "iso_date")]
+    pub through: NaiveDate,
+    pub declared_at: String,
+}
+
+impl Manifest {
+    pub fn new() -> Self {
+        Self {
+            format: MANIFEST_FORMAT,
+            ..Self::default()
+        }
+    }
+
+    /// The current dataset version: that of the last load, or `v0` when empty.
+    pub fn version(&self) -> DatasetVersion {
+        self.loads.last().map_or(DatasetVersion(0), |l| l.version)
+    }
+
+    /// The load that already holds a file with this SHA-256, if any.
+    pub fn load_of_file(&self, sha256: &str) -> Option<(&Load, &LoadedFile)> {
+        self.loads
+            .iter()
+            .flat_map(|l| l.files.iter().map(move |f| (l, f)))
+            .find(|(_, f)| f.sha256 == sha256)
+    }
+
+    /// Every data file of `table`, oldest first.
+    pub fn data_files(&self, table: &str) -> impl Iterator<Item = &DataFile> {
+        self.loads
+            .iter()
+            .flat_map(|l| l.files.iter())
+            .filter(move |f| f.table == table)
+            .flat_map(|f| f.data_files.iter())
+    }
+
+    /// The "data complete through" date in force for `table`.
+    pub fn complete_through(&self, table: &str) -> Option<NaiveDate> {
+        self.complete_through.get(table)?.last().map(|d| d.through)
+    }
+
+    /// A hash of what the warehouse holds. It is a function of private data, so it is shown to
+    /// the steward only and never published; releases cite [`Manifest::version`] instead.
+    pub fn content_hash(&self) -> String {
+        let mut h = Sha256::new();
+        for l in &self.loads {
+            for f in &l.files {
+                h.update(f.table.as_bytes());
+                h.update([0]);
+                h.update(f.sha256.as_bytes());
+                h.update([0]);
+            }
+        }
+        hex(&h.finalize())
+    }
+}
+
+/// Serde for `YYYY-MM-DD` dates.
+mod iso_date {
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&d.format("%Y-%m-%d"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+        let text = String::deserialize(d)?;
+        NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(serde::de::Error::custom)
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(table: &str, sha: &str, paths: &[&str]) -> LoadedFile {
+        LoadedFile {
+            source: format!("{table}.csv"),
+            sha256: sha.into(),
+            table: table.into(),
+            rows_read: 2,
+            rows_loaded: 2,
+            rows_rejected: 0,
+            quarantine: None,
+            data_files: paths
+                .iter()
+                .map(|p| DataFile {
+                    path: (*p).into(),
+                    rows: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn version_files_and_completeness() {
+        let mut m = Manifest::new();
+        assert_eq!(m.version().to_string(), "v0");
+        m.loads.push(Load {
+            version: DatasetVersion(1),
+            loaded_at: "t".into(),
+            files: vec![file("arrests", "aa", &["a/1.parquet", "a/2.parquet"])],
+        });
+        m.loads.push(Load {
+            version: DatasetVersion(2),
+            loaded_at: "t".into(),
+            files: vec![
+                file("arrests", "bb", &["a/3.parquet"]),
+                file("referrals", "cc", &["r/1.parquet"]),
+            ],
+        });
+        assert_eq!(m.version().to_string(), "v2");
+        let paths: Vec<_> = m.data_files("arrests").map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/1.parquet", "a/2.parquet", "a/3.parquet"]);
+        assert_eq!(m.load_of_file("cc").unwrap().0.version, DatasetVersion(2));
+        assert!(m.load_of_file("dd").is_none());
+
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        m.complete_through
+            .entry("arrests".into())
+            .or_default()
+            .extend([
+                CompletenessDeclaration {
+                    through: d("2025-03-31"),
+                    declared_at: "t1".into(),
+                },
+                CompletenessDeclaration {
+                    through: d("2025-06-30"),
+                    declared_at: "t2".into(),
+                },
+            ]);
+        assert_eq!(m.complete_through("arrests"), Some(d("2025-06-30")));
+        assert_eq!(m.complete_through("referrals"), None);
+
+        let round: Manifest = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(round, m);
+    }
+
+    #[test]
+    fn content_hash_changes_with_content_only() {
+        let mut a = Manifest::new();
+        a.loads.push(Load {
+            version: DatasetVersion(1),
+            loaded_at: "t".into(),
+            files: vec![file("arrests", "aa", &[])],
+        });
+        let mut b = a.clone();
+        b.loads[0].loaded_at = "later".into();
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.loads[0].files[0].sha256 = "ab".into();
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+}

@@ -1,0 +1,110 @@
+//! `outreach status`: the steward's exact view of their own warehouse. Never published.
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Date32Type, Int64Type};
+
+use super::session::session_for;
+use super::{DatasetVersion, Result, Warehouse};
+use crate::dictionary::Dictionary;
+
+/// What the warehouse holds, with exact figures: for the steward's eyes only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub version: DatasetVersion,
+    pub loads: usize,
+    /// Steward-only: a function of private data.
+    pub content_hash: String,
+    pub tables: Vec<TableStatus>,
+}
+
+/// One table's exact figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableStatus {
+    pub table: String,
+    pub rows: u64,
+    pub files: usize,
+    pub first_date: Option<NaiveDate>,
+    pub last_date: Option<NaiveDate>,
+    pub complete_through: Option<NaiveDate>,
+}
+
+/// Reads the warehouse's status through the same DataFusion session the queries use.
+pub async fn status(wh: &Warehouse) -> Result<Status> {
+    let manifest = wh.manifest()?;
+    let ctx = session_for(wh, &manifest)?;
+    let dict = Dictionary::builtin().expect("session_for checked the dictionary");
+    let mut tables = Vec::new();
+    for t in dict.tables() {
+        let sql = match &t.date_column {
+            Some(d) => format!(
+                "SELECT count(*), min({d}) AS first, max({d}) AS last FROM {}",
+                t.name
+            ),
+            None => format!(
+                "SELECT count(*), NULL::date AS first, NULL::date AS last FROM {}",
+                t.name
+            ),
+        };
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        let b = &batches[0];
+        let date = |i: usize| {
+            let a = b.column(i).as_primitive::<Date32Type>();
+            (!a.is_null(0)).then(|| {
+                NaiveDate::from_num_days_from_ce_opt(a.value(0) + EPOCH_DAYS_FROM_CE)
+                    .expect("a stored Date32 is a valid date")
+            })
+        };
+        tables.push(TableStatus {
+            table: t.name.clone(),
+            rows: b.column(0).as_primitive::<Int64Type>().value(0) as u64,
+            files: manifest.data_files(&t.name).count(),
+            first_date: date(1),
+            last_date: date(2),
+            complete_through: manifest.complete_through(&t.name),
+        });
+    }
+    Ok(Status {
+        version: manifest.version(),
+        loads: manifest.loads.len(),
+        content_hash: manifest.content_hash(),
+        tables,
+    })
+}
+
+/// Days from 0001-01-01 (CE day 1) to 1970-01-01, to turn Date32 into a date.
+pub(crate) const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Dataset version {} ({} loads). Exact figures: steward only, never publish them.",
+            self.version, self.loads
+        )?;
+        writeln!(f, "Content hash (steward only): {}", self.content_hash)?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<18} {:>10} {:>6}  {:<10}  {:<10}  {:<16}",
+            "table", "rows", "files", "first date", "last date", "complete through"
+        )?;
+        let d = |x: Option<NaiveDate>| x.map_or("-".to_string(), |d| d.to_string());
+        for t in &self.tables {
+            writeln!(
+                f,
+                "{:<18} {:>10} {:>6}  {:<10}  {:<10}  {:<16}",
+                t.table,
+                t.rows,
+                t.files,
+                d(t.first_date),
+                d(t.last_date),
+                t.complete_through
+                    .map_or("not declared".to_string(), |d| d.to_string())
+            )?;
+        }
+        Ok(())
+    }
+}
