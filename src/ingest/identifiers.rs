@@ -1,0 +1,234 @@
+//! Direct-identifier detection. A file with a column whose name or values look like a direct
+//! identifier (name, date of birth, SSN, address, phone, email, MRN, or a raw person id beside
+//! `person_key`) is refused whole: the warehouse must never hold one, even in quarantine.
+
+/// What kind of direct identifier a column name or value looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierKind {
+    Name,
+    DateOfBirth,
+    SocialSecurityNumber,
+    Address,
+    Phone,
+    Email,
+    MedicalRecordNumber,
+    RawPersonId,
+}
+
+impl IdentifierKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            IdentifierKind::Name => "a person's name",
+            IdentifierKind::DateOfBirth => "a date of birth",
+            IdentifierKind::SocialSecurityNumber => "a social security number",
+            IdentifierKind::Address => "a street address",
+            IdentifierKind::Phone => "a phone number",
+            IdentifierKind::Email => "an email address",
+            IdentifierKind::MedicalRecordNumber => "a medical record number",
+            IdentifierKind::RawPersonId => "a raw person identifier beside person_key",
+        }
+    }
+}
+
+/// Column names (lower case, with `_` for any separator) that name a direct identifier.
+const NAME_PATTERNS: &[(&str, IdentifierKind)] = &[
+    ("name", IdentifierKind::Name),
+    ("first_name", IdentifierKind::Name),
+    ("firstname", IdentifierKind::Name),
+    ("last_name", IdentifierKind::Name),
+    ("lastname", IdentifierKind::Name),
+    ("surname", IdentifierKind::Name),
+    ("full_name", IdentifierKind::Name),
+    ("middle_name", IdentifierKind::Name),
+    ("client_name", IdentifierKind::Name),
+    ("patient_name", IdentifierKind::Name),
+    ("survivor_name", IdentifierKind::Name),
+    ("person_name", IdentifierKind::Name),
+    ("alias", IdentifierKind::Name),
+    ("dob", IdentifierKind::DateOfBirth),
+    ("date_of_birth", IdentifierKind::DateOfBirth),
+    ("birth_date", IdentifierKind::DateOfBirth),
+    ("birthdate", IdentifierKind::DateOfBirth),
+    ("ssn", IdentifierKind::SocialSecurityNumber),
+    ("social_security", IdentifierKind::SocialSecurityNumber),
+    (
+        "social_security_number",
+        IdentifierKind::SocialSecurityNumber,
+    ),
+    ("address", IdentifierKind::Address),
+    ("street", IdentifierKind::Address),
+    ("street_address", IdentifierKind::Address),
+    ("home_address", IdentifierKind::Address),
+    ("address_line_1", IdentifierKind::Address),
+    ("address1", IdentifierKind::Address),
+    ("zip", IdentifierKind::Address),
+    ("zip_code", IdentifierKind::Address),
+    ("zipcode", IdentifierKind::Address),
+    ("postal_code", IdentifierKind::Address),
+    ("latitude", IdentifierKind::Address),
+    ("longitude", IdentifierKind::Address),
+    ("phone", IdentifierKind::Phone),
+    ("phone_number", IdentifierKind::Phone),
+    ("telephone", IdentifierKind::Phone),
+    ("mobile", IdentifierKind::Phone),
+    ("cell_phone", IdentifierKind::Phone),
+    ("email", IdentifierKind::Email),
+    ("email_address", IdentifierKind::Email),
+    ("e_mail", IdentifierKind::Email),
+    ("mrn", IdentifierKind::MedicalRecordNumber),
+    ("medical_record_number", IdentifierKind::MedicalRecordNumber),
+    ("medical_record", IdentifierKind::MedicalRecordNumber),
+    ("person_id", IdentifierKind::RawPersonId),
+    ("client_id", IdentifierKind::RawPersonId),
+    ("patient_id", IdentifierKind::RawPersonId),
+    ("survivor_id", IdentifierKind::RawPersonId),
+    ("subject_id", IdentifierKind::RawPersonId),
+    ("member_id", IdentifierKind::RawPersonId),
+    ("medicaid_id", IdentifierKind::RawPersonId),
+    ("drivers_license", IdentifierKind::RawPersonId),
+    ("driver_license", IdentifierKind::RawPersonId),
+    ("license_number", IdentifierKind::RawPersonId),
+    ("state_id", IdentifierKind::RawPersonId),
+    ("sid", IdentifierKind::RawPersonId),
+    ("booking_number", IdentifierKind::RawPersonId),
+    ("case_number", IdentifierKind::RawPersonId),
+];
+
+/// Whether a header column name looks like a direct identifier.
+pub fn identifier_column(name: &str) -> Option<IdentifierKind> {
+    let norm: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let norm = norm.trim_matches('_');
+    NAME_PATTERNS
+        .iter()
+        .find(|(p, _)| *p == norm)
+        .map(|(_, k)| *k)
+}
+
+/// Whether a field's value looks like a direct identifier: an email address, an SSN written
+/// `123-45-6789` or `123 45 6789`, or a US phone number such as `(617) 555-0100`,
+/// `617-555-0100`, `617.555.0100` or `+1 617 555 0100`. Plain digit strings are not
+/// flagged, since record ids are often numeric.
+pub fn identifier_value(v: &[u8]) -> Option<IdentifierKind> {
+    if v.len() < 6 || v.len() > 254 {
+        return None;
+    }
+    if memchr::memchr(b'@', v).is_some() {
+        return looks_like_email(v).then_some(IdentifierKind::Email);
+    }
+    // Cheap gate: SSNs and phone numbers have 9 to 11 digits and a separator.
+    let digits = v.iter().filter(|b| b.is_ascii_digit()).count();
+    if !(9..=11).contains(&digits) || v.len() > 17 {
+        return None;
+    }
+    if is_pattern(v, b"ddd-dd-dddd") || is_pattern(v, b"ddd dd dddd") {
+        return Some(IdentifierKind::SocialSecurityNumber);
+    }
+    let phone_shapes: [&[u8]; 8] = [
+        b"(ddd) ddd-dddd",
+        b"(ddd)ddd-dddd",
+        b"ddd-ddd-dddd",
+        b"ddd.ddd.dddd",
+        b"ddd ddd dddd",
+        b"+1 ddd ddd dddd",
+        b"+1-ddd-ddd-dddd",
+        b"+1 (ddd) ddd-dddd",
+    ];
+    phone_shapes
+        .iter()
+        .any(|p| is_pattern(v, p))
+        .then_some(IdentifierKind::Phone)
+}
+
+/// `d` in the pattern matches one ASCII digit; every other byte matches itself.
+fn is_pattern(v: &[u8], pattern: &[u8]) -> bool {
+    v.len() == pattern.len()
+        && v.iter().zip(pattern).all(|(b, p)| match p {
+            b'd' => b.is_ascii_digit(),
+            _ => b == p,
+        })
+}
+
+fn looks_like_email(v: &[u8]) -> bool {
+    let Some(at) = memchr::memchr(b'@', v) else {
+        return false;
+    };
+    let (local, domain) = (&v[..at], &v[at + 1..]);
+    let ok = |b: &u8| b.is_ascii_alphanumeric() || b"._%+-".contains(b);
+    !local.is_empty()
+        && local.iter().all(ok)
+        && domain.len() >= 3
+        && domain.iter().all(ok)
+        && domain.contains(&b'.')
+        && !domain.starts_with(b".")
+        && !domain.ends_with(b".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_identifier_column_names() {
+        for (name, kind) in [
+            ("First Name", IdentifierKind::Name),
+            ("DOB", IdentifierKind::DateOfBirth),
+            ("date-of-birth", IdentifierKind::DateOfBirth),
+            ("SSN", IdentifierKind::SocialSecurityNumber),
+            ("street_address", IdentifierKind::Address),
+            ("Phone Number", IdentifierKind::Phone),
+            ("email", IdentifierKind::Email),
+            ("MRN", IdentifierKind::MedicalRecordNumber),
+            ("client_id", IdentifierKind::RawPersonId),
+        ] {
+            assert_eq!(identifier_column(name), Some(kind), "{name}");
+        }
+        for ok in [
+            "person_key",
+            "program_name",
+            "event_id",
+            "region",
+            "source",
+            "sex",
+        ] {
+            assert_eq!(identifier_column(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn flags_identifier_values() {
+        for (v, kind) in [
+            ("jane.doe@example.org", IdentifierKind::Email),
+            ("123-45-6789", IdentifierKind::SocialSecurityNumber),
+            ("123 45 6789", IdentifierKind::SocialSecurityNumber),
+            ("(617) 555-0100", IdentifierKind::Phone),
+            ("617-555-0100", IdentifierKind::Phone),
+            ("617.555.0100", IdentifierKind::Phone),
+            ("+1 617 555 0100", IdentifierKind::Phone),
+        ] {
+            assert_eq!(identifier_value(v.as_bytes()), Some(kind), "{v}");
+        }
+        for ok in [
+            "2025-03-14",
+            "E000012345",
+            "123456789",
+            "pk_3fa85f6457174562",
+            "OD000123401",
+            "engaged_survivor",
+            "Greater Boston PORT",
+            "a@b",
+            "12-345-6789",
+        ] {
+            assert_eq!(identifier_value(ok.as_bytes()), None, "{ok}");
+        }
+    }
+}

@@ -1,0 +1,726 @@
+//! Ingest: checks program exports against the data dictionary and commits them to the
+//! warehouse as Parquet, atomically.
+//!
+//! One `outreach ingest` is one transaction and, if it loads anything, one new dataset version:
+//! 1. every file is hashed; a file already loaded (same SHA-256) is skipped and said so;
+//! 2. file-level checks (encoding, delimiter, header, direct identifiers) refuse a file whole;
+//! 3. rows are validated in parallel; bad rows go to a quarantine CSV with line, column and
+//!    reason, unless they exceed `--max-reject-rate`, which refuses the file;
+//! 4. valid rows are staged as Parquet; if any file was refused, the staging is dropped and
+//!    nothing is loaded;
+//! 5. staged files are renamed into place and the manifest is written last, by atomic rename:
+//!    that write is the commit. A crash before it leaves only files no manifest names, which
+//!    the next write removes.
+
+mod identifiers;
+mod pipeline;
+mod rows;
+mod source;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Date32Type;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use identifiers::{IdentifierKind, identifier_column, identifier_value};
+pub use rows::{Reject, epoch_days, from_epoch_days};
+
+use crate::dictionary::{Dictionary, Table};
+use crate::error::Fault;
+use crate::warehouse::{
+    CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, QUARANTINE_DIR,
+    TABLES_DIR, Warehouse, WarehouseError, now_rfc3339, sync_dir, write_atomic,
+};
+use pipeline::{SeenKeys, StagedFile, stage_file};
+use rows::{FileProblem, RowRules, key_hash};
+
+/// Default share of rows that may fail validation before a file is refused.
+pub const DEFAULT_MAX_REJECT_RATE: f64 = 0.01;
+
+/// Environment variable that makes ingest abort the process at a named point, to test that a
+/// crash there leaves the warehouse as it was. Points: `after-staging`, `after-data-rename`.
+pub const FAIL_POINT_ENV: &str = "OUTREACH_FAIL_POINT";
+
+/// Errors of ingest. Each says what is wrong and where; none leaves data half-written.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}: no such file or folder")]
+    Missing(PathBuf),
+    #[error("{0}: no .csv files to load")]
+    NoFiles(PathBuf),
+    #[error(
+        "{file}: cannot tell which table this file holds; name it after its table ({known}), for example overdose_events.csv, or pass --table"
+    )]
+    UnknownTable { file: PathBuf, known: String },
+    #[error("--table {name}: no such table; the tables are {known}")]
+    UnknownForcedTable { name: String, known: String },
+    #[error("{file}: the file is empty")]
+    Empty { file: PathBuf },
+    #[error("{file}: the file has a header but no data rows")]
+    HeaderOnly { file: PathBuf },
+    #[error("{file}: the file is UTF-16 encoded; export it as UTF-8")]
+    Utf16 { file: PathBuf },
+    #[error("{file}, line {line}: not valid UTF-8 (byte 0x{byte:02X}); export the file as UTF-8")]
+    Encoding { file: PathBuf, line: u64, byte: u8 },
+    #[error("{file}: the header is separated by '{}', not by commas; export comma-separated CSV", found.escape_default())]
+    Delimiter { file: PathBuf, found: char },
+    #[error(
+        "{file}: the header does not match table {table}: {details}. Expected the columns {expected}"
+    )]
+    Header {
+        file: PathBuf,
+        table: String,
+        details: String,
+        expected: String,
+    },
+    #[error(
+        "{file}: refused whole, nothing was loaded: {place} looks like {kind}. Direct identifiers must never reach the warehouse: de-identify the export (drop names, dates of birth, SSNs, addresses, phone numbers, emails, medical record numbers and raw person ids; key each person only by person_key) and load it again"
+    )]
+    DirectIdentifier {
+        file: PathBuf,
+        place: String,
+        kind: &'static str,
+    },
+    #[error(
+        "{file}, line {line}: the file ends inside a row ({fields} of {expected} fields); it looks cut off, so export it again"
+    )]
+    Truncated {
+        file: PathBuf,
+        line: u64,
+        fields: usize,
+        expected: usize,
+    },
+    #[error(
+        "{file}, line {line}: the line is {bytes} bytes long, over the limit of {max}; the file probably lacks line breaks or has an unclosed quote"
+    )]
+    OverlongLine {
+        file: PathBuf,
+        line: u64,
+        bytes: usize,
+        max: usize,
+    },
+    #[error(
+        "{file}: {rejected} of {read} rows ({:.2}%) failed validation, over the --max-reject-rate of {:.2}%; nothing was loaded. Line-by-line reasons: {quarantine}", 100.0 * *rejected as f64 / *read as f64, 100.0 * max_rate
+    )]
+    TooManyRejects {
+        file: PathBuf,
+        rejected: u64,
+        read: u64,
+        max_rate: f64,
+        quarantine: PathBuf,
+    },
+    #[error("--max-reject-rate must be a share between 0 and 1, not {0}")]
+    BadRejectRate(f64),
+    #[error("--complete-through {0} is in the future; declare only dates that have passed")]
+    FutureCompleteThrough(NaiveDate),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: Parquet: {source}")]
+    Parquet {
+        path: PathBuf,
+        source: datafusion::parquet::errors::ParquetError,
+    },
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+}
+
+impl IngestError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            IngestError::Io { .. } | IngestError::Parquet { .. } => Fault::Internal,
+            IngestError::Warehouse(e) => e.fault(),
+            _ => Fault::BadInput,
+        }
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError {
+        let path = path.to_path_buf();
+        move |source| IngestError::Io { path, source }
+    }
+
+    fn parquet(
+        path: &Path,
+    ) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> IngestError {
+        let path = path.to_path_buf();
+        move |source| IngestError::Parquet { path, source }
+    }
+
+    fn from_problem(path: &Path, p: FileProblem) -> IngestError {
+        let file = path.to_path_buf();
+        match p {
+            FileProblem::Identifier { line, column, kind } => IngestError::DirectIdentifier {
+                file,
+                place: format!("a value in column '{column}' on line {line}"),
+                kind: kind.describe(),
+            },
+            FileProblem::Encoding { line, byte } => IngestError::Encoding { file, line, byte },
+            FileProblem::OverlongLine { line, bytes } => IngestError::OverlongLine {
+                file,
+                line,
+                bytes,
+                max: rows::MAX_LINE_BYTES,
+            },
+            FileProblem::Truncated {
+                line,
+                fields,
+                expected,
+            } => IngestError::Truncated {
+                file,
+                line,
+                fields,
+                expected,
+            },
+        }
+    }
+}
+
+/// How to ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Load every file into this table instead of telling the table from the file name.
+    pub table: Option<String>,
+    /// Share of rows (0 to 1) that may be rejected before a file is refused.
+    pub max_reject_rate: f64,
+    /// Declare every table loaded here complete through this date.
+    pub complete_through: Option<NaiveDate>,
+    /// Earliest plausible date in any date column.
+    pub min_date: NaiveDate,
+    /// Latest plausible date in any date column: today, unless set.
+    pub max_date: NaiveDate,
+    /// Show progress bars on the terminal.
+    pub progress: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            table: None,
+            max_reject_rate: DEFAULT_MAX_REJECT_RATE,
+            complete_through: None,
+            min_date: NaiveDate::from_ymd_opt(2000, 1, 1).expect("valid"),
+            max_date: chrono::Utc::now().date_naive(),
+            progress: false,
+        }
+    }
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileOutcome {
+    Loaded {
+        rows_read: u64,
+        rows_loaded: u64,
+        rows_rejected: u64,
+        quarantine: Option<PathBuf>,
+    },
+    /// The same bytes were loaded before, in this version.
+    AlreadyLoaded(DatasetVersion),
+    /// The same bytes appear earlier in this command.
+    RepeatedInCommand,
+}
+
+/// One file's line of the ingest summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileReport {
+    pub source: PathBuf,
+    pub table: String,
+    pub sha256: String,
+    pub outcome: FileOutcome,
+}
+
+/// The result of one `outreach ingest`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestReport {
+    pub files: Vec<FileReport>,
+    /// The new dataset version, or `None` when nothing new was loaded.
+    pub version: Option<DatasetVersion>,
+    /// Data files removed because an interrupted earlier write had left them.
+    pub recovered_files: usize,
+}
+
+impl IngestReport {
+    /// Rows loaded over all files.
+    pub fn rows_loaded(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| match f.outcome {
+                FileOutcome::Loaded { rows_loaded, .. } => rows_loaded,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.recovered_files > 0 {
+            writeln!(
+                f,
+                "Removed {} data files left by an interrupted earlier load.",
+                self.recovered_files
+            )?;
+        }
+        writeln!(
+            f,
+            "{:<40} {:<18} {:>10} {:>10} {:>9}  result",
+            "file", "table", "read", "loaded", "rejected"
+        )?;
+        for r in &self.files {
+            let name = r.source.display().to_string();
+            let name = if name.chars().count() > 40 {
+                format!(
+                    "…{}",
+                    name.chars()
+                        .rev()
+                        .take(39)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<String>()
+                )
+            } else {
+                name
+            };
+            match &r.outcome {
+                FileOutcome::Loaded {
+                    rows_read,
+                    rows_loaded,
+                    rows_rejected,
+                    quarantine,
+                } => writeln!(
+                    f,
+                    "{name:<40} {:<18} {rows_read:>10} {rows_loaded:>10} {rows_rejected:>9}  {}",
+                    r.table,
+                    quarantine
+                        .as_ref()
+                        .map_or("loaded".to_string(), |q| format!(
+                            "loaded; rejects in {}",
+                            q.display()
+                        ))
+                )?,
+                FileOutcome::AlreadyLoaded(v) => writeln!(
+                    f,
+                    "{name:<40} {:<18} {:>10} {:>10} {:>9}  already loaded in {v}; nothing added",
+                    r.table, "-", "-", "-"
+                )?,
+                FileOutcome::RepeatedInCommand => writeln!(
+                    f,
+                    "{name:<40} {:<18} {:>10} {:>10} {:>9}  same bytes as an earlier file here; skipped",
+                    r.table, "-", "-", "-"
+                )?,
+            }
+        }
+        match self.version {
+            Some(v) => writeln!(f, "Committed dataset version {v}.")?,
+            None => writeln!(f, "Nothing new to load; the dataset version is unchanged.")?,
+        }
+        Ok(())
+    }
+}
+
+/// Loads program exports (files, or folders of `.csv` files) into the warehouse at `root`,
+/// creating it if needed. Either everything new is committed as one dataset version, or
+/// nothing is and the error says why.
+pub fn ingest(
+    root: &Path,
+    inputs: &[PathBuf],
+    opts: &IngestOptions,
+) -> Result<IngestReport, IngestError> {
+    if !(0.0..=1.0).contains(&opts.max_reject_rate) {
+        return Err(IngestError::BadRejectRate(opts.max_reject_rate));
+    }
+    if let Some(d) = opts.complete_through
+        && d > chrono::Utc::now().date_naive()
+    {
+        return Err(IngestError::FutureCompleteThrough(d));
+    }
+    let dict = Dictionary::builtin().map_err(|e| {
+        IngestError::Warehouse(WarehouseError::CorruptManifest {
+            path: "data-dictionary".into(),
+            message: e.to_string(),
+        })
+    })?;
+    let files = expand_inputs(inputs)?;
+    let mut planned: Vec<(&Table, PathBuf)> = files
+        .into_iter()
+        .map(|p| Ok((source::detect_table(dict, &p, opts.table.as_deref())?, p)))
+        .collect::<Result<_, IngestError>>()?;
+    // programs first: person rows are checked against the programs they name.
+    let order = |t: &Table| dict.tables().iter().position(|x| x.name == t.name);
+    planned.sort_by_key(|(t, _)| order(t));
+
+    let wh = Warehouse::open_or_create(root)?;
+    let lock = wh.lock()?;
+    let recovered_files = wh.recover(&lock)?;
+    let mut manifest = wh.manifest()?;
+    let staging = wh.staging_dir(&lock)?;
+
+    let result = stage_all(&wh, &manifest, &planned, &staging, opts);
+    let (reports, staged) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            wh.drop_staging(&staging)?;
+            return Err(e);
+        }
+    };
+    fail_point("after-staging");
+
+    if staged.is_empty() {
+        wh.drop_staging(&staging)?;
+        return Ok(IngestReport {
+            files: reports,
+            version: None,
+            recovered_files,
+        });
+    }
+
+    // Commit: move data into place, then write the manifest (the commit point).
+    let version = DatasetVersion(manifest.version().0 + 1);
+    let mut loaded = Vec::new();
+    let mut reports = reports;
+    for (file_no, (report_idx, sf)) in staged.into_iter().enumerate() {
+        let report = &mut reports[report_idx];
+        let mut data_files = Vec::new();
+        for d in &sf.data {
+            let rel = match d.quarter {
+                Some(q) => format!(
+                    "{TABLES_DIR}/{}/quarter={q}/v{:04}-{file_no:02}.parquet",
+                    report.table, version.0
+                ),
+                None => format!(
+                    "{TABLES_DIR}/{}/v{:04}-{file_no:02}.parquet",
+                    report.table, version.0
+                ),
+            };
+            let dest = wh.path(&rel);
+            let dir = dest.parent().expect("a data file has a folder");
+            std::fs::create_dir_all(dir).map_err(IngestError::io(dir))?;
+            std::fs::rename(&d.path, &dest).map_err(IngestError::io(&dest))?;
+            sync_dir(dir)?;
+            data_files.push(DataFile {
+                path: rel,
+                rows: d.rows,
+            });
+        }
+        let quarantine = if sf.rejects.is_empty() {
+            None
+        } else {
+            let stem = report
+                .source
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let rel = format!("{QUARANTINE_DIR}/v{:04}-{file_no:02}-{stem}.csv", version.0);
+            let dest = wh.path(&rel);
+            std::fs::create_dir_all(wh.path(QUARANTINE_DIR))
+                .map_err(IngestError::io(&wh.path(QUARANTINE_DIR)))?;
+            write_atomic(&dest, &quarantine_csv(&sf.rejects))?;
+            Some(rel)
+        };
+        report.outcome = FileOutcome::Loaded {
+            rows_read: sf.rows_read,
+            rows_loaded: sf.rows_loaded,
+            rows_rejected: sf.rows_rejected,
+            quarantine: quarantine.as_ref().map(|q| wh.path(q)),
+        };
+        loaded.push(LoadedFile {
+            source: report.source.display().to_string(),
+            sha256: report.sha256.clone(),
+            table: report.table.clone(),
+            rows_read: sf.rows_read,
+            rows_loaded: sf.rows_loaded,
+            rows_rejected: sf.rows_rejected,
+            quarantine,
+            data_files,
+        });
+    }
+    fail_point("after-data-rename");
+    let now = now_rfc3339();
+    if let Some(through) = opts.complete_through {
+        let mut tables: Vec<&str> = loaded.iter().map(|f| f.table.as_str()).collect();
+        tables.dedup();
+        for t in tables {
+            manifest
+                .complete_through
+                .entry(t.to_string())
+                .or_default()
+                .push(CompletenessDeclaration {
+                    through,
+                    declared_at: now.clone(),
+                });
+        }
+    }
+    manifest.loads.push(Load {
+        version,
+        loaded_at: now,
+        files: loaded,
+    });
+    wh.commit_manifest(&lock, &manifest)?;
+    wh.drop_staging(&staging)?;
+    Ok(IngestReport {
+        files: reports,
+        version: Some(version),
+        recovered_files,
+    })
+}
+
+type Staged = (Vec<FileReport>, Vec<(usize, StagedFile)>);
+
+/// Checks and stages every planned file. Returns each file's report and the staged files
+/// (with the index of their report).
+fn stage_all(
+    wh: &Warehouse,
+    manifest: &crate::warehouse::Manifest,
+    planned: &[(&Table, PathBuf)],
+    staging: &Path,
+    opts: &IngestOptions,
+) -> Result<Staged, IngestError> {
+    let mut programs = stored_programs(wh, manifest)?;
+    let mut seen_by_table: HashMap<String, SeenKeys> = HashMap::new();
+    let mut reports = Vec::new();
+    let mut staged = Vec::new();
+    for (table, path) in planned {
+        let sha256 = source::sha256_file(path)?;
+        let mut report = FileReport {
+            source: path.clone(),
+            table: table.name.clone(),
+            sha256: sha256.clone(),
+            outcome: FileOutcome::RepeatedInCommand,
+        };
+        if let Some((load, _)) = manifest.load_of_file(&sha256) {
+            report.outcome = FileOutcome::AlreadyLoaded(load.version);
+            reports.push(report);
+            continue;
+        }
+        if reports.iter().any(|r: &FileReport| r.sha256 == sha256) {
+            reports.push(report);
+            continue;
+        }
+        let header = source::read_header(path)?;
+        let positions = source::map_columns(path, table, &header)?;
+        if !seen_by_table.contains_key(&table.name) {
+            let keys = stored_keys(wh, manifest, table)?;
+            seen_by_table.insert(table.name.clone(), keys);
+        }
+        let seen = seen_by_table.get_mut(&table.name).expect("inserted above");
+        let rules = RowRules::new(
+            table,
+            positions,
+            header.fields.len(),
+            &programs,
+            opts.min_date,
+            opts.max_date,
+        );
+        let size = std::fs::metadata(path)
+            .map_err(IngestError::io(path))?
+            .len();
+        let progress = progress_bar(opts.progress, size.saturating_sub(header.body_offset), path);
+        let file_staging = staging.join(format!("{:02}", staged.len()));
+        let sf = stage_file(
+            path,
+            header.body_offset,
+            &rules,
+            &file_staging,
+            seen,
+            &progress,
+        )?;
+        progress.finish_and_clear();
+        if sf.rows_read == 0 {
+            return Err(IngestError::HeaderOnly { file: path.clone() });
+        }
+        if sf.rows_rejected as f64 > opts.max_reject_rate * sf.rows_read as f64 {
+            let q = refused_quarantine(wh, path, &sf)?;
+            return Err(IngestError::TooManyRejects {
+                file: path.clone(),
+                rejected: sf.rows_rejected,
+                read: sf.rows_read,
+                max_rate: opts.max_reject_rate,
+                quarantine: q,
+            });
+        }
+        programs.extend(sf.programs.iter().cloned());
+        staged.push((reports.len(), sf));
+        reports.push(report);
+    }
+    Ok((reports, staged))
+}
+
+/// Writes the reasons of a refused file where the steward can read them. The folder is a
+/// report, not data: no dataset version or reader depends on it.
+fn refused_quarantine(
+    wh: &Warehouse,
+    path: &Path,
+    sf: &StagedFile,
+) -> Result<PathBuf, IngestError> {
+    let dir = wh.path(QUARANTINE_DIR);
+    std::fs::create_dir_all(&dir).map_err(IngestError::io(&dir))?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let dest = dir.join(format!("refused-{stamp}-{stem}.csv"));
+    write_atomic(&dest, &quarantine_csv(&sf.rejects))?;
+    Ok(dest)
+}
+
+/// The quarantine report: one line per rejected field.
+fn quarantine_csv(rejects: &[Reject]) -> Vec<u8> {
+    let mut out = String::from("line,column,reason\n");
+    for r in rejects {
+        out.push_str(&format!(
+            "{},{},{}\n",
+            r.line,
+            csv_field(&r.column),
+            csv_field(&r.reason)
+        ));
+    }
+    out.into_bytes()
+}
+
+/// Quotes a CSV field when it needs it.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Programs already in the warehouse, with their start dates.
+fn stored_programs(
+    wh: &Warehouse,
+    manifest: &crate::warehouse::Manifest,
+) -> Result<HashMap<String, i32>, IngestError> {
+    let mut out = HashMap::new();
+    for f in manifest.data_files("programs") {
+        let path = wh.path(&f.path);
+        let file = File::open(&path).map_err(IngestError::io(&path))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(IngestError::parquet(&path))?;
+        let schema = builder.schema().clone();
+        let (Ok(id), Ok(start)) = (schema.index_of("program_id"), schema.index_of("start_date"))
+        else {
+            continue;
+        };
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [id, start]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(IngestError::parquet(&path))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| IngestError::Parquet {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+            let ids = batch.column(0).as_string::<i32>();
+            let starts = batch.column(1).as_primitive::<Date32Type>();
+            for i in 0..batch.num_rows() {
+                out.insert(ids.value(i).to_string(), starts.value(i));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Hashes of the primary keys already stored for `table`.
+fn stored_keys(
+    wh: &Warehouse,
+    manifest: &crate::warehouse::Manifest,
+    table: &Table,
+) -> Result<SeenKeys, IngestError> {
+    let mut seen = SeenKeys::default();
+    for f in manifest.data_files(&table.name) {
+        let path = wh.path(&f.path);
+        let file = File::open(&path).map_err(IngestError::io(&path))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(IngestError::parquet(&path))?;
+        let Ok(pk) = builder.schema().index_of(&table.primary_key) else {
+            continue;
+        };
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [pk]);
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(IngestError::parquet(&path))?;
+        seen.reserve(f.rows as usize);
+        for batch in reader {
+            let batch = batch.map_err(|e| IngestError::Parquet {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+            for id in batch.column(0).as_string::<i32>().iter().flatten() {
+                seen.insert(key_hash(id.as_bytes()), 0);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Files named directly, and the `.csv` files of named folders, in name order.
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(IngestError::io(input))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv"))
+                })
+                .collect();
+            if found.is_empty() {
+                return Err(IngestError::NoFiles(input.clone()));
+            }
+            found.sort();
+            out.extend(found);
+        } else if input.is_file() {
+            out.push(input.clone());
+        } else {
+            return Err(IngestError::Missing(input.clone()));
+        }
+    }
+    if out.is_empty() {
+        return Err(IngestError::NoFiles(PathBuf::from(".")));
+    }
+    Ok(out)
+}
+
+fn progress_bar(show: bool, bytes: u64, path: &Path) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(bytes);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    pb
+}
+
+/// Aborts the process at a named point when [`FAIL_POINT_ENV`] names it: a real crash, for the
+/// atomicity tests. Costs one environment look-up per load.
+fn fail_point(name: &str) {
+    if std::env::var(FAIL_POINT_ENV).is_ok_and(|v| v == name) {
+        eprintln!("fail point {name}: aborting");
+        std::process::abort();
+    }
+}
