@@ -1,0 +1,235 @@
+//! Safety of ingest: direct identifiers refuse a file whole, re-loads add nothing, loads are
+//! all-or-nothing, a crash at any point leaves the warehouse as it was, and one writer at a time.
+
+use std::process::Command;
+
+use outreach_warehouse::ingest::{FAIL_POINT_ENV, FileOutcome, IngestError, ingest};
+use outreach_warehouse::warehouse::{DatasetVersion, Warehouse};
+
+use crate::common::*;
+
+fn identifier_refused(content: String, expect_place: &str, expect_kind: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let before = snapshot(&wh);
+    let f = write(tmp.path(), "overdose_events.csv", content);
+    let err = load(&wh, &f).unwrap_err();
+    assert!(matches!(err, IngestError::DirectIdentifier { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("refused whole, nothing was loaded"), "{msg}");
+    assert!(msg.contains(expect_place), "{msg}");
+    assert!(msg.contains(expect_kind), "{msg}");
+    assert!(msg.contains("de-identify"), "{msg}");
+    assert_eq!(snapshot(&wh), before);
+    // Not even a quarantine report: an identifier must not be copied anywhere.
+    assert!(!wh.join("quarantine").exists());
+}
+
+#[test]
+fn identifier_columns_refuse_the_file() {
+    for (col, kind) in [
+        ("first_name", "a person's name"),
+        ("DOB", "a date of birth"),
+        ("ssn", "a social security number"),
+        ("street_address", "a street address"),
+        ("phone", "a phone number"),
+        ("email", "an email address"),
+        ("MRN", "a medical record number"),
+        ("client_id", "a raw person identifier beside person_key"),
+    ] {
+        let header = format!("{EVENTS_HEADER},{col}");
+        let rows = vec![format!("{},x", event("E1", "pk1", "P001", "2025-01-01"))];
+        identifier_refused(csv(&header, &rows), &format!("column '{col}'"), kind);
+    }
+}
+
+#[test]
+fn identifier_values_refuse_the_file() {
+    let mut rows = events(50);
+    rows.push(event("E9", "jane.doe@example.org", "P001", "2025-01-01"));
+    identifier_refused(
+        csv(EVENTS_HEADER, &rows),
+        "a value in column 'person_key' on line 52",
+        "an email address",
+    );
+    let rows = vec![event("E1", "123-45-6789", "P001", "2025-01-01")];
+    identifier_refused(
+        csv(EVENTS_HEADER, &rows),
+        "column 'person_key' on line 2",
+        "a social security number",
+    );
+    let rows = vec![event("617-555-0100", "pk1", "P001", "2025-01-01")];
+    identifier_refused(
+        csv(EVENTS_HEADER, &rows),
+        "column 'event_id' on line 2",
+        "a phone number",
+    );
+}
+
+#[test]
+fn reloading_the_same_file_adds_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let f = write(
+        tmp.path(),
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(20)),
+    );
+    let first = load(&wh, &f).unwrap();
+    assert_eq!(first.version, Some(DatasetVersion(2)));
+    let before = snapshot(&wh);
+    // The same bytes under another name are the same file.
+    let copy = write(
+        tmp.path(),
+        "overdose_events-copy.csv",
+        std::fs::read(&f).unwrap(),
+    );
+    let again = ingest(&wh, &[f.clone(), copy], &opts()).unwrap();
+    assert_eq!(again.version, None);
+    assert_eq!(
+        again.files[0].outcome,
+        FileOutcome::AlreadyLoaded(DatasetVersion(2))
+    );
+    assert_eq!(
+        again.files[1].outcome,
+        FileOutcome::AlreadyLoaded(DatasetVersion(2))
+    );
+    assert!(
+        again
+            .to_string()
+            .contains("already loaded in v2; nothing added")
+    );
+    assert_eq!(snapshot(&wh), before);
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 20);
+}
+
+#[test]
+fn a_file_listed_twice_in_one_command_loads_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let f = write(
+        tmp.path(),
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(20)),
+    );
+    let r = ingest(&wh, &[f.clone(), f], &opts()).unwrap();
+    assert_eq!(r.files[1].outcome, FileOutcome::RepeatedInCommand);
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 20);
+}
+
+#[test]
+fn one_refused_file_loads_nothing_of_the_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let before = snapshot(&wh);
+    let good = write(
+        tmp.path(),
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(20)),
+    );
+    let bad = write(
+        tmp.path(),
+        "arrests.csv",
+        "arrest_id,person_key,arrest_date,agency\nA1,pk1,2025-01-01,sheriff\n",
+    );
+    let err = ingest(&wh, &[good, bad], &opts()).unwrap_err();
+    assert!(err.to_string().contains("missing columns: charge"), "{err}");
+    assert_eq!(snapshot(&wh), before);
+    assert_eq!(
+        Warehouse::open(&wh).unwrap().manifest().unwrap().version(),
+        DatasetVersion(1)
+    );
+}
+
+#[test]
+fn programs_and_person_tables_load_together_in_one_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("exports");
+    std::fs::create_dir(&dir).unwrap();
+    write(&dir, "overdose_events.csv", csv(EVENTS_HEADER, &events(10)));
+    write(&dir, "programs.csv", PROGRAMS);
+    let r = ingest(&tmp.path().join("wh"), &[dir], &opts()).unwrap();
+    assert_eq!(r.version, Some(DatasetVersion(1)));
+    assert_eq!(r.rows_loaded(), 13);
+}
+
+/// Runs `outreach ingest` as a separate process that aborts at `point`.
+fn crash_at(point: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let f = write(
+        tmp.path(),
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(500)),
+    );
+    let before = snapshot(&wh);
+    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["--quiet", "ingest", "--warehouse"])
+        .arg(&wh)
+        .args(["--max-date", "2026-06-30"])
+        .arg(&f)
+        .env(FAIL_POINT_ENV, point)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the process was meant to crash at {point}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("fail point {point}")));
+    // Readers see the warehouse exactly as before the crash.
+    let after_crash = snapshot(&wh);
+    assert_eq!(
+        after_crash.get("manifest.json"),
+        before.get("manifest.json")
+    );
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 0);
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM programs"), 3);
+    // The next write clears what the crash left, then loads the file once.
+    let r = load(&wh, &f).unwrap();
+    assert_eq!(r.version, Some(DatasetVersion(2)));
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 500);
+    let manifest = Warehouse::open(&wh).unwrap().manifest().unwrap();
+    let named: std::collections::BTreeSet<String> = ["programs", "overdose_events"]
+        .iter()
+        .flat_map(|t| {
+            manifest
+                .data_files(t)
+                .map(|f| f.path.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let on_disk: std::collections::BTreeSet<String> = snapshot(&wh)
+        .into_keys()
+        .filter(|k| k != "manifest.json")
+        .collect();
+    assert_eq!(on_disk, named, "only the files the manifest names remain");
+}
+
+#[test]
+fn crash_after_staging_leaves_the_warehouse_unchanged() {
+    crash_at("after-staging");
+}
+
+#[test]
+fn crash_after_moving_data_but_before_the_manifest_leaves_it_unchanged() {
+    crash_at("after-data-rename");
+}
+
+#[test]
+fn one_writer_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let w = Warehouse::open(&wh).unwrap();
+    let _held = w.lock().unwrap();
+    let f = write(
+        tmp.path(),
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(5)),
+    );
+    let err = load(&wh, &f).unwrap_err();
+    assert!(
+        err.to_string().contains("another command is writing"),
+        "{err}"
+    );
+    assert_eq!(err.fault(), outreach_warehouse::Fault::Busy);
+}
