@@ -117,17 +117,21 @@ pub fn identifier_column(name: &str) -> Option<IdentifierKind> {
 /// Whether a field's value looks like a direct identifier: an email address, an SSN written
 /// `123-45-6789` or `123 45 6789`, or a US phone number such as `(617) 555-0100`,
 /// `617-555-0100`, `617.555.0100` or `+1 617 555 0100`. Plain digit strings are not
-/// flagged, since record ids are often numeric.
-pub fn identifier_value(v: &[u8]) -> Option<IdentifierKind> {
+/// flagged, since record ids are often numeric. `may_hold_at` is false when the caller knows
+/// the value has no `@` (it checked the whole line), which skips the email test.
+pub fn identifier_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
     if v.len() < 6 || v.len() > 254 {
         return None;
     }
-    if memchr::memchr(b'@', v).is_some() {
+    if may_hold_at && memchr::memchr(b'@', v).is_some() {
         return looks_like_email(v).then_some(IdentifierKind::Email);
     }
-    // Cheap gate: SSNs and phone numbers have 9 to 11 digits and a separator.
+    // Cheap gates: SSNs and phone numbers are 11 to 17 bytes with 9 to 11 digits.
+    if !(11..=17).contains(&v.len()) {
+        return None;
+    }
     let digits = v.iter().filter(|b| b.is_ascii_digit()).count();
-    if !(9..=11).contains(&digits) || v.len() > 17 {
+    if !(9..=11).contains(&digits) {
         return None;
     }
     if is_pattern(v, b"ddd-dd-dddd") || is_pattern(v, b"ddd dd dddd") {
@@ -215,7 +219,7 @@ mod tests {
             ("617.555.0100", IdentifierKind::Phone),
             ("+1 617 555 0100", IdentifierKind::Phone),
         ] {
-            assert_eq!(identifier_value(v.as_bytes()), Some(kind), "{v}");
+            assert_eq!(identifier_value(v.as_bytes(), true), Some(kind), "{v}");
         }
         for ok in [
             "2025-03-14",
@@ -228,7 +232,7 @@ mod tests {
             "a@b",
             "12-345-6789",
         ] {
-            assert_eq!(identifier_value(ok.as_bytes()), None, "{ok}");
+            assert_eq!(identifier_value(ok.as_bytes(), true), None, "{ok}");
         }
     }
 }

@@ -235,6 +235,7 @@ pub struct FileReport {
     pub source: PathBuf,
     pub table: String,
     pub sha256: String,
+    pub bytes: u64,
     pub outcome: FileOutcome,
 }
 
@@ -436,6 +437,7 @@ pub fn ingest(
         loaded.push(LoadedFile {
             source: report.source.display().to_string(),
             sha256: report.sha256.clone(),
+            bytes: report.bytes,
             table: report.table.clone(),
             rows_read: sf.rows_read,
             rows_loaded: sf.rows_loaded,
@@ -489,23 +491,36 @@ fn stage_all(
     let mut seen_by_table: HashMap<String, SeenKeys> = HashMap::new();
     let mut reports = Vec::new();
     let mut staged = Vec::new();
+    let mut sizes_here: Vec<u64> = Vec::new();
     for (table, path) in planned {
-        let sha256 = source::sha256_file(path)?;
+        let size = std::fs::metadata(path)
+            .map_err(IngestError::io(path))?
+            .len();
         let mut report = FileReport {
             source: path.clone(),
             table: table.name.clone(),
-            sha256: sha256.clone(),
+            sha256: String::new(),
+            bytes: size,
             outcome: FileOutcome::RepeatedInCommand,
         };
-        if let Some((load, _)) = manifest.load_of_file(&sha256) {
-            report.outcome = FileOutcome::AlreadyLoaded(load.version);
-            reports.push(report);
-            continue;
+        // Only a file of the same size can repeat one: hash those first, and hash the others
+        // while reading them.
+        if manifest.may_hold_file_of_size(size) || sizes_here.contains(&size) {
+            report.sha256 = source::sha256_file(path)?;
+            if let Some((load, _)) = manifest.load_of_file(&report.sha256) {
+                report.outcome = FileOutcome::AlreadyLoaded(load.version);
+                reports.push(report);
+                continue;
+            }
+            if reports
+                .iter()
+                .any(|r: &FileReport| r.sha256 == report.sha256)
+            {
+                reports.push(report);
+                continue;
+            }
         }
-        if reports.iter().any(|r: &FileReport| r.sha256 == sha256) {
-            reports.push(report);
-            continue;
-        }
+        sizes_here.push(size);
         let header = source::read_header(path)?;
         let positions = source::map_columns(path, table, &header)?;
         if !seen_by_table.contains_key(&table.name) {
@@ -521,9 +536,6 @@ fn stage_all(
             opts.min_date,
             opts.max_date,
         );
-        let size = std::fs::metadata(path)
-            .map_err(IngestError::io(path))?
-            .len();
         let progress = progress_bar(opts.progress, size.saturating_sub(header.body_offset), path);
         let file_staging = staging.join(format!("{:02}", staged.len()));
         let sf = stage_file(
@@ -549,6 +561,7 @@ fn stage_all(
             });
         }
         programs.extend(sf.programs.iter().cloned());
+        report.sha256 = sf.sha256.clone();
         staged.push((reports.len(), sf));
         reports.push(report);
     }
@@ -660,7 +673,7 @@ fn stored_keys(
                 source: e.into(),
             })?;
             for id in batch.column(0).as_string::<i32>().iter().flatten() {
-                seen.insert(key_hash(id.as_bytes()), 0);
+                seen.insert(key_hash(id.as_bytes()).into(), 0);
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -16,11 +16,15 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
 
 use super::IngestError;
 use super::rows::{ChunkResult, Reject, RowRules, validate_chunk};
+use crate::dictionary::ColumnType;
 use crate::quarter::Quarter;
+use crate::warehouse::hex;
 
 /// Bytes per chunk handed to a worker.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -41,13 +45,23 @@ impl Hasher for PassThroughHasher {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
+    fn write_u64(&mut self, v: u64) {
+        self.0 = self.0.rotate_left(29) ^ v;
+    }
+}
+
+/// A 128-bit key hash as two words, so a set entry with its line is 24 bytes, not 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash(u64, u64);
+
+impl From<u128> for KeyHash {
+    fn from(h: u128) -> Self {
+        KeyHash((h >> 64) as u64, h as u64)
     }
 }
 
 /// Primary-key hashes already taken, with the line that took each (0: already stored).
-pub type SeenKeys = HashMap<u128, u64, BuildHasherDefault<PassThroughHasher>>;
+pub type SeenKeys = HashMap<KeyHash, u64, BuildHasherDefault<PassThroughHasher>>;
 
 /// One staged Parquet file.
 #[derive(Debug)]
@@ -68,6 +82,8 @@ pub struct StagedFile {
     pub rejects: Vec<Reject>,
     /// For the programs table: each loaded program's id and start date (epoch days).
     pub programs: Vec<(String, i32)>,
+    /// SHA-256 of the whole file, computed while reading it.
+    pub sha256: String,
 }
 
 struct Chunk {
@@ -87,6 +103,13 @@ pub fn stage_file(
     progress: &ProgressBar,
 ) -> Result<StagedFile, IngestError> {
     std::fs::create_dir_all(staging).map_err(IngestError::io(staging))?;
+    // Reserve the uniqueness set once from the size (a row is about 64 bytes or more), so it
+    // rarely rehashes while it grows.
+    let body = std::fs::metadata(path)
+        .map_err(IngestError::io(path))?
+        .len()
+        .saturating_sub(body_offset);
+    seen.reserve((body / 64) as usize);
     let stop = AtomicBool::new(false);
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -128,28 +151,34 @@ pub fn stage_file(
         match (outcome, read) {
             (Err(e), _) => Err(e),
             (Ok(_), Err(e)) => Err(e),
-            (Ok(staged), Ok(())) => Ok(staged),
+            (Ok(mut staged), Ok(sha256)) => {
+                staged.sha256 = sha256;
+                Ok(staged)
+            }
         }
     })
 }
 
 /// Reads the body in chunks that end at a line break and sends them on.
+/// Returns the SHA-256 of the whole file, read on the way (empty if stopped early).
 fn read_chunks(
     path: &Path,
     body_offset: u64,
     tx: mpsc::SyncSender<Chunk>,
     stop: &AtomicBool,
-) -> Result<(), IngestError> {
+) -> Result<String, IngestError> {
     let mut file = File::open(path).map_err(IngestError::io(path))?;
-    file.seek(SeekFrom::Start(body_offset))
-        .map_err(IngestError::io(path))?;
+    let mut hasher = Sha256::new();
+    let mut head = vec![0u8; body_offset as usize];
+    file.read_exact(&mut head).map_err(IngestError::io(path))?;
+    hasher.update(&head);
     let mut carry: Vec<u8> = Vec::new();
     let mut line = 2u64;
     let mut index = 0usize;
     let mut eof = false;
     while !eof {
         if stop.load(Ordering::Relaxed) {
-            return Ok(());
+            return Ok(String::new());
         }
         let mut buf = std::mem::take(&mut carry);
         let start = buf.len();
@@ -163,6 +192,7 @@ fn read_chunks(
                 eof = true;
                 break;
             }
+            hasher.update(&buf[filled..filled + n]);
             filled += n;
         }
         buf.truncate(filled);
@@ -189,10 +219,10 @@ fn read_chunks(
         line += lines;
         index += 1;
         if tx.send(chunk).is_err() {
-            return Ok(());
+            return Ok(String::new());
         }
     }
-    Ok(())
+    Ok(hex(&hasher.finalize()))
 }
 
 struct QuarterWriter {
@@ -210,7 +240,17 @@ fn collect(
     progress: &ProgressBar,
     results: mpsc::Receiver<(usize, usize, ChunkResult)>,
 ) -> Result<StagedFile, IngestError> {
-    let props = WriterProperties::builder()
+    // Ids and free text are nearly unique: dictionary encoding them only costs time.
+    let plain_columns = rules
+        .table
+        .columns
+        .iter()
+        .filter(|c| matches!(c.ty, ColumnType::Id | ColumnType::Text))
+        .map(|c| ColumnPath::from(c.name.as_str()));
+    let props = plain_columns
+        .fold(WriterProperties::builder(), |b, c| {
+            b.set_column_dictionary_enabled(c, false)
+        })
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
         ))
@@ -234,6 +274,7 @@ fn collect(
         rows_rejected: 0,
         rejects: Vec::new(),
         programs: Vec::new(),
+        sha256: String::new(),
     };
     for (index, bytes, result) in results {
         pending.insert(index, (bytes, result));
@@ -250,8 +291,9 @@ fn collect(
                 let mut keep = Vec::with_capacity(bucket.keys.len());
                 let ids = bucket.batch.column(pk).as_string::<i32>();
                 for (row, (hash, line)) in bucket.keys.iter().enumerate() {
-                    match seen.get(hash) {
-                        Some(&first) => {
+                    match seen.entry(KeyHash::from(*hash)) {
+                        std::collections::hash_map::Entry::Occupied(first) => {
+                            let first = *first.get();
                             let id = ids.value(row);
                             let reason = if first == 0 {
                                 format!(
@@ -269,8 +311,8 @@ fn collect(
                             staged.rows_rejected += 1;
                             keep.push(false);
                         }
-                        None => {
-                            seen.insert(*hash, *line);
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(*line);
                             keep.push(true);
                         }
                     }
@@ -322,18 +364,46 @@ fn collect(
             }
         }
     }
-    for (quarter, w) in writers {
-        let file = w
-            .writer
-            .into_inner()
-            .map_err(IngestError::parquet(&w.path))?;
-        file.sync_all().map_err(IngestError::io(&w.path))?;
-        staged.data.push(StagedData {
-            quarter,
-            path: w.path,
-            rows: w.rows,
-        });
+    // Closing flushes each file's last row groups: compress them on all cores at once.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let writers: Vec<(Option<Quarter>, QuarterWriter)> = writers.into_iter().collect();
+    let closed: Vec<Result<StagedData, IngestError>> = std::thread::scope(|scope| {
+        let mut groups: Vec<Vec<(Option<Quarter>, QuarterWriter)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for (i, w) in writers.into_iter().enumerate() {
+            groups[i % threads].push(w);
+        }
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
+                scope.spawn(move || {
+                    group
+                        .into_iter()
+                        .map(|(quarter, w)| {
+                            let file = w
+                                .writer
+                                .into_inner()
+                                .map_err(IngestError::parquet(&w.path))?;
+                            file.sync_all().map_err(IngestError::io(&w.path))?;
+                            Ok(StagedData {
+                                quarter,
+                                path: w.path,
+                                rows: w.rows,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a closing thread does not panic"))
+            .collect()
+    });
+    for data in closed {
+        staged.data.push(data?);
     }
+    staged.data.sort_by_key(|d| d.quarter);
     staged.rejects.sort();
     Ok(staged)
 }

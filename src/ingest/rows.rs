@@ -3,13 +3,12 @@
 //! that chunks can be validated in parallel.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, DictionaryArray, Int32Builder, RecordBatch,
-    StringArray, StringBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, DictionaryArray, Int32Builder,
+    RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 
@@ -75,7 +74,7 @@ pub struct RowRules<'a> {
     /// Number of fields in the header.
     pub n_fields: usize,
     /// Known programs and their start dates (epoch days).
-    pub programs: &'a HashMap<String, i32>,
+    programs: HashMap<&'a [u8], i32, ahash::RandomState>,
     pub min_date: i32,
     pub max_date: i32,
     pub schema: SchemaRef,
@@ -85,6 +84,42 @@ pub struct RowRules<'a> {
     program_column: Option<usize>,
     pk_column: usize,
     start_end: Option<(usize, usize)>,
+    /// Each enum column's matcher.
+    enum_matchers: Vec<EnumMatcher>,
+    /// First day (epoch days) of every quarter from `min_date` to `max_date`, ascending.
+    quarter_starts: Vec<(i32, Quarter)>,
+}
+
+/// Matches a field against an enum's values without a `memcmp` call per value: the length and
+/// the first eight bytes decide nearly every comparison.
+#[derive(Debug, Default)]
+struct EnumMatcher {
+    values: Vec<(usize, u64, Vec<u8>)>,
+}
+
+fn prefix8(v: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = v.len().min(8);
+    b[..n].copy_from_slice(&v[..n]);
+    u64::from_le_bytes(b)
+}
+
+impl EnumMatcher {
+    fn new(values: &[String]) -> Self {
+        Self {
+            values: values
+                .iter()
+                .map(|v| (v.len(), prefix8(v.as_bytes()), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn find(&self, v: &[u8]) -> Option<usize> {
+        let p = prefix8(v);
+        self.values.iter().position(|(len, pre, full)| {
+            *len == v.len() && *pre == p && (v.len() <= 8 || full[8..] == v[8..])
+        })
+    }
 }
 
 impl<'a> RowRules<'a> {
@@ -107,11 +142,24 @@ impl<'a> RowRules<'a> {
         let start_end = table
             .column_index("start_date")
             .zip(table.column_index("end_date"));
+        let enum_matchers = table
+            .columns
+            .iter()
+            .map(|c| EnumMatcher::new(&c.values))
+            .collect();
+        let mut quarter_starts = Vec::new();
+        let mut q = Quarter::of(min_date);
+        while q.first_day() <= max_date {
+            quarter_starts.push((epoch_days(q.first_day()), q));
+            q = q.next();
+        }
         Self {
             table,
             field_of_column,
             n_fields,
-            programs,
+            programs: programs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect(),
+            enum_matchers,
+            quarter_starts,
             min_date: epoch_days(min_date),
             max_date: epoch_days(max_date),
             schema: table.schema(),
@@ -148,15 +196,24 @@ pub struct ChunkResult {
     pub problem: Option<FileProblem>,
 }
 
-/// A 128-bit hash of a primary key, for the uniqueness check. Two independent SipHash
-/// digests; a false duplicate among 10^8 keys has probability below 10^-22.
+/// Two fixed-seed hashers whose digests make a 128-bit key hash.
+const KEY_HASH_A: ahash::RandomState = ahash::RandomState::with_seeds(
+    0x243F_6A88_85A3_08D3,
+    0x1319_8A2E_0370_7344,
+    0xA409_3822_299F_31D0,
+    0x082E_FA98_EC4E_6C89,
+);
+const KEY_HASH_B: ahash::RandomState = ahash::RandomState::with_seeds(
+    0x4528_21E6_38D0_1377,
+    0xBE54_66CF_34E9_0C6C,
+    0xC0AC_29B7_C97C_50DD,
+    0x3F84_D5B5_B547_0917,
+);
+
+/// A 128-bit hash of a primary key, for the uniqueness check: two independently seeded
+/// digests. A false duplicate among 10^8 keys has probability below 10^-22.
 pub fn key_hash(key: &[u8]) -> u128 {
-    let mut a = DefaultHasher::new();
-    key.hash(&mut a);
-    let mut b = DefaultHasher::new();
-    0xA5u8.hash(&mut b);
-    key.hash(&mut b);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    (u128::from(KEY_HASH_A.hash_one(key)) << 64) | u128::from(KEY_HASH_B.hash_one(key))
 }
 
 /// One parsed field.
@@ -170,7 +227,8 @@ enum Value {
 }
 
 enum Builder {
-    Str(StringBuilder),
+    /// Bytes of validated UTF-8, checked once per batch when the column is finished.
+    Str(BinaryBuilder),
     Enum(Int32Builder),
     Date(Date32Builder),
     Bool(BooleanBuilder),
@@ -189,7 +247,7 @@ impl BucketBuilder {
             .columns
             .iter()
             .map(|c| match c.ty {
-                ColumnType::Id | ColumnType::Text => Builder::Str(StringBuilder::new()),
+                ColumnType::Id | ColumnType::Text => Builder::Str(BinaryBuilder::new()),
                 ColumnType::Enum => Builder::Enum(Int32Builder::new()),
                 ColumnType::Date => Builder::Date(Date32Builder::new()),
                 ColumnType::Bool => Builder::Bool(BooleanBuilder::new()),
@@ -205,10 +263,7 @@ impl BucketBuilder {
     fn push(&mut self, base: &[u8], values: &[Value]) {
         for (b, v) in self.columns.iter_mut().zip(values) {
             match (b, *v) {
-                (Builder::Str(b), Value::Str(s, e)) => {
-                    // Validated as UTF-8 for the whole chunk before splitting.
-                    b.append_value(std::str::from_utf8(&base[s..e]).expect("validated UTF-8"))
-                }
+                (Builder::Str(b), Value::Str(s, e)) => b.append_value(&base[s..e]),
                 (Builder::Str(b), Value::Null) => b.append_null(),
                 (Builder::Enum(b), Value::Code(c)) => b.append_value(c),
                 (Builder::Enum(b), Value::Null) => b.append_null(),
@@ -227,7 +282,12 @@ impl BucketBuilder {
             .into_iter()
             .zip(&rules.enum_values)
             .map(|(b, dict)| match b {
-                Builder::Str(mut b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Str(mut b) => {
+                    let (offsets, values, nulls) = b.finish().into_parts();
+                    // The chunk was checked as UTF-8 before splitting.
+                    Arc::new(StringArray::try_new(offsets, values, nulls).expect("validated UTF-8"))
+                        as ArrayRef
+                }
                 Builder::Enum(mut b) => {
                     let values = dict.clone().expect("enum columns have values");
                     Arc::new(
@@ -251,13 +311,24 @@ impl BucketBuilder {
 /// Splits one CSV line (without its line break) into fields. Unquoted fields are trimmed of
 /// spaces; a quoted field may hold commas and doubled quotes. Returns the buffer the ranges
 /// point into: the line itself, or `scratch` when a quoted field had to be unescaped.
-pub fn split_line<'a>(
+#[cfg(test)]
+fn split_line<'a>(
     line: &'a [u8],
     scratch: &'a mut Vec<u8>,
     out: &mut Vec<(usize, usize)>,
 ) -> Result<&'a [u8], String> {
+    split_fields(line, memchr::memchr(b'"', line).is_some(), scratch, out)
+}
+
+/// [`split_line`] for a caller that already knows whether the line holds a quote.
+fn split_fields<'a>(
+    line: &'a [u8],
+    has_quote: bool,
+    scratch: &'a mut Vec<u8>,
+    out: &mut Vec<(usize, usize)>,
+) -> Result<&'a [u8], String> {
     out.clear();
-    if memchr::memchr(b'"', line).is_none() {
+    if !has_quote {
         let mut start = 0;
         for pos in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
             out.push(trim(line, start, pos));
@@ -411,7 +482,15 @@ pub fn validate_chunk(
         }
         result.rows_read += 1;
         let cut_off = !terminated && last_chunk_unterminated;
-        let base = match split_line(line, &mut scratch, &mut ranges) {
+        // One scan tells whether the line needs the quoted-field parser or the email test.
+        let (has_quote, has_at) = match memchr::memchr2(b'"', b'@', line) {
+            None => (false, false),
+            Some(_) => (
+                memchr::memchr(b'"', line).is_some(),
+                memchr::memchr(b'@', line).is_some(),
+            ),
+        };
+        let base = match split_fields(line, has_quote, &mut scratch, &mut ranges) {
             Ok(base) => base,
             Err(_) if cut_off => {
                 result.problem = Some(FileProblem::Truncated {
@@ -455,7 +534,7 @@ pub fn validate_chunk(
         // A direct identifier anywhere refuses the whole file, before any other check.
         for (ci, col) in table.columns.iter().enumerate() {
             let (s, e) = ranges[rules.field_of_column[ci]];
-            if let Some(kind) = identifier_value(&base[s..e]) {
+            if let Some(kind) = identifier_value(&base[s..e], has_at) {
                 result.problem = Some(FileProblem::Identifier {
                     line: line_here,
                     column: col.name.clone(),
@@ -508,7 +587,7 @@ pub fn validate_chunk(
                             Ok(Value::Str(s, e))
                         }
                     }
-                    ColumnType::Enum => match col.values.iter().position(|x| x.as_bytes() == v) {
+                    ColumnType::Enum => match rules.enum_matchers[ci].find(v) {
                         Some(i) => Ok(Value::Code(i as i32)),
                         None => Err(format!(
                             "{} is not one of {}",
@@ -553,8 +632,9 @@ pub fn validate_chunk(
                 let Value::Str(s, e) = values[pc] else {
                     unreachable!("program_id is a required id")
                 };
-                let pid = std::str::from_utf8(&base[s..e]).expect("validated UTF-8");
-                match rules.programs.get(pid) {
+                let pid_bytes = &base[s..e];
+                let pid = String::from_utf8_lossy(pid_bytes);
+                match rules.programs.get(pid_bytes) {
                     None => row_rejects.push(Reject {
                         line: line_here,
                         column: table.columns[pc].name.clone(),
@@ -601,7 +681,12 @@ pub fn validate_chunk(
             continue;
         }
         let quarter = rules.date_column.map(|dc| match values[dc] {
-            Value::Date(d) => Quarter::of(from_epoch_days(d)),
+            Value::Date(d) => {
+                let i = rules
+                    .quarter_starts
+                    .partition_point(|(start, _)| *start <= d);
+                rules.quarter_starts[i - 1].1
+            }
             _ => unreachable!("the date column is required"),
         });
         let bucket = match buckets.iter().position(|b| b.quarter == quarter) {

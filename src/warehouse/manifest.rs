@@ -53,6 +53,9 @@ pub struct LoadedFile {
     pub source: String,
     /// SHA-256 of the file's bytes: how a re-load of the same file is recognised.
     pub sha256: String,
+    /// Size of the file in bytes; only a file of the same size can be a re-load.
+    #[serde(default)]
+    pub bytes: u64,
     pub table: String,
     pub rows_read: u64,
     pub rows_loaded: u64,
@@ -97,6 +100,15 @@ impl Manifest {
             .iter()
             .flat_map(|l| l.files.iter().map(move |f| (l, f)))
             .find(|(_, f)| f.sha256 == sha256)
+    }
+
+    /// Whether a file of this size may already be loaded (sizes unknown to older manifests
+    /// count as a possible match).
+    pub fn may_hold_file_of_size(&self, bytes: u64) -> bool {
+        self.loads
+            .iter()
+            .flat_map(|l| l.files.iter())
+            .any(|f| f.bytes == bytes || f.bytes == 0)
     }
 
     /// Every data file of `table`, oldest first.
@@ -162,6 +174,7 @@ mod tests {
         LoadedFile {
             source: format!("{table}.csv"),
             sha256: sha.into(),
+            bytes: 10,
             table: table.into(),
             rows_read: 2,
             rows_loaded: 2,

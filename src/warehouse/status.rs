@@ -81,8 +81,10 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Dataset version {} ({} loads). Exact figures: steward only, never publish them.",
-            self.version, self.loads
+            "Dataset version {} ({} load{}). Exact figures: steward only, never publish them.",
+            self.version,
+            self.loads,
+            if self.loads == 1 { "" } else { "s" }
         )?;
         writeln!(f, "Content hash (steward only): {}", self.content_hash)?;
         writeln!(f)?;
