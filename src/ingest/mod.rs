@@ -527,7 +527,7 @@ fn stage_all(
             let keys = stored_keys(wh, manifest, table)?;
             seen_by_table.insert(table.name.clone(), keys);
         }
-        let seen = seen_by_table.get_mut(&table.name).expect("inserted above");
+        let seen = seen_by_table.get(&table.name).expect("inserted above");
         let rules = RowRules::new(
             table,
             positions,
@@ -560,6 +560,7 @@ fn stage_all(
                 quarantine: q,
             });
         }
+        seen.settle();
         programs.extend(sf.programs.iter().cloned());
         report.sha256 = sf.sha256.clone();
         staged.push((reports.len(), sf));
@@ -652,7 +653,7 @@ fn stored_keys(
     manifest: &crate::warehouse::Manifest,
     table: &Table,
 ) -> Result<SeenKeys, IngestError> {
-    let mut seen = SeenKeys::default();
+    let seen = SeenKeys::default();
     for f in manifest.data_files(&table.name) {
         let path = wh.path(&f.path);
         let file = File::open(&path).map_err(IngestError::io(&path))?;
@@ -673,7 +674,7 @@ fn stored_keys(
                 source: e.into(),
             })?;
             for id in batch.column(0).as_string::<i32>().iter().flatten() {
-                seen.insert(key_hash(id.as_bytes()).into(), 0);
+                seen.insert_stored(key_hash(id.as_bytes()));
             }
         }
     }

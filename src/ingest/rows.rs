@@ -308,19 +308,10 @@ impl BucketBuilder {
     }
 }
 
-/// Splits one CSV line (without its line break) into fields. Unquoted fields are trimmed of
-/// spaces; a quoted field may hold commas and doubled quotes. Returns the buffer the ranges
-/// point into: the line itself, or `scratch` when a quoted field had to be unescaped.
-#[cfg(test)]
-fn split_line<'a>(
-    line: &'a [u8],
-    scratch: &'a mut Vec<u8>,
-    out: &mut Vec<(usize, usize)>,
-) -> Result<&'a [u8], String> {
-    split_fields(line, memchr::memchr(b'"', line).is_some(), scratch, out)
-}
-
-/// [`split_line`] for a caller that already knows whether the line holds a quote.
+/// Splits one CSV line (without its line break) into fields; `has_quote` says whether the
+/// line holds a `"` at all. Unquoted fields are trimmed of spaces; a quoted field may hold
+/// commas and doubled quotes. Returns the buffer the ranges point into: the line itself, or
+/// `scratch` when a quoted field had to be unescaped.
 fn split_fields<'a>(
     line: &'a [u8],
     has_quote: bool,
@@ -400,18 +391,41 @@ fn trim(line: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
     (s, e)
 }
 
-/// Parses `YYYY-MM-DD` into epoch days.
+/// Parses `YYYY-MM-DD` into epoch days (days since 1970-01-01), rejecting impossible dates.
 pub fn parse_date(v: &[u8]) -> Option<i32> {
     if v.len() != 10 || v[4] != b'-' || v[7] != b'-' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        v[r].iter().try_fold(0u32, |acc, b| {
-            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
-        })
+    let digit = |i: usize| -> Option<u32> {
+        let d = v[i].wrapping_sub(b'0');
+        (d < 10).then_some(u32::from(d))
     };
-    let d = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-    Some(epoch_days(d))
+    let y = digit(0)? * 1000 + digit(1)? * 100 + digit(2)? * 10 + digit(3)?;
+    let m = digit(5)? * 10 + digit(6)?;
+    let d = digit(8)? * 10 + digit(9)?;
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d == 0 || d > month_days {
+        return None;
+    }
+    Some(days_from_civil(y as i32, m, d))
+}
+
+/// Days since 1970-01-01 of a valid proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = (y - era * 400) as u32;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe as i32 - 719_468
 }
 
 fn parse_bool(v: &[u8]) -> Option<bool> {
@@ -713,7 +727,8 @@ mod tests {
     fn split(line: &str) -> Result<Vec<String>, String> {
         let mut scratch = Vec::new();
         let mut out = Vec::new();
-        let base = split_line(line.as_bytes(), &mut scratch, &mut out)?;
+        let has_quote = line.contains('"');
+        let base = split_fields(line.as_bytes(), has_quote, &mut scratch, &mut out)?;
         Ok(out
             .iter()
             .map(|(s, e)| String::from_utf8(base[*s..*e].to_vec()).unwrap())
@@ -759,6 +774,28 @@ mod tests {
         ] {
             assert_eq!(parse_date(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn date_parser_agrees_with_chrono_on_every_day() {
+        let mut d = NaiveDate::from_ymd_opt(1899, 12, 1).unwrap();
+        let end = NaiveDate::from_ymd_opt(2101, 3, 1).unwrap();
+        while d < end {
+            let text = d.format("%Y-%m-%d").to_string();
+            assert_eq!(parse_date(text.as_bytes()), Some(epoch_days(d)), "{text}");
+            d = d.succ_opt().unwrap();
+        }
+        for bad in [
+            "2100-02-29",
+            "1900-02-29",
+            "2025-04-31",
+            "2025-00-10",
+            "2025-01-00",
+            "2025-01-32",
+        ] {
+            assert_eq!(parse_date(bad.as_bytes()), None, "{bad}");
+        }
+        assert!(parse_date(b"2000-02-29").is_some());
     }
 
     #[test]

@@ -225,11 +225,11 @@ fn too_many_rejects_refuse_the_file_and_explain_why() {
 fn unknown_table_and_bad_options() {
     let tmp = tempfile::tempdir().unwrap();
     let f = write(tmp.path(), "stuff.csv", "a,b\n1,2\n");
-    let e = ingest(&tmp.path().join("wh"), &[f.clone()], &opts()).unwrap_err();
+    let e = ingest(&tmp.path().join("wh"), std::slice::from_ref(&f), &opts()).unwrap_err();
     assert!(e.to_string().contains("cannot tell which table"), "{e}");
     let e = ingest(
         &tmp.path().join("wh"),
-        &[f.clone()],
+        std::slice::from_ref(&f),
         &IngestOptions {
             table: Some("nope".into()),
             ..opts()

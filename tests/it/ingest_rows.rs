@@ -159,7 +159,8 @@ fn ids_must_be_unique_across_loads() {
     let q = quarantine(&r);
     assert_eq!(q.len(), 2);
     assert!(
-        q[0].2.contains("'E0000' is already in the warehouse"),
+        q[0].2
+            .contains("'E0000' is already in the warehouse or an earlier file of this load"),
         "{}",
         q[0].2
     );
@@ -277,5 +278,46 @@ fn quoted_fields_crlf_bom_and_column_order_are_accepted() {
             "SELECT count(*) FROM overdose_events WHERE person_key = 'pk1' AND fatal AND NOT naloxone_administered AND sex = 'female'"
         ),
         1
+    );
+}
+
+#[test]
+fn duplicates_across_chunks_keep_the_first_line() {
+    // About 13 MB: the body is validated in 4 MiB chunks by parallel workers, so the
+    // duplicates below land in different chunks, checked in any order.
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let mut rows: Vec<String> = (0..150_000)
+        .map(|i| {
+            event(
+                &format!("E{i:07}"),
+                &format!("pk{i:07}"),
+                "P001",
+                "2025-02-03",
+            )
+        })
+        .collect();
+    rows[149_000] = event("E0000005", "pkdup", "P001", "2025-02-03");
+    rows[100_000] = event("E0000005", "pkdup", "P001", "2025-02-03");
+    rows[60_000] = event("E0149999", "pkdup", "P001", "2025-02-03");
+    let f = write(tmp.path(), "overdose_events.csv", csv(EVENTS_HEADER, &rows));
+    let opts = IngestOptions {
+        max_reject_rate: 0.01,
+        ..opts()
+    };
+    let r = ingest(&wh, &[f], &opts).unwrap();
+    let q = quarantine(&r);
+    let lines: Vec<u64> = q.iter().map(|x| x.0).collect();
+    // Data row i is on line i + 2. E0000005 first appears on line 7; E0149999 on line 60,002.
+    assert_eq!(lines, [100_002, 149_002, 150_001]);
+    assert!(q[0].2.contains("repeats line 7"), "{}", q[0].2);
+    assert!(
+        q[2].2.contains("'E0149999' repeats line 60002"),
+        "{}",
+        q[2].2
+    );
+    assert_eq!(
+        scalar(&wh, "SELECT count(*) FROM overdose_events"),
+        150_000 - 3
     );
 }
