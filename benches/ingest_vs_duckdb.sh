@@ -42,32 +42,37 @@ lines=$(($(wc -l < "$work/events5m/overdose_events.csv") - 1))
 size=$(du -m "$work/events5m/overdose_events.csv" | cut -f1)
 echo "rows: $lines, size: ${size} MiB"
 
-echo "== DuckDB: COPY (SELECT * FROM read_csv_auto(...)) TO parquet, zstd, 2 threads"
 cat > "$work/duck.py" <<PY
 import duckdb, sys
 con = duckdb.connect()
 con.execute("SET threads=2")
 con.execute("COPY (SELECT * FROM read_csv_auto('$work/events5m/overdose_events.csv')) TO '$work/duck.parquet' (FORMAT parquet, COMPRESSION zstd)")
 PY
-duck_best=""
-for i in 1 2 3; do
+
+# The two tools run in turn, five times each, so that the machine's drift hits both alike;
+# the medians are compared.
+echo "== DuckDB: COPY (SELECT * FROM read_csv_auto(...)) TO parquet, zstd, 2 threads"
+echo "== outreach ingest: full validation, 5,000,000 rows (programs loaded first, untimed)"
+duck=()
+ours=()
+for i in 1 2 3 4 5; do
   rm -f "$work/duck.parquet"
   read -r s m < <(peak python3 "$work/duck.py")
-  echo "duckdb run $i: ${s}s, peak ${m} MiB"
-  duck_best=$(python3 -c "print(min(float(x) for x in '$duck_best $s'.split()))")
-done
-
-echo "== outreach ingest: full validation, 5,000,000 rows"
-best=""
-for i in 1 2 3; do
+  echo "run $i duckdb:   ${s}s, peak ${m} MiB"
+  duck+=("$s")
   rm -rf "$work/wh"
   "$bin" --quiet ingest --warehouse "$work/wh" "$work/events5m/programs.csv" > /dev/null
   read -r s m < <(peak "$bin" --quiet ingest --warehouse "$work/wh" "$work/events5m/overdose_events.csv")
-  echo "outreach run $i: ${s}s, peak ${m} MiB"
-  best=$(python3 -c "print(min(float(x) for x in '$best $s'.split()))")
+  echo "run $i outreach: ${s}s, peak ${m} MiB"
+  ours+=("$s")
 done
 grep -E 'overdose_events|Committed' "$work/out.txt" || true
-python3 -c "print(f'best of 3: outreach {$best:.2f}s, duckdb {$duck_best:.2f}s, ratio {$best/$duck_best:.2f}')"
+python3 -c "
+import statistics as st
+d = [float(x) for x in '${duck[*]}'.split()]
+o = [float(x) for x in '${ours[*]}'.split()]
+print(f'median: outreach {st.median(o):.2f}s, duckdb {st.median(d):.2f}s, ratio {st.median(o)/st.median(d):.2f}; best: outreach {min(o):.2f}s, duckdb {min(d):.2f}s, ratio {min(o)/min(d):.2f}')
+"
 
 echo "== other readers: DuckDB and pyarrow read the warehouse's Parquet"
 python3 - <<PY

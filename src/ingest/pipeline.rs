@@ -16,7 +16,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
@@ -389,9 +389,11 @@ fn collect(
         .iter()
         .filter(|c| matches!(c.ty, ColumnType::Id | ColumnType::Text))
         .map(|c| ColumnPath::from(c.name.as_str()));
+    // Their page-level statistics would never prune anything either; dates keep theirs.
     let props = plain_columns
         .fold(WriterProperties::builder(), |b, c| {
-            b.set_column_dictionary_enabled(c, false)
+            b.set_column_dictionary_enabled(c.clone(), false)
+                .set_column_statistics_enabled(c, EnabledStatistics::Chunk)
         })
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
