@@ -378,6 +378,11 @@ pub fn ingest(
 
     if staged.is_empty() {
         wh.drop_staging(&staging)?;
+        // Nothing new, but a completeness declaration still counts.
+        if let Some(through) = opts.complete_through {
+            declare_complete(&mut manifest, &reports, through, &now_rfc3339());
+            wh.commit_manifest(&lock, &manifest)?;
+        }
         return Ok(IngestReport {
             files: reports,
             version: None,
@@ -449,18 +454,7 @@ pub fn ingest(
     fail_point("after-data-rename");
     let now = now_rfc3339();
     if let Some(through) = opts.complete_through {
-        let mut tables: Vec<&str> = loaded.iter().map(|f| f.table.as_str()).collect();
-        tables.dedup();
-        for t in tables {
-            manifest
-                .complete_through
-                .entry(t.to_string())
-                .or_default()
-                .push(CompletenessDeclaration {
-                    through,
-                    declared_at: now.clone(),
-                });
-        }
+        declare_complete(&mut manifest, &reports, through, &now);
     }
     manifest.loads.push(Load {
         version,
@@ -474,6 +468,28 @@ pub fn ingest(
         version: Some(version),
         recovered_files,
     })
+}
+
+/// Records `--complete-through` for every table the command's files belong to.
+fn declare_complete(
+    manifest: &mut crate::warehouse::Manifest,
+    reports: &[FileReport],
+    through: NaiveDate,
+    now: &str,
+) {
+    let mut tables: Vec<&str> = reports.iter().map(|r| r.table.as_str()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    for t in tables {
+        manifest
+            .complete_through
+            .entry(t.to_string())
+            .or_default()
+            .push(CompletenessDeclaration {
+                through,
+                declared_at: now.to_string(),
+            });
+    }
 }
 
 type Staged = (Vec<FileReport>, Vec<(usize, StagedFile)>);

@@ -92,6 +92,28 @@ async fn complete_through_is_declared_never_inferred() {
     );
 }
 
+#[test]
+fn complete_through_at_ingest_is_recorded_even_when_nothing_is_new() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh_path = warehouse_with_programs(tmp.path());
+    let f = write(
+        tmp.path(),
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(10)),
+    );
+    load(&wh_path, &f).unwrap();
+    let opts = IngestOptions {
+        complete_through: Some(d("2025-12-31")),
+        ..opts()
+    };
+    let r = ingest(&wh_path, &[f], &opts).unwrap();
+    assert_eq!(r.version, None);
+    let m = Warehouse::open(&wh_path).unwrap().manifest().unwrap();
+    assert_eq!(m.complete_through("overdose_events"), Some(d("2025-12-31")));
+    assert_eq!(m.complete_through("arrests"), None);
+    assert_eq!(m.version(), DatasetVersion(2));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_warehouse_has_every_table_with_its_schema() {
     let tmp = tempfile::tempdir().unwrap();
