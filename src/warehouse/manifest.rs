@@ -120,6 +120,14 @@ impl Manifest {
             .flat_map(|f| f.data_files.iter())
     }
 
+    /// Every data file of every table: what a reader may depend on.
+    pub fn all_data_files(&self) -> impl Iterator<Item = &DataFile> {
+        self.loads
+            .iter()
+            .flat_map(|l| l.files.iter())
+            .flat_map(|f| f.data_files.iter())
+    }
+
     /// The "data complete through" date in force for `table`.
     pub fn complete_through(&self, table: &str) -> Option<NaiveDate> {
         self.complete_through.get(table)?.last().map(|d| d.through)

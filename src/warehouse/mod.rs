@@ -171,23 +171,15 @@ impl Warehouse {
 
     /// Removes what an interrupted write left behind: the staging folder and data files that
     /// no committed load names. Returns how many data files were removed.
-    pub fn recover(&self, lock: &WriteLock) -> Result<usize> {
-        let _ = lock;
+    pub fn recover(&self, _lock: &WriteLock) -> Result<usize> {
         let staging = self.root.join(STAGING_DIR);
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
         }
         let manifest = self.manifest()?;
-        let known: std::collections::HashSet<PathBuf> = Dictionary::builtin()
-            .map(|d| d.tables().to_vec())
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|t| {
-                manifest
-                    .data_files(&t.name)
-                    .map(|f| self.path(&f.path))
-                    .collect::<Vec<_>>()
-            })
+        let known: std::collections::HashSet<PathBuf> = manifest
+            .all_data_files()
+            .map(|f| self.path(&f.path))
             .collect();
         let mut removed = 0;
         let tables = self.root.join(TABLES_DIR);
