@@ -23,7 +23,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Date32Type;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -627,23 +627,30 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-/// Programs already in the warehouse, with their start dates.
-fn stored_programs(
+/// Calls `each` with every stored batch of `table`, projected to `columns` (by name). A
+/// stored file without one of them is damaged, and is an error rather than skipped: skipping
+/// it would let keys it holds be loaded again.
+fn for_each_stored_batch(
     wh: &Warehouse,
     manifest: &crate::warehouse::Manifest,
-) -> Result<HashMap<String, i32>, IngestError> {
-    let mut out = HashMap::new();
-    for f in manifest.data_files("programs") {
+    table: &str,
+    columns: &[&str],
+    mut each: impl FnMut(&RecordBatch),
+) -> Result<(), IngestError> {
+    for f in manifest.data_files(table) {
         let path = wh.path(&f.path);
         let file = File::open(&path).map_err(IngestError::io(&path))?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(IngestError::parquet(&path))?;
-        let schema = builder.schema().clone();
-        let (Ok(id), Ok(start)) = (schema.index_of("program_id"), schema.index_of("start_date"))
-        else {
-            continue;
-        };
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [id, start]);
+        let indices = columns
+            .iter()
+            .map(|c| builder.schema().index_of(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| IngestError::Parquet {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
         let reader = builder
             .with_projection(mask)
             .build()
@@ -653,13 +660,38 @@ fn stored_programs(
                 path: path.clone(),
                 source: e.into(),
             })?;
-            let ids = batch.column(0).as_string::<i32>();
-            let starts = batch.column(1).as_primitive::<Date32Type>();
-            for i in 0..batch.num_rows() {
-                out.insert(ids.value(i).to_string(), starts.value(i));
-            }
+            each(&batch);
         }
     }
+    Ok(())
+}
+
+/// A column that [`for_each_stored_batch`] projected.
+fn named<'b>(batch: &'b RecordBatch, column: &str) -> &'b datafusion::arrow::array::ArrayRef {
+    batch
+        .column_by_name(column)
+        .expect("for_each_stored_batch projects every requested column")
+}
+
+/// Programs already in the warehouse, with their start dates.
+fn stored_programs(
+    wh: &Warehouse,
+    manifest: &crate::warehouse::Manifest,
+) -> Result<HashMap<String, i32>, IngestError> {
+    let mut out = HashMap::new();
+    for_each_stored_batch(
+        wh,
+        manifest,
+        "programs",
+        &["program_id", "start_date"],
+        |b| {
+            let ids = named(b, "program_id").as_string::<i32>();
+            let starts = named(b, "start_date").as_primitive::<Date32Type>();
+            for i in 0..b.num_rows() {
+                out.insert(ids.value(i).to_string(), starts.value(i));
+            }
+        },
+    )?;
     Ok(out)
 }
 
@@ -670,30 +702,21 @@ fn stored_keys(
     table: &Table,
 ) -> Result<SeenKeys, IngestError> {
     let seen = SeenKeys::default();
-    for f in manifest.data_files(&table.name) {
-        let path = wh.path(&f.path);
-        let file = File::open(&path).map_err(IngestError::io(&path))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(IngestError::parquet(&path))?;
-        let Ok(pk) = builder.schema().index_of(&table.primary_key) else {
-            continue;
-        };
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [pk]);
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .map_err(IngestError::parquet(&path))?;
-        seen.reserve(f.rows as usize);
-        for batch in reader {
-            let batch = batch.map_err(|e| IngestError::Parquet {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            for id in batch.column(0).as_string::<i32>().iter().flatten() {
-                seen.insert_stored(key_hash(id.as_bytes()));
-            }
+    seen.reserve(
+        manifest
+            .data_files(&table.name)
+            .map(|f| f.rows as usize)
+            .sum(),
+    );
+    for_each_stored_batch(wh, manifest, &table.name, &[&table.primary_key], |b| {
+        for id in named(b, &table.primary_key)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+        {
+            seen.insert_stored(key_hash(id.as_bytes()));
         }
-    }
+    })?;
     Ok(seen)
 }
 
