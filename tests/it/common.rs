@@ -67,6 +67,11 @@ pub fn warehouse_with_programs(tmp: &Path) -> PathBuf {
     wh
 }
 
+/// `overdose_events.csv` with `n` valid events, written into `dir`.
+pub fn events_file(dir: &Path, n: usize) -> PathBuf {
+    write(dir, "overdose_events.csv", csv(EVENTS_HEADER, &events(n)))
+}
+
 pub fn load(
     wh: &Path,
     file: &Path,

@@ -70,11 +70,7 @@ fn identifier_values_refuse_the_file() {
 fn reloading_the_same_file_adds_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = warehouse_with_programs(tmp.path());
-    let f = write(
-        tmp.path(),
-        "overdose_events.csv",
-        csv(EVENTS_HEADER, &events(20)),
-    );
+    let f = events_file(tmp.path(), 20);
     let first = load(&wh, &f).unwrap();
     assert_eq!(first.version, Some(DatasetVersion(2)));
     let before = snapshot(&wh);
@@ -107,11 +103,7 @@ fn reloading_the_same_file_adds_nothing() {
 fn a_file_listed_twice_in_one_command_loads_once() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = warehouse_with_programs(tmp.path());
-    let f = write(
-        tmp.path(),
-        "overdose_events.csv",
-        csv(EVENTS_HEADER, &events(20)),
-    );
+    let f = events_file(tmp.path(), 20);
     let r = ingest(&wh, &[f.clone(), f], &opts()).unwrap();
     assert_eq!(r.files[1].outcome, FileOutcome::RepeatedInCommand);
     assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 20);
@@ -122,11 +114,7 @@ fn one_refused_file_loads_nothing_of_the_command() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = warehouse_with_programs(tmp.path());
     let before = snapshot(&wh);
-    let good = write(
-        tmp.path(),
-        "overdose_events.csv",
-        csv(EVENTS_HEADER, &events(20)),
-    );
+    let good = events_file(tmp.path(), 20);
     let bad = write(
         tmp.path(),
         "arrests.csv",
@@ -157,11 +145,7 @@ fn programs_and_person_tables_load_together_in_one_command() {
 fn crash_at(point: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let wh = warehouse_with_programs(tmp.path());
-    let f = write(
-        tmp.path(),
-        "overdose_events.csv",
-        csv(EVENTS_HEADER, &events(500)),
-    );
+    let f = events_file(tmp.path(), 500);
     let before = snapshot(&wh);
     let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
         .args(["--quiet", "ingest", "--warehouse"])
@@ -221,11 +205,7 @@ fn one_writer_at_a_time() {
     let wh = warehouse_with_programs(tmp.path());
     let w = Warehouse::open(&wh).unwrap();
     let _held = w.lock().unwrap();
-    let f = write(
-        tmp.path(),
-        "overdose_events.csv",
-        csv(EVENTS_HEADER, &events(5)),
-    );
+    let f = events_file(tmp.path(), 5);
     let err = load(&wh, &f).unwrap_err();
     assert!(
         err.to_string().contains("another command is writing"),

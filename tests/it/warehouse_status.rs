@@ -52,11 +52,7 @@ async fn status_reports_rows_dates_version_and_completeness() {
 async fn complete_through_is_declared_never_inferred() {
     let tmp = tempfile::tempdir().unwrap();
     let wh_path = warehouse_with_programs(tmp.path());
-    let f = write(
-        tmp.path(),
-        "overdose_events.csv",
-        csv(EVENTS_HEADER, &events(10)),
-    );
+    let f = events_file(tmp.path(), 10);
     load(&wh_path, &f).unwrap();
     let wh = Warehouse::open(&wh_path).unwrap();
     // Data up to 2025-12 is loaded, but nothing is complete until the steward says so.
@@ -96,11 +92,7 @@ async fn complete_through_is_declared_never_inferred() {
 fn complete_through_at_ingest_is_recorded_even_when_nothing_is_new() {
     let tmp = tempfile::tempdir().unwrap();
     let wh_path = warehouse_with_programs(tmp.path());
-    let f = write(
-        tmp.path(),
-        "overdose_events.csv",
-        csv(EVENTS_HEADER, &events(10)),
-    );
+    let f = events_file(tmp.path(), 10);
     load(&wh_path, &f).unwrap();
     let opts = IngestOptions {
         complete_through: Some(d("2025-12-31")),
