@@ -3,6 +3,8 @@
 
 use crate::dictionary::DictionaryError;
 use crate::ingest::IngestError;
+use crate::ledger::LedgerError;
+use crate::privacy::PrivacyError;
 use crate::synth::SynthError;
 use crate::warehouse::WarehouseError;
 
@@ -13,6 +15,8 @@ pub enum Fault {
     BadInput,
     /// Another writer holds the warehouse: try again later.
     Busy,
+    /// The privacy budget (or its period) does not cover the request: the steward decides.
+    BudgetExhausted,
     /// A defect or an environment failure (disk, permissions): the operator looks.
     Internal,
 }
@@ -28,6 +32,10 @@ pub enum Error {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Synth(#[from] SynthError),
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 impl Error {
@@ -38,6 +46,8 @@ impl Error {
             Error::Warehouse(e) => e.fault(),
             Error::Ingest(e) => e.fault(),
             Error::Synth(e) => e.fault(),
+            Error::Privacy(e) => e.fault(),
+            Error::Ledger(e) => e.fault(),
         }
     }
 }

@@ -46,7 +46,7 @@ pub const DEFAULT_MAX_REJECT_RATE: f64 = 0.01;
 
 /// Environment variable that makes ingest abort the process at a named point, to test that a
 /// crash there leaves the warehouse as it was. Points: `after-staging`, `after-data-rename`.
-pub const FAIL_POINT_ENV: &str = "OUTREACH_FAIL_POINT";
+pub const FAIL_POINT_ENV: &str = crate::failpoint::ENV;
 
 /// Errors of ingest. Each says what is wrong and where; none leaves data half-written.
 #[derive(Debug, thiserror::Error)]
@@ -769,11 +769,6 @@ fn progress_bar(show: bool, bytes: u64, path: &Path) -> ProgressBar {
     pb
 }
 
-/// Aborts the process at a named point when [`FAIL_POINT_ENV`] names it: a real crash, for the
-/// atomicity tests. Costs one environment look-up per load.
 fn fail_point(name: &str) {
-    if std::env::var(FAIL_POINT_ENV).is_ok_and(|v| v == name) {
-        eprintln!("fail point {name}: aborting");
-        std::process::abort();
-    }
+    crate::failpoint::hit(name);
 }
