@@ -13,18 +13,29 @@
 //!   direct identifiers, quarantines bad rows, and commits Parquet atomically.
 //! - [`warehouse`]: the warehouse folder, its manifest and dataset versions, the DataFusion
 //!   session over it, and the steward's `status`.
+//! - [`privacy`]: the privacy engine. A release spec's person-level SQL passes the
+//!   person-locality analyser, the engine bounds each person's contribution, OpenDP adds
+//!   the noise, and every number carries its 95% interval.
+//! - [`ledger`]: the privacy-budget ledger and release store (SQLite): debit before noise,
+//!   append-only, idempotent releases, and the public view of each release.
+//! - [`report`]: published releases and the budget as text tables, JSON and CSV.
 //! - [`quarter`]: calendar quarters, the public time key.
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`error`]: the crate's error, classified by who is at fault.
+//! - [`failpoint`]: named crash points for the crash-safety tests.
 //!
-//! Queries, the privacy engine, the budget ledger, the API and reports come as their own
-//! modules in later stages; every number they publish will pass through the privacy engine.
+//! The standard queries, the API and reports come as their own modules in later stages;
+//! every number they publish passes through [`privacy`].
 
 pub mod demo;
 pub mod dictionary;
 pub mod error;
+pub mod failpoint;
 pub mod ingest;
+pub mod ledger;
+pub mod privacy;
 pub mod quarter;
+pub mod report;
 pub mod synth;
 pub mod warehouse;
 

@@ -24,7 +24,7 @@ use chrono::NaiveDate;
 pub use manifest::{
     CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, Manifest, hex,
 };
-pub use session::open_session;
+pub use session::{open_session, open_session_at};
 pub use status::{Status, TableStatus, status};
 
 use crate::dictionary::Dictionary;

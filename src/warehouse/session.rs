@@ -22,6 +22,12 @@ pub async fn open_session(wh: &Warehouse) -> Result<SessionContext> {
     session_for(wh, &manifest)
 }
 
+/// A session over the warehouse as of `manifest`, so that a caller that records the dataset
+/// version reads exactly that version.
+pub fn open_session_at(wh: &Warehouse, manifest: &Manifest) -> Result<SessionContext> {
+    session_for(wh, manifest)
+}
+
 pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<SessionContext> {
     let dict = Dictionary::builtin().map_err(|e| WarehouseError::CorruptManifest {
         path: "data-dictionary".into(),

@@ -1,0 +1,477 @@
+//! Contribution bounding, enforced by the engine before any noise (privacy model §2).
+//!
+//! The person-level rows of every query of a release arrive as DataFusion's Arrow streams,
+//! one per partition, read on parallel tasks. The bounder does not rely on DataFusion's
+//! partitioning (its physical optimizer may remove a repartition it finds unneeded): every
+//! row goes to a shard chosen by a fixed hash of its `person_key`, so all of a person's rows
+//! meet in one shard. Then:
+//!
+//! 1. A row whose person key is NULL, or whose cell key is NULL or outside the cell's public
+//!    domain, is dropped and counted in the steward-only [`Diagnostics`].
+//! 2. Rows collapse to one per (person, cell): flags with OR, numbers with MAX; each value
+//!    is clamped to its statistic's bounds.
+//! 3. A person keeps at most `k` cells in the whole release: the `k` whose keyed hash of
+//!    (`person_key`, cell) under the warehouse secret is smallest. The choice is
+//!    deterministic, independent of other persons and cannot be steered without the secret.
+//!    It is made while streaming: a cell that is not among a person's `k` smallest so far can
+//!    never be chosen later, so only `k` cells per person are ever held.
+//! 4. Exclusive groups are made one-hot: a person on several sides of a group in a cell is
+//!    put on the first side listed in the spec.
+//!
+//! The result is the exact, bounded statistic vector: `m` values per cell, cell-major.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Int64Array, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int32Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use siphasher::sip::SipHasher24;
+
+use super::spec::{CellKey, Statistic, StatisticKind};
+
+/// The 128-bit key of the keyed hash that chooses a person's `k` cells.
+#[derive(Clone, Copy)]
+pub struct CellChoiceKey(pub [u8; 16]);
+
+impl std::fmt::Debug for CellChoiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CellChoiceKey(..)")
+    }
+}
+
+/// Steward-only counts from bounding. They are exact figures about private data: they never
+/// leave the steward's view (not in a public release, the API or a report).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    /// Person-level rows read from the queries.
+    pub rows: u64,
+    /// Rows dropped for a NULL `person_key`.
+    pub null_person_key: u64,
+    /// Rows dropped for a cell key that is NULL or outside its domain, per cell column.
+    pub outside_domain: BTreeMap<String, u64>,
+    /// Persons with at least one row in the domain.
+    pub persons: u64,
+    /// (person, cell) pairs kept after the `k` bound.
+    pub person_cells: u64,
+    /// Persons who touched more than `k` cells and lost some.
+    pub persons_over_k: u64,
+    /// Persons put on one side of an exclusive group although their rows said several.
+    pub exclusive_conflicts: u64,
+}
+
+impl Diagnostics {
+    fn merge(&mut self, other: Diagnostics) {
+        self.rows += other.rows;
+        self.null_person_key += other.null_person_key;
+        for (k, v) in other.outside_domain {
+            *self.outside_domain.entry(k).or_default() += v;
+        }
+        self.persons += other.persons;
+        self.person_cells += other.person_cells;
+        self.persons_over_k += other.persons_over_k;
+        self.exclusive_conflicts += other.exclusive_conflicts;
+    }
+}
+
+/// What the bounding needs to know about a release.
+#[derive(Debug, Clone)]
+pub struct BoundingRules {
+    pub k: usize,
+    pub cells: Vec<CellKey>,
+    pub statistics: Vec<Statistic>,
+    pub exclusive: Vec<Vec<usize>>,
+    pub key: CellChoiceKey,
+}
+
+impl BoundingRules {
+    /// Number of cells: the product of the domains.
+    pub fn n_cells(&self) -> usize {
+        self.cells.iter().map(|c| c.values.len()).product()
+    }
+
+    /// The cell keys of cell `index`, in the order of `cells`.
+    pub fn cell_values(&self, mut index: usize) -> Vec<&str> {
+        let mut out = vec![""; self.cells.len()];
+        for (i, c) in self.cells.iter().enumerate().rev() {
+            let n = c.values.len();
+            out[i] = &c.values[index % n];
+            index /= n;
+        }
+        out
+    }
+
+    /// The keyed hash of (person, cell): SipHash-2-4 under the warehouse secret, over the
+    /// length-prefixed person key and the cell's key values (not its index, so the choice
+    /// does not depend on the order of domains).
+    pub fn choice_hash(&self, person: &[u8], cell: usize) -> u64 {
+        let mut h = SipHasher24::new_with_key(&self.key.0);
+        h.write(&(person.len() as u64).to_le_bytes());
+        h.write(person);
+        for v in self.cell_values(cell) {
+            h.write(&(v.len() as u64).to_le_bytes());
+            h.write(v.as_bytes());
+        }
+        h.finish()
+    }
+}
+
+/// The exact bounded statistic vector of a release and the steward's diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bounded {
+    /// `n_cells × m` values, cell-major: `values[cell * m + j]`.
+    pub values: Vec<i64>,
+    pub diagnostics: Diagnostics,
+}
+
+/// No value seen yet for a sum (MAX identity); becomes 0, clamped, at the end.
+const NONE: i64 = i64::MIN;
+
+/// The rows kept so far for the persons of one shard.
+#[derive(Default)]
+struct Shard {
+    persons: HashMap<Box<str>, u32, ahash::RandomState>,
+    /// Per person: how many of its `k` entries are used, and whether it lost cells.
+    used: Vec<u8>,
+    over_k: Vec<bool>,
+    /// `k` entries per person: (hash, cell).
+    entries: Vec<(u64, u32)>,
+    /// `k × m` values per person.
+    values: Vec<i64>,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            persons: HashMap::with_hasher(fixed_state()),
+            ..Shard::default()
+        }
+    }
+
+    fn add(&mut self, rules: &BoundingRules, person: &str, cell: u32, row: &[i64]) {
+        let k = rules.k;
+        let m = row.len();
+        let slot = match self.persons.get(person) {
+            Some(s) => *s as usize,
+            None => {
+                let s = self.used.len();
+                self.persons.insert(person.into(), s as u32);
+                self.used.push(0);
+                self.over_k.push(false);
+                self.entries.resize(self.entries.len() + k, (0, 0));
+                self.values.resize(self.values.len() + k * m, NONE);
+                s
+            }
+        };
+        let used = self.used[slot] as usize;
+        let entries = &mut self.entries[slot * k..slot * k + k];
+        let at = match entries[..used].iter().position(|e| e.1 == cell) {
+            Some(at) => at,
+            None => {
+                let h = rules.choice_hash(person.as_bytes(), cell as usize);
+                if used < k {
+                    entries[used] = (h, cell);
+                    self.used[slot] += 1;
+                    self.values[(slot * k + used) * m..(slot * k + used + 1) * m].fill(NONE);
+                    used
+                } else {
+                    // A cell that is not among the k smallest hashes so far can never be
+                    // chosen; a smaller one replaces the largest kept.
+                    self.over_k[slot] = true;
+                    let (worst, &(wh, wc)) = entries
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(_, e)| (e.0, e.1))
+                        .expect("k >= 1");
+                    if (h, cell) >= (wh, wc) {
+                        return;
+                    }
+                    entries[worst] = (h, cell);
+                    self.values[(slot * k + worst) * m..(slot * k + worst + 1) * m].fill(NONE);
+                    worst
+                }
+            }
+        };
+        let vals = &mut self.values[(slot * k + at) * m..(slot * k + at + 1) * m];
+        for (v, r) in vals.iter_mut().zip(row) {
+            *v = (*v).max(*r);
+        }
+    }
+}
+
+/// The engine's bounder. Batches may arrive from several threads at once and in any
+/// partitioning: each row goes to the shard of its person (a fixed hash of `person_key`),
+/// so all of a person's rows meet in one shard whatever DataFusion's partitioning.
+pub struct Bounder {
+    rules: BoundingRules,
+    lookups: Vec<HashMap<String, u32, ahash::RandomState>>,
+    shards: Vec<Mutex<Shard>>,
+    diagnostics: Mutex<Diagnostics>,
+}
+
+/// Column order of the person-level batches the bounder reads: `person_key`, then the cell
+/// keys as text, then the statistics as integers or booleans (NULL allowed).
+impl Bounder {
+    pub fn new(rules: &BoundingRules, shards: usize) -> Bounder {
+        let lookups = rules
+            .cells
+            .iter()
+            .map(|c| {
+                let mut map = HashMap::with_hasher(fixed_state());
+                for (i, v) in c.values.iter().enumerate() {
+                    map.insert(v.clone(), i as u32);
+                }
+                map
+            })
+            .collect();
+        Bounder {
+            rules: rules.clone(),
+            lookups,
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Shard::new()))
+                .collect(),
+            diagnostics: Mutex::new(Diagnostics::default()),
+        }
+    }
+
+    /// Adds one batch. Safe to call from several threads.
+    pub fn push(&self, batch: &RecordBatch) -> Result<(), String> {
+        let n = batch.num_rows();
+        let ncell = self.rules.cells.len();
+        let m = self.rules.statistics.len();
+        if batch.num_columns() != 1 + ncell + m {
+            return Err(format!(
+                "internal: bounding expects {} columns, got {}",
+                1 + ncell + m,
+                batch.num_columns()
+            ));
+        }
+        let mut diag = Diagnostics {
+            rows: n as u64,
+            ..Diagnostics::default()
+        };
+        let persons = as_strings(batch.column(0))?;
+        let mut cell = vec![0u64; n];
+        let mut dropped = vec![false; n];
+        let mut stride = 1u64;
+        for c in (0..ncell).rev() {
+            let ids = self.lookup(c, batch.column(1 + c))?;
+            let mut outside = 0;
+            for (i, id) in ids.iter().enumerate() {
+                match id {
+                    Some(id) => cell[i] += u64::from(*id) * stride,
+                    None => {
+                        if !dropped[i] && !persons.is_null(i) {
+                            outside += 1;
+                        }
+                        dropped[i] = true;
+                    }
+                }
+            }
+            if outside > 0 {
+                diag.outside_domain
+                    .insert(self.rules.cells[c].column.clone(), outside);
+            }
+            stride *= self.rules.cells[c].values.len() as u64;
+        }
+        let stats: Vec<Int64Array> = (0..m)
+            .map(|j| as_i64(batch.column(1 + ncell + j)))
+            .collect::<Result<_, _>>()?;
+        let nshards = self.shards.len();
+        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); nshards];
+        let state = fixed_state();
+        for i in 0..n {
+            if persons.is_null(i) {
+                diag.null_person_key += 1;
+                continue;
+            }
+            if dropped[i] {
+                continue;
+            }
+            let s = if nshards == 1 {
+                0
+            } else {
+                (state.hash_one(persons.value(i).as_bytes()) % nshards as u64) as usize
+            };
+            by_shard[s].push(i as u32);
+        }
+        let mut row = vec![0i64; m];
+        for (s, rows) in by_shard.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut shard = self.shards[s]
+                .lock()
+                .map_err(|_| "internal: a bounding shard panicked")?;
+            for &i in rows {
+                let i = i as usize;
+                for (j, st) in self.rules.statistics.iter().enumerate() {
+                    row[j] = if stats[j].is_null(i) {
+                        match st.kind {
+                            StatisticKind::Count => 0,
+                            StatisticKind::Sum => NONE,
+                        }
+                    } else {
+                        stats[j].value(i).clamp(st.lower, st.upper)
+                    };
+                }
+                shard.add(&self.rules, persons.value(i), cell[i] as u32, &row);
+            }
+        }
+        self.diagnostics
+            .lock()
+            .map_err(|_| "internal: diagnostics lock")?
+            .merge(diag);
+        Ok(())
+    }
+
+    fn lookup(&self, c: usize, array: &ArrayRef) -> Result<Vec<Option<u32>>, String> {
+        let map = &self.lookups[c];
+        if let DataType::Dictionary(k, v) = array.data_type()
+            && **k == DataType::Int32
+            && **v == DataType::Utf8
+        {
+            let dict: &DictionaryArray<Int32Type> = array.as_dictionary();
+            let values = dict.values().as_string::<i32>();
+            let ids: Vec<Option<u32>> = (0..values.len())
+                .map(|i| map.get(values.value(i)).copied())
+                .collect();
+            return Ok(dict
+                .keys()
+                .iter()
+                .map(|k| k.and_then(|k| ids[k as usize]))
+                .collect());
+        }
+        let strings = as_strings(array)?;
+        let mut last: Option<(&str, Option<u32>)> = None;
+        Ok(strings
+            .iter()
+            .map(|v| {
+                let v = v?;
+                if let Some((lv, id)) = last
+                    && lv == v
+                {
+                    return id;
+                }
+                let id = map.get(v).copied();
+                last = Some((v, id));
+                id
+            })
+            .collect())
+    }
+
+    /// The bounded values of one kept (person, cell) entry: sums with no value become 0
+    /// clamped, and exclusive groups are made one-hot (first listed side wins).
+    fn finalize(&self, vals: &[i64], row: &mut [i64], conflicts: &mut u64) {
+        for (j, st) in self.rules.statistics.iter().enumerate() {
+            row[j] = if vals[j] == NONE {
+                0i64.clamp(st.lower, st.upper)
+            } else {
+                vals[j]
+            };
+        }
+        for group in &self.rules.exclusive {
+            let mut on = false;
+            for &j in group {
+                if row[j] != 0 {
+                    if on {
+                        row[j] = 0;
+                        *conflicts += 1;
+                    }
+                    on = true;
+                }
+            }
+        }
+    }
+
+    /// Every kept (person, cell) with its bounded values, sorted, for tests and audits. The
+    /// rows are private: they never leave the process.
+    pub fn into_rows(self) -> Vec<(String, usize, Vec<i64>)> {
+        let k = self.rules.k;
+        let m = self.rules.statistics.len();
+        let mut out = Vec::new();
+        let mut conflicts = 0;
+        for shard in &self.shards {
+            let shard = shard.lock().expect("no other user");
+            let mut names = vec![""; shard.used.len()];
+            for (name, slot) in &shard.persons {
+                names[*slot as usize] = name;
+            }
+            for slot in 0..shard.used.len() {
+                for e in 0..shard.used[slot] as usize {
+                    let cell = shard.entries[slot * k + e].1 as usize;
+                    let vals = &shard.values[(slot * k + e) * m..(slot * k + e + 1) * m];
+                    let mut row = vec![0i64; m];
+                    self.finalize(vals, &mut row, &mut conflicts);
+                    out.push((names[slot].to_string(), cell, row));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The exact bounded vector and the diagnostics.
+    pub fn finish(self) -> Bounded {
+        let k = self.rules.k;
+        let m = self.rules.statistics.len();
+        let mut out = vec![0i64; self.rules.n_cells() * m];
+        let mut row = vec![0i64; m];
+        let mut diag = self.diagnostics.lock().expect("no other user").clone();
+        let mut conflicts = 0;
+        for shard in &self.shards {
+            let shard = shard.lock().expect("no other user");
+            for slot in 0..shard.used.len() {
+                let used = shard.used[slot] as usize;
+                diag.persons += 1;
+                diag.person_cells += used as u64;
+                diag.persons_over_k += u64::from(shard.over_k[slot]);
+                for e in 0..used {
+                    let cell = shard.entries[slot * k + e].1 as usize;
+                    let vals = &shard.values[(slot * k + e) * m..(slot * k + e + 1) * m];
+                    self.finalize(vals, &mut row, &mut conflicts);
+                    for j in 0..m {
+                        out[cell * m + j] += row[j];
+                    }
+                }
+            }
+        }
+        diag.exclusive_conflicts += conflicts;
+        Bounded {
+            values: out,
+            diagnostics: diag,
+        }
+    }
+}
+
+fn fixed_state() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    )
+}
+
+fn as_strings(array: &ArrayRef) -> Result<StringArray, String> {
+    let utf8 = if array.data_type() == &DataType::Utf8 {
+        array.clone()
+    } else {
+        cast(array, &DataType::Utf8).map_err(|e| format!("internal: key as text: {e}"))?
+    };
+    Ok(utf8.as_string::<i32>().clone())
+}
+
+fn as_i64(array: &ArrayRef) -> Result<Int64Array, String> {
+    if let Some(b) = array.as_any().downcast_ref::<BooleanArray>() {
+        return Ok(b.iter().map(|v| v.map(i64::from)).collect());
+    }
+    let v = cast(array, &DataType::Int64).map_err(|e| format!("internal: value as Int64: {e}"))?;
+    Ok(v.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .clone())
+}

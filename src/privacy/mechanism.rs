@@ -1,0 +1,435 @@
+//! Sensitivity, noise scales, privacy loss and noise, all through OpenDP (privacy model §3).
+//!
+//! A release is one vector of `m` statistics per cell. Removing one person changes at most
+//! `k` cells, and in each cell statistic j by at most B_j (an exclusive group by at most the
+//! largest B of its members, since a person is on one side only). So:
+//!
+//! - L1 = k · Σ_b B_b and L2 = √(k · Σ_b B_b²), over *blocks* b: each exclusive group is one
+//!   block, each other statistic its own block;
+//! - with one noise scale for the whole vector, the loss is OpenDP's privacy map of one
+//!   discrete Gaussian (or Laplace) measurement at `d_in` = L2 (or L1);
+//! - with a scale per block, each block is its own measurement over its sub-vector, with
+//!   `d_in` = √k · B_b (or k · B_b), and the losses add (sequential composition), which gives
+//!   ρ = k · Σ_b B_b² / (2σ_b²).
+//!
+//! We declare `d_in` ourselves; `make_count_by_categories` would give k, not √k, for L2.
+//! Noise is drawn only by OpenDP's samplers, which use OpenSSL's secure generator.
+
+use opendp::domains::{AtomDomain, VectorDomain};
+use opendp::measurements::{make_gaussian, make_laplace};
+use opendp::measures::{MaxDivergence, ZeroConcentratedDivergence};
+use opendp::metrics::{L1Distance, L2Distance};
+use serde::{Deserialize, Serialize};
+
+use super::spec::CheckedSpec;
+use super::{PrivacyError, Result};
+
+/// The noise the warehouse config picks for every release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseKind {
+    /// zCDP with discrete Gaussian noise (the default).
+    DiscreteGaussian,
+    /// Pure ε-DP with discrete Laplace noise, debited as ρ = ε²/2.
+    DiscreteLaplace,
+}
+
+impl NoiseKind {
+    /// The privacy measure, as recorded in the ledger.
+    pub fn measure(self) -> &'static str {
+        match self {
+            NoiseKind::DiscreteGaussian => "zCDP",
+            NoiseKind::DiscreteLaplace => "pure-DP (debited as rho = eps^2/2)",
+        }
+    }
+}
+
+impl std::str::FromStr for NoiseKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "gaussian" | "discrete_gaussian" => Ok(NoiseKind::DiscreteGaussian),
+            "laplace" | "discrete_laplace" => Ok(NoiseKind::DiscreteLaplace),
+            other => Err(format!("unknown noise `{other}`: use gaussian or laplace")),
+        }
+    }
+}
+
+/// A release's sensitivity under add/remove-one-person.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sensitivity {
+    pub k: u32,
+    /// k · Σ_b B_b.
+    pub l1: u64,
+    /// k · Σ_b B_b², exact.
+    pub l2_squared: u64,
+    /// √(k · Σ_b B_b²), rounded up to the next f64.
+    pub l2: f64,
+}
+
+/// √x for an integer x, rounded up: the smallest f64 whose square is at least x.
+pub fn sqrt_up(x: u64) -> f64 {
+    let xf = x as f64;
+    assert!(xf as u64 == x, "sqrt_up: {x} is not exact as f64");
+    let r = xf.sqrt();
+    // r*r - x with one rounding has the sign of the exact difference.
+    if r.mul_add(r, -xf) < 0.0 {
+        r.next_up()
+    } else {
+        r
+    }
+}
+
+/// Sensitivity of `k` cells with block bounds `bounds` (privacy model §2).
+pub fn sensitivity(k: u32, bounds: &[i64]) -> Sensitivity {
+    let k64 = u64::from(k);
+    let l1 = k64 * bounds.iter().map(|b| b.unsigned_abs()).sum::<u64>();
+    let l2_squared = k64 * bounds.iter().map(|b| b.unsigned_abs().pow(2)).sum::<u64>();
+    Sensitivity {
+        k,
+        l1,
+        l2_squared,
+        l2: sqrt_up(l2_squared),
+    }
+}
+
+/// A block of statistics that shares one noise scale and one bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoiseBlock {
+    /// Indices of its statistics.
+    pub statistics: Vec<usize>,
+    /// B_b: the most one person changes this block in one cell.
+    pub bound: i64,
+    /// σ (Gaussian) or b (Laplace).
+    pub scale: f64,
+}
+
+/// How a release is noised: the kind, the blocks and their scales.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoisePlan {
+    pub kind: NoiseKind,
+    pub k: u32,
+    pub n_cells: usize,
+    pub m: usize,
+    pub blocks: Vec<NoiseBlock>,
+}
+
+/// The privacy loss of a release, from OpenDP's maps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Loss {
+    /// The zCDP ρ debited.
+    pub rho: f64,
+    /// ε of a pure-DP release (ρ = ε²/2); none for zCDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// δ of approximate parts (private partition selection); 0 here.
+    pub delta: f64,
+}
+
+fn odp(e: opendp::error::Error) -> PrivacyError {
+    PrivacyError::OpenDp(format!(
+        "{:?}: {}",
+        e.variant,
+        e.message.unwrap_or_default()
+    ))
+}
+
+type IntVec = VectorDomain<AtomDomain<i64>>;
+
+fn int_vectors() -> IntVec {
+    VectorDomain::new(AtomDomain::<i64>::default())
+}
+
+impl NoisePlan {
+    /// Chooses the scales of a checked spec. With `rho`, one scale for the whole vector that
+    /// spends exactly ρ; with `scales`, those, refused if below `min_scale` or if they
+    /// disagree with a `rho` also given.
+    pub fn choose(spec: &CheckedSpec, kind: NoiseKind, min_scale: f64) -> Result<NoisePlan> {
+        let m = spec.statistics.len();
+        let mut blocks: Vec<NoiseBlock> = Vec::new();
+        let mut in_group = vec![false; m];
+        for g in &spec.exclusive {
+            for &j in g {
+                in_group[j] = true;
+            }
+            blocks.push(NoiseBlock {
+                statistics: g.clone(),
+                bound: g
+                    .iter()
+                    .map(|&j| spec.statistics[j].bound())
+                    .max()
+                    .unwrap_or(0),
+                scale: 0.0,
+            });
+        }
+        for j in (0..m).filter(|&j| !in_group[j]) {
+            blocks.push(NoiseBlock {
+                statistics: vec![j],
+                bound: spec.statistics[j].bound(),
+                scale: 0.0,
+            });
+        }
+        blocks.sort_by_key(|b| b.statistics[0]);
+        let mut plan = NoisePlan {
+            kind,
+            k: spec.k,
+            n_cells: spec.n_cells(),
+            m,
+            blocks,
+        };
+        match &spec.scales {
+            Some(scales) => {
+                for b in &mut plan.blocks {
+                    b.scale = scales[b.statistics[0]];
+                }
+            }
+            None => {
+                let rho = spec.rho.expect("checked: rho or scales");
+                let s = plan.sensitivity();
+                let scale = match kind {
+                    // ρ = L2² / (2σ²)
+                    NoiseKind::DiscreteGaussian => (s.l2_squared as f64 / (2.0 * rho)).sqrt(),
+                    // ε = √(2ρ) = L1 / b
+                    NoiseKind::DiscreteLaplace => s.l1 as f64 / (2.0 * rho).sqrt(),
+                };
+                for b in &mut plan.blocks {
+                    b.scale = scale;
+                }
+            }
+        }
+        if plan.blocks.iter().any(|b| b.bound == 0) {
+            return Err(PrivacyError::Spec {
+                message: "a statistic with bounds [0, 0] carries no information".into(),
+            });
+        }
+        for b in &plan.blocks {
+            if !(b.scale.is_finite() && b.scale >= min_scale) {
+                let names: Vec<&str> = b
+                    .statistics
+                    .iter()
+                    .map(|&j| spec.statistics[j].name.as_str())
+                    .collect();
+                return Err(PrivacyError::Spec {
+                    message: format!(
+                        "noise scale {:.4} for {} is below the configured minimum {min_scale}: ask for a smaller rho or larger scales",
+                        b.scale,
+                        names.join(", ")
+                    ),
+                });
+            }
+        }
+        if let (Some(rho), Some(_)) = (spec.rho, &spec.scales) {
+            let loss = plan.loss()?;
+            if (loss.rho - rho).abs() > 1e-9 * rho {
+                return Err(PrivacyError::Spec {
+                    message: format!(
+                        "the spec gives rho = {rho} and scales that spend rho = {}: give one, or make them agree",
+                        loss.rho
+                    ),
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The block bounds B_b.
+    pub fn bounds(&self) -> Vec<i64> {
+        self.blocks.iter().map(|b| b.bound).collect()
+    }
+
+    /// The release's sensitivity.
+    pub fn sensitivity(&self) -> Sensitivity {
+        sensitivity(self.k, &self.bounds())
+    }
+
+    /// The scale shared by every block, if there is one.
+    pub fn single_scale(&self) -> Option<f64> {
+        let first = self.blocks.first()?.scale;
+        self.blocks
+            .iter()
+            .all(|b| b.scale == first)
+            .then_some(first)
+    }
+
+    /// The scale of statistic `j`.
+    pub fn scale_of(&self, j: usize) -> f64 {
+        self.blocks
+            .iter()
+            .find(|b| b.statistics.contains(&j))
+            .map(|b| b.scale)
+            .expect("every statistic is in a block")
+    }
+
+    /// `d_in` of block b alone: √k·B_b (L2, rounded up) or k·B_b (L1).
+    fn block_sensitivity(&self, b: &NoiseBlock) -> Sensitivity {
+        sensitivity(self.k, &[b.bound])
+    }
+
+    /// The privacy loss: OpenDP's privacy map of the measurement(s) at the declared `d_in`.
+    pub fn loss(&self) -> Result<Loss> {
+        match self.kind {
+            NoiseKind::DiscreteGaussian => {
+                let rho = match self.single_scale() {
+                    Some(scale) => self
+                        .gaussian(scale)?
+                        .map(&self.sensitivity().l2)
+                        .map_err(odp)?,
+                    None => {
+                        let mut total = 0.0;
+                        for b in &self.blocks {
+                            let d_in = self.block_sensitivity(b).l2;
+                            total += self.gaussian(b.scale)?.map(&d_in).map_err(odp)?;
+                        }
+                        total
+                    }
+                };
+                Ok(Loss {
+                    rho,
+                    epsilon: None,
+                    delta: 0.0,
+                })
+            }
+            NoiseKind::DiscreteLaplace => {
+                let d_in = |s: Sensitivity| -> Result<i64> {
+                    i64::try_from(s.l1).map_err(|_| PrivacyError::Spec {
+                        message: "sensitivity too large".into(),
+                    })
+                };
+                let (epsilon, rho) = match self.single_scale() {
+                    Some(scale) => {
+                        let d = d_in(self.sensitivity())?;
+                        let eps = self.laplace(scale)?.map(&d).map_err(odp)?;
+                        let rho = opendp::combinators::make_pureDP_to_zCDP(self.laplace(scale)?)
+                            .map_err(odp)?
+                            .map(&d)
+                            .map_err(odp)?;
+                        (eps, rho)
+                    }
+                    None => {
+                        let mut eps = 0.0;
+                        for b in &self.blocks {
+                            eps += self
+                                .laplace(b.scale)?
+                                .map(&d_in(self.block_sensitivity(b))?)
+                                .map_err(odp)?;
+                        }
+                        // Pure-DP composes by adding ε; the total is debited as ρ = ε²/2.
+                        (eps, (eps * eps / 2.0).next_up())
+                    }
+                };
+                Ok(Loss {
+                    rho,
+                    epsilon: Some(epsilon),
+                    delta: 0.0,
+                })
+            }
+        }
+    }
+
+    fn gaussian(
+        &self,
+        scale: f64,
+    ) -> Result<
+        opendp::core::Measurement<IntVec, L2Distance<f64>, ZeroConcentratedDivergence, Vec<i64>>,
+    > {
+        make_gaussian::<_, _, ZeroConcentratedDivergence>(
+            int_vectors(),
+            L2Distance::<f64>::default(),
+            scale,
+            None,
+        )
+        .map_err(odp)
+    }
+
+    fn laplace(
+        &self,
+        scale: f64,
+    ) -> Result<opendp::core::Measurement<IntVec, L1Distance<i64>, MaxDivergence, Vec<i64>>> {
+        make_laplace::<_, _, MaxDivergence>(
+            int_vectors(),
+            L1Distance::<i64>::default(),
+            scale,
+            None,
+        )
+        .map_err(odp)
+    }
+
+    /// Adds noise to the exact bounded vector (`n_cells × m`, cell-major), through OpenDP.
+    pub fn draw(&self, exact: &[i64]) -> Result<Vec<i64>> {
+        if exact.len() != self.n_cells * self.m {
+            return Err(PrivacyError::OpenDp(format!(
+                "internal: vector of {} values, expected {}",
+                exact.len(),
+                self.n_cells * self.m
+            )));
+        }
+        if let Some(scale) = self.single_scale() {
+            let v = exact.to_vec();
+            return match self.kind {
+                NoiseKind::DiscreteGaussian => self.gaussian(scale)?.invoke(&v).map_err(odp),
+                NoiseKind::DiscreteLaplace => self.laplace(scale)?.invoke(&v).map_err(odp),
+            };
+        }
+        let mut out = exact.to_vec();
+        for b in &self.blocks {
+            let sub: Vec<i64> = (0..self.n_cells)
+                .flat_map(|c| b.statistics.iter().map(move |&j| exact[c * self.m + j]))
+                .collect();
+            let noisy = match self.kind {
+                NoiseKind::DiscreteGaussian => self.gaussian(b.scale)?.invoke(&sub).map_err(odp)?,
+                NoiseKind::DiscreteLaplace => self.laplace(b.scale)?.invoke(&sub).map_err(odp)?,
+            };
+            let width = b.statistics.len();
+            for c in 0..self.n_cells {
+                for (i, &j) in b.statistics.iter().enumerate() {
+                    out[c * self.m + j] = noisy[c * width + i];
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Half-width h of the 95% noise interval of statistic `j`: |noise| ≤ h with
+    /// probability at least 0.95. OpenDP's accuracy `a` bounds |noise| < a, so for integer
+    /// noise h = ⌈a⌉ − 1.
+    pub fn half_width(&self, j: usize) -> Result<i64> {
+        half_width(self.kind, self.scale_of(j), 0.05)
+    }
+
+    /// The variance of the noise of statistic `j` (for the delta method on ratios).
+    pub fn variance(&self, j: usize) -> f64 {
+        let s = self.scale_of(j);
+        match self.kind {
+            // A discrete Gaussian's variance is at most σ²; use σ² (conservative).
+            NoiseKind::DiscreteGaussian => s * s,
+            // Discrete Laplace with scale b: 2·e^(-1/b) / (1 - e^(-1/b))².
+            NoiseKind::DiscreteLaplace => {
+                let q = (-1.0 / s).exp();
+                2.0 * q / ((1.0 - q) * (1.0 - q))
+            }
+        }
+    }
+}
+
+/// Half-width of the (1 − α) noise interval for a scale, from OpenDP's accuracy helpers.
+pub fn half_width(kind: NoiseKind, scale: f64, alpha: f64) -> Result<i64> {
+    let a = match kind {
+        NoiseKind::DiscreteGaussian => {
+            opendp::accuracy::discrete_gaussian_scale_to_accuracy(scale, alpha).map_err(odp)?
+        }
+        NoiseKind::DiscreteLaplace => {
+            opendp::accuracy::discrete_laplacian_scale_to_accuracy(scale, alpha).map_err(odp)?
+        }
+    };
+    Ok((a.ceil() as i64 - 1).max(0))
+}
+
+/// ε at `delta` for a zCDP ρ, through OpenDP's conversion.
+pub fn epsilon_at(rho: f64, delta: f64) -> Result<f64> {
+    use opendp::combinators::ConcentratedMeasure;
+    if rho == 0.0 {
+        return Ok(0.0);
+    }
+    let profile = <ZeroConcentratedDivergence as ConcentratedMeasure>::convert(rho).map_err(odp)?;
+    profile.epsilon(delta).map_err(odp)
+}

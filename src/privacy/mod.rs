@@ -1,0 +1,65 @@
+//! The privacy engine: every published number passes through it (`../shared/privacy-model.md`).
+//!
+//! - [`spec`]: [`ReleaseSpec`], the one schema of a release, and its checks.
+//! - [`functions`]: the allow-list of functions and the safe forms (`safe_div`, `quarter_of`).
+//! - [`analyser`]: the person-locality analyser over DataFusion's optimized logical plan.
+//! - [`bounding`]: the engine's contribution bounding (collapse, clamp, `k` cells by keyed
+//!   hash, public domains, exclusive groups).
+//! - [`mechanism`]: sensitivity, scales, privacy loss, noise and intervals, through OpenDP.
+//! - [`release`]: the whole path: plan, analyse, debit, bound, noise, store; and the public
+//!   view of a release.
+
+pub mod analyser;
+pub mod bounding;
+pub mod functions;
+pub mod mechanism;
+pub mod release;
+pub mod spec;
+
+pub use analyser::{Refusal, Rule};
+pub use mechanism::{Loss, NoiseKind, NoisePlan, Sensitivity};
+pub use release::{PublicRelease, ReleaseOutcome, ReleaseRequest, release};
+pub use spec::{CheckedSpec, ReleaseSpec};
+
+use crate::error::Fault;
+use crate::ledger::LedgerError;
+use crate::warehouse::WarehouseError;
+
+/// Errors of the privacy engine. Every refusal says why.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    #[error("release spec: {message}")]
+    Spec { message: String },
+    #[error("{query}: cannot plan the SQL: {message}")]
+    Plan { query: String, message: String },
+    #[error("{query}: refused, {refusal}")]
+    Refused { query: String, refusal: Refusal },
+    #[error("{query}: {message}")]
+    Output { query: String, message: String },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    #[error("OpenDP: {0}")]
+    OpenDp(String),
+    #[error(
+        "release {id} failed after its debit (the budget stays spent; see `outreach releases show {id} --steward`)"
+    )]
+    FailedAfterDebit { id: i64 },
+}
+
+impl PrivacyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            PrivacyError::Spec { .. }
+            | PrivacyError::Plan { .. }
+            | PrivacyError::Refused { .. }
+            | PrivacyError::Output { .. } => Fault::BadInput,
+            PrivacyError::Ledger(e) => e.fault(),
+            PrivacyError::Warehouse(e) => e.fault(),
+            PrivacyError::OpenDp(_) | PrivacyError::FailedAfterDebit { .. } => Fault::Internal,
+        }
+    }
+}
+
+pub type Result<T, E = PrivacyError> = std::result::Result<T, E>;

@@ -1,0 +1,676 @@
+//! One release, end to end: plan and analyse the queries, choose the noise, debit the
+//! ledger, bound the rows in DataFusion's stream, draw OpenDP noise, store the result.
+//!
+//! Everything that can refuse a release (the spec, the SQL, the analyser, the output
+//! columns, the scales, the budget) runs before the debit; the data is read only after it.
+//! A failure after the debit is stored for the steward and the budget stays spent.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::Column;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{Expr, SessionContext, cast};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::analyser::{self, Refusal, Rule};
+use super::bounding::{Bounded, Bounder, BoundingRules, CellChoiceKey};
+use super::mechanism::{self, NoisePlan};
+use super::spec::{self, CheckedSpec, ReleaseSpec, StatisticKind};
+use super::{PrivacyError, Result, functions};
+use crate::dictionary::Dictionary;
+use crate::ledger::{Begin, Ledger, ReleaseStart, StoredRelease};
+use crate::warehouse::{Warehouse, hex, open_session_at};
+
+/// A request to release.
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    pub spec: ReleaseSpec,
+    /// Who approved it: the steward's name, or `standard` for the standard metrics.
+    pub approver: String,
+}
+
+/// What a release returned.
+#[derive(Debug, Clone)]
+pub struct ReleaseOutcome {
+    pub id: i64,
+    /// False when the idempotency key was already released: nothing was spent.
+    pub fresh: bool,
+    pub public: PublicRelease,
+}
+
+/// One noisy value with its 95% noise interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoisyValue {
+    /// The noisy value as drawn; may be negative. Sums over cells should use it.
+    pub raw: i64,
+    /// For display: a count clamped at zero (post-processing).
+    pub display: i64,
+    /// raw ± the half-width: covers the noise with probability ≥ 95%, not sampling error.
+    pub lower: i64,
+    pub upper: i64,
+}
+
+/// One statistic over every cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatisticResult {
+    pub name: String,
+    pub kind: StatisticKind,
+    pub lower_bound: i64,
+    pub upper_bound: i64,
+    /// `discrete_gaussian` or `discrete_laplace`.
+    pub distribution: String,
+    pub scale: f64,
+    /// Half-width of the 95% noise interval, from OpenDP's accuracy helper.
+    pub half_width: i64,
+    /// One value per cell, in the order of `cells`.
+    pub values: Vec<NoisyValue>,
+}
+
+/// A ratio of two noisy statistics in one cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RatioValue {
+    /// The ratio of noisy values with a 95% interval by the delta method (noise only).
+    Estimate {
+        estimate: f64,
+        lower: f64,
+        upper: f64,
+    },
+    /// The noisy denominator is ≤ 0 or within twice its noise half-width of 0.
+    InsufficientData,
+}
+
+/// A ratio over every cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatioResult {
+    pub name: String,
+    pub numerator: String,
+    pub denominator: String,
+    pub values: Vec<RatioValue>,
+}
+
+/// The published numbers of a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseResult {
+    /// Names of the cell keys.
+    pub cell_keys: Vec<String>,
+    /// Every cell of the public domain, as its key values.
+    pub cells: Vec<Vec<String>>,
+    pub statistics: Vec<StatisticResult>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<RatioResult>,
+    pub note: String,
+}
+
+/// `d_in` as recorded: `k` and the bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredInput {
+    pub k: u32,
+    pub l1: u64,
+    pub l2: f64,
+    pub bounds: Vec<(String, i64, i64)>,
+    pub exclusive: Vec<Vec<String>>,
+    pub noise: NoisePlan,
+}
+
+/// `d_out` as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeclaredOutput {
+    pub rho: f64,
+    pub delta: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pure_epsilon: Option<f64>,
+    /// ε at the warehouse's display δ, from ρ through OpenDP.
+    pub epsilon: f64,
+    pub display_delta: f64,
+}
+
+/// What anyone outside the steward's own commands may see of a release, chosen field by
+/// field. It never holds error text or diagnostics; only released releases have one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicRelease {
+    pub id: i64,
+    pub name: String,
+    pub dataset_version: String,
+    pub published_at: String,
+    pub approver: String,
+    pub measure: String,
+    pub query_hashes: Vec<String>,
+    pub spec: serde_json::Value,
+    pub d_in: serde_json::Value,
+    pub d_out: serde_json::Value,
+    pub result: ReleaseResult,
+}
+
+impl PublicRelease {
+    /// The public view of a stored release; `None` unless it was released.
+    pub fn from_stored(r: &StoredRelease) -> Option<PublicRelease> {
+        if r.status != "released" {
+            return None;
+        }
+        let result = serde_json::from_value(r.result.clone()?).ok()?;
+        Some(PublicRelease {
+            id: r.id,
+            name: r.name.clone(),
+            dataset_version: r.dataset_version.clone(),
+            published_at: r.finished_at.clone()?,
+            approver: r.approver.clone(),
+            measure: r.measure.clone(),
+            query_hashes: r.query_hashes.clone(),
+            spec: r.spec.clone(),
+            d_in: r.d_in.clone(),
+            d_out: r.d_out.clone(),
+            result,
+        })
+    }
+}
+
+/// A query that the analyser accepted: its optimized plan and output columns.
+#[derive(Debug, Clone)]
+pub struct AcceptedQuery {
+    pub source: String,
+    pub plan: LogicalPlan,
+    pub person_index: usize,
+}
+
+/// SQL options for person-level queries: no DDL, no DML, no statements.
+pub fn query_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plans one person-level query and runs the analyser on its optimized plan.
+pub async fn plan_query(ctx: &SessionContext, source: &str, sql: &str) -> Result<AcceptedQuery> {
+    let dict = Dictionary::builtin().map_err(|e| PrivacyError::Spec {
+        message: e.to_string(),
+    })?;
+    let df = match ctx.sql_with_options(sql, query_options()).await {
+        Ok(df) => df,
+        Err(e) => {
+            let message = e.strip_backtrace();
+            let refused = [
+                "DDL not supported",
+                "DML not supported",
+                "Statement not supported",
+            ]
+            .iter()
+            .any(|p| message.contains(p));
+            let unknown_table = message.contains("table '") && message.contains("not found");
+            let node: String = sql.trim().chars().take(80).collect();
+            return Err(if refused {
+                PrivacyError::Refused {
+                    query: source.into(),
+                    refusal: Refusal {
+                        rule: Rule::NotAQuery,
+                        node,
+                        detail: format!("only a SELECT query is allowed ({message})"),
+                    },
+                }
+            } else if unknown_table {
+                PrivacyError::Refused {
+                    query: source.into(),
+                    refusal: Refusal {
+                        rule: Rule::UnknownTable,
+                        node,
+                        detail: format!("only the warehouse's tables can be read ({message})"),
+                    },
+                }
+            } else {
+                PrivacyError::Plan {
+                    query: source.into(),
+                    message,
+                }
+            });
+        }
+    };
+    let plan = df.into_optimized_plan().map_err(|e| PrivacyError::Plan {
+        query: source.into(),
+        message: e.strip_backtrace(),
+    })?;
+    let person_index = analyser::analyse(&plan, dict).map_err(|refusal| PrivacyError::Refused {
+        query: source.into(),
+        refusal,
+    })?;
+    Ok(AcceptedQuery {
+        source: source.into(),
+        plan,
+        person_index,
+    })
+}
+
+/// The public `program_id`s, for the `programs` domain.
+pub async fn program_ids(ctx: &SessionContext) -> Result<Vec<String>> {
+    let batches = ctx
+        .sql("SELECT DISTINCT program_id FROM programs ORDER BY program_id")
+        .await
+        .map_err(|e| PrivacyError::Warehouse(e.into()))?
+        .collect()
+        .await
+        .map_err(|e| PrivacyError::Warehouse(e.into()))?;
+    let mut out = Vec::new();
+    for b in batches {
+        let col = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| {
+            PrivacyError::Warehouse(datafusion::error::DataFusionError::from(e).into())
+        })?;
+        let s = col
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .expect("cast to Utf8");
+        out.extend(s.iter().flatten().map(str::to_string));
+    }
+    Ok(out)
+}
+
+fn find_column(q: &AcceptedQuery, name: &str, what: &str) -> Result<(Column, DataType)> {
+    let schema = q.plan.schema();
+    let matches: Vec<usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() == name)
+        .map(|(i, _)| i)
+        .collect();
+    match matches.as_slice() {
+        [i] => {
+            let (qualifier, field) = schema.qualified_field(*i);
+            Ok((Column::from((qualifier, field)), field.data_type().clone()))
+        }
+        [] => Err(PrivacyError::Output {
+            query: q.source.clone(),
+            message: format!("the query has no output column `{name}` ({what})"),
+        }),
+        _ => Err(PrivacyError::Output {
+            query: q.source.clone(),
+            message: format!("the query has several output columns named `{name}`"),
+        }),
+    }
+}
+
+/// The person-level rows of every query, in the bounder's column order (`person_key`, the
+/// cell keys as text, the statistics as Int64), unioned.
+pub fn person_rows(
+    ctx: &SessionContext,
+    spec: &CheckedSpec,
+    queries: &[AcceptedQuery],
+) -> Result<DataFrame> {
+    let mut frames = Vec::new();
+    for q in queries {
+        let schema = q.plan.schema();
+        let (qualifier, field) = schema.qualified_field(q.person_index);
+        let mut exprs: Vec<Expr> = vec![
+            cast(
+                Expr::Column(Column::from((qualifier, field))),
+                DataType::Utf8,
+            )
+            .alias("person_key"),
+        ];
+        for c in &spec.cells {
+            let (column, ty) = find_column(q, &c.column, "a cell key")?;
+            let ok = matches!(
+                ty,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean
+            ) || matches!(&ty, DataType::Dictionary(_, v) if matches!(v.as_ref(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View));
+            if !ok {
+                return Err(PrivacyError::Output {
+                    query: q.source.clone(),
+                    message: format!(
+                        "cell key `{}` is {ty}; it must be text (quarters: quarter_of(date))",
+                        c.column
+                    ),
+                });
+            }
+            exprs.push(cast(Expr::Column(column), DataType::Utf8).alias(c.column.clone()));
+        }
+        for s in &spec.statistics {
+            let (column, ty) = find_column(q, &s.column, "a statistic")?;
+            if !(ty == DataType::Boolean || ty.is_integer() || ty == DataType::Null) {
+                return Err(PrivacyError::Output {
+                    query: q.source.clone(),
+                    message: format!(
+                        "statistic `{}` is {ty}; it must be a boolean or an integer",
+                        s.column
+                    ),
+                });
+            }
+            let value = if ty == DataType::UInt64 {
+                Expr::TryCast(datafusion::logical_expr::TryCast::new(
+                    Box::new(Expr::Column(column)),
+                    DataType::Int64,
+                ))
+            } else {
+                cast(Expr::Column(column), DataType::Int64)
+            };
+            exprs.push(value.alias(s.column.clone()));
+        }
+        let df = DataFrame::new(ctx.state(), q.plan.clone())
+            .select(exprs)
+            .map_err(|e| PrivacyError::Output {
+                query: q.source.clone(),
+                message: e.strip_backtrace(),
+            })?;
+        frames.push(df);
+    }
+    let mut iter = frames.into_iter();
+    let mut all = iter.next().expect("at least one query");
+    for df in iter {
+        all = all.union(df).map_err(|e| PrivacyError::Output {
+            query: "union of the queries".into(),
+            message: e.strip_backtrace(),
+        })?;
+    }
+    Ok(all)
+}
+
+/// Runs the person-level rows through the bounder: one task per DataFusion partition, all
+/// feeding one sharded [`Bounder`].
+pub async fn bound(
+    rows: DataFrame,
+    rules: Arc<BoundingRules>,
+) -> std::result::Result<Bounded, String> {
+    let streams = rows
+        .execute_stream_partitioned()
+        .await
+        .map_err(|e| e.strip_backtrace())?;
+    let shards = streams.len().max(1) * 2;
+    let bounder = Arc::new(Bounder::new(&rules, shards));
+    let mut tasks = Vec::new();
+    for mut stream in streams {
+        let bounder = bounder.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| e.strip_backtrace())?;
+                bounder.push(&batch)?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| format!("bounding task: {e}"))??;
+    }
+    let bounder =
+        Arc::try_unwrap(bounder).map_err(|_| "internal: bounder still shared".to_string())?;
+    Ok(bounder.finish())
+}
+
+/// Everything about a release that is fixed before the data is read.
+#[derive(Debug, Clone)]
+pub struct PreparedRelease {
+    pub spec: CheckedSpec,
+    pub queries: Vec<AcceptedQuery>,
+    pub noise: NoisePlan,
+    pub loss: mechanism::Loss,
+    pub dataset_version: String,
+    pub idempotency_key: String,
+    pub d_in: DeclaredInput,
+    pub d_out: DeclaredOutput,
+}
+
+/// Checks the spec and the queries and fixes the noise: no data is read, nothing is spent.
+pub async fn prepare(
+    ctx: &SessionContext,
+    spec: &ReleaseSpec,
+    dataset_version: &str,
+    config: &crate::ledger::PrivacyConfig,
+) -> Result<PreparedRelease> {
+    let dict = Dictionary::builtin().map_err(|e| PrivacyError::Spec {
+        message: e.to_string(),
+    })?;
+    let programs = program_ids(ctx).await?;
+    let checked = spec::check(spec, dict, &programs)?;
+    let mut queries = Vec::new();
+    for q in &checked.queries {
+        queries.push(plan_query(ctx, &q.source, &q.sql).await?);
+    }
+    // Resolve every output column now, so a bad column is refused before the debit.
+    person_rows(ctx, &checked, &queries)?;
+    let noise = NoisePlan::choose(&checked, config.noise, config.min_scale)?;
+    let loss = noise.loss()?;
+    let s = noise.sensitivity();
+    let d_in = DeclaredInput {
+        k: checked.k,
+        l1: s.l1,
+        l2: s.l2,
+        bounds: checked
+            .statistics
+            .iter()
+            .map(|st| (st.name.clone(), st.lower, st.upper))
+            .collect(),
+        exclusive: checked
+            .exclusive
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|&j| checked.statistics[j].name.clone())
+                    .collect()
+            })
+            .collect(),
+        noise: noise.clone(),
+    };
+    let d_out = DeclaredOutput {
+        rho: loss.rho,
+        delta: loss.delta,
+        pure_epsilon: loss.epsilon,
+        epsilon: mechanism::epsilon_at(loss.rho, config.display_delta)?,
+        display_delta: config.display_delta,
+    };
+    let key_material = serde_json::json!({
+        "queries": checked.queries.iter().map(|q| &q.sha256).collect::<Vec<_>>(),
+        "cells": &checked.cells,
+        "statistics": &checked.statistics,
+        "exclusive": &checked.exclusive,
+        "k": checked.k,
+        "ratios": &checked.ratios,
+        "noise": &noise,
+        "rho": loss.rho,
+        "delta": loss.delta,
+        "dataset_version": dataset_version,
+    });
+    let idempotency_key = hex(&Sha256::digest(key_material.to_string().as_bytes()));
+    Ok(PreparedRelease {
+        spec: checked,
+        queries,
+        noise,
+        loss,
+        dataset_version: dataset_version.to_string(),
+        idempotency_key,
+        d_in,
+        d_out,
+    })
+}
+
+/// The published result from the exact bounded vector and its noisy draw.
+pub fn build_result(p: &PreparedRelease, noisy: &[i64]) -> Result<ReleaseResult> {
+    let spec = &p.spec;
+    let m = spec.statistics.len();
+    let n_cells = spec.n_cells();
+    let rules_for_labels = BoundingRules {
+        k: spec.k as usize,
+        cells: spec.cells.clone(),
+        statistics: spec.statistics.clone(),
+        exclusive: spec.exclusive.clone(),
+        key: CellChoiceKey([0; 16]),
+    };
+    let cells: Vec<Vec<String>> = (0..n_cells)
+        .map(|c| {
+            rules_for_labels
+                .cell_values(c)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let distribution = match p.noise.kind {
+        mechanism::NoiseKind::DiscreteGaussian => "discrete_gaussian",
+        mechanism::NoiseKind::DiscreteLaplace => "discrete_laplace",
+    };
+    let mut statistics = Vec::new();
+    for (j, st) in spec.statistics.iter().enumerate() {
+        let h = p.noise.half_width(j)?;
+        let values = (0..n_cells)
+            .map(|c| {
+                let raw = noisy[c * m + j];
+                NoisyValue {
+                    raw,
+                    display: if st.lower >= 0 { raw.max(0) } else { raw },
+                    lower: raw.saturating_sub(h),
+                    upper: raw.saturating_add(h),
+                }
+            })
+            .collect();
+        statistics.push(StatisticResult {
+            name: st.name.clone(),
+            kind: st.kind,
+            lower_bound: st.lower,
+            upper_bound: st.upper,
+            distribution: distribution.into(),
+            scale: p.noise.scale_of(j),
+            half_width: h,
+            values,
+        });
+    }
+    let mut ratios = Vec::new();
+    for (name, num, den) in &spec.ratios {
+        let (vn, vd) = (p.noise.variance(*num), p.noise.variance(*den));
+        let hd = p.noise.half_width(*den)? as f64;
+        let values = (0..n_cells)
+            .map(|c| {
+                ratio(
+                    noisy[c * m + num] as f64,
+                    noisy[c * m + den] as f64,
+                    vn,
+                    vd,
+                    hd,
+                )
+            })
+            .collect();
+        ratios.push(RatioResult {
+            name: name.clone(),
+            numerator: spec.statistics[*num].name.clone(),
+            denominator: spec.statistics[*den].name.clone(),
+            values,
+        });
+    }
+    Ok(ReleaseResult {
+        cell_keys: spec.cells.iter().map(|c| c.column.clone()).collect(),
+        cells,
+        statistics,
+        ratios,
+        note: "Every value is differentially private. Intervals are 95% intervals of the added noise only, not of sampling error. A person in two programs counts in both.".into(),
+    })
+}
+
+/// A ratio of noisy values with its delta-method interval (post-processing only). The
+/// denominator must clear twice its own 95% noise half-width, else there is nothing to say.
+pub fn ratio(num: f64, den: f64, var_num: f64, var_den: f64, den_half_width: f64) -> RatioValue {
+    if den <= 0.0 || den <= 2.0 * den_half_width {
+        return RatioValue::InsufficientData;
+    }
+    let r = num / den;
+    let sd = ((var_num + r * r * var_den) / (den * den)).sqrt();
+    RatioValue::Estimate {
+        estimate: r,
+        lower: r - 1.96 * sd,
+        upper: r + 1.96 * sd,
+    }
+}
+
+/// Releases a spec over a warehouse: the whole path, debit first.
+pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOutcome> {
+    let wh = Warehouse::open(warehouse)?;
+    let manifest = wh.manifest()?;
+    let version = manifest.version().to_string();
+    let mut ledger = Ledger::open(warehouse)?;
+    let config = ledger.config()?;
+    let ctx = open_session_at(&wh, &manifest)?;
+    functions::register(&ctx);
+    let prepared = prepare(&ctx, &req.spec, &version, &config).await?;
+    let start = ReleaseStart {
+        idempotency_key: prepared.idempotency_key.clone(),
+        name: prepared.spec.name.clone(),
+        allocation: prepared.spec.allocation.clone(),
+        spec_json: to_json(&prepared.spec),
+        query_hashes: prepared
+            .spec
+            .queries
+            .iter()
+            .map(|q| q.sha256.clone())
+            .collect(),
+        dataset_version: version.clone(),
+        measure: config.noise.measure().into(),
+        d_in_json: to_json(&prepared.d_in),
+        d_out_json: to_json(&prepared.d_out),
+        rho: prepared.loss.rho,
+        delta: prepared.loss.delta,
+        approver: req.approver.clone(),
+    };
+    let id = match ledger.begin_release(&start)? {
+        Begin::Existing(id) => {
+            let stored = ledger.release(id)?;
+            let public = PublicRelease::from_stored(&stored).ok_or_else(|| {
+                PrivacyError::OpenDp(format!("internal: release {id} has no public view"))
+            })?;
+            return Ok(ReleaseOutcome {
+                id,
+                fresh: false,
+                public,
+            });
+        }
+        Begin::Fresh(id) => id,
+    };
+    let rules = Arc::new(BoundingRules {
+        k: prepared.spec.k as usize,
+        cells: prepared.spec.cells.clone(),
+        statistics: prepared.spec.statistics.clone(),
+        exclusive: prepared.spec.exclusive.clone(),
+        key: CellChoiceKey(ledger.cell_choice_key()?),
+    });
+    let outcome: std::result::Result<(ReleaseResult, Bounded), String> = async {
+        if crate::failpoint::armed("release-fail-after-debit") {
+            return Err("fail point release-fail-after-debit: injected failure".to_string());
+        }
+        let rows =
+            person_rows(&ctx, &prepared.spec, &prepared.queries).map_err(|e| e.to_string())?;
+        let bounded = bound(rows, rules).await?;
+        let noisy = prepared
+            .noise
+            .draw(&bounded.values)
+            .map_err(|e| e.to_string())?;
+        let result = build_result(&prepared, &noisy).map_err(|e| e.to_string())?;
+        Ok((result, bounded))
+    }
+    .await;
+    match outcome {
+        Ok((result, bounded)) => {
+            let result_json = serde_json::to_value(&result).expect("result serialises");
+            let diagnostics =
+                serde_json::to_value(&bounded.diagnostics).expect("diagnostics serialise");
+            ledger.finish_released(id, &result_json, &diagnostics)?;
+            let stored = ledger.release(id)?;
+            let public = PublicRelease::from_stored(&stored).ok_or_else(|| {
+                PrivacyError::OpenDp(format!("internal: release {id} has no public view"))
+            })?;
+            Ok(ReleaseOutcome {
+                id,
+                fresh: true,
+                public,
+            })
+        }
+        Err(message) => {
+            ledger.finish_failed(id, &message)?;
+            Err(PrivacyError::FailedAfterDebit { id })
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("release records serialise")
+}

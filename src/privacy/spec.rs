@@ -1,0 +1,484 @@
+//! The release specification: one schema for the declarations beside the query files, the
+//! CLI's flags and, later, researchers' requests.
+//!
+//! A spec describes one joint release: person-level queries, the cell keys with their public
+//! domains, the statistics with their bounds, exclusive groups, `k`, and either the budget
+//! ρ or per-statistic noise scales, and the allocation it is debited from. Written as TOML
+//! (or JSON):
+//!
+//! ```toml
+//! name = "persons seen per program and quarter"
+//! k = 4
+//! rho = 0.05
+//! allocation = "standard-releases"
+//!
+//! [[queries]]
+//! file = "reach.sql"
+//!
+//! [[cells]]
+//! column = "program_id"
+//! domain = "programs"
+//!
+//! [[cells]]
+//! column = "quarter"
+//! domain = { quarters = { from = "2024Q3", to = "2026Q2" } }
+//!
+//! [[statistics]]
+//! name = "persons"
+//! kind = "count"
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::{PrivacyError, Result};
+use crate::dictionary::{ColumnType, Dictionary};
+use crate::quarter::Quarter;
+
+/// One joint release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// What the release is, for people.
+    pub name: String,
+    /// Person-level queries; their rows are bounded together, as one release.
+    pub queries: Vec<QuerySpec>,
+    /// The cell keys, in order, each with its public domain.
+    pub cells: Vec<CellSpec>,
+    /// The statistics released for every cell.
+    pub statistics: Vec<StatisticSpec>,
+    /// Groups of 0/1 statistics of which a person is on at most one side, such as police
+    /// present and absent. The engine makes them one-hot before noise: a person on several
+    /// sides is put on the first one listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusive: Vec<Vec<String>>,
+    /// The most cells one person may touch in the whole release.
+    pub k: u32,
+    /// The zCDP budget ρ for the release. Give this or `scales`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rho: Option<f64>,
+    /// Noise scale per statistic: σ for discrete Gaussian, b for discrete Laplace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scales: BTreeMap<String, f64>,
+    /// The named allocation of the budget to debit.
+    pub allocation: String,
+    /// Ratios computed from the noisy statistics (post-processing, no extra cost).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<RatioSpec>,
+}
+
+/// One person-level query: a file under `queries/` or inline SQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+}
+
+/// A cell key: an output column of every query, and its public domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellSpec {
+    pub column: String,
+    pub domain: DomainSpec,
+}
+
+/// Where a cell key's public domain comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainSpec {
+    /// Every `program_id` of the public `programs` table.
+    Programs,
+    /// The values of a dictionary column, `table.column`: an enum's values, or `false` and
+    /// `true` for a boolean.
+    Dictionary(String),
+    /// Every quarter from `from` to `to`, inclusive, written like `2025Q1`.
+    Quarters { from: String, to: String },
+}
+
+/// The kind of a statistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatisticKind {
+    /// The number of persons whose 0/1 flag is 1 in the cell (B = 1).
+    Count,
+    /// The sum over persons of a value clamped to [lower, upper] (B = max(|lower|, |upper|)).
+    Sum,
+}
+
+/// One statistic: an output column of every query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatisticSpec {
+    pub name: String,
+    /// The query column; defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub kind: StatisticKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<i64>,
+}
+
+/// A ratio of two statistics per cell, such as engaged / attempted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatioSpec {
+    pub name: String,
+    pub numerator: String,
+    pub denominator: String,
+}
+
+/// Most cells a release may have; beyond this the noise would drown every cell anyway.
+pub const MAX_CELLS: usize = 1_000_000;
+
+impl ReleaseSpec {
+    /// Reads a spec from a `.toml` or `.json` file. Query files are relative to the spec.
+    pub fn from_file(path: &Path) -> Result<ReleaseSpec> {
+        let text = std::fs::read_to_string(path).map_err(|e| PrivacyError::Spec {
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let mut spec: ReleaseSpec = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| PrivacyError::Spec {
+                message: format!("{}: {e}", path.display()),
+            })?
+        } else {
+            toml::from_str(&text).map_err(|e| PrivacyError::Spec {
+                message: format!("{}: {e}", path.display()),
+            })?
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        for q in &mut spec.queries {
+            if let Some(f) = &q.file
+                && f.is_relative()
+            {
+                q.file = Some(base.join(f));
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// A statistic after checking: its column and bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statistic {
+    pub name: String,
+    pub column: String,
+    pub kind: StatisticKind,
+    pub lower: i64,
+    pub upper: i64,
+}
+
+impl Statistic {
+    /// B_j: the most one person can change this statistic in one cell.
+    pub fn bound(&self) -> i64 {
+        self.lower.unsigned_abs().max(self.upper.unsigned_abs()) as i64
+    }
+}
+
+/// A query after reading: its text and SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Query {
+    pub source: String,
+    pub sql: String,
+    pub sha256: String,
+}
+
+/// A cell key with its domain values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellKey {
+    pub column: String,
+    pub values: Vec<String>,
+}
+
+/// A spec checked against the dictionary and the public tables: everything the engine needs
+/// except the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckedSpec {
+    pub name: String,
+    pub queries: Vec<Query>,
+    pub cells: Vec<CellKey>,
+    pub statistics: Vec<Statistic>,
+    /// Exclusive groups as indices into `statistics`.
+    pub exclusive: Vec<Vec<usize>>,
+    pub k: u32,
+    pub rho: Option<f64>,
+    /// Per-statistic scales, in the order of `statistics`, when the spec gives them.
+    pub scales: Option<Vec<f64>>,
+    pub allocation: String,
+    pub ratios: Vec<(String, usize, usize)>,
+}
+
+impl CheckedSpec {
+    /// The number of cells: the product of the domains' sizes.
+    pub fn n_cells(&self) -> usize {
+        self.cells.iter().map(|c| c.values.len()).product()
+    }
+}
+
+fn spec_err(message: impl Into<String>) -> PrivacyError {
+    PrivacyError::Spec {
+        message: message.into(),
+    }
+}
+
+/// Checks a spec and resolves its domains. `program_ids` is the public `programs` table.
+pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> Result<CheckedSpec> {
+    if spec.name.trim().is_empty() {
+        return Err(spec_err("the spec needs a `name`"));
+    }
+    if spec.queries.is_empty() {
+        return Err(spec_err("the spec needs at least one query"));
+    }
+    let mut queries = Vec::new();
+    for (i, q) in spec.queries.iter().enumerate() {
+        let (source, sql) = match (&q.file, &q.sql) {
+            (Some(f), None) => (
+                f.display().to_string(),
+                std::fs::read_to_string(f)
+                    .map_err(|e| spec_err(format!("query file {}: {e}", f.display())))?,
+            ),
+            (None, Some(sql)) => (format!("query {}", i + 1), sql.clone()),
+            _ => {
+                return Err(spec_err(format!(
+                    "query {} needs exactly one of `file` and `sql`",
+                    i + 1
+                )));
+            }
+        };
+        let sha256 = crate::warehouse::hex(&sha2::Sha256::digest(sql.as_bytes()));
+        queries.push(Query {
+            source,
+            sql,
+            sha256,
+        });
+    }
+    if spec.k == 0 {
+        return Err(spec_err("`k` must be at least 1"));
+    }
+    if spec.cells.is_empty() {
+        return Err(spec_err("the spec needs at least one cell key"));
+    }
+    let mut cells = Vec::new();
+    let mut seen = BTreeSet::new();
+    for c in &spec.cells {
+        if !seen.insert(c.column.as_str()) || c.column == "person_key" {
+            return Err(spec_err(format!(
+                "cell key `{}` is repeated or reserved",
+                c.column
+            )));
+        }
+        let values = match &c.domain {
+            DomainSpec::Programs => program_ids.to_vec(),
+            DomainSpec::Dictionary(name) => {
+                let (t, col) = name.split_once('.').ok_or_else(|| {
+                    spec_err(format!(
+                        "unknown cell domain `{name}` for `{}`: write it as table.column",
+                        c.column
+                    ))
+                })?;
+                let column = dict.table(t).and_then(|t| t.column(col)).ok_or_else(|| {
+                    spec_err(format!(
+                        "unknown cell domain `{name}`: no such dictionary column"
+                    ))
+                })?;
+                match column.ty {
+                    ColumnType::Enum => column.values.clone(),
+                    ColumnType::Bool => vec!["false".into(), "true".into()],
+                    _ => {
+                        return Err(spec_err(format!(
+                            "cell domain `{name}` is not public: only enum and boolean dictionary columns have public values; other keys would need private partition selection"
+                        )));
+                    }
+                }
+            }
+            DomainSpec::Quarters { from, to } => {
+                let from: Quarter = from
+                    .parse()
+                    .map_err(|e| spec_err(format!("cell `{}`: {e}", c.column)))?;
+                let to: Quarter = to
+                    .parse()
+                    .map_err(|e| spec_err(format!("cell `{}`: {e}", c.column)))?;
+                if to < from {
+                    return Err(spec_err(format!(
+                        "cell `{}`: quarters run backwards",
+                        c.column
+                    )));
+                }
+                let n = (to.year() - from.year()) * 4 + i32::from(to.number())
+                    - i32::from(from.number())
+                    + 1;
+                if n > 400 {
+                    return Err(spec_err(format!(
+                        "cell `{}`: more than 400 quarters",
+                        c.column
+                    )));
+                }
+                from.range(n as u32).iter().map(|q| q.to_string()).collect()
+            }
+        };
+        if values.is_empty() {
+            return Err(spec_err(format!(
+                "cell key `{}` has an empty domain",
+                c.column
+            )));
+        }
+        cells.push(CellKey {
+            column: c.column.clone(),
+            values,
+        });
+    }
+    let n_cells = cells
+        .iter()
+        .try_fold(1usize, |n, c| n.checked_mul(c.values.len()))
+        .filter(|n| *n <= MAX_CELLS)
+        .ok_or_else(|| spec_err(format!("more than {MAX_CELLS} cells")))?;
+    let _ = n_cells;
+
+    if spec.statistics.is_empty() {
+        return Err(spec_err("the spec needs at least one statistic"));
+    }
+    let mut statistics = Vec::new();
+    for s in &spec.statistics {
+        let column = s.column.clone().unwrap_or_else(|| s.name.clone());
+        if seen.contains(column.as_str()) || column == "person_key" {
+            return Err(spec_err(format!(
+                "statistic column `{column}` is also a cell key or person_key"
+            )));
+        }
+        if statistics.iter().any(|x: &Statistic| x.name == s.name) {
+            return Err(spec_err(format!("statistic `{}` is repeated", s.name)));
+        }
+        let (lower, upper) = match s.kind {
+            StatisticKind::Count => {
+                if s.lower.is_some() || s.upper.is_some() {
+                    return Err(spec_err(format!(
+                        "statistic `{}` is a count of 0/1 flags: it takes no bounds",
+                        s.name
+                    )));
+                }
+                (0, 1)
+            }
+            StatisticKind::Sum => match (s.lower, s.upper) {
+                (Some(l), Some(u)) if l <= u => (l, u),
+                (Some(_), Some(_)) => {
+                    return Err(spec_err(format!("statistic `{}`: lower > upper", s.name)));
+                }
+                _ => {
+                    return Err(spec_err(format!(
+                        "missing bounds: the sum `{}` needs both `lower` and `upper`",
+                        s.name
+                    )));
+                }
+            },
+        };
+        if lower.unsigned_abs().max(upper.unsigned_abs()) > 1 << 40 {
+            return Err(spec_err(format!(
+                "statistic `{}`: bounds beyond ±2^40 are not supported",
+                s.name
+            )));
+        }
+        statistics.push(Statistic {
+            name: s.name.clone(),
+            column,
+            kind: s.kind,
+            lower,
+            upper,
+        });
+    }
+    let index = |name: &str| {
+        statistics
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| spec_err(format!("unknown statistic `{name}`")))
+    };
+    let mut exclusive = Vec::new();
+    let mut grouped = BTreeSet::new();
+    for group in &spec.exclusive {
+        if group.len() < 2 {
+            return Err(spec_err("an exclusive group needs at least two statistics"));
+        }
+        let mut g = Vec::new();
+        for name in group {
+            let i = index(name)?;
+            if statistics[i].kind != StatisticKind::Count {
+                return Err(spec_err(format!(
+                    "exclusive group member `{name}` must be a count of 0/1 flags"
+                )));
+            }
+            if !grouped.insert(i) {
+                return Err(spec_err(format!(
+                    "`{name}` is in more than one exclusive group"
+                )));
+            }
+            g.push(i);
+        }
+        exclusive.push(g);
+    }
+    let scales = if spec.scales.is_empty() {
+        None
+    } else {
+        let mut v = Vec::new();
+        for s in &statistics {
+            let scale = spec.scales.get(&s.name).ok_or_else(|| {
+                spec_err(format!(
+                    "`scales` gives no scale for statistic `{}`",
+                    s.name
+                ))
+            })?;
+            if !scale.is_finite() || *scale <= 0.0 {
+                return Err(spec_err(format!("scale for `{}` must be positive", s.name)));
+            }
+            v.push(*scale);
+        }
+        if let Some(extra) = spec.scales.keys().find(|k| index(k).is_err()) {
+            return Err(spec_err(format!(
+                "`scales` names unknown statistic `{extra}`"
+            )));
+        }
+        for g in &exclusive {
+            if g.iter().any(|&i| v[i] != v[g[0]]) {
+                return Err(spec_err(
+                    "statistics of one exclusive group must share one noise scale",
+                ));
+            }
+        }
+        Some(v)
+    };
+    match spec.rho {
+        None if scales.is_none() => {
+            return Err(spec_err(
+                "the spec needs the budget `rho` or per-statistic `scales`",
+            ));
+        }
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            return Err(spec_err("`rho` must be a positive number"));
+        }
+        _ => {}
+    }
+    if spec.allocation.trim().is_empty() {
+        return Err(spec_err("the spec needs the `allocation` to debit"));
+    }
+    let mut ratios = Vec::new();
+    for r in &spec.ratios {
+        ratios.push((r.name.clone(), index(&r.numerator)?, index(&r.denominator)?));
+    }
+    Ok(CheckedSpec {
+        name: spec.name.clone(),
+        queries,
+        cells,
+        statistics,
+        exclusive,
+        k: spec.k,
+        rho: spec.rho,
+        scales,
+        allocation: spec.allocation.clone(),
+        ratios,
+    })
+}
