@@ -8,7 +8,14 @@ use clap::{Parser, Subcommand};
 
 use outreach_warehouse::dictionary::Dictionary;
 use outreach_warehouse::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
+use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::privacy::release::PublicRelease;
+use outreach_warehouse::privacy::spec::{
+    CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
+};
+use outreach_warehouse::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, release};
 use outreach_warehouse::quarter::Quarter;
+use outreach_warehouse::report::{self, Format};
 use outreach_warehouse::synth::{SynthConfig, synth};
 use outreach_warehouse::warehouse::{Warehouse, status};
 use outreach_warehouse::{Error, Fault, demo};
@@ -99,6 +106,142 @@ enum Command {
     },
     /// Print the data dictionary as Markdown.
     Dictionary,
+    /// The privacy budget: set it, split it into allocations, show it, renew it.
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
+    },
+    /// Release differentially private statistics: debit the budget, bound, add noise, store.
+    Release(ReleaseArgs),
+    /// Published releases (the steward's view adds failed ones, errors and diagnostics).
+    Releases {
+        #[command(subcommand)]
+        command: ReleasesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Set the warehouse's privacy budget, its horizon and noise; creates the ledger and the secret.
+    Init {
+        #[arg(long)]
+        warehouse: PathBuf,
+        /// Total zCDP budget rho for the period.
+        #[arg(long)]
+        total: f64,
+        /// Length of the budget period in days.
+        #[arg(long)]
+        horizon: u32,
+        /// Total delta for approximate releases (private partition selection).
+        #[arg(long, default_value_t = 0.0)]
+        delta: f64,
+        /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
+        #[arg(long, default_value = "gaussian")]
+        noise: NoiseKind,
+        /// Delta at which rho is displayed as (epsilon, delta).
+        #[arg(long, default_value_t = 1e-7)]
+        display_delta: f64,
+        /// The smallest noise scale any release may use.
+        #[arg(long, default_value_t = 1.0)]
+        min_scale: f64,
+    },
+    /// Add rho to a named allocation, such as standard-releases or researcher:ID.
+    Allocate {
+        #[arg(long)]
+        warehouse: PathBuf,
+        name: String,
+        rho: f64,
+    },
+    /// Show the budget, what is spent and what is left, with epsilon at the configured delta.
+    Show {
+        #[arg(long)]
+        warehouse: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Start a new budget period (a recorded steward action; lifetime loss grows with it).
+    Renew {
+        #[arg(long)]
+        warehouse: PathBuf,
+        /// Why the budget is renewed; recorded in the ledger.
+        #[arg(long)]
+        why: String,
+        /// New total rho [default: the current one].
+        #[arg(long)]
+        total: Option<f64>,
+        /// New horizon in days [default: the current one].
+        #[arg(long)]
+        horizon: Option<u32>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReleaseArgs {
+    #[arg(long)]
+    warehouse: PathBuf,
+    /// A release spec (TOML or JSON). Or give the flags below.
+    #[arg(long, conflicts_with_all = ["query", "cell", "stat"])]
+    spec: Option<PathBuf>,
+    /// Person-level SQL file (repeat for several queries in one release).
+    #[arg(long)]
+    query: Vec<PathBuf>,
+    /// Cell key and its domain: COLUMN=programs, COLUMN=quarters:2024Q3..2026Q2, COLUMN=dictionary:TABLE.COLUMN.
+    #[arg(long)]
+    cell: Vec<String>,
+    /// Statistic: NAME:count or NAME:sum:LOWER:UPPER.
+    #[arg(long)]
+    stat: Vec<String>,
+    /// Exclusive group of count statistics, comma-separated.
+    #[arg(long)]
+    exclusive: Vec<String>,
+    /// Ratio NAME=NUMERATOR/DENOMINATOR of two statistics.
+    #[arg(long)]
+    ratio: Vec<String>,
+    /// Most cells one person may touch in the release.
+    #[arg(long)]
+    k: Option<u32>,
+    /// Budget of the release (zCDP rho).
+    #[arg(long)]
+    rho: Option<f64>,
+    /// Noise scale of a statistic, NAME=SCALE (instead of, or agreeing with, --rho).
+    #[arg(long)]
+    scale: Vec<String>,
+    /// Allocation to debit.
+    #[arg(long)]
+    allocation: Option<String>,
+    /// Name of the release.
+    #[arg(long)]
+    name: Option<String>,
+    /// Who approved the release.
+    #[arg(long, default_value = "steward")]
+    approver: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Subcommand)]
+enum ReleasesCommand {
+    /// List releases.
+    List {
+        #[arg(long)]
+        warehouse: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Include failed and interrupted releases (steward only).
+        #[arg(long)]
+        steward: bool,
+    },
+    /// Show one release.
+    Show {
+        #[arg(long)]
+        warehouse: PathBuf,
+        id: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Show the steward's record: status, error text and diagnostics (exact figures).
+        #[arg(long)]
+        steward: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,6 +257,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e.fault() {
                 Fault::BadInput => 2,
                 Fault::Busy => 3,
+                Fault::BudgetExhausted => 4,
                 Fault::Internal => 1,
             })
         }
@@ -223,6 +367,278 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Dictionary => {
             print!("{}", Dictionary::builtin()?.to_markdown());
         }
+        Command::Budget { command } => budget(command)?,
+        Command::Release(args) => {
+            let format = args.format;
+            let warehouse = args.warehouse.clone();
+            let spec = release_spec(args.spec.clone(), &args)?;
+            let req = ReleaseRequest {
+                spec,
+                approver: args.approver.clone(),
+            };
+            let outcome = runtime().block_on(release(&warehouse, &req))?;
+            if !outcome.fresh {
+                eprintln!(
+                    "release {} already holds these numbers (same queries, declarations, rho and dataset version): nothing spent",
+                    outcome.id
+                );
+            }
+            print_release(&outcome.public, format);
+        }
+        Command::Releases { command } => match command {
+            ReleasesCommand::List {
+                warehouse,
+                format,
+                steward,
+            } => {
+                let all = Ledger::open(&warehouse)?.releases()?;
+                match format {
+                    Format::Table => print!("{}", report::releases_table(&all, steward)),
+                    Format::Csv => print!("{}", report::releases_csv(&all, steward)),
+                    Format::Json => {
+                        let v: Vec<serde_json::Value> = if steward {
+                            all.iter()
+                                .map(|r| serde_json::to_value(r).expect("json"))
+                                .collect()
+                        } else {
+                            all.iter()
+                                .filter_map(PublicRelease::from_stored)
+                                .map(|r| serde_json::to_value(r).expect("json"))
+                                .collect()
+                        };
+                        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                    }
+                }
+            }
+            ReleasesCommand::Show {
+                warehouse,
+                id,
+                format,
+                steward,
+            } => {
+                let stored = Ledger::open(&warehouse)?.release(id)?;
+                if steward {
+                    println!("{}", serde_json::to_string_pretty(&stored).expect("json"));
+                } else {
+                    match PublicRelease::from_stored(&stored) {
+                        Some(p) => print_release(&p, format),
+                        None => {
+                            return Err(Error::Ledger(
+                                outreach_warehouse::ledger::LedgerError::NoSuchRelease(id),
+                            ));
+                        }
+                    }
+                }
+            }
+        },
     }
     Ok(())
+}
+
+fn print_release(p: &PublicRelease, format: Format) {
+    match format {
+        Format::Table => print!("{}", report::release_table(p)),
+        Format::Csv => print!("{}", report::release_csv(p)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(p).expect("json")),
+    }
+}
+
+fn budget(command: BudgetCommand) -> Result<(), Error> {
+    match command {
+        BudgetCommand::Init {
+            warehouse,
+            total,
+            horizon,
+            delta,
+            noise,
+            display_delta,
+            min_scale,
+        } => {
+            Warehouse::open(&warehouse)?;
+            let init = BudgetInit {
+                total_rho: total,
+                total_delta: delta,
+                horizon_days: horizon,
+                config: PrivacyConfig {
+                    noise,
+                    display_delta,
+                    min_scale,
+                },
+            };
+            let ledger = Ledger::init(&warehouse, &init)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+        BudgetCommand::Allocate {
+            warehouse,
+            name,
+            rho,
+        } => {
+            let mut ledger = Ledger::open(&warehouse)?;
+            ledger.allocate(&name, rho)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+        BudgetCommand::Show { warehouse, format } => {
+            let view = Ledger::open(&warehouse)?.show()?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&view).expect("json")),
+                _ => print!("{}", report::budget_table(&view)),
+            }
+        }
+        BudgetCommand::Renew {
+            warehouse,
+            why,
+            total,
+            horizon,
+        } => {
+            let mut ledger = Ledger::open(&warehouse)?;
+            ledger.renew(&why, total, horizon)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+    }
+    Ok(())
+}
+
+fn bad_flag(message: String) -> Error {
+    Error::Privacy(outreach_warehouse::privacy::PrivacyError::Spec { message })
+}
+
+/// The release spec from `--spec`, or built from the flag form.
+fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, Error> {
+    if let Some(path) = path {
+        return Ok(ReleaseSpec::from_file(&path)?);
+    }
+    if a.query.is_empty() {
+        return Err(bad_flag(
+            "give --spec FILE, or --query FILE with --cell, --stat, --k and --allocation".into(),
+        ));
+    }
+    let cells = a
+        .cell
+        .iter()
+        .map(|c| {
+            let (column, domain) = c
+                .split_once('=')
+                .ok_or_else(|| bad_flag(format!("--cell {c}: write COLUMN=DOMAIN")))?;
+            let domain = match domain.split_once(':') {
+                None if domain == "programs" => DomainSpec::Programs,
+                Some(("dictionary", d)) => DomainSpec::Dictionary(d.into()),
+                Some(("quarters", range)) => {
+                    let (from, to) = range.split_once("..").ok_or_else(|| {
+                        bad_flag(format!("--cell {c}: write quarters:FROM..TO"))
+                    })?;
+                    DomainSpec::Quarters {
+                        from: from.into(),
+                        to: to.into(),
+                    }
+                }
+                _ => {
+                    return Err(bad_flag(format!(
+                        "--cell {c}: unknown cell domain; use programs, quarters:FROM..TO or dictionary:TABLE.COLUMN"
+                    )));
+                }
+            };
+            Ok(CellSpec {
+                column: column.into(),
+                domain,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let statistics = a
+        .stat
+        .iter()
+        .map(|s| {
+            let parts: Vec<&str> = s.split(':').collect();
+            match parts.as_slice() {
+                [name, "count"] => Ok(StatisticSpec {
+                    name: (*name).into(),
+                    column: None,
+                    kind: StatisticKind::Count,
+                    lower: None,
+                    upper: None,
+                }),
+                [name, "sum", lower, upper] => {
+                    let num = |x: &str| {
+                        x.parse::<i64>()
+                            .map_err(|_| bad_flag(format!("--stat {s}: bounds must be integers")))
+                    };
+                    Ok(StatisticSpec {
+                        name: (*name).into(),
+                        column: None,
+                        kind: StatisticKind::Sum,
+                        lower: Some(num(lower)?),
+                        upper: Some(num(upper)?),
+                    })
+                }
+                [_, "sum", ..] => Err(bad_flag(format!(
+                    "--stat {s}: missing bounds; write NAME:sum:LOWER:UPPER"
+                ))),
+                _ => Err(bad_flag(format!(
+                    "--stat {s}: write NAME:count or NAME:sum:LOWER:UPPER"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let scales = a
+        .scale
+        .iter()
+        .map(|s| {
+            let (name, v) = s
+                .split_once('=')
+                .ok_or_else(|| bad_flag(format!("--scale {s}: write NAME=SCALE")))?;
+            let v: f64 = v
+                .parse()
+                .map_err(|_| bad_flag(format!("--scale {s}: the scale must be a number")))?;
+            Ok((name.to_string(), v))
+        })
+        .collect::<Result<_, Error>>()?;
+    let ratios = a
+        .ratio
+        .iter()
+        .map(|r| {
+            let (name, rest) = r.split_once('=').ok_or_else(|| {
+                bad_flag(format!("--ratio {r}: write NAME=NUMERATOR/DENOMINATOR"))
+            })?;
+            let (num, den) = rest.split_once('/').ok_or_else(|| {
+                bad_flag(format!("--ratio {r}: write NAME=NUMERATOR/DENOMINATOR"))
+            })?;
+            Ok(RatioSpec {
+                name: name.into(),
+                numerator: num.into(),
+                denominator: den.into(),
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(ReleaseSpec {
+        name: a.name.clone().unwrap_or_else(|| {
+            a.query
+                .iter()
+                .map(|q| q.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        }),
+        queries: a
+            .query
+            .iter()
+            .map(|q| QuerySpec {
+                file: Some(q.clone()),
+                sql: None,
+            })
+            .collect(),
+        cells,
+        statistics,
+        exclusive: a
+            .exclusive
+            .iter()
+            .map(|g| g.split(',').map(str::to_string).collect())
+            .collect(),
+        k: a.k.ok_or_else(|| {
+            bad_flag("--k is required: the most cells one person may touch".into())
+        })?,
+        rho: a.rho,
+        scales,
+        allocation: a.allocation.clone().ok_or_else(|| {
+            bad_flag("--allocation is required: the budget allocation to debit".into())
+        })?,
+        ratios,
+    })
 }
