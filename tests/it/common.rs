@@ -150,3 +150,72 @@ pub fn parse_quarantine(text: &str) -> Vec<(u64, String, String)> {
         })
         .collect()
 }
+
+pub const ATTEMPTS_HEADER: &str = "attempt_id,person_key,program_id,event_id,attempt_date,method,outcome,police_present,peer_present,clinician_present,naloxone_provided,test_strips_provided";
+pub const REFERRALS_HEADER: &str =
+    "referral_id,person_key,program_id,attempt_id,referral_date,service";
+pub const LINKAGES_HEADER: &str =
+    "linkage_id,person_key,program_id,referral_id,service,linkage_date";
+pub const ARRESTS_HEADER: &str = "arrest_id,person_key,arrest_date,agency,charge";
+
+/// A small warehouse with rows in every table, for the privacy engine's tests:
+/// - pk01: events in P001 (2025-01-10, 2025-02-10) and P002 (2025-04-05); an attempt with
+///   police in P001 (engaged) and one without in P002; a MOUD referral and linkage; an arrest.
+/// - pk02: one event in P001 (2025-01-15), one attempt without police (no answer).
+/// - pk03: one event in P002 (2025-05-01), no attempt.
+pub fn privacy_warehouse(tmp: &Path) -> PathBuf {
+    std::fs::create_dir_all(tmp).unwrap();
+    let wh = warehouse_with_programs(tmp);
+    let dir = tmp.join("privacy-exports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let events = [
+        event("E01", "pk01", "P001", "2025-01-10"),
+        event("E02", "pk01", "P001", "2025-02-10"),
+        event("E03", "pk01", "P002", "2025-04-05"),
+        event("E04", "pk02", "P001", "2025-01-15"),
+        event("E05", "pk03", "P002", "2025-05-01"),
+    ];
+    let attempts = [
+        "A01,pk01,P001,E01,2025-01-11,home_visit,engaged_survivor,true,false,false,true,false"
+            .to_string(),
+        "A02,pk01,P002,E03,2025-04-07,phone,declined,false,true,false,false,false".to_string(),
+        "A03,pk02,P001,E04,2025-01-20,home_visit,no_answer,false,false,false,false,false"
+            .to_string(),
+    ];
+    let referrals = ["R01,pk01,P001,A01,2025-01-11,moud".to_string()];
+    let linkages = ["L01,pk01,P001,R01,moud,2025-01-25".to_string()];
+    let arrests = ["X01,pk01,2025-03-01,municipal_police,outstanding_warrant".to_string()];
+    let files = vec![
+        write(&dir, "overdose_events.csv", csv(EVENTS_HEADER, &events)),
+        write(
+            &dir,
+            "outreach_attempts.csv",
+            csv(ATTEMPTS_HEADER, &attempts),
+        ),
+        write(&dir, "referrals.csv", csv(REFERRALS_HEADER, &referrals)),
+        write(
+            &dir,
+            "service_linkages.csv",
+            csv(LINKAGES_HEADER, &linkages),
+        ),
+        write(&dir, "arrests.csv", csv(ARRESTS_HEADER, &arrests)),
+    ];
+    let r = ingest(&wh, &files, &opts()).unwrap();
+    assert_eq!(r.rows_loaded(), 11, "{r}");
+    wh
+}
+
+/// A DataFusion session over `wh` with the privacy engine's safe functions registered.
+pub async fn privacy_session(wh: &Path) -> datafusion::prelude::SessionContext {
+    let w = outreach_warehouse::warehouse::Warehouse::open(wh).unwrap();
+    let ctx = outreach_warehouse::warehouse::open_session(&w)
+        .await
+        .unwrap();
+    outreach_warehouse::privacy::functions::register(&ctx);
+    ctx
+}
+
+/// Loads `files` into `wh` with the test options; panics on a refusal.
+pub fn ingest_files(wh: &Path, files: &[PathBuf]) {
+    ingest(wh, files, &opts()).unwrap();
+}

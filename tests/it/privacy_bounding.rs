@@ -1,0 +1,276 @@
+//! Contribution bounding: for random person-level rows, no person keeps more than `k` cells,
+//! no value leaves its bounds, and removing one person changes the statistic vector by at
+//! most the L1 and L2 that the engine declares.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use outreach_warehouse::privacy::bounding::{Bounder, BoundingRules, CellChoiceKey};
+use outreach_warehouse::privacy::mechanism::sensitivity;
+use outreach_warehouse::privacy::spec::{CellKey, Statistic, StatisticKind};
+use proptest::prelude::*;
+
+/// A person-level row: person, program, quarter, flag a, flag b, amount.
+type Row = (u8, u8, u8, Option<i64>, Option<i64>, Option<i64>);
+
+const PROGRAMS: [&str; 4] = ["P1", "P2", "P3", "PX"]; // PX is outside the domain
+const QUARTERS: [&str; 3] = ["2025Q1", "2025Q2", "2025Q3"];
+
+fn rules(k: usize, exclusive: bool) -> BoundingRules {
+    let stat = |name: &str, kind, lower, upper| Statistic {
+        name: name.into(),
+        column: name.into(),
+        kind,
+        lower,
+        upper,
+    };
+    BoundingRules {
+        k,
+        cells: vec![
+            CellKey {
+                column: "program_id".into(),
+                values: PROGRAMS[..3].iter().map(|s| s.to_string()).collect(),
+            },
+            CellKey {
+                column: "quarter".into(),
+                values: QUARTERS.iter().map(|s| s.to_string()).collect(),
+            },
+        ],
+        statistics: vec![
+            stat("a", StatisticKind::Count, 0, 1),
+            stat("b", StatisticKind::Count, 0, 1),
+            stat("amount", StatisticKind::Sum, -3, 5),
+        ],
+        exclusive: if exclusive { vec![vec![0, 1]] } else { vec![] },
+        key: CellChoiceKey(*b"0123456789abcdef"),
+    }
+}
+
+/// Block bounds as the engine declares them: with the group, a and b count once.
+fn block_bounds(exclusive: bool) -> Vec<i64> {
+    if exclusive { vec![1, 5] } else { vec![1, 1, 5] }
+}
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    let col = |f: &dyn Fn(&Row) -> Option<i64>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<Int64Array>())
+    };
+    RecordBatch::try_from_iter(vec![
+        (
+            "person_key",
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(format!("person-{}", r.0)))
+                    .collect::<StringArray>(),
+            ) as ArrayRef,
+        ),
+        (
+            "program_id",
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(PROGRAMS[r.1 as usize % 4]))
+                    .collect::<StringArray>(),
+            ),
+        ),
+        (
+            "quarter",
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(QUARTERS[r.2 as usize % 3]))
+                    .collect::<StringArray>(),
+            ),
+        ),
+        ("a", col(&|r| r.3)),
+        ("b", col(&|r| r.4)),
+        ("amount", col(&|r| r.5)),
+    ])
+    .unwrap()
+}
+
+fn bounded_rows(rules: &BoundingRules, rows: &[Row]) -> Vec<(String, usize, Vec<i64>)> {
+    // Three shards and two batches, to cover persons spread over batches.
+    let b = Bounder::new(rules, 3);
+    let (x, y) = rows.split_at(rows.len() / 2);
+    b.push(&batch(x)).unwrap();
+    b.push(&batch(y)).unwrap();
+    b.into_rows()
+}
+
+fn vector(rules: &BoundingRules, rows: &[Row]) -> Vec<i64> {
+    let b = Bounder::new(rules, 2);
+    b.push(&batch(rows)).unwrap();
+    b.finish().values
+}
+
+fn row_strategy() -> impl Strategy<Value = Row> {
+    (
+        0u8..6,
+        0u8..4,
+        0u8..3,
+        proptest::option::of(-2i64..4),
+        proptest::option::of(-2i64..4),
+        proptest::option::of(-20i64..20),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn no_person_exceeds_k_cells_and_no_value_leaves_its_bounds(
+        rows in proptest::collection::vec(row_strategy(), 0..60),
+        k in 1usize..4,
+        exclusive in any::<bool>(),
+    ) {
+        let r = rules(k, exclusive);
+        let kept = bounded_rows(&r, &rows);
+        let mut per_person: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+        for (person, cell, values) in &kept {
+            prop_assert!(per_person.entry(person).or_default().insert(*cell), "a (person, cell) twice");
+            for (v, st) in values.iter().zip(&r.statistics) {
+                prop_assert!(*v >= st.lower && *v <= st.upper, "{} = {v} outside its bounds", st.name);
+            }
+            if exclusive {
+                prop_assert!(values[0] + values[1] <= 1, "exclusive group not one-hot: {values:?}");
+            }
+        }
+        for (person, cells) in &per_person {
+            prop_assert!(cells.len() <= k, "{person} keeps {} cells with k = {k}", cells.len());
+        }
+        // Rows outside the domain never produce a kept cell; every kept cell was touched.
+        for (person, cell, _) in &kept {
+            let (p, q) = (cell / 3, cell % 3);
+            let touched = rows.iter().any(|row| format!("person-{}", row.0) == *person
+                && row.1 as usize % 4 == p && row.2 as usize % 3 == q);
+            prop_assert!(touched, "a kept cell that the person never touched");
+        }
+    }
+
+    #[test]
+    fn removing_one_person_moves_the_vector_by_at_most_the_declared_sensitivity(
+        rows in proptest::collection::vec(row_strategy(), 1..80),
+        k in 1usize..4,
+        exclusive in any::<bool>(),
+        victim in 0u8..6,
+    ) {
+        let r = rules(k, exclusive);
+        let with = vector(&r, &rows);
+        let without_rows: Vec<Row> = rows.iter().copied().filter(|row| row.0 != victim).collect();
+        let without = vector(&r, &without_rows);
+        let s = sensitivity(k as u32, &block_bounds(exclusive));
+        let l1: u64 = with.iter().zip(&without).map(|(a, b)| (a - b).unsigned_abs()).sum();
+        let l2sq: u64 = with.iter().zip(&without).map(|(a, b)| (a - b).unsigned_abs().pow(2)).sum();
+        prop_assert!(l1 <= s.l1, "L1 change {l1} > declared {}", s.l1);
+        prop_assert!(l2sq <= s.l2_squared, "L2² change {l2sq} > declared {}", s.l2_squared);
+    }
+
+    #[test]
+    fn a_persons_cells_do_not_depend_on_other_persons(
+        rows in proptest::collection::vec(row_strategy(), 1..60),
+        k in 1usize..3,
+        who in 0u8..6,
+    ) {
+        let r = rules(k, false);
+        let alone: Vec<Row> = rows.iter().copied().filter(|row| row.0 == who).collect();
+        let name = format!("person-{who}");
+        let in_crowd: Vec<_> = bounded_rows(&r, &rows).into_iter().filter(|x| x.0 == name).collect();
+        prop_assert_eq!(in_crowd, bounded_rows(&r, &alone));
+    }
+}
+
+#[test]
+fn the_kept_cells_are_those_with_the_smallest_keyed_hash() {
+    let r = rules(2, false);
+    // One person in all 9 cells of the domain.
+    let rows: Vec<Row> = (0..3u8)
+        .flat_map(|p| (0..3u8).map(move |q| (1, p, q, Some(1), None, Some(1))))
+        .collect();
+    let kept: BTreeSet<usize> = bounded_rows(&r, &rows).into_iter().map(|x| x.1).collect();
+    let mut by_hash: Vec<(u64, usize)> =
+        (0..9).map(|c| (r.choice_hash(b"person-1", c), c)).collect();
+    by_hash.sort();
+    let expected: BTreeSet<usize> = by_hash[..2].iter().map(|x| x.1).collect();
+    assert_eq!(kept, expected);
+    // Another secret chooses differently for some person (the choice is keyed).
+    let mut other = r.clone();
+    other.key = CellChoiceKey(*b"fedcba9876543210");
+    let differs = (0..40).any(|i| {
+        let p = format!("person-{i}");
+        let pick = |rules: &BoundingRules| {
+            let mut v: Vec<(u64, usize)> = (0..9)
+                .map(|c| (rules.choice_hash(p.as_bytes(), c), c))
+                .collect();
+            v.sort();
+            v[0].1
+        };
+        pick(&r) != pick(&other)
+    });
+    assert!(differs, "the cell choice does not depend on the secret");
+}
+
+#[test]
+fn rows_outside_the_domain_or_without_a_key_are_dropped_and_counted() {
+    let r = rules(4, false);
+    let b = Bounder::new(&r, 1);
+    b.push(&batch(&[
+        (1, 3, 0, Some(1), None, None),
+        (1, 0, 0, Some(1), None, None),
+    ]))
+    .unwrap();
+    let nulls = RecordBatch::try_from_iter(vec![
+        (
+            "person_key",
+            Arc::new(StringArray::from(vec![None::<&str>])) as ArrayRef,
+        ),
+        ("program_id", Arc::new(StringArray::from(vec![Some("P1")]))),
+        ("quarter", Arc::new(StringArray::from(vec![Some("2025Q1")]))),
+        ("a", Arc::new(Int64Array::from(vec![Some(1)]))),
+        ("b", Arc::new(Int64Array::from(vec![None::<i64>]))),
+        ("amount", Arc::new(Int64Array::from(vec![None::<i64>]))),
+    ])
+    .unwrap();
+    b.push(&nulls).unwrap();
+    let out = b.finish();
+    assert_eq!(out.diagnostics.outside_domain.get("program_id"), Some(&1));
+    assert_eq!(out.diagnostics.null_person_key, 1);
+    assert_eq!(out.diagnostics.rows, 3);
+    // Only the in-domain row counts: cell (P1, 2025Q1) = index 0, statistic a.
+    assert_eq!(out.values[0], 1);
+    assert_eq!(out.values.iter().sum::<i64>(), 1);
+}
+
+#[test]
+fn batches_from_several_threads_meet_per_person() {
+    // The same rows pushed as many small batches from four threads give the same bounded
+    // vector as one batch on one thread: a person's rows meet in one shard.
+    let r = rules(2, true);
+    let rows: Vec<Row> = (0..400u32)
+        .map(|i| {
+            let x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            (
+                (x % 7) as u8,
+                ((x >> 8) % 4) as u8,
+                ((x >> 16) % 3) as u8,
+                Some(((x >> 24) % 2) as i64),
+                Some(((x >> 32) % 2) as i64),
+                Some(((x >> 40) % 30) as i64 - 10),
+            )
+        })
+        .collect();
+    let one = vector(&r, &rows);
+    let b = Arc::new(Bounder::new(&r, 3));
+    std::thread::scope(|s| {
+        for part in rows.chunks(100) {
+            let b = b.clone();
+            s.spawn(move || {
+                for small in part.chunks(7) {
+                    b.push(&batch(small)).unwrap();
+                }
+            });
+        }
+    });
+    let many = Arc::try_unwrap(b).ok().unwrap().finish().values;
+    assert_eq!(one, many);
+}

@@ -1,0 +1,432 @@
+//! Releases end to end: the numbers and intervals, refusals that spend nothing, the public
+//! view, and the DP inequality between two warehouses that differ by one survivor.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::privacy::bounding::{BoundingRules, CellChoiceKey};
+use outreach_warehouse::privacy::mechanism::epsilon_at;
+use outreach_warehouse::privacy::release::{
+    PreparedRelease, PublicRelease, RatioValue, bound, person_rows, prepare,
+};
+use outreach_warehouse::privacy::{NoiseKind, PrivacyError, ReleaseRequest, ReleaseSpec, release};
+
+use crate::common::{
+    ATTEMPTS_HEADER, EVENTS_HEADER, csv, event, ingest_files, privacy_session, privacy_warehouse,
+    write,
+};
+
+fn ledger(wh: &Path, noise: NoiseKind, total: f64) {
+    let mut l = Ledger::init(
+        wh,
+        &BudgetInit {
+            total_rho: total,
+            total_delta: 0.0,
+            horizon_days: 365,
+            config: PrivacyConfig {
+                noise,
+                display_delta: 1e-7,
+                min_scale: 1.0,
+            },
+        },
+    )
+    .unwrap();
+    l.allocate("std", total).unwrap();
+}
+
+/// Events and attempts per person, program and quarter, with police presence split into an
+/// exclusive group and an engagement ratio.
+fn engagement_spec(rho: f64) -> ReleaseSpec {
+    toml::from_str(&format!(
+        r#"
+name = "engagement by police presence"
+k = 3
+rho = {rho}
+allocation = "std"
+exclusive = [["police", "no_police"]]
+
+[[queries]]
+sql = """
+SELECT a.person_key, a.program_id, quarter_of(a.attempt_date) AS quarter,
+       true AS attempted,
+       bool_or(a.outcome = 'engaged_survivor') AS engaged,
+       bool_or(a.police_present) AS police,
+       NOT bool_or(a.police_present) AS no_police
+FROM outreach_attempts a
+GROUP BY a.person_key, a.program_id, quarter_of(a.attempt_date)
+"""
+
+[[cells]]
+column = "program_id"
+domain = "programs"
+
+[[cells]]
+column = "quarter"
+domain = {{ quarters = {{ from = "2025Q1", to = "2025Q2" }} }}
+
+[[statistics]]
+name = "attempted"
+kind = "count"
+
+[[statistics]]
+name = "engaged"
+kind = "count"
+
+[[statistics]]
+name = "police"
+kind = "count"
+
+[[statistics]]
+name = "no_police"
+kind = "count"
+
+[[ratios]]
+name = "engagement_rate"
+numerator = "engaged"
+denominator = "attempted"
+"#
+    ))
+    .unwrap()
+}
+
+fn run(
+    wh: &Path,
+    spec: &ReleaseSpec,
+) -> Result<outreach_warehouse::privacy::ReleaseOutcome, PrivacyError> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(release(
+        wh,
+        &ReleaseRequest {
+            spec: spec.clone(),
+            approver: "steward".into(),
+        },
+    ))
+}
+
+#[test]
+fn a_release_publishes_every_cell_with_its_interval_and_debits_opendps_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    ledger(&wh, NoiseKind::DiscreteGaussian, 10.0);
+    let out = run(&wh, &engagement_spec(1.0)).unwrap();
+    assert!(out.fresh);
+    let r = &out.public.result;
+    // 3 programs × 2 quarters, every cell of the public domain, zero or not.
+    assert_eq!(r.cell_keys, ["program_id", "quarter"]);
+    assert_eq!(r.cells.len(), 6);
+    assert_eq!(r.cells[0], ["P001", "2025Q1"]);
+    assert_eq!(r.statistics.len(), 4);
+    for s in &r.statistics {
+        assert_eq!(s.values.len(), 6);
+        assert_eq!(s.distribution, "discrete_gaussian");
+        // k = 3, ΣB² over blocks = 1 + 1 + 1 (the police group counts once): σ = √(9/2).
+        assert!((s.scale - 4.5f64.sqrt()).abs() < 1e-12, "{}", s.scale);
+        for v in &s.values {
+            assert_eq!(v.lower, v.raw - s.half_width);
+            assert_eq!(v.upper, v.raw + s.half_width);
+            assert_eq!(v.display, v.raw.max(0));
+        }
+    }
+    assert_eq!(r.ratios.len(), 1);
+    assert_eq!(r.ratios[0].values.len(), 6);
+    assert!(r.note.contains("noise only"));
+    let l = Ledger::open(&wh).unwrap();
+    let v = l.show().unwrap();
+    assert!(
+        v.spent_rho >= 1.0 && v.spent_rho - 1.0 < 1e-12,
+        "{}",
+        v.spent_rho
+    );
+    let stored = l.release(out.id).unwrap();
+    assert_eq!(stored.dataset_version, "v2");
+    assert_eq!(stored.d_in["k"], 3);
+    let diag = stored.diagnostics.unwrap();
+    assert_eq!(diag["persons"], 2, "{diag}");
+    // pk01 has attempts in two (program, quarter) cells, pk02 in one.
+    assert_eq!(diag["person_cells"], 3, "{diag}");
+}
+
+#[test]
+fn the_same_release_again_returns_the_stored_numbers_and_spends_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    ledger(&wh, NoiseKind::DiscreteGaussian, 10.0);
+    let a = run(&wh, &engagement_spec(1.0)).unwrap();
+    let b = run(&wh, &engagement_spec(1.0)).unwrap();
+    assert!(a.fresh && !b.fresh);
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.public, b.public);
+    let c = run(&wh, &engagement_spec(1.5)).unwrap();
+    assert!(c.fresh, "another rho is another release");
+    let spent = Ledger::open(&wh).unwrap().show().unwrap().spent_rho;
+    assert!((spent - 2.5).abs() < 1e-9, "{spent}");
+}
+
+#[test]
+fn refused_releases_spend_nothing_and_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    ledger(&wh, NoiseKind::DiscreteGaussian, 1.0);
+    let cases: Vec<(ReleaseSpec, &str)> = vec![
+        {
+            let mut s = engagement_spec(0.5);
+            s.queries[0].sql = Some(
+                "SELECT program_id AS person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted, true AS engaged, true AS police, false AS no_police FROM outreach_attempts GROUP BY program_id, quarter_of(attempt_date)"
+                    .into(),
+            );
+            (s, "not person-local")
+        },
+        {
+            let mut s = engagement_spec(0.5);
+            s.cells[1].domain = outreach_warehouse::privacy::spec::DomainSpec::Dictionary(
+                "overdose_events.event_id".into(),
+            );
+            (s, "not public")
+        },
+        {
+            let mut s = engagement_spec(0.5);
+            s.statistics[1].kind = outreach_warehouse::privacy::spec::StatisticKind::Sum;
+            (s, "missing bounds")
+        },
+        (engagement_spec(2.0), "over budget"),
+        {
+            let mut s = engagement_spec(0.5);
+            s.allocation = "elsewhere".into();
+            (s, "unknown allocation")
+        },
+        {
+            let mut s = engagement_spec(0.5);
+            s.statistics[0].name = "nope".into();
+            s.ratios.clear();
+            (s, "no output column `nope`")
+        },
+        (engagement_spec(200.0), "below the configured minimum"),
+    ];
+    for (spec, why) in cases {
+        let e = run(&wh, &spec).unwrap_err();
+        assert!(e.to_string().contains(why), "expected '{why}', got: {e}");
+    }
+    let l = Ledger::open(&wh).unwrap();
+    assert_eq!(l.show().unwrap().spent_rho, 0.0);
+    assert!(l.releases().unwrap().is_empty());
+}
+
+#[test]
+fn the_public_view_never_holds_error_text_or_diagnostics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    ledger(&wh, NoiseKind::DiscreteGaussian, 10.0);
+    let ok = run(&wh, &engagement_spec(1.0)).unwrap();
+    // A release that fails after its debit, in a separate process (the failure is injected).
+    let spec = crate::ledger::spec_file(tmp.path(), "fails", 0.5);
+    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["--quiet", "release", "--warehouse"])
+        .arg(&wh)
+        .arg("--spec")
+        .arg(&spec)
+        .env(
+            outreach_warehouse::failpoint::ENV,
+            "release-fail-after-debit",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed after its debit"));
+    let l = Ledger::open(&wh).unwrap();
+    let all = l.releases().unwrap();
+    let failed = all
+        .iter()
+        .find(|r| r.status == "failed")
+        .expect("a failed release");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("injected failure")
+    );
+    assert!(
+        (l.show().unwrap().spent_rho - 1.5).abs() < 1e-9,
+        "the failure stays spent"
+    );
+    assert!(PublicRelease::from_stored(failed).is_none());
+    let stored = l.release(ok.id).unwrap();
+    let public = PublicRelease::from_stored(&stored).unwrap();
+    let json = serde_json::to_value(&public).unwrap();
+    for field in [
+        "error",
+        "diagnostics",
+        "status",
+        "idempotency_key",
+        "outside_domain",
+        "persons_over_k",
+    ] {
+        assert!(
+            !json.to_string().contains(&format!("\"{field}\"")),
+            "public view holds {field}"
+        );
+    }
+    // What the CLI shows to others: the public list has no failed release and no error text.
+    for format in ["json", "csv", "table"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+            .args(["--quiet", "releases", "list", "--warehouse"])
+            .arg(&wh)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(
+            !text.contains("injected failure") && !text.contains("failed"),
+            "{format}: {text}"
+        );
+        assert!(!text.contains("diagnostics"), "{format}: {text}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["--quiet", "releases", "show", "--warehouse"])
+        .arg(&wh)
+        .arg(failed.id.to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a failed release has no public view");
+}
+
+/// Writes one survivor with many records in several programs and quarters.
+fn extra_survivor(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut events = Vec::new();
+    let mut attempts = Vec::new();
+    for (i, (program, date)) in [
+        ("P001", "2025-01-03"),
+        ("P001", "2025-01-20"),
+        ("P002", "2025-02-11"),
+        ("P002", "2025-04-02"),
+        ("P003", "2025-05-09"),
+        ("P001", "2025-06-01"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        events.push(event(&format!("E9{i}"), "pk99", program, date));
+        attempts.push(format!(
+            "A9{i},pk99,{program},E9{i},{date},home_visit,engaged_survivor,{},false,false,true,false",
+            i % 2 == 0
+        ));
+    }
+    vec![
+        write(dir, "overdose_events.csv", csv(EVENTS_HEADER, &events)),
+        write(
+            dir,
+            "outreach_attempts.csv",
+            csv(ATTEMPTS_HEADER, &attempts),
+        ),
+    ]
+}
+
+/// Bounds the release once, on a warehouse: the exact bounded vector and the prepared release.
+fn bounded(wh: &Path, spec: &ReleaseSpec, noise: NoiseKind) -> (Vec<i64>, PreparedRelease) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = privacy_session(wh).await;
+        let config = PrivacyConfig {
+            noise,
+            display_delta: 1e-7,
+            min_scale: 1.0,
+        };
+        let p = prepare(&ctx, spec, "v", &config).await.unwrap();
+        let rows = person_rows(&ctx, &p.spec, &p.queries).unwrap();
+        let rules = Arc::new(BoundingRules {
+            k: p.spec.k as usize,
+            cells: p.spec.cells.clone(),
+            statistics: p.spec.statistics.clone(),
+            exclusive: p.spec.exclusive.clone(),
+            key: CellChoiceKey(*b"a fixed test key"),
+        });
+        let b = bound(rows, rules).await.unwrap();
+        (b.values, p)
+    })
+}
+
+// The DP inequality, end to end. Two warehouses differ by one survivor (pk99: 6 events and
+// 6 attempts in 3 programs and 3 quarters). Each is bounded once; the noise is drawn
+// N = 20,000 times. For events A = {noisy value of a cell the survivor touches ≥ t}, with t
+// at the exact value (away from the tails), P(A) ≤ e^ε·P(A′) + δ must hold in both
+// directions. Sampling tolerance: each estimate is within √(ln(2/α)/(2N)) of its probability
+// except with probability α (Hoeffding); α = 1e-8 per estimate, 4 estimates per event and
+// at most 24 events per run: P(false alarm) ≤ 96·1e-8 < 1e-6. Tolerance = 0.0172 per
+// estimate, so the check is P̂(A) ≤ e^ε·(P̂(A′) + 0.0172) + δ + 0.0172.
+const N: usize = 20_000;
+const TOL: f64 = 0.0172;
+
+fn dp_inequality_holds(noise: NoiseKind, rho: f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = privacy_warehouse(&tmp.path().join("a"));
+    let b_dir = tmp.path().join("b");
+    let b = privacy_warehouse(&b_dir);
+    let extra = b_dir.join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    ingest_files(&b, &extra_survivor(&extra));
+    let spec = engagement_spec(rho);
+    let (va, pa) = bounded(&a, &spec, noise);
+    let (vb, pb) = bounded(&b, &spec, noise);
+    assert_eq!(pa.noise, pb.noise, "the noise may not depend on the data");
+    assert_ne!(va, vb, "the survivor must change the bounded vector");
+    let changed: Vec<usize> = (0..va.len()).filter(|&i| va[i] != vb[i]).collect();
+    let epsilon = match pa.loss.epsilon {
+        Some(e) => e,
+        None => epsilon_at(pa.loss.rho, 1e-7).unwrap(),
+    };
+    let delta = if pa.loss.epsilon.is_some() { 0.0 } else { 1e-7 };
+    let draws =
+        |v: &[i64]| -> Vec<Vec<i64>> { (0..N).map(|_| pa.noise.draw(v).unwrap()).collect() };
+    let (da, db) = (draws(&va), draws(&vb));
+    for &i in &changed {
+        for t in [va[i], vb[i]] {
+            let pa_hat = da.iter().filter(|x| x[i] >= t).count() as f64 / N as f64;
+            let pb_hat = db.iter().filter(|x| x[i] >= t).count() as f64 / N as f64;
+            for (p, q) in [(pa_hat, pb_hat), (pb_hat, pa_hat)] {
+                assert!(
+                    p <= epsilon.exp() * (q + TOL) + delta + TOL,
+                    "cell {i}, t = {t}: P(A) = {p} > e^{epsilon}·P(A') = {q}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_survivor_changes_the_output_distribution_by_at_most_epsilon_gaussian() {
+    dp_inequality_holds(NoiseKind::DiscreteGaussian, 0.5);
+}
+
+#[test]
+fn one_survivor_changes_the_output_distribution_by_at_most_epsilon_laplace() {
+    // ε = √(2·0.125) = 0.5: e^ε ≈ 1.65, a tight check.
+    dp_inequality_holds(NoiseKind::DiscreteLaplace, 0.125);
+}
+
+#[test]
+fn ratios_with_a_noisy_denominator_near_zero_are_insufficient_data() {
+    use outreach_warehouse::privacy::release::ratio;
+    assert_eq!(ratio(5.0, 0.0, 1.0, 1.0, 3.0), RatioValue::InsufficientData);
+    assert_eq!(
+        ratio(5.0, -4.0, 1.0, 1.0, 3.0),
+        RatioValue::InsufficientData
+    );
+    assert_eq!(ratio(5.0, 6.0, 1.0, 1.0, 3.0), RatioValue::InsufficientData);
+    match ratio(50.0, 100.0, 4.0, 4.0, 4.0) {
+        RatioValue::Estimate {
+            estimate,
+            lower,
+            upper,
+        } => {
+            assert!((estimate - 0.5).abs() < 1e-12);
+            // sd = √((4 + 0.25·4) / 100²) = √5 / 100.
+            let sd = 5f64.sqrt() / 100.0;
+            assert!((upper - estimate - 1.96 * sd).abs() < 1e-12);
+            assert!((estimate - lower - 1.96 * sd).abs() < 1e-12);
+        }
+        other => panic!("{other:?}"),
+    }
+}
