@@ -21,7 +21,7 @@
 //! The result is the exact, bounded statistic vector: `m` values per cell, cell-major.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::sync::Mutex;
 
 use datafusion::arrow::array::{
@@ -113,7 +113,11 @@ impl BoundingRules {
         let mut h = SipHasher24::new_with_key(&self.key.0);
         h.write(&(person.len() as u64).to_le_bytes());
         h.write(person);
-        for v in self.cell_values(cell) {
+        // The cell's key values in the order of `cells`, from its mixed-radix index.
+        let mut stride: usize = self.cells.iter().map(|c| c.values.len()).product();
+        for c in &self.cells {
+            stride /= c.values.len();
+            let v = &c.values[(cell / stride) % c.values.len()];
             h.write(&(v.len() as u64).to_le_bytes());
             h.write(v.as_bytes());
         }
@@ -132,75 +136,176 @@ pub struct Bounded {
 /// No value seen yet for a sum (MAX identity); becomes 0, clamped, at the end.
 const NONE: i64 = i64::MIN;
 
-/// The rows kept so far for the persons of one shard.
-#[derive(Default)]
+/// Bytes of a person key kept inside its record; longer keys live in the arena.
+const INLINE_KEY_WORDS: usize = 3;
+/// Words before the entries: hash, meta, inline key.
+const HEAD: usize = 2 + INLINE_KEY_WORDS;
+
+/// The rows kept so far for the persons of one shard. Each person is one fixed-size record
+/// of `u64` words, so that finding and updating a person touches one or two cache lines:
+///
+/// `[hash, meta, key × 3, (choice hash, cell) × k, values × k·m]`
+///
+/// where meta holds the number of entries used (bits 0–7), whether cells were dropped by
+/// the `k` bound (bit 8), the key's length (bits 16–31) and, for a key longer than 24
+/// bytes, its offset in the arena (bits 32–63).
 struct Shard {
-    persons: HashMap<Box<str>, u32, ahash::RandomState>,
-    /// Per person: how many of its `k` entries are used, and whether it lost cells.
-    used: Vec<u8>,
-    over_k: Vec<bool>,
-    /// `k` entries per person: (hash, cell).
-    entries: Vec<(u64, u32)>,
-    /// `k × m` values per person.
-    values: Vec<i64>,
+    index: hashbrown::HashTable<u32>,
+    records: Vec<u64>,
+    stride: usize,
+    k: usize,
+    m: usize,
+    arena: Vec<u8>,
 }
 
 impl Shard {
-    fn new() -> Shard {
+    fn new(k: usize, m: usize) -> Shard {
         Shard {
-            persons: HashMap::with_hasher(fixed_state()),
-            ..Shard::default()
+            index: hashbrown::HashTable::new(),
+            records: Vec::new(),
+            stride: HEAD + 2 * k + k * m,
+            k,
+            m,
+            arena: Vec::new(),
         }
     }
 
-    fn add(&mut self, rules: &BoundingRules, person: &str, cell: u32, row: &[i64]) {
-        let k = rules.k;
-        let m = row.len();
-        let slot = match self.persons.get(person) {
-            Some(s) => *s as usize,
-            None => {
-                let s = self.used.len();
-                self.persons.insert(person.into(), s as u32);
-                self.used.push(0);
-                self.over_k.push(false);
-                self.entries.resize(self.entries.len() + k, (0, 0));
-                self.values.resize(self.values.len() + k * m, NONE);
-                s
-            }
-        };
-        let used = self.used[slot] as usize;
-        let entries = &mut self.entries[slot * k..slot * k + k];
-        let at = match entries[..used].iter().position(|e| e.1 == cell) {
+    fn persons(&self) -> usize {
+        self.records.len() / self.stride
+    }
+
+    fn rec(&self, slot: usize) -> &[u64] {
+        &self.records[slot * self.stride..(slot + 1) * self.stride]
+    }
+
+    fn used(&self, slot: usize) -> usize {
+        (self.rec(slot)[1] & 0xff) as usize
+    }
+
+    fn over_k(&self, slot: usize) -> bool {
+        self.rec(slot)[1] & 0x100 != 0
+    }
+
+    fn cell(&self, slot: usize, e: usize) -> usize {
+        self.rec(slot)[HEAD + 2 * e + 1] as usize
+    }
+
+    fn values(&self, slot: usize, e: usize, out: &mut [i64]) {
+        let base = HEAD + 2 * self.k + e * self.m;
+        for (o, w) in out.iter_mut().zip(&self.rec(slot)[base..base + self.m]) {
+            *o = *w as i64;
+        }
+    }
+
+    fn key_of(rec: &[u64], arena: &[u8]) -> Vec<u8> {
+        let len = ((rec[1] >> 16) & 0xffff) as usize;
+        if len <= INLINE_KEY_WORDS * 8 {
+            rec[2..HEAD]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .take(len)
+                .collect()
+        } else {
+            let off = (rec[1] >> 32) as usize;
+            arena[off..off + len].to_vec()
+        }
+    }
+
+    fn key(&self, slot: usize) -> Vec<u8> {
+        Self::key_of(self.rec(slot), &self.arena)
+    }
+
+    fn key_eq(rec: &[u64], arena: &[u8], person: &[u8]) -> bool {
+        let len = ((rec[1] >> 16) & 0xffff) as usize;
+        if len != person.len() {
+            return false;
+        }
+        if len <= INLINE_KEY_WORDS * 8 {
+            let mut words = [0u64; INLINE_KEY_WORDS];
+            pack(person, &mut words);
+            rec[2..HEAD] == words
+        } else {
+            let off = (rec[1] >> 32) as usize;
+            &arena[off..off + len] == person
+        }
+    }
+
+    fn slot(&mut self, hash: u64, person: &[u8]) -> usize {
+        let (records, arena, stride) = (&self.records, &self.arena, self.stride);
+        let found = self.index.find(hash, |&s| {
+            let rec = &records[s as usize * stride..(s as usize + 1) * stride];
+            rec[0] == hash && Self::key_eq(rec, arena, person)
+        });
+        if let Some(&s) = found {
+            return s as usize;
+        }
+        let s = self.persons();
+        let records = &self.records;
+        self.index
+            .insert_unique(hash, s as u32, |&x| records[x as usize * stride]);
+        let start = self.records.len();
+        self.records.resize(start + stride, 0);
+        let len = person.len().min(0xffff);
+        let mut meta = (len as u64) << 16;
+        if len <= INLINE_KEY_WORDS * 8 {
+            pack(person, &mut self.records[start + 2..start + HEAD]);
+        } else {
+            meta |= (self.arena.len() as u64) << 32;
+            self.arena.extend_from_slice(&person[..len]);
+        }
+        self.records[start] = hash;
+        self.records[start + 1] = meta;
+        s
+    }
+
+    fn add(&mut self, rules: &BoundingRules, hash: u64, person: &str, cell: u32, row: &[i64]) {
+        let (k, m) = (self.k, self.m);
+        let slot = self.slot(hash, person.as_bytes());
+        let stride = self.stride;
+        let rec = &mut self.records[slot * stride..(slot + 1) * stride];
+        let used = (rec[1] & 0xff) as usize;
+        let cell64 = u64::from(cell);
+        let at = match (0..used).find(|&e| rec[HEAD + 2 * e + 1] == cell64) {
             Some(at) => at,
             None => {
                 let h = rules.choice_hash(person.as_bytes(), cell as usize);
-                if used < k {
-                    entries[used] = (h, cell);
-                    self.used[slot] += 1;
-                    self.values[(slot * k + used) * m..(slot * k + used + 1) * m].fill(NONE);
+                let at = if used < k {
+                    rec[1] += 1;
                     used
                 } else {
                     // A cell that is not among the k smallest hashes so far can never be
                     // chosen; a smaller one replaces the largest kept.
-                    self.over_k[slot] = true;
-                    let (worst, &(wh, wc)) = entries
-                        .iter()
-                        .enumerate()
-                        .max_by_key(|(_, e)| (e.0, e.1))
+                    rec[1] |= 0x100;
+                    let worst = (0..k)
+                        .max_by_key(|&e| (rec[HEAD + 2 * e], rec[HEAD + 2 * e + 1]))
                         .expect("k >= 1");
-                    if (h, cell) >= (wh, wc) {
+                    if (h, cell64) >= (rec[HEAD + 2 * worst], rec[HEAD + 2 * worst + 1]) {
                         return;
                     }
-                    entries[worst] = (h, cell);
-                    self.values[(slot * k + worst) * m..(slot * k + worst + 1) * m].fill(NONE);
                     worst
-                }
+                };
+                rec[HEAD + 2 * at] = h;
+                rec[HEAD + 2 * at + 1] = cell64;
+                let base = HEAD + 2 * k + at * m;
+                rec[base..base + m].fill(NONE as u64);
+                at
             }
         };
-        let vals = &mut self.values[(slot * k + at) * m..(slot * k + at + 1) * m];
-        for (v, r) in vals.iter_mut().zip(row) {
-            *v = (*v).max(*r);
+        let base = HEAD + 2 * k + at * m;
+        for (w, r) in rec[base..base + m].iter_mut().zip(row) {
+            *w = (*w as i64).max(*r) as u64;
         }
+    }
+}
+
+/// Packs up to 24 key bytes into little-endian words (the rest zero).
+fn pack(bytes: &[u8], words: &mut [u64]) {
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        let chunk = bytes.get(i * 8..).unwrap_or(&[]);
+        let n = chunk.len().min(8);
+        b[..n].copy_from_slice(&chunk[..n]);
+        *w = u64::from_le_bytes(b);
     }
 }
 
@@ -233,7 +338,7 @@ impl Bounder {
             rules: rules.clone(),
             lookups,
             shards: (0..shards.max(1))
-                .map(|_| Mutex::new(Shard::new()))
+                .map(|_| Mutex::new(Shard::new(rules.k, rules.statistics.len())))
                 .collect(),
             diagnostics: Mutex::new(Diagnostics::default()),
         }
@@ -283,7 +388,7 @@ impl Bounder {
             .map(|j| as_i64(batch.column(1 + ncell + j)))
             .collect::<Result<_, _>>()?;
         let nshards = self.shards.len();
-        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); nshards];
+        let mut by_shard: Vec<Vec<(u32, u64)>> = vec![Vec::new(); nshards];
         let state = fixed_state();
         for i in 0..n {
             if persons.is_null(i) {
@@ -293,12 +398,12 @@ impl Bounder {
             if dropped[i] {
                 continue;
             }
-            let s = if nshards == 1 {
-                0
-            } else {
-                (state.hash_one(persons.value(i).as_bytes()) % nshards as u64) as usize
-            };
-            by_shard[s].push(i as u32);
+            let h = state.hash_one(persons.value(i).as_bytes());
+            // The shard comes from a remix of the hash, so that it does not correlate with
+            // the bits the shard's own table uses.
+            let s = ((h.rotate_left(23).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % nshards as u64)
+                as usize;
+            by_shard[s].push((i as u32, h));
         }
         let mut row = vec![0i64; m];
         for (s, rows) in by_shard.iter().enumerate() {
@@ -308,7 +413,7 @@ impl Bounder {
             let mut shard = self.shards[s]
                 .lock()
                 .map_err(|_| "internal: a bounding shard panicked")?;
-            for &i in rows {
+            for &(i, h) in rows {
                 let i = i as usize;
                 for (j, st) in self.rules.statistics.iter().enumerate() {
                     row[j] = if stats[j].is_null(i) {
@@ -320,7 +425,7 @@ impl Bounder {
                         stats[j].value(i).clamp(st.lower, st.upper)
                     };
                 }
-                shard.add(&self.rules, persons.value(i), cell[i] as u32, &row);
+                shard.add(&self.rules, h, persons.value(i), cell[i] as u32, &row);
             }
         }
         self.diagnostics
@@ -365,50 +470,23 @@ impl Bounder {
             .collect())
     }
 
-    /// The bounded values of one kept (person, cell) entry: sums with no value become 0
-    /// clamped, and exclusive groups are made one-hot (first listed side wins).
-    fn finalize(&self, vals: &[i64], row: &mut [i64], conflicts: &mut u64) {
-        for (j, st) in self.rules.statistics.iter().enumerate() {
-            row[j] = if vals[j] == NONE {
-                0i64.clamp(st.lower, st.upper)
-            } else {
-                vals[j]
-            };
-        }
-        for group in &self.rules.exclusive {
-            let mut on = false;
-            for &j in group {
-                if row[j] != 0 {
-                    if on {
-                        row[j] = 0;
-                        *conflicts += 1;
-                    }
-                    on = true;
-                }
-            }
-        }
-    }
-
     /// Every kept (person, cell) with its bounded values, sorted, for tests and audits. The
     /// rows are private: they never leave the process.
     pub fn into_rows(self) -> Vec<(String, usize, Vec<i64>)> {
-        let k = self.rules.k;
         let m = self.rules.statistics.len();
         let mut out = Vec::new();
         let mut conflicts = 0;
         for shard in &self.shards {
             let shard = shard.lock().expect("no other user");
-            let mut names = vec![""; shard.used.len()];
-            for (name, slot) in &shard.persons {
-                names[*slot as usize] = name;
-            }
-            for slot in 0..shard.used.len() {
-                for e in 0..shard.used[slot] as usize {
-                    let cell = shard.entries[slot * k + e].1 as usize;
-                    let vals = &shard.values[(slot * k + e) * m..(slot * k + e + 1) * m];
+            for slot in 0..shard.persons() {
+                let name = String::from_utf8_lossy(&shard.key(slot)).into_owned();
+                for e in 0..shard.used(slot) {
+                    let cell = shard.cell(slot, e);
+                    let mut vals = vec![0i64; m];
+                    shard.values(slot, e, &mut vals);
                     let mut row = vec![0i64; m];
-                    self.finalize(vals, &mut row, &mut conflicts);
-                    out.push((names[slot].to_string(), cell, row));
+                    finalize(&self.rules, &vals, &mut row, &mut conflicts);
+                    out.push((name.clone(), cell, row));
                 }
             }
         }
@@ -416,37 +494,89 @@ impl Bounder {
         out
     }
 
-    /// The exact bounded vector and the diagnostics.
+    /// The exact bounded vector and the diagnostics; shards are summed in parallel.
     pub fn finish(self) -> Bounded {
-        let k = self.rules.k;
-        let m = self.rules.statistics.len();
-        let mut out = vec![0i64; self.rules.n_cells() * m];
-        let mut row = vec![0i64; m];
-        let mut diag = self.diagnostics.lock().expect("no other user").clone();
-        let mut conflicts = 0;
-        for shard in &self.shards {
-            let shard = shard.lock().expect("no other user");
-            for slot in 0..shard.used.len() {
-                let used = shard.used[slot] as usize;
-                diag.persons += 1;
-                diag.person_cells += used as u64;
-                diag.persons_over_k += u64::from(shard.over_k[slot]);
-                for e in 0..used {
-                    let cell = shard.entries[slot * k + e].1 as usize;
-                    let vals = &shard.values[(slot * k + e) * m..(slot * k + e + 1) * m];
-                    self.finalize(vals, &mut row, &mut conflicts);
-                    for j in 0..m {
-                        out[cell * m + j] += row[j];
-                    }
-                }
+        let Bounder {
+            rules,
+            shards,
+            diagnostics,
+            ..
+        } = self;
+        let shards: Vec<Shard> = shards
+            .into_iter()
+            .map(|m| m.into_inner().expect("no other user"))
+            .collect();
+        let parts: Vec<(Vec<i64>, Diagnostics)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shards
+                .iter()
+                .map(|sh| scope.spawn(|| finish_shard(&rules, sh)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a bounding shard panicked"))
+                .collect()
+        });
+        let mut values = vec![0i64; rules.n_cells() * rules.statistics.len()];
+        let mut diagnostics = diagnostics.into_inner().expect("no other user");
+        for (v, d) in parts {
+            for (a, b) in values.iter_mut().zip(&v) {
+                *a += b;
             }
+            diagnostics.merge(d);
         }
-        diag.exclusive_conflicts += conflicts;
         Bounded {
-            values: out,
-            diagnostics: diag,
+            values,
+            diagnostics,
         }
     }
+}
+
+/// The bounded values of one kept (person, cell) entry: sums with no value become 0
+/// clamped, and exclusive groups are made one-hot (first listed side wins).
+fn finalize(rules: &BoundingRules, vals: &[i64], row: &mut [i64], conflicts: &mut u64) {
+    for (j, st) in rules.statistics.iter().enumerate() {
+        row[j] = if vals[j] == NONE {
+            0i64.clamp(st.lower, st.upper)
+        } else {
+            vals[j]
+        };
+    }
+    for group in &rules.exclusive {
+        let mut on = false;
+        for &j in group {
+            if row[j] != 0 {
+                if on {
+                    row[j] = 0;
+                    *conflicts += 1;
+                }
+                on = true;
+            }
+        }
+    }
+}
+
+/// The bounded vector and counts of one shard.
+fn finish_shard(rules: &BoundingRules, shard: &Shard) -> (Vec<i64>, Diagnostics) {
+    let m = rules.statistics.len();
+    let mut out = vec![0i64; rules.n_cells() * m];
+    let mut row = vec![0i64; m];
+    let mut diag = Diagnostics::default();
+    let mut vals = vec![0i64; m];
+    for slot in 0..shard.persons() {
+        let used = shard.used(slot);
+        diag.persons += 1;
+        diag.person_cells += used as u64;
+        diag.persons_over_k += u64::from(shard.over_k(slot));
+        for e in 0..used {
+            let cell = shard.cell(slot, e);
+            shard.values(slot, e, &mut vals);
+            finalize(rules, &vals, &mut row, &mut diag.exclusive_conflicts);
+            for j in 0..m {
+                out[cell * m + j] += row[j];
+            }
+        }
+    }
+    (out, diag)
 }
 
 fn fixed_state() -> ahash::RandomState {
