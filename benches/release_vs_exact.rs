@@ -94,7 +94,7 @@ fn prepare_data(root: &Path, persons: usize) -> (PathBuf, SynthConfig) {
             max_date: chrono::NaiveDate::from_ymd_opt(2025, 12, 31).unwrap(),
             ..IngestOptions::default()
         };
-        ingest(&wh, &[csv.clone()], &opts).expect("ingest");
+        ingest(&wh, std::slice::from_ref(&csv), &opts).expect("ingest");
         std::fs::remove_dir_all(&csv).ok();
     }
     if !Ledger::path_in(&wh).exists() {

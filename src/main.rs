@@ -112,7 +112,7 @@ enum Command {
         command: BudgetCommand,
     },
     /// Release differentially private statistics: debit the budget, bound, add noise, store.
-    Release(ReleaseArgs),
+    Release(Box<ReleaseArgs>),
     /// Published releases (the steward's view adds failed ones, errors and diagnostics).
     Releases {
         #[command(subcommand)]

@@ -169,7 +169,7 @@ fn align(rows: &[Vec<String>]) -> String {
         .collect();
     let mut out = String::new();
     for r in rows {
-        out.push_str(" ");
+        out.push(' ');
         for (i, cell) in r.iter().enumerate() {
             let _ = write!(out, " {cell:<w$}", w = widths[i]);
         }

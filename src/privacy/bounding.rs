@@ -390,12 +390,12 @@ impl Bounder {
         let nshards = self.shards.len();
         let mut by_shard: Vec<Vec<(u32, u64)>> = vec![Vec::new(); nshards];
         let state = fixed_state();
-        for i in 0..n {
+        for (i, &dropped) in dropped.iter().enumerate() {
             if persons.is_null(i) {
                 diag.null_person_key += 1;
                 continue;
             }
-            if dropped[i] {
+            if dropped {
                 continue;
             }
             let h = state.hash_one(persons.value(i).as_bytes());

@@ -208,7 +208,7 @@ fn epsilon_at_delta_is_within_the_classic_bound() {
     // OpenDP's conversion is at least as tight as ε = ρ + 2√(ρ·ln(1/δ)).
     for (rho, delta) in [(0.1, 1e-7), (0.5, 1e-6), (2.0, 1e-9)] {
         let e = epsilon_at(rho, delta).unwrap();
-        let classic = rho + 2.0 * (rho * (1.0 / delta as f64).ln()).sqrt();
+        let classic = rho + 2.0 * (rho * (1.0 / delta).ln()).sqrt();
         assert!(e > rho && e <= classic, "rho {rho}: {e} vs {classic}");
     }
     assert_eq!(epsilon_at(0.0, 1e-7).unwrap(), 0.0);
