@@ -426,14 +426,7 @@ impl Ledger {
         if has_table == 0 {
             return Ok(None);
         }
-        self.conn
-            .query_row(
-                "SELECT id, total_rho, total_delta, starts, ends, why FROM budgets ORDER BY id DESC LIMIT 1",
-                [],
-                period_row,
-            )
-            .optional()
-            .map_err(self.e())
+        current_period(&self.conn).optional().map_err(self.e())
     }
 
     /// Adds `rho` to allocation `name` in the current period (creating it).
@@ -454,13 +447,7 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let period = tx
-            .query_row(
-                "SELECT id, total_rho, total_delta, starts, ends, why FROM budgets ORDER BY id DESC LIMIT 1",
-                [],
-                period_row,
-            )
-            .map_err(&e)?;
+        let period = current_period(&tx).map_err(&e)?;
         let allocated: f64 = tx
             .query_row(
                 "SELECT coalesce(sum(rho), 0) FROM allocations WHERE budget_id = ?1",
@@ -503,13 +490,7 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let old = tx
-            .query_row(
-                "SELECT id, total_rho, total_delta, starts, ends, why FROM budgets ORDER BY id DESC LIMIT 1",
-                [],
-                period_row,
-            )
-            .map_err(&e)?;
+        let old = current_period(&tx).map_err(&e)?;
         let total = total_rho.unwrap_or(old.total_rho);
         let days = match horizon_days {
             Some(d) => d,
@@ -624,13 +605,7 @@ impl Ledger {
         if let Some(id) = existing {
             return Ok(Begin::Existing(id));
         }
-        let period = tx
-            .query_row(
-                "SELECT id, total_rho, total_delta, starts, ends, why FROM budgets ORDER BY id DESC LIMIT 1",
-                [],
-                period_row,
-            )
-            .map_err(&e)?;
+        let period = current_period(&tx).map_err(&e)?;
         if now() > period.ends {
             return Err(LedgerError::HorizonEnded(period.ends));
         }
@@ -913,6 +888,15 @@ impl Ledger {
         }
         Ok(problems)
     }
+}
+
+/// The latest budget period: the one releases debit.
+fn current_period(conn: &Connection) -> rusqlite::Result<BudgetPeriod> {
+    conn.query_row(
+        "SELECT id, total_rho, total_delta, starts, ends, why FROM budgets ORDER BY id DESC LIMIT 1",
+        [],
+        period_row,
+    )
 }
 
 fn period_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BudgetPeriod> {

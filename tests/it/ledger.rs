@@ -194,6 +194,16 @@ fn outreach() -> Command {
     c
 }
 
+/// `outreach release --warehouse WH --spec SPEC`, ready to run.
+fn release_cmd(wh: &Path, spec: &Path) -> Command {
+    let mut c = outreach();
+    c.args(["release", "--warehouse"])
+        .arg(wh)
+        .arg("--spec")
+        .arg(spec);
+    c
+}
+
 /// A warehouse with a ledger (total ρ `total`, allocation `std` of all of it) and a spec
 /// writer: each spec asks for its own ρ, so its idempotency key differs.
 fn release_warehouse(tmp: &Path, total: f64) -> PathBuf {
@@ -268,11 +278,7 @@ fn twenty_concurrent_processes_never_overspend() {
     let children: Vec<_> = (0..20)
         .map(|i| {
             let spec = spec_file(tmp.path(), &format!("p{i}"), 0.08 + i as f64 * 1e-4);
-            outreach()
-                .args(["release", "--warehouse"])
-                .arg(&wh)
-                .arg("--spec")
-                .arg(&spec)
+            release_cmd(&wh, &spec)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -315,11 +321,7 @@ fn killing_releases_at_random_points_leaves_the_ledger_consistent() {
     };
     // One whole release first, to spread the kills over its duration.
     let t0 = std::time::Instant::now();
-    let out = outreach()
-        .args(["release", "--warehouse"])
-        .arg(&wh)
-        .arg("--spec")
-        .arg(spec_file(tmp.path(), "timing", 0.05))
+    let out = release_cmd(&wh, &spec_file(tmp.path(), "timing", 0.05))
         .output()
         .unwrap();
     assert!(
@@ -332,11 +334,7 @@ fn killing_releases_at_random_points_leaves_the_ledger_consistent() {
     let mut interrupted = 0;
     for i in 0..32 {
         let spec = spec_file(tmp.path(), &format!("k{i}"), 0.1 + i as f64 * 1e-4);
-        let mut child = outreach()
-            .args(["release", "--warehouse"])
-            .arg(&wh)
-            .arg("--spec")
-            .arg(&spec)
+        let mut child = release_cmd(&wh, &spec)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -370,13 +368,7 @@ fn killing_releases_at_random_points_leaves_the_ledger_consistent() {
     );
     // And the ledger still works.
     let spec = spec_file(tmp.path(), "last", 0.5);
-    let out = outreach()
-        .args(["release", "--warehouse"])
-        .arg(&wh)
-        .arg("--spec")
-        .arg(&spec)
-        .output()
-        .unwrap();
+    let out = release_cmd(&wh, &spec).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -389,11 +381,7 @@ fn a_crash_right_after_the_debit_keeps_the_budget_spent_and_publishes_nothing() 
     let tmp = tempfile::tempdir().unwrap();
     let wh = release_warehouse(tmp.path(), 1.0);
     let spec = spec_file(tmp.path(), "crash", 0.25);
-    let out = outreach()
-        .args(["release", "--warehouse"])
-        .arg(&wh)
-        .arg("--spec")
-        .arg(&spec)
+    let out = release_cmd(&wh, &spec)
         .env(outreach_warehouse::failpoint::ENV, "ledger-after-debit")
         .output()
         .unwrap();
@@ -404,11 +392,7 @@ fn a_crash_right_after_the_debit_keeps_the_budget_spent_and_publishes_nothing() 
     assert_eq!(all[0].status, "interrupted");
     assert!((l.show().unwrap().spent_rho - 0.25).abs() < 1e-12);
     // A crash before the commit spends nothing.
-    let out = outreach()
-        .args(["release", "--warehouse"])
-        .arg(&wh)
-        .arg("--spec")
-        .arg(&spec)
+    let out = release_cmd(&wh, &spec)
         .env(outreach_warehouse::failpoint::ENV, "ledger-before-commit")
         .output()
         .unwrap();
