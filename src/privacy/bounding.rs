@@ -4,7 +4,9 @@
 //! one per partition, read on parallel tasks. The bounder does not rely on DataFusion's
 //! partitioning (its physical optimizer may remove a repartition it finds unneeded): every
 //! row goes to a shard chosen by a fixed hash of its `person_key`, so all of a person's rows
-//! meet in one shard. Then:
+//! meet in one shard. Rows are buffered per shard while the streams run; at the end each
+//! shard is bounded on its own (radix partitioning, so each shard's person table stays in
+//! cache). Then:
 //!
 //! 1. A row whose person key is NULL, or whose cell key is NULL or outside the cell's public
 //!    domain, is dropped and counted in the steward-only [`Diagnostics`].
@@ -13,8 +15,8 @@
 //! 3. A person keeps at most `k` cells in the whole release: the `k` whose keyed hash of
 //!    (`person_key`, cell) under the warehouse secret is smallest. The choice is
 //!    deterministic, independent of other persons and cannot be steered without the secret.
-//!    It is made while streaming: a cell that is not among a person's `k` smallest so far can
-//!    never be chosen later, so only `k` cells per person are ever held.
+//!    It is made in one pass over the shard: a cell that is not among a person's `k`
+//!    smallest so far can never be chosen later, so only `k` cells per person are held.
 //! 4. Exclusive groups are made one-hot: a person on several sides of a group in a cell is
 //!    put on the first side listed in the spec.
 //!
@@ -258,9 +260,9 @@ impl Shard {
         s
     }
 
-    fn add(&mut self, rules: &BoundingRules, hash: u64, person: &str, cell: u32, row: &[i64]) {
+    fn add(&mut self, rules: &BoundingRules, hash: u64, person: &[u8], cell: u32, row: &[i64]) {
         let (k, m) = (self.k, self.m);
-        let slot = self.slot(hash, person.as_bytes());
+        let slot = self.slot(hash, person);
         let stride = self.stride;
         let rec = &mut self.records[slot * stride..(slot + 1) * stride];
         let used = (rec[1] & 0xff) as usize;
@@ -268,7 +270,7 @@ impl Shard {
         let at = match (0..used).find(|&e| rec[HEAD + 2 * e + 1] == cell64) {
             Some(at) => at,
             None => {
-                let h = rules.choice_hash(person.as_bytes(), cell as usize);
+                let h = rules.choice_hash(person, cell as usize);
                 let at = if used < k {
                     rec[1] += 1;
                     used
@@ -309,13 +311,47 @@ fn pack(bytes: &[u8], words: &mut [u64]) {
     }
 }
 
+/// The rows of one shard, buffered while the stream runs and bounded at the end, one shard
+/// at a time, so that each shard's person table stays small enough for the CPU's caches.
+#[derive(Default)]
+struct RowBuffer {
+    hashes: Vec<u64>,
+    cells: Vec<u32>,
+    /// `m` values per row.
+    values: Vec<i64>,
+    key_ends: Vec<usize>,
+    keys: Vec<u8>,
+}
+
+impl RowBuffer {
+    /// Bounds the buffered rows: the shard's persons with their kept cells.
+    fn bound(&self, rules: &BoundingRules) -> Shard {
+        let m = rules.statistics.len();
+        let mut shard = Shard::new(rules.k, m);
+        let mut start = 0;
+        for (i, &end) in self.key_ends.iter().enumerate() {
+            shard.add(
+                rules,
+                self.hashes[i],
+                &self.keys[start..end],
+                self.cells[i],
+                &self.values[i * m..(i + 1) * m],
+            );
+            start = end;
+        }
+        shard
+    }
+}
+
 /// The engine's bounder. Batches may arrive from several threads at once and in any
 /// partitioning: each row goes to the shard of its person (a fixed hash of `person_key`),
-/// so all of a person's rows meet in one shard whatever DataFusion's partitioning.
+/// so all of a person's rows meet in one shard whatever DataFusion's partitioning. Rows are
+/// buffered per shard while streaming and bounded shard by shard at [`Bounder::finish`]
+/// (radix partitioning: with many shards each person table fits in cache).
 pub struct Bounder {
     rules: BoundingRules,
     lookups: Vec<HashMap<String, u32, ahash::RandomState>>,
-    shards: Vec<Mutex<Shard>>,
+    shards: Vec<Mutex<RowBuffer>>,
     diagnostics: Mutex<Diagnostics>,
 }
 
@@ -338,7 +374,7 @@ impl Bounder {
             rules: rules.clone(),
             lookups,
             shards: (0..shards.max(1))
-                .map(|_| Mutex::new(Shard::new(rules.k, rules.statistics.len())))
+                .map(|_| Mutex::new(RowBuffer::default()))
                 .collect(),
             diagnostics: Mutex::new(Diagnostics::default()),
         }
@@ -410,7 +446,7 @@ impl Bounder {
             if rows.is_empty() {
                 continue;
             }
-            let mut shard = self.shards[s]
+            let mut buf = self.shards[s]
                 .lock()
                 .map_err(|_| "internal: a bounding shard panicked")?;
             for &(i, h) in rows {
@@ -425,7 +461,12 @@ impl Bounder {
                         stats[j].value(i).clamp(st.lower, st.upper)
                     };
                 }
-                shard.add(&self.rules, h, persons.value(i), cell[i] as u32, &row);
+                buf.hashes.push(h);
+                buf.cells.push(cell[i] as u32);
+                buf.values.extend_from_slice(&row);
+                buf.keys.extend_from_slice(persons.value(i).as_bytes());
+                let end = buf.keys.len();
+                buf.key_ends.push(end);
             }
         }
         self.diagnostics
@@ -476,8 +517,8 @@ impl Bounder {
         let m = self.rules.statistics.len();
         let mut out = Vec::new();
         let mut conflicts = 0;
-        for shard in &self.shards {
-            let shard = shard.lock().expect("no other user");
+        for buf in &self.shards {
+            let shard = buf.lock().expect("no other user").bound(&self.rules);
             for slot in 0..shard.persons() {
                 let name = String::from_utf8_lossy(&shard.key(slot)).into_owned();
                 for e in 0..shard.used(slot) {
@@ -502,14 +543,31 @@ impl Bounder {
             diagnostics,
             ..
         } = self;
-        let shards: Vec<Shard> = shards
+        let buffers: Vec<RowBuffer> = shards
             .into_iter()
             .map(|m| m.into_inner().expect("no other user"))
             .collect();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .min(buffers.len());
         let parts: Vec<(Vec<i64>, Diagnostics)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = shards
-                .iter()
-                .map(|sh| scope.spawn(|| finish_shard(&rules, sh)))
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (rules, buffers) = (&rules, &buffers);
+                    scope.spawn(move || {
+                        let mut values = vec![0i64; rules.n_cells() * rules.statistics.len()];
+                        let mut diag = Diagnostics::default();
+                        for buf in buffers.iter().skip(t).step_by(threads) {
+                            let (v, d) = finish_shard(rules, &buf.bound(rules));
+                            for (a, b) in values.iter_mut().zip(&v) {
+                                *a += b;
+                            }
+                            diag.merge(d);
+                        }
+                        (values, diag)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()

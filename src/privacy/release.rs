@@ -380,7 +380,8 @@ pub async fn bound(
         .execute_stream_partitioned()
         .await
         .map_err(|e| e.strip_backtrace())?;
-    let shards = streams.len().max(1) * 2;
+    // Many shards: each is bounded on its own at the end, with a small, cache-resident table.
+    let shards = 256;
     let bounder = Arc::new(Bounder::new(&rules, shards));
     let mut tasks = Vec::new();
     for mut stream in streams {
