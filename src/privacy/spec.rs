@@ -334,12 +334,11 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
             values,
         });
     }
-    let n_cells = cells
+    cells
         .iter()
         .try_fold(1usize, |n, c| n.checked_mul(c.values.len()))
         .filter(|n| *n <= MAX_CELLS)
         .ok_or_else(|| spec_err(format!("more than {MAX_CELLS} cells")))?;
-    let _ = n_cells;
 
     if spec.statistics.is_empty() {
         return Err(spec_err("the spec needs at least one statistic"));

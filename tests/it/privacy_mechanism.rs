@@ -408,3 +408,31 @@ fn the_95_percent_interval_covers_as_computed_from_the_distribution() {
         );
     }
 }
+
+#[test]
+fn the_noise_variance_used_for_ratios_matches_the_distribution() {
+    // The delta method for ratios takes the noise variance from the plan: check it against
+    // the exact pmf. Discrete Laplace: exact; discrete Gaussian: σ², an upper bound that is
+    // tight for σ ≥ 1.
+    for (kind, scale) in [
+        (NoiseKind::DiscreteLaplace, 3.0),
+        (NoiseKind::DiscreteGaussian, 4.0),
+    ] {
+        let s = spec(1, 3, vec![count("a")], vec![], None, Some(vec![scale]));
+        let plan = NoisePlan::choose(&s, kind, 1.0).unwrap();
+        let (r, pmf) = match kind {
+            NoiseKind::DiscreteGaussian => dg_pmf(scale),
+            NoiseKind::DiscreteLaplace => dl_pmf(scale),
+        };
+        let exact: f64 = (-r..=r).zip(&pmf).map(|(x, p)| (x * x) as f64 * p).sum();
+        let v = plan.variance(0);
+        match kind {
+            NoiseKind::DiscreteLaplace => {
+                assert!((v - exact).abs() < 1e-9 * exact, "{v} vs {exact}")
+            }
+            NoiseKind::DiscreteGaussian => {
+                assert!(v >= exact && v - exact < 1e-6 * exact, "{v} vs {exact}")
+            }
+        }
+    }
+}
