@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use outreach_warehouse::ingest::{IngestOptions, ingest};
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
-use outreach_warehouse::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, release};
+use outreach_warehouse::privacy::{ReleaseRequest, ReleaseSpec, release};
 use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::synth::{SynthConfig, synth};
 use outreach_warehouse::warehouse::{Warehouse, open_session};
@@ -104,11 +104,7 @@ fn prepare_data(root: &Path, persons: usize) -> (PathBuf, SynthConfig) {
                 total_rho: 1e6,
                 total_delta: 0.0,
                 horizon_days: 3650,
-                config: PrivacyConfig {
-                    noise: NoiseKind::DiscreteGaussian,
-                    display_delta: 1e-7,
-                    min_scale: 1.0,
-                },
+                config: PrivacyConfig::default(),
             },
         )
         .expect("ledger");

@@ -13,7 +13,7 @@ use crate::ingest::{IngestOptions, IngestReport, ingest};
 use crate::ledger::{BudgetInit, Ledger, PrivacyConfig};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::DomainSpec;
-use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, release};
+use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::synth::{SynthConfig, SynthSummary, synth};
 use crate::warehouse::{Status, Warehouse, status};
 
@@ -75,11 +75,7 @@ pub async fn run_demo(dir: &Path, cfg: &SynthConfig, progress: bool) -> Result<D
                 total_rho: 1.0,
                 total_delta: 0.0,
                 horizon_days: 365,
-                config: PrivacyConfig {
-                    noise: NoiseKind::DiscreteGaussian,
-                    display_delta: 1e-7,
-                    min_scale: 1.0,
-                },
+                config: PrivacyConfig::default(),
             },
         )?;
         ledger.allocate("standard-releases", 0.5)?;

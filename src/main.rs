@@ -139,10 +139,10 @@ enum BudgetCommand {
         #[arg(long, default_value = "gaussian")]
         noise: NoiseKind,
         /// Delta at which rho is displayed as (epsilon, delta).
-        #[arg(long, default_value_t = 1e-7)]
+        #[arg(long, default_value_t = PrivacyConfig::default().display_delta)]
         display_delta: f64,
         /// The smallest noise scale any release may use.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = PrivacyConfig::default().min_scale)]
         min_scale: f64,
     },
     /// Add rho to a named allocation, such as standard-releases or researcher:ID.

@@ -171,6 +171,17 @@ pub struct PrivacyConfig {
     pub min_scale: f64,
 }
 
+impl Default for PrivacyConfig {
+    /// zCDP with discrete Gaussian noise, ε shown at δ = 1e-7, no scale below 1.
+    fn default() -> Self {
+        PrivacyConfig {
+            noise: NoiseKind::DiscreteGaussian,
+            display_delta: 1e-7,
+            min_scale: 1.0,
+        }
+    }
+}
+
 /// What `budget init` sets.
 #[derive(Debug, Clone)]
 pub struct BudgetInit {

@@ -26,11 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
 use std::sync::Mutex;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Int64Array, StringArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher24;
@@ -478,21 +476,6 @@ impl Bounder {
 
     fn lookup(&self, c: usize, array: &ArrayRef) -> Result<Vec<Option<u32>>, String> {
         let map = &self.lookups[c];
-        if let DataType::Dictionary(k, v) = array.data_type()
-            && **k == DataType::Int32
-            && **v == DataType::Utf8
-        {
-            let dict: &DictionaryArray<Int32Type> = array.as_dictionary();
-            let values = dict.values().as_string::<i32>();
-            let ids: Vec<Option<u32>> = (0..values.len())
-                .map(|i| map.get(values.value(i)).copied())
-                .collect();
-            return Ok(dict
-                .keys()
-                .iter()
-                .map(|k| k.and_then(|k| ids[k as usize]))
-                .collect());
-        }
         let strings = as_strings(array)?;
         let mut last: Option<(&str, Option<u32>)> = None;
         Ok(strings

@@ -584,6 +584,12 @@ pub fn ratio(num: f64, den: f64, var_num: f64, var_den: f64, den_half_width: f64
     }
 }
 
+/// The public view of a release that was released.
+fn public_view(ledger: &Ledger, id: i64) -> Result<PublicRelease> {
+    PublicRelease::from_stored(&ledger.release(id)?)
+        .ok_or_else(|| PrivacyError::OpenDp(format!("internal: release {id} has no public view")))
+}
+
 /// Releases a spec over a warehouse: the whole path, debit first.
 pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOutcome> {
     let wh = Warehouse::open(warehouse)?;
@@ -615,10 +621,7 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
     };
     let id = match ledger.begin_release(&start)? {
         Begin::Existing(id) => {
-            let stored = ledger.release(id)?;
-            let public = PublicRelease::from_stored(&stored).ok_or_else(|| {
-                PrivacyError::OpenDp(format!("internal: release {id} has no public view"))
-            })?;
+            let public = public_view(&ledger, id)?;
             return Ok(ReleaseOutcome {
                 id,
                 fresh: false,
@@ -655,10 +658,7 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
             let diagnostics =
                 serde_json::to_value(&bounded.diagnostics).expect("diagnostics serialise");
             ledger.finish_released(id, &result_json, &diagnostics)?;
-            let stored = ledger.release(id)?;
-            let public = PublicRelease::from_stored(&stored).ok_or_else(|| {
-                PrivacyError::OpenDp(format!("internal: release {id} has no public view"))
-            })?;
+            let public = public_view(&ledger, id)?;
             Ok(ReleaseOutcome {
                 id,
                 fresh: true,

@@ -9,7 +9,6 @@ use outreach_warehouse::Fault;
 use outreach_warehouse::ledger::{
     Begin, BudgetInit, Ledger, LedgerError, PrivacyConfig, ReleaseStart,
 };
-use outreach_warehouse::privacy::NoiseKind;
 
 use crate::common::privacy_warehouse;
 
@@ -20,11 +19,7 @@ fn init(dir: &Path, total: f64) -> Ledger {
             total_rho: total,
             total_delta: 0.0,
             horizon_days: 365,
-            config: PrivacyConfig {
-                noise: NoiseKind::DiscreteGaussian,
-                display_delta: 1e-7,
-                min_scale: 1.0,
-            },
+            config: PrivacyConfig::default(),
         },
     )
     .unwrap()

@@ -27,8 +27,7 @@ fn ledger(wh: &Path, noise: NoiseKind, total: f64) {
             horizon_days: 365,
             config: PrivacyConfig {
                 noise,
-                display_delta: 1e-7,
-                min_scale: 1.0,
+                ..PrivacyConfig::default()
             },
         },
     )
@@ -331,8 +330,7 @@ fn bounded(wh: &Path, spec: &ReleaseSpec, noise: NoiseKind) -> (Vec<i64>, Prepar
         let ctx = privacy_session(wh).await;
         let config = PrivacyConfig {
             noise,
-            display_delta: 1e-7,
-            min_scale: 1.0,
+            ..PrivacyConfig::default()
         };
         let p = prepare(&ctx, spec, "v", &config).await.unwrap();
         let rows = person_rows(&ctx, &p.spec, &p.queries).unwrap();
