@@ -21,6 +21,11 @@
 //!    put on the first side listed in the spec.
 //!
 //! The result is the exact, bounded statistic vector: `m` values per cell, cell-major.
+//!
+//! A private cell key (no public domain) gets its values from the data: each new value gets
+//! the next id as rows arrive, the cell index puts that id above the public keys' mixed
+//! radix, and the result lists only the cells that some kept row touched, sparsely. Those
+//! values are private until partition selection has thresholded them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
@@ -63,6 +68,9 @@ pub struct Diagnostics {
     pub persons_over_k: u64,
     /// Persons put on one side of an exclusive group although their rows said several.
     pub exclusive_conflicts: u64,
+    /// Distinct values of a private cell key seen in the data.
+    #[serde(default)]
+    pub private_values: u64,
 }
 
 impl Diagnostics {
@@ -76,6 +84,7 @@ impl Diagnostics {
         self.person_cells += other.person_cells;
         self.persons_over_k += other.persons_over_k;
         self.exclusive_conflicts += other.exclusive_conflicts;
+        self.private_values += other.private_values;
     }
 }
 
@@ -90,37 +99,66 @@ pub struct BoundingRules {
 }
 
 impl BoundingRules {
-    /// Number of cells: the product of the domains.
+    /// Number of cells of the public keys: the product of their domains. A cell's index is
+    /// `private value id × n_cells() + mixed-radix index of its public keys`.
     pub fn n_cells(&self) -> usize {
-        self.cells.iter().map(|c| c.values.len()).product()
+        self.cells
+            .iter()
+            .filter(|c| !c.private)
+            .map(|c| c.values.len())
+            .product()
+    }
+
+    /// The index of the private cell key, if any.
+    pub fn private_cell(&self) -> Option<usize> {
+        self.cells.iter().position(|c| c.private)
+    }
+
+    /// These rules with the private key's values filled in, in the order of their ids.
+    pub fn with_private_values(&self, values: Vec<String>) -> BoundingRules {
+        let mut rules = self.clone();
+        if let Some(p) = rules.private_cell() {
+            rules.cells[p].values = values;
+        }
+        rules
+    }
+
+    /// Calls `f` with the key values of cell `index`, in the order of `cells`. A private
+    /// key's values must have been filled in ([`BoundingRules::with_private_values`]).
+    fn visit_values<'a>(&'a self, index: u64, mut f: impl FnMut(&'a str)) {
+        let public = self.n_cells() as u64;
+        let id = (index / public) as usize;
+        let mut rest = index % public;
+        let mut stride = public;
+        for c in &self.cells {
+            if c.private {
+                f(&c.values[id]);
+                continue;
+            }
+            stride /= c.values.len() as u64;
+            f(&c.values[(rest / stride) as usize]);
+            rest %= stride;
+        }
     }
 
     /// The cell keys of cell `index`, in the order of `cells`.
-    pub fn cell_values(&self, mut index: usize) -> Vec<&str> {
-        let mut out = vec![""; self.cells.len()];
-        for (i, c) in self.cells.iter().enumerate().rev() {
-            let n = c.values.len();
-            out[i] = &c.values[index % n];
-            index /= n;
-        }
+    pub fn cell_values(&self, index: usize) -> Vec<&str> {
+        let mut out = Vec::with_capacity(self.cells.len());
+        self.visit_values(index as u64, |v| out.push(v));
         out
     }
 
     /// The keyed hash of (person, cell): SipHash-2-4 under the warehouse secret, over the
     /// length-prefixed person key and the cell's key values (not its index, so the choice
-    /// does not depend on the order of domains).
+    /// does not depend on the order of domains or of discovery).
     pub fn choice_hash(&self, person: &[u8], cell: usize) -> u64 {
         let mut h = SipHasher24::new_with_key(&self.key.0);
         h.write(&(person.len() as u64).to_le_bytes());
         h.write(person);
-        // The cell's key values in the order of `cells`, from its mixed-radix index.
-        let mut stride: usize = self.cells.iter().map(|c| c.values.len()).product();
-        for c in &self.cells {
-            stride /= c.values.len();
-            let v = &c.values[(cell / stride) % c.values.len()];
+        self.visit_values(cell as u64, |v| {
             h.write(&(v.len() as u64).to_le_bytes());
             h.write(v.as_bytes());
-        }
+        });
         h.finish()
     }
 }
@@ -128,9 +166,21 @@ impl BoundingRules {
 /// The exact bounded statistic vector of a release and the steward's diagnostics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bounded {
-    /// `n_cells × m` values, cell-major: `values[cell * m + j]`.
+    /// Public keys only: `n_cells × m` values, cell-major: `values[cell * m + j]`. With a
+    /// private key: `m` values for each cell of `discovered.cells`, in that order.
     pub values: Vec<i64>,
+    /// With a private key: what the data showed. Private until thresholded.
+    pub discovered: Option<Discovered>,
     pub diagnostics: Diagnostics,
+}
+
+/// The cells of a release with a private key that some kept row touched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovered {
+    /// The private key's values, by id.
+    pub values: Vec<String>,
+    /// The touched cells' indices, ascending.
+    pub cells: Vec<u64>,
 }
 
 /// No value seen yet for a sum (MAX identity); becomes 0, clamped, at the end.
@@ -186,8 +236,8 @@ impl Shard {
         self.rec(slot)[1] & 0x100 != 0
     }
 
-    fn cell(&self, slot: usize, e: usize) -> usize {
-        self.rec(slot)[HEAD + 2 * e + 1] as usize
+    fn cell(&self, slot: usize, e: usize) -> u64 {
+        self.rec(slot)[HEAD + 2 * e + 1]
     }
 
     fn values(&self, slot: usize, e: usize, out: &mut [i64]) {
@@ -258,13 +308,13 @@ impl Shard {
         s
     }
 
-    fn add(&mut self, rules: &BoundingRules, hash: u64, person: &[u8], cell: u32, row: &[i64]) {
+    fn add(&mut self, rules: &BoundingRules, hash: u64, person: &[u8], cell: u64, row: &[i64]) {
         let (k, m) = (self.k, self.m);
         let slot = self.slot(hash, person);
         let stride = self.stride;
         let rec = &mut self.records[slot * stride..(slot + 1) * stride];
         let used = (rec[1] & 0xff) as usize;
-        let cell64 = u64::from(cell);
+        let cell64 = cell;
         let at = match (0..used).find(|&e| rec[HEAD + 2 * e + 1] == cell64) {
             Some(at) => at,
             None => {
@@ -314,7 +364,7 @@ fn pack(bytes: &[u8], words: &mut [u64]) {
 #[derive(Default)]
 struct RowBuffer {
     hashes: Vec<u64>,
-    cells: Vec<u32>,
+    cells: Vec<u64>,
     /// `m` values per row.
     values: Vec<i64>,
     key_ends: Vec<usize>,
@@ -348,7 +398,10 @@ impl RowBuffer {
 /// (radix partitioning: with many shards each person table fits in cache).
 pub struct Bounder {
     rules: BoundingRules,
+    /// Value → index, per public cell key (empty for the private key).
     lookups: Vec<HashMap<String, u32, ahash::RandomState>>,
+    /// The private key's values as they arrive: value → id, and id → value.
+    discovered: Mutex<(HashMap<String, u64, ahash::RandomState>, Vec<String>)>,
     shards: Vec<Mutex<RowBuffer>>,
     diagnostics: Mutex<Diagnostics>,
 }
@@ -371,6 +424,7 @@ impl Bounder {
         Bounder {
             rules: rules.clone(),
             lookups,
+            discovered: Mutex::new((HashMap::with_hasher(fixed_state()), Vec::new())),
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(RowBuffer::default()))
                 .collect(),
@@ -398,12 +452,20 @@ impl Bounder {
         let mut cell = vec![0u64; n];
         let mut dropped = vec![false; n];
         let mut stride = 1u64;
+        let public = self.rules.n_cells() as u64;
         for c in (0..ncell).rev() {
-            let ids = self.lookup(c, batch.column(1 + c))?;
+            let private = self.rules.cells[c].private;
+            let ids = if private {
+                self.discover(batch.column(1 + c))?
+            } else {
+                self.lookup(c, batch.column(1 + c))?
+            };
+            // The private key's id sits above the public keys' mixed radix.
+            let weight = if private { public } else { stride };
             let mut outside = 0;
             for (i, id) in ids.iter().enumerate() {
                 match id {
-                    Some(id) => cell[i] += u64::from(*id) * stride,
+                    Some(id) => cell[i] += *id * weight,
                     None => {
                         if !dropped[i] && !persons.is_null(i) {
                             outside += 1;
@@ -416,7 +478,9 @@ impl Bounder {
                 diag.outside_domain
                     .insert(self.rules.cells[c].column.clone(), outside);
             }
-            stride *= self.rules.cells[c].values.len() as u64;
+            if !private {
+                stride *= self.rules.cells[c].values.len() as u64;
+            }
         }
         let stats: Vec<Int64Array> = (0..m)
             .map(|j| as_i64(batch.column(1 + ncell + j)))
@@ -460,7 +524,7 @@ impl Bounder {
                     };
                 }
                 buf.hashes.push(h);
-                buf.cells.push(cell[i] as u32);
+                buf.cells.push(cell[i]);
                 buf.values.extend_from_slice(&row);
                 buf.keys.extend_from_slice(persons.value(i).as_bytes());
                 let end = buf.keys.len();
@@ -474,10 +538,10 @@ impl Bounder {
         Ok(())
     }
 
-    fn lookup(&self, c: usize, array: &ArrayRef) -> Result<Vec<Option<u32>>, String> {
+    fn lookup(&self, c: usize, array: &ArrayRef) -> Result<Vec<Option<u64>>, String> {
         let map = &self.lookups[c];
         let strings = as_strings(array)?;
-        let mut last: Option<(&str, Option<u32>)> = None;
+        let mut last: Option<(&str, Option<u64>)> = None;
         Ok(strings
             .iter()
             .map(|v| {
@@ -487,21 +551,61 @@ impl Bounder {
                 {
                     return id;
                 }
-                let id = map.get(v).copied();
+                let id = map.get(v).map(|&i| u64::from(i));
                 last = Some((v, id));
                 id
             })
             .collect())
     }
 
+    /// Ids of the private key's values, giving each new value the next id. NULL is outside
+    /// every domain.
+    fn discover(&self, array: &ArrayRef) -> Result<Vec<Option<u64>>, String> {
+        let strings = as_strings(array)?;
+        let mut guard = self
+            .discovered
+            .lock()
+            .map_err(|_| "internal: a bounding task panicked")?;
+        let (map, values) = &mut *guard;
+        Ok(strings
+            .iter()
+            .map(|v| {
+                let v = v?;
+                Some(match map.get(v) {
+                    Some(&id) => id,
+                    None => {
+                        let id = values.len() as u64;
+                        map.insert(v.to_string(), id);
+                        values.push(v.to_string());
+                        id
+                    }
+                })
+            })
+            .collect())
+    }
+
+    /// The rules with the private key's discovered values filled in, and those values.
+    fn resolved(&self) -> (BoundingRules, Option<Vec<String>>) {
+        match self.rules.private_cell() {
+            None => (self.rules.clone(), None),
+            Some(_) => {
+                let values = self.discovered.lock().expect("no other user").1.clone();
+                (self.rules.with_private_values(values.clone()), Some(values))
+            }
+        }
+    }
+
     /// Every kept (person, cell) with its bounded values, sorted, for tests and audits. The
     /// rows are private: they never leave the process.
-    pub fn into_rows(self) -> Vec<(String, usize, Vec<i64>)> {
-        let m = self.rules.statistics.len();
+    /// A private key's cells are named by their key values, so the rows do not depend on
+    /// the order in which values were discovered.
+    pub fn into_rows(self) -> Vec<(String, Vec<String>, Vec<i64>)> {
+        let (rules, _) = self.resolved();
+        let m = rules.statistics.len();
         let mut out = Vec::new();
         let mut conflicts = 0;
         for buf in &self.shards {
-            let shard = buf.lock().expect("no other user").bound(&self.rules);
+            let shard = buf.lock().expect("no other user").bound(&rules);
             for slot in 0..shard.persons() {
                 let name = String::from_utf8_lossy(&shard.key(slot)).into_owned();
                 for e in 0..shard.used(slot) {
@@ -509,8 +613,13 @@ impl Bounder {
                     let mut vals = vec![0i64; m];
                     shard.values(slot, e, &mut vals);
                     let mut row = vec![0i64; m];
-                    finalize(&self.rules, &vals, &mut row, &mut conflicts);
-                    out.push((name.clone(), cell, row));
+                    finalize(&rules, &vals, &mut row, &mut conflicts);
+                    let labels = rules
+                        .cell_values(cell as usize)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect();
+                    out.push((name.clone(), labels, row));
                 }
             }
         }
@@ -520,12 +629,15 @@ impl Bounder {
 
     /// The exact bounded vector and the diagnostics; shards are summed in parallel.
     pub fn finish(self) -> Bounded {
+        let (rules, private_values) = self.resolved();
         let Bounder {
-            rules,
             shards,
             diagnostics,
             ..
         } = self;
+        if let Some(values) = private_values {
+            return finish_sparse(rules, values, shards, diagnostics);
+        }
         let buffers: Vec<RowBuffer> = shards
             .into_iter()
             .map(|m| m.into_inner().expect("no other user"))
@@ -567,8 +679,59 @@ impl Bounder {
         }
         Bounded {
             values,
+            discovered: None,
             diagnostics,
         }
+    }
+}
+
+/// [`Bounder::finish`] for a release with a private key: the sums of the touched cells only.
+fn finish_sparse(
+    rules: BoundingRules,
+    private_values: Vec<String>,
+    shards: Vec<Mutex<RowBuffer>>,
+    diagnostics: Mutex<Diagnostics>,
+) -> Bounded {
+    let m = rules.statistics.len();
+    let mut sums: HashMap<u64, Vec<i64>, ahash::RandomState> = HashMap::with_hasher(fixed_state());
+    let mut diagnostics = diagnostics.into_inner().expect("no other user");
+    let mut row = vec![0i64; m];
+    let mut vals = vec![0i64; m];
+    for buf in shards {
+        let shard = buf.into_inner().expect("no other user").bound(&rules);
+        for slot in 0..shard.persons() {
+            let used = shard.used(slot);
+            diagnostics.persons += 1;
+            diagnostics.person_cells += used as u64;
+            diagnostics.persons_over_k += u64::from(shard.over_k(slot));
+            for e in 0..used {
+                shard.values(slot, e, &mut vals);
+                finalize(
+                    &rules,
+                    &vals,
+                    &mut row,
+                    &mut diagnostics.exclusive_conflicts,
+                );
+                let sum = sums
+                    .entry(shard.cell(slot, e))
+                    .or_insert_with(|| vec![0; m]);
+                for (a, b) in sum.iter_mut().zip(&row) {
+                    *a += b;
+                }
+            }
+        }
+    }
+    diagnostics.private_values = private_values.len() as u64;
+    let mut cells: Vec<u64> = sums.keys().copied().collect();
+    cells.sort_unstable();
+    let values = cells.iter().flat_map(|c| sums[c].iter().copied()).collect();
+    Bounded {
+        values,
+        discovered: Some(Discovered {
+            values: private_values,
+            cells,
+        }),
+        diagnostics,
     }
 }
 
@@ -609,7 +772,7 @@ fn finish_shard(rules: &BoundingRules, shard: &Shard) -> (Vec<i64>, Diagnostics)
         diag.person_cells += used as u64;
         diag.persons_over_k += u64::from(shard.over_k(slot));
         for e in 0..used {
-            let cell = shard.cell(slot, e);
+            let cell = shard.cell(slot, e) as usize;
             shard.values(slot, e, &mut vals);
             finalize(rules, &vals, &mut row, &mut diag.exclusive_conflicts);
             for j in 0..m {

@@ -27,6 +27,11 @@
 //! name = "persons"
 //! kind = "count"
 //! ```
+//!
+//! A cell key without a public domain is declared `domain = "private"`: its values come from
+//! the data, and a cell is published only when its noisy count clears a threshold that
+//! OpenDP's threshold measurement sets for the spec's `delta` (private partition selection,
+//! privacy model §1). Such a release has one private key and one count statistic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -68,6 +73,10 @@ pub struct ReleaseSpec {
     /// Ratios computed from the noisy statistics (post-processing, no extra cost).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ratios: Vec<RatioSpec>,
+    /// The δ that private partition selection may spend: required with a `private` cell
+    /// domain, refused without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
 }
 
 /// One person-level query: a file under `queries/` or inline SQL.
@@ -99,6 +108,9 @@ pub enum DomainSpec {
     Dictionary(String),
     /// Every quarter from `from` to `to`, inclusive, written like `2025Q1`.
     Quarters { from: String, to: String },
+    /// No public domain: the values come from the data and each cell is published only when
+    /// its noisy count clears the threshold of private partition selection.
+    Private,
 }
 
 /// The kind of a statistic.
@@ -194,7 +206,11 @@ pub struct Query {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellKey {
     pub column: String,
+    /// The public domain; empty for a private key until bounding discovers its values.
     pub values: Vec<String>,
+    /// A key without a public domain (private partition selection).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// A spec checked against the dictionary and the public tables: everything the engine needs
@@ -213,14 +229,30 @@ pub struct CheckedSpec {
     pub scales: Option<Vec<f64>>,
     pub allocation: String,
     pub ratios: Vec<(String, usize, usize)>,
+    /// The δ target of private partition selection; set exactly when a cell is private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
 }
 
 impl CheckedSpec {
-    /// The number of cells: the product of the domains' sizes.
+    /// The number of cells of the public domains: the product of their sizes. A private key
+    /// multiplies this by the number of values that bounding discovers.
     pub fn n_cells(&self) -> usize {
-        self.cells.iter().map(|c| c.values.len()).product()
+        self.cells
+            .iter()
+            .filter(|c| !c.private)
+            .map(|c| c.values.len())
+            .product()
+    }
+
+    /// The index of the private cell key, if the release has one.
+    pub fn private_cell(&self) -> Option<usize> {
+        self.cells.iter().position(|c| c.private)
     }
 }
+
+/// The most a private partition selection may spend in δ.
+pub const MAX_PARTITION_DELTA: f64 = 1e-2;
 
 fn spec_err(message: impl Into<String>) -> PrivacyError {
     PrivacyError::Spec {
@@ -275,6 +307,7 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
             )));
         }
         let values = match &c.domain {
+            DomainSpec::Private => Vec::new(),
             DomainSpec::Programs => program_ids.to_vec(),
             DomainSpec::Dictionary(name) => {
                 let (t, col) = name.split_once('.').ok_or_else(|| {
@@ -293,7 +326,7 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
                     ColumnType::Bool => vec!["false".into(), "true".into()],
                     _ => {
                         return Err(spec_err(format!(
-                            "cell domain `{name}` is not public: only enum and boolean dictionary columns have public values; other keys would need private partition selection"
+                            "cell domain `{name}` is not public: only enum and boolean dictionary columns have public values; declare the key `domain = \"private\"` for private partition selection"
                         )));
                     }
                 }
@@ -323,7 +356,8 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
                 from.range(n as u32).iter().map(|q| q.to_string()).collect()
             }
         };
-        if values.is_empty() {
+        let private = c.domain == DomainSpec::Private;
+        if values.is_empty() && !private {
             return Err(spec_err(format!(
                 "cell key `{}` has an empty domain",
                 c.column
@@ -332,10 +366,12 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
         cells.push(CellKey {
             column: c.column.clone(),
             values,
+            private,
         });
     }
     cells
         .iter()
+        .filter(|c| !c.private)
         .try_fold(1usize, |n, c| n.checked_mul(c.values.len()))
         .filter(|n| *n <= MAX_CELLS)
         .ok_or_else(|| spec_err(format!("more than {MAX_CELLS} cells")))?;
@@ -468,6 +504,50 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
     for r in &spec.ratios {
         ratios.push((r.name.clone(), index(&r.numerator)?, index(&r.denominator)?));
     }
+    let private: Vec<&str> = cells
+        .iter()
+        .filter(|c| c.private)
+        .map(|c| c.column.as_str())
+        .collect();
+    let delta = match (private.as_slice(), spec.delta) {
+        ([], None) => None,
+        ([], Some(_)) => {
+            return Err(spec_err(
+                "`delta` is spent only by private partition selection: no cell key is private",
+            ));
+        }
+        ([_], None) => {
+            return Err(spec_err(format!(
+                "cell key `{}` is private: give the `delta` its partition selection may spend (at most {MAX_PARTITION_DELTA:e})",
+                private[0]
+            )));
+        }
+        ([column], Some(d)) => {
+            if !(d.is_finite() && d > 0.0 && d <= MAX_PARTITION_DELTA) {
+                return Err(spec_err(format!(
+                    "`delta` must be in (0, {MAX_PARTITION_DELTA:e}]"
+                )));
+            }
+            if statistics.len() != 1 || statistics[0].kind != StatisticKind::Count {
+                return Err(spec_err(format!(
+                    "cell key `{column}` is private: the release must have exactly one statistic, a count, whose noisy value decides which cells are published"
+                )));
+            }
+            if !ratios.is_empty() {
+                return Err(spec_err(
+                    "a release with a private cell key has one statistic, so no ratios",
+                ));
+            }
+            Some(d)
+        }
+        (many, _) => {
+            return Err(spec_err(format!(
+                "at most one cell key may be private; {} are: {}",
+                many.len(),
+                many.join(", ")
+            )));
+        }
+    };
     Ok(CheckedSpec {
         name: spec.name.clone(),
         queries,
@@ -479,5 +559,6 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
         scales,
         allocation: spec.allocation.clone(),
         ratios,
+        delta,
     })
 }

@@ -32,10 +32,12 @@ fn rules(k: usize, exclusive: bool) -> BoundingRules {
             CellKey {
                 column: "program_id".into(),
                 values: PROGRAMS[..3].iter().map(|s| s.to_string()).collect(),
+                private: false,
             },
             CellKey {
                 column: "quarter".into(),
                 values: QUARTERS.iter().map(|s| s.to_string()).collect(),
+                private: false,
             },
         ],
         statistics: vec![
@@ -89,13 +91,60 @@ fn batch(rows: &[Row]) -> RecordBatch {
     .unwrap()
 }
 
-fn bounded_rows(rules: &BoundingRules, rows: &[Row]) -> Vec<(String, usize, Vec<i64>)> {
+/// The same rules with `program_id` as a private key: its values come from the data, and
+/// `PX`, outside the public domain, is a value like any other.
+fn private_rules(k: usize) -> BoundingRules {
+    let mut r = rules(k, false);
+    r.cells[0].values.clear();
+    r.cells[0].private = true;
+    r
+}
+
+/// The index of a cell of the public domain (program × quarter).
+fn cell_index(rules: &BoundingRules, labels: &[String]) -> usize {
+    labels.iter().zip(&rules.cells).fold(0, |acc, (l, c)| {
+        acc * c.values.len() + c.values.iter().position(|v| v == l).unwrap()
+    })
+}
+
+fn labelled_rows(rules: &BoundingRules, rows: &[Row]) -> Vec<(String, Vec<String>, Vec<i64>)> {
     // Three shards and two batches, to cover persons spread over batches.
     let b = Bounder::new(rules, 3);
     let (x, y) = rows.split_at(rows.len() / 2);
     b.push(&batch(x)).unwrap();
     b.push(&batch(y)).unwrap();
     b.into_rows()
+}
+
+fn bounded_rows(rules: &BoundingRules, rows: &[Row]) -> Vec<(String, usize, Vec<i64>)> {
+    labelled_rows(rules, rows)
+        .into_iter()
+        .map(|(p, labels, v)| (p, cell_index(rules, &labels), v))
+        .collect()
+}
+
+/// The bounded sums of a release with a private key, by cell labels; absent cells are 0.
+fn sparse_vector(rules: &BoundingRules, rows: &[Row]) -> BTreeMap<Vec<String>, Vec<i64>> {
+    let b = Bounder::new(rules, 2);
+    b.push(&batch(rows)).unwrap();
+    let out = b.finish();
+    let d = out
+        .discovered
+        .expect("a private key gives discovered cells");
+    let labelled = rules.with_private_values(d.values);
+    let m = rules.statistics.len();
+    d.cells
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let labels = labelled
+                .cell_values(c as usize)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            (labels, out.values[i * m..(i + 1) * m].to_vec())
+        })
+        .collect()
 }
 
 fn vector(rules: &BoundingRules, rows: &[Row]) -> Vec<i64> {
@@ -177,6 +226,50 @@ proptest! {
         let name = format!("person-{who}");
         let in_crowd: Vec<_> = bounded_rows(&r, &rows).into_iter().filter(|x| x.0 == name).collect();
         prop_assert_eq!(in_crowd, bounded_rows(&r, &alone));
+    }
+
+    /// A private key keeps exactly the cells that a public domain holding its values would:
+    /// the choice hashes values, not the order in which the data showed them.
+    #[test]
+    fn a_private_key_keeps_the_cells_a_public_domain_would(
+        rows in proptest::collection::vec(row_strategy(), 0..60),
+        k in 1usize..4,
+    ) {
+        let mut public = rules(k, false);
+        public.cells[0].values = PROGRAMS.iter().map(|s| s.to_string()).collect();
+        prop_assert_eq!(labelled_rows(&private_rules(k), &rows), labelled_rows(&public, &rows));
+    }
+
+    /// With a private key, removing one person changes at most k cells (a cell may vanish,
+    /// which counts as going to 0), each statistic by at most its bound.
+    #[test]
+    fn removing_one_person_moves_a_private_key_release_by_at_most_the_declared_sensitivity(
+        rows in proptest::collection::vec(row_strategy(), 1..80),
+        k in 1usize..4,
+        victim in 0u8..6,
+    ) {
+        let r = private_rules(k);
+        let with = sparse_vector(&r, &rows);
+        let without_rows: Vec<Row> = rows.iter().copied().filter(|row| row.0 != victim).collect();
+        let without = sparse_vector(&r, &without_rows);
+        let zero = vec![0i64; r.statistics.len()];
+        let keys: BTreeSet<&Vec<String>> = with.keys().chain(without.keys()).collect();
+        let mut changed = 0;
+        for key in keys {
+            let (a, b) = (with.get(key).unwrap_or(&zero), without.get(key).unwrap_or(&zero));
+            if a != b {
+                changed += 1;
+            }
+            for ((x, y), st) in a.iter().zip(b).zip(&r.statistics) {
+                let bound = st.lower.unsigned_abs().max(st.upper.unsigned_abs());
+                prop_assert!((x - y).unsigned_abs() <= bound, "{} moved by {} > {bound}", st.name, x - y);
+            }
+        }
+        prop_assert!(changed <= k, "{changed} cells changed with k = {k}");
+        // Every discovered cell was touched by a kept row of some person.
+        for key in with.keys() {
+            prop_assert!(PROGRAMS.contains(&key[0].as_str()) && QUARTERS.contains(&key[1].as_str()));
+        }
     }
 }
 
