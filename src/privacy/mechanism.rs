@@ -14,6 +14,29 @@
 //!
 //! We declare `d_in` ourselves; `make_count_by_categories` would give k, not √k, for L2.
 //! Noise is drawn only by OpenDP's samplers, which use OpenSSL's secure generator.
+//!
+//! **Private partition selection.** A release with a private cell key has one count
+//! statistic (B = 1). Its cells are a map from cell to count, holding only cells with a
+//! positive count, and OpenDP's threshold measurement (`make_gaussian_threshold`, or
+//! `make_laplace_threshold` under pure DP) adds noise to each and keeps those that reach the
+//! threshold. `d_in` = (l0, l2, l∞) = (k, √k, 1) for Gaussian noise, (k, k, 1) for Laplace.
+//! The threshold is the smallest integer whose δ is within the spec's δ; the release debits ρ
+//! (or ε²/2) and that δ.
+//!
+//! **OpenDP 0.16's threshold maps undercount δ by one step** (opendp/opendp#2922): the
+//! measurement keeps a cell whose noisy count *equals* the threshold T, but the map bounds
+//! only P(noise > T − l∞). A cell held by one person is published with probability
+//! P(noise ≥ T − l∞), up to twice as much. The measurement at T keeps exactly the cells with
+//! noisy count > T − 1, which is the event OpenDP's proof analyses at threshold T − 1, so the
+//! engine invokes the measurement at T and debits OpenDP's map of the same measurement at
+//! T − 1 (hence T ≥ l∞ + 1). A test draws the one-person cell and checks its rate against δ.
+
+use std::collections::HashMap;
+
+use opendp::domains::MapDomain;
+use opendp::measurements::{make_gaussian_threshold, make_laplace_threshold};
+use opendp::measures::Approximate;
+use opendp::metrics::{AbsoluteDistance, L0PInfDistance};
 
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::{make_gaussian, make_laplace};
@@ -112,7 +135,22 @@ pub struct NoisePlan {
     pub n_cells: usize,
     pub m: usize,
     pub blocks: Vec<NoiseBlock>,
+    /// Private partition selection: the threshold a noisy count must reach to be published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
 }
+
+/// The threshold of private partition selection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// A cell is published when its noisy count is at least this.
+    pub value: i64,
+    /// The δ the spec allowed; OpenDP's map at `value` is within it.
+    pub delta_target: f64,
+}
+
+/// Largest threshold the search tries: far beyond any useful one.
+const MAX_THRESHOLD: i64 = 1 << 40;
 
 /// The privacy loss of a release, from OpenDP's maps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -135,6 +173,29 @@ fn odp(e: opendp::error::Error) -> PrivacyError {
 }
 
 type IntVec = VectorDomain<AtomDomain<i64>>;
+
+/// Maps from a cell's index to its count: the input of partition selection.
+type CountMap = MapDomain<AtomDomain<u64>, AtomDomain<i64>>;
+
+/// Private partition selection under zCDP: (l0, l2, l∞) → (ρ, δ).
+type GaussianThreshold = opendp::core::Measurement<
+    CountMap,
+    L0PInfDistance<2, AbsoluteDistance<f64>>,
+    Approximate<ZeroConcentratedDivergence>,
+    HashMap<u64, i64>,
+>;
+
+/// Private partition selection under pure DP: (l0, l1, l∞) → (ε, δ).
+type LaplaceThreshold = opendp::core::Measurement<
+    CountMap,
+    L0PInfDistance<1, AbsoluteDistance<f64>>,
+    Approximate<MaxDivergence>,
+    HashMap<u64, i64>,
+>;
+
+fn count_maps() -> CountMap {
+    MapDomain::new(AtomDomain::<u64>::default(), AtomDomain::<i64>::default())
+}
 
 fn int_vectors() -> IntVec {
     VectorDomain::new(AtomDomain::<i64>::default())
@@ -176,6 +237,7 @@ impl NoisePlan {
             n_cells: spec.n_cells(),
             m,
             blocks,
+            threshold: None,
         };
         match &spec.scales {
             Some(scales) => {
@@ -217,6 +279,9 @@ impl NoisePlan {
                     ),
                 });
             }
+        }
+        if let Some(target) = spec.delta {
+            plan.threshold = Some(plan.choose_threshold(target)?);
         }
         if let (Some(rho), Some(_)) = (spec.rho, &spec.scales) {
             let loss = plan.loss()?;
@@ -265,8 +330,98 @@ impl NoisePlan {
         sensitivity(self.k, &[b.bound])
     }
 
+    /// The threshold measurement's `d_in` = (l0, lp, l∞): k cells, each by at most B.
+    fn threshold_d_in(&self) -> Result<(u32, f64, f64)> {
+        let [block] = self.blocks.as_slice() else {
+            return Err(PrivacyError::Spec {
+                message: "private partition selection needs exactly one statistic".into(),
+            });
+        };
+        let s = self.block_sensitivity(block);
+        let lp = match self.kind {
+            NoiseKind::DiscreteGaussian => s.l2,
+            NoiseKind::DiscreteLaplace => s.l1 as f64,
+        };
+        Ok((self.k, lp, block.bound as f64))
+    }
+
+    /// (ρ or ε, δ) of the threshold measurement at `threshold`: OpenDP's map of the same
+    /// measurement at `threshold − 1`, which bounds the event `noisy count ≥ threshold` that
+    /// the measurement at `threshold` publishes (see the module docs, opendp/opendp#2922).
+    fn threshold_map(&self, threshold: i64) -> Result<(f64, f64)> {
+        let d_in = self.threshold_d_in()?;
+        let scale = self.blocks[0].scale;
+        let threshold = threshold - 1;
+        match self.kind {
+            NoiseKind::DiscreteGaussian => self
+                .gaussian_threshold(scale, threshold)?
+                .map(&d_in)
+                .map_err(odp),
+            NoiseKind::DiscreteLaplace => self
+                .laplace_threshold(scale, threshold)?
+                .map(&d_in)
+                .map_err(odp),
+        }
+    }
+
+    /// The smallest threshold whose δ, by OpenDP's map, is at most `target`. δ falls as
+    /// the threshold rises, so: double until it fits, then bisect.
+    pub fn choose_threshold(&self, target: f64) -> Result<Threshold> {
+        let (_, _, linf) = self.threshold_d_in()?;
+        let fits = |t: i64| -> Result<bool> { Ok(self.threshold_map(t)?.1 <= target) };
+        // OpenDP refuses a threshold below l∞, and the map is taken one below.
+        let mut lo = linf as i64 + 1;
+        if fits(lo)? {
+            return Ok(Threshold {
+                value: lo,
+                delta_target: target,
+            });
+        }
+        let mut hi = lo.max(1) * 2;
+        while !fits(hi)? {
+            if hi >= MAX_THRESHOLD {
+                return Err(PrivacyError::Spec {
+                    message: format!(
+                        "no threshold up to {MAX_THRESHOLD} gives delta <= {target:e} at this noise scale"
+                    ),
+                });
+            }
+            lo = hi;
+            hi *= 2;
+        }
+        // fits(hi) and !fits(lo)
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid)? {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Ok(Threshold {
+            value: hi,
+            delta_target: target,
+        })
+    }
+
     /// The privacy loss: OpenDP's privacy map of the measurement(s) at the declared `d_in`.
     pub fn loss(&self) -> Result<Loss> {
+        if let Some(t) = self.threshold {
+            let (d, delta) = self.threshold_map(t.value)?;
+            return Ok(match self.kind {
+                NoiseKind::DiscreteGaussian => Loss {
+                    rho: d,
+                    epsilon: None,
+                    delta,
+                },
+                // (ε, δ)-DP is δ-approximate (ε²/2)-zCDP.
+                NoiseKind::DiscreteLaplace => Loss {
+                    rho: (d * d / 2.0).next_up(),
+                    epsilon: Some(d),
+                    delta,
+                },
+            });
+        }
         match self.kind {
             NoiseKind::DiscreteGaussian => {
                 let rho = match self.single_scale() {
@@ -354,8 +509,68 @@ impl NoisePlan {
         .map_err(odp)
     }
 
+    fn gaussian_threshold(
+        &self,
+        scale: f64,
+        threshold: i64,
+    ) -> Result<GaussianThreshold> {
+        make_gaussian_threshold::<_, _, Approximate<ZeroConcentratedDivergence>>(
+            count_maps(),
+            L0PInfDistance(AbsoluteDistance::<f64>::default()),
+            scale,
+            threshold,
+            None,
+        )
+        .map_err(odp)
+    }
+
+    fn laplace_threshold(
+        &self,
+        scale: f64,
+        threshold: i64,
+    ) -> Result<LaplaceThreshold> {
+        make_laplace_threshold::<_, _, Approximate<MaxDivergence>>(
+            count_maps(),
+            L0PInfDistance(AbsoluteDistance::<f64>::default()),
+            scale,
+            threshold,
+            None,
+        )
+        .map_err(odp)
+    }
+
+    /// Private partition selection: noise on every cell of `counts` (cell → count, only
+    /// positive counts) and only the cells whose noisy count reaches the threshold, through
+    /// OpenDP's threshold measurement.
+    pub fn draw_thresholded(&self, counts: &HashMap<u64, i64>) -> Result<HashMap<u64, i64>> {
+        let t = self.threshold.ok_or_else(|| {
+            PrivacyError::OpenDp("internal: no threshold for a private key".into())
+        })?;
+        if counts.values().any(|&c| c <= 0) {
+            return Err(PrivacyError::OpenDp(
+                "internal: a cell without a positive count reached partition selection".into(),
+            ));
+        }
+        let scale = self.blocks[0].scale;
+        match self.kind {
+            NoiseKind::DiscreteGaussian => self
+                .gaussian_threshold(scale, t.value)?
+                .invoke(counts)
+                .map_err(odp),
+            NoiseKind::DiscreteLaplace => self
+                .laplace_threshold(scale, t.value)?
+                .invoke(counts)
+                .map_err(odp),
+        }
+    }
+
     /// Adds noise to the exact bounded vector (`n_cells × m`, cell-major), through OpenDP.
     pub fn draw(&self, exact: &[i64]) -> Result<Vec<i64>> {
+        if self.threshold.is_some() {
+            return Err(PrivacyError::OpenDp(
+                "internal: a release with a private key is drawn by draw_thresholded".into(),
+            ));
+        }
         if exact.len() != self.n_cells * self.m {
             return Err(PrivacyError::OpenDp(format!(
                 "internal: vector of {} values, expected {}",

@@ -2,7 +2,7 @@
 //! spread against the claimed scale (with a negative control at half the scale).
 
 use outreach_warehouse::privacy::mechanism::{
-    NoiseKind, NoisePlan, epsilon_at, half_width, sensitivity, sqrt_up,
+    NoiseKind, NoisePlan, Threshold, epsilon_at, half_width, sensitivity, sqrt_up,
 };
 use outreach_warehouse::privacy::spec::{CellKey, CheckedSpec, Statistic, StatisticKind};
 
@@ -40,6 +40,7 @@ fn spec(
         cells: vec![CellKey {
             column: "cell".into(),
             values: (0..cells).map(|i| format!("c{i}")).collect(),
+            private: false,
         }],
         statistics,
         exclusive,
@@ -48,7 +49,26 @@ fn spec(
         scales,
         allocation: "a".into(),
         ratios: vec![],
+        delta: None,
     }
+}
+
+/// A release of one count over a private key, with δ target `delta`.
+fn private_spec(k: u32, rho: Option<f64>, scale: Option<f64>, delta: f64) -> CheckedSpec {
+    let mut s = spec(k, 1, vec![count("n")], vec![], rho, scale.map(|x| vec![x]));
+    s.cells = vec![CellKey {
+        column: "key".into(),
+        values: vec![],
+        private: true,
+    }];
+    s.delta = Some(delta);
+    s
+}
+
+/// P(Z ≥ t) for the discrete Gaussian with scale σ, summed exactly.
+fn dg_tail(sigma: f64, t: i64) -> f64 {
+    let (r, pmf) = dg_pmf(sigma);
+    (t.max(-r)..=r).map(|x| pmf[(x + r) as usize]).sum()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -435,4 +455,143 @@ fn the_noise_variance_used_for_ratios_matches_the_distribution() {
             }
         }
     }
+}
+
+#[test]
+fn partition_selection_debits_rho_by_the_formula_and_delta_over_k_cells() {
+    // k = 3, one count, ρ = 0.06: σ = √(3 / (2·0.06)) = 5 by hand, the same as without a
+    // threshold, and OpenDP's map gives back ρ = k / (2σ²) = 0.06.
+    let target = 1e-6;
+    let plan = NoisePlan::choose(
+        &private_spec(3, Some(0.06), None, target),
+        NoiseKind::DiscreteGaussian,
+        1.0,
+    )
+    .unwrap();
+    assert!(close(plan.blocks[0].scale, 5.0), "{}", plan.blocks[0].scale);
+    let t = plan.threshold.expect("a private key gets a threshold");
+    let loss = plan.loss().unwrap();
+    assert!(close(loss.rho, 0.06), "rho {}", loss.rho);
+    assert!(
+        loss.delta > 0.0 && loss.delta <= target,
+        "delta {}",
+        loss.delta
+    );
+
+    // The threshold is the smallest that meets the target: one less does not.
+    let mut lower = plan.clone();
+    lower.threshold = Some(Threshold {
+        value: t.value - 1,
+        ..t
+    });
+    assert!(lower.loss().unwrap().delta > target);
+
+    // l0 = k: a person touches up to k cells, each of which may cross the threshold, so
+    // δ_k = 1 − (1 − δ_1)^k at the same σ and threshold.
+    let mut one = plan.clone();
+    one.k = 1;
+    one.blocks[0].scale = 5.0;
+    let d1 = one.loss().unwrap().delta;
+    let dk = 1.0 - (1.0 - d1).powi(3);
+    assert!(
+        (loss.delta - dk).abs() <= 1e-9 * dk,
+        "delta {} for k = 3, {} for k = 1",
+        loss.delta,
+        d1
+    );
+    // l∞ = 1: δ_1 bounds P(noise ≥ threshold − 1), the chance that a cell only the person
+    // holds (count 1) is published (OpenDP's own map at the threshold does not: it misses the
+    // mass at the threshold, opendp/opendp#2922); it is below P(noise ≥ threshold − 2),
+    // which an l∞ of 2 would need.
+    assert!(d1 >= dg_tail(5.0, t.value - 1), "{d1} below the exact tail");
+    assert!(d1 < dg_tail(5.0, t.value - 2), "{d1} as loose as l-inf = 2");
+}
+
+#[test]
+fn partition_selection_under_pure_dp_debits_half_epsilon_squared() {
+    // Laplace, k = 2, b = 4: ε = k·B/b = 0.5, debited as ρ = ε²/2 = 0.125, plus δ.
+    let plan = NoisePlan::choose(
+        &private_spec(2, None, Some(4.0), 1e-6),
+        NoiseKind::DiscreteLaplace,
+        1.0,
+    )
+    .unwrap();
+    let loss = plan.loss().unwrap();
+    assert!(close(loss.epsilon.unwrap(), 0.5), "{:?}", loss.epsilon);
+    assert!(close(loss.rho, 0.125), "{}", loss.rho);
+    assert!(loss.delta > 0.0 && loss.delta <= 1e-6);
+}
+
+// A person alone in a cell. Neighbouring inputs: {cell: 1} (the person is there) and {}
+// (removed); with nothing published from {}, P(cell published) ≤ e^ε·0 + δ must hold, for
+// the δ the plan debits. σ = 2, k = 1, δ target 0.01. N = 20,000 draws; under the hypothesis
+// p ≤ δ the count is at most Binomial(N, δ), mean μ = N·δ, and Chernoff gives
+// P(X ≥ μ + t) ≤ exp(−t²/(2(μ + t/3))); t solves t² − (2/3)·L·t − 2·L·μ = 0 for
+// L = ln(1e7), so a false alarm has probability at most 1e-7. The negative control, a
+// threshold two lower, publishes the lone cell with probability P(Z ≥ t − 3) ≈ 0.04, about
+// 770 of 20,000, and must fail the same check.
+#[test]
+fn a_cell_only_one_person_holds_is_published_with_probability_at_most_delta() {
+    use std::collections::HashMap;
+    let delta = 0.01;
+    let plan = NoisePlan::choose(
+        &private_spec(1, None, Some(2.0), delta),
+        NoiseKind::DiscreteGaussian,
+        1.0,
+    )
+    .unwrap();
+    let lone = HashMap::from([(7u64, 1i64)]);
+    let n = 20_000;
+    let published = |p: &NoisePlan| {
+        (0..n)
+            .filter(|_| p.draw_thresholded(&lone).unwrap().contains_key(&7))
+            .count() as f64
+    };
+    let mu = n as f64 * plan.loss().unwrap().delta;
+    let l = 1e7f64.ln();
+    let t = (2.0 / 3.0 * l + ((2.0 / 3.0 * l).powi(2) + 8.0 * l * mu).sqrt()) / 2.0;
+    let limit = mu + t;
+    let hits = published(&plan);
+    assert!(hits <= limit, "published {hits} times of {n}");
+
+    let mut under = plan.clone();
+    let t = under.threshold.unwrap();
+    // By hand, the continuous tails that bound the discrete one are P(N > 5) = 0.0062 ≤ δ <
+    // P(N > 4) = 0.0228 for σ = 2, so the threshold is 7 and the lone cell is published with
+    // probability P(Z ≥ 6) = 0.0027; the control's power rests on this.
+    assert!(dg_tail(2.0, t.value - 3) > 0.03, "threshold {}", t.value);
+    under.threshold = Some(Threshold {
+        value: t.value - 2,
+        ..t
+    });
+    let hits = published(&under);
+    assert!(hits > limit, "the control published only {hits} times");
+    // Nothing is ever published from the empty neighbour.
+    assert!(plan.draw_thresholded(&HashMap::new()).unwrap().is_empty());
+}
+
+#[test]
+fn partition_selection_keeps_large_counts_and_never_draws_through_the_vector_path() {
+    use std::collections::HashMap;
+    let plan = NoisePlan::choose(
+        &private_spec(2, Some(0.5), None, 1e-6),
+        NoiseKind::DiscreteGaussian,
+        1.0,
+    )
+    .unwrap();
+    let t = plan.threshold.unwrap().value;
+    // σ = √(2/(2·0.5)) = √2: a count of t + 20 is 14σ above the threshold.
+    let counts = HashMap::from([(1u64, t + 20), (2u64, 1)]);
+    let out = plan.draw_thresholded(&counts).unwrap();
+    assert!(out.contains_key(&1));
+    assert!(
+        out.keys().all(|k| counts.contains_key(k)),
+        "a cell out of nowhere"
+    );
+    // A zero count never reaches selection, and the dense path refuses a private plan.
+    assert!(
+        plan.draw_thresholded(&HashMap::from([(3u64, 0i64)]))
+            .is_err()
+    );
+    assert!(plan.draw(&[5]).is_err());
 }
