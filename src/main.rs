@@ -185,7 +185,8 @@ struct ReleaseArgs {
     /// Person-level SQL file (repeat for several queries in one release).
     #[arg(long)]
     query: Vec<PathBuf>,
-    /// Cell key and its domain: COLUMN=programs, COLUMN=quarters:2024Q3..2026Q2, COLUMN=dictionary:TABLE.COLUMN.
+    /// Cell key and its domain: COLUMN=programs, COLUMN=quarters:2024Q3..2026Q2, COLUMN=dictionary:TABLE.COLUMN,
+    /// or COLUMN=private (no public domain: private partition selection, needs --delta).
     #[arg(long)]
     cell: Vec<String>,
     /// Statistic: NAME:count or NAME:sum:LOWER:UPPER.
@@ -203,6 +204,9 @@ struct ReleaseArgs {
     /// Budget of the release (zCDP rho).
     #[arg(long)]
     rho: Option<f64>,
+    /// Delta that private partition selection may spend (with a COLUMN=private cell).
+    #[arg(long)]
+    delta: Option<f64>,
     /// Noise scale of a statistic, NAME=SCALE (instead of, or agreeing with, --rho).
     #[arg(long)]
     scale: Vec<String>,
@@ -521,6 +525,7 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
                 .ok_or_else(|| bad_flag(format!("--cell {c}: write COLUMN=DOMAIN")))?;
             let domain = match domain.split_once(':') {
                 None if domain == "programs" => DomainSpec::Programs,
+                None if domain == "private" => DomainSpec::Private,
                 Some(("dictionary", d)) => DomainSpec::Dictionary(d.into()),
                 Some(("quarters", range)) => {
                     let (from, to) = range.split_once("..").ok_or_else(|| {
@@ -533,7 +538,7 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
                 }
                 _ => {
                     return Err(bad_flag(format!(
-                        "--cell {c}: unknown cell domain; use programs, quarters:FROM..TO or dictionary:TABLE.COLUMN"
+                        "--cell {c}: unknown cell domain; use programs, quarters:FROM..TO, dictionary:TABLE.COLUMN or private"
                     )));
                 }
             };
@@ -635,6 +640,7 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
             bad_flag("--k is required: the most cells one person may touch".into())
         })?,
         rho: a.rho,
+        delta: a.delta,
         scales,
         allocation: a.allocation.clone().ok_or_else(|| {
             bad_flag("--allocation is required: the budget allocation to debit".into())

@@ -102,10 +102,13 @@ pub fn release_table(r: &PublicRelease) -> String {
         .get("epsilon")
         .and_then(|v| v.as_f64())
         .unwrap_or(f64::NAN);
+    // ε goes with the display δ plus the release's own δ (older records: the display δ).
     let delta = r
         .d_out
-        .get("display_delta")
+        .get("epsilon_delta")
         .and_then(|v| v.as_f64())
+        .filter(|d| *d > 0.0)
+        .or_else(|| r.d_out.get("display_delta").and_then(|v| v.as_f64()))
         .unwrap_or(f64::NAN);
     let rho = r
         .d_out
@@ -128,6 +131,16 @@ pub fn release_table(r: &PublicRelease) -> String {
             out,
             "  {}: {} noise, scale {:.3}, 95% interval ±{}",
             s.name, s.distribution, s.scale, s.half_width
+        );
+    }
+    if let Some(sel) = &res.partition_selection {
+        let _ = writeln!(
+            out,
+            "  `{}` has no public domain: {} cells reached the threshold {} (partition selection, delta = {:e})",
+            sel.column,
+            res.cells.len(),
+            sel.threshold,
+            sel.delta
         );
     }
     let mut header: Vec<String> = res.cell_keys.clone();
@@ -292,6 +305,13 @@ pub fn budget_table(b: &BudgetView) -> String {
         ]);
     }
     out.push_str(&align(&rows));
+    if b.period.total_delta > 0.0 || b.spent_delta > 0.0 {
+        let _ = writeln!(
+            out,
+            "  delta for private partition selection: {:e} spent of {:e}; epsilon is shown at delta = {d:e} plus the delta spent",
+            b.spent_delta, b.period.total_delta
+        );
+    }
     let _ = writeln!(
         out,
         "  lifetime rho over all periods: {:.6} (epsilon {} at delta = {d:e}); it grows with every renewal",

@@ -5,6 +5,7 @@
 //! columns, the scales, the budget) runs before the debit; the data is read only after it.
 //! A failure after the debit is stored for the steward and the budget stays spent.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -105,7 +106,22 @@ pub struct ReleaseResult {
     pub statistics: Vec<StatisticResult>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ratios: Vec<RatioResult>,
+    /// With a private cell key: how the published cells were chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_selection: Option<PartitionSelection>,
     pub note: String,
+}
+
+/// Private partition selection as published: only cells whose noisy count reached the
+/// threshold are listed; the others may be absent from the data or merely small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionSelection {
+    /// The private cell key.
+    pub column: String,
+    /// A cell is listed when its noisy count is at least this.
+    pub threshold: i64,
+    /// The δ of the selection, by OpenDP's map.
+    pub delta: f64,
 }
 
 /// `d_in` as recorded: `k` and the bounds.
@@ -126,9 +142,13 @@ pub struct DeclaredOutput {
     pub delta: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pure_epsilon: Option<f64>,
-    /// ε at the warehouse's display δ, from ρ through OpenDP.
+    /// ε at `epsilon_delta`, from ρ through OpenDP.
     pub epsilon: f64,
     pub display_delta: f64,
+    /// The δ that goes with `epsilon`: the display δ plus this release's δ (approximate zCDP
+    /// (ρ, δ) converts to (ε(δ_display), δ_display + δ)-DP).
+    #[serde(default)]
+    pub epsilon_delta: f64,
 }
 
 /// What anyone outside the steward's own commands may see of a release, chosen field by
@@ -318,7 +338,10 @@ pub fn person_rows(
             let ok = matches!(
                 ty,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean
-            ) || matches!(&ty, DataType::Dictionary(_, v) if matches!(v.as_ref(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View));
+            ) || matches!(&ty, DataType::Dictionary(_, v) if matches!(v.as_ref(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View))
+                // A private key's values are whatever the data holds: integers and dates
+                // are published as their text.
+                || (c.private && (ty.is_integer() || ty == DataType::Date32));
             if !ok {
                 return Err(PrivacyError::Output {
                     query: q.source.clone(),
@@ -462,6 +485,7 @@ pub async fn prepare(
         pure_epsilon: loss.epsilon,
         epsilon: mechanism::epsilon_at(loss.rho, config.display_delta)?,
         display_delta: config.display_delta,
+        epsilon_delta: config.display_delta + loss.delta,
     };
     let key_material = serde_json::json!({
         "queries": checked.queries.iter().map(|q| &q.sha256).collect::<Vec<_>>(),
@@ -565,7 +589,79 @@ pub fn build_result(p: &PreparedRelease, noisy: &[i64]) -> Result<ReleaseResult>
         cells,
         statistics,
         ratios,
-        note: "Every value is differentially private. Intervals are 95% intervals of the added noise only, not of sampling error. A person in two programs counts in both.".into(),
+        partition_selection: None,
+        note: NOTE.into(),
+    })
+}
+
+const NOTE: &str = "Every value is differentially private. Intervals are 95% intervals of the added noise only, not of sampling error. A person in two programs counts in both.";
+
+/// The published result of a release with a private key: the cells that partition selection
+/// kept, sorted by their key values, with their noisy counts.
+pub fn build_selected_result(
+    p: &PreparedRelease,
+    labels: &BoundingRules,
+    noisy: &HashMap<u64, i64>,
+) -> Result<ReleaseResult> {
+    let spec = &p.spec;
+    let (column, threshold) = match (spec.private_cell(), p.noise.threshold) {
+        (Some(c), Some(t)) => (spec.cells[c].column.clone(), t),
+        _ => {
+            return Err(PrivacyError::OpenDp(
+                "internal: a selected result without a private key".into(),
+            ));
+        }
+    };
+    let mut cells: Vec<(Vec<String>, i64)> = noisy
+        .iter()
+        .map(|(&cell, &v)| {
+            let names = labels
+                .cell_values(cell as usize)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            (names, v)
+        })
+        .collect();
+    cells.sort();
+    let st = &spec.statistics[0];
+    let h = p.noise.half_width(0)?;
+    let values = cells
+        .iter()
+        .map(|&(_, raw)| NoisyValue {
+            raw,
+            display: raw.max(0),
+            lower: raw.saturating_sub(h),
+            upper: raw.saturating_add(h),
+        })
+        .collect();
+    let distribution = match p.noise.kind {
+        mechanism::NoiseKind::DiscreteGaussian => "discrete_gaussian",
+        mechanism::NoiseKind::DiscreteLaplace => "discrete_laplace",
+    };
+    Ok(ReleaseResult {
+        cell_keys: spec.cells.iter().map(|c| c.column.clone()).collect(),
+        cells: cells.into_iter().map(|(names, _)| names).collect(),
+        statistics: vec![StatisticResult {
+            name: st.name.clone(),
+            kind: st.kind,
+            lower_bound: st.lower,
+            upper_bound: st.upper,
+            distribution: distribution.into(),
+            scale: p.noise.scale_of(0),
+            half_width: h,
+            values,
+        }],
+        ratios: Vec::new(),
+        partition_selection: Some(PartitionSelection {
+            column: column.clone(),
+            threshold: threshold.value,
+            delta: p.loss.delta,
+        }),
+        note: format!(
+            "{NOTE} `{column}` has no public domain: a cell is listed only when its noisy count reached {}, so unlisted cells may be absent or merely small, and listed counts near the threshold lean high.",
+            threshold.value
+        ),
     })
 }
 
@@ -643,12 +739,32 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
         }
         let rows =
             person_rows(&ctx, &prepared.spec, &prepared.queries).map_err(|e| e.to_string())?;
-        let bounded = bound(rows, rules).await?;
-        let noisy = prepared
-            .noise
-            .draw(&bounded.values)
-            .map_err(|e| e.to_string())?;
-        let result = build_result(&prepared, &noisy).map_err(|e| e.to_string())?;
+        let bounded = bound(rows, rules.clone()).await?;
+        let result = match &bounded.discovered {
+            None => {
+                let noisy = prepared
+                    .noise
+                    .draw(&bounded.values)
+                    .map_err(|e| e.to_string())?;
+                build_result(&prepared, &noisy).map_err(|e| e.to_string())?
+            }
+            Some(found) => {
+                // One count per cell; only cells with a positive count enter selection.
+                let counts: HashMap<u64, i64> = found
+                    .cells
+                    .iter()
+                    .zip(&bounded.values)
+                    .filter(|&(_, &v)| v > 0)
+                    .map(|(&c, &v)| (c, v))
+                    .collect();
+                let noisy = prepared
+                    .noise
+                    .draw_thresholded(&counts)
+                    .map_err(|e| e.to_string())?;
+                let labels = rules.with_private_values(found.values.clone());
+                build_selected_result(&prepared, &labels, &noisy).map_err(|e| e.to_string())?
+            }
+        };
         Ok((result, bounded))
     }
     .await;

@@ -15,15 +15,19 @@ use outreach_warehouse::privacy::{NoiseKind, PrivacyError, ReleaseRequest, Relea
 
 use crate::common::{
     ATTEMPTS_HEADER, EVENTS_HEADER, csv, event, ingest_files, privacy_session, privacy_warehouse,
-    write,
+    warehouse_with_programs, write,
 };
 
 fn ledger(wh: &Path, noise: NoiseKind, total: f64) {
+    ledger_with_delta(wh, noise, total, 0.0)
+}
+
+fn ledger_with_delta(wh: &Path, noise: NoiseKind, total: f64, total_delta: f64) {
     let mut l = Ledger::init(
         wh,
         &BudgetInit {
             total_rho: total,
-            total_delta: 0.0,
+            total_delta,
             horizon_days: 365,
             config: PrivacyConfig {
                 noise,
@@ -427,4 +431,142 @@ fn ratios_with_a_noisy_denominator_near_zero_are_insufficient_data() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Persons seen per program and quarter, with the quarter as a private key: its values come
+/// from the data and only cells whose noisy count clears the threshold are published.
+fn private_quarter_spec(delta: f64) -> ReleaseSpec {
+    toml::from_str(&format!(
+        r#"
+name = "persons seen, quarters from the data"
+k = 2
+rho = 0.5
+delta = {delta:e}
+allocation = "std"
+
+[[queries]]
+sql = "SELECT person_key, program_id, quarter_of(event_date) AS quarter, true AS seen FROM overdose_events"
+
+[[cells]]
+column = "program_id"
+domain = "programs"
+
+[[cells]]
+column = "quarter"
+domain = "private"
+
+[[statistics]]
+name = "seen"
+kind = "count"
+"#
+    ))
+    .unwrap()
+}
+
+/// 200 survivors in P001 in 2025Q1, and one alone in P002 in 2025Q2.
+fn crowd_warehouse(tmp: &Path) -> std::path::PathBuf {
+    let wh = warehouse_with_programs(tmp);
+    let mut events: Vec<String> = (0..200)
+        .map(|i| {
+            event(
+                &format!("C{i:04}"),
+                &format!("crowd{i:04}"),
+                "P001",
+                &format!("2025-01-{:02}", i % 28 + 1),
+            )
+        })
+        .collect();
+    events.push(event("L0001", "lone", "P002", "2025-05-01"));
+    let dir = tmp.join("crowd");
+    std::fs::create_dir_all(&dir).unwrap();
+    ingest_files(
+        &wh,
+        &[write(
+            &dir,
+            "overdose_events.csv",
+            csv(EVENTS_HEADER, &events),
+        )],
+    );
+    wh
+}
+
+#[test]
+fn a_private_key_publishes_only_cells_that_clear_the_threshold_and_debits_delta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = crowd_warehouse(tmp.path());
+    ledger_with_delta(&wh, NoiseKind::DiscreteGaussian, 1.0, 1e-5);
+    let out = run(&wh, &private_quarter_spec(1e-6)).unwrap();
+    assert!(out.fresh);
+    let r = &out.public.result;
+    let sel = r.partition_selection.as_ref().expect("partition selection");
+    assert_eq!(sel.column, "quarter");
+    assert!(sel.threshold >= 2, "threshold {}", sel.threshold);
+    assert!(sel.delta > 0.0 && sel.delta <= 1e-6, "delta {}", sel.delta);
+    // The crowd's cell (200 persons, σ = 1) is published; the lone survivor's cell is
+    // published with probability at most δ = 1e-6, and no empty cell ever is.
+    assert_eq!(
+        r.cells,
+        vec![vec!["P001".to_string(), "2025Q1".to_string()]]
+    );
+    let s = &r.statistics[0];
+    assert_eq!(s.values.len(), 1);
+    assert!((s.values[0].raw - 200).abs() <= 10, "{}", s.values[0].raw);
+    assert!(r.note.contains("no public domain"), "{}", r.note);
+    // The debit carries OpenDP's (ρ, δ); ε is shown at the display δ plus that δ.
+    assert!((out.public.d_out["rho"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+    let d = out.public.d_out["delta"].as_f64().unwrap();
+    assert_eq!(d, sel.delta);
+    let shown = out.public.d_out["epsilon_delta"].as_f64().unwrap();
+    assert!((shown - (1e-7 + d)).abs() < 1e-18, "{shown}");
+    let v = Ledger::open(&wh).unwrap().show().unwrap();
+    assert_eq!(v.spent_delta, d);
+    // The same release again spends nothing.
+    let again = run(&wh, &private_quarter_spec(1e-6)).unwrap();
+    assert!(!again.fresh);
+    assert_eq!(again.public, out.public);
+    assert_eq!(Ledger::open(&wh).unwrap().show().unwrap().spent_delta, d);
+}
+
+#[test]
+fn partition_selection_without_delta_budget_or_with_a_bad_spec_is_refused_before_any_debit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = crowd_warehouse(tmp.path());
+    ledger(&wh, NoiseKind::DiscreteGaussian, 1.0); // no δ in the budget
+    let cases: Vec<(ReleaseSpec, &str)> = vec![
+        (private_quarter_spec(1e-6), "delta budget"),
+        {
+            let mut s = private_quarter_spec(1e-6);
+            s.delta = None;
+            (s, "give the `delta`")
+        },
+        {
+            let mut s = private_quarter_spec(1e-6);
+            s.cells[1].domain = outreach_warehouse::privacy::spec::DomainSpec::Quarters {
+                from: "2025Q1".into(),
+                to: "2025Q2".into(),
+            };
+            (s, "no cell key is private")
+        },
+        {
+            let mut s = private_quarter_spec(1e-6);
+            s.cells[0].domain = outreach_warehouse::privacy::spec::DomainSpec::Private;
+            (s, "at most one cell key may be private")
+        },
+        {
+            let mut s = private_quarter_spec(1e-6);
+            s.statistics.push(s.statistics[0].clone());
+            s.statistics[1].name = "seen_again".into();
+            s.statistics[1].column = Some("seen".into());
+            (s, "exactly one statistic")
+        },
+        (private_quarter_spec(0.5), "`delta` must be in"),
+    ];
+    for (spec, why) in cases {
+        let e = run(&wh, &spec).unwrap_err();
+        assert!(e.to_string().contains(why), "expected '{why}', got: {e}");
+    }
+    let l = Ledger::open(&wh).unwrap();
+    let v = l.show().unwrap();
+    assert_eq!((v.spent_rho, v.spent_delta), (0.0, 0.0));
+    assert!(l.releases().unwrap().is_empty());
 }
