@@ -21,12 +21,14 @@
 //! - [`report`]: published releases and the budget as text tables, JSON and CSV.
 //! - [`quarter`]: calendar quarters, the public time key.
 //! - [`demo`]: the main job on built-in synthetic data.
+//! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
 //! - [`error`]: the crate's error, classified by who is at fault.
 //! - [`failpoint`]: named crash points for the crash-safety tests.
 //!
 //! The standard queries, the API and reports come as their own modules in later stages;
 //! every number they publish passes through [`privacy`].
 
+pub mod cli;
 pub mod demo;
 pub mod dictionary;
 pub mod error;

@@ -509,11 +509,7 @@ impl NoisePlan {
         .map_err(odp)
     }
 
-    fn gaussian_threshold(
-        &self,
-        scale: f64,
-        threshold: i64,
-    ) -> Result<GaussianThreshold> {
+    fn gaussian_threshold(&self, scale: f64, threshold: i64) -> Result<GaussianThreshold> {
         make_gaussian_threshold::<_, _, Approximate<ZeroConcentratedDivergence>>(
             count_maps(),
             L0PInfDistance(AbsoluteDistance::<f64>::default()),
@@ -524,11 +520,7 @@ impl NoisePlan {
         .map_err(odp)
     }
 
-    fn laplace_threshold(
-        &self,
-        scale: f64,
-        threshold: i64,
-    ) -> Result<LaplaceThreshold> {
+    fn laplace_threshold(&self, scale: f64, threshold: i64) -> Result<LaplaceThreshold> {
         make_laplace_threshold::<_, _, Approximate<MaxDivergence>>(
             count_maps(),
             L0PInfDistance(AbsoluteDistance::<f64>::default()),

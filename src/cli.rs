@@ -1,0 +1,653 @@
+//! The `outreach` command line: clap parsing and one function per command, each calling
+//! into the library's stages. It lives in the library so that the binary (`src/main.rs`)
+//! only hands over to [`main`], and its code is compiled once.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+
+use crate::dictionary::Dictionary;
+use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
+use crate::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use crate::privacy::release::PublicRelease;
+use crate::privacy::spec::{
+    CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
+};
+use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, release};
+use crate::quarter::Quarter;
+use crate::report::{self, Format};
+use crate::synth::{SynthConfig, synth};
+use crate::warehouse::{Warehouse, status};
+use crate::{Error, Fault, demo};
+
+#[derive(Parser)]
+#[command(
+    name = "outreach",
+    version,
+    about = "Evaluate post-overdose outreach programs and publish only differentially private figures"
+)]
+struct Cli {
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job on built-in synthetic data: synthesise, ingest, show the status.
+    Demo {
+        /// Folder for the demo's exports and warehouse [default: a new folder under the system's temporary folder].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Survivors to synthesise.
+        #[arg(long, default_value_t = SynthConfig::default().persons)]
+        persons: usize,
+        /// Programs to synthesise.
+        #[arg(long, default_value_t = SynthConfig::default().programs)]
+        programs: usize,
+        /// Seed of the synthetic data.
+        #[arg(long, default_value_t = SynthConfig::default().seed)]
+        seed: u64,
+    },
+    /// Write synthetic program exports, one CSV per table.
+    Synth {
+        /// Folder to write the CSV files into.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = SynthConfig::default().programs)]
+        programs: usize,
+        #[arg(long, default_value_t = SynthConfig::default().persons)]
+        persons: usize,
+        /// First quarter, such as 2025Q1.
+        #[arg(long, default_value_t = SynthConfig::default().start)]
+        start: Quarter,
+        #[arg(long, default_value_t = SynthConfig::default().quarters)]
+        quarters: u32,
+        #[arg(long, default_value_t = SynthConfig::default().seed)]
+        seed: u64,
+        /// Export date: nothing after it is generated [default: today, if the period reaches past it].
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Validate program exports and load them into a warehouse as Parquet.
+    Ingest {
+        /// Warehouse folder; created if missing.
+        #[arg(long)]
+        warehouse: PathBuf,
+        /// Load every file into this table instead of telling it from the file name.
+        #[arg(long)]
+        table: Option<String>,
+        /// Share of rows (0 to 1) that may fail validation before a file is refused.
+        #[arg(long, default_value_t = DEFAULT_MAX_REJECT_RATE)]
+        max_reject_rate: f64,
+        /// Declare the loaded tables complete through this date (YYYY-MM-DD).
+        #[arg(long)]
+        complete_through: Option<NaiveDate>,
+        /// Latest plausible date in the data [default: today].
+        #[arg(long)]
+        max_date: Option<NaiveDate>,
+        /// CSV files, or folders of them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Declare a table's data complete through a date (public metadata).
+    CompleteThrough {
+        #[arg(long)]
+        warehouse: PathBuf,
+        table: String,
+        date: NaiveDate,
+    },
+    /// Show tables, row counts, date ranges and the dataset version (steward only: exact figures).
+    Status {
+        #[arg(long)]
+        warehouse: PathBuf,
+    },
+    /// Print the data dictionary as Markdown.
+    Dictionary,
+    /// The privacy budget: set it, split it into allocations, show it, renew it.
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
+    },
+    /// Release differentially private statistics: debit the budget, bound, add noise, store.
+    Release(Box<ReleaseArgs>),
+    /// Published releases (the steward's view adds failed ones, errors and diagnostics).
+    Releases {
+        #[command(subcommand)]
+        command: ReleasesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Set the warehouse's privacy budget, its horizon and noise; creates the ledger and the secret.
+    Init {
+        #[arg(long)]
+        warehouse: PathBuf,
+        /// Total zCDP budget rho for the period.
+        #[arg(long)]
+        total: f64,
+        /// Length of the budget period in days.
+        #[arg(long)]
+        horizon: u32,
+        /// Total delta for approximate releases (private partition selection).
+        #[arg(long, default_value_t = 0.0)]
+        delta: f64,
+        /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
+        #[arg(long, default_value = "gaussian")]
+        noise: NoiseKind,
+        /// Delta at which rho is displayed as (epsilon, delta).
+        #[arg(long, default_value_t = PrivacyConfig::default().display_delta)]
+        display_delta: f64,
+        /// The smallest noise scale any release may use.
+        #[arg(long, default_value_t = PrivacyConfig::default().min_scale)]
+        min_scale: f64,
+    },
+    /// Add rho to a named allocation, such as standard-releases or researcher:ID.
+    Allocate {
+        #[arg(long)]
+        warehouse: PathBuf,
+        name: String,
+        rho: f64,
+    },
+    /// Show the budget, what is spent and what is left, with epsilon at the configured delta.
+    Show {
+        #[arg(long)]
+        warehouse: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Start a new budget period (a recorded steward action; lifetime loss grows with it).
+    Renew {
+        #[arg(long)]
+        warehouse: PathBuf,
+        /// Why the budget is renewed; recorded in the ledger.
+        #[arg(long)]
+        why: String,
+        /// New total rho [default: the current one].
+        #[arg(long)]
+        total: Option<f64>,
+        /// New horizon in days [default: the current one].
+        #[arg(long)]
+        horizon: Option<u32>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReleaseArgs {
+    #[arg(long)]
+    warehouse: PathBuf,
+    /// A release spec (TOML or JSON). Or give the flags below.
+    #[arg(long, conflicts_with_all = ["query", "cell", "stat"])]
+    spec: Option<PathBuf>,
+    /// Person-level SQL file (repeat for several queries in one release).
+    #[arg(long)]
+    query: Vec<PathBuf>,
+    /// Cell key and its domain: COLUMN=programs, COLUMN=quarters:2024Q3..2026Q2, COLUMN=dictionary:TABLE.COLUMN,
+    /// or COLUMN=private (no public domain: private partition selection, needs --delta).
+    #[arg(long)]
+    cell: Vec<String>,
+    /// Statistic: NAME:count or NAME:sum:LOWER:UPPER.
+    #[arg(long)]
+    stat: Vec<String>,
+    /// Exclusive group of count statistics, comma-separated.
+    #[arg(long)]
+    exclusive: Vec<String>,
+    /// Ratio NAME=NUMERATOR/DENOMINATOR of two statistics.
+    #[arg(long)]
+    ratio: Vec<String>,
+    /// Most cells one person may touch in the release.
+    #[arg(long)]
+    k: Option<u32>,
+    /// Budget of the release (zCDP rho).
+    #[arg(long)]
+    rho: Option<f64>,
+    /// Delta that private partition selection may spend (with a COLUMN=private cell).
+    #[arg(long)]
+    delta: Option<f64>,
+    /// Noise scale of a statistic, NAME=SCALE (instead of, or agreeing with, --rho).
+    #[arg(long)]
+    scale: Vec<String>,
+    /// Allocation to debit.
+    #[arg(long)]
+    allocation: Option<String>,
+    /// Name of the release.
+    #[arg(long)]
+    name: Option<String>,
+    /// Who approved the release.
+    #[arg(long, default_value = "steward")]
+    approver: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Subcommand)]
+enum ReleasesCommand {
+    /// List releases.
+    List {
+        #[arg(long)]
+        warehouse: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Include failed and interrupted releases (steward only).
+        #[arg(long)]
+        steward: bool,
+    },
+    /// Show one release.
+    Show {
+        #[arg(long)]
+        warehouse: PathBuf,
+        id: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Show the steward's record: status, error text and diagnostics (exact figures).
+        #[arg(long)]
+        steward: bool,
+    },
+}
+
+/// Parses the arguments, runs the command and maps its error to an exit code.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e.fault() {
+                Fault::BadInput => 2,
+                Fault::Busy => 3,
+                Fault::BudgetExhausted => 4,
+                Fault::Internal => 1,
+            })
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let progress = !cli.quiet;
+    match cli.command {
+        Command::Demo {
+            dir,
+            persons,
+            programs,
+            seed,
+        } => {
+            let dir = dir.unwrap_or_else(|| {
+                let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+                std::env::temp_dir().join(format!("outreach-demo-{stamp}-{}", std::process::id()))
+            });
+            let cfg = SynthConfig {
+                persons,
+                programs,
+                seed,
+                ..SynthConfig::default()
+            };
+            let report = runtime().block_on(demo::run_demo(&dir, &cfg, progress))?;
+            print!("{report}");
+        }
+        Command::Synth {
+            out,
+            programs,
+            persons,
+            start,
+            quarters,
+            seed,
+            as_of,
+        } => {
+            let mut cfg = SynthConfig {
+                programs,
+                persons,
+                start,
+                quarters,
+                seed,
+                as_of,
+                ..SynthConfig::default()
+            };
+            let today = chrono::Utc::now().date_naive();
+            if cfg.as_of.is_none() && cfg.last_day() > today {
+                eprintln!(
+                    "note: the period runs past today; generating an export as of {today} (pass --as-of for a fixed date)"
+                );
+                cfg.as_of = Some(today);
+            }
+            let started = std::time::Instant::now();
+            let summary = synth(&out, &cfg, progress)?;
+            for (table, path, rows) in &summary.files {
+                println!("{table:<18} {rows:>10} rows  {}", path.display());
+            }
+            println!(
+                "{} rows in {:.1} s",
+                summary.total_rows(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Ingest {
+            warehouse,
+            table,
+            max_reject_rate,
+            complete_through,
+            max_date,
+            files,
+        } => {
+            let mut opts = IngestOptions {
+                table,
+                max_reject_rate,
+                complete_through,
+                progress,
+                ..IngestOptions::default()
+            };
+            if let Some(d) = max_date {
+                opts.max_date = d;
+            }
+            let report = ingest(&warehouse, &files, &opts)?;
+            print!("{report}");
+        }
+        Command::CompleteThrough {
+            warehouse,
+            table,
+            date,
+        } => {
+            let wh = Warehouse::open(&warehouse)?;
+            wh.declare_complete_through(&table, date)?;
+            println!("{table} is declared complete through {date}.");
+        }
+        Command::Status { warehouse } => {
+            let wh = Warehouse::open(&warehouse)?;
+            let s = runtime().block_on(status(&wh))?;
+            print!("{s}");
+        }
+        Command::Dictionary => {
+            print!("{}", Dictionary::builtin()?.to_markdown());
+        }
+        Command::Budget { command } => budget(command)?,
+        Command::Release(args) => {
+            let format = args.format;
+            let warehouse = args.warehouse.clone();
+            let spec = release_spec(args.spec.clone(), &args)?;
+            let req = ReleaseRequest {
+                spec,
+                approver: args.approver.clone(),
+            };
+            let outcome = runtime().block_on(release(&warehouse, &req))?;
+            if !outcome.fresh {
+                eprintln!(
+                    "release {} already holds these numbers (same queries, declarations, rho and dataset version): nothing spent",
+                    outcome.id
+                );
+            }
+            print_release(&outcome.public, format);
+        }
+        Command::Releases { command } => match command {
+            ReleasesCommand::List {
+                warehouse,
+                format,
+                steward,
+            } => {
+                let all = Ledger::open(&warehouse)?.releases()?;
+                match format {
+                    Format::Table => print!("{}", report::releases_table(&all, steward)),
+                    Format::Csv => print!("{}", report::releases_csv(&all, steward)),
+                    Format::Json => {
+                        let v: Vec<serde_json::Value> = if steward {
+                            all.iter()
+                                .map(|r| serde_json::to_value(r).expect("json"))
+                                .collect()
+                        } else {
+                            all.iter()
+                                .filter_map(PublicRelease::from_stored)
+                                .map(|r| serde_json::to_value(r).expect("json"))
+                                .collect()
+                        };
+                        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                    }
+                }
+            }
+            ReleasesCommand::Show {
+                warehouse,
+                id,
+                format,
+                steward,
+            } => {
+                let stored = Ledger::open(&warehouse)?.release(id)?;
+                if steward {
+                    println!("{}", serde_json::to_string_pretty(&stored).expect("json"));
+                } else {
+                    match PublicRelease::from_stored(&stored) {
+                        Some(p) => print_release(&p, format),
+                        None => {
+                            return Err(Error::Ledger(crate::ledger::LedgerError::NoSuchRelease(
+                                id,
+                            )));
+                        }
+                    }
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+fn print_release(p: &PublicRelease, format: Format) {
+    match format {
+        Format::Table => print!("{}", report::release_table(p)),
+        Format::Csv => print!("{}", report::release_csv(p)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(p).expect("json")),
+    }
+}
+
+fn budget(command: BudgetCommand) -> Result<(), Error> {
+    match command {
+        BudgetCommand::Init {
+            warehouse,
+            total,
+            horizon,
+            delta,
+            noise,
+            display_delta,
+            min_scale,
+        } => {
+            Warehouse::open(&warehouse)?;
+            let init = BudgetInit {
+                total_rho: total,
+                total_delta: delta,
+                horizon_days: horizon,
+                config: PrivacyConfig {
+                    noise,
+                    display_delta,
+                    min_scale,
+                },
+            };
+            let ledger = Ledger::init(&warehouse, &init)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+        BudgetCommand::Allocate {
+            warehouse,
+            name,
+            rho,
+        } => {
+            let mut ledger = Ledger::open(&warehouse)?;
+            ledger.allocate(&name, rho)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+        BudgetCommand::Show { warehouse, format } => {
+            let view = Ledger::open(&warehouse)?.show()?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&view).expect("json")),
+                _ => print!("{}", report::budget_table(&view)),
+            }
+        }
+        BudgetCommand::Renew {
+            warehouse,
+            why,
+            total,
+            horizon,
+        } => {
+            let mut ledger = Ledger::open(&warehouse)?;
+            ledger.renew(&why, total, horizon)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+    }
+    Ok(())
+}
+
+fn bad_flag(message: String) -> Error {
+    Error::Privacy(crate::privacy::PrivacyError::Spec { message })
+}
+
+/// The release spec from `--spec`, or built from the flag form.
+fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, Error> {
+    if let Some(path) = path {
+        return Ok(ReleaseSpec::from_file(&path)?);
+    }
+    if a.query.is_empty() {
+        return Err(bad_flag(
+            "give --spec FILE, or --query FILE with --cell, --stat, --k and --allocation".into(),
+        ));
+    }
+    let cells = a
+        .cell
+        .iter()
+        .map(|c| {
+            let (column, domain) = c
+                .split_once('=')
+                .ok_or_else(|| bad_flag(format!("--cell {c}: write COLUMN=DOMAIN")))?;
+            let domain = match domain.split_once(':') {
+                None if domain == "programs" => DomainSpec::Programs,
+                None if domain == "private" => DomainSpec::Private,
+                Some(("dictionary", d)) => DomainSpec::Dictionary(d.into()),
+                Some(("quarters", range)) => {
+                    let (from, to) = range.split_once("..").ok_or_else(|| {
+                        bad_flag(format!("--cell {c}: write quarters:FROM..TO"))
+                    })?;
+                    DomainSpec::Quarters {
+                        from: from.into(),
+                        to: to.into(),
+                    }
+                }
+                _ => {
+                    return Err(bad_flag(format!(
+                        "--cell {c}: unknown cell domain; use programs, quarters:FROM..TO, dictionary:TABLE.COLUMN or private"
+                    )));
+                }
+            };
+            Ok(CellSpec {
+                column: column.into(),
+                domain,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let statistics = a
+        .stat
+        .iter()
+        .map(|s| {
+            let parts: Vec<&str> = s.split(':').collect();
+            match parts.as_slice() {
+                [name, "count"] => Ok(StatisticSpec {
+                    name: (*name).into(),
+                    column: None,
+                    kind: StatisticKind::Count,
+                    lower: None,
+                    upper: None,
+                }),
+                [name, "sum", lower, upper] => {
+                    let num = |x: &str| {
+                        x.parse::<i64>()
+                            .map_err(|_| bad_flag(format!("--stat {s}: bounds must be integers")))
+                    };
+                    Ok(StatisticSpec {
+                        name: (*name).into(),
+                        column: None,
+                        kind: StatisticKind::Sum,
+                        lower: Some(num(lower)?),
+                        upper: Some(num(upper)?),
+                    })
+                }
+                [_, "sum", ..] => Err(bad_flag(format!(
+                    "--stat {s}: missing bounds; write NAME:sum:LOWER:UPPER"
+                ))),
+                _ => Err(bad_flag(format!(
+                    "--stat {s}: write NAME:count or NAME:sum:LOWER:UPPER"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let scales = a
+        .scale
+        .iter()
+        .map(|s| {
+            let (name, v) = s
+                .split_once('=')
+                .ok_or_else(|| bad_flag(format!("--scale {s}: write NAME=SCALE")))?;
+            let v: f64 = v
+                .parse()
+                .map_err(|_| bad_flag(format!("--scale {s}: the scale must be a number")))?;
+            Ok((name.to_string(), v))
+        })
+        .collect::<Result<_, Error>>()?;
+    let ratios = a
+        .ratio
+        .iter()
+        .map(|r| {
+            let (name, rest) = r.split_once('=').ok_or_else(|| {
+                bad_flag(format!("--ratio {r}: write NAME=NUMERATOR/DENOMINATOR"))
+            })?;
+            let (num, den) = rest.split_once('/').ok_or_else(|| {
+                bad_flag(format!("--ratio {r}: write NAME=NUMERATOR/DENOMINATOR"))
+            })?;
+            Ok(RatioSpec {
+                name: name.into(),
+                numerator: num.into(),
+                denominator: den.into(),
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(ReleaseSpec {
+        name: a.name.clone().unwrap_or_else(|| {
+            a.query
+                .iter()
+                .map(|q| q.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" + ")
+        }),
+        queries: a
+            .query
+            .iter()
+            .map(|q| QuerySpec {
+                file: Some(q.clone()),
+                sql: None,
+            })
+            .collect(),
+        cells,
+        statistics,
+        exclusive: a
+            .exclusive
+            .iter()
+            .map(|g| g.split(',').map(str::to_string).collect())
+            .collect(),
+        k: a.k.ok_or_else(|| {
+            bad_flag("--k is required: the most cells one person may touch".into())
+        })?,
+        rho: a.rho,
+        delta: a.delta,
+        scales,
+        allocation: a.allocation.clone().ok_or_else(|| {
+            bad_flag("--allocation is required: the budget allocation to debit".into())
+        })?,
+        ratios,
+    })
+}
