@@ -91,7 +91,16 @@ pub struct Warehouse {
 /// Proof that this process is the warehouse's one writer. Dropping it releases the lock.
 #[derive(Debug)]
 pub struct WriteLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for WriteLock {
+    /// Unlocks before the file closes. Closing alone is not enough: a child process forked
+    /// meanwhile (by another thread) holds a copy of the descriptor until it execs, and the
+    /// lock would live on in that copy, so the next writer would find the warehouse busy.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 impl Warehouse {
@@ -157,7 +166,7 @@ impl Warehouse {
             .open(&path)
             .map_err(io_err(&path))?;
         match file.try_lock() {
-            Ok(()) => Ok(WriteLock { _file: file }),
+            Ok(()) => Ok(WriteLock { file }),
             Err(fs::TryLockError::WouldBlock) => Err(WarehouseError::Busy(self.root.clone())),
             Err(fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
         }

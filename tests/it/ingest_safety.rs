@@ -213,3 +213,43 @@ fn one_writer_at_a_time() {
     );
     assert_eq!(err.fault(), outreach_warehouse::Fault::Busy);
 }
+
+/// A process forked by another thread holds a copy of every open descriptor until it
+/// execs. A released write lock must not live on in such a copy: the next writer would be
+/// told the warehouse is busy although nobody writes (this made ingest tests flaky while
+/// other tests spawned processes). 3,000 lock/release rounds while a thread spawns
+/// processes non-stop hit that window dozens of times when the lock is only closed.
+#[test]
+fn a_released_lock_is_free_while_other_threads_spawn_processes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let w = Warehouse::open(&wh).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut spawned = 0;
+            while !stop.load(Ordering::Relaxed) {
+                Command::new("true").status().unwrap();
+                spawned += 1;
+            }
+            spawned
+        })
+    };
+    let mut busy = 0;
+    for _ in 0..3000 {
+        match w.lock() {
+            Ok(lock) => drop(lock),
+            Err(_) => busy += 1,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let spawned = spawner.join().unwrap();
+    assert!(spawned > 0, "no process was spawned during the rounds");
+    assert_eq!(
+        busy, 0,
+        "the lock was busy {busy} times with nobody holding it"
+    );
+}
