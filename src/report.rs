@@ -117,7 +117,7 @@ pub fn release_table(r: &PublicRelease) -> String {
         .unwrap_or(f64::NAN);
     let _ = writeln!(
         out,
-        "release {}: {}\n  dataset {}, published {}, approved by {}\n  {}: rho = {rho:.6} (epsilon = {eps:.3} at delta = {delta:e}), k = {}",
+        "release {}: {}\n  dataset {}, published {}, approved by {}\n  {}: rho = {rho:.6} (epsilon = {eps:.3} at delta = {delta:.3e}), k = {}",
         r.id,
         r.name,
         r.dataset_version,
@@ -136,7 +136,7 @@ pub fn release_table(r: &PublicRelease) -> String {
     if let Some(sel) = &res.partition_selection {
         let _ = writeln!(
             out,
-            "  `{}` has no public domain: {} cells reached the threshold {} (partition selection, delta = {:e})",
+            "  `{}` has no public domain: {} cells reached the threshold {} (partition selection, delta = {:.3e})",
             sel.column,
             res.cells.len(),
             sel.threshold,
@@ -308,7 +308,7 @@ pub fn budget_table(b: &BudgetView) -> String {
     if b.period.total_delta > 0.0 || b.spent_delta > 0.0 {
         let _ = writeln!(
             out,
-            "  delta for private partition selection: {:e} spent of {:e}; epsilon is shown at delta = {d:e} plus the delta spent",
+            "  delta for private partition selection: {:.3e} spent of {:.3e}; epsilon is shown at delta = {d:e} plus the delta spent",
             b.spent_delta, b.period.total_delta
         );
     }

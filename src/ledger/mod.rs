@@ -49,9 +49,14 @@ pub enum LedgerError {
     #[error("unknown allocation '{name}'; the allocations are: {known}")]
     UnknownAllocation { name: String, known: String },
     #[error(
-        "over budget: this release needs rho = {needed:.6}, but {scope} has {remaining:.6} left of {total:.6}"
+        "over budget: {quantity} = {} is asked, but {scope} has {} left of {}",
+        amount(.quantity, *.needed),
+        amount(.quantity, *.remaining),
+        amount(.quantity, *.total)
     )]
     OverBudget {
+        /// `rho` or `delta`.
+        quantity: &'static str,
         scope: String,
         needed: f64,
         remaining: f64,
@@ -468,6 +473,7 @@ impl Ledger {
             .map_err(&e)?;
         if allocated + rho > period.total_rho * (1.0 + SLACK) {
             return Err(LedgerError::OverBudget {
+                quantity: "rho",
                 scope: "the budget (unallocated part)".into(),
                 needed: rho,
                 remaining: period.total_rho - allocated,
@@ -661,6 +667,7 @@ impl Ledger {
             .map_err(&e)?;
         if spent_alloc + r.rho > allocated * (1.0 + SLACK) {
             return Err(LedgerError::OverBudget {
+                quantity: "rho",
                 scope: format!("allocation '{}'", r.allocation),
                 needed: r.rho,
                 remaining: (allocated - spent_alloc).max(0.0),
@@ -669,6 +676,7 @@ impl Ledger {
         }
         if spent_total + r.rho > period.total_rho * (1.0 + SLACK) {
             return Err(LedgerError::OverBudget {
+                quantity: "rho",
                 scope: "the warehouse budget".into(),
                 needed: r.rho,
                 remaining: (period.total_rho - spent_total).max(0.0),
@@ -677,6 +685,7 @@ impl Ledger {
         }
         if spent_delta + r.delta > period.total_delta * (1.0 + SLACK) + f64::MIN_POSITIVE {
             return Err(LedgerError::OverBudget {
+                quantity: "delta",
                 scope: "the warehouse delta budget".into(),
                 needed: r.delta,
                 remaining: (period.total_delta - spent_delta).max(0.0),
@@ -926,6 +935,15 @@ fn horizon_of(p: &BudgetPeriod) -> u32 {
     match (parse(&p.starts), parse(&p.ends)) {
         (Some(a), Some(b)) => (b - a).num_days().clamp(1, 3650) as u32,
         _ => 365,
+    }
+}
+
+/// A budget amount for messages: ρ to six places, δ in scientific notation.
+fn amount(quantity: &str, x: f64) -> String {
+    if quantity == "delta" {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.6}")
     }
 }
 
