@@ -102,16 +102,12 @@ impl BoundingRules {
     /// Number of cells of the public keys: the product of their domains. A cell's index is
     /// `private value id × n_cells() + mixed-radix index of its public keys`.
     pub fn n_cells(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|c| !c.private)
-            .map(|c| c.values.len())
-            .product()
+        super::spec::public_cells(&self.cells)
     }
 
     /// The index of the private cell key, if any.
     pub fn private_cell(&self) -> Option<usize> {
-        self.cells.iter().position(|c| c.private)
+        super::spec::private_cell(&self.cells)
     }
 
     /// These rules with the private key's values filled in, in the order of their ids.
@@ -695,31 +691,14 @@ fn finish_sparse(
     let m = rules.statistics.len();
     let mut sums: HashMap<u64, Vec<i64>, ahash::RandomState> = HashMap::with_hasher(fixed_state());
     let mut diagnostics = diagnostics.into_inner().expect("no other user");
-    let mut row = vec![0i64; m];
-    let mut vals = vec![0i64; m];
     for buf in shards {
         let shard = buf.into_inner().expect("no other user").bound(&rules);
-        for slot in 0..shard.persons() {
-            let used = shard.used(slot);
-            diagnostics.persons += 1;
-            diagnostics.person_cells += used as u64;
-            diagnostics.persons_over_k += u64::from(shard.over_k(slot));
-            for e in 0..used {
-                shard.values(slot, e, &mut vals);
-                finalize(
-                    &rules,
-                    &vals,
-                    &mut row,
-                    &mut diagnostics.exclusive_conflicts,
-                );
-                let sum = sums
-                    .entry(shard.cell(slot, e))
-                    .or_insert_with(|| vec![0; m]);
-                for (a, b) in sum.iter_mut().zip(&row) {
-                    *a += b;
-                }
+        visit_kept(&rules, &shard, &mut diagnostics, |cell, row| {
+            let sum = sums.entry(cell).or_insert_with(|| vec![0; m]);
+            for (a, b) in sum.iter_mut().zip(row) {
+                *a += b;
             }
-        }
+        });
     }
     diagnostics.private_values = private_values.len() as u64;
     let mut cells: Vec<u64> = sums.keys().copied().collect();
@@ -763,8 +742,26 @@ fn finalize(rules: &BoundingRules, vals: &[i64], row: &mut [i64], conflicts: &mu
 fn finish_shard(rules: &BoundingRules, shard: &Shard) -> (Vec<i64>, Diagnostics) {
     let m = rules.statistics.len();
     let mut out = vec![0i64; rules.n_cells() * m];
-    let mut row = vec![0i64; m];
     let mut diag = Diagnostics::default();
+    visit_kept(rules, shard, &mut diag, |cell, row| {
+        let base = cell as usize * m;
+        for (o, v) in out[base..base + m].iter_mut().zip(row) {
+            *o += v;
+        }
+    });
+    (out, diag)
+}
+
+/// Calls `f(cell, bounded values)` for every (person, cell) a shard kept, and counts its
+/// persons, kept cells, persons over `k` and exclusive conflicts in `diag`.
+fn visit_kept(
+    rules: &BoundingRules,
+    shard: &Shard,
+    diag: &mut Diagnostics,
+    mut f: impl FnMut(u64, &[i64]),
+) {
+    let m = rules.statistics.len();
+    let mut row = vec![0i64; m];
     let mut vals = vec![0i64; m];
     for slot in 0..shard.persons() {
         let used = shard.used(slot);
@@ -772,15 +769,11 @@ fn finish_shard(rules: &BoundingRules, shard: &Shard) -> (Vec<i64>, Diagnostics)
         diag.person_cells += used as u64;
         diag.persons_over_k += u64::from(shard.over_k(slot));
         for e in 0..used {
-            let cell = shard.cell(slot, e) as usize;
             shard.values(slot, e, &mut vals);
             finalize(rules, &vals, &mut row, &mut diag.exclusive_conflicts);
-            for j in 0..m {
-                out[cell * m + j] += row[j];
-            }
+            f(shard.cell(slot, e), &row);
         }
     }
-    (out, diag)
 }
 
 fn fixed_state() -> ahash::RandomState {

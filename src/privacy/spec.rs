@@ -238,17 +238,27 @@ impl CheckedSpec {
     /// The number of cells of the public domains: the product of their sizes. A private key
     /// multiplies this by the number of values that bounding discovers.
     pub fn n_cells(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|c| !c.private)
-            .map(|c| c.values.len())
-            .product()
+        public_cells(&self.cells)
     }
 
     /// The index of the private cell key, if the release has one.
     pub fn private_cell(&self) -> Option<usize> {
-        self.cells.iter().position(|c| c.private)
+        private_cell(&self.cells)
     }
+}
+
+/// The number of cells of the public keys among `cells`: the product of their domains.
+pub fn public_cells(cells: &[CellKey]) -> usize {
+    cells
+        .iter()
+        .filter(|c| !c.private)
+        .map(|c| c.values.len())
+        .product()
+}
+
+/// The index of the private key among `cells`, if any.
+pub fn private_cell(cells: &[CellKey]) -> Option<usize> {
+    cells.iter().position(|c| c.private)
 }
 
 /// The most a private partition selection may spend in δ.
