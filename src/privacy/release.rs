@@ -57,6 +57,27 @@ pub struct NoisyValue {
     pub upper: i64,
 }
 
+impl NoisyValue {
+    /// A noisy value with its interval ±`half_width`; `clamp` shows it at no less than zero
+    /// (a statistic that cannot be negative).
+    fn new(raw: i64, half_width: i64, clamp: bool) -> NoisyValue {
+        NoisyValue {
+            raw,
+            display: if clamp { raw.max(0) } else { raw },
+            lower: raw.saturating_sub(half_width),
+            upper: raw.saturating_add(half_width),
+        }
+    }
+}
+
+/// The published name of a noise distribution.
+fn distribution_name(kind: mechanism::NoiseKind) -> &'static str {
+    match kind {
+        mechanism::NoiseKind::DiscreteGaussian => "discrete_gaussian",
+        mechanism::NoiseKind::DiscreteLaplace => "discrete_laplace",
+    }
+}
+
 /// One statistic over every cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatisticResult {
@@ -533,23 +554,12 @@ pub fn build_result(p: &PreparedRelease, noisy: &[i64]) -> Result<ReleaseResult>
                 .collect()
         })
         .collect();
-    let distribution = match p.noise.kind {
-        mechanism::NoiseKind::DiscreteGaussian => "discrete_gaussian",
-        mechanism::NoiseKind::DiscreteLaplace => "discrete_laplace",
-    };
+    let distribution = distribution_name(p.noise.kind);
     let mut statistics = Vec::new();
     for (j, st) in spec.statistics.iter().enumerate() {
         let h = p.noise.half_width(j)?;
         let values = (0..n_cells)
-            .map(|c| {
-                let raw = noisy[c * m + j];
-                NoisyValue {
-                    raw,
-                    display: if st.lower >= 0 { raw.max(0) } else { raw },
-                    lower: raw.saturating_sub(h),
-                    upper: raw.saturating_add(h),
-                }
-            })
+            .map(|c| NoisyValue::new(noisy[c * m + j], h, st.lower >= 0))
             .collect();
         statistics.push(StatisticResult {
             name: st.name.clone(),
@@ -628,17 +638,9 @@ pub fn build_selected_result(
     let h = p.noise.half_width(0)?;
     let values = cells
         .iter()
-        .map(|&(_, raw)| NoisyValue {
-            raw,
-            display: raw.max(0),
-            lower: raw.saturating_sub(h),
-            upper: raw.saturating_add(h),
-        })
+        .map(|&(_, raw)| NoisyValue::new(raw, h, st.lower >= 0))
         .collect();
-    let distribution = match p.noise.kind {
-        mechanism::NoiseKind::DiscreteGaussian => "discrete_gaussian",
-        mechanism::NoiseKind::DiscreteLaplace => "discrete_laplace",
-    };
+    let distribution = distribution_name(p.noise.kind);
     Ok(ReleaseResult {
         cell_keys: spec.cells.iter().map(|c| c.column.clone()).collect(),
         cells: cells.into_iter().map(|(names, _)| names).collect(),
