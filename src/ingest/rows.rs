@@ -197,6 +197,11 @@ pub struct ChunkResult {
 }
 
 /// Two fixed-seed hashers whose digests make a 128-bit key hash.
+///
+/// `with_seeds` XORs each seed with ahash's own constants, so a seed must never equal them.
+/// B once used exactly those constants (0x4528_21E6_38D0_1377, …): its keys were all zero, it
+/// hashed every key to 0, and the "128-bit" hash had 64 bits. The test
+/// `both_halves_of_the_key_hash_vary` guards this. B's seeds are now SplitMix64's constants.
 const KEY_HASH_A: ahash::RandomState = ahash::RandomState::with_seeds(
     0x243F_6A88_85A3_08D3,
     0x1319_8A2E_0370_7344,
@@ -204,10 +209,10 @@ const KEY_HASH_A: ahash::RandomState = ahash::RandomState::with_seeds(
     0x082E_FA98_EC4E_6C89,
 );
 const KEY_HASH_B: ahash::RandomState = ahash::RandomState::with_seeds(
-    0x4528_21E6_38D0_1377,
-    0xBE54_66CF_34E9_0C6C,
-    0xC0AC_29B7_C97C_50DD,
-    0x3F84_D5B5_B547_0917,
+    0x9E37_79B9_7F4A_7C15,
+    0xBF58_476D_1CE4_E5B9,
+    0x94D0_49BB_1331_11EB,
+    0xD6E8_FEB8_6659_FD93,
 );
 
 /// A 128-bit hash of a primary key, for the uniqueness check: two independently seeded
@@ -802,5 +807,22 @@ mod tests {
     fn key_hash_separates_keys() {
         assert_eq!(key_hash(b"E1"), key_hash(b"E1"));
         assert_ne!(key_hash(b"E1"), key_hash(b"E2"));
+    }
+
+    #[test]
+    fn both_halves_of_the_key_hash_vary() {
+        // The uniqueness check trusts all 128 bits: each 64-bit half must be a hash of its
+        // own, distinct across keys, or a false duplicate is a 64-bit (not 128-bit) event.
+        let n = 10_000;
+        let hashes: Vec<u128> = (0..n)
+            .map(|i| key_hash(format!("E{i:07}").as_bytes()))
+            .collect();
+        let high: std::collections::HashSet<u64> =
+            hashes.iter().map(|h| (h >> 64) as u64).collect();
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| *h as u64).collect();
+        assert_eq!(high.len(), n);
+        assert_eq!(low.len(), n);
+        // And the halves differ from each other.
+        assert!(hashes.iter().all(|h| (h >> 64) as u64 != *h as u64));
     }
 }
