@@ -13,6 +13,7 @@
 //!    the next write removes.
 
 mod identifiers;
+mod keys;
 mod pipeline;
 mod rows;
 mod source;
@@ -38,7 +39,8 @@ use crate::warehouse::{
     CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, QUARANTINE_DIR,
     TABLES_DIR, Warehouse, WarehouseError, now_rfc3339, sync_dir, write_atomic,
 };
-use pipeline::{SeenKeys, StagedFile, stage_file};
+use keys::SeenKeys;
+use pipeline::{StagedFile, stage_file};
 use rows::{FileProblem, RowRules, key_hash};
 
 /// Default share of rows that may fail validation before a file is refused.
@@ -543,7 +545,7 @@ fn stage_all(
             let keys = stored_keys(wh, manifest, table)?;
             seen_by_table.insert(table.name.clone(), keys);
         }
-        let seen = seen_by_table.get(&table.name).expect("inserted above");
+        let seen = seen_by_table.get_mut(&table.name).expect("inserted above");
         let rules = RowRules::new(
             table,
             positions,
@@ -701,21 +703,20 @@ fn stored_keys(
     manifest: &crate::warehouse::Manifest,
     table: &Table,
 ) -> Result<SeenKeys, IngestError> {
-    let seen = SeenKeys::default();
-    seen.reserve(
+    let mut seen = SeenKeys::with_capacity(
         manifest
             .data_files(&table.name)
             .map(|f| f.rows as usize)
             .sum(),
     );
     for_each_stored_batch(wh, manifest, &table.name, &[&table.primary_key], |b| {
-        for id in named(b, &table.primary_key)
+        let stored: Vec<(u128, u64)> = named(b, &table.primary_key)
             .as_string::<i32>()
             .iter()
             .flatten()
-        {
-            seen.insert_stored(key_hash(id.as_bytes()));
-        }
+            .map(|id| (key_hash(id.as_bytes()), 0))
+            .collect();
+        seen.admit_all(&stored);
     })?;
     Ok(seen)
 }

@@ -1,11 +1,10 @@
 //! The parallel row pipeline of one file: a reader cuts the body into chunks of whole lines,
 //! workers validate chunks in parallel, and the collector takes their results in file order,
-//! enforces unique keys across the file, earlier files and the warehouse, and writes the valid
-//! rows as zstd Parquet, one file per quarter, into the staging folder.
+//! enforces unique keys across the file, earlier files and the warehouse (see [`super::keys`]),
+//! and writes the valid rows as zstd Parquet, one file per quarter, into the staging folder.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +21,8 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::IngestError;
-use super::rows::{ChunkResult, Reject, RowRules, validate_chunk};
+use super::keys::SeenKeys;
+use super::rows::{Bucket, ChunkResult, Reject, RowRules, validate_chunk};
 use crate::dictionary::ColumnType;
 use crate::quarter::Quarter;
 use crate::warehouse::hex;
@@ -32,129 +32,6 @@ const CHUNK_BYTES: usize = 4 << 20;
 /// Rows per Parquet row group: small enough to prune within a quarter, large enough to
 /// compress well.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
-
-/// A hasher for keys that are already uniform 128-bit hashes.
-#[derive(Default)]
-pub struct PassThroughHasher(u64);
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = self.0.rotate_left(29) ^ v;
-    }
-}
-
-/// A 128-bit key hash as two words, so a set entry with its line is 24 bytes, not 32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyHash(u64, u64);
-
-impl From<u128> for KeyHash {
-    fn from(h: u128) -> Self {
-        KeyHash((h >> 64) as u64, h as u64)
-    }
-}
-
-type KeyMap = HashMap<KeyHash, u64, BuildHasherDefault<PassThroughHasher>>;
-
-/// Primary-key hashes already taken, with the smallest line that took each (0: already in the
-/// warehouse or in an earlier file of this load). Sharded, so workers check keys in parallel.
-///
-/// Workers see chunks out of order, so the first line of a key is settled by the collector,
-/// which takes chunks in order: when it takes chunk k, every chunk before it has been checked,
-/// so a row is the first of its key exactly when no smaller line claimed the key. A worker
-/// that finds a larger line holding the key takes it over and reports that line as
-/// *demoted*; the collector rejects demoted rows when it reaches them.
-pub struct SeenKeys {
-    shards: Vec<Mutex<KeyMap>>,
-}
-
-const SHARDS: usize = 64;
-
-/// What the uniqueness check says of one row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyStatus {
-    /// No smaller line holds the key (yet: see [`SeenKeys`]).
-    First,
-    /// This line repeats the key of the given earlier line (0: stored or an earlier file).
-    Repeats(u64),
-}
-
-impl Default for SeenKeys {
-    fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(KeyMap::default())).collect(),
-        }
-    }
-}
-
-impl SeenKeys {
-    fn shard(&self, k: KeyHash) -> std::sync::MutexGuard<'_, KeyMap> {
-        self.shards[(k.0 >> 58) as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Records a key that is already stored.
-    pub fn insert_stored(&self, hash: u128) {
-        let k = KeyHash::from(hash);
-        self.shard(k).insert(k, 0);
-    }
-
-    /// Makes room for about `n` more keys.
-    pub fn reserve(&self, n: usize) {
-        for s in &self.shards {
-            s.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .reserve(n / SHARDS + 1);
-        }
-    }
-
-    /// After a file is staged, its keys count as earlier for the next file.
-    pub fn settle(&self) {
-        for s in &self.shards {
-            for v in s.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
-                *v = 0;
-            }
-        }
-    }
-
-    /// Claims `hash` for `line`. Returns the row's status and, if it took the key over from a
-    /// larger line, that line.
-    fn claim(&self, hash: u128, line: u64) -> (KeyStatus, Option<(u64, u64)>) {
-        let k = KeyHash::from(hash);
-        let mut shard = self.shard(k);
-        match shard.entry(k) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(line);
-                (KeyStatus::First, None)
-            }
-            std::collections::hash_map::Entry::Occupied(mut held) => {
-                let holder = *held.get();
-                if holder < line {
-                    (KeyStatus::Repeats(holder), None)
-                } else {
-                    held.insert(line);
-                    (KeyStatus::First, Some((holder, line)))
-                }
-            }
-        }
-    }
-}
-
-/// A validated chunk with the uniqueness status of each bucket's rows.
-struct CheckedChunk {
-    result: ChunkResult,
-    status: Vec<Vec<KeyStatus>>,
-    /// Lines that held a key until this chunk's smaller line took it: (demoted, first).
-    demoted: Vec<(u64, u64)>,
-}
 
 /// One staged Parquet file.
 #[derive(Debug)]
@@ -192,12 +69,12 @@ pub fn stage_file(
     body_offset: u64,
     rules: &RowRules,
     staging: &Path,
-    seen: &SeenKeys,
+    seen: &mut SeenKeys,
     progress: &ProgressBar,
 ) -> Result<StagedFile, IngestError> {
     std::fs::create_dir_all(staging).map_err(IngestError::io(staging))?;
-    // Reserve the uniqueness set once from the size (a row is about 64 bytes or more), so it
-    // rarely rehashes while it grows.
+    // Size the key filter once from the size (a row is about 64 bytes or more), so it is
+    // rarely rebuilt while it grows.
     let body = std::fs::metadata(path)
         .map_err(IngestError::io(path))?
         .len()
@@ -210,8 +87,7 @@ pub fn stage_file(
     std::thread::scope(|scope| {
         let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(workers + 1);
         let chunk_rx = Arc::new(Mutex::new(chunk_rx));
-        let (result_tx, result_rx) =
-            mpsc::sync_channel::<(usize, usize, CheckedChunk)>(workers + 1);
+        let (result_tx, result_rx) = mpsc::sync_channel::<(usize, usize, ChunkResult)>(workers + 1);
 
         let stop_ref = &stop;
         let reader = scope.spawn(move || read_chunks(path, body_offset, chunk_tx, stop_ref));
@@ -228,27 +104,7 @@ pub fn stage_file(
                         chunk.first_line,
                         chunk.last_unterminated,
                     );
-                    let mut demoted = Vec::new();
-                    let status = result
-                        .buckets
-                        .iter()
-                        .map(|b| {
-                            b.keys
-                                .iter()
-                                .map(|(hash, line)| {
-                                    let (status, took_over) = seen.claim(*hash, *line);
-                                    demoted.extend(took_over);
-                                    status
-                                })
-                                .collect()
-                        })
-                        .collect();
-                    let checked = CheckedChunk {
-                        result,
-                        status,
-                        demoted,
-                    };
-                    if tx.send((chunk.index, chunk.bytes.len(), checked)).is_err() {
+                    if tx.send((chunk.index, chunk.bytes.len(), result)).is_err() {
                         break;
                     }
                 }
@@ -257,7 +113,7 @@ pub fn stage_file(
         drop(result_tx);
         drop(chunk_rx);
 
-        let outcome = collect(path, rules, staging, progress, result_rx);
+        let outcome = collect(path, rules, staging, seen, progress, result_rx);
         if outcome.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
@@ -374,13 +230,179 @@ fn spawn_writer<'scope>(
     Ok(QuarterWriter { tx, handle })
 }
 
+/// Rows whose key the filter has maybe seen, held back until the key list settles them.
+struct Held {
+    quarter: Option<Quarter>,
+    batch: RecordBatch,
+    keys: Vec<(u128, u64)>,
+}
+
+/// Suspects held before they are settled: enough to make a scan of the key list worth it, and
+/// never more than an eighth of the keys, so the scans cost a few passes over the list in all.
+const HELD_ROWS: usize = 1 << 16;
+
+/// The collector's output side: one writer thread per quarter, the file's totals, and the
+/// suspects held back.
+struct Output<'scope, 'env, 'a> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    rules: &'a RowRules<'a>,
+    staging: &'a Path,
+    props: WriterProperties,
+    pk: usize,
+    start_col: Option<usize>,
+    writers: BTreeMap<Option<Quarter>, QuarterWriter<'scope>>,
+    staged: StagedFile,
+    held: Vec<Held>,
+    held_rows: usize,
+}
+
+impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
+    /// Admits a bucket's keys in line order; writes the rows whose keys are new and holds
+    /// the suspects back.
+    fn take(&mut self, bucket: Bucket, seen: &mut SeenKeys) -> Result<(), IngestError> {
+        let suspect = seen.admit_all(&bucket.keys);
+        let suspects = suspect.iter().filter(|s| **s).count();
+        if suspects == 0 {
+            return self.write(bucket.quarter, bucket.batch);
+        }
+        let new: BooleanArray = suspect.iter().map(|s| Some(!s)).collect();
+        let new = filter_record_batch(&bucket.batch, &new).expect("a mask as long as the batch");
+        self.write(bucket.quarter, new)?;
+        let held = filter_record_batch(&bucket.batch, &BooleanArray::from(suspect.clone()))
+            .expect("a mask as long as the batch");
+        let keys = bucket
+            .keys
+            .into_iter()
+            .zip(suspect)
+            .filter_map(|(k, s)| s.then_some(k))
+            .collect();
+        self.held.push(Held {
+            quarter: bucket.quarter,
+            batch: held,
+            keys,
+        });
+        self.held_rows += suspects;
+        Ok(())
+    }
+
+    /// Whether the held suspects should be settled now.
+    fn holds_enough(&self, seen: &SeenKeys) -> bool {
+        self.held_rows >= HELD_ROWS.max(seen.len() / 8)
+    }
+
+    /// Settles every held suspect against the key list: repeats are rejected with the line
+    /// they repeat, false alarms are written. Every line up to the suspects' has been
+    /// admitted, since the collector takes chunks in file order.
+    fn settle(&mut self, seen: &SeenKeys) -> Result<(), IngestError> {
+        let held = std::mem::take(&mut self.held);
+        self.held_rows = 0;
+        let suspects: Vec<(u128, u64)> = held.iter().flat_map(|h| h.keys.iter().copied()).collect();
+        let mut firsts = seen.first_lines(&suspects).into_iter();
+        let key_name = &self.rules.table.primary_key;
+        for h in held {
+            let ids = h.batch.column(self.pk).as_string::<i32>();
+            let mut keep = Vec::with_capacity(h.keys.len());
+            for (row, (_, line)) in h.keys.iter().enumerate() {
+                let Some(first) = firsts.next().expect("one answer per suspect") else {
+                    keep.push(true);
+                    continue;
+                };
+                let id = ids.value(row);
+                let reason = if first == 0 {
+                    format!(
+                        "{key_name} '{id}' is already in the warehouse or an earlier file of this load"
+                    )
+                } else {
+                    format!("{key_name} '{id}' repeats line {first}")
+                };
+                self.staged.rejects.push(Reject {
+                    line: *line,
+                    column: key_name.clone(),
+                    reason,
+                });
+                self.staged.rows_rejected += 1;
+                keep.push(false);
+            }
+            let kept = filter_record_batch(&h.batch, &BooleanArray::from(keep))
+                .expect("a mask as long as the batch");
+            self.write(h.quarter, kept)?;
+        }
+        Ok(())
+    }
+
+    /// Sends rows to their quarter's writer, starting it on the quarter's first rows.
+    fn write(&mut self, quarter: Option<Quarter>, batch: RecordBatch) -> Result<(), IngestError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.rules.table.name == "programs"
+            && let Some(sc) = self.start_col
+        {
+            let ids = batch.column(self.pk).as_string::<i32>();
+            let starts = batch
+                .column(sc)
+                .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+            for i in 0..batch.num_rows() {
+                self.staged
+                    .programs
+                    .push((ids.value(i).to_string(), starts.value(i)));
+            }
+        }
+        let rows = batch.num_rows() as u64;
+        let w = match self.writers.entry(quarter) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let name = match quarter {
+                    Some(q) => format!("{q}.parquet"),
+                    None => "all.parquet".to_string(),
+                };
+                e.insert(spawn_writer(
+                    self.scope,
+                    self.staging.join(name),
+                    quarter,
+                    self.rules.schema.clone(),
+                    self.props.clone(),
+                )?)
+            }
+        };
+        if w.tx.send(batch).is_err() {
+            // The writer stopped on an error: report it.
+            let w = self.writers.remove(&quarter).expect("present");
+            return Err(
+                match w.handle.join().expect("a writer thread does not panic") {
+                    Err(e) => e,
+                    Ok(d) => IngestError::Io {
+                        path: d.path,
+                        source: std::io::Error::other("the writer stopped early"),
+                    },
+                },
+            );
+        }
+        self.staged.rows_loaded += rows;
+        Ok(())
+    }
+
+    /// Waits for every writer to finish its file.
+    fn finish(mut self) -> Result<StagedFile, IngestError> {
+        for (_, w) in std::mem::take(&mut self.writers) {
+            drop(w.tx);
+            self.staged
+                .data
+                .push(w.handle.join().expect("a writer thread does not panic")?);
+        }
+        self.staged.rejects.sort();
+        Ok(self.staged)
+    }
+}
+
 /// Takes chunk results in file order, removes duplicate keys and writes the rest.
 fn collect(
     path: &Path,
     rules: &RowRules,
     staging: &Path,
+    seen: &mut SeenKeys,
     progress: &ProgressBar,
-    results: mpsc::Receiver<(usize, usize, CheckedChunk)>,
+    results: mpsc::Receiver<(usize, usize, ChunkResult)>,
 ) -> Result<StagedFile, IngestError> {
     // Ids and free text are nearly unique: dictionary encoding them only costs time.
     let plain_columns = rules
@@ -405,153 +427,50 @@ fn collect(
         .table
         .column_index(&rules.table.primary_key)
         .expect("the dictionary checks the primary key");
-    let is_programs = rules.table.name == "programs";
-    let start_col = rules.table.column_index("start_date");
 
     std::thread::scope(|scope| {
-        let mut writers: BTreeMap<Option<Quarter>, QuarterWriter> = BTreeMap::new();
-        let mut pending: BTreeMap<usize, (usize, CheckedChunk)> = BTreeMap::new();
-        // Rows that lost their key to a smaller line, with that line.
-        let mut demoted: HashMap<u64, u64> = HashMap::new();
-        let mut next = 0usize;
-        let mut staged = StagedFile {
-            data: Vec::new(),
-            rows_read: 0,
-            rows_loaded: 0,
-            rows_rejected: 0,
-            rejects: Vec::new(),
-            programs: Vec::new(),
-            sha256: String::new(),
+        let mut out = Output {
+            scope,
+            rules,
+            staging,
+            props,
+            pk,
+            start_col: rules.table.column_index("start_date"),
+            writers: BTreeMap::new(),
+            staged: StagedFile {
+                data: Vec::new(),
+                rows_read: 0,
+                rows_loaded: 0,
+                rows_rejected: 0,
+                rejects: Vec::new(),
+                programs: Vec::new(),
+                sha256: String::new(),
+            },
+            held: Vec::new(),
+            held_rows: 0,
         };
+        let mut pending: BTreeMap<usize, (usize, ChunkResult)> = BTreeMap::new();
+        let mut next = 0usize;
         for (index, bytes, result) in results {
             pending.insert(index, (bytes, result));
-            while let Some((bytes, checked)) = pending.remove(&next) {
-                let CheckedChunk {
-                    result,
-                    status,
-                    demoted: newly_demoted,
-                } = checked;
-                demoted.extend(newly_demoted);
+            while let Some((bytes, result)) = pending.remove(&next) {
                 next += 1;
                 progress.inc(bytes as u64);
                 if let Some(problem) = result.problem {
                     return Err(IngestError::from_problem(path, problem));
                 }
-                staged.rows_read += result.rows_read;
-                staged.rows_rejected += result.rows_rejected;
-                staged.rejects.extend(result.rejects);
-                for (bucket, status) in result.buckets.into_iter().zip(status) {
-                    let mut keep = Vec::with_capacity(bucket.keys.len());
-                    let ids = bucket.batch.column(pk).as_string::<i32>();
-                    for (row, ((_, line), st)) in bucket.keys.iter().zip(status).enumerate() {
-                        let first = match st {
-                            KeyStatus::First if demoted.is_empty() => None,
-                            KeyStatus::First => demoted.remove(line),
-                            KeyStatus::Repeats(first) => Some(first),
-                        };
-                        let Some(first) = first else {
-                            keep.push(true);
-                            continue;
-                        };
-                        let id = ids.value(row);
-                        let reason = if first == 0 {
-                            format!(
-                                "{} '{id}' is already in the warehouse or an earlier file of this load",
-                                rules.table.primary_key
-                            )
-                        } else {
-                            format!("{} '{id}' repeats line {first}", rules.table.primary_key)
-                        };
-                        staged.rejects.push(Reject {
-                            line: *line,
-                            column: rules.table.primary_key.clone(),
-                            reason,
-                        });
-                        staged.rows_rejected += 1;
-                        keep.push(false);
-                    }
-                    let batch = if keep.iter().all(|k| *k) {
-                        bucket.batch
-                    } else {
-                        filter_record_batch(&bucket.batch, &BooleanArray::from(keep))
-                            .expect("a mask as long as the batch")
-                    };
-                    if batch.num_rows() == 0 {
-                        continue;
-                    }
-                    if is_programs && let Some(sc) = start_col {
-                        let ids = batch.column(pk).as_string::<i32>();
-                        let starts = batch
-                            .column(sc)
-                            .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-                        for i in 0..batch.num_rows() {
-                            staged
-                                .programs
-                                .push((ids.value(i).to_string(), starts.value(i)));
-                        }
-                    }
-                    let rows = batch.num_rows() as u64;
-                    let w = match writers.entry(bucket.quarter) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let name = match bucket.quarter {
-                                Some(q) => format!("{q}.parquet"),
-                                None => "all.parquet".to_string(),
-                            };
-                            e.insert(spawn_writer(
-                                scope,
-                                staging.join(name),
-                                bucket.quarter,
-                                rules.schema.clone(),
-                                props.clone(),
-                            )?)
-                        }
-                    };
-                    if w.tx.send(batch).is_err() {
-                        // The writer stopped on an error: report it.
-                        let w = writers.remove(&bucket.quarter).expect("present");
-                        return Err(
-                            match w.handle.join().expect("a writer thread does not panic") {
-                                Err(e) => e,
-                                Ok(d) => IngestError::Io {
-                                    path: d.path,
-                                    source: std::io::Error::other("the writer stopped early"),
-                                },
-                            },
-                        );
-                    }
-                    staged.rows_loaded += rows;
+                out.staged.rows_read += result.rows_read;
+                out.staged.rows_rejected += result.rows_rejected;
+                out.staged.rejects.extend(result.rejects);
+                for bucket in result.buckets {
+                    out.take(bucket, seen)?;
+                }
+                if out.holds_enough(seen) {
+                    out.settle(seen)?;
                 }
             }
         }
-        for (_, w) in writers {
-            drop(w.tx);
-            staged
-                .data
-                .push(w.handle.join().expect("a writer thread does not panic")?);
-        }
-        staged.rejects.sort();
-        Ok(staged)
+        out.settle(seen)?;
+        out.finish()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_smallest_line_keeps_a_key_whatever_the_order_of_claims() {
-        let seen = SeenKeys::default();
-        // A later chunk is checked first...
-        assert_eq!(seen.claim(7, 500), (KeyStatus::First, None));
-        // ...then an earlier one takes the key over and demotes line 500.
-        assert_eq!(seen.claim(7, 10), (KeyStatus::First, Some((500, 10))));
-        assert_eq!(seen.claim(7, 50), (KeyStatus::Repeats(10), None));
-        assert_eq!(seen.claim(8, 50), (KeyStatus::First, None));
-        // Keys of a staged file count as earlier for the next file.
-        seen.settle();
-        assert_eq!(seen.claim(7, 2), (KeyStatus::Repeats(0), None));
-        seen.insert_stored(9);
-        assert_eq!(seen.claim(9, 3), (KeyStatus::Repeats(0), None));
-    }
 }

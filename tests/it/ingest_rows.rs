@@ -321,3 +321,81 @@ fn duplicates_across_chunks_keep_the_first_line() {
         150_000 - 3
     );
 }
+
+#[test]
+fn many_repeats_of_stored_and_earlier_keys_are_all_caught() {
+    // 80,000 repeats: more than the collector holds back at once, so the suspects are
+    // settled several times while the file streams, against stored keys and earlier lines.
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let id = |i: usize| format!("E{i:07}");
+    let stored: Vec<String> = (0..60_000)
+        .map(|i| event(&id(i), "pk", "P001", "2025-02-03"))
+        .collect();
+    let first = write(
+        tmp.path(),
+        "overdose_events-1.csv",
+        csv(EVENTS_HEADER, &stored),
+    );
+    load(&wh, &first).unwrap();
+    // Row r of the second file: even rows are new ids 100,000 + r; odd rows repeat stored
+    // id r / 2 when r < 120,000, and after that the new id of the row 40,000 rows earlier
+    // (whose line is that row's + 40,000).
+    let rows: Vec<String> = (0..160_000usize)
+        .map(|r| {
+            let i = match r {
+                r if r % 2 == 0 => 100_000 + r,
+                r if r < 120_000 => r / 2,
+                r => 100_000 + r - 1 - 40_000,
+            };
+            event(&id(i), "pk", "P002", "2025-03-03")
+        })
+        .collect();
+    let second = write(
+        tmp.path(),
+        "overdose_events-2.csv",
+        csv(EVENTS_HEADER, &rows),
+    );
+    let opts = IngestOptions {
+        max_reject_rate: 0.6,
+        ..opts()
+    };
+    let r = ingest(&wh, &[second], &opts).unwrap();
+    let q = quarantine(&r);
+    assert_eq!(q.len(), 80_000);
+    for (line, column, reason) in &q {
+        let row = (*line - 2) as usize;
+        assert_eq!(row % 2, 1, "only odd rows repeat: line {line}");
+        assert_eq!(column, "event_id");
+        if row < 120_000 {
+            assert!(
+                reason.ends_with(&format!(
+                    "'{}' is already in the warehouse or an earlier file of this load",
+                    id(row / 2)
+                )),
+                "line {line}: {reason}"
+            );
+        } else {
+            let earlier = row - 1 - 40_000;
+            assert!(
+                reason.ends_with(&format!(
+                    "'{}' repeats line {}",
+                    id(100_000 + earlier),
+                    earlier + 2
+                )),
+                "line {line}: {reason}"
+            );
+        }
+    }
+    assert_eq!(
+        scalar(&wh, "SELECT count(*) FROM overdose_events"),
+        60_000 + 80_000
+    );
+    assert_eq!(
+        scalar(
+            &wh,
+            "SELECT count(*) FROM (SELECT event_id FROM overdose_events GROUP BY event_id HAVING count(*) > 1)"
+        ),
+        0
+    );
+}
