@@ -411,11 +411,12 @@ fn collect(
         .iter()
         .filter(|c| matches!(c.ty, ColumnType::Id | ColumnType::Text))
         .map(|c| ColumnPath::from(c.name.as_str()));
-    // Their page-level statistics would never prune anything either; dates keep theirs.
+    // Nor would their min/max statistics ever prune anything (rows are not sorted by id),
+    // and computing them compares every value; dates and enums keep theirs.
     let props = plain_columns
         .fold(WriterProperties::builder(), |b, c| {
             b.set_column_dictionary_enabled(c.clone(), false)
-                .set_column_statistics_enabled(c, EnabledStatistics::Chunk)
+                .set_column_statistics_enabled(c, EnabledStatistics::None)
         })
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
