@@ -267,10 +267,12 @@ mod tests {
     #[test]
     fn a_false_alarm_of_the_filter_resolves_as_first() {
         // Far past its capacity the filter says "maybe" to new keys; the list does not.
-        let mut seen = SeenKeys::default();
-        seen.filter = KeyFilter {
-            blocks: vec![[u32::MAX; 8]; 1],
-            capacity: usize::MAX,
+        let mut seen = SeenKeys {
+            filter: KeyFilter {
+                blocks: vec![[u32::MAX; 8]; 1],
+                capacity: usize::MAX,
+            },
+            keys: Vec::new(),
         };
         assert!(seen.admit(1, 2));
         assert!(seen.admit(2, 3));

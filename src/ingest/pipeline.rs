@@ -237,9 +237,11 @@ struct Held {
     keys: Vec<(u128, u64)>,
 }
 
-/// Suspects held before they are settled: enough to make a scan of the key list worth it, and
-/// never more than an eighth of the keys, so the scans cost a few passes over the list in all.
-const HELD_ROWS: usize = 1 << 16;
+/// Suspects are settled once they number an eighth of the keys admitted, so that the scans
+/// of the key list add up to a few passes over it, but at least `MIN_HELD` (a scan must be
+/// worth it) and at most `MAX_HELD` (held rows take memory: about 100 MiB at most).
+const MIN_HELD: usize = 1 << 16;
+const MAX_HELD: usize = 1 << 20;
 
 /// The collector's output side: one writer thread per quarter, the file's totals, and the
 /// suspects held back.
@@ -287,7 +289,7 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
 
     /// Whether the held suspects should be settled now.
     fn holds_enough(&self, seen: &SeenKeys) -> bool {
-        self.held_rows >= HELD_ROWS.max(seen.len() / 8)
+        self.held_rows >= (seen.len() / 8).clamp(MIN_HELD, MAX_HELD)
     }
 
     /// Settles every held suspect against the key list: repeats are rejected with the line
@@ -404,19 +406,22 @@ fn collect(
     progress: &ProgressBar,
     results: mpsc::Receiver<(usize, usize, ChunkResult)>,
 ) -> Result<StagedFile, IngestError> {
-    // Ids and free text are nearly unique: dictionary encoding them only costs time.
-    let plain_columns = rules
+    // Ids and free text are nearly unique: dictionary encoding them only costs time. Neither
+    // they nor enums (every value shows up in every row group) could ever prune a row group
+    // by min and max, and computing those compares every value; dates and booleans keep theirs.
+    let props = rules
         .table
         .columns
         .iter()
-        .filter(|c| matches!(c.ty, ColumnType::Id | ColumnType::Text))
-        .map(|c| ColumnPath::from(c.name.as_str()));
-    // Nor would their min/max statistics ever prune anything (rows are not sorted by id),
-    // and computing them compares every value; dates and enums keep theirs.
-    let props = plain_columns
         .fold(WriterProperties::builder(), |b, c| {
-            b.set_column_dictionary_enabled(c.clone(), false)
-                .set_column_statistics_enabled(c, EnabledStatistics::None)
+            let path = ColumnPath::from(c.name.as_str());
+            match c.ty {
+                ColumnType::Id | ColumnType::Text => b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_statistics_enabled(path, EnabledStatistics::None),
+                ColumnType::Enum => b.set_column_statistics_enabled(path, EnabledStatistics::None),
+                ColumnType::Date | ColumnType::Bool => b,
+            }
         })
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),

@@ -359,6 +359,19 @@ impl LineScan {
     }
 }
 
+/// The bytes an id may hold: ASCII letters and digits, `_`, `.`, `:` and `-`. A table, since
+/// every byte of every id is looked up.
+const ID_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-');
+        b += 1;
+    }
+    t
+};
+
 /// Splits one CSV line (without its line break) into fields, given its [`LineScan`].
 /// Unquoted fields are trimmed of spaces; a quoted field may hold commas and doubled quotes.
 /// Returns the buffer the ranges point into: the line itself, or `scratch` when a quoted field
@@ -629,10 +642,7 @@ pub fn validate_chunk(
                                 v.len(),
                                 col.max_len()
                             ))
-                        } else if !v
-                            .iter()
-                            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(b))
-                        {
+                        } else if !v.iter().all(|b| ID_BYTE[usize::from(*b)]) {
                             Err(format!(
                                 "{} is not an id: use letters, digits and _ . : - only",
                                 shown(v)
@@ -813,6 +823,18 @@ mod tests {
             assert_eq!(scan.has_quote, line.contains('"'), "{line:?}");
             assert_eq!(scan.has_at, line.contains('@'), "{line:?}");
         }
+    }
+
+    #[test]
+    fn id_bytes_are_letters_digits_and_four_marks() {
+        let allowed: Vec<u8> = (0..=255u8).filter(|b| ID_BYTE[usize::from(*b)]).collect();
+        let mut expected: Vec<u8> = (b'0'..=b'9')
+            .chain(b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .collect();
+        expected.extend(b"_.:-");
+        expected.sort();
+        assert_eq!(allowed, expected);
     }
 
     #[test]
