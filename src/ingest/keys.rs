@@ -200,7 +200,7 @@ impl SeenKeys {
     }
 
     /// After a file is staged, its keys count as earlier for the next file.
-    pub fn settle(&mut self) {
+    pub fn end_file(&mut self) {
         for (_, line) in &mut self.keys {
             *line = 0;
         }
@@ -229,7 +229,7 @@ mod tests {
             [Some(10), Some(10), None]
         );
         // Keys of a staged file count as earlier for the next file.
-        seen.settle();
+        seen.end_file();
         assert!(seen.admit(7, 2));
         assert_eq!(seen.first_lines(&[(7, 2)]), [Some(0)]);
         seen.admit(9, 0);

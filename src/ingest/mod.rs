@@ -578,7 +578,7 @@ fn stage_all(
                 quarantine: q,
             });
         }
-        seen.settle();
+        seen.end_file();
         programs.extend(sf.programs.iter().cloned());
         report.sha256 = sf.sha256.clone();
         staged.push((reports.len(), sf));

@@ -295,7 +295,7 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
     /// Settles every held suspect against the key list: repeats are rejected with the line
     /// they repeat, false alarms are written. Every line up to the suspects' has been
     /// admitted, since the collector takes chunks in file order.
-    fn settle(&mut self, seen: &SeenKeys) -> Result<(), IngestError> {
+    fn settle_suspects(&mut self, seen: &SeenKeys) -> Result<(), IngestError> {
         let held = std::mem::take(&mut self.held);
         self.held_rows = 0;
         let suspects: Vec<(u128, u64)> = held.iter().flat_map(|h| h.keys.iter().copied()).collect();
@@ -472,11 +472,11 @@ fn collect(
                     out.take(bucket, seen)?;
                 }
                 if out.holds_enough(seen) {
-                    out.settle(seen)?;
+                    out.settle_suspects(seen)?;
                 }
             }
         }
-        out.settle(seen)?;
+        out.settle_suspects(seen)?;
         out.finish()
     })
 }
