@@ -16,7 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hasher for keys that are already uniform 128-bit hashes.
 #[derive(Default)]
-pub struct PassThroughHasher(u64);
+struct PassThroughHasher(u64);
 
 impl Hasher for PassThroughHasher {
     fn finish(&self) -> u64 {
@@ -34,7 +34,7 @@ impl Hasher for PassThroughHasher {
 
 /// A 128-bit key hash as two words, so a list entry with its line is 24 bytes, not 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyHash(u64, u64);
+struct KeyHash(u64, u64);
 
 impl From<u128> for KeyHash {
     fn from(h: u128) -> Self {
