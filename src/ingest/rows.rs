@@ -803,7 +803,7 @@ mod tests {
     #[test]
     fn the_line_scan_finds_every_comma_quote_and_at_sign() {
         // Lengths around the 8-byte words, and bytes one off the searched ones (a `-` after a
-        // comma fooled the classic zero-byte trick with a borrow).
+        // comma would fool the classic zero-byte trick with a borrow).
         let mut scan = LineScan::default();
         for line in [
             "",
@@ -822,6 +822,21 @@ mod tests {
             assert_eq!(scan.commas, commas, "{line:?}");
             assert_eq!(scan.has_quote, line.contains('"'), "{line:?}");
             assert_eq!(scan.has_at, line.contains('@'), "{line:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_line_scan_agrees_with_a_byte_by_byte_search(
+            line in proptest::collection::vec(proptest::sample::select(
+                b",\"@-+!\x00\x01\x7f\x80\xffa ".to_vec()), 0..40)
+        ) {
+            let mut scan = LineScan::default();
+            scan.scan(&line);
+            let commas: Vec<usize> = (0..line.len()).filter(|i| line[*i] == b',').collect();
+            proptest::prop_assert_eq!(&scan.commas, &commas);
+            proptest::prop_assert_eq!(scan.has_quote, line.contains(&b'"'));
+            proptest::prop_assert_eq!(scan.has_at, line.contains(&b'@'));
         }
     }
 
