@@ -1,5 +1,8 @@
-//! The crate's top-level error, classified by who is at fault so that a CLI exit code (and,
-//! later, an HTTP status) is one `match` on [`Fault`].
+//! The crate's top-level error, classified by who is at fault ([`Fault`], from the
+//! leaf module [`crate::fault`]) so that a CLI exit code (and, later, an HTTP status) is one
+//! `match`.
+
+pub use crate::fault::Fault;
 
 use crate::dictionary::DictionaryError;
 use crate::ingest::IngestError;
@@ -7,19 +10,6 @@ use crate::ledger::LedgerError;
 use crate::privacy::PrivacyError;
 use crate::synth::SynthError;
 use crate::warehouse::WarehouseError;
-
-/// Who has to act to fix an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The input, a file or an argument, is wrong: the user fixes it.
-    BadInput,
-    /// Another writer holds the warehouse: try again later.
-    Busy,
-    /// The privacy budget (or its period) does not cover the request: the steward decides.
-    BudgetExhausted,
-    /// A defect or an environment failure (disk, permissions): the operator looks.
-    Internal,
-}
 
 /// Any error of the library.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,9 @@
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
 //! - [`error`]: the crate's error, classified by who is at fault.
-//! - [`failpoint`]: named crash points for the crash-safety tests.
+//! - [`fault`]: that classification ([`Fault`]), a leaf module every layer's error maps to.
+//! - [`failpoint`]: named crash points for the crash-safety tests; they exist only with the
+//!   `failpoints` cargo feature, which the tests turn on and production builds never have.
 //!
 //! The standard queries, the API and reports come as their own modules in later stages;
 //! every number they publish passes through [`privacy`].
@@ -33,6 +35,7 @@ pub mod demo;
 pub mod dictionary;
 pub mod error;
 pub mod failpoint;
+pub mod fault;
 pub mod ingest;
 pub mod ledger;
 pub mod privacy;
@@ -41,4 +44,5 @@ pub mod report;
 pub mod synth;
 pub mod warehouse;
 
-pub use error::{Error, Fault, Result};
+pub use error::{Error, Result};
+pub use fault::Fault;
