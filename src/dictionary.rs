@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
+use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
@@ -42,6 +43,49 @@ const SOURCES: [(&str, &str); 6] = [
 
 /// Longest value an `id` column accepts when the dictionary sets no `max_len`.
 pub const DEFAULT_ID_MAX_LEN: usize = 64;
+
+/// The bytes an id may hold: ASCII letters and digits, `_`, `.`, `:` and `-`. A table, since
+/// ingest looks up every byte of every id.
+pub const ID_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-');
+        b += 1;
+    }
+    t
+};
+
+/// Days from 0001-01-01 (chrono's day 1 of the common era) to 1970-01-01, the day Arrow's
+/// `Date32` counts from. A `date` column is stored as `Date32`.
+pub const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// Days since 1970-01-01, as Arrow's `Date32` counts them.
+pub fn epoch_days(d: NaiveDate) -> i32 {
+    d.num_days_from_ce() - EPOCH_DAYS_FROM_CE
+}
+
+/// The date of a `Date32` value.
+pub fn from_epoch_days(days: i32) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE).expect("Date32 in range")
+}
+
+/// Direct identifiers as they are usually written with separators. A declared id pattern
+/// must accept none of them: a value that its column's pattern accepts is not refused as a
+/// direct identifier (see `ingest`), so a pattern this loose would switch the check off.
+pub const IDENTIFIER_EXAMPLES: [&str; 10] = [
+    "123-45-6789",
+    "123 45 6789",
+    "123.45.6789",
+    "617-555-0100",
+    "617.555.0100",
+    "617 555 0100",
+    "617-5550100",
+    "(617) 555-0100",
+    "1-617-555-0100",
+    "+1 617 555 0100",
+];
 
 /// A fault in the dictionary files themselves.
 #[derive(Debug, thiserror::Error)]
@@ -111,9 +155,15 @@ pub struct Column {
     /// Longest allowed value of an `id` or `text` column, in characters.
     #[serde(default)]
     pub max_len: Option<usize>,
-    /// `table.column` that every non-empty value must exist in.
+    /// `table.column` that every non-empty value must exist in: the primary key of a table
+    /// that comes earlier in the dictionary.
     #[serde(default)]
     pub references: Option<String>,
+    /// The format of an `id` column's values (see [`IdPattern`]). A value must match it
+    /// whole. A value shaped like an SSN or a phone number that the pattern accepts is taken
+    /// as the id it is declared to be, not refused as a direct identifier.
+    #[serde(default)]
+    pub pattern: Option<String>,
 }
 
 impl Column {
@@ -145,9 +195,16 @@ pub struct Table {
     /// The column whose values are unique across the warehouse.
     pub primary_key: String,
     /// The date that places a row in a quarter: the Parquet partition key and the date that
-    /// must not precede the program's start.
+    /// must not precede the start of the row it references (its program's start).
     #[serde(default)]
     pub date_column: Option<String>,
+    /// The date a row's period starts: no row that references this table may be dated
+    /// before it (a program's `start_date`).
+    #[serde(default)]
+    pub start_column: Option<String>,
+    /// The date a row's period ends, never before its start (a program's `end_date`).
+    #[serde(default)]
+    pub end_column: Option<String>,
     pub columns: Vec<Column>,
 }
 
@@ -177,11 +234,25 @@ impl Table {
         self.columns.iter().map(|c| c.name.as_str())
     }
 
-    /// The `program_id` column, if rows of this table belong to a program.
-    pub fn program_column(&self) -> Option<usize> {
+    /// The column whose values must exist in another table, with that table's name: a person
+    /// table's `program_id`, which references `programs`. A table has at most one.
+    pub fn reference(&self) -> Option<(usize, &str)> {
+        self.columns.iter().enumerate().find_map(|(i, c)| {
+            let r = c.references.as_deref()?;
+            Some((i, r.split_once('.').map_or(r, |(t, _)| t)))
+        })
+    }
+
+    /// The compiled pattern of each column (`None` where none is declared), in column order.
+    pub fn patterns(&self) -> Vec<Option<IdPattern>> {
         self.columns
             .iter()
-            .position(|c| c.references.as_deref() == Some("programs.program_id"))
+            .map(|c| {
+                c.pattern
+                    .as_deref()
+                    .map(|p| IdPattern::parse(p).expect("the dictionary checks every pattern"))
+            })
+            .collect()
     }
 }
 
@@ -217,7 +288,7 @@ impl Dictionary {
 
     fn check(&self) -> Result<(), DictionaryError> {
         let mut names = HashSet::new();
-        for t in &self.tables {
+        for (position, t) in self.tables.iter().enumerate() {
             let file = format!("{}.toml", t.name);
             if !names.insert(&t.name) {
                 return Err(invalid(&file, "table defined twice".into()));
@@ -250,14 +321,78 @@ impl Dictionary {
                 }
                 if let Some(r) = &c.references {
                     let (rt, rc) = r.split_once('.').unwrap_or((r, ""));
-                    let target = self.tables.iter().find(|x| x.name == rt);
-                    if target.and_then(|x| x.column(rc)).is_none() {
+                    let target = self.tables.iter().position(|x| x.name == rt);
+                    let Some(target) = target.filter(|i| self.tables[*i].column(rc).is_some())
+                    else {
                         return Err(invalid(
                             &file,
                             format!("'{}' references unknown {r}", c.name),
                         ));
+                    };
+                    // Ingest loads tables in dictionary order and looks references up by key.
+                    if target >= position || self.tables[target].primary_key != rc {
+                        return Err(invalid(
+                            &file,
+                            format!(
+                                "'{}' references {r}, which is not the primary key of a table listed earlier",
+                                c.name
+                            ),
+                        ));
                     }
                 }
+                if let Some(p) = &c.pattern {
+                    if c.ty != ColumnType::Id {
+                        return Err(invalid(
+                            &file,
+                            format!("'{}' declares a pattern but is no id", c.name),
+                        ));
+                    }
+                    let pattern = IdPattern::parse(p)
+                        .map_err(|m| invalid(&file, format!("pattern of '{}': {m}", c.name)))?;
+                    if let Some(b) =
+                        (0..128u8).find(|b| pattern.may_hold(*b) && !ID_BYTE[usize::from(*b)])
+                    {
+                        return Err(invalid(
+                            &file,
+                            format!(
+                                "pattern of '{}' accepts '{}', which no id may hold",
+                                c.name,
+                                (b as char).escape_default()
+                            ),
+                        ));
+                    }
+                    if let Some(example) = IDENTIFIER_EXAMPLES
+                        .iter()
+                        .find(|e| pattern.matches(e.as_bytes()))
+                    {
+                        return Err(invalid(
+                            &file,
+                            format!(
+                                "pattern of '{}' accepts '{example}', written like a social security or phone number; declare a narrower pattern",
+                                c.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            if let Some(c) = t
+                .columns
+                .iter()
+                .find(|c| c.ty == ColumnType::Id && c.pattern.is_none() && c.references.is_none())
+            {
+                return Err(invalid(
+                    &file,
+                    format!(
+                        "id column '{}' declares no pattern; every id column that references no other table declares the format of its values",
+                        c.name
+                    ),
+                ));
+            }
+            if t.columns.iter().filter(|c| c.references.is_some()).count() > 1 {
+                return Err(invalid(
+                    &file,
+                    "a table may have one column that references another table".into(),
+                ));
             }
             match t.column(&t.primary_key) {
                 Some(pk) if pk.required && pk.ty == ColumnType::Id => {}
@@ -278,6 +413,27 @@ impl Dictionary {
                         ));
                     }
                 }
+            }
+            let is_date = |name: &Option<String>| {
+                name.as_deref()
+                    .is_none_or(|n| t.column(n).is_some_and(|c| c.ty == ColumnType::Date))
+            };
+            if !is_date(&t.start_column) || !is_date(&t.end_column) {
+                return Err(invalid(
+                    &file,
+                    "start_column and end_column must name date columns".into(),
+                ));
+            }
+            if let Some(sc) = &t.start_column
+                && !t.column(sc).is_some_and(|c| c.required)
+            {
+                return Err(invalid(
+                    &file,
+                    format!("start_column '{sc}' must be required"),
+                ));
+            }
+            if t.end_column.is_some() && t.start_column.is_none() {
+                return Err(invalid(&file, "end_column needs a start_column".into()));
             }
             let person_keys = t
                 .columns
@@ -313,6 +469,14 @@ impl Dictionary {
         self.tables.iter().map(|t| t.name.as_str()).collect()
     }
 
+    /// Whether a column of some table references `table` (as person tables reference
+    /// `programs`): then ingest keeps its keys and start dates for the tables loaded after it.
+    pub fn is_referenced(&self, table: &str) -> bool {
+        self.tables
+            .iter()
+            .any(|t| t.reference().is_some_and(|(_, r)| r == table))
+    }
+
     /// Renders the dictionary as the Markdown committed at `data-dictionary/README.md`.
     pub fn to_markdown(&self) -> String {
         let mut md = String::new();
@@ -325,7 +489,11 @@ impl Dictionary {
              Only differentially private aggregates of person tables ever leave the warehouse.\n\n\
              Values: `id` is 1 to 64 characters of letters, digits and `_ . : -` (unless a longer limit is given); \
              `date` is `YYYY-MM-DD`; `bool` is `true` or `false` (`1`/`0` and any case are accepted); \
-             an empty field is a missing value.\n\n",
+             an empty field is a missing value.\n\n\
+             Patterns: an `id` column with a pattern accepts only values that match it whole. A pattern is a sequence of \
+             characters and `[...]` classes (ranges such as `a-z` allowed), each optionally followed by `?`, `{n}` or `{m,n}`; \
+             `|` separates alternatives. A value shaped like a social security or phone number refuses the whole file, \
+             unless it sits in a column whose pattern accepts it; no pattern may accept such numbers written with separators.\n\n",
         );
         for t in &self.tables {
             let _ = writeln!(md, "- [`{}`](#{}): {}", t.name, t.name, t.description);
@@ -340,6 +508,15 @@ impl Dictionary {
             let _ = writeln!(md, "- Unique key: `{}`", t.primary_key);
             if let Some(dc) = &t.date_column {
                 let _ = writeln!(md, "- Quarter and program-start date: `{dc}`");
+            }
+            if let Some(sc) = &t.start_column {
+                let _ = writeln!(
+                    md,
+                    "- Start date: `{sc}`; no row that refers to this table may be dated earlier"
+                );
+            }
+            if let Some(ec) = &t.end_column {
+                let _ = writeln!(md, "- End date: `{ec}`, never before the start date");
             }
             md.push_str("\n| column | type | required | class | allowed values | description |\n");
             md.push_str("|---|---|---|---|---|---|\n");
@@ -356,6 +533,10 @@ impl Dictionary {
                 };
                 let allowed = match (&c.references, c.ty) {
                     (Some(r), _) => format!("a `{r}`"),
+                    (None, ColumnType::Id) if c.pattern.is_some() => format!(
+                        "pattern `{}`",
+                        c.pattern.as_deref().unwrap_or_default().replace('|', "\\|")
+                    ),
                     (None, ColumnType::Enum) => c
                         .values
                         .iter()
@@ -381,6 +562,200 @@ impl Dictionary {
         }
         md
     }
+}
+
+/// The declared format of an `id` column: alternatives separated by `|`, each a sequence of
+/// steps. A step is one character, or a class such as `[A-Za-z0-9_-]`, followed by `?`, `{n}`
+/// or `{m,n}` (once when none is given); `\` makes the next character literal. A value
+/// matches when one alternative matches it whole. Not a regular expression engine: no groups,
+/// no unbounded repetition, ASCII only, at most 127 characters per value, and matching costs
+/// a few operations per byte, since ingest matches every id it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdPattern {
+    alternatives: Vec<Vec<Step>>,
+}
+
+/// One step of an [`IdPattern`]: a byte class repeated `min` to `max` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    /// The ASCII bytes the step accepts, one bit each.
+    set: u128,
+    min: u8,
+    max: u8,
+}
+
+/// Longest value an [`IdPattern`] can accept: positions are kept as bits of a `u128`.
+const PATTERN_MAX_LEN: usize = 127;
+
+impl IdPattern {
+    /// Parses a pattern, or says what is wrong with it.
+    pub fn parse(text: &str) -> Result<IdPattern, String> {
+        if !text.is_ascii() {
+            return Err("a pattern is ASCII only".into());
+        }
+        let alternatives = text
+            .split('|')
+            .map(parse_steps)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(IdPattern { alternatives })
+    }
+
+    /// Whether `v` matches one alternative whole.
+    pub fn matches(&self, v: &[u8]) -> bool {
+        v.len() <= PATTERN_MAX_LEN && self.alternatives.iter().any(|a| matches_steps(a, v))
+    }
+
+    /// Whether some value the pattern accepts holds byte `b`.
+    pub fn may_hold(&self, b: u8) -> bool {
+        b < 128
+            && self
+                .alternatives
+                .iter()
+                .flatten()
+                .any(|s| s.max > 0 && (s.set >> b) & 1 == 1)
+    }
+}
+
+/// Parses one alternative of an [`IdPattern`].
+fn parse_steps(text: &str) -> Result<Vec<Step>, String> {
+    let b = text.as_bytes();
+    if b.is_empty() {
+        return Err("an alternative is empty".into());
+    }
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let set = match b[i] {
+            b'[' => {
+                let close = b[i + 1..]
+                    .iter()
+                    .position(|c| *c == b']')
+                    .ok_or("a '[' is not closed")?
+                    + i
+                    + 1;
+                let set = class_set(&b[i + 1..close])?;
+                i = close + 1;
+                set
+            }
+            b'\\' => {
+                let c = *b.get(i + 1).ok_or("the pattern ends with '\\'")?;
+                i += 2;
+                1u128 << c
+            }
+            c @ (b']' | b'{' | b'}' | b'?') => {
+                return Err(format!(
+                    "'{}' must follow a character or class, or be written '\\{}'",
+                    c as char, c as char
+                ));
+            }
+            c => {
+                i += 1;
+                1u128 << c
+            }
+        };
+        let (min, max) = match b.get(i) {
+            Some(b'?') => {
+                i += 1;
+                (0, 1)
+            }
+            Some(b'{') => {
+                let close = b[i..]
+                    .iter()
+                    .position(|c| *c == b'}')
+                    .ok_or("a '{' is not closed")?
+                    + i;
+                let inner = &text[i + 1..close];
+                i = close + 1;
+                let number = |n: &str| {
+                    n.trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|n| usize::from(*n) <= PATTERN_MAX_LEN)
+                        .ok_or_else(|| format!("'{{{inner}}}' is no count from 0 to 127"))
+                };
+                match inner.split_once(',') {
+                    Some((m, n)) => (number(m)?, number(n)?),
+                    None => (number(inner)?, number(inner)?),
+                }
+            }
+            _ => (1, 1),
+        };
+        if min > max || max == 0 {
+            return Err(format!("a count of {min} to {max} matches nothing"));
+        }
+        steps.push(Step { set, min, max });
+    }
+    let longest: usize = steps.iter().map(|s| usize::from(s.max)).sum();
+    if longest > PATTERN_MAX_LEN {
+        return Err(format!(
+            "it accepts values of up to {longest} characters; at most {PATTERN_MAX_LEN} are supported"
+        ));
+    }
+    Ok(steps)
+}
+
+/// The bytes of a class's inside, such as `A-Za-z0-9_-` (a `-` first or last is itself).
+fn class_set(inner: &[u8]) -> Result<u128, String> {
+    if inner.is_empty() {
+        return Err("a class '[]' is empty".into());
+    }
+    let mut set = 0u128;
+    let mut j = 0;
+    while j < inner.len() {
+        let c = inner[j];
+        if c == b'\\' {
+            let e = *inner.get(j + 1).ok_or("a class ends with '\\'")?;
+            set |= 1u128 << e;
+            j += 2;
+        } else if inner.get(j + 1) == Some(&b'-') && j + 2 < inner.len() {
+            let end = inner[j + 2];
+            if end < c {
+                return Err(format!(
+                    "the range '{}-{}' runs backwards",
+                    c as char, end as char
+                ));
+            }
+            for x in c..=end {
+                set |= 1u128 << x;
+            }
+            j += 3;
+        } else {
+            set |= 1u128 << c;
+            j += 1;
+        }
+    }
+    Ok(set)
+}
+
+/// Whether `v` matches `steps` whole. The positions each step can reach are the bits of a
+/// `u128`, so there is no backtracking and no allocation.
+fn matches_steps(steps: &[Step], v: &[u8]) -> bool {
+    let mut reach: u128 = 1;
+    for s in steps {
+        let mut next = 0u128;
+        let mut from = reach;
+        while from != 0 {
+            let p = from.trailing_zeros() as usize;
+            from &= from - 1;
+            if s.min == 0 {
+                next |= 1u128 << p;
+            }
+            let mut q = p;
+            let mut n = 0u8;
+            while n < s.max && q < v.len() && v[q] < 128 && (s.set >> v[q]) & 1 == 1 {
+                q += 1;
+                n += 1;
+                if n >= s.min {
+                    next |= 1u128 << q;
+                }
+            }
+        }
+        if next == 0 {
+            return false;
+        }
+        reach = next;
+    }
+    (reach >> v.len()) & 1 == 1
 }
 
 fn invalid(file: &str, message: String) -> DictionaryError {
@@ -413,8 +788,111 @@ mod tests {
         assert_eq!(outcome.ty, ColumnType::Enum);
         assert!(outcome.values.iter().any(|v| v == "engaged_survivor"));
         assert!(!attempts.column("event_id").unwrap().required);
-        assert_eq!(d.table("arrests").unwrap().program_column(), None);
-        assert_eq!(d.table("referrals").unwrap().program_column(), Some(2));
+        assert_eq!(d.table("arrests").unwrap().reference(), None);
+        assert_eq!(
+            d.table("referrals").unwrap().reference(),
+            Some((2, "programs"))
+        );
+        assert!(d.is_referenced("programs"));
+        assert!(!d.is_referenced("referrals"));
+        let programs = d.table("programs").unwrap();
+        assert_eq!(programs.start_column.as_deref(), Some("start_date"));
+        assert_eq!(programs.end_column.as_deref(), Some("end_date"));
+        // Every id column that references no other table declares its format.
+        for t in d.tables() {
+            for (c, p) in t.columns.iter().zip(t.patterns()) {
+                if c.ty == ColumnType::Id && c.references.is_none() {
+                    assert!(p.is_some(), "{}.{} declares no pattern", t.name, c.name);
+                }
+            }
+        }
+        // Every person table constrains person_key's format.
+        for t in d.tables().iter().filter(|t| t.kind == TableKind::Person) {
+            let ci = t.column_index("person_key").unwrap();
+            let p = t.patterns()[ci]
+                .clone()
+                .expect("person_key declares a pattern");
+            assert!(p.matches(b"pk0123456789abcdef"), "{}", t.name);
+            assert!(!p.matches(b"123456789"), "{}", t.name);
+            assert!(!p.matches(b"a.b"), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn epoch_days_round_trip() {
+        let d = NaiveDate::from_ymd_opt(1970, 1, 2).unwrap();
+        assert_eq!(epoch_days(d), 1);
+        assert_eq!(from_epoch_days(1), d);
+        let d = NaiveDate::from_ymd_opt(2025, 3, 31).unwrap();
+        assert_eq!(from_epoch_days(epoch_days(d)), d);
+    }
+
+    #[test]
+    fn id_patterns_match_whole_values() {
+        let p = IdPattern::parse("[A-Za-z][A-Za-z0-9_-]{0,5}|[0-9]{4}-[0-9]{1,3}").unwrap();
+        for ok in ["a", "pk_1-2", "Z00000", "2024-1", "2024-123"] {
+            assert!(p.matches(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "pk_1-23",
+            "2024-",
+            "2024-1234",
+            "202-12",
+            "a.b",
+            "é",
+        ] {
+            assert!(!p.matches(bad.as_bytes()), "{bad}");
+        }
+        // A step that must give back what an earlier one took: no greedy dead end.
+        let p = IdPattern::parse("[a-z0-9]{1,5}[0-9]{2}").unwrap();
+        assert!(p.matches(b"ab123"));
+        assert!(!p.matches(b"12"));
+        assert!(p.matches(b"a12"));
+        let p = IdPattern::parse("x?y\\?-[-a]").unwrap();
+        assert!(p.matches(b"y?--"));
+        assert!(p.matches(b"xy?-a"));
+        assert!(!p.matches(b"xy-a"));
+        for bad in [
+            "", "a||b", "[a", "[]", "a{2", "a{3,1}", "a{0}", "{2}", "a{200}", "[z-a]", "é",
+        ] {
+            assert!(IdPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(IdPattern::parse("[a-z]{100}[0-9]{28}").is_err());
+        assert!(IdPattern::parse("[a-z]{100}[0-9]{27}").is_ok());
+    }
+
+    #[test]
+    fn a_pattern_may_not_accept_written_identifiers_or_other_bytes() {
+        let table = |pattern: &str| {
+            format!(
+                r#"
+                name = "t"
+                description = "x"
+                kind = "public"
+                primary_key = "id"
+                [[columns]]
+                name = "id"
+                type = "id"
+                required = true
+                class = "public"
+                description = "x"
+                pattern = "{pattern}"
+            "#
+            )
+        };
+        let err =
+            Dictionary::parse(&[("t.toml", &table("[0-9]{3}-[0-9]{2}-[0-9]{4}"))]).unwrap_err();
+        assert!(err.to_string().contains("accepts '123-45-6789'"), "{err}");
+        let err = Dictionary::parse(&[("t.toml", &table("[A-Za-z0-9_.:-]{1,64}"))]).unwrap_err();
+        assert!(
+            err.to_string().contains("written like a social security"),
+            "{err}"
+        );
+        let err = Dictionary::parse(&[("t.toml", &table("[a-z/]{1,9}"))]).unwrap_err();
+        assert!(err.to_string().contains("accepts '/'"), "{err}");
+        assert!(Dictionary::parse(&[("t.toml", &table("[0-9]{4}-[0-9]{5,6}"))]).is_ok());
     }
 
     #[test]
@@ -459,14 +937,25 @@ mod tests {
             "{err}"
         );
 
+        let with_pattern = "pattern = \"[a-z]{1,9}\"";
         let person_without_key = bad_ref
             .replace("kind = \"public\"", "kind = \"person\"")
-            .replace("references = \"nowhere.id\"", "");
+            .replace("references = \"nowhere.id\"", with_pattern);
         let err = Dictionary::parse(&[("t.toml", &person_without_key)]).unwrap_err();
         assert!(err.to_string().contains("person_key"), "{err}");
 
-        let wrong_file = bad_ref.replace("references = \"nowhere.id\"", "");
+        let wrong_file = bad_ref.replace("references = \"nowhere.id\"", with_pattern);
         let err = Dictionary::parse(&[("u.toml", &wrong_file)]).unwrap_err();
         assert!(err.to_string().contains("declares table 't'"), "{err}");
+        assert!(Dictionary::parse(&[("t.toml", &wrong_file)]).is_ok());
+
+        // An id column that references nothing must declare its format.
+        let without_pattern = bad_ref.replace("references = \"nowhere.id\"", "");
+        let err = Dictionary::parse(&[("t.toml", &without_pattern)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("id column 'id' declares no pattern"),
+            "{err}"
+        );
     }
 }

@@ -22,8 +22,8 @@ use std::sync::mpsc;
 use chrono::{Days, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::dictionary::Dictionary;
-use crate::error::Fault;
+use crate::dictionary::{Dictionary, DictionaryError};
+use crate::fault::Fault;
 use crate::quarter::Quarter;
 
 /// Errors of the generator.
@@ -36,13 +36,15 @@ pub enum SynthError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the data dictionary built into outreach is invalid, a defect of this build: {0}")]
+    Dictionary(&'static DictionaryError),
 }
 
 impl SynthError {
     pub fn fault(&self) -> Fault {
         match self {
             SynthError::Invalid(_) => Fault::BadInput,
-            SynthError::Io { .. } => Fault::Internal,
+            SynthError::Io { .. } | SynthError::Dictionary(_) => Fault::Internal,
         }
     }
 }
@@ -828,7 +830,7 @@ const BLOCK: u64 = 5_000;
 /// Writes the synthetic exports into `out`, one `<table>.csv` per table.
 pub fn synth(out: &Path, cfg: &SynthConfig, progress: bool) -> Result<SynthSummary, SynthError> {
     cfg.check()?;
-    let dict = Dictionary::builtin().map_err(|e| SynthError::Invalid(e.to_string()))?;
+    let dict = Dictionary::builtin().map_err(SynthError::Dictionary)?;
     std::fs::create_dir_all(out).map_err(|source| SynthError::Io {
         path: out.to_path_buf(),
         source,

@@ -114,11 +114,14 @@ pub fn identifier_column(name: &str) -> Option<IdentifierKind> {
         .map(|(_, k)| *k)
 }
 
-/// Whether a field's value looks like a direct identifier: an email address, an SSN written
-/// `123-45-6789` or `123 45 6789`, or a US phone number such as `(617) 555-0100`,
-/// `617-555-0100`, `617.555.0100` or `+1 617 555 0100`. Plain digit strings are not
-/// flagged, since record ids are often numeric. `may_hold_at` is false when the caller knows
-/// the value has no `@` (it checked the whole line), which skips the email test.
+/// Whether a field's value looks like a direct identifier: an email address, or a number
+/// that, stripped of the separators people write in them (space, `-`, `.`, `(`, `)`, `+`),
+/// has the digits of an SSN or a US phone number: nine (`123-45-6789`, `123.45.6789`,
+/// `123456789`), ten (`6175550100`, `(617) 555-0100`, `617-5550100`) or eleven starting with
+/// `1` (`1-617-555-0100`, `+1 617 555 0100`). Shapes are not matched exactly, since people
+/// write these numbers in every way; a column whose declared id pattern accepts such a value
+/// is exempt (see `ingest`). `may_hold_at` is false when the caller knows the value has no
+/// `@` (it checked the whole line), which skips the email test.
 pub fn identifier_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
     if v.len() < 6 || v.len() > 254 {
         return None;
@@ -126,40 +129,38 @@ pub fn identifier_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
     if may_hold_at && memchr::memchr(b'@', v).is_some() {
         return looks_like_email(v).then_some(IdentifierKind::Email);
     }
-    // Cheap gates: SSNs and phone numbers are 11 to 17 bytes with 9 to 11 digits.
-    if !(11..=17).contains(&v.len()) {
-        return None;
-    }
-    let digits = v.iter().filter(|b| b.is_ascii_digit()).count();
-    if !(9..=11).contains(&digits) {
-        return None;
-    }
-    if is_pattern(v, b"ddd-dd-dddd") || is_pattern(v, b"ddd dd dddd") {
-        return Some(IdentifierKind::SocialSecurityNumber);
-    }
-    let phone_shapes: [&[u8]; 8] = [
-        b"(ddd) ddd-dddd",
-        b"(ddd)ddd-dddd",
-        b"ddd-ddd-dddd",
-        b"ddd.ddd.dddd",
-        b"ddd ddd dddd",
-        b"+1 ddd ddd dddd",
-        b"+1-ddd-ddd-dddd",
-        b"+1 (ddd) ddd-dddd",
-    ];
-    phone_shapes
-        .iter()
-        .any(|p| is_pattern(v, p))
-        .then_some(IdentifierKind::Phone)
+    number_kind(v)
 }
 
-/// `d` in the pattern matches one ASCII digit; every other byte matches itself.
-fn is_pattern(v: &[u8], pattern: &[u8]) -> bool {
-    v.len() == pattern.len()
-        && v.iter().zip(pattern).all(|(b, p)| match p {
-            b'd' => b.is_ascii_digit(),
-            _ => b == p,
-        })
+/// Longest value read as a written number: `+1 (617) 555-0100` with room for more spaces.
+const MAX_NUMBER_BYTES: usize = 24;
+
+/// An SSN or phone number, told by its digits once separators are stripped. Stops at the
+/// first byte that is neither, which for ids, enums and text is nearly always the first.
+fn number_kind(v: &[u8]) -> Option<IdentifierKind> {
+    if !(9..=MAX_NUMBER_BYTES).contains(&v.len()) {
+        return None;
+    }
+    let mut digits = 0u32;
+    let mut first = 0u8;
+    for &b in v {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 0 {
+                    first = b;
+                }
+                digits += 1;
+            }
+            b' ' | b'-' | b'.' | b'(' | b')' | b'+' => {}
+            _ => return None,
+        }
+    }
+    match digits {
+        9 => Some(IdentifierKind::SocialSecurityNumber),
+        10 => Some(IdentifierKind::Phone),
+        11 if first == b'1' => Some(IdentifierKind::Phone),
+        _ => None,
+    }
 }
 
 fn looks_like_email(v: &[u8]) -> bool {
@@ -218,19 +219,33 @@ mod tests {
             ("617-555-0100", IdentifierKind::Phone),
             ("617.555.0100", IdentifierKind::Phone),
             ("+1 617 555 0100", IdentifierKind::Phone),
+            // Written any other way, the digits still tell.
+            ("6175550100", IdentifierKind::Phone),
+            ("1-617-555-0100", IdentifierKind::Phone),
+            ("617-5550100", IdentifierKind::Phone),
+            ("617 555-0100", IdentifierKind::Phone),
+            ("+1 (617) 555-0100", IdentifierKind::Phone),
+            ("16175550100", IdentifierKind::Phone),
+            ("123.45.6789", IdentifierKind::SocialSecurityNumber),
+            ("123456789", IdentifierKind::SocialSecurityNumber),
+            ("12-345-6789", IdentifierKind::SocialSecurityNumber),
+            ("2024-12345", IdentifierKind::SocialSecurityNumber),
         ] {
             assert_eq!(identifier_value(v.as_bytes(), true), Some(kind), "{v}");
         }
         for ok in [
             "2025-03-14",
+            "2025/03/14",
             "E000012345",
-            "123456789",
+            "12345678",
+            "26175550100",
+            "123456789012",
             "pk_3fa85f6457174562",
             "OD000123401",
             "engaged_survivor",
             "Greater Boston PORT",
             "a@b",
-            "12-345-6789",
+            "617-555-0100 ext",
         ] {
             assert_eq!(identifier_value(ok.as_bytes(), true), None, "{ok}");
         }

@@ -2,8 +2,9 @@
 //!
 //! Every key's 128-bit hash is kept with its line in one flat list, in file order, and a
 //! blocked Bloom filter over the same hashes answers "new or maybe seen" for each row. The
-//! collector takes rows in file order, so a row the filter calls new is the first of its key,
-//! and its rows go straight to the writer. A row the filter calls maybe seen is a *suspect*: it
+//! collector admits keys in line order (chunks in file order, and within a chunk across its
+//! quarter buckets, never bucket by bucket), so a row the filter calls new is the first of its
+//! key, and its rows go straight to the writer. A row the filter calls maybe seen is a *suspect*: it
 //! is held back until the list is scanned for the smallest line holding its key. A suspect is
 //! then either a real repeat (rejected, naming that line) or a false alarm of the filter (kept).
 //!

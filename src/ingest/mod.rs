@@ -3,14 +3,16 @@
 //!
 //! One `outreach ingest` is one transaction and, if it loads anything, one new dataset version:
 //! 1. every file is hashed; a file already loaded (same SHA-256) is skipped and said so;
-//! 2. file-level checks (encoding, delimiter, header, direct identifiers) refuse a file whole;
-//! 3. rows are validated in parallel; bad rows go to a quarantine CSV with line, column and
-//!    reason, unless they exceed `--max-reject-rate`, which refuses the file;
+//! 2. file-level checks (encoding, delimiter, header, direct identifiers, quoted values that
+//!    run past their line) refuse a file whole; every line is scanned for direct identifiers
+//!    before any other check;
+//! 3. rows are validated in parallel; bad rows go to a quarantine CSV with line, column, rule
+//!    and redacted value, unless they exceed `--max-reject-rate`, which refuses the file;
 //! 4. valid rows are staged as Parquet; if any file was refused, the staging is dropped and
 //!    nothing is loaded;
-//! 5. staged files are renamed into place and the manifest is written last, by atomic rename:
-//!    that write is the commit. A crash before it leaves only files no manifest names, which
-//!    the next write removes.
+//! 5. staged files are renamed into place, every new folder is flushed into its parent, and
+//!    the manifest is written last, by atomic rename: that write is the commit. A crash
+//!    before it leaves only files no manifest names, which the next write moves to `trash/`.
 
 mod identifiers;
 mod keys;
@@ -30,24 +32,27 @@ use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use crate::dictionary::{epoch_days, from_epoch_days};
 pub use identifiers::{IdentifierKind, identifier_column, identifier_value};
-pub use rows::{Reject, epoch_days, from_epoch_days};
+pub use rows::{Reject, redacted};
 
-use crate::dictionary::{Dictionary, Table};
-use crate::error::Fault;
+use crate::dictionary::{Dictionary, DictionaryError, Table};
+use crate::fault::Fault;
 use crate::warehouse::{
-    CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, QUARANTINE_DIR,
-    TABLES_DIR, Warehouse, WarehouseError, now_rfc3339, sync_dir, write_atomic,
+    DataFile, DatasetVersion, Load, LoadedFile, QUARANTINE_DIR, Warehouse, WarehouseError,
+    WriteLock, check_complete_through, data_file_path, now_rfc3339, quarantine_path, sync_dir,
+    write_atomic,
 };
 use keys::SeenKeys;
 use pipeline::{StagedFile, stage_file};
-use rows::{FileProblem, RowRules, key_hash};
+use rows::{FileProblem, Referenced, RowRules, key_hash};
 
 /// Default share of rows that may fail validation before a file is refused.
 pub const DEFAULT_MAX_REJECT_RATE: f64 = 0.01;
 
 /// Environment variable that makes ingest abort the process at a named point, to test that a
-/// crash there leaves the warehouse as it was. Points: `after-staging`, `after-data-rename`.
+/// crash there leaves the warehouse as it was. Points: `after-staging`, `after-data-rename`,
+/// and `dir-synced:<folder>` after each new folder is flushed (see `Warehouse::create_dir`).
 pub const FAIL_POINT_ENV: &str = crate::failpoint::ENV;
 
 /// Errors of ingest. Each says what is wrong and where; none leaves data half-written.
@@ -91,6 +96,10 @@ pub enum IngestError {
         kind: &'static str,
     },
     #[error(
+        "{file}, line {line}: a quoted value is not closed on its line; nothing was loaded. Values with line breaks are not supported (and an open quote would swallow the next line): remove line breaks from the values, or close the quote, and export the file again"
+    )]
+    MultilineField { file: PathBuf, line: u64 },
+    #[error(
         "{file}, line {line}: the file ends inside a row ({fields} of {expected} fields); it looks cut off, so export it again"
     )]
     Truncated {
@@ -120,8 +129,6 @@ pub enum IngestError {
     },
     #[error("--max-reject-rate must be a share between 0 and 1, not {0}")]
     BadRejectRate(f64),
-    #[error("--complete-through {0} is in the future; declare only dates that have passed")]
-    FutureCompleteThrough(NaiveDate),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -132,6 +139,8 @@ pub enum IngestError {
         path: PathBuf,
         source: datafusion::parquet::errors::ParquetError,
     },
+    #[error("the data dictionary built into outreach is invalid, a defect of this build: {0}")]
+    Dictionary(&'static DictionaryError),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
 }
@@ -139,7 +148,9 @@ pub enum IngestError {
 impl IngestError {
     pub fn fault(&self) -> Fault {
         match self {
-            IngestError::Io { .. } | IngestError::Parquet { .. } => Fault::Internal,
+            IngestError::Io { .. } | IngestError::Parquet { .. } | IngestError::Dictionary(_) => {
+                Fault::Internal
+            }
             IngestError::Warehouse(e) => e.fault(),
             _ => Fault::BadInput,
         }
@@ -162,9 +173,13 @@ impl IngestError {
         match p {
             FileProblem::Identifier { line, column, kind } => IngestError::DirectIdentifier {
                 file,
-                place: format!("a value in column '{column}' on line {line}"),
+                place: match column {
+                    Some(column) => format!("a value in column '{column}' on line {line}"),
+                    None => format!("a value on line {line}"),
+                },
                 kind: kind.describe(),
             },
+            FileProblem::OpenQuote { line } => IngestError::MultilineField { file, line },
             FileProblem::Encoding { line, byte } => IngestError::Encoding { file, line, byte },
             FileProblem::OverlongLine { line, bytes } => IngestError::OverlongLine {
                 file,
@@ -247,8 +262,10 @@ pub struct IngestReport {
     pub files: Vec<FileReport>,
     /// The new dataset version, or `None` when nothing new was loaded.
     pub version: Option<DatasetVersion>,
-    /// Data files removed because an interrupted earlier write had left them.
+    /// Files that an interrupted earlier write had left, moved out of the way.
     pub recovered_files: usize,
+    /// The folder under `trash/` they were moved to.
+    pub trash: Option<PathBuf>,
 }
 
 impl IngestReport {
@@ -266,11 +283,12 @@ impl IngestReport {
 
 impl fmt::Display for IngestReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.recovered_files > 0 {
+        if let Some(trash) = &self.trash {
             writeln!(
                 f,
-                "Removed {} data files left by an interrupted earlier load.",
-                self.recovered_files
+                "Moved {} files left by an interrupted earlier load to {}; nothing the manifest names was touched. Delete that folder when you no longer need it.",
+                self.recovered_files,
+                trash.display()
             )?;
         }
         writeln!(
@@ -342,17 +360,10 @@ pub fn ingest(
     if !(0.0..=1.0).contains(&opts.max_reject_rate) {
         return Err(IngestError::BadRejectRate(opts.max_reject_rate));
     }
-    if let Some(d) = opts.complete_through
-        && d > chrono::Utc::now().date_naive()
-    {
-        return Err(IngestError::FutureCompleteThrough(d));
+    if let Some(d) = opts.complete_through {
+        check_complete_through(d)?;
     }
-    let dict = Dictionary::builtin().map_err(|e| {
-        IngestError::Warehouse(WarehouseError::CorruptManifest {
-            path: "data-dictionary".into(),
-            message: e.to_string(),
-        })
-    })?;
+    let dict = Dictionary::builtin().map_err(IngestError::Dictionary)?;
     let files = expand_inputs(inputs)?;
     let mut planned: Vec<(&Table, PathBuf)> = files
         .into_iter()
@@ -364,11 +375,12 @@ pub fn ingest(
 
     let wh = Warehouse::open_or_create(root)?;
     let lock = wh.lock()?;
-    let recovered_files = wh.recover(&lock)?;
+    let recovery = wh.recover(&lock)?;
+    let (recovered_files, trash) = (recovery.moved, recovery.trash);
     let mut manifest = wh.manifest()?;
     let staging = wh.staging_dir(&lock)?;
 
-    let result = stage_all(&wh, &manifest, &planned, &staging, opts);
+    let result = stage_all(dict, &wh, &lock, &manifest, &planned, &staging, opts);
     let (reports, staged) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -389,6 +401,7 @@ pub fn ingest(
             files: reports,
             version: None,
             recovered_files,
+            trash,
         });
     }
 
@@ -400,19 +413,12 @@ pub fn ingest(
         let report = &mut reports[report_idx];
         let mut data_files = Vec::new();
         for d in &sf.data {
-            let rel = match d.quarter {
-                Some(q) => format!(
-                    "{TABLES_DIR}/{}/quarter={q}/v{:04}-{file_no:02}.parquet",
-                    report.table, version.0
-                ),
-                None => format!(
-                    "{TABLES_DIR}/{}/v{:04}-{file_no:02}.parquet",
-                    report.table, version.0
-                ),
-            };
+            let rel = data_file_path(&report.table, d.quarter, version, file_no);
+            let (rel_dir, _) = rel.rsplit_once('/').expect("a data file has a folder");
+            // New folders are flushed into their parents before the manifest names them.
+            wh.create_dir(rel_dir)?;
             let dest = wh.path(&rel);
             let dir = dest.parent().expect("a data file has a folder");
-            std::fs::create_dir_all(dir).map_err(IngestError::io(dir))?;
             std::fs::rename(&d.path, &dest).map_err(IngestError::io(&dest))?;
             sync_dir(dir)?;
             data_files.push(DataFile {
@@ -423,16 +429,9 @@ pub fn ingest(
         let quarantine = if sf.rejects.is_empty() {
             None
         } else {
-            let stem = report
-                .source
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let rel = format!("{QUARANTINE_DIR}/v{:04}-{file_no:02}-{stem}.csv", version.0);
-            let dest = wh.path(&rel);
-            std::fs::create_dir_all(wh.path(QUARANTINE_DIR))
-                .map_err(IngestError::io(&wh.path(QUARANTINE_DIR)))?;
-            write_atomic(&dest, &quarantine_csv(&sf.rejects))?;
+            let rel = quarantine_path(version, file_no, &report.source);
+            wh.create_dir(QUARANTINE_DIR)?;
+            write_atomic(&wh.path(&rel), &quarantine_csv(&sf.rejects))?;
             Some(rel)
         };
         report.outcome = FileOutcome::Loaded {
@@ -469,6 +468,7 @@ pub fn ingest(
         files: reports,
         version: Some(version),
         recovered_files,
+        trash,
     })
 }
 
@@ -483,14 +483,7 @@ fn declare_complete(
     tables.sort_unstable();
     tables.dedup();
     for t in tables {
-        manifest
-            .complete_through
-            .entry(t.to_string())
-            .or_default()
-            .push(CompletenessDeclaration {
-                through,
-                declared_at: now.to_string(),
-            });
+        manifest.declare_complete_through(t, through, now.to_string());
     }
 }
 
@@ -499,13 +492,17 @@ type Staged = (Vec<FileReport>, Vec<(usize, StagedFile)>);
 /// Checks and stages every planned file. Returns each file's report and the staged files
 /// (with the index of their report).
 fn stage_all(
+    dict: &Dictionary,
     wh: &Warehouse,
+    lock: &WriteLock,
     manifest: &crate::warehouse::Manifest,
     planned: &[(&Table, PathBuf)],
     staging: &Path,
     opts: &IngestOptions,
 ) -> Result<Staged, IngestError> {
-    let mut programs = stored_programs(wh, manifest)?;
+    // For each table that others reference (programs): its rows' keys and start dates, stored
+    // and staged so far.
+    let mut starts: HashMap<String, HashMap<String, i32>> = HashMap::new();
     let mut seen_by_table: HashMap<String, SeenKeys> = HashMap::new();
     let mut reports = Vec::new();
     let mut staged = Vec::new();
@@ -522,17 +519,17 @@ fn stage_all(
             outcome: FileOutcome::RepeatedInCommand,
         };
         // Only a file of the same size can repeat one: hash those first, and hash the others
-        // while reading them.
+        // while reading them. A repeat is the same bytes loaded into the same table.
         if manifest.may_hold_file_of_size(size) || sizes_here.contains(&size) {
             report.sha256 = source::sha256_file(path)?;
-            if let Some((load, _)) = manifest.load_of_file(&report.sha256) {
+            if let Some((load, _)) = manifest.load_of_file(&table.name, &report.sha256) {
                 report.outcome = FileOutcome::AlreadyLoaded(load.version);
                 reports.push(report);
                 continue;
             }
             if reports
                 .iter()
-                .any(|r: &FileReport| r.sha256 == report.sha256)
+                .any(|r: &FileReport| r.sha256 == report.sha256 && r.table == report.table)
             {
                 reports.push(report);
                 continue;
@@ -546,30 +543,49 @@ fn stage_all(
             seen_by_table.insert(table.name.clone(), keys);
         }
         let seen = seen_by_table.get_mut(&table.name).expect("inserted above");
-        let rules = RowRules::new(
-            table,
-            positions,
-            header.fields.len(),
-            &programs,
-            opts.min_date,
-            opts.max_date,
-        );
+        // The table this one's rows reference, and this one when others reference it.
+        let reference = table.reference().map(|(_, r)| r);
+        let keep_starts = dict.is_referenced(&table.name);
+        for name in reference
+            .into_iter()
+            .chain(keep_starts.then_some(table.name.as_str()))
+        {
+            if !starts.contains_key(name) {
+                let t = dict.table(name).expect("the dictionary checks references");
+                starts.insert(name.to_string(), stored_starts(wh, manifest, t)?);
+            }
+        }
         let progress = progress_bar(opts.progress, size.saturating_sub(header.body_offset), path);
         let file_staging = staging.join(format!("{:02}", staged.len()));
-        let sf = stage_file(
-            path,
-            header.body_offset,
-            &rules,
-            &file_staging,
-            seen,
-            &progress,
-        )?;
+        let sf = {
+            let referenced = reference.map(|r| Referenced {
+                table: dict.table(r).expect("the dictionary checks references"),
+                starts: &starts[r],
+            });
+            let rules = RowRules::new(
+                table,
+                positions,
+                header.fields.len(),
+                referenced,
+                keep_starts,
+                opts.min_date,
+                opts.max_date,
+            );
+            stage_file(
+                path,
+                header.body_offset,
+                &rules,
+                &file_staging,
+                seen,
+                &progress,
+            )?
+        };
         progress.finish_and_clear();
         if sf.rows_read == 0 {
             return Err(IngestError::HeaderOnly { file: path.clone() });
         }
         if sf.rows_rejected as f64 > opts.max_reject_rate * sf.rows_read as f64 {
-            let q = refused_quarantine(wh, path, &sf)?;
+            let q = refused_quarantine(wh, lock, path, &sf)?;
             return Err(IngestError::TooManyRejects {
                 file: path.clone(),
                 rejected: sf.rows_rejected,
@@ -579,7 +595,12 @@ fn stage_all(
             });
         }
         seen.end_file();
-        programs.extend(sf.programs.iter().cloned());
+        if keep_starts {
+            starts
+                .get_mut(&table.name)
+                .expect("loaded above")
+                .extend(sf.starts.iter().cloned());
+        }
         report.sha256 = sf.sha256.clone();
         staged.push((reports.len(), sf));
         reports.push(report);
@@ -587,21 +608,16 @@ fn stage_all(
     Ok((reports, staged))
 }
 
-/// Writes the reasons of a refused file where the steward can read them. The folder is a
-/// report, not data: no dataset version or reader depends on it.
+/// Writes the reasons of a refused file where the steward can read them, under a name no
+/// other report has. The folder is a report, not data: no dataset version or reader depends
+/// on it.
 fn refused_quarantine(
     wh: &Warehouse,
+    lock: &WriteLock,
     path: &Path,
     sf: &StagedFile,
 ) -> Result<PathBuf, IngestError> {
-    let dir = wh.path(QUARANTINE_DIR);
-    std::fs::create_dir_all(&dir).map_err(IngestError::io(&dir))?;
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let dest = dir.join(format!("refused-{stamp}-{stem}.csv"));
+    let dest = wh.refused_report_path(lock, path)?;
     write_atomic(&dest, &quarantine_csv(&sf.rejects))?;
     Ok(dest)
 }
@@ -675,25 +691,27 @@ fn named<'b>(batch: &'b RecordBatch, column: &str) -> &'b datafusion::arrow::arr
         .expect("for_each_stored_batch projects every requested column")
 }
 
-/// Programs already in the warehouse, with their start dates.
-fn stored_programs(
+/// The keys of `table`'s stored rows (programs, which other tables reference), with their
+/// start dates (`i32::MIN` for a table without a start column).
+fn stored_starts(
     wh: &Warehouse,
     manifest: &crate::warehouse::Manifest,
+    table: &Table,
 ) -> Result<HashMap<String, i32>, IngestError> {
     let mut out = HashMap::new();
-    for_each_stored_batch(
-        wh,
-        manifest,
-        "programs",
-        &["program_id", "start_date"],
-        |b| {
-            let ids = named(b, "program_id").as_string::<i32>();
-            let starts = named(b, "start_date").as_primitive::<Date32Type>();
-            for i in 0..b.num_rows() {
-                out.insert(ids.value(i).to_string(), starts.value(i));
-            }
-        },
-    )?;
+    let mut columns = vec![table.primary_key.as_str()];
+    columns.extend(table.start_column.as_deref());
+    for_each_stored_batch(wh, manifest, &table.name, &columns, |b| {
+        let ids = named(b, &table.primary_key).as_string::<i32>();
+        let starts = table
+            .start_column
+            .as_deref()
+            .map(|sc| named(b, sc).as_primitive::<Date32Type>());
+        for i in 0..b.num_rows() {
+            let start = starts.map_or(i32::MIN, |s| s.value(i));
+            out.insert(ids.value(i).to_string(), start);
+        }
+    })?;
     Ok(out)
 }
 

@@ -50,8 +50,9 @@ pub struct StagedFile {
     pub rows_rejected: u64,
     /// Rejected fields, by line.
     pub rejects: Vec<Reject>,
-    /// For the programs table: each loaded program's id and start date (epoch days).
-    pub programs: Vec<(String, i32)>,
+    /// For a table that others reference (programs): each loaded row's key and start date
+    /// (epoch days; `i32::MIN` for a table without a start column).
+    pub starts: Vec<(String, i32)>,
     /// SHA-256 of the whole file, computed while reading it.
     pub sha256: String,
 }
@@ -251,7 +252,6 @@ struct Output<'scope, 'env, 'a> {
     staging: &'a Path,
     props: WriterProperties,
     pk: usize,
-    start_col: Option<usize>,
     writers: BTreeMap<Option<Quarter>, QuarterWriter<'scope>>,
     staged: StagedFile,
     held: Vec<Held>,
@@ -259,31 +259,62 @@ struct Output<'scope, 'env, 'a> {
 }
 
 impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
-    /// Admits a bucket's keys in line order; writes the rows whose keys are new and holds
-    /// the suspects back.
-    fn take(&mut self, bucket: Bucket, seen: &mut SeenKeys) -> Result<(), IngestError> {
-        let suspect = seen.admit_all(&bucket.keys);
-        let suspects = suspect.iter().filter(|s| **s).count();
-        if suspects == 0 {
+    /// Admits a chunk's keys in line order, across its buckets: admitted bucket by bucket, a
+    /// later line in an earlier quarter would be admitted first and pass as the first of its
+    /// key. Writes the rows whose keys are new and holds the suspects back.
+    fn take_chunk(
+        &mut self,
+        buckets: Vec<Bucket>,
+        keys: &[(u128, u64)],
+        order: &[u32],
+        seen: &mut SeenKeys,
+    ) -> Result<(), IngestError> {
+        let suspect = seen.admit_all(keys);
+        if !suspect.contains(&true) {
+            for bucket in buckets {
+                self.write(bucket.quarter, bucket.batch)?;
+            }
+            return Ok(());
+        }
+        // Each bucket's mask and suspects' keys, in its own (line) order.
+        let mut masks: Vec<Vec<bool>> = buckets
+            .iter()
+            .map(|b| Vec::with_capacity(b.batch.num_rows()))
+            .collect();
+        let mut held_keys: Vec<Vec<(u128, u64)>> = vec![Vec::new(); buckets.len()];
+        for ((s, b), k) in suspect.iter().zip(order).zip(keys) {
+            masks[*b as usize].push(*s);
+            if *s {
+                held_keys[*b as usize].push(*k);
+            }
+        }
+        for ((bucket, suspect), keys) in buckets.into_iter().zip(masks).zip(held_keys) {
+            self.take(bucket, suspect, keys)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a bucket's rows whose keys are new and holds its suspects back, with their keys.
+    fn take(
+        &mut self,
+        bucket: Bucket,
+        suspect: Vec<bool>,
+        keys: Vec<(u128, u64)>,
+    ) -> Result<(), IngestError> {
+        if keys.is_empty() {
             return self.write(bucket.quarter, bucket.batch);
         }
         let new: BooleanArray = suspect.iter().map(|s| Some(!s)).collect();
         let new = filter_record_batch(&bucket.batch, &new).expect("a mask as long as the batch");
         self.write(bucket.quarter, new)?;
-        let held = filter_record_batch(&bucket.batch, &BooleanArray::from(suspect.clone()))
+        let held = filter_record_batch(&bucket.batch, &BooleanArray::from(suspect))
             .expect("a mask as long as the batch");
-        let keys = bucket
-            .keys
-            .into_iter()
-            .zip(suspect)
-            .filter_map(|(k, s)| s.then_some(k))
-            .collect();
+        self.held_rows += keys.len();
         self.held.push(Held {
             quarter: bucket.quarter,
             batch: held,
             keys,
         });
-        self.held_rows += suspects;
         Ok(())
     }
 
@@ -302,20 +333,19 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
         let mut firsts = seen.first_lines(&suspects).into_iter();
         let key_name = &self.rules.table.primary_key;
         for h in held {
-            let ids = h.batch.column(self.pk).as_string::<i32>();
             let mut keep = Vec::with_capacity(h.keys.len());
-            for (row, (_, line)) in h.keys.iter().enumerate() {
+            for (_, line) in &h.keys {
                 let Some(first) = firsts.next().expect("one answer per suspect") else {
                     keep.push(true);
                     continue;
                 };
-                let id = ids.value(row);
+                // The line names the row; the id itself stays out of the quarantine.
                 let reason = if first == 0 {
                     format!(
-                        "{key_name} '{id}' is already in the warehouse or an earlier file of this load"
+                        "{key_name} is already in the warehouse or an earlier file of this load"
                     )
                 } else {
-                    format!("{key_name} '{id}' repeats line {first}")
+                    format!("{key_name} repeats line {first}")
                 };
                 self.staged.rejects.push(Reject {
                     line: *line,
@@ -337,17 +367,16 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.rules.table.name == "programs"
-            && let Some(sc) = self.start_col
-        {
+        if self.rules.keep_starts {
             let ids = batch.column(self.pk).as_string::<i32>();
-            let starts = batch
-                .column(sc)
-                .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+            let starts = self.rules.start_column.map(|sc| {
+                batch
+                    .column(sc)
+                    .as_primitive::<datafusion::arrow::datatypes::Date32Type>()
+            });
             for i in 0..batch.num_rows() {
-                self.staged
-                    .programs
-                    .push((ids.value(i).to_string(), starts.value(i)));
+                let start = starts.map_or(i32::MIN, |s| s.value(i));
+                self.staged.starts.push((ids.value(i).to_string(), start));
             }
         }
         let rows = batch.num_rows() as u64;
@@ -441,7 +470,6 @@ fn collect(
             staging,
             props,
             pk,
-            start_col: rules.table.column_index("start_date"),
             writers: BTreeMap::new(),
             staged: StagedFile {
                 data: Vec::new(),
@@ -449,7 +477,7 @@ fn collect(
                 rows_loaded: 0,
                 rows_rejected: 0,
                 rejects: Vec::new(),
-                programs: Vec::new(),
+                starts: Vec::new(),
                 sha256: String::new(),
             },
             held: Vec::new(),
@@ -468,9 +496,7 @@ fn collect(
                 out.staged.rows_read += result.rows_read;
                 out.staged.rows_rejected += result.rows_rejected;
                 out.staged.rejects.extend(result.rejects);
-                for bucket in result.buckets {
-                    out.take(bucket, seen)?;
-                }
+                out.take_chunk(result.buckets, &result.keys, &result.order, seen)?;
                 if out.holds_enough(seen) {
                     out.settle_suspects(seen)?;
                 }

@@ -1,6 +1,11 @@
 //! Row validation: splits CSV lines, checks every field against the dictionary, and builds
 //! Arrow columns of the valid rows, split by quarter. Runs on one chunk of lines at a time so
 //! that chunks can be validated in parallel.
+//!
+//! Every line is first scanned for direct identifiers, whatever its shape: a line with the
+//! wrong number of fields or broken quotes is still read field by field for them. Rejected
+//! rows are reported by line, column and rule, and the value only in redacted form (letters
+//! become `a`/`A`, digits `9`): a near-miss of an identifier must not reach the quarantine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,25 +18,13 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 
 use super::identifiers::{IdentifierKind, identifier_value};
-use crate::dictionary::{ColumnType, Table};
+use crate::dictionary::{
+    ColumnClass, ColumnType, ID_BYTE, IdPattern, Table, epoch_days, from_epoch_days,
+};
 use crate::quarter::Quarter;
-
-/// Days from 0001-01-01 to 1970-01-01.
-const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// A line longer than this is refused as a damaged file (no line breaks or an open quote).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-
-/// Days since 1970-01-01, as Arrow's Date32 counts them.
-pub fn epoch_days(d: NaiveDate) -> i32 {
-    use chrono::Datelike;
-    d.num_days_from_ce() - EPOCH_DAYS_FROM_CE
-}
-
-/// The date of a Date32 value.
-pub fn from_epoch_days(days: i32) -> NaiveDate {
-    NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE).expect("Date32 in range")
-}
 
 /// One rejected field (or whole row, when `column` is empty).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,6 +32,7 @@ pub struct Reject {
     /// 1-based line number in the file; the header is line 1.
     pub line: u64,
     pub column: String,
+    /// The rule the field breaks, with its value redacted.
     pub reason: String,
 }
 
@@ -47,7 +41,8 @@ pub struct Reject {
 pub enum FileProblem {
     Identifier {
         line: u64,
-        column: String,
+        /// The value's column, when the line has the header's fields.
+        column: Option<String>,
         kind: IdentifierKind,
     },
     Encoding {
@@ -63,6 +58,20 @@ pub enum FileProblem {
         fields: usize,
         expected: usize,
     },
+    /// A quoted field runs past its line: a value with a line break, or a quote left open.
+    OpenQuote {
+        line: u64,
+    },
+}
+
+/// The rows of the table that a file's rows reference (the programs of a person table), as
+/// far as they are loaded or staged.
+#[derive(Debug, Clone, Copy)]
+pub struct Referenced<'a> {
+    pub table: &'a Table,
+    /// Each row's key and the first day of its period (epoch days; `i32::MIN` for a table
+    /// without a start column).
+    pub starts: &'a HashMap<String, i32>,
 }
 
 /// What the rules of one file need to know.
@@ -71,21 +80,31 @@ pub struct RowRules<'a> {
     pub table: &'a Table,
     /// For each table column, the position of its field in the file.
     pub field_of_column: Vec<usize>,
+    /// For each field of the header, its table column.
+    column_of_field: Vec<usize>,
     /// Number of fields in the header.
     pub n_fields: usize,
-    /// Known programs and their start dates (epoch days).
-    programs: HashMap<&'a [u8], i32, ahash::RandomState>,
+    /// The referencing column, with the rows it may name and their start dates (epoch days).
+    reference: Option<(usize, Referenced<'a>)>,
+    /// Keys of the referenced rows, for look-ups by the bytes of a field.
+    reference_starts: HashMap<&'a [u8], i32, ahash::RandomState>,
+    /// Whether other tables reference this one: then each loaded row's key and start date
+    /// are kept for the files loaded after it.
+    pub keep_starts: bool,
+    /// The column that starts each row's period, if the table has one.
+    pub start_column: Option<usize>,
     pub min_date: i32,
     pub max_date: i32,
     pub schema: SchemaRef,
     /// Each enum column's dictionary values, in the dictionary's order.
     enum_values: Vec<Option<ArrayRef>>,
     date_column: Option<usize>,
-    program_column: Option<usize>,
     pk_column: usize,
     start_end: Option<(usize, usize)>,
     /// Each enum column's matcher.
     enum_matchers: Vec<EnumMatcher>,
+    /// Each column's declared id pattern.
+    patterns: Vec<Option<IdPattern>>,
     /// First day (epoch days) of every quarter from `min_date` to `max_date`, ascending.
     quarter_starts: Vec<(i32, Quarter)>,
 }
@@ -123,11 +142,15 @@ impl EnumMatcher {
 }
 
 impl<'a> RowRules<'a> {
+    /// The rules for a file of `table` whose header puts column `i` at field
+    /// `field_of_column[i]`. `referenced` gives the rows its referencing column may name;
+    /// `keep_starts` says other tables reference this one.
     pub fn new(
         table: &'a Table,
         field_of_column: Vec<usize>,
         n_fields: usize,
-        programs: &'a HashMap<String, i32>,
+        referenced: Option<Referenced<'a>>,
+        keep_starts: bool,
         min_date: NaiveDate,
         max_date: NaiveDate,
     ) -> Self {
@@ -139,36 +162,47 @@ impl<'a> RowRules<'a> {
                     .then(|| Arc::new(StringArray::from(c.values.clone())) as ArrayRef)
             })
             .collect();
-        let start_end = table
-            .column_index("start_date")
-            .zip(table.column_index("end_date"));
+        let column = |name: &Option<String>| name.as_deref().and_then(|n| table.column_index(n));
+        let start_end = column(&table.start_column).zip(column(&table.end_column));
         let enum_matchers = table
             .columns
             .iter()
             .map(|c| EnumMatcher::new(&c.values))
             .collect();
+        let mut column_of_field = vec![0; n_fields];
+        for (ci, fi) in field_of_column.iter().enumerate() {
+            column_of_field[*fi] = ci;
+        }
         let mut quarter_starts = Vec::new();
         let mut q = Quarter::of(min_date);
         while q.first_day() <= max_date {
             quarter_starts.push((epoch_days(q.first_day()), q));
             q = q.next();
         }
+        let reference = table
+            .reference()
+            .zip(referenced)
+            .map(|((ci, _), r)| (ci, r));
+        let reference_starts: HashMap<&'a [u8], i32, ahash::RandomState> = referenced
+            .map(|r| r.starts.iter().map(|(k, v)| (k.as_bytes(), *v)).collect())
+            .unwrap_or_default();
         Self {
             table,
             field_of_column,
+            column_of_field,
             n_fields,
-            programs: programs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect(),
+            reference,
+            reference_starts,
+            keep_starts,
+            start_column: column(&table.start_column),
             enum_matchers,
+            patterns: table.patterns(),
             quarter_starts,
             min_date: epoch_days(min_date),
             max_date: epoch_days(max_date),
             schema: table.schema(),
             enum_values,
-            date_column: table
-                .date_column
-                .as_deref()
-                .and_then(|d| table.column_index(d)),
-            program_column: table.program_column(),
+            date_column: column(&table.date_column),
             pk_column: table
                 .column_index(&table.primary_key)
                 .expect("the dictionary checks the primary key"),
@@ -182,8 +216,6 @@ impl<'a> RowRules<'a> {
 pub struct Bucket {
     pub quarter: Option<Quarter>,
     pub batch: RecordBatch,
-    /// For each row: a 128-bit hash of its primary key and its line number.
-    pub keys: Vec<(u128, u64)>,
 }
 
 /// The result of validating one chunk of lines.
@@ -192,6 +224,11 @@ pub struct ChunkResult {
     pub rows_read: u64,
     pub rows_rejected: u64,
     pub buckets: Vec<Bucket>,
+    /// For each valid row, in line order: a 128-bit hash of its primary key and its line.
+    pub keys: Vec<(u128, u64)>,
+    /// For each valid row, in line order: the index of its bucket. A bucket's rows are in
+    /// line order, so this tells which row of which bucket each key belongs to.
+    pub order: Vec<u32>,
     pub rejects: Vec<Reject>,
     pub problem: Option<FileProblem>,
 }
@@ -242,7 +279,6 @@ enum Builder {
 struct BucketBuilder {
     quarter: Option<Quarter>,
     columns: Vec<Builder>,
-    keys: Vec<(u128, u64)>,
 }
 
 impl BucketBuilder {
@@ -258,11 +294,7 @@ impl BucketBuilder {
                 ColumnType::Bool => Builder::Bool(BooleanBuilder::new()),
             })
             .collect();
-        Self {
-            quarter,
-            columns,
-            keys: Vec::new(),
-        }
+        Self { quarter, columns }
     }
 
     fn push(&mut self, base: &[u8], values: &[Value]) {
@@ -308,7 +340,6 @@ impl BucketBuilder {
             quarter: self.quarter,
             batch: RecordBatch::try_new(rules.schema.clone(), arrays)
                 .expect("builders follow the table's schema"),
-            keys: self.keys,
         }
     }
 }
@@ -359,18 +390,24 @@ impl LineScan {
     }
 }
 
-/// The bytes an id may hold: ASCII letters and digits, `_`, `.`, `:` and `-`. A table, since
-/// every byte of every id is looked up.
-const ID_BYTE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-');
-        b += 1;
+/// Why a line does not split into fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SplitError {
+    /// A quoted field is not closed on its line: a value with a line break, or an open quote.
+    OpenQuote,
+    TextAfterQuote,
+    QuoteInField,
+}
+
+impl SplitError {
+    fn reason(self) -> &'static str {
+        match self {
+            SplitError::OpenQuote => "a quoted field is not closed on its line",
+            SplitError::TextAfterQuote => "text follows a closing quote",
+            SplitError::QuoteInField => "a quote appears inside an unquoted field",
+        }
     }
-    t
-};
+}
 
 /// Splits one CSV line (without its line break) into fields, given its [`LineScan`].
 /// Unquoted fields are trimmed of spaces; a quoted field may hold commas and doubled quotes.
@@ -381,7 +418,7 @@ fn split_fields<'a>(
     scan: &LineScan,
     scratch: &'a mut Vec<u8>,
     out: &mut Vec<(usize, usize)>,
-) -> Result<&'a [u8], String> {
+) -> Result<&'a [u8], SplitError> {
     out.clear();
     if !scan.has_quote {
         let mut start = 0;
@@ -408,7 +445,7 @@ fn split_fields<'a>(
             i += 1;
             loop {
                 match line.get(i) {
-                    None => return Err("a quoted field is not closed on its line".into()),
+                    None => return Err(SplitError::OpenQuote),
                     Some(b'"') if line.get(i + 1) == Some(&b'"') => {
                         scratch.push(b'"');
                         i += 2;
@@ -430,13 +467,13 @@ fn split_fields<'a>(
             match line.get(i) {
                 None => return Ok(scratch),
                 Some(b',') => i += 1,
-                Some(_) => return Err("text follows a closing quote".into()),
+                Some(_) => return Err(SplitError::TextAfterQuote),
             }
         } else {
             let end = memchr::memchr(b',', &line[i..]).map_or(line.len(), |p| i + p);
             let field = &line[i..end];
             if memchr::memchr(b'"', field).is_some() {
-                return Err("a quote appears inside an unquoted field".into());
+                return Err(SplitError::QuoteInField);
             }
             let (s, e) = trim(line, i, end);
             let start = scratch.len();
@@ -507,13 +544,74 @@ fn parse_bool(v: &[u8]) -> Option<bool> {
     }
 }
 
-fn shown(v: &[u8]) -> String {
-    let s = String::from_utf8_lossy(v);
-    if s.chars().count() > 40 {
-        format!("'{}…'", s.chars().take(40).collect::<String>())
+/// Longest stretch of a value that a reason shows, in redacted form.
+const SHOWN_CHARS: usize = 24;
+
+/// A value as a quarantine report may show it: its shape, not its content. Letters become
+/// `a` or `A`, digits `9`, other characters `*`; spaces and ASCII punctuation stay, so the
+/// steward sees what is wrong (`'99/99/9999'`, `'999 999-99'`) without the value, which may
+/// be a near-miss of a direct identifier. Long values are cut, with their length.
+pub fn redacted(v: &[u8]) -> String {
+    let text = String::from_utf8_lossy(v);
+    let mut out = String::from("'");
+    out.extend(text.chars().take(SHOWN_CHARS).map(|c| match c {
+        'A'..='Z' => 'A',
+        'a'..='z' => 'a',
+        '0'..='9' => '9',
+        c if c == ' ' || c.is_ascii_punctuation() => c,
+        _ => '*',
+    }));
+    let total = text.chars().count();
+    if total > SHOWN_CHARS {
+        out.push_str(&format!("…' ({total} characters)"));
     } else {
-        format!("'{s}'")
+        out.push('\'');
     }
+    out
+}
+
+/// The first direct identifier among a line's fields. A value that its column's declared id
+/// pattern accepts is that id, not an identifier. Every field is scanned, those past the
+/// header's too; a line with another count of fields than the header names no column.
+fn identifier_in_fields(
+    rules: &RowRules,
+    base: &[u8],
+    ranges: &[(usize, usize)],
+    has_at: bool,
+    line: u64,
+) -> Option<FileProblem> {
+    let aligned = ranges.len() == rules.n_fields;
+    for (fi, &(s, e)) in ranges.iter().enumerate() {
+        let v = &base[s..e];
+        let Some(kind) = identifier_value(v, has_at) else {
+            continue;
+        };
+        let column = aligned.then(|| rules.column_of_field[fi]);
+        if let Some(ci) = column
+            && rules.patterns[ci].as_ref().is_some_and(|p| p.matches(v))
+        {
+            continue;
+        }
+        return Some(FileProblem::Identifier {
+            line,
+            column: column.map(|ci| rules.table.columns[ci].name.clone()),
+            kind,
+        });
+    }
+    None
+}
+
+/// The first direct identifier in a line that does not split into fields (broken quotes):
+/// every stretch between commas and quotes is scanned, trimmed of spaces.
+fn identifier_in_raw(text: &[u8], has_at: bool, line: u64) -> Option<FileProblem> {
+    text.split(|b| *b == b',' || *b == b'"').find_map(|piece| {
+        let (s, e) = trim(piece, 0, piece.len());
+        identifier_value(&piece[s..e], has_at).map(|kind| FileProblem::Identifier {
+            line,
+            column: None,
+            kind,
+        })
+    })
 }
 
 /// Validates the lines of one chunk. `first_line` is the file line number of the chunk's first
@@ -570,7 +668,18 @@ pub fn validate_chunk(
         // or the email test.
         scan.scan(line);
         let has_at = scan.has_at;
-        let base = match split_fields(line, &scan, &mut scratch, &mut ranges) {
+        let split = split_fields(line, &scan, &mut scratch, &mut ranges);
+        // A direct identifier anywhere in the line refuses the whole file, before any other
+        // check and whatever the line's shape.
+        let identifier = match &split {
+            Ok(base) => identifier_in_fields(rules, base, &ranges, has_at, line_here),
+            Err(_) => identifier_in_raw(line, has_at, line_here),
+        };
+        if let Some(problem) = identifier {
+            result.problem = Some(problem);
+            return result;
+        }
+        let base = match split {
             Ok(base) => base,
             Err(_) if cut_off => {
                 result.problem = Some(FileProblem::Truncated {
@@ -580,12 +689,18 @@ pub fn validate_chunk(
                 });
                 return result;
             }
-            Err(reason) => {
+            // Read as a row, a value with a line break would split into two bad rows, and
+            // an open quote would swallow the next line's fields: refuse the file.
+            Err(SplitError::OpenQuote) => {
+                result.problem = Some(FileProblem::OpenQuote { line: line_here });
+                return result;
+            }
+            Err(e) => {
                 result.rows_rejected += 1;
                 result.rejects.push(Reject {
                     line: line_here,
                     column: String::new(),
-                    reason,
+                    reason: e.reason().to_string(),
                 });
                 continue;
             }
@@ -611,18 +726,6 @@ pub fn validate_chunk(
             });
             continue;
         }
-        // A direct identifier anywhere refuses the whole file, before any other check.
-        for (ci, col) in table.columns.iter().enumerate() {
-            let (s, e) = ranges[rules.field_of_column[ci]];
-            if let Some(kind) = identifier_value(&base[s..e], has_at) {
-                result.problem = Some(FileProblem::Identifier {
-                    line: line_here,
-                    column: col.name.clone(),
-                    kind,
-                });
-                return result;
-            }
-        }
         row_rejects.clear();
         for (ci, col) in table.columns.iter().enumerate() {
             let (s, e) = ranges[rules.field_of_column[ci]];
@@ -645,7 +748,16 @@ pub fn validate_chunk(
                         } else if !v.iter().all(|b| ID_BYTE[usize::from(*b)]) {
                             Err(format!(
                                 "{} is not an id: use letters, digits and _ . : - only",
-                                shown(v)
+                                redacted(v)
+                            ))
+                        } else if let Some(p) = &rules.patterns[ci]
+                            && !p.matches(v)
+                        {
+                            Err(format!(
+                                "{} does not match the pattern of {}: {}",
+                                redacted(v),
+                                col.name,
+                                col.pattern.as_deref().unwrap_or_default()
                             ))
                         } else {
                             Ok(Value::Str(s, e))
@@ -668,27 +780,27 @@ pub fn validate_chunk(
                         Some(i) => Ok(Value::Code(i as i32)),
                         None => Err(format!(
                             "{} is not one of {}",
-                            shown(v),
+                            redacted(v),
                             col.values.join(", ")
                         )),
                     },
                     ColumnType::Date => match parse_date(v) {
-                        None => Err(format!("{} is not a date written YYYY-MM-DD", shown(v))),
+                        None => Err(format!("{} is not a date written YYYY-MM-DD", redacted(v))),
                         Some(d) if d < rules.min_date => Err(format!(
                             "{} is before {}, the earliest plausible date",
-                            shown(v),
+                            from_epoch_days(d),
                             from_epoch_days(rules.min_date)
                         )),
                         Some(d) if d > rules.max_date => Err(format!(
                             "{} is after {}, the latest plausible date",
-                            shown(v),
+                            from_epoch_days(d),
                             from_epoch_days(rules.max_date)
                         )),
                         Some(d) => Ok(Value::Date(d)),
                     },
                     ColumnType::Bool => parse_bool(v)
                         .map(Value::Bool)
-                        .ok_or_else(|| format!("{} is not true or false", shown(v))),
+                        .ok_or_else(|| format!("{} is not true or false", redacted(v))),
                 }
             };
             match parsed {
@@ -705,18 +817,21 @@ pub fn validate_chunk(
         }
         // Rules across fields, checked once each field is valid on its own.
         if row_rejects.is_empty() {
-            if let Some(pc) = rules.program_column {
-                let Value::Str(s, e) = values[pc] else {
-                    unreachable!("program_id is a required id")
-                };
-                let pid_bytes = &base[s..e];
-                let pid = String::from_utf8_lossy(pid_bytes);
-                match rules.programs.get(pid_bytes) {
+            if let Some((rc, referenced)) = &rules.reference
+                && let Value::Str(s, e) = values[*rc]
+            {
+                let key = &base[s..e];
+                let col = &table.columns[*rc];
+                match rules.reference_starts.get(key) {
+                    // Not a known row: the value could be anything, so it is redacted.
                     None => row_rejects.push(Reject {
                         line: line_here,
-                        column: table.columns[pc].name.clone(),
+                        column: col.name.clone(),
                         reason: format!(
-                            "program '{pid}' is not in the programs table; load its row first"
+                            "{} {} is not in the {} table; load its row first",
+                            col.name,
+                            redacted(key),
+                            referenced.table.name
                         ),
                     }),
                     Some(&start) => {
@@ -724,13 +839,22 @@ pub fn validate_chunk(
                             && let Value::Date(d) = values[dc]
                             && d < start
                         {
+                            // The key of a known row of a public table (a program) is public.
+                            let shown = if col.class == ColumnClass::Public {
+                                format!("'{}'", String::from_utf8_lossy(key))
+                            } else {
+                                redacted(key)
+                            };
                             row_rejects.push(Reject {
                                 line: line_here,
                                 column: table.columns[dc].name.clone(),
                                 reason: format!(
-                                    "{} is before program '{pid}' started on {}",
+                                    "{} is before the {} {} of {} {}",
                                     from_epoch_days(d),
-                                    from_epoch_days(start)
+                                    referenced.table.start_column.as_deref().unwrap_or("start"),
+                                    from_epoch_days(start),
+                                    col.name,
+                                    shown
                                 ),
                             });
                         }
@@ -745,8 +869,9 @@ pub fn validate_chunk(
                     line: line_here,
                     column: table.columns[ei].name.clone(),
                     reason: format!(
-                        "{} is before the start date {}",
+                        "{} is before the {} {}",
                         from_epoch_days(e),
+                        table.columns[si].name,
                         from_epoch_days(s)
                     ),
                 });
@@ -767,17 +892,20 @@ pub fn validate_chunk(
             _ => unreachable!("the date column is required"),
         });
         let bucket = match buckets.iter().position(|b| b.quarter == quarter) {
-            Some(i) => &mut buckets[i],
+            Some(i) => i,
             None => {
                 buckets.push(BucketBuilder::new(rules, quarter));
-                buckets.last_mut().expect("just pushed")
+                buckets.len() - 1
             }
         };
         let Value::Str(ks, ke) = values[rules.pk_column] else {
             unreachable!("the primary key is a required id")
         };
-        bucket.keys.push((key_hash(&base[ks..ke]), line_here));
-        bucket.push(base, &values);
+        // Keys go in line order across buckets: the collector admits them in that order, so
+        // the first line of a key is the one kept, whatever the quarters of its repeats.
+        result.keys.push((key_hash(&base[ks..ke]), line_here));
+        result.order.push(bucket as u32);
+        buckets[bucket].push(base, &values);
     }
     result.buckets = buckets.into_iter().map(|b| b.finish(rules)).collect();
     result
@@ -793,7 +921,8 @@ mod tests {
         let mut scan = LineScan::default();
         scan.scan(line.as_bytes());
         assert_eq!(scan.has_quote, line.contains('"'), "{line}");
-        let base = split_fields(line.as_bytes(), &scan, &mut scratch, &mut out)?;
+        let base = split_fields(line.as_bytes(), &scan, &mut scratch, &mut out)
+            .map_err(|e| e.reason().to_string())?;
         Ok(out
             .iter()
             .map(|(s, e)| String::from_utf8(base[*s..*e].to_vec()).unwrap())
@@ -869,6 +998,42 @@ mod tests {
                 .contains("follows a closing quote")
         );
         assert!(split("a\"b,c").unwrap_err().contains("inside an unquoted"));
+    }
+
+    #[test]
+    fn redaction_keeps_the_shape_and_drops_the_value() {
+        assert_eq!(redacted(b"617 555-01"), "'999 999-99'");
+        assert_eq!(redacted(b"Jane Doe"), "'Aaaa Aaa'");
+        assert_eq!(redacted("Zoë".as_bytes()), "'Aa*'");
+        assert_eq!(
+            redacted(b"abcdefghijklmnopqrstuvwxyz"),
+            "'aaaaaaaaaaaaaaaaaaaaaaaa…' (26 characters)"
+        );
+    }
+
+    #[test]
+    fn a_line_that_does_not_split_is_still_scanned_for_identifiers() {
+        for line in [
+            "E1,\"123-45-6789",
+            "E1,\"617 555 0100\"x,more",
+            "E1,a\"b, jane@example.org ,c",
+        ] {
+            let mut scan = LineScan::default();
+            scan.scan(line.as_bytes());
+            let found = identifier_in_raw(line.as_bytes(), scan.has_at, 7);
+            assert!(
+                matches!(
+                    found,
+                    Some(FileProblem::Identifier {
+                        line: 7,
+                        column: None,
+                        ..
+                    })
+                ),
+                "{line}: {found:?}"
+            );
+        }
+        assert_eq!(identifier_in_raw(b"E1,\"open,2025-01-01", false, 7), None);
     }
 
     #[test]

@@ -94,12 +94,29 @@ impl Manifest {
         self.loads.last().map_or(DatasetVersion(0), |l| l.version)
     }
 
-    /// The load that already holds a file with this SHA-256, if any.
-    pub fn load_of_file(&self, sha256: &str) -> Option<(&Load, &LoadedFile)> {
+    /// The load that already holds a file with this SHA-256 in `table`, if any. The same
+    /// bytes loaded into another table (with `--table`) are not the same load.
+    pub fn load_of_file(&self, table: &str, sha256: &str) -> Option<(&Load, &LoadedFile)> {
         self.loads
             .iter()
             .flat_map(|l| l.files.iter().map(move |f| (l, f)))
-            .find(|(_, f)| f.sha256 == sha256)
+            .find(|(_, f)| f.sha256 == sha256 && f.table == table)
+    }
+
+    /// Records a steward's declaration that `table` is complete through `through`.
+    pub fn declare_complete_through(
+        &mut self,
+        table: &str,
+        through: NaiveDate,
+        declared_at: String,
+    ) {
+        self.complete_through
+            .entry(table.to_string())
+            .or_default()
+            .push(CompletenessDeclaration {
+                through,
+                declared_at,
+            });
     }
 
     /// Whether a file of this size may already be loaded (sizes unknown to older manifests
@@ -218,8 +235,12 @@ mod tests {
         assert_eq!(m.version().to_string(), "v2");
         let paths: Vec<_> = m.data_files("arrests").map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["a/1.parquet", "a/2.parquet", "a/3.parquet"]);
-        assert_eq!(m.load_of_file("cc").unwrap().0.version, DatasetVersion(2));
-        assert!(m.load_of_file("dd").is_none());
+        assert_eq!(
+            m.load_of_file("referrals", "cc").unwrap().0.version,
+            DatasetVersion(2)
+        );
+        assert!(m.load_of_file("arrests", "cc").is_none());
+        assert!(m.load_of_file("referrals", "dd").is_none());
 
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
         m.complete_through

@@ -1,5 +1,7 @@
 //! Opens the warehouse as a DataFusion session with every dictionary table registered.
 
+use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
@@ -10,8 +12,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use super::{Manifest, Result, Warehouse, WarehouseError, io_err};
-use crate::dictionary::Dictionary;
+use super::{Manifest, Result, Warehouse, dictionary, io_err};
 
 /// A DataFusion session over the warehouse as of its last committed manifest. Each table is
 /// registered under its dictionary name with the dictionary's schema, reading exactly the
@@ -29,10 +30,7 @@ pub fn open_session_at(wh: &Warehouse, manifest: &Manifest) -> Result<SessionCon
 }
 
 pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<SessionContext> {
-    let dict = Dictionary::builtin().map_err(|e| WarehouseError::CorruptManifest {
-        path: "data-dictionary".into(),
-        message: e.to_string(),
-    })?;
+    let dict = dictionary()?;
     let config = SessionConfig::new().with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
     let root = std::path::absolute(wh.root()).map_err(io_err(wh.root()))?;
@@ -40,7 +38,7 @@ pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<Session
         let schema = table.schema();
         let urls = manifest
             .data_files(&table.name)
-            .map(|f| ListingTableUrl::parse(root.join(&f.path).to_string_lossy()))
+            .map(|f| ListingTableUrl::parse(file_url(&root.join(&f.path))))
             .collect::<Result<Vec<_>, _>>()?;
         let provider: Arc<dyn TableProvider> = if urls.is_empty() {
             Arc::new(MemTable::try_new(schema, vec![vec![]])?)
@@ -55,4 +53,45 @@ pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<Session
         ctx.register_table(table.name.as_str(), provider)?;
     }
     Ok(ctx)
+}
+
+/// The `file://` URL of an absolute path, every byte but unreserved ones percent-encoded.
+/// `ListingTableUrl::parse` reads a plain path that holds `[`, `*` or `?` as a glob, which
+/// would match other files or none; a URL names exactly one file.
+fn file_url(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().replace('\\', "/").into_bytes();
+    let mut url = String::from("file://");
+    if !bytes.starts_with(b"/") {
+        url.push('/');
+    }
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || b"/-._~:".contains(&b) {
+            url.push(char::from(b));
+        } else {
+            let _ = write!(url, "%{b:02X}");
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_escape_glob_characters() {
+        assert_eq!(
+            file_url(Path::new("/tmp/w[1]*? %/v0001-00.parquet")),
+            "file:///tmp/w%5B1%5D%2A%3F%20%25/v0001-00.parquet"
+        );
+        let url = ListingTableUrl::parse(file_url(Path::new("/tmp/a[b]/x.parquet"))).unwrap();
+        assert!(url.get_glob().is_none());
+        assert_eq!(url.prefix().as_ref(), "tmp/a[b]/x.parquet");
+    }
 }

@@ -7,8 +7,8 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Date32Type, Int64Type};
 
 use super::session::session_for;
-use super::{DatasetVersion, Result, Warehouse};
-use crate::dictionary::Dictionary;
+use super::{DatasetVersion, Result, Warehouse, dictionary};
+use crate::dictionary::from_epoch_days;
 
 /// What the warehouse holds, with exact figures: for the steward's eyes only.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +35,7 @@ pub struct TableStatus {
 pub async fn status(wh: &Warehouse) -> Result<Status> {
     let manifest = wh.manifest()?;
     let ctx = session_for(wh, &manifest)?;
-    let dict = Dictionary::builtin().expect("session_for checked the dictionary");
+    let dict = dictionary()?;
     let mut tables = Vec::new();
     for t in dict.tables() {
         let sql = match &t.date_column {
@@ -52,10 +52,7 @@ pub async fn status(wh: &Warehouse) -> Result<Status> {
         let b = &batches[0];
         let date = |i: usize| {
             let a = b.column(i).as_primitive::<Date32Type>();
-            (!a.is_null(0)).then(|| {
-                NaiveDate::from_num_days_from_ce_opt(a.value(0) + EPOCH_DAYS_FROM_CE)
-                    .expect("a stored Date32 is a valid date")
-            })
+            (!a.is_null(0)).then(|| from_epoch_days(a.value(0)))
         };
         tables.push(TableStatus {
             table: t.name.clone(),
@@ -73,9 +70,6 @@ pub async fn status(wh: &Warehouse) -> Result<Status> {
         tables,
     })
 }
-
-/// Days from 0001-01-01 (CE day 1) to 1970-01-01, to turn Date32 into a date.
-pub(crate) const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

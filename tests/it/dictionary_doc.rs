@@ -28,3 +28,49 @@ fn markdown_documents_every_column() {
     }
     assert!(md.contains("`police_led`, `co_responder`, `public_health_led`, `peer_led`"));
 }
+
+#[test]
+fn every_id_column_that_references_nothing_declares_its_pattern() {
+    use outreach_warehouse::dictionary::{ColumnClass, ColumnType, IDENTIFIER_EXAMPLES, IdPattern};
+    let d = Dictionary::builtin().unwrap();
+    let md = d.to_markdown();
+    for t in d.tables() {
+        for c in &t.columns {
+            if c.ty != ColumnType::Id || c.references.is_some() {
+                continue;
+            }
+            let text = c
+                .pattern
+                .as_deref()
+                .unwrap_or_else(|| panic!("{}.{} declares no pattern", t.name, c.name));
+            let p = IdPattern::parse(text).unwrap();
+            // No declared format lets a written SSN or phone number through.
+            for e in IDENTIFIER_EXAMPLES {
+                assert!(
+                    !p.matches(e.as_bytes()),
+                    "{}.{} accepts {e}",
+                    t.name,
+                    c.name
+                );
+            }
+            assert!(
+                md.contains(&format!("pattern `{}`", text.replace('|', "\\|"))),
+                "{}.{}",
+                t.name,
+                c.name
+            );
+            // A pseudonymous key starts with a letter: no raw number passes as one.
+            if c.class == ColumnClass::PersonKey {
+                assert!(p.matches(b"pk0123456789abcdef"));
+                for raw in ["123456789", "0012345", "MRN:12345", "a.b", "_pk"] {
+                    assert!(
+                        !p.matches(raw.as_bytes()),
+                        "{}.{} accepts {raw}",
+                        t.name,
+                        c.name
+                    );
+                }
+            }
+        }
+    }
+}

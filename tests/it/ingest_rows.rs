@@ -56,18 +56,24 @@ fn bad_types_and_enums_are_quarantined_with_line_and_column() {
     // The header is line 1, so the first data row is line 2.
     assert_eq!(q[0].0, 2);
     assert_eq!(q[0].1, "fatal");
+    // Values are shown redacted: their shape, not their letters and digits.
     assert!(
-        q[0].2.contains("'maybe' is not true or false"),
+        q[0].2.contains("'aaaaa' is not true or false"),
         "{}",
         q[0].2
     );
     assert_eq!((q[1].0, q[1].1.as_str()), (3, "source"));
     assert!(
         q[1].2
-            .contains("'helicopter' is not one of ems, police, fire, hospital_ed, other")
+            .contains("'aaaaaaaaaa' is not one of ems, police, fire, hospital_ed, other")
     );
     assert_eq!((q[2].0, q[2].1.as_str()), (4, "event_date"));
-    assert!(q[2].2.contains("YYYY-MM-DD"));
+    assert!(
+        q[2].2
+            .contains("'99/99/9999' is not a date written YYYY-MM-DD"),
+        "{}",
+        q[2].2
+    );
     // Every failing field of a row is reported, not just the first.
     let line5: Vec<&str> = q
         .iter()
@@ -135,7 +141,7 @@ fn ids_must_be_unique_within_a_file() {
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].0, 8);
     assert_eq!(q[0].1, "event_id");
-    assert!(q[0].2.contains("'E0005' repeats line 2"), "{}", q[0].2);
+    assert_eq!(q[0].2, "event_id repeats line 2");
 }
 
 #[test]
@@ -158,11 +164,9 @@ fn ids_must_be_unique_across_loads() {
     let r = load(&wh, &second).unwrap();
     let q = quarantine(&r);
     assert_eq!(q.len(), 2);
-    assert!(
-        q[0].2
-            .contains("'E0000' is already in the warehouse or an earlier file of this load"),
-        "{}",
-        q[0].2
+    assert_eq!(
+        q[0].2,
+        "event_id is already in the warehouse or an earlier file of this load"
     );
     assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 600);
 }
@@ -171,8 +175,9 @@ fn ids_must_be_unique_across_loads() {
 fn program_must_exist() {
     let (line, col, reason) = one(event("E9001", "pk9", "P999", "2025-01-01"));
     assert_eq!((line, col.as_str()), (2, "program_id"));
+    // An unknown value could be anything: it is shown redacted.
     assert!(
-        reason.contains("program 'P999' is not in the programs table"),
+        reason.contains("program_id 'A999' is not in the programs table"),
         "{reason}"
     );
 }
@@ -182,7 +187,7 @@ fn no_dates_before_the_program_started() {
     let (line, col, reason) = one(event("E9001", "pk9", "P002", "2024-05-31"));
     assert_eq!((line, col.as_str()), (2, "event_date"));
     assert!(
-        reason.contains("2024-05-31 is before program 'P002' started on 2024-06-01"),
+        reason.contains("2024-05-31 is before the start_date 2024-06-01 of program_id 'P002'"),
         "{reason}"
     );
     // The day the program started is fine.
@@ -221,7 +226,7 @@ fn programs_are_checked_too() {
         (
             5,
             "end_date".into(),
-            "2024-01-01 is before the start date 2025-01-01".into()
+            "2024-01-01 is before the start_date 2025-01-01".into()
         )
     );
     assert_eq!((q[1].0, q[1].1.as_str()), (6, "team_model"));
@@ -230,10 +235,11 @@ fn programs_are_checked_too() {
 
 #[test]
 fn wrong_field_counts_and_quotes_are_row_errors() {
+    // A quote left open is a file error (see ingest_hardening); other broken quotes are rows.
     let q = quarantined(&[
         "E9001,pk9001,P001,2025-01-05,ems,false,true".into(),
         "E9002,pk9002,P001,2025-01-05,ems,false,true,true,25_34,male,nh_white,extra".into(),
-        "\"E9003,pk9003,P001,2025-01-05,ems,false,true,true,25_34,male,nh_white".into(),
+        "\"E9003\"x,pk9003,P001,2025-01-05,ems,false,true,true,25_34,male,nh_white".into(),
     ]);
     assert_eq!(
         q[0],
@@ -244,7 +250,11 @@ fn wrong_field_counts_and_quotes_are_row_errors() {
         (3, String::new(), "has 12 fields, the header has 11".into())
     );
     assert_eq!(q[2].0, 4);
-    assert!(q[2].2.contains("quoted field is not closed"), "{}", q[2].2);
+    assert!(
+        q[2].2.contains("text follows a closing quote"),
+        "{}",
+        q[2].2
+    );
 }
 
 #[test]
@@ -311,11 +321,7 @@ fn duplicates_across_chunks_keep_the_first_line() {
     // Data row i is on line i + 2. E0000005 first appears on line 7; E0149999 on line 60,002.
     assert_eq!(lines, [100_002, 149_002, 150_001]);
     assert!(q[0].2.contains("repeats line 7"), "{}", q[0].2);
-    assert!(
-        q[2].2.contains("'E0149999' repeats line 60002"),
-        "{}",
-        q[2].2
-    );
+    assert_eq!(q[2].2, "event_id repeats line 60002");
     assert_eq!(
         scalar(&wh, "SELECT count(*) FROM overdose_events"),
         150_000 - 3
@@ -368,22 +374,16 @@ fn many_repeats_of_stored_and_earlier_keys_are_all_caught() {
         assert_eq!(row % 2, 1, "only odd rows repeat: line {line}");
         assert_eq!(column, "event_id");
         if row < 120_000 {
-            assert!(
-                reason.ends_with(&format!(
-                    "'{}' is already in the warehouse or an earlier file of this load",
-                    id(row / 2)
-                )),
-                "line {line}: {reason}"
+            assert_eq!(
+                reason, "event_id is already in the warehouse or an earlier file of this load",
+                "line {line}"
             );
         } else {
             let earlier = row - 1 - 40_000;
-            assert!(
-                reason.ends_with(&format!(
-                    "'{}' repeats line {}",
-                    id(100_000 + earlier),
-                    earlier + 2
-                )),
-                "line {line}: {reason}"
+            assert_eq!(
+                reason,
+                &format!("event_id repeats line {}", earlier + 2),
+                "line {line}"
             );
         }
     }

@@ -168,9 +168,20 @@ fn crash_at(point: &str) {
     );
     assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 0);
     assert_eq!(scalar(&wh, "SELECT count(*) FROM programs"), 3);
-    // The next write clears what the crash left, then loads the file once.
+    // The next write moves what the crash left to trash/, says so, then loads the file once.
     let r = load(&wh, &f).unwrap();
     assert_eq!(r.version, Some(DatasetVersion(2)));
+    let trash = r
+        .trash
+        .clone()
+        .expect("the crash left files, moved to trash/");
+    assert!(r.recovered_files > 0);
+    assert!(trash.starts_with(wh.join("trash")), "{}", trash.display());
+    assert!(
+        r.to_string()
+            .contains("left by an interrupted earlier load to"),
+        "{r}"
+    );
     assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 500);
     let manifest = Warehouse::open(&wh).unwrap().manifest().unwrap();
     let named: std::collections::BTreeSet<String> = ["programs", "overdose_events"]
@@ -184,9 +195,24 @@ fn crash_at(point: &str) {
         .collect();
     let on_disk: std::collections::BTreeSet<String> = snapshot(&wh)
         .into_keys()
-        .filter(|k| k != "manifest.json")
+        .filter(|k| k != "manifest.json" && !k.starts_with("trash"))
         .collect();
     assert_eq!(on_disk, named, "only the files the manifest names remain");
+    // What the crash left was moved, not deleted: every file it wrote is in trash/, byte
+    // for byte, under the same relative path.
+    let left: std::collections::BTreeMap<String, Vec<u8>> = after_crash
+        .into_iter()
+        .filter(|(k, _)| !before.contains_key(k))
+        .collect();
+    assert!(!left.is_empty(), "the crash at {point} left no file");
+    let kept = snapshot(&trash);
+    assert_eq!(kept.len(), r.recovered_files, "{:?}", kept.keys());
+    assert!(
+        kept.keys().all(|k| k.ends_with(".parquet")),
+        "{:?}",
+        kept.keys()
+    );
+    assert_eq!(kept, left, "trash/ holds exactly what the crash left");
 }
 
 #[test]
