@@ -6,12 +6,18 @@
 //!
 //! - whether its rows depend on private data, and
 //! - which of its output columns are, by lineage, an unmodified `person_key` column of a
-//!   private table (a *person column*).
+//!   private table (a *person column*), and
+//! - which hold, by lineage, an unmodified `person_key` or NULL, such as the `person_key` of
+//!   the nullable side of an outer join (a *person-or-NULL column*; every person column is
+//!   one too).
 //!
 //! The invariant it keeps: every row of a private node depends only on one person's records
-//! and on public tables, and every person column of that row holds that person's key. A node
-//! that cannot keep the invariant is refused, by name, with the rule it broke. The query is
-//! accepted when its output has a `person_key` column that is a person column.
+//! and on public tables, every person column of that row holds that person's key, and every
+//! person-or-NULL column holds that person's key or NULL. A node that cannot keep the
+//! invariant is refused, by name, with the rule it broke. Aggregates, windows, DISTINCT and
+//! private joins must use a person column: a person-or-NULL column would put the NULL rows of
+//! many persons together. The query is accepted when its output has a `person_key` column that
+//! is a person-or-NULL column; the engine drops the rows whose `person_key` is NULL.
 
 use std::fmt;
 
@@ -22,7 +28,7 @@ use datafusion::logical_expr::{
     Aggregate, Distinct, Expr, ExprSchemable, Join, LogicalPlan, Operator, WindowFunctionDefinition,
 };
 
-use super::functions::{self, AGGREGATE_FUNCTIONS, WINDOW_FUNCTIONS};
+use super::functions::{self, AGGREGATE_FUNCTIONS, ArgRule, WINDOW_FUNCTIONS};
 use crate::dictionary::{ColumnClass, Dictionary, TableKind};
 
 /// Why a query was refused: the rule and the plan node that broke it.
@@ -77,8 +83,11 @@ impl fmt::Display for Refusal {
 #[derive(Debug, Clone)]
 struct Rel {
     private: bool,
-    /// One flag per output column: a person column.
+    /// One flag per output column: a person column, the row's person's key and never NULL.
     person: Vec<bool>,
+    /// One flag per output column: a person-or-NULL column, the row's person's key or NULL
+    /// (true for every person column too).
+    key_or_null: Vec<bool>,
 }
 
 impl Rel {
@@ -86,6 +95,7 @@ impl Rel {
         Rel {
             private: false,
             person: vec![false; n],
+            key_or_null: vec![false; n],
         }
     }
 }
@@ -106,7 +116,9 @@ pub fn analyse(plan: &LogicalPlan, dict: &Dictionary) -> Result<usize, Refusal> 
                 "the query has no output column `person_key`",
             )
         })?;
-    if !rel.private || !rel.person[idx] {
+    // The nullable side of an outer join still holds that person's key or NULL, and the
+    // engine drops rows whose `person_key` is NULL.
+    if !rel.private || !(rel.person[idx] || rel.key_or_null[idx]) {
         return Err(refusal(
             Rule::Lineage,
             plan,
@@ -143,6 +155,19 @@ fn is_person(expr: &Expr, schema: &DFSchema, rel: &Rel) -> bool {
     column_index(expr, schema).is_some_and(|i| rel.person.get(i).copied().unwrap_or(false))
 }
 
+fn is_key_or_null(expr: &Expr, schema: &DFSchema, rel: &Rel) -> bool {
+    column_index(expr, schema).is_some_and(|i| rel.key_or_null.get(i).copied().unwrap_or(false))
+}
+
+/// The end of a refusal for grouping or partitioning by a person-or-NULL column only.
+fn nullable_key_note(used: bool) -> &'static str {
+    if used {
+        " (a `person_key` from the nullable side of an outer join is NULL for many persons at once)"
+    } else {
+        ""
+    }
+}
+
 fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
     let out_len = plan.schema().fields().len();
     let rel = match plan {
@@ -172,7 +197,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
             match table.kind {
                 TableKind::Public => Rel::public(out_len),
                 TableKind::Person => {
-                    let person = scan
+                    let person: Vec<bool> = scan
                         .projected_schema
                         .fields()
                         .iter()
@@ -184,6 +209,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
                         .collect();
                     Rel {
                         private: true,
+                        key_or_null: person.clone(),
                         person,
                     }
                 }
@@ -203,13 +229,16 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
             let input = walk(&p.input, dict)?;
             let schema = p.input.schema();
             let mut person = Vec::with_capacity(p.expr.len());
+            let mut key_or_null = Vec::with_capacity(p.expr.len());
             for e in &p.expr {
                 check_expr_df(e, schema, plan)?;
                 person.push(is_person(e, schema, &input));
+                key_or_null.push(is_key_or_null(e, schema, &input));
             }
             Rel {
                 private: input.private,
                 person,
+                key_or_null,
             }
         }
         LogicalPlan::Filter(f) => {
@@ -284,21 +313,29 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
                         .iter()
                         .any(|p| is_person(p, schema, &input))
                 {
+                    let nullable = params
+                        .partition_by
+                        .iter()
+                        .any(|p| is_key_or_null(p, schema, &input));
                     return Err(refusal(
                         Rule::NotPersonLocal,
                         plan,
                         format!(
-                            "window `{}` over private data is not partitioned by an unmodified `person_key`",
-                            e.schema_name()
+                            "window `{}` over private data is not partitioned by an unmodified `person_key`{}",
+                            e.schema_name(),
+                            nullable_key_note(nullable)
                         ),
                     ));
                 }
             }
             let mut person = input.person.clone();
             person.resize(out_len, false);
+            let mut key_or_null = input.key_or_null.clone();
+            key_or_null.resize(out_len, false);
             Rel {
                 private: input.private,
                 person,
+                key_or_null,
             }
         }
         LogicalPlan::Join(j) => join(plan, j, dict)?,
@@ -312,9 +349,13 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
             let person = (0..out_len)
                 .map(|i| all_private && inputs.iter().all(|r| r.person.get(i) == Some(&true)))
                 .collect();
+            let key_or_null = (0..out_len)
+                .map(|i| all_private && inputs.iter().all(|r| r.key_or_null.get(i) == Some(&true)))
+                .collect();
             Rel {
                 private: inputs.iter().any(|r| r.private),
                 person,
+                key_or_null,
             }
         }
         LogicalPlan::Distinct(Distinct::All(input)) => {
@@ -350,6 +391,11 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
                     .select_expr
                     .iter()
                     .map(|e| is_person(e, schema, &input))
+                    .collect(),
+                key_or_null: on
+                    .select_expr
+                    .iter()
+                    .map(|e| is_key_or_null(e, schema, &input))
                     .collect(),
             }
         }
@@ -389,7 +435,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
             ));
         }
     };
-    if rel.person.len() != out_len {
+    if rel.person.len() != out_len || rel.key_or_null.len() != out_len {
         return Err(refusal(
             Rule::NotAQuery,
             plan,
@@ -448,21 +494,36 @@ fn aggregate(plan: &LogicalPlan, a: &Aggregate, dict: &Dictionary) -> Result<Rel
         }
     }
     if input.private && !a.group_expr.iter().any(|g| is_person(g, schema, &input)) {
+        let nullable = a
+            .group_expr
+            .iter()
+            .any(|g| is_key_or_null(g, schema, &input));
         return Err(refusal(
             Rule::NotPersonLocal,
             plan,
-            "an aggregate over private data must group by an unmodified `person_key`",
+            format!(
+                "an aggregate over private data must group by an unmodified `person_key`{}",
+                nullable_key_note(nullable)
+            ),
         ));
     }
+    let out_len = plan.schema().fields().len();
     let mut person: Vec<bool> = a
         .group_expr
         .iter()
         .map(|g| is_person(g, schema, &input))
         .collect();
-    person.resize(plan.schema().fields().len(), false);
+    person.resize(out_len, false);
+    let mut key_or_null: Vec<bool> = a
+        .group_expr
+        .iter()
+        .map(|g| is_key_or_null(g, schema, &input))
+        .collect();
+    key_or_null.resize(out_len, false);
     Ok(Rel {
         private: input.private,
         person,
+        key_or_null,
     })
 }
 
@@ -526,20 +587,33 @@ fn join(plan: &LogicalPlan, j: &Join, dict: &Dictionary) -> Result<Rel, Refusal>
             ),
         ));
     }
+    // The nullable side of an outer join keeps its person columns as person-or-NULL ones: a
+    // NULL-extended row holds NULL there, any other row the same person's key (the join is
+    // on `person_key` equality whenever both sides are private).
     let none = |r: &Rel| vec![false; r.person.len()];
-    let person: Vec<bool> = match j.join_type {
-        JoinType::Inner => [left.person.clone(), right.person.clone()].concat(),
-        JoinType::Left => [left.person.clone(), none(&right)].concat(),
-        JoinType::Right => [none(&left), right.person.clone()].concat(),
-        JoinType::Full => [none(&left), none(&right)].concat(),
-        JoinType::LeftSemi | JoinType::LeftAnti => left.person.clone(),
-        JoinType::RightSemi | JoinType::RightAnti => right.person.clone(),
-        JoinType::LeftMark => [left.person.clone(), vec![false]].concat(),
-        JoinType::RightMark => [right.person.clone(), vec![false]].concat(),
+    let both = [left.key_or_null.clone(), right.key_or_null.clone()].concat();
+    let (person, key_or_null): (Vec<bool>, Vec<bool>) = match j.join_type {
+        JoinType::Inner => ([left.person.clone(), right.person.clone()].concat(), both),
+        JoinType::Left => ([left.person.clone(), none(&right)].concat(), both),
+        JoinType::Right => ([none(&left), right.person.clone()].concat(), both),
+        JoinType::Full => ([none(&left), none(&right)].concat(), both),
+        JoinType::LeftSemi | JoinType::LeftAnti => (left.person.clone(), left.key_or_null.clone()),
+        JoinType::RightSemi | JoinType::RightAnti => {
+            (right.person.clone(), right.key_or_null.clone())
+        }
+        JoinType::LeftMark => (
+            [left.person.clone(), vec![false]].concat(),
+            [left.key_or_null.clone(), vec![false]].concat(),
+        ),
+        JoinType::RightMark => (
+            [right.person.clone(), vec![false]].concat(),
+            [right.key_or_null.clone(), vec![false]].concat(),
+        ),
     };
     Ok(Rel {
         private: left.private || right.private,
         person,
+        key_or_null,
     })
 }
 
@@ -578,6 +652,10 @@ fn subquery(sq: &datafusion::logical_expr::Subquery, plan: &LogicalPlan) -> Resu
     Ok(())
 }
 
+/// Longest LIKE pattern, in characters: a longer one could compile to a regular expression
+/// over the regex crate's size limit, which raises only when a row reaches it.
+const MAX_LIKE_PATTERN: usize = 1000;
+
 fn type_of(e: &Expr, schema: Option<&DFSchema>) -> Option<datafusion::arrow::datatypes::DataType> {
     schema.and_then(|s| e.get_type(s).ok())
 }
@@ -588,7 +666,6 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
     match e {
         Expr::Alias(_)
         | Expr::Column(_)
-        | Expr::Literal(..)
         | Expr::Not(_)
         | Expr::IsNotNull(_)
         | Expr::IsNull(_)
@@ -600,8 +677,11 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
         | Expr::IsNotUnknown(_)
         | Expr::Between(_)
         | Expr::Case(_)
-        | Expr::TryCast(_)
         | Expr::InList(_) => Ok(()),
+        Expr::Literal(value, _) => match functions::literal_refusal(value) {
+            Some(why) => bad(why),
+            None => Ok(()),
+        },
         // Aggregate and window calls are checked by their plan nodes; their arguments are
         // visited as children here.
         Expr::AggregateFunction(_) | Expr::WindowFunction(_) => Ok(()),
@@ -611,10 +691,24 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
             None => bad("negation of an expression of unknown type".into()),
         },
         Expr::Like(like) => {
-            if matches!(unalias(&like.pattern), Expr::Literal(..)) {
-                Ok(())
-            } else {
-                bad("LIKE with a pattern read from data".into())
+            // The pattern becomes a regular expression when a row reaches it: a pattern too
+            // long to compile, or an escape character DataFusion does not support, would
+            // raise then.
+            match unalias(&like.pattern) {
+                Expr::Literal(v, _)
+                    if v.try_as_str()
+                        .flatten()
+                        .is_some_and(|p| p.chars().count() > MAX_LIKE_PATTERN) =>
+                {
+                    bad(format!(
+                        "LIKE with a pattern over {MAX_LIKE_PATTERN} characters"
+                    ))
+                }
+                Expr::Literal(..) if like.escape_char.is_some_and(|c| c != '\\') => {
+                    bad("LIKE with an ESCAPE character other than the backslash".into())
+                }
+                Expr::Literal(..) => Ok(()),
+                _ => bad("LIKE with a pattern read from data".into()),
             }
         }
         Expr::SimilarTo(_) => {
@@ -634,8 +728,17 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
                     let dates = b.op == Minus
                         && lt == Some(DataType::Date32)
                         && rt == Some(DataType::Date32);
+                    let temporal =
+                        |t: &Option<DataType>| t.as_ref().is_some_and(|t| t.is_temporal());
                     if (numeric(&lt) && numeric(&rt)) || dates {
                         Ok(())
+                    } else if temporal(&lt) || temporal(&rt) {
+                        bad(format!(
+                            "`{}` on {} and {}: date ± interval (or ± a number) raises when the result overflows: use add_days(date, n), which gives NULL outside the calendar, or date - date for a number of days",
+                            b.op,
+                            lt.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+                            rt.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+                        ))
                     } else {
                         bad(format!(
                             "`{}` on {} and {}: only integer and float arithmetic (wrapping) and date - date are allowed",
@@ -652,32 +755,76 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
                 other => bad(format!("operator `{other}` is not on the allow-list")),
             }
         }
+        // Every cast, whether written or inserted by type coercion, and `arrow_cast` /
+        // `arrow_try_cast`, which the simplifier turns into casts.
         Expr::Cast(c) => {
             let to = c.field.data_type();
             match type_of(&c.expr, schema) {
-                Some(from) if functions::cast_cannot_fail(&from, to) => Ok(()),
-                Some(from) => bad(format!(
-                    "CAST from {from} to {to} can fail on data: use TRY_CAST"
-                )),
+                Some(from) => match functions::cast_refusal(&from, to, false) {
+                    Some(why) => bad(why),
+                    None => Ok(()),
+                },
                 None => bad(format!(
                     "CAST to {to} of an expression of unknown type: use TRY_CAST"
                 )),
             }
         }
+        Expr::TryCast(c) => {
+            let to = c.field.data_type();
+            match type_of(&c.expr, schema) {
+                Some(from) => match functions::cast_refusal(&from, to, true) {
+                    Some(why) => bad(why),
+                    None => Ok(()),
+                },
+                None => bad(format!("TRY_CAST to {to} of an expression of unknown type")),
+            }
+        }
         Expr::ScalarFunction(f) => {
             let name = f.name();
-            match functions::scalar_allowance(name) {
-                None => bad(format!("function `{name}` is not on the allow-list")),
-                Some(a)
-                    if a.literal_first
-                        && !f
-                            .args
-                            .first()
-                            .is_some_and(|x| matches!(unalias(x), Expr::Literal(..))) =>
-                {
-                    bad(format!("`{name}` needs a literal as its first argument"))
+            if name == "date_trunc" {
+                return bad(
+                    "`date_trunc` casts a date to a timestamp, which overflows after 2262-04-11 and raises, and raises on a unit it does not know when a row reaches it: use quarter_of(date), or date_part('year' | 'quarter' | 'month' | ..., date)"
+                        .into(),
+                );
+            }
+            let Some(allowance) = functions::scalar_allowance(name) else {
+                return bad(format!("function `{name}` is not on the allow-list"));
+            };
+            match allowance.rule {
+                ArgRule::Any => Ok(()),
+                ArgRule::DatePartUnit => match f.args.first().map(unalias) {
+                    Some(Expr::Literal(unit, _)) => {
+                        let value = f.args.get(1).and_then(|x| type_of(x, schema));
+                        match functions::date_part_refusal(unit, value.as_ref()) {
+                            Some(why) => bad(why),
+                            None => Ok(()),
+                        }
+                    }
+                    _ => bad(format!(
+                        "`{name}` needs a literal unit as its first argument"
+                    )),
+                },
+                ArgRule::RoundDigits => {
+                    let Some(value) = f.args.first().and_then(|x| type_of(x, schema)) else {
+                        return bad(format!("`{name}` of an expression of unknown type"));
+                    };
+                    if !(value.is_integer() || value.is_floating()) {
+                        return bad(format!("`{name}` of {value}: only integers and floats"));
+                    }
+                    let digits = match f.args.get(1).map(unalias) {
+                        // One argument: round to 0 digits, which never raises.
+                        None => return Ok(()),
+                        Some(Expr::Literal(v, _)) => Some(v),
+                        Some(_) => None,
+                    };
+                    if functions::round_digits_allowed(&value, digits) {
+                        Ok(())
+                    } else {
+                        bad(format!(
+                            "`{name}` of {value} to a number of digits that is not a literal 0 or more: DataFusion raises on overflow when it rounds an integer to negative digits; round a float, or give a literal 0 or more"
+                        ))
+                    }
                 }
-                Some(_) => Ok(()),
             }
         }
         Expr::ScalarSubquery(sq) => subquery(sq, plan),

@@ -1,42 +1,65 @@
 //! The functions a person-level query may call, and the safe forms of the unsafe ones.
 //!
 //! An error that one person's data can trigger is a channel: the release fails, or not,
-//! depending on that person. So every function and operator that the analyser lets through
-//! is on an allow-list here, and each entry is exercised by a test over adversarial values
-//! (`tests/it/privacy_functions.rs`) that fails if the entry can raise an error on data.
+//! depending on that person. So every function, operator, cast and literal that the analyser
+//! lets through is on an allow-list here, and each entry is exercised by tests over
+//! adversarial values (`tests/it/privacy_functions.rs`, `tests/it/privacy_allowlist_audit.rs`)
+//! that fail if the entry can raise an error on data.
 //!
 //! Refused on purpose, with the safe form to use instead:
 //! - `/` and `%` raise on a zero divisor: use `safe_div(a, b)`, NULL when `b` is 0 or NULL.
 //! - `CAST` raises on text that does not parse: use `TRY_CAST`, NULL on failure. Casts that
 //!   cannot fail (widening numbers, anything to text, dictionary to its values) stay allowed,
 //!   since DataFusion's type coercion inserts them itself.
+//! - Date ± interval (or ± a number) raises on overflow: use `add_days(date, n)`, NULL when the
+//!   result leaves the calendar.
+//! - Casts to types off [`cast_refusal`]'s list, for `CAST` and `TRY_CAST` alike (and
+//!   `arrow_cast`/`arrow_try_cast`, which the simplifier turns into them): dictionaries
+//!   (Arrow's dictionary builder raises on key overflow, at 128 distinct values for `Int8`
+//!   keys, even in safe mode), timestamps (a date becomes nanoseconds unchecked and overflows
+//!   after 2262-04-11), decimals, intervals, times and nested types.
+//! - `date_trunc`: on a date, DataFusion inserts that cast to a timestamp. Use `quarter_of` or
+//!   `date_part`.
+//! - `date_part` only with a literal unit from [`DATE_PART_UNITS`] and a date: other units
+//!   (`'century'`, misspellings) plan, then raise when a row reaches them.
+//! - `round(x, n)` only on floats, or with `n` a literal 0 or more: DataFusion rounds integers
+//!   to negative digits with checked arithmetic, which raises near the integer's limits.
 //! - `to_date`, `make_date`, `substr` (negative lengths), `abs` (overflow on the minimum),
-//!   date ± interval (overflow), regular expressions, and every function not listed.
-//! - `date_trunc` and `date_part` only with a literal unit: a unit read from data may be
-//!   invalid, which raises.
+//!   regular expressions, and every function not listed.
+//!
+//! Every date a query can make stays inside chrono's calendar (about ±262,000 years, less than
+//! `Date32`'s range): ingest bounds stored dates, text parses to dates through chrono, date
+//! literals are checked ([`literal_refusal`]), integers never cast to dates, and `add_days`
+//! gives NULL outside it. Arrow turns a date into text only inside that calendar (it raises
+//! outside it, even in `TRY_CAST`), so `CAST(date AS VARCHAR)` and `concat(date)` are safe.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Date32Array, Float64Array, StringBuilder};
+use chrono::NaiveDate;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Date32Array, Float64Array, Int64Array, StringBuilder,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::Result as DfResult;
+use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
-/// Scalar functions a person-level query may call, by DataFusion's canonical name.
-/// `literal_first` marks functions whose first argument must be a literal.
+use crate::dictionary::EPOCH_DAYS_FROM_CE;
+
+/// Scalar functions a person-level query may call, by DataFusion's canonical name, each with
+/// the rule its arguments must keep.
 pub const SCALAR_FUNCTIONS: &[ScalarAllowance] = &[
     ScalarAllowance::any("quarter_of"),
     ScalarAllowance::any("safe_div"),
+    ScalarAllowance::any("add_days"),
     ScalarAllowance::any("coalesce"),
     ScalarAllowance::any("nullif"),
     ScalarAllowance::any("greatest"),
     ScalarAllowance::any("least"),
-    ScalarAllowance::literal_first("date_trunc"),
-    ScalarAllowance::literal_first("date_part"),
+    ScalarAllowance::with("date_part", ArgRule::DatePartUnit),
     ScalarAllowance::any("lower"),
     ScalarAllowance::any("upper"),
     ScalarAllowance::any("btrim"),
@@ -46,9 +69,16 @@ pub const SCALAR_FUNCTIONS: &[ScalarAllowance] = &[
     ScalarAllowance::any("concat_ws"),
     ScalarAllowance::any("character_length"),
     ScalarAllowance::any("starts_with"),
-    ScalarAllowance::any("round"),
+    ScalarAllowance::with("round", ArgRule::RoundDigits),
     ScalarAllowance::any("floor"),
     ScalarAllowance::any("ceil"),
+];
+
+/// Units that DataFusion's `date_part` computes on a `Date32` for every value, NULL outside
+/// the calendar (checked by value, ignoring ASCII case). Other units either raise on every
+/// row (`'century'`, `'decade'`, misspellings) or are meaningless on a date.
+pub const DATE_PART_UNITS: &[&str] = &[
+    "year", "isoyear", "quarter", "month", "week", "day", "dow", "isodow", "doy", "epoch",
 ];
 
 /// Aggregate functions allowed over private data grouped by `person_key` (and anywhere over
@@ -68,26 +98,35 @@ pub const WINDOW_FUNCTIONS: &[&str] = &[
     "last_value",
 ];
 
+/// The rule an allowed scalar function's arguments must keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgRule {
+    /// Any arguments of the types DataFusion's signature accepts.
+    Any,
+    /// `date_part(unit, date)`: the unit a text literal from [`DATE_PART_UNITS`], the value a
+    /// date ([`date_part_refusal`]).
+    DatePartUnit,
+    /// `round(x)`, or `round(x, n)` with `x` a float or `n` a literal 0 or more
+    /// ([`round_digits_allowed`]).
+    RoundDigits,
+}
+
 /// One allowed scalar function.
 #[derive(Debug, Clone, Copy)]
 pub struct ScalarAllowance {
     pub name: &'static str,
-    /// The first argument must be a literal (a unit such as `'quarter'`).
-    pub literal_first: bool,
+    pub rule: ArgRule,
 }
 
 impl ScalarAllowance {
     const fn any(name: &'static str) -> Self {
         ScalarAllowance {
             name,
-            literal_first: false,
+            rule: ArgRule::Any,
         }
     }
-    const fn literal_first(name: &'static str) -> Self {
-        ScalarAllowance {
-            name,
-            literal_first: true,
-        }
+    const fn with(name: &'static str, rule: ArgRule) -> Self {
+        ScalarAllowance { name, rule }
     }
 }
 
@@ -96,20 +135,231 @@ pub fn scalar_allowance(name: &str) -> Option<&'static ScalarAllowance> {
     SCALAR_FUNCTIONS.iter().find(|a| a.name == name)
 }
 
-/// Registers the safe functions (`quarter_of`, `safe_div`) in a session.
+/// Registers the safe functions (`quarter_of`, `safe_div`, `add_days`) in a session.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(QuarterOf::new()));
     ctx.register_udf(ScalarUDF::from(SafeDiv::new()));
+    ctx.register_udf(ScalarUDF::from(AddDays::new()));
 }
 
-/// Whether casting `from` to `to` can never fail on any value.
+/// `days` from 1970-01-01 as a `Date32` value, if chrono's calendar holds that day. Arrow's
+/// date kernels and its date-to-text conversion work exactly on those days.
+pub fn representable_date(days: i64) -> Option<i32> {
+    let days = i32::try_from(days).ok()?;
+    let ce = days.checked_add(EPOCH_DAYS_FROM_CE)?;
+    NaiveDate::from_num_days_from_ce_opt(ce).map(|_| days)
+}
+
+/// Why `date_part(unit, value)` is refused, or `None` when it computes on every value: the
+/// unit must be a text literal from [`DATE_PART_UNITS`], and the value a date.
+pub fn date_part_refusal(unit: &ScalarValue, value: Option<&DataType>) -> Option<String> {
+    // DataFusion reads the unit from a Utf8 or Utf8View literal only; anything else raises.
+    let text = match unit {
+        ScalarValue::Utf8(Some(u)) | ScalarValue::Utf8View(Some(u)) => u.as_str(),
+        other => {
+            return Some(format!(
+                "`date_part` needs a text literal unit, not {}",
+                other.data_type()
+            ));
+        }
+    };
+    if !DATE_PART_UNITS.iter().any(|u| u.eq_ignore_ascii_case(text)) {
+        let shown: String = text.chars().take(40).collect();
+        return Some(format!(
+            "`date_part` unit '{shown}' is not one of {}: DataFusion raises on other units when a row reaches them",
+            DATE_PART_UNITS.join(", ")
+        ));
+    }
+    match value {
+        Some(DataType::Date32) => None,
+        Some(t) => Some(format!(
+            "`date_part` on {t}: only on dates (a timestamp could overflow)"
+        )),
+        None => Some("`date_part` on an expression of unknown type".into()),
+    }
+}
+
+/// Whether `round(value, digits)` cannot raise, where `digits` is the literal number of digits
+/// (`None` when it is not a literal). DataFusion rounds floats without error, and integers to
+/// 0 or more digits as they are; to negative digits it multiplies back with checked
+/// arithmetic, which raises near the integer's limits, so that needs a float or a literal 0
+/// or more.
+pub fn round_digits_allowed(value: &DataType, digits: Option<&ScalarValue>) -> bool {
+    if value.is_floating() {
+        return true;
+    }
+    if !value.is_integer() {
+        return false;
+    }
+    let fits = |n: i128| (0..=i128::from(i32::MAX)).contains(&n);
+    match digits {
+        Some(ScalarValue::Int8(Some(n))) => fits((*n).into()),
+        Some(ScalarValue::Int16(Some(n))) => fits((*n).into()),
+        Some(ScalarValue::Int32(Some(n))) => fits((*n).into()),
+        Some(ScalarValue::Int64(Some(n))) => fits((*n).into()),
+        Some(ScalarValue::UInt8(Some(n))) => fits((*n).into()),
+        Some(ScalarValue::UInt16(Some(n))) => fits((*n).into()),
+        Some(ScalarValue::UInt32(Some(n))) => fits((*n).into()),
+        Some(ScalarValue::UInt64(Some(n))) => fits((*n).into()),
+        _ => false,
+    }
+}
+
+/// Why a literal is refused, or `None`. Literals are values too: the simplifier folds
+/// `arrow_cast(2147483647, 'Date32')` or `arrow_cast('a', 'Dictionary(Int8, Utf8)')` into
+/// literals, and a `CASE` that picks between them puts them in a column.
+pub fn literal_refusal(value: &ScalarValue) -> Option<String> {
+    use ScalarValue as S;
+    match value {
+        S::Null
+        | S::Boolean(_)
+        | S::Int8(_)
+        | S::Int16(_)
+        | S::Int32(_)
+        | S::Int64(_)
+        | S::UInt8(_)
+        | S::UInt16(_)
+        | S::UInt32(_)
+        | S::UInt64(_)
+        | S::Float32(_)
+        | S::Float64(_)
+        | S::Utf8(_)
+        | S::LargeUtf8(_)
+        | S::Utf8View(_)
+        | S::Date32(None) => None,
+        S::Date32(Some(days)) => {
+            if representable_date(i64::from(*days)).is_some() {
+                None
+            } else {
+                Some(format!(
+                    "the date literal {days} (days from 1970-01-01) is outside the calendar, and raises when a row shows it as text"
+                ))
+            }
+        }
+        // Comparing a dictionary column with text folds the text into a dictionary literal
+        // of the column's type, which has `Int32` keys.
+        S::Dictionary(key, inner) if **key == DataType::Int32 => literal_refusal(inner),
+        S::Dictionary(key, _) => Some(format!(
+            "a dictionary literal with {key} keys: a dictionary with keys narrower than Int32 raises on key overflow"
+        )),
+        other => Some(format!(
+            "a literal of type {} is not on the allow-list",
+            other.data_type()
+        )),
+    }
+}
+
+fn stringy(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn dict_of_strings(t: &DataType) -> bool {
+    matches!(t, DataType::Dictionary(_, v) if stringy(v.as_ref()))
+}
+
+/// Types a cast may produce, for `CAST`, `TRY_CAST` and the casts type coercion inserts.
+fn cast_target_allowed(to: &DataType) -> bool {
+    use DataType::*;
+    matches!(
+        to,
+        Boolean
+            | Int8
+            | Int16
+            | Int32
+            | Int64
+            | UInt8
+            | UInt16
+            | UInt32
+            | UInt64
+            | Float32
+            | Float64
+            | Utf8
+            | LargeUtf8
+            | Utf8View
+            | Date32
+    )
+}
+
+/// Types a cast may read.
+fn cast_source_allowed(from: &DataType) -> bool {
+    use DataType::*;
+    matches!(
+        from,
+        Null | Boolean
+            | Int8
+            | Int16
+            | Int32
+            | Int64
+            | UInt8
+            | UInt16
+            | UInt32
+            | UInt64
+            | Float32
+            | Float64
+            | Utf8
+            | LargeUtf8
+            | Utf8View
+            | Date32
+    ) || dict_of_strings(from)
+}
+
+/// Why a cast from `from` to `to` is refused, or `None` when it cannot raise on any value.
+/// `try_cast` is `TRY_CAST` (Arrow's safe mode: NULL where a value does not convert), else
+/// `CAST`, which raises on such a value.
+///
+/// The target must be on an allow-list: no dictionaries (key overflow raises even in safe
+/// mode), no timestamps (a date converts to nanoseconds unchecked), no decimals, intervals,
+/// times or nested types. Dates come only from text or dates, since an integer cast to a date
+/// can leave the calendar; a date casts only to text. A `CAST` must also be one that cannot
+/// fail ([`cast_cannot_fail`]).
+pub fn cast_refusal(from: &DataType, to: &DataType, try_cast: bool) -> Option<String> {
+    use DataType::*;
+    let what = if try_cast { "TRY_CAST" } else { "CAST" };
+    // Arrow returns the input unchanged for a cast to its own type, and only NULLs for a
+    // cast of NULL (such as the NULL of `CASE ... ELSE NULL END` cast to the CASE's type).
+    if from == to || *from == Null {
+        return None;
+    }
+    if !cast_target_allowed(to) {
+        return Some(match to {
+            Dictionary(..) => format!(
+                "{what} to {to}: casts to dictionary types are refused, since Arrow's dictionary builder raises on key overflow (at 128 distinct values with Int8 keys), even in TRY_CAST"
+            ),
+            Timestamp(..) | Date64 => format!(
+                "{what} from {from} to {to}: a date becomes a timestamp unchecked and overflows after 2262-04-11, which raises (date_trunc on a date makes this cast): use quarter_of(date), date_part('year' | 'month' | ..., date) or add_days(date, n)"
+            ),
+            _ => format!("{what} to {to} is not on the allow-list"),
+        });
+    }
+    if !cast_source_allowed(from) {
+        return Some(format!("{what} from {from} is not on the allow-list"));
+    }
+    if *to == Date32 && !(stringy(from) || dict_of_strings(from) || *from == Null) {
+        return Some(format!(
+            "{what} from {from} to Date32: only text makes a date (TRY_CAST(text AS DATE)); other values can leave the calendar"
+        ));
+    }
+    if *from == Date32 && !stringy(to) {
+        return Some(format!(
+            "{what} from Date32 to {to}: a date casts only to text"
+        ));
+    }
+    if !try_cast && !cast_cannot_fail(from, to) {
+        return Some(format!(
+            "CAST from {from} to {to} can fail on data: use TRY_CAST"
+        ));
+    }
+    None
+}
+
+/// Whether casting `from` to `to` with `CAST` (Arrow's unsafe mode) can never fail on any
+/// value a query can make. Dates convert to text only inside the calendar, which every date a
+/// query can make stays in (see the module's notes).
 pub fn cast_cannot_fail(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
     if from == to || *from == Null {
         return true;
     }
-    let stringy = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
-    let dict_of_strings = |t: &DataType| matches!(t, Dictionary(_, v) if stringy(v.as_ref()));
     if stringy(to) {
         return stringy(from)
             || dict_of_strings(from)
@@ -120,10 +370,9 @@ pub fn cast_cannot_fail(from: &DataType, to: &DataType) -> bool {
     if let Dictionary(_, v) = from {
         return cast_cannot_fail(v, to);
     }
-    if let Dictionary(_, v) = to {
-        // Values into a dictionary of the same value type: never fails for Int32 keys on
-        // batches of DataFusion's size.
-        return stringy(v) && (stringy(from) || dict_of_strings(from));
+    // Into a dictionary: Arrow's dictionary builder raises on key overflow, even in safe mode.
+    if matches!(to, Dictionary(..)) {
+        return false;
     }
     let width = |t: &DataType| match t {
         Int8 => Some((true, 8)),
@@ -136,11 +385,6 @@ pub fn cast_cannot_fail(from: &DataType, to: &DataType) -> bool {
         UInt64 => Some((false, 64)),
         _ => None,
     };
-    // Dates reach queries only through ingest, which bounds them to [2000-01-01, today], so
-    // a date converts to a timestamp of any unit without overflow.
-    if *from == Date32 && matches!(to, Timestamp(..) | Date64) {
-        return true;
-    }
     match (width(from), width(to)) {
         // Widening: a signed target strictly wider than an unsigned source, or same sign.
         (Some((fs, fw)), Some((ts, tw))) => (fs == ts && tw >= fw) || (!fs && ts && tw > fw),
@@ -280,6 +524,75 @@ impl ScalarUDFImpl for SafeDiv {
     }
 }
 
+/// `add_days(date, n)`: the date `n` days after `date` (before it, for a negative `n`), the
+/// safe form of `date + INTERVAL 'n days'`. NULL when either is NULL or when the result
+/// leaves the calendar (chrono's, so every date it gives converts to text and through Arrow's
+/// date kernels). Never fails, unlike date ± interval, which raises on overflow.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AddDays {
+    signature: Signature,
+}
+
+impl AddDays {
+    pub fn new() -> Self {
+        AddDays {
+            // Exact types; DataFusion still coerces narrower integers (and NULL) to Int64.
+            signature: Signature::exact(
+                vec![DataType::Date32, DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl Default for AddDays {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `date` plus `n` days, or `None` when the sum overflows or leaves the calendar.
+pub fn add_days(date: i32, n: i64) -> Option<i32> {
+    i64::from(date).checked_add(n).and_then(representable_date)
+}
+
+impl ScalarUDFImpl for AddDays {
+    fn name(&self) -> &str {
+        "add_days"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Date32)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let dates = args.args[0].to_array(n)?;
+        let days = args.args[1].to_array(n)?;
+        let dates = dates
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal("add_days expects Date32".into())
+            })?;
+        let days = days.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(
+                "add_days expects an Int64 count of days".into(),
+            )
+        })?;
+        let out: Date32Array = dates
+            .iter()
+            .zip(days.iter())
+            .map(|(d, k)| match (d, k) {
+                (Some(d), Some(k)) => add_days(d, k),
+                _ => None,
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +628,184 @@ mod tests {
             &Dictionary(Box::new(Int32), Box::new(Utf8)),
             &Utf8
         ));
+    }
+
+    fn dict(key: DataType) -> DataType {
+        DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8))
+    }
+
+    #[test]
+    fn casts_to_dictionaries_and_timestamps_are_refused_in_cast_and_try_cast() {
+        use DataType::*;
+        use datafusion::arrow::datatypes::TimeUnit;
+        for try_cast in [false, true] {
+            for to in [
+                dict(Int8),
+                dict(Int16),
+                dict(Int32),
+                Timestamp(TimeUnit::Nanosecond, None),
+                Timestamp(TimeUnit::Second, None),
+                Date64,
+                Decimal128(38, 0),
+                Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+            ] {
+                for from in [Utf8, Date32, Int64, dict(Int32)] {
+                    if from == to {
+                        continue;
+                    }
+                    assert!(
+                        cast_refusal(&from, &to, try_cast).is_some(),
+                        "{from} -> {to} (try_cast {try_cast})"
+                    );
+                }
+            }
+        }
+        let why = cast_refusal(&Utf8, &dict(Int8), true).unwrap();
+        assert!(why.contains("dictionary"), "{why}");
+        let why = cast_refusal(&Date32, &Timestamp(TimeUnit::Nanosecond, None), false).unwrap();
+        assert!(why.contains("2262") && why.contains("quarter_of"), "{why}");
+    }
+
+    #[test]
+    fn try_cast_makes_dates_only_from_text_and_dates_only_become_text() {
+        use DataType::*;
+        assert_eq!(cast_refusal(&Utf8, &Date32, true), None);
+        assert_eq!(cast_refusal(&Utf8View, &Date32, true), None);
+        assert_eq!(cast_refusal(&dict(Int32), &Date32, true), None);
+        assert_eq!(cast_refusal(&Null, &Date32, false), None);
+        assert!(
+            cast_refusal(&Utf8, &Date32, false).is_some(),
+            "CAST may fail"
+        );
+        assert!(cast_refusal(&Int32, &Date32, true).is_some());
+        assert!(cast_refusal(&Int64, &Date32, true).is_some());
+        assert!(cast_refusal(&Float64, &Date32, true).is_some());
+        assert!(cast_refusal(&Date32, &Int32, true).is_some());
+        assert_eq!(cast_refusal(&Date32, &Utf8, false), None);
+        assert_eq!(cast_refusal(&Date32, &Utf8View, true), None);
+        // The ordinary ones stay allowed.
+        assert_eq!(cast_refusal(&Utf8, &Int64, true), None);
+        assert_eq!(cast_refusal(&Float64, &Int64, true), None);
+        assert_eq!(cast_refusal(&Int32, &Int64, false), None);
+        assert_eq!(cast_refusal(&Int64, &Float64, false), None);
+        assert_eq!(cast_refusal(&dict(Int32), &Utf8, false), None);
+        assert_eq!(cast_refusal(&dict(Int32), &dict(Int32), false), None);
+        assert!(cast_refusal(&Int64, &Int32, false).is_some());
+    }
+
+    #[test]
+    fn literals_outside_the_calendar_or_with_narrow_dictionary_keys_are_refused() {
+        let (lo, hi) = (
+            crate::dictionary::epoch_days(NaiveDate::MIN),
+            crate::dictionary::epoch_days(NaiveDate::MAX),
+        );
+        assert_eq!(literal_refusal(&ScalarValue::Date32(Some(lo))), None);
+        assert_eq!(literal_refusal(&ScalarValue::Date32(Some(hi))), None);
+        assert_eq!(literal_refusal(&ScalarValue::Date32(None)), None);
+        for days in [lo - 1, hi + 1, i32::MIN, i32::MAX] {
+            assert!(
+                literal_refusal(&ScalarValue::Date32(Some(days))).is_some(),
+                "{days}"
+            );
+        }
+        let text = Box::new(ScalarValue::Utf8(Some("ems".into())));
+        assert_eq!(
+            literal_refusal(&ScalarValue::Dictionary(
+                Box::new(DataType::Int32),
+                text.clone()
+            )),
+            None
+        );
+        for key in [DataType::Int8, DataType::Int16, DataType::UInt8] {
+            assert!(
+                literal_refusal(&ScalarValue::Dictionary(Box::new(key), text.clone())).is_some()
+            );
+        }
+        assert!(literal_refusal(&ScalarValue::TimestampNanosecond(Some(0), None)).is_some());
+        assert_eq!(literal_refusal(&ScalarValue::Int64(Some(i64::MIN))), None);
+        assert_eq!(
+            literal_refusal(&ScalarValue::Utf8(Some(String::new()))),
+            None
+        );
+    }
+
+    #[test]
+    fn date_part_units_are_checked_by_value() {
+        let unit = |u: &str| ScalarValue::Utf8(Some(u.into()));
+        for u in DATE_PART_UNITS {
+            assert_eq!(date_part_refusal(&unit(*u), Some(&DataType::Date32)), None);
+            let upper = u.to_ascii_uppercase();
+            assert_eq!(
+                date_part_refusal(&unit(upper.as_str()), Some(&DataType::Date32)),
+                None
+            );
+        }
+        for bad in [
+            "century",
+            "decade",
+            "bogus",
+            "",
+            "'year'",
+            "years ",
+            "millennium",
+        ] {
+            assert!(
+                date_part_refusal(&unit(bad), Some(&DataType::Date32)).is_some(),
+                "{bad}"
+            );
+        }
+        assert!(date_part_refusal(&ScalarValue::Utf8(None), Some(&DataType::Date32)).is_some());
+        assert!(
+            date_part_refusal(
+                &ScalarValue::LargeUtf8(Some("year".into())),
+                Some(&DataType::Date32)
+            )
+            .is_some()
+        );
+        assert!(date_part_refusal(&unit("year"), Some(&DataType::Utf8)).is_some());
+    }
+
+    #[test]
+    fn round_to_negative_digits_only_on_floats() {
+        use DataType::*;
+        let int = |n: i64| ScalarValue::Int64(Some(n));
+        assert!(round_digits_allowed(&Int64, Some(&int(0))));
+        assert!(round_digits_allowed(&Int64, Some(&int(2))));
+        assert!(round_digits_allowed(
+            &Int32,
+            Some(&ScalarValue::Int32(Some(3)))
+        ));
+        assert!(!round_digits_allowed(&Int64, Some(&int(-1))));
+        assert!(!round_digits_allowed(
+            &Int32,
+            Some(&ScalarValue::Int32(Some(-2)))
+        ));
+        assert!(!round_digits_allowed(
+            &Int64,
+            Some(&ScalarValue::Int32(None))
+        ));
+        assert!(!round_digits_allowed(&Int64, None), "digits read from data");
+        assert!(round_digits_allowed(&Float64, None));
+        assert!(round_digits_allowed(&Float64, Some(&int(-5))));
+        assert!(!round_digits_allowed(&Decimal128(38, 0), Some(&int(0))));
+    }
+
+    #[test]
+    fn add_days_is_null_outside_the_calendar() {
+        let (lo, hi) = (
+            crate::dictionary::epoch_days(NaiveDate::MIN),
+            crate::dictionary::epoch_days(NaiveDate::MAX),
+        );
+        assert_eq!(add_days(20_089, 7), Some(20_096));
+        assert_eq!(add_days(20_089, -20_089), Some(0));
+        assert_eq!(add_days(hi, 0), Some(hi));
+        assert_eq!(add_days(hi, 1), None);
+        assert_eq!(add_days(lo, -1), None);
+        assert_eq!(add_days(lo, 1), Some(lo + 1));
+        assert_eq!(add_days(0, i64::MAX), None);
+        assert_eq!(add_days(0, i64::MIN), None);
+        assert_eq!(add_days(i32::MAX, i64::MAX), None);
+        assert_eq!(add_days(i32::MIN, 1), None);
+        assert_eq!(representable_date(i64::from(i32::MAX) + 1), None);
     }
 }

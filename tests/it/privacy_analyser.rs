@@ -110,8 +110,48 @@ const ACCEPTED: &[(&str, &str)] = &[
         "SELECT person_key, program_id, bool_or(police_present) AS police FROM outreach_attempts GROUP BY person_key, program_id",
     ),
     (
-        "date_trunc with a literal unit",
-        "SELECT person_key, date_trunc('month', event_date) AS month FROM overdose_events",
+        "date_part with units known to work on dates",
+        "SELECT person_key, date_part('year', event_date) AS y, date_part('QUARTER', event_date) AS q, extract(month FROM event_date) AS m, extract(epoch FROM event_date) AS e FROM overdose_events",
+    ),
+    (
+        "round to a literal number of digits, 0 or more, and round of a float to any",
+        "SELECT person_key, round(count(*), 2) AS n, round(safe_div(count(*), 3), 2) AS r, round(safe_div(count(*), 7), -1) AS t FROM outreach_attempts GROUP BY person_key",
+    ),
+    (
+        "a date window with add_days",
+        "SELECT e.person_key, e.program_id, bool_or(a.attempt_id IS NOT NULL) AS contacted FROM overdose_events e LEFT JOIN outreach_attempts a ON a.person_key = e.person_key AND a.attempt_date >= e.event_date AND a.attempt_date < add_days(e.event_date, 7) GROUP BY e.person_key, e.program_id",
+    ),
+    (
+        "add_days backwards, with a count of days from an integer expression",
+        "SELECT person_key, add_days(event_date, -90) AS start, add_days(event_date, character_length(event_id)) AS odd FROM overdose_events",
+    ),
+    (
+        "the nullable side's person_key of a left join",
+        "SELECT o.person_key, a.program_id FROM outreach_attempts a LEFT JOIN overdose_events o ON a.person_key = o.person_key",
+    ),
+    (
+        "the nullable side's person_key of a right join",
+        "SELECT a.person_key, o.program_id FROM outreach_attempts a RIGHT JOIN overdose_events o ON a.person_key = o.person_key",
+    ),
+    (
+        "either side's person_key of a full join",
+        "SELECT a.person_key, o.event_id FROM outreach_attempts a FULL JOIN overdose_events o ON a.person_key = o.person_key",
+    ),
+    (
+        "the nullable side's person_key through a subquery, a filter and a union",
+        "SELECT pk AS person_key FROM (SELECT o.person_key AS pk, a.attempt_date FROM outreach_attempts a LEFT JOIN overdose_events o ON a.person_key = o.person_key) t WHERE t.attempt_date >= DATE '2025-01-01' UNION ALL SELECT person_key FROM arrests",
+    ),
+    (
+        "an aggregate grouped by a person_key and the nullable side's person_key",
+        "SELECT o.person_key, count(*) AS n FROM outreach_attempts a LEFT JOIN overdose_events o ON a.person_key = o.person_key GROUP BY a.person_key, o.person_key",
+    ),
+    (
+        "comparisons of enum columns with text literals (dictionary literals with Int32 keys)",
+        "SELECT person_key FROM outreach_attempts WHERE outcome = 'engaged_survivor' OR method IN ('phone', 'home_visit')",
+    ),
+    (
+        "text made from dates and numbers",
+        "SELECT person_key, CAST(event_date AS VARCHAR) AS d, concat(event_id, event_date, 1) AS c FROM overdose_events",
     ),
     (
         "cross join with a public constant relation",
@@ -317,6 +357,109 @@ const REFUSED: &[(&str, &str, Rule)] = &[
         "SELECT person_key, date_trunc(source, event_date) AS d FROM overdose_events",
         Rule::Function,
     ),
+    // Issue 9, section 1: data-dependent errors through the allow-list.
+    (
+        "round of an integer to negative digits (raises on one person's extreme value)",
+        "SELECT person_key, round(CASE WHEN event_id = 'E01' THEN 9223372036854775807 ELSE 0 END, -1) AS r FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "round of an integer to digits read from data",
+        "SELECT person_key, round(character_length(event_id), character_length(program_id)) AS r FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "date_trunc on a date (a cast to a timestamp that overflows after 2262-04-11)",
+        "SELECT person_key, date_trunc('month', event_date) AS m FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "date_trunc with a unit DataFusion does not know",
+        "SELECT person_key, date_trunc('bogus', event_date) AS m FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "date_trunc on a date made from text",
+        "SELECT person_key, date_trunc('year', TRY_CAST(event_id AS DATE)) AS y FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "a date cast to a timestamp",
+        "SELECT person_key, CAST(event_date AS TIMESTAMP) AS t FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "a date from text, TRY_CAST to a timestamp",
+        "SELECT person_key, TRY_CAST(TRY_CAST(event_id AS DATE) AS TIMESTAMP) AS t FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "date_part with a unit DataFusion cannot compute",
+        "SELECT person_key, date_part('century', event_date) AS c FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "date_part with a misspelt unit, reached by one person's row",
+        "SELECT person_key, CASE WHEN event_id = 'E01' THEN date_part('yeer', event_date) END AS y FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "arrow_cast to a dictionary with Int8 keys",
+        "SELECT person_key, arrow_cast(event_id, 'Dictionary(Int8, Utf8)') AS x FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "arrow_try_cast to a dictionary with Int8 keys",
+        "SELECT person_key, arrow_try_cast(event_id, 'Dictionary(Int8, Utf8)') AS x FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "arrow_cast of an enum to a dictionary with Int16 keys",
+        "SELECT person_key, arrow_cast(source, 'Dictionary(Int16, Utf8)') AS x FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "a dictionary literal with Int8 keys picked by a CASE",
+        "SELECT person_key, CASE WHEN fatal THEN arrow_cast('a', 'Dictionary(Int8, Utf8)') ELSE arrow_cast('b', 'Dictionary(Int8, Utf8)') END AS x FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "a date literal outside the calendar, shown as text",
+        "SELECT person_key, concat(event_id, CASE WHEN fatal THEN arrow_cast(arrow_cast(2147483647, 'Int32'), 'Date32') END) AS x FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "an integer TRY_CAST to a date",
+        "SELECT person_key, TRY_CAST(character_length(event_id) AS DATE) AS d FROM overdose_events",
+        Rule::Function,
+    ),
+    (
+        "date minus an interval",
+        "SELECT person_key, event_date - INTERVAL '30 days' AS d FROM overdose_events",
+        Rule::Function,
+    ),
+    // Issue 9, section 7: the nullable side of an outer join counts as the output key, but
+    // never to group, partition or join by.
+    (
+        "a window partitioned only by the nullable side's person_key",
+        "SELECT a.person_key, row_number() OVER (PARTITION BY o.person_key ORDER BY a.attempt_date) AS n FROM outreach_attempts a LEFT JOIN overdose_events o ON a.person_key = o.person_key",
+        Rule::NotPersonLocal,
+    ),
+    (
+        "an aggregate grouped only by the nullable side's person_key",
+        "SELECT o.person_key, count(*) AS n FROM outreach_attempts a LEFT JOIN overdose_events o ON a.person_key = o.person_key GROUP BY o.person_key",
+        Rule::NotPersonLocal,
+    ),
+    (
+        "a public table's rows kept by a right join against private rows",
+        "SELECT e.person_key FROM overdose_events e RIGHT JOIN programs p ON e.program_id = p.program_id",
+        Rule::NotPersonLocal,
+    ),
+    (
+        "a full join of a public table with private rows",
+        "SELECT e.person_key FROM overdose_events e FULL JOIN programs p ON e.program_id = p.program_id",
+        Rule::NotPersonLocal,
+    ),
 ];
 
 #[test]
@@ -338,6 +481,88 @@ fn refuses_each_way_to_break_locality_or_lineage() {
             Err(other) => panic!("{what}: not a refusal: {other}"),
         }
     }
+}
+
+#[test]
+fn the_date_window_refusal_names_add_days() {
+    for sql in [
+        "SELECT person_key, event_date + INTERVAL '7 days' AS d FROM overdose_events",
+        "SELECT e.person_key FROM overdose_events e JOIN outreach_attempts a ON a.person_key = e.person_key AND a.attempt_date < e.event_date + INTERVAL '7 days'",
+    ] {
+        let Err(PrivacyError::Refused { refusal, .. }) = plan(sql) else {
+            panic!("{sql}: not refused");
+        };
+        assert_eq!(refusal.rule, Rule::Function, "{refusal}");
+        assert!(refusal.detail.contains("add_days"), "{refusal}");
+    }
+    // And the safe form is accepted where the refused one was.
+    plan("SELECT e.person_key FROM overdose_events e JOIN outreach_attempts a ON a.person_key = e.person_key AND a.attempt_date < add_days(e.event_date, 7)")
+        .unwrap_or_else(|e| panic!("add_days window refused: {e}"));
+}
+
+#[test]
+fn the_four_routes_are_refused_at_their_node_with_the_reason() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "SELECT person_key, round(CASE WHEN event_id = 'E01' THEN 9223372036854775807 ELSE 0 END, -1) AS r FROM overdose_events",
+            &["round", "negative digits"],
+        ),
+        (
+            "SELECT person_key, date_trunc('month', event_date) AS m FROM overdose_events",
+            &["date_trunc", "2262", "quarter_of"],
+        ),
+        (
+            "SELECT person_key, CAST(event_date AS TIMESTAMP) AS t FROM overdose_events",
+            &["Timestamp", "2262"],
+        ),
+        (
+            "SELECT person_key, arrow_try_cast(event_id, 'Dictionary(Int8, Utf8)') AS x FROM overdose_events",
+            &["dictionary", "overflow"],
+        ),
+        (
+            "SELECT person_key, date_part('century', event_date) AS c FROM overdose_events",
+            &["century", "date_part"],
+        ),
+    ];
+    for (sql, words) in cases {
+        let Err(PrivacyError::Refused { refusal, .. }) = plan(sql) else {
+            panic!("{sql}: not refused");
+        };
+        assert_eq!(refusal.rule, Rule::Function, "{sql}: {refusal}");
+        assert!(
+            refusal.node.starts_with("Projection"),
+            "{sql}: the refusal names {}",
+            refusal.node
+        );
+        for w in *words {
+            assert!(refusal.detail.contains(w), "{sql}: {refusal} lacks {w}");
+        }
+    }
+}
+
+#[test]
+fn the_nullable_side_key_is_the_output_column() {
+    use datafusion::arrow::array::Array;
+    let f = fixture();
+    let q = f
+        .rt
+        .block_on(plan_query(
+            &f.ctx,
+            "left join",
+            "SELECT e.event_id, a.person_key FROM overdose_events e LEFT JOIN outreach_attempts a ON a.person_key = e.person_key",
+        ))
+        .unwrap_or_else(|e| panic!("refused: {e}"));
+    assert_eq!(q.person_index, 1);
+    // pk03's event has no attempt: its row has a NULL key, which the engine drops.
+    let batches = f.rt.block_on(async {
+        datafusion::dataframe::DataFrame::new(f.ctx.state(), q.plan.clone())
+            .collect()
+            .await
+            .unwrap()
+    });
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let nulls: usize = batches.iter().map(|b| b.column(1).null_count()).sum();
+    assert_eq!((rows, nulls), (8, 1));
 }
 
 #[test]

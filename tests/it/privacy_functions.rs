@@ -1,24 +1,34 @@
 //! Every function and operator on the analyser's allow-list runs without error over
 //! adversarial values: NULLs, integer extremes, NaN and infinities, empty and odd text, and
-//! the widest dates ingest admits. An error that one person's value can trigger would be a
-//! channel, so an entry that can raise on data must not be on the list.
+//! the widest dates a query can make (chrono's calendar, which ingest, date literals,
+//! `TRY_CAST(text AS DATE)` and `add_days` all stay inside). An error that one person's value
+//! can trigger would be a channel, so an entry that can raise on data must not be on the list.
+//! `tests/it/privacy_allowlist_audit.rs` runs the same entries through the analyser.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int32Array, Int64Array,
-    StringArray,
+    Array, ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int32Array,
+    Int64Array, StringArray,
 };
 use datafusion::arrow::datatypes::Int32Type;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
+use outreach_warehouse::dictionary::epoch_days;
 use outreach_warehouse::privacy::functions::{
-    AGGREGATE_FUNCTIONS, SCALAR_FUNCTIONS, WINDOW_FUNCTIONS, register,
+    AGGREGATE_FUNCTIONS, DATE_PART_UNITS, SCALAR_FUNCTIONS, WINDOW_FUNCTIONS, register,
 };
 
-/// Days from 1970-01-01 of 2000-01-01 and 2100-12-31: wider than ingest admits.
-const FIRST_DAY: i32 = 10_957;
-const LAST_DAY: i32 = 47_846;
+/// Days from 1970-01-01 of the first and last day of chrono's calendar (about 262,000 years
+/// either side): the widest dates a query can make, far wider than ingest admits. The day
+/// after 2262-04-11 is where a date cast to nanoseconds overflows.
+fn first_day() -> i32 {
+    epoch_days(chrono::NaiveDate::MIN)
+}
+fn last_day() -> i32 {
+    epoch_days(chrono::NaiveDate::MAX)
+}
+const NANOS_LAST_DAY: i32 = 106_751;
 
 fn adversarial() -> SessionContext {
     let n = 8;
@@ -64,14 +74,14 @@ fn adversarial() -> SessionContext {
         Some("quarter"),
     ]));
     let d: ArrayRef = Arc::new(Date32Array::from(vec![
-        Some(FIRST_DAY),
-        Some(LAST_DAY),
+        Some(first_day()),
+        Some(last_day()),
         None,
         Some(20_089),
-        Some(20_454),
-        Some(FIRST_DAY + 59),
-        Some(LAST_DAY - 1),
-        Some(19_000),
+        Some(NANOS_LAST_DAY + 1),
+        Some(first_day() + 59),
+        Some(last_day() - 1),
+        Some(-106_752),
     ]));
     let b: ArrayRef = Arc::new(BooleanArray::from(vec![
         Some(true),
@@ -111,6 +121,15 @@ fn adversarial() -> SessionContext {
     let ctx = SessionContext::new();
     register(&ctx);
     ctx.register_batch("adv", batch).unwrap();
+    // More than 128 distinct values in one batch: a dictionary with Int8 keys overflows.
+    let many: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..300).map(|k| format!("v{k}")),
+    ));
+    ctx.register_batch(
+        "many",
+        RecordBatch::try_from_iter(vec![("t", many)]).unwrap(),
+    )
+    .unwrap();
     ctx
 }
 
@@ -142,24 +161,30 @@ const SCALAR_SAMPLES: &[(&str, &[&str])] = &[
     ),
     ("least", &["least(i, i32)", "least(s, 'm')"]),
     (
-        "date_trunc",
+        "add_days",
         &[
-            "date_trunc('year', d)",
-            "date_trunc('quarter', d)",
-            "date_trunc('month', d)",
-            "date_trunc('week', d)",
-            "date_trunc('day', d)",
+            "add_days(d, 1)",
+            "add_days(d, -1)",
+            "add_days(d, i)",
+            "add_days(d, i32)",
+            "add_days(d, 9223372036854775807)",
         ],
     ),
     (
         "date_part",
         &[
             "date_part('year', d)",
+            "date_part('isoyear', d)",
             "date_part('quarter', d)",
             "date_part('month', d)",
+            "date_part('week', d)",
+            "date_part('day', d)",
             "date_part('dow', d)",
+            "date_part('isodow', d)",
             "date_part('doy', d)",
+            "date_part('epoch', d)",
             "extract(epoch FROM d)",
+            "extract(YEAR FROM d)",
         ],
     ),
     ("lower", &["lower(s)", "lower(ds)"]),
@@ -171,7 +196,17 @@ const SCALAR_SAMPLES: &[(&str, &[&str])] = &[
     ("concat_ws", &["concat_ws(s, s, 'x', i)"]),
     ("character_length", &["character_length(s)", "length(ds)"]),
     ("starts_with", &["starts_with(s, s)"]),
-    ("round", &["round(f)", "round(f, i32)", "round(i)"]),
+    (
+        "round",
+        &[
+            "round(f)",
+            "round(f, i32)",
+            "round(f, 2)",
+            "round(i)",
+            "round(i, 2)",
+            "round(i32, 0)",
+        ],
+    ),
     ("floor", &["floor(f)", "floor(i)"]),
     ("ceil", &["ceil(f)", "ceil(i)"]),
 ];
@@ -307,15 +342,35 @@ fn every_allowed_aggregate_and_window_function_never_raises() {
     );
 }
 
+/// The forms the analyser refuses raise on these rows (so the rows are adversarial enough
+/// for the samples above to mean something).
+const RAISING_FORMS: &[&str] = &[
+    "SELECT 1 / i FROM adv",
+    "SELECT i % i32 FROM adv",
+    "SELECT CAST(s AS BIGINT) FROM adv",
+    // Integers rounded to negative digits: checked arithmetic near the limits.
+    "SELECT round(i, -1) FROM adv",
+    "SELECT round(CASE WHEN i = 9223372036854775807 THEN 9223372036854775807 ELSE 0 END, -1) FROM adv",
+    // A date cast to a timestamp overflows after 2262-04-11; date_trunc makes that cast.
+    "SELECT CAST(d AS TIMESTAMP) FROM adv",
+    "SELECT date_trunc('month', d) FROM adv",
+    // Units that plan but raise when a row reaches them.
+    "SELECT date_part('century', d) FROM adv",
+    "SELECT date_part('decade', d) FROM adv",
+    "SELECT date_trunc('bogus', d) FROM adv WHERE d = DATE '2025-01-01'",
+    // Dictionary casts raise on key overflow, even TRY_CAST.
+    "SELECT arrow_cast(t, 'Dictionary(Int8, Utf8)') FROM many",
+    "SELECT arrow_try_cast(t, 'Dictionary(Int8, Utf8)') FROM many",
+    // Date ± interval overflows at the end of the calendar.
+    "SELECT d + INTERVAL '1 day' FROM adv",
+    "SELECT d - INTERVAL '1 day' FROM adv",
+];
+
 #[test]
 fn the_refused_forms_do_raise_on_data_and_the_safe_forms_do_not() {
     let ctx = adversarial();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for sql in [
-        "SELECT 1 / i FROM adv",
-        "SELECT i % i32 FROM adv",
-        "SELECT CAST(s AS BIGINT) FROM adv",
-    ] {
+    for sql in RAISING_FORMS {
         let failed = rt.block_on(async {
             match ctx.sql(sql).await {
                 Err(_) => true,
@@ -340,4 +395,144 @@ fn the_refused_forms_do_raise_on_data_and_the_safe_forms_do_not() {
         .to_string();
     assert!(text.contains("true") && text.contains("1.5"), "{text}");
     assert!(text.contains("2025Q1") && text.contains("2024Q4"), "{text}");
+}
+
+/// Asserts that every value of every column of `sql`'s result is true, over at least one row.
+fn all_true(ctx: &SessionContext, rt: &tokio::runtime::Runtime, sql: &str) {
+    let batches = rt.block_on(async {
+        ctx.sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: plan: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: raised on data: {e}"))
+    });
+    let mut rows = 0;
+    for b in &batches {
+        for (k, c) in b.columns().iter().enumerate() {
+            let c = c
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .unwrap_or_else(|| panic!("{sql}: column {k} is not boolean"));
+            for row in 0..c.len() {
+                assert!(
+                    c.is_valid(row) && c.value(row),
+                    "{sql}: column {k} is false or NULL in row {row}"
+                );
+            }
+        }
+        rows += b.num_rows();
+    }
+    assert!(rows > 0, "{sql}: no rows");
+}
+
+#[test]
+fn add_days_moves_dates_and_gives_null_outside_the_calendar() {
+    let ctx = adversarial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    all_true(
+        &ctx,
+        &rt,
+        "SELECT add_days(DATE '2025-01-30', 7) = DATE '2025-02-06', \
+         add_days(DATE '2024-03-01', -1) = DATE '2024-02-29', \
+         add_days(DATE '2025-01-01', 0) = DATE '2025-01-01', \
+         add_days(DATE '2025-01-01', 365) = DATE '2026-01-01', \
+         add_days(DATE '2025-01-01', CAST(NULL AS BIGINT)) IS NULL, \
+         add_days(DATE '2025-01-01', 9223372036854775807) IS NULL, \
+         add_days(DATE '2025-01-01', -9223372036854775807) IS NULL",
+    );
+    // A window written the safe way: attempts within 7 days of the event.
+    all_true(
+        &ctx,
+        &rt,
+        "SELECT (DATE '2025-01-08' < add_days(DATE '2025-01-01', 7)) = false, \
+         DATE '2025-01-07' < add_days(DATE '2025-01-01', 7)",
+    );
+    // The last and first day of the calendar: one step further is NULL, not an error.
+    all_true(
+        &ctx,
+        &rt,
+        "SELECT add_days(d, 1) IS NULL, add_days(d, -1) IS NOT NULL, add_days(d, 0) = d \
+         FROM adv WHERE d = (SELECT max(d) FROM adv)",
+    );
+    all_true(
+        &ctx,
+        &rt,
+        "SELECT add_days(d, -1) IS NULL, add_days(d, 1) IS NOT NULL \
+         FROM adv WHERE d = (SELECT min(d) FROM adv)",
+    );
+    // NULL dates and NULL counts give NULL; extreme counts give NULL.
+    all_true(
+        &ctx,
+        &rt,
+        "SELECT add_days(d, i32) IS NULL FROM adv WHERE d IS NULL OR i32 IS NULL \
+         OR i32 = 2147483647 OR i32 = -2147483648",
+    );
+    all_true(
+        &ctx,
+        &rt,
+        "SELECT add_days(d, i) IS NULL FROM adv \
+         WHERE d IS NULL OR i IS NULL OR i = 9223372036854775807 OR i < -9223372036854775806",
+    );
+}
+
+#[test]
+fn date_functions_never_raise_on_any_date32_value() {
+    // Dates outside the calendar cannot be made by a query, but the date functions do not
+    // depend on that: they give NULL or a number for every Date32 value.
+    let ctx = SessionContext::new();
+    register(&ctx);
+    let d: ArrayRef = Arc::new(Date32Array::from(vec![
+        Some(i32::MIN),
+        Some(i32::MAX),
+        Some(first_day() - 1),
+        Some(last_day() + 1),
+        Some(first_day()),
+        Some(last_day()),
+        Some(0),
+        None,
+    ]));
+    let n: ArrayRef = Arc::new(Int64Array::from(vec![
+        Some(i64::MAX),
+        Some(i64::MIN),
+        Some(-1),
+        Some(1),
+        Some(-1),
+        Some(1),
+        Some(0),
+        Some(5),
+    ]));
+    ctx.register_batch(
+        "wide",
+        RecordBatch::try_from_iter(vec![("d", d), ("n", n)]).unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut exprs: Vec<String> = [
+        "quarter_of(d)",
+        "add_days(d, n)",
+        "add_days(d, 1)",
+        "add_days(d, -1)",
+        "d - d",
+        "d < DATE '2025-01-01'",
+        "greatest(d, DATE '2025-01-01')",
+        "coalesce(d, DATE '2025-01-01')",
+        "min(d) OVER (PARTITION BY n)",
+    ]
+    .iter()
+    .map(|e| e.to_string())
+    .collect();
+    for unit in DATE_PART_UNITS {
+        exprs.push(format!("date_part('{unit}', d)"));
+        exprs.push(format!("date_part('{}', d)", unit.to_ascii_uppercase()));
+    }
+    for e in &exprs {
+        run(&ctx, &rt, &format!("SELECT {e} FROM wide"));
+    }
+    // Out of the calendar in, NULL (or a date in the calendar) out.
+    all_true(
+        &ctx,
+        &rt,
+        "SELECT add_days(d, 1) IS NULL FROM wide WHERE n = 1 OR n = 5",
+    );
 }
