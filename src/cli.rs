@@ -10,17 +10,20 @@ use clap::{Parser, Subcommand};
 
 use crate::dictionary::Dictionary;
 use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
-use crate::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use crate::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::{
     CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
 };
-use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, release};
+use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::quarter::Quarter;
 use crate::report::{self, Format};
 use crate::synth::{SynthConfig, synth};
 use crate::warehouse::{Warehouse, status};
 use crate::{Error, Fault, demo};
+
+/// The environment variable that gives `--warehouse` when the flag is absent.
+pub const WAREHOUSE_ENV: &str = "OUTREACH_WAREHOUSE";
 
 #[derive(Parser)]
 #[command(
@@ -76,7 +79,7 @@ enum Command {
     /// Validate program exports and load them into a warehouse as Parquet.
     Ingest {
         /// Warehouse folder; created if missing.
-        #[arg(long)]
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         /// Load every file into this table instead of telling it from the file name.
         #[arg(long)]
@@ -96,14 +99,16 @@ enum Command {
     },
     /// Declare a table's data complete through a date (public metadata).
     CompleteThrough {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         table: String,
         date: NaiveDate,
     },
     /// Show tables, row counts, date ranges and the dataset version (steward only: exact figures).
     Status {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
     },
     /// Print the data dictionary as Markdown.
@@ -126,7 +131,8 @@ enum Command {
 enum BudgetCommand {
     /// Set the warehouse's privacy budget, its horizon and noise; creates the ledger and the secret.
     Init {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         /// Total zCDP budget rho for the period.
         #[arg(long)]
@@ -147,23 +153,31 @@ enum BudgetCommand {
         #[arg(long, default_value_t = PrivacyConfig::default().min_scale)]
         min_scale: f64,
     },
-    /// Add rho to a named allocation, such as standard-releases or researcher:ID.
+    /// Add rho (and delta) to a named allocation, such as standard-releases or researcher:ID.
     Allocate {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
+        /// The allocation's name.
         name: String,
+        /// Rho to add; 0 adds only delta to an existing allocation.
         rho: f64,
+        /// Delta to add, for private partition selection (an allocation without delta spends none).
+        #[arg(long, default_value_t = 0.0)]
+        delta: f64,
     },
     /// Show the budget, what is spent and what is left, with epsilon at the configured delta.
     Show {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Start a new budget period (a recorded steward action; lifetime loss grows with it).
     Renew {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         /// Why the budget is renewed; recorded in the ledger.
         #[arg(long)]
@@ -171,6 +185,9 @@ enum BudgetCommand {
         /// New total rho [default: the current one].
         #[arg(long)]
         total: Option<f64>,
+        /// New total delta [default: the current one].
+        #[arg(long)]
+        delta: Option<f64>,
         /// New horizon in days [default: the current one].
         #[arg(long)]
         horizon: Option<u32>,
@@ -179,7 +196,8 @@ enum BudgetCommand {
 
 #[derive(clap::Args)]
 struct ReleaseArgs {
-    #[arg(long)]
+    /// Warehouse folder.
+    #[arg(long, env = WAREHOUSE_ENV)]
     warehouse: PathBuf,
     /// A release spec (TOML or JSON). Or give the flags below.
     #[arg(long, conflicts_with_all = ["query", "cell", "stat"])]
@@ -229,7 +247,8 @@ struct ReleaseArgs {
 enum ReleasesCommand {
     /// List releases.
     List {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -239,7 +258,8 @@ enum ReleasesCommand {
     },
     /// Show one release.
     Show {
-        #[arg(long)]
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         id: i64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -251,9 +271,15 @@ enum ReleasesCommand {
 }
 
 /// Parses the arguments, runs the command and maps its error to an exit code.
+///
+/// Logs (`RUST_LOG`) are the steward's, on the warehouse host, and off unless asked for:
+/// a library's log line could quote what a query read. A release that fails after its
+/// debit prints only a fixed message with its id (`PrivacyError::FailedAfterDebit`).
 pub fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -479,9 +505,10 @@ fn budget(command: BudgetCommand) -> Result<(), Error> {
             warehouse,
             name,
             rho,
+            delta,
         } => {
             let mut ledger = Ledger::open(&warehouse)?;
-            ledger.allocate(&name, rho)?;
+            ledger.allocate_with_delta(&name, rho, delta)?;
             print!("{}", report::budget_table(&ledger.show()?));
         }
         BudgetCommand::Show { warehouse, format } => {
@@ -495,10 +522,11 @@ fn budget(command: BudgetCommand) -> Result<(), Error> {
             warehouse,
             why,
             total,
+            delta,
             horizon,
         } => {
             let mut ledger = Ledger::open(&warehouse)?;
-            ledger.renew(&why, total, horizon)?;
+            ledger.renew(&why, total, delta, horizon)?;
             print!("{}", report::budget_table(&ledger.show()?));
         }
     }

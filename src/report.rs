@@ -305,18 +305,35 @@ pub fn budget_table(b: &BudgetView) -> String {
         ]);
     }
     out.push_str(&align(&rows));
-    if b.period.total_delta > 0.0 || b.spent_delta > 0.0 {
+    let any_delta = b.period.total_delta > 0.0
+        || b.spent_delta > 0.0
+        || b.allocations
+            .iter()
+            .any(|a| a.delta > 0.0 || a.spent_delta > 0.0);
+    if any_delta {
         let _ = writeln!(
             out,
             "  delta for private partition selection: {:.3e} spent of {:.3e}; epsilon is shown at delta = {d:e} plus the delta spent",
             b.spent_delta, b.period.total_delta
         );
+        for a in &b.allocations {
+            let _ = writeln!(
+                out,
+                "    {}: delta {:.3e} spent of {:.3e}",
+                a.name, a.spent_delta, a.delta
+            );
+        }
     }
     let _ = writeln!(
         out,
         "  lifetime rho over all periods: {:.6} (epsilon {} at delta = {d:e}); it grows with every renewal",
         b.lifetime_rho,
         eps(b.lifetime_rho)
+    );
+    let _ = writeln!(
+        out,
+        "  lifetime delta over all periods: {:.3e}; it grows with every renewal too",
+        b.lifetime_delta
     );
     out
 }

@@ -2,8 +2,10 @@
 //! warehouse folder (privacy model §4).
 //!
 //! - **Budget.** One warehouse-wide budget in ρ (and δ), with a horizon. It is split into
-//!   named allocations and renewed only by a recorded steward action; each renewal starts a
-//!   new budget period, so lifetime loss is the sum over periods.
+//!   named allocations, each with its own ρ and δ (an allocation given no δ can spend none,
+//!   so one researcher cannot spend the warehouse's whole δ), and renewed only by a recorded
+//!   steward action, which may set a new ρ, δ and horizon; each renewal starts a new budget
+//!   period, so lifetime loss (ρ and δ) is the sum over periods.
 //! - **Append-only.** Triggers refuse every UPDATE and DELETE on every table.
 //! - **Debit first.** [`Ledger::begin_release`] checks what remains and inserts the release
 //!   and its debit in one IMMEDIATE transaction, before any noise is drawn. SQLite's write
@@ -11,27 +13,47 @@
 //!   jointly overspend. A crash after the commit loses budget but never leaks.
 //! - **Idempotent.** A release whose idempotency key was already *released* returns the
 //!   stored numbers and spends nothing. A fresh draw, including a retry after a failure, is a
-//!   new debit.
+//!   new debit. The key is steward-only: it binds the warehouse's content hash.
+//! - **One at a time per key.** [`Ledger::claim_release`] takes an OS file lock named by the
+//!   idempotency key (`WAREHOUSE/ledger-claims/`) and holds it from before the debit until
+//!   the outcome is written, so an identical request started meanwhile waits for the first
+//!   and then finds it released, instead of debiting again. The OS drops the lock of a
+//!   process that dies, so a crash never leaves a key claimed.
 //! - **Outcomes.** A release ends with one outcome row: released (its public result and the
 //!   steward's diagnostics) or failed (error text for the steward only). A release with no
 //!   outcome was interrupted; its debit stays spent.
 //! - **Secret.** The key of the cell-choice hash is created at `budget init` from the OS
 //!   generator and never leaves this file.
+//! - **Schema versions** (`PRAGMA user_version`). 0: the first ledgers, whose allocations
+//!   had no δ. 1: `allocation_deltas`, an allocation's δ. [`Ledger::open`] migrates an older
+//!   ledger in place, adding tables only (so the append-only triggers never fire); its
+//!   allocations then have δ 0 until the steward gives them some
+//!   (`outreach budget allocate NAME 0 --delta D`). A ledger of a newer version is refused.
 
+pub mod noise;
+
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::error::Fault;
-use crate::privacy::NoiseKind;
+use crate::fault::Fault;
+pub use noise::NoiseKind;
 
 /// The ledger's file name inside the warehouse folder.
 pub const LEDGER_FILE: &str = "ledger.sqlite";
 
 /// Slack for floating-point sums of ρ when comparing with a total: 1e-12 relative.
 const SLACK: f64 = 1e-12;
+
+/// The folder, next to the ledger, of the lock files that claim idempotency keys.
+pub const CLAIMS_DIR: &str = "ledger-claims";
+
+/// The ledger's schema version (`PRAGMA user_version`); see the module docs.
+pub const SCHEMA_VERSION: i64 = 1;
 
 /// Errors of the ledger layer.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +92,19 @@ pub enum LedgerError {
     NoSuchRelease(i64),
     #[error("the ledger is busy with another writer; try again")]
     Busy,
+    #[error(
+        "an identical release (same queries, declarations, budget and data) is still running; try again when it has finished"
+    )]
+    ReleaseInProgress,
+    #[error("ledger lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "ledger {path} has schema version {found}, newer than this program's {SCHEMA_VERSION}: use a newer outreach"
+    )]
+    NewerSchema { path: PathBuf, found: i64 },
     #[error("ledger {path}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -88,8 +123,11 @@ impl LedgerError {
             | LedgerError::UnknownAllocation { .. }
             | LedgerError::NoSuchRelease(_) => Fault::BadInput,
             LedgerError::OverBudget { .. } | LedgerError::HorizonEnded(_) => Fault::BudgetExhausted,
-            LedgerError::Busy => Fault::Busy,
-            LedgerError::Sqlite { .. } | LedgerError::Corrupt { .. } => Fault::Internal,
+            LedgerError::Busy | LedgerError::ReleaseInProgress => Fault::Busy,
+            LedgerError::Sqlite { .. }
+            | LedgerError::Corrupt { .. }
+            | LedgerError::Lock { .. }
+            | LedgerError::NewerSchema { .. } => Fault::Internal,
         }
     }
 }
@@ -156,15 +194,55 @@ CREATE TABLE IF NOT EXISTS release_outcomes (
 );
 "#;
 
+/// Schema version 1: the δ of each allocation, added per period like its ρ. A table of its
+/// own (not a column of `allocations`), so an older ledger migrates by adding a table, and
+/// δ can be added to an allocation without more ρ.
+const SCHEMA_V1: &str = r#"
+CREATE TABLE IF NOT EXISTS allocation_deltas (
+    id INTEGER PRIMARY KEY,
+    budget_id INTEGER NOT NULL REFERENCES budgets(id),
+    name TEXT NOT NULL,
+    delta REAL NOT NULL CHECK (delta > 0 AND delta < 1),
+    created_at TEXT NOT NULL
+);
+"#;
+
 const APPEND_ONLY: &[&str] = &[
     "config",
     "secret",
     "budgets",
     "allocations",
+    "allocation_deltas",
     "releases",
     "debits",
     "release_outcomes",
 ];
+
+/// Makes `tables` append-only: triggers refuse every UPDATE and DELETE.
+fn append_only(tx: &rusqlite::Transaction<'_>, tables: &[&str]) -> rusqlite::Result<()> {
+    for t in tables {
+        tx.execute_batch(&format!(
+            "CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+             CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The schema version of an open ledger.
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Brings a ledger of an older schema up to [`SCHEMA_VERSION`], inside `tx`. Only adds
+/// tables and triggers: no row is updated or deleted.
+fn upgrade(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
+    if from < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+        append_only(tx, &["allocation_deltas"])?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+}
 
 /// How the warehouse adds noise, fixed at `budget init`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +291,11 @@ pub struct AllocationView {
     pub name: String,
     pub rho: f64,
     pub spent_rho: f64,
+    /// The δ it may spend (0: none; private partition selection needs some).
+    #[serde(default)]
+    pub delta: f64,
+    #[serde(default)]
+    pub spent_delta: f64,
 }
 
 /// The budget as the steward sees it.
@@ -226,6 +309,9 @@ pub struct BudgetView {
     pub allocations: Vec<AllocationView>,
     /// Lifetime ρ over every period, which grows with renewals.
     pub lifetime_rho: f64,
+    /// Lifetime δ over every period, which grows with renewals too.
+    #[serde(default)]
+    pub lifetime_delta: f64,
 }
 
 /// What a release records with its debit.
@@ -243,6 +329,21 @@ pub struct ReleaseStart {
     pub rho: f64,
     pub delta: f64,
     pub approver: String,
+}
+
+/// Proof that this process runs the release of one idempotency key
+/// ([`Ledger::claim_release`]). Dropping it lets the next identical request go on.
+#[derive(Debug)]
+pub struct ReleaseClaim {
+    file: File,
+}
+
+impl Drop for ReleaseClaim {
+    /// Unlocks before the file closes: a child process forked meanwhile would otherwise keep
+    /// the lock alive in its copy of the descriptor until it execs.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 /// The outcome of `begin_release`.
@@ -332,11 +433,39 @@ impl Ledger {
             return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
         }
         let conn = Self::connect(&path)?;
-        let ledger = Ledger { path, conn };
+        let mut ledger = Ledger { path, conn };
         if ledger.current_period_opt()?.is_none() {
             return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
         }
+        ledger.migrate()?;
         Ok(ledger)
+    }
+
+    /// Upgrades an older ledger's schema in place (see the module docs), under the write
+    /// lock, or refuses a newer one. A ledger already current is only read.
+    fn migrate(&mut self) -> Result<()> {
+        let found = schema_version(&self.conn).map_err(self.e())?;
+        if found > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let e = sql_err(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        // Another process may have upgraded it meanwhile.
+        let found = schema_version(&tx).map_err(&e)?;
+        if found < SCHEMA_VERSION {
+            upgrade(&tx, found).map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
     }
 
     /// Creates the ledger with its first budget period, config and secret.
@@ -360,13 +489,8 @@ impl Ledger {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
         tx.execute_batch(SCHEMA).map_err(&e)?;
-        for t in APPEND_ONLY {
-            tx.execute_batch(&format!(
-                "CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t} BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-                 CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;"
-            ))
-            .map_err(&e)?;
-        }
+        tx.execute_batch(SCHEMA_V1).map_err(&e)?;
+        append_only(&tx, APPEND_ONLY).map_err(&e)?;
         let existing: i64 = tx
             .query_row("SELECT count(*) FROM budgets", [], |r| r.get(0))
             .map_err(&e)?;
@@ -396,6 +520,8 @@ impl Ledger {
             "initial budget",
         )
         .map_err(&e)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(&e)?;
         tx.commit().map_err(&e)?;
         drop(e);
         Ok(Ledger { path, conn })
@@ -445,16 +571,33 @@ impl Ledger {
         current_period(&self.conn).optional().map_err(self.e())
     }
 
-    /// Adds `rho` to allocation `name` in the current period (creating it).
+    /// Adds `rho` to allocation `name` in the current period (creating it), with no δ.
     pub fn allocate(&mut self, name: &str, rho: f64) -> Result<()> {
+        self.allocate_with_delta(name, rho, 0.0)
+    }
+
+    /// Adds `rho` and `delta` to allocation `name` in the current period. A new allocation
+    /// needs a positive ρ; an existing one may get δ alone (`rho` = 0). Neither the
+    /// allocations' ρ nor their δ may exceed the period's totals.
+    pub fn allocate_with_delta(&mut self, name: &str, rho: f64, delta: f64) -> Result<()> {
         if name.trim().is_empty() || name.len() > 100 {
             return Err(LedgerError::Invalid(
                 "an allocation needs a name of 1 to 100 characters".into(),
             ));
         }
-        if !(rho.is_finite() && rho > 0.0) {
+        if !(rho.is_finite() && rho >= 0.0) {
             return Err(LedgerError::Invalid(
-                "an allocation's rho must be positive".into(),
+                "an allocation's rho must be a number of at least 0".into(),
+            ));
+        }
+        if !(delta.is_finite() && (0.0..1.0).contains(&delta)) {
+            return Err(LedgerError::Invalid(
+                "an allocation's delta must be in [0, 1)".into(),
+            ));
+        }
+        if rho == 0.0 && delta == 0.0 {
+            return Err(LedgerError::Invalid(
+                "an allocation needs a positive rho or delta".into(),
             ));
         }
         let path = self.path.clone();
@@ -464,36 +607,76 @@ impl Ledger {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
         let period = current_period(&tx).map_err(&e)?;
-        let allocated: f64 = tx
+        let exists: i64 = tx
             .query_row(
-                "SELECT coalesce(sum(rho), 0) FROM allocations WHERE budget_id = ?1",
-                params![period.id],
+                "SELECT count(*) FROM allocations WHERE budget_id = ?1 AND name = ?2",
+                params![period.id, name],
                 |r| r.get(0),
             )
             .map_err(&e)?;
-        if allocated + rho > period.total_rho * (1.0 + SLACK) {
-            return Err(LedgerError::OverBudget {
-                quantity: "rho",
-                scope: "the budget (unallocated part)".into(),
-                needed: rho,
-                remaining: period.total_rho - allocated,
-                total: period.total_rho,
-            });
+        if exists == 0 && rho == 0.0 {
+            return Err(LedgerError::Invalid(format!(
+                "there is no allocation '{name}' yet: a new allocation needs a positive rho"
+            )));
         }
-        tx.execute(
-            "INSERT INTO allocations (budget_id, name, rho, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![period.id, name, rho, now()],
-        )
-        .map_err(&e)?;
+        let at = now();
+        if rho > 0.0 {
+            let allocated: f64 = tx
+                .query_row(
+                    "SELECT coalesce(sum(rho), 0) FROM allocations WHERE budget_id = ?1",
+                    params![period.id],
+                    |r| r.get(0),
+                )
+                .map_err(&e)?;
+            if allocated + rho > period.total_rho * (1.0 + SLACK) {
+                return Err(LedgerError::OverBudget {
+                    quantity: "rho",
+                    scope: "the budget (unallocated part)".into(),
+                    needed: rho,
+                    remaining: period.total_rho - allocated,
+                    total: period.total_rho,
+                });
+            }
+            tx.execute(
+                "INSERT INTO allocations (budget_id, name, rho, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![period.id, name, rho, at],
+            )
+            .map_err(&e)?;
+        }
+        if delta > 0.0 {
+            let allocated: f64 = tx
+                .query_row(
+                    "SELECT coalesce(sum(delta), 0) FROM allocation_deltas WHERE budget_id = ?1",
+                    params![period.id],
+                    |r| r.get(0),
+                )
+                .map_err(&e)?;
+            if allocated + delta > period.total_delta * (1.0 + SLACK) {
+                return Err(LedgerError::OverBudget {
+                    quantity: "delta",
+                    scope: "the delta budget (unallocated part)".into(),
+                    needed: delta,
+                    remaining: (period.total_delta - allocated).max(0.0),
+                    total: period.total_delta,
+                });
+            }
+            tx.execute(
+                "INSERT INTO allocation_deltas (budget_id, name, delta, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![period.id, name, delta, at],
+            )
+            .map_err(&e)?;
+        }
         tx.commit().map_err(&e)
     }
 
-    /// Starts a new budget period: a recorded steward action. Allocations carry over with
-    /// their sizes, scaled if the total changes. Lifetime loss grows with every renewal.
+    /// Starts a new budget period: a recorded steward action, with a new total ρ, δ or
+    /// horizon (each defaults to the current one). Allocations carry over with their ρ and
+    /// δ, scaled down if a total shrinks. Lifetime loss grows with every renewal.
     pub fn renew(
         &mut self,
         why: &str,
         total_rho: Option<f64>,
+        total_delta: Option<f64>,
         horizon_days: Option<u32>,
     ) -> Result<BudgetPeriod> {
         if why.trim().is_empty() {
@@ -509,28 +692,53 @@ impl Ledger {
             .map_err(&e)?;
         let old = current_period(&tx).map_err(&e)?;
         let total = total_rho.unwrap_or(old.total_rho);
+        let delta = total_delta.unwrap_or(old.total_delta);
         let days = match horizon_days {
             Some(d) => d,
             None => horizon_of(&old),
         };
-        validate_total(total, old.total_delta, days)?;
-        let id = insert_period(&tx, total, old.total_delta, days, why).map_err(&e)?;
-        let factor = total / old.total_rho;
-        let mut stmt = tx
-            .prepare("SELECT name, sum(rho) FROM allocations WHERE budget_id = ?1 GROUP BY name ORDER BY min(id)")
-            .map_err(&e)?;
-        let allocations: Vec<(String, f64)> = stmt
-            .query_map(params![old.id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(&e)?
-            .collect::<Result<_, _>>()
-            .map_err(&e)?;
-        drop(stmt);
+        validate_total(total, delta, days)?;
+        let id = insert_period(&tx, total, delta, days, why).map_err(&e)?;
+        let factor = (total / old.total_rho).min(1.0);
+        let delta_factor = if old.total_delta > 0.0 {
+            (delta / old.total_delta).min(1.0)
+        } else {
+            0.0
+        };
+        let carried = |sql: &str| -> Result<Vec<(String, f64)>> {
+            let mut stmt = tx.prepare(sql).map_err(&e)?;
+            let rows: Vec<(String, f64)> = stmt
+                .query_map(params![old.id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
+                })
+                .map_err(&e)?
+                .collect::<Result<_, _>>()
+                .map_err(&e)?;
+            Ok(rows)
+        };
+        let allocations = carried(
+            "SELECT name, sum(rho) FROM allocations WHERE budget_id = ?1 GROUP BY name ORDER BY min(id)",
+        )?;
+        let deltas = carried(
+            "SELECT name, sum(delta) FROM allocation_deltas WHERE budget_id = ?1 GROUP BY name ORDER BY min(id)",
+        )?;
+        let at = now();
         for (name, rho) in allocations {
             tx.execute(
                 "INSERT INTO allocations (budget_id, name, rho, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![id, name, rho * factor.min(1.0), now()],
+                params![id, name, rho * factor, at],
             )
             .map_err(&e)?;
+        }
+        for (name, d) in deltas {
+            let d = d * delta_factor;
+            if d > 0.0 && d < 1.0 {
+                tx.execute(
+                    "INSERT INTO allocation_deltas (budget_id, name, delta, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, name, d, at],
+                )
+                .map_err(&e)?;
+            }
         }
         let period = tx
             .query_row(
@@ -560,7 +768,9 @@ impl Ledger {
             .conn
             .prepare(
                 "SELECT a.name, sum(a.rho),
-                        (SELECT coalesce(sum(d.rho), 0) FROM debits d WHERE d.budget_id = a.budget_id AND d.allocation = a.name)
+                        (SELECT coalesce(sum(d.rho), 0) FROM debits d WHERE d.budget_id = a.budget_id AND d.allocation = a.name),
+                        (SELECT coalesce(sum(x.delta), 0) FROM allocation_deltas x WHERE x.budget_id = a.budget_id AND x.name = a.name),
+                        (SELECT coalesce(sum(d.delta), 0) FROM debits d WHERE d.budget_id = a.budget_id AND d.allocation = a.name)
                  FROM allocations a WHERE a.budget_id = ?1 GROUP BY a.name ORDER BY min(a.id)",
             )
             .map_err(self.e())?;
@@ -570,17 +780,20 @@ impl Ledger {
                     name: r.get(0)?,
                     rho: r.get(1)?,
                     spent_rho: r.get(2)?,
+                    delta: r.get(3)?,
+                    spent_delta: r.get(4)?,
                 })
             })
             .map_err(self.e())?
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.e())?;
-        let (periods, lifetime_rho): (i64, f64) = self
+        let (periods, lifetime_rho, lifetime_delta): (i64, f64, f64) = self
             .conn
             .query_row(
-                "SELECT (SELECT count(*) FROM budgets), (SELECT coalesce(sum(rho), 0) FROM debits)",
+                "SELECT (SELECT count(*) FROM budgets), (SELECT coalesce(sum(rho), 0) FROM debits),
+                        (SELECT coalesce(sum(delta), 0) FROM debits)",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(self.e())?;
         Ok(BudgetView {
@@ -591,12 +804,58 @@ impl Ledger {
             spent_delta,
             allocations,
             lifetime_rho,
+            lifetime_delta,
         })
+    }
+
+    /// Claims an idempotency key for this process: waits up to `wait` while another process
+    /// (or thread) holds it, then refuses as busy ([`LedgerError::ReleaseInProgress`]). Hold
+    /// the claim from before [`Ledger::begin_release`] until the outcome is written, so an
+    /// identical request started meanwhile finds the release finished (and spends nothing)
+    /// instead of debiting again. The lock is the OS's (`flock`): a process that dies lets go.
+    pub fn claim_release(&self, idempotency_key: &str, wait: Duration) -> Result<ReleaseClaim> {
+        let dir = self
+            .path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(CLAIMS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|source| LedgerError::Lock {
+            path: dir.clone(),
+            source,
+        })?;
+        // The file name is a hash of the key, so any key makes a plain file name.
+        let name = crate::warehouse::hex(&Sha256::digest(idempotency_key.as_bytes()));
+        let path = dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| LedgerError::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(ReleaseClaim { file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if started.elapsed() >= wait {
+                        return Err(LedgerError::ReleaseInProgress);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(LedgerError::Lock { path, source });
+                }
+            }
+        }
     }
 
     /// Checks what remains and records the release with its debit, in one IMMEDIATE
     /// transaction, before any noise is drawn. Returns the stored release instead when the
-    /// same idempotency key was already released.
+    /// same idempotency key was already released. Callers that may run the same key at once
+    /// hold its [`Ledger::claim_release`] around this and the outcome.
     pub fn begin_release(&mut self, r: &ReleaseStart) -> Result<Begin> {
         if !(r.rho.is_finite() && r.rho > 0.0 && r.delta.is_finite() && r.delta >= 0.0) {
             return Err(LedgerError::Invalid(format!(
@@ -658,9 +917,16 @@ impl Ledger {
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .map_err(&e)?;
-        let spent_alloc: f64 = tx
+        let (spent_alloc, spent_alloc_delta): (f64, f64) = tx
             .query_row(
-                "SELECT coalesce(sum(rho), 0) FROM debits WHERE budget_id = ?1 AND allocation = ?2",
+                "SELECT coalesce(sum(rho), 0), coalesce(sum(delta), 0) FROM debits WHERE budget_id = ?1 AND allocation = ?2",
+                params![period.id, r.allocation],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(&e)?;
+        let allocated_delta: f64 = tx
+            .query_row(
+                "SELECT coalesce(sum(delta), 0) FROM allocation_deltas WHERE budget_id = ?1 AND name = ?2",
                 params![period.id, r.allocation],
                 |row| row.get(0),
             )
@@ -690,6 +956,17 @@ impl Ledger {
                 needed: r.delta,
                 remaining: (period.total_delta - spent_delta).max(0.0),
                 total: period.total_delta,
+            });
+        }
+        if r.delta > 0.0
+            && spent_alloc_delta + r.delta > allocated_delta * (1.0 + SLACK) + f64::MIN_POSITIVE
+        {
+            return Err(LedgerError::OverBudget {
+                quantity: "delta",
+                scope: format!("the delta budget of allocation '{}'", r.allocation),
+                needed: r.delta,
+                remaining: (allocated_delta - spent_alloc_delta).max(0.0),
+                total: allocated_delta,
             });
         }
         let at = now();
@@ -895,6 +1172,14 @@ impl Ledger {
             (
                 "an allocation overspent",
                 "SELECT count(*) FROM (SELECT a.budget_id, a.name, sum(a.rho) AS total FROM allocations a GROUP BY a.budget_id, a.name) a WHERE (SELECT coalesce(sum(rho), 0) FROM debits d WHERE d.budget_id = a.budget_id AND d.allocation = a.name) > a.total * (1 + 1e-12)",
+            ),
+            (
+                "a budget period's delta overspent",
+                "SELECT count(*) FROM budgets b WHERE (SELECT coalesce(sum(delta), 0) FROM debits d WHERE d.budget_id = b.id) > b.total_delta * (1 + 1e-12) + 1e-300",
+            ),
+            (
+                "an allocation's delta overspent",
+                "SELECT count(*) FROM (SELECT x.budget_id, x.name, sum(x.delta) AS total FROM allocation_deltas x GROUP BY x.budget_id, x.name) x WHERE (SELECT coalesce(sum(delta), 0) FROM debits d WHERE d.budget_id = x.budget_id AND d.allocation = x.name) > x.total * (1 + 1e-12)",
             ),
         ];
         for (what, sql) in queries {

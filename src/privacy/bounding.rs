@@ -186,15 +186,24 @@ const NONE: i64 = i64::MIN;
 const INLINE_KEY_WORDS: usize = 3;
 /// Words before the entries: hash, meta, inline key.
 const HEAD: usize = 2 + INLINE_KEY_WORDS;
+/// Bits of a record's meta word that count its entries.
+const USED_MASK: u64 = 0x7fff;
+/// The meta bit set when a person lost cells to the `k` bound.
+const OVER_K: u64 = 0x8000;
+/// The largest `k` the bounder's records can hold (the spec allows far less,
+/// [`super::spec::MAX_K`]).
+pub const MAX_BOUNDED_K: usize = USED_MASK as usize;
 
 /// The rows kept so far for the persons of one shard. Each person is one fixed-size record
 /// of `u64` words, so that finding and updating a person touches one or two cache lines:
 ///
 /// `[hash, meta, key × 3, (choice hash, cell) × k, values × k·m]`
 ///
-/// where meta holds the number of entries used (bits 0–7), whether cells were dropped by
-/// the `k` bound (bit 8), the key's length (bits 16–31) and, for a key longer than 24
-/// bytes, its offset in the arena (bits 32–63).
+/// where meta holds the number of entries used (bits 0–14, so `k` up to
+/// [`MAX_BOUNDED_K`]), whether cells were dropped by the `k` bound (bit 15), the key's length
+/// (bits 16–31) and, for a key longer than 24 bytes, its offset in the arena (bits 32–63).
+/// (The count once had 8 bits: at k ≥ 256 it wrapped into the flag, and a person kept the
+/// last cells in arrival order instead of the k with the smallest keyed hash.)
 struct Shard {
     index: hashbrown::HashTable<u32>,
     records: Vec<u64>,
@@ -225,11 +234,11 @@ impl Shard {
     }
 
     fn used(&self, slot: usize) -> usize {
-        (self.rec(slot)[1] & 0xff) as usize
+        (self.rec(slot)[1] & USED_MASK) as usize
     }
 
     fn over_k(&self, slot: usize) -> bool {
-        self.rec(slot)[1] & 0x100 != 0
+        self.rec(slot)[1] & OVER_K != 0
     }
 
     fn cell(&self, slot: usize, e: usize) -> u64 {
@@ -309,7 +318,7 @@ impl Shard {
         let slot = self.slot(hash, person);
         let stride = self.stride;
         let rec = &mut self.records[slot * stride..(slot + 1) * stride];
-        let used = (rec[1] & 0xff) as usize;
+        let used = (rec[1] & USED_MASK) as usize;
         let cell64 = cell;
         let at = match (0..used).find(|&e| rec[HEAD + 2 * e + 1] == cell64) {
             Some(at) => at,
@@ -321,7 +330,7 @@ impl Shard {
                 } else {
                     // A cell that is not among the k smallest hashes so far can never be
                     // chosen; a smaller one replaces the largest kept.
-                    rec[1] |= 0x100;
+                    rec[1] |= OVER_K;
                     let worst = (0..k)
                         .max_by_key(|&e| (rec[HEAD + 2 * e], rec[HEAD + 2 * e + 1]))
                         .expect("k >= 1");
@@ -405,7 +414,14 @@ pub struct Bounder {
 /// Column order of the person-level batches the bounder reads: `person_key`, then the cell
 /// keys as text, then the statistics as integers or booleans (NULL allowed).
 impl Bounder {
+    /// A bounder for `rules`. `rules.k` must be in 1..=[`MAX_BOUNDED_K`]; `spec::check`
+    /// refuses larger `k` long before the debit.
     pub fn new(rules: &BoundingRules, shards: usize) -> Bounder {
+        assert!(
+            (1..=MAX_BOUNDED_K).contains(&rules.k),
+            "internal: k = {} outside 1..={MAX_BOUNDED_K} reached the bounder",
+            rules.k
+        );
         let lookups = rules
             .cells
             .iter()

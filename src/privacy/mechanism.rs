@@ -10,7 +10,11 @@
 //!   discrete Gaussian (or Laplace) measurement at `d_in` = L2 (or L1);
 //! - with a scale per block, each block is its own measurement over its sub-vector, with
 //!   `d_in` = √k · B_b (or k · B_b), and the losses add (sequential composition), which gives
-//!   ρ = k · Σ_b B_b² / (2σ_b²).
+//!   ρ = k · Σ_b B_b² / (2σ_b²). The sum is OpenDP's composition map, which rounds every
+//!   addition up; a plain `f64` sum could round below the true composed loss.
+//!
+//! k · Σ B² is computed exactly in integers and must stay within 2^53 ([`MAX_SENSITIVITY`]),
+//! or the spec is refused before any debit.
 //!
 //! We declare `d_in` ourselves; `make_count_by_categories` would give k, not √k, for L2.
 //! Noise is drawn only by OpenDP's samplers, which use OpenSSL's secure generator.
@@ -38,6 +42,7 @@ use opendp::measurements::{make_gaussian_threshold, make_laplace_threshold};
 use opendp::measures::Approximate;
 use opendp::metrics::{AbsoluteDistance, L0PInfDistance};
 
+use opendp::combinators::CompositionMeasure;
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::{make_gaussian, make_laplace};
 use opendp::measures::{MaxDivergence, ZeroConcentratedDivergence};
@@ -47,36 +52,9 @@ use serde::{Deserialize, Serialize};
 use super::spec::CheckedSpec;
 use super::{PrivacyError, Result};
 
-/// The noise the warehouse config picks for every release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NoiseKind {
-    /// zCDP with discrete Gaussian noise (the default).
-    DiscreteGaussian,
-    /// Pure ε-DP with discrete Laplace noise, debited as ρ = ε²/2.
-    DiscreteLaplace,
-}
-
-impl NoiseKind {
-    /// The privacy measure, as recorded in the ledger.
-    pub fn measure(self) -> &'static str {
-        match self {
-            NoiseKind::DiscreteGaussian => "zCDP",
-            NoiseKind::DiscreteLaplace => "pure-DP (debited as rho = eps^2/2)",
-        }
-    }
-}
-
-impl std::str::FromStr for NoiseKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "gaussian" | "discrete_gaussian" => Ok(NoiseKind::DiscreteGaussian),
-            "laplace" | "discrete_laplace" => Ok(NoiseKind::DiscreteLaplace),
-            other => Err(format!("unknown noise `{other}`: use gaussian or laplace")),
-        }
-    }
-}
+/// The noise the warehouse config picks for every release. It lives in the ledger (the
+/// warehouse's config), below the engine, so that the ledger never imports the engine.
+pub use crate::ledger::NoiseKind;
 
 /// A release's sensitivity under add/remove-one-person.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -90,7 +68,12 @@ pub struct Sensitivity {
     pub l2: f64,
 }
 
-/// √x for an integer x, rounded up: the smallest f64 whose square is at least x.
+/// The largest k · Σ B² (and k · Σ B) a release may have: 2^53, so that both are exact as
+/// `f64` and the scales and `d_in` computed from them are exact. Beyond it the noise would
+/// drown every value anyway.
+pub const MAX_SENSITIVITY: u64 = 1 << 53;
+
+/// √x for an integer x ≤ 2^53, rounded up: the smallest f64 whose square is at least x.
 pub fn sqrt_up(x: u64) -> f64 {
     let xf = x as f64;
     assert!(xf as u64 == x, "sqrt_up: {x} is not exact as f64");
@@ -103,17 +86,40 @@ pub fn sqrt_up(x: u64) -> f64 {
     }
 }
 
-/// Sensitivity of `k` cells with block bounds `bounds` (privacy model §2).
-pub fn sensitivity(k: u32, bounds: &[i64]) -> Sensitivity {
-    let k64 = u64::from(k);
-    let l1 = k64 * bounds.iter().map(|b| b.unsigned_abs()).sum::<u64>();
-    let l2_squared = k64 * bounds.iter().map(|b| b.unsigned_abs().pow(2)).sum::<u64>();
-    Sensitivity {
+/// Sensitivity of `k` cells with block bounds `bounds` (privacy model §2), in exact integer
+/// arithmetic. A spec error, before any debit, when k · Σ B² or k · Σ B exceeds
+/// [`MAX_SENSITIVITY`] (2^53): the spec allows bounds up to ±2^40, whose square does not even
+/// fit in 64 bits.
+pub fn sensitivity(k: u32, bounds: &[i64]) -> Result<Sensitivity> {
+    let too_large = || PrivacyError::Spec {
+        message: format!(
+            "the sensitivity k * sum of B^2 over k = {k} and bounds {bounds:?} exceeds 2^53: lower `k` or the statistics' bounds"
+        ),
+    };
+    let k128 = u128::from(k);
+    let mut sum = 0u128;
+    let mut sum_sq = 0u128;
+    for b in bounds {
+        let b = u128::from(b.unsigned_abs());
+        sum = sum.checked_add(b).ok_or_else(too_large)?;
+        sum_sq = b
+            .checked_mul(b)
+            .and_then(|b2| sum_sq.checked_add(b2))
+            .ok_or_else(too_large)?;
+    }
+    let l1 = k128.checked_mul(sum).ok_or_else(too_large)?;
+    let l2_squared = k128.checked_mul(sum_sq).ok_or_else(too_large)?;
+    let max = u128::from(MAX_SENSITIVITY);
+    if l1 > max || l2_squared > max {
+        return Err(too_large());
+    }
+    let (l1, l2_squared) = (l1 as u64, l2_squared as u64);
+    Ok(Sensitivity {
         k,
         l1,
         l2_squared,
         l2: sqrt_up(l2_squared),
-    }
+    })
 }
 
 /// A block of statistics that shares one noise scale and one bound.
@@ -239,6 +245,9 @@ impl NoisePlan {
             blocks,
             threshold: None,
         };
+        // Refuses bounds whose k · Σ B² is beyond 2^53 (a spec error, before any debit); every
+        // block's own sensitivity is below the whole vector's.
+        let s = plan.sensitivity()?;
         match &spec.scales {
             Some(scales) => {
                 for b in &mut plan.blocks {
@@ -247,7 +256,6 @@ impl NoisePlan {
             }
             None => {
                 let rho = spec.rho.expect("checked: rho or scales");
-                let s = plan.sensitivity();
                 let scale = match kind {
                     // ρ = L2² / (2σ²)
                     NoiseKind::DiscreteGaussian => (s.l2_squared as f64 / (2.0 * rho)).sqrt(),
@@ -302,8 +310,8 @@ impl NoisePlan {
         self.blocks.iter().map(|b| b.bound).collect()
     }
 
-    /// The release's sensitivity.
-    pub fn sensitivity(&self) -> Sensitivity {
+    /// The release's sensitivity; a spec error when it is beyond [`MAX_SENSITIVITY`].
+    pub fn sensitivity(&self) -> Result<Sensitivity> {
         sensitivity(self.k, &self.bounds())
     }
 
@@ -326,7 +334,7 @@ impl NoisePlan {
     }
 
     /// `d_in` of block b alone: √k·B_b (L2, rounded up) or k·B_b (L1).
-    fn block_sensitivity(&self, b: &NoiseBlock) -> Sensitivity {
+    fn block_sensitivity(&self, b: &NoiseBlock) -> Result<Sensitivity> {
         sensitivity(self.k, &[b.bound])
     }
 
@@ -337,7 +345,7 @@ impl NoisePlan {
                 message: "private partition selection needs exactly one statistic".into(),
             });
         };
-        let s = self.block_sensitivity(block);
+        let s = self.block_sensitivity(block)?;
         let lp = match self.kind {
             NoiseKind::DiscreteGaussian => s.l2,
             NoiseKind::DiscreteLaplace => s.l1 as f64,
@@ -405,6 +413,9 @@ impl NoisePlan {
     }
 
     /// The privacy loss: OpenDP's privacy map of the measurement(s) at the declared `d_in`.
+    /// With a scale per block, the blocks' losses are composed by OpenDP's composition
+    /// measure (`CompositionMeasure::compose`, the map of `make_composition`), which adds
+    /// them rounding up, so the total is never below the true composed loss.
     pub fn loss(&self) -> Result<Loss> {
         if let Some(t) = self.threshold {
             let (d, delta) = self.threshold_map(t.value)?;
@@ -427,15 +438,15 @@ impl NoisePlan {
                 let rho = match self.single_scale() {
                     Some(scale) => self
                         .gaussian(scale)?
-                        .map(&self.sensitivity().l2)
+                        .map(&self.sensitivity()?.l2)
                         .map_err(odp)?,
                     None => {
-                        let mut total = 0.0;
+                        let mut parts = Vec::with_capacity(self.blocks.len());
                         for b in &self.blocks {
-                            let d_in = self.block_sensitivity(b).l2;
-                            total += self.gaussian(b.scale)?.map(&d_in).map_err(odp)?;
+                            let d_in = self.block_sensitivity(b)?.l2;
+                            parts.push(self.gaussian(b.scale)?.map(&d_in).map_err(odp)?);
                         }
-                        total
+                        ZeroConcentratedDivergence.compose(parts).map_err(odp)?
                     }
                 };
                 Ok(Loss {
@@ -452,7 +463,7 @@ impl NoisePlan {
                 };
                 let (epsilon, rho) = match self.single_scale() {
                     Some(scale) => {
-                        let d = d_in(self.sensitivity())?;
+                        let d = d_in(self.sensitivity()?)?;
                         let eps = self.laplace(scale)?.map(&d).map_err(odp)?;
                         let rho = opendp::combinators::make_pureDP_to_zCDP(self.laplace(scale)?)
                             .map_err(odp)?
@@ -461,14 +472,18 @@ impl NoisePlan {
                         (eps, rho)
                     }
                     None => {
-                        let mut eps = 0.0;
+                        let mut parts = Vec::with_capacity(self.blocks.len());
                         for b in &self.blocks {
-                            eps += self
-                                .laplace(b.scale)?
-                                .map(&d_in(self.block_sensitivity(b))?)
-                                .map_err(odp)?;
+                            parts.push(
+                                self.laplace(b.scale)?
+                                    .map(&d_in(self.block_sensitivity(b)?)?)
+                                    .map_err(odp)?,
+                            );
                         }
-                        // Pure-DP composes by adding ε; the total is debited as ρ = ε²/2.
+                        // Pure-DP composes by adding ε (rounded up by OpenDP); the total is
+                        // debited as ρ = ε²/2, rounded up: ε·ε loses at most half an ulp,
+                        // the halving is exact, and next_up gains a whole one.
+                        let eps = MaxDivergence.compose(parts).map_err(odp)?;
                         (eps, (eps * eps / 2.0).next_up())
                     }
                 };

@@ -7,7 +7,11 @@
 //!   hash, public domains, exclusive groups).
 //! - [`mechanism`]: sensitivity, scales, privacy loss, noise and intervals, through OpenDP.
 //! - [`release`]: the whole path: plan, analyse, debit, bound, noise, store; and the public
-//!   view of a release.
+//!   view of a release. A release that fails after its debit reports only that it failed
+//!   (one bit, which may itself depend on one person), never why; the why is the steward's.
+//!
+//! [`NoiseKind`] is defined in the ledger (the warehouse's config), below this module, and
+//! re-exported here; the ledger never imports the engine.
 
 pub mod analyser;
 pub mod bounding;
@@ -21,7 +25,7 @@ pub use mechanism::{Loss, NoiseKind, NoisePlan, Sensitivity};
 pub use release::{PublicRelease, ReleaseOutcome, ReleaseRequest, release};
 pub use spec::{CheckedSpec, ReleaseSpec};
 
-use crate::error::Fault;
+use crate::fault::Fault;
 use crate::ledger::LedgerError;
 use crate::warehouse::WarehouseError;
 
@@ -42,6 +46,10 @@ pub enum PrivacyError {
     Warehouse(#[from] WarehouseError),
     #[error("OpenDP: {0}")]
     OpenDp(String),
+    /// A release failed after its debit. The message is fixed and holds only the release id:
+    /// the error's own text may depend on the data, so it is stored for the steward alone
+    /// (`releases show ID --steward`). That the release failed is itself one bit that may
+    /// depend on one person's rows; the budget stays spent, and a retry is a new debit.
     #[error(
         "release {id} failed after its debit (the budget stays spent; see `outreach releases show {id} --steward`)"
     )]

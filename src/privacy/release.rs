@@ -4,10 +4,31 @@
 //! Everything that can refuse a release (the spec, the SQL, the analyser, the output
 //! columns, the scales, the budget) runs before the debit; the data is read only after it.
 //! A failure after the debit is stored for the steward and the budget stays spent.
+//!
+//! **A failed release is itself a disclosure of one bit.** Whether a release fails after its
+//! debit may depend on one person's rows (an error that the analyser's allow-list failed to
+//! rule out), so even "it failed" can reveal something; the analyser's job is to make a
+//! data-dependent failure impossible, and a failure that still happens is a defect to fix.
+//! As defence in depth, nothing about *how* it failed reaches anyone but the steward: the
+//! caller gets only [`PrivacyError::FailedAfterDebit`], a fixed message with the release
+//! id; the error text (DataFusion's, OpenDP's, or a panic's) is stored in the ledger for
+//! `releases show --steward`. A panic after the debit, in this thread or in any task of the
+//! query, is caught and recorded the same way, and while a release is between its debit
+//! and its outcome the process's panic hook prints nothing (a panic message can quote a
+//! value; see [`panic_guard`]). The steward who retries does so knowing the bit was spent.
+//!
+//! **Identical requests.** The idempotency key binds the queries, the declarations, the
+//! budget, the opaque dataset version *and* the manifest's content hash (steward-only, never
+//! published), so a warehouse rebuilt next to the same ledger, with the same `vN` but other
+//! data, never replays another warehouse's numbers. The key is claimed
+//! ([`Ledger::claim_release`]) from before the debit until the outcome is written: a second
+//! identical request started meanwhile waits for the first, then returns its numbers.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Column;
@@ -15,7 +36,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{Expr, SessionContext, cast};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -427,19 +448,46 @@ pub async fn bound(
     // Many shards: each is bounded on its own at the end, with a small, cache-resident table.
     let shards = 256;
     let bounder = Arc::new(Bounder::new(&rules, shards));
+    // A fail point for the tests: a panic inside a query task whose message quotes the data,
+    // as a defect deep in a kernel would.
+    let panic_point = crate::failpoint::armed("release-panic-after-debit");
     let mut tasks = Vec::new();
     for mut stream in streams {
         let bounder = bounder.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| e.strip_backtrace())?;
+                if panic_point {
+                    panic!(
+                        "fail point release-panic-after-debit: a batch of {} rows, first values {:?}",
+                        batch.num_rows(),
+                        batch.slice(0, batch.num_rows().min(1))
+                    );
+                }
                 bounder.push(&batch)?;
             }
             Ok::<_, String>(())
         }));
     }
-    for t in tasks {
-        t.await.map_err(|e| format!("bounding task: {e}"))??;
+    // Every task is awaited, also after a failure: nothing of the query may run on (or
+    // panic, printing its message) after this returns (see [`panic_guard`]).
+    let mut first_error: Option<String> = None;
+    for i in 0..tasks.len() {
+        let outcome = match (&mut tasks[i]).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(format!("bounding task: {e}")),
+        };
+        if let Err(e) = outcome
+            && first_error.is_none()
+        {
+            for t in &tasks[i + 1..] {
+                t.abort();
+            }
+            first_error = Some(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     let bounder =
         Arc::try_unwrap(bounder).map_err(|_| "internal: bounder still shared".to_string())?;
@@ -479,7 +527,7 @@ pub async fn prepare(
     person_rows(ctx, &checked, &queries)?;
     let noise = NoisePlan::choose(&checked, config.noise, config.min_scale)?;
     let loss = noise.loss()?;
-    let s = noise.sensitivity();
+    let s = noise.sensitivity()?;
     let d_in = DeclaredInput {
         k: checked.k,
         l1: s.l1,
@@ -688,7 +736,28 @@ fn public_view(ledger: &Ledger, id: i64) -> Result<PublicRelease> {
         .ok_or_else(|| PrivacyError::OpenDp(format!("internal: release {id} has no public view")))
 }
 
+/// How long an identical request waits for the one already running before it gives up as
+/// busy (exit code 3). A release takes seconds to minutes.
+pub const CLAIM_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// The idempotency key bound to the warehouse's content: a hash of the key of
+/// [`prepare`] (queries, declarations, budget, dataset version) and the manifest's content
+/// hash. Steward-only: it is stored in the ledger and never published.
+pub fn bind_to_content(key: &str, content_hash: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"outreach release key v2\0");
+    h.update(key.as_bytes());
+    h.update([0]);
+    h.update(content_hash.as_bytes());
+    hex(&h.finalize())
+}
+
 /// Releases a spec over a warehouse: the whole path, debit first.
+///
+/// After the debit, any failure (an error or a panic, here or in a task of the query) is
+/// stored for the steward and returned as [`PrivacyError::FailedAfterDebit`], which holds
+/// nothing but the release id: a failed release discloses one bit (that it failed), never
+/// the error's text (module docs).
 pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOutcome> {
     let wh = Warehouse::open(warehouse)?;
     let manifest = wh.manifest()?;
@@ -697,7 +766,10 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
     let config = ledger.config()?;
     let ctx = open_session_at(&wh, &manifest)?;
     functions::register(&ctx);
-    let prepared = prepare(&ctx, &req.spec, &version, &config).await?;
+    let mut prepared = prepare(&ctx, &req.spec, &version, &config).await?;
+    prepared.idempotency_key = bind_to_content(&prepared.idempotency_key, &manifest.content_hash());
+    // Held until this function returns: an identical request waits here for this one.
+    let _claim = ledger.claim_release(&prepared.idempotency_key, CLAIM_WAIT)?;
     let start = ReleaseStart {
         idempotency_key: prepared.idempotency_key.clone(),
         name: prepared.spec.name.clone(),
@@ -728,48 +800,25 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
         }
         Begin::Fresh(id) => id,
     };
-    let rules = Arc::new(BoundingRules {
-        k: prepared.spec.k as usize,
-        cells: prepared.spec.cells.clone(),
-        statistics: prepared.spec.statistics.clone(),
-        exclusive: prepared.spec.exclusive.clone(),
-        key: CellChoiceKey(ledger.cell_choice_key()?),
-    });
-    let outcome: std::result::Result<(ReleaseResult, Bounded), String> = async {
-        if crate::failpoint::armed("release-fail-after-debit") {
-            return Err("fail point release-fail-after-debit: injected failure".to_string());
+    // From here on the data is read: no panic message may reach stderr, and every failure
+    // ends as a fixed message (module docs).
+    let guard = panic_guard::Guard::new();
+    let choice_key = ledger.cell_choice_key().map_err(|e| e.to_string());
+    let outcome = AssertUnwindSafe(after_debit(&ctx, &prepared, choice_key))
+        .catch_unwind()
+        .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(payload) => Err(format!("panic: {}", panic_guard::payload_text(&*payload))),
+    };
+    let outcome = outcome.map_err(|message| {
+        let panics = guard.take();
+        if panics.is_empty() {
+            message
+        } else {
+            format!("{message}\npanics: {}", panics.join("\n"))
         }
-        let rows =
-            person_rows(&ctx, &prepared.spec, &prepared.queries).map_err(|e| e.to_string())?;
-        let bounded = bound(rows, rules.clone()).await?;
-        let result = match &bounded.discovered {
-            None => {
-                let noisy = prepared
-                    .noise
-                    .draw(&bounded.values)
-                    .map_err(|e| e.to_string())?;
-                build_result(&prepared, &noisy).map_err(|e| e.to_string())?
-            }
-            Some(found) => {
-                // One count per cell; only cells with a positive count enter selection.
-                let counts: HashMap<u64, i64> = found
-                    .cells
-                    .iter()
-                    .zip(&bounded.values)
-                    .filter(|&(_, &v)| v > 0)
-                    .map(|(&c, &v)| (c, v))
-                    .collect();
-                let noisy = prepared
-                    .noise
-                    .draw_thresholded(&counts)
-                    .map_err(|e| e.to_string())?;
-                let labels = rules.with_private_values(found.values.clone());
-                build_selected_result(&prepared, &labels, &noisy).map_err(|e| e.to_string())?
-            }
-        };
-        Ok((result, bounded))
-    }
-    .await;
+    });
     match outcome {
         Ok((result, bounded)) => {
             let result_json = serde_json::to_value(&result).expect("result serialises");
@@ -786,6 +835,136 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
         Err(message) => {
             ledger.finish_failed(id, &message)?;
             Err(PrivacyError::FailedAfterDebit { id })
+        }
+    }
+}
+
+/// Everything after the debit: read the rows, bound them, draw the noise, build the result.
+/// An error is a message for the steward only.
+async fn after_debit(
+    ctx: &SessionContext,
+    prepared: &PreparedRelease,
+    choice_key: std::result::Result<[u8; 16], String>,
+) -> std::result::Result<(ReleaseResult, Bounded), String> {
+    let rules = Arc::new(BoundingRules {
+        k: prepared.spec.k as usize,
+        cells: prepared.spec.cells.clone(),
+        statistics: prepared.spec.statistics.clone(),
+        exclusive: prepared.spec.exclusive.clone(),
+        key: CellChoiceKey(choice_key?),
+    });
+    if crate::failpoint::armed("release-fail-after-debit") {
+        return Err("fail point release-fail-after-debit: injected failure".to_string());
+    }
+    let rows = person_rows(ctx, &prepared.spec, &prepared.queries).map_err(|e| e.to_string())?;
+    let bounded = bound(rows, rules.clone()).await?;
+    let result = match &bounded.discovered {
+        None => {
+            let noisy = prepared
+                .noise
+                .draw(&bounded.values)
+                .map_err(|e| e.to_string())?;
+            build_result(prepared, &noisy).map_err(|e| e.to_string())?
+        }
+        Some(found) => {
+            // One count per cell; only cells with a positive count enter selection.
+            let counts: HashMap<u64, i64> = found
+                .cells
+                .iter()
+                .zip(&bounded.values)
+                .filter(|&(_, &v)| v > 0)
+                .map(|(&c, &v)| (c, v))
+                .collect();
+            let noisy = prepared
+                .noise
+                .draw_thresholded(&counts)
+                .map_err(|e| e.to_string())?;
+            let labels = rules.with_private_values(found.values.clone());
+            build_selected_result(prepared, &labels, &noisy).map_err(|e| e.to_string())?
+        }
+    };
+    Ok((result, bounded))
+}
+
+/// Keeps panic messages off stderr while a release is between its debit and its outcome.
+///
+/// A panic message can quote a value of the data (an overflow with its operands, a batch in
+/// a debug print), and the default panic hook prints it to stderr, where whoever runs the
+/// release sees it. While at least one [`Guard`] lives, the process's panic hook records
+/// the message for the steward's record of the release instead of printing it; otherwise
+/// it hands over to the hook that was installed before (the default one prints). The hook
+/// is installed once per process, at the first guard. It is process-wide: in a process
+/// that runs other work beside a release (the test binary), a panic elsewhere during the
+/// release's after-debit phase is recorded with the release, not printed.
+pub mod panic_guard {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, Once};
+
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static INSTALL: Once = Once::new();
+
+    /// The text of a panic's payload.
+    pub fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+        if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "(a panic without a message)".to_string()
+        }
+    }
+
+    fn install() {
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if ACTIVE.load(Ordering::SeqCst) == 0 {
+                    return previous(info);
+                }
+                let location = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                let text = format!("{}{location}", payload_text(info.payload()));
+                CAPTURED
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(text);
+            }));
+        });
+    }
+
+    /// While it lives, panics are recorded, not printed.
+    #[derive(Debug)]
+    pub struct Guard(());
+
+    impl Guard {
+        pub fn new() -> Guard {
+            install();
+            ACTIVE.fetch_add(1, Ordering::SeqCst);
+            Guard(())
+        }
+
+        /// The panic messages recorded so far (and forgets them).
+        pub fn take(&self) -> Vec<String> {
+            std::mem::take(
+                &mut *CAPTURED
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            )
+        }
+    }
+
+    impl Default for Guard {
+        fn default() -> Self {
+            Guard::new()
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            ACTIVE.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

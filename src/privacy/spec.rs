@@ -150,6 +150,11 @@ pub struct RatioSpec {
 /// Most cells a release may have; beyond this the noise would drown every cell anyway.
 pub const MAX_CELLS: usize = 1_000_000;
 
+/// The largest `k` a release may declare. The bounder keeps up to `k` cells per person in a
+/// fixed-size record, so its memory grows with `k` (and the noise grows with √k); a person
+/// can touch no more cells than a release has, and useful releases have k in the tens.
+pub const MAX_K: u32 = 1024;
+
 impl ReleaseSpec {
     /// Reads a spec from a `.toml` or `.json` file. Query files are relative to the spec.
     pub fn from_file(path: &Path) -> Result<ReleaseSpec> {
@@ -303,6 +308,12 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
     }
     if spec.k == 0 {
         return Err(spec_err("`k` must be at least 1"));
+    }
+    if spec.k > MAX_K {
+        return Err(spec_err(format!(
+            "`k` = {} is above the most the engine supports, {MAX_K}: a person's cells beyond a few dozen only add noise; lower `k`",
+            spec.k
+        )));
     }
     if spec.cells.is_empty() {
         return Err(spec_err("the spec needs at least one cell key"));

@@ -208,7 +208,7 @@ proptest! {
         let with = vector(&r, &rows);
         let without_rows: Vec<Row> = rows.iter().copied().filter(|row| row.0 != victim).collect();
         let without = vector(&r, &without_rows);
-        let s = sensitivity(k as u32, &block_bounds(exclusive));
+        let s = sensitivity(k as u32, &block_bounds(exclusive)).unwrap();
         let l1: u64 = with.iter().zip(&without).map(|(a, b)| (a - b).unsigned_abs()).sum();
         let l2sq: u64 = with.iter().zip(&without).map(|(a, b)| (a - b).unsigned_abs().pow(2)).sum();
         prop_assert!(l1 <= s.l1, "L1 change {l1} > declared {}", s.l1);
@@ -270,6 +270,117 @@ proptest! {
         for key in with.keys() {
             prop_assert!(PROGRAMS.contains(&key[0].as_str()) && QUARTERS.contains(&key[1].as_str()));
         }
+    }
+}
+
+/// One cell key with 600 values and one count: room for persons with hundreds of cells.
+fn wide_rules(k: usize) -> BoundingRules {
+    BoundingRules {
+        k,
+        cells: vec![CellKey {
+            column: "cell".into(),
+            values: (0..600).map(|i| format!("c{i:03}")).collect(),
+            private: false,
+        }],
+        statistics: vec![Statistic {
+            name: "a".into(),
+            column: "a".into(),
+            kind: StatisticKind::Count,
+            lower: 0,
+            upper: 1,
+        }],
+        exclusive: vec![],
+        key: CellChoiceKey(*b"0123456789abcdef"),
+    }
+}
+
+/// Rows (person, cell index) with the flag set.
+fn wide_batch(rows: &[(usize, u16)]) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        (
+            "person_key",
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(format!("person-{}", r.0)))
+                    .collect::<StringArray>(),
+            ) as ArrayRef,
+        ),
+        (
+            "cell",
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(format!("c{:03}", r.1)))
+                    .collect::<StringArray>(),
+            ),
+        ),
+        (
+            "a",
+            Arc::new(rows.iter().map(|_| Some(1i64)).collect::<Int64Array>()),
+        ),
+    ])
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// At k ≥ 256 (the bounder's per-person count once had 8 bits and wrapped there) a
+    /// person still keeps exactly the min(k, touched) cells with the smallest keyed hash,
+    /// whatever the order in which the rows arrive.
+    #[test]
+    fn with_k_of_256_or_more_a_person_keeps_the_k_cells_with_the_smallest_keyed_hash(
+        k in 256usize..=320,
+        touched in proptest::collection::vec(
+            proptest::sample::subsequence((0u16..600).collect::<Vec<_>>(), 0..=600),
+            1..4,
+        ),
+        order in any::<u64>(),
+    ) {
+        let r = wide_rules(k);
+        let mut rows: Vec<(usize, u16)> = touched
+            .iter()
+            .enumerate()
+            .flat_map(|(p, cells)| cells.iter().map(move |&c| (p, c)))
+            .collect();
+        // Arrival order from `order`: sort by a mix of it with the row (not privacy noise).
+        rows.sort_by_key(|&(p, c)| {
+            (order ^ (((p as u64) << 16) | u64::from(c))).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        });
+        let b = Bounder::new(&r, 3);
+        let (x, y) = rows.split_at(rows.len() / 2);
+        b.push(&wide_batch(x)).unwrap();
+        b.push(&wide_batch(y)).unwrap();
+        let kept = b.into_rows();
+        for (p, cells) in touched.iter().enumerate() {
+            let name = format!("person-{p}");
+            let mut by_hash: Vec<(u64, usize)> = cells
+                .iter()
+                .map(|&c| (r.choice_hash(name.as_bytes(), c as usize), c as usize))
+                .collect();
+            by_hash.sort();
+            let expected: BTreeSet<String> = by_hash
+                .iter()
+                .take(k)
+                .map(|&(_, c)| format!("c{c:03}"))
+                .collect();
+            let got: BTreeSet<String> = kept
+                .iter()
+                .filter(|row| row.0 == name)
+                .map(|row| row.1[0].clone())
+                .collect();
+            let n_got = kept.iter().filter(|row| row.0 == name).count();
+            prop_assert_eq!(n_got, expected.len(), "{} kept {} cells, touched {}, k = {}", name, n_got, cells.len(), k);
+            prop_assert_eq!(&got, &expected, "{} kept other cells than the k smallest hashes", name);
+        }
+        // The diagnostics count who lost cells to k.
+        let b = Bounder::new(&r, 2);
+        b.push(&wide_batch(&rows)).unwrap();
+        let out = b.finish();
+        let over = touched.iter().filter(|c| c.len() > k).count() as u64;
+        prop_assert_eq!(out.diagnostics.persons_over_k, over);
+        let kept_total: i64 = out.values.iter().sum();
+        let expected_total: usize = touched.iter().map(|c| c.len().min(k)).sum();
+        prop_assert_eq!(kept_total, expected_total as i64);
     }
 }
 

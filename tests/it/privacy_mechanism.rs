@@ -1,8 +1,9 @@
 //! Sensitivity, noise scales and privacy loss against hand computations, and the noise's
 //! spread against the claimed scale (with a negative control at half the scale).
 
+use outreach_warehouse::privacy::PrivacyError;
 use outreach_warehouse::privacy::mechanism::{
-    NoiseKind, NoisePlan, Threshold, epsilon_at, half_width, sensitivity, sqrt_up,
+    MAX_SENSITIVITY, NoiseKind, NoisePlan, Threshold, epsilon_at, half_width, sensitivity, sqrt_up,
 };
 use outreach_warehouse::privacy::spec::{CellKey, CheckedSpec, Statistic, StatisticKind};
 
@@ -78,14 +79,14 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn sensitivity_formulas_match_hand_computation() {
     // One count, k = 4: L1 = 4, L2 = √4 = 2.
-    let s = sensitivity(4, &[1]);
+    let s = sensitivity(4, &[1]).unwrap();
     assert_eq!((s.l1, s.l2_squared, s.l2), (4, 4, 2.0));
     // Two counts, k = 4: L1 = 4·2 = 8, L2 = √(4·2) = √8, rounded up.
-    let s = sensitivity(4, &[1, 1]);
+    let s = sensitivity(4, &[1, 1]).unwrap();
     assert_eq!((s.l1, s.l2_squared), (8, 8));
     assert!(s.l2 * s.l2 >= 8.0 && s.l2.next_down() * s.l2.next_down() < 8.0);
     // A count and a sum clamped to [-3, 5] (B = 5), k = 3: L1 = 3·6 = 18, L2² = 3·26 = 78.
-    let s = sensitivity(3, &[1, 5]);
+    let s = sensitivity(3, &[1, 5]).unwrap();
     assert_eq!((s.l1, s.l2_squared), (18, 78));
     assert!(s.l2 >= 78f64.sqrt() && s.l2 - 78f64.sqrt() < 1e-14);
     // sqrt_up never rounds down.
@@ -108,8 +109,8 @@ fn an_exclusive_group_counts_once_in_the_sensitivity() {
     );
     let p = NoisePlan::choose(&plain, NoiseKind::DiscreteGaussian, 1.0).unwrap();
     let g = NoisePlan::choose(&grouped, NoiseKind::DiscreteGaussian, 1.0).unwrap();
-    assert_eq!(p.sensitivity().l2_squared, 8);
-    assert_eq!(g.sensitivity().l2_squared, 4);
+    assert_eq!(p.sensitivity().unwrap().l2_squared, 8);
+    assert_eq!(g.sensitivity().unwrap().l2_squared, 4);
     // σ = √(k·ΣB² / 2ρ): √8 and 2.
     assert!(close(p.scale_of(0), 8f64.sqrt()));
     assert!(close(g.scale_of(1), 2.0));
@@ -195,6 +196,103 @@ fn rho_and_scales_must_agree_and_scales_respect_the_minimum() {
     // ρ = 8 with k = 1 asks for σ = √(1/16) = 0.25: below a minimum of 1.
     let greedy = spec(1, 5, vec![count("a")], vec![], Some(8.0), None);
     assert!(NoisePlan::choose(&greedy, NoiseKind::DiscreteGaussian, 1.0).is_err());
+}
+
+#[test]
+fn bounds_near_the_specs_limit_are_a_spec_error_not_a_panic() {
+    // B = 2^32 + 1: B² overflows 64 bits. It used to panic (and, without overflow checks,
+    // wrap to a tiny L2 and noise about 46,000 times too small).
+    let e = sensitivity(1, &[(1i64 << 32) + 1]).unwrap_err();
+    assert!(matches!(e, PrivacyError::Spec { .. }), "{e}");
+    assert!(e.to_string().contains("2^53"), "{e}");
+    // The spec's own limit, ±2^40, and i64::MIN (whose |B| is 2^63) are refused the same way.
+    assert!(sensitivity(1, &[1i64 << 40]).is_err());
+    assert!(sensitivity(u32::MAX, &[i64::MIN, i64::MAX]).is_err());
+    // k · ΣB² up to 2^53 is fine and exact; one more is not.
+    let s = sensitivity(2, &[1 << 26]).unwrap();
+    assert_eq!(s.l2_squared, MAX_SENSITIVITY);
+    assert!(s.l2.mul_add(s.l2, -(MAX_SENSITIVITY as f64)) >= 0.0);
+    assert!(sensitivity(2, &[1 << 26, 1]).is_err());
+    assert!(sensitivity(3, &[1 << 26]).is_err());
+    // Through the plan: a sum bounded by ±2^40 is refused as a spec error, before any debit.
+    for kind in [NoiseKind::DiscreteGaussian, NoiseKind::DiscreteLaplace] {
+        for (rho, scales) in [(Some(1.0), None), (None, Some(vec![1e12]))] {
+            let s = spec(
+                1,
+                2,
+                vec![sum("s", -(1 << 40), 1 << 40)],
+                vec![],
+                rho,
+                scales,
+            );
+            let e = NoisePlan::choose(&s, kind, 1.0).unwrap_err();
+            assert!(matches!(e, PrivacyError::Spec { .. }), "{kind:?}: {e}");
+        }
+    }
+}
+
+/// The exact rounding error of a + b: a + b = fl(a + b) + err exactly (TwoSum).
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+#[test]
+fn per_block_losses_compose_without_rounding_below_the_true_sum() {
+    // Two blocks with their own scales: the total must be at least the exact sum of the
+    // blocks' losses. A plain f64 sum rounds to nearest, below the exact sum whenever the
+    // rounding error is positive; pick such pairs and check the plan's total is above it.
+    let block = |kind: NoiseKind, scale: f64| {
+        let s = spec(3, 2, vec![count("a")], vec![], None, Some(vec![scale]));
+        let loss = NoisePlan::choose(&s, kind, 1.0).unwrap().loss().unwrap();
+        match kind {
+            NoiseKind::DiscreteGaussian => loss.rho,
+            NoiseKind::DiscreteLaplace => loss.epsilon.unwrap(),
+        }
+    };
+    for kind in [NoiseKind::DiscreteGaussian, NoiseKind::DiscreteLaplace] {
+        let scales: Vec<f64> = (0..80).map(|i| 1.0 + i as f64 * 0.173).collect();
+        let mut rounded_down = 0;
+        for pair in scales.windows(2) {
+            let (a, b) = (block(kind, pair[0]), block(kind, pair[1]));
+            let (sum, err) = two_sum(a, b);
+            let s = spec(
+                3,
+                2,
+                vec![count("a"), count("b")],
+                vec![],
+                None,
+                Some(vec![pair[0], pair[1]]),
+            );
+            let loss = NoisePlan::choose(&s, kind, 1.0).unwrap().loss().unwrap();
+            let total = match kind {
+                NoiseKind::DiscreteGaussian => loss.rho,
+                NoiseKind::DiscreteLaplace => loss.epsilon.unwrap(),
+            };
+            assert!(total >= sum, "{kind:?}: {total} below {a} + {b}");
+            if err > 0.0 {
+                rounded_down += 1;
+                assert!(
+                    total > sum,
+                    "{kind:?}: {a} + {b} composed to {total}, below the exact sum {sum} + {err}"
+                );
+            }
+            if kind == NoiseKind::DiscreteLaplace {
+                // ρ = ε²/2, rounded up, from the composed ε.
+                assert!(
+                    loss.rho >= total * total / 2.0,
+                    "{kind:?}: rho {}",
+                    loss.rho
+                );
+            }
+        }
+        // The test means something only if plain addition rounds down for some pairs.
+        assert!(
+            rounded_down >= 5,
+            "{kind:?}: only {rounded_down} pairs round down"
+        );
+    }
 }
 
 #[test]
