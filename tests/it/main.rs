@@ -3,13 +3,17 @@
 mod common;
 mod demo_job;
 mod dictionary_doc;
+mod engine_hardening;
 mod ingest_files;
+mod ingest_hardening;
 mod ingest_rows;
 mod ingest_safety;
 mod ledger;
 mod parquet_roundtrip;
+mod privacy_allowlist_audit;
 mod privacy_analyser;
 mod privacy_bounding;
+mod privacy_dp_inequality;
 mod privacy_functions;
 mod privacy_mechanism;
 mod privacy_release;

@@ -1,21 +1,16 @@
 //! Releases end to end: the numbers and intervals, refusals that spend nothing, the public
-//! view, and the DP inequality between two warehouses that differ by one survivor.
+//! view. The DP inequality between two warehouses that differ by one survivor is in
+//! `privacy_dp_inequality.rs`.
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
-use outreach_warehouse::privacy::bounding::{BoundingRules, CellChoiceKey};
-use outreach_warehouse::privacy::mechanism::epsilon_at;
-use outreach_warehouse::privacy::release::{
-    PreparedRelease, PublicRelease, RatioValue, bound, person_rows, prepare,
-};
+use outreach_warehouse::privacy::release::{PublicRelease, RatioValue};
 use outreach_warehouse::privacy::{NoiseKind, PrivacyError, ReleaseRequest, ReleaseSpec, release};
 
 use crate::common::{
-    ATTEMPTS_HEADER, EVENTS_HEADER, csv, event, ingest_files, privacy_session, privacy_warehouse,
-    warehouse_with_programs, write,
+    EVENTS_HEADER, csv, event, ingest_files, privacy_warehouse, warehouse_with_programs, write,
 };
 
 fn ledger(wh: &Path, noise: NoiseKind, total: f64) {
@@ -36,12 +31,12 @@ fn ledger_with_delta(wh: &Path, noise: NoiseKind, total: f64, total_delta: f64) 
         },
     )
     .unwrap();
-    l.allocate("std", total).unwrap();
+    l.allocate_with_delta("std", total, total_delta).unwrap();
 }
 
 /// Events and attempts per person, program and quarter, with police presence split into an
 /// exclusive group and an engagement ratio.
-fn engagement_spec(rho: f64) -> ReleaseSpec {
+pub(crate) fn engagement_spec(rho: f64) -> ReleaseSpec {
     toml::from_str(&format!(
         r#"
 name = "engagement by police presence"
@@ -294,118 +289,6 @@ fn the_public_view_never_holds_error_text_or_diagnostics() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "a failed release has no public view");
-}
-
-/// Writes one survivor with many records in several programs and quarters.
-fn extra_survivor(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut events = Vec::new();
-    let mut attempts = Vec::new();
-    for (i, (program, date)) in [
-        ("P001", "2025-01-03"),
-        ("P001", "2025-01-20"),
-        ("P002", "2025-02-11"),
-        ("P002", "2025-04-02"),
-        ("P003", "2025-05-09"),
-        ("P001", "2025-06-01"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        events.push(event(&format!("E9{i}"), "pk99", program, date));
-        attempts.push(format!(
-            "A9{i},pk99,{program},E9{i},{date},home_visit,engaged_survivor,{},false,false,true,false",
-            i % 2 == 0
-        ));
-    }
-    vec![
-        write(dir, "overdose_events.csv", csv(EVENTS_HEADER, &events)),
-        write(
-            dir,
-            "outreach_attempts.csv",
-            csv(ATTEMPTS_HEADER, &attempts),
-        ),
-    ]
-}
-
-/// Bounds the release once, on a warehouse: the exact bounded vector and the prepared release.
-fn bounded(wh: &Path, spec: &ReleaseSpec, noise: NoiseKind) -> (Vec<i64>, PreparedRelease) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = privacy_session(wh).await;
-        let config = PrivacyConfig {
-            noise,
-            ..PrivacyConfig::default()
-        };
-        let p = prepare(&ctx, spec, "v", &config).await.unwrap();
-        let rows = person_rows(&ctx, &p.spec, &p.queries).unwrap();
-        let rules = Arc::new(BoundingRules {
-            k: p.spec.k as usize,
-            cells: p.spec.cells.clone(),
-            statistics: p.spec.statistics.clone(),
-            exclusive: p.spec.exclusive.clone(),
-            key: CellChoiceKey(*b"a fixed test key"),
-        });
-        let b = bound(rows, rules).await.unwrap();
-        (b.values, p)
-    })
-}
-
-// The DP inequality, end to end. Two warehouses differ by one survivor (pk99: 6 events and
-// 6 attempts in 3 programs and 3 quarters). Each is bounded once; the noise is drawn
-// N = 20,000 times. For events A = {noisy value of a cell the survivor touches ≥ t}, with t
-// at the exact value (away from the tails), P(A) ≤ e^ε·P(A′) + δ must hold in both
-// directions. Sampling tolerance: each estimate is within √(ln(2/α)/(2N)) of its probability
-// except with probability α (Hoeffding); α = 1e-8 per estimate, 4 estimates per event and
-// at most 24 events per run: P(false alarm) ≤ 96·1e-8 < 1e-6. Tolerance = 0.0172 per
-// estimate, so the check is P̂(A) ≤ e^ε·(P̂(A′) + 0.0172) + δ + 0.0172.
-const N: usize = 20_000;
-const TOL: f64 = 0.0172;
-
-fn dp_inequality_holds(noise: NoiseKind, rho: f64) {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = privacy_warehouse(&tmp.path().join("a"));
-    let b_dir = tmp.path().join("b");
-    let b = privacy_warehouse(&b_dir);
-    let extra = b_dir.join("extra");
-    std::fs::create_dir_all(&extra).unwrap();
-    ingest_files(&b, &extra_survivor(&extra));
-    let spec = engagement_spec(rho);
-    let (va, pa) = bounded(&a, &spec, noise);
-    let (vb, pb) = bounded(&b, &spec, noise);
-    assert_eq!(pa.noise, pb.noise, "the noise may not depend on the data");
-    assert_ne!(va, vb, "the survivor must change the bounded vector");
-    let changed: Vec<usize> = (0..va.len()).filter(|&i| va[i] != vb[i]).collect();
-    let epsilon = match pa.loss.epsilon {
-        Some(e) => e,
-        None => epsilon_at(pa.loss.rho, 1e-7).unwrap(),
-    };
-    let delta = if pa.loss.epsilon.is_some() { 0.0 } else { 1e-7 };
-    let draws =
-        |v: &[i64]| -> Vec<Vec<i64>> { (0..N).map(|_| pa.noise.draw(v).unwrap()).collect() };
-    let (da, db) = (draws(&va), draws(&vb));
-    for &i in &changed {
-        for t in [va[i], vb[i]] {
-            let pa_hat = da.iter().filter(|x| x[i] >= t).count() as f64 / N as f64;
-            let pb_hat = db.iter().filter(|x| x[i] >= t).count() as f64 / N as f64;
-            for (p, q) in [(pa_hat, pb_hat), (pb_hat, pa_hat)] {
-                assert!(
-                    p <= epsilon.exp() * (q + TOL) + delta + TOL,
-                    "cell {i}, t = {t}: P(A) = {p} > e^{epsilon}·P(A') = {q}"
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn one_survivor_changes_the_output_distribution_by_at_most_epsilon_gaussian() {
-    dp_inequality_holds(NoiseKind::DiscreteGaussian, 0.5);
-}
-
-#[test]
-fn one_survivor_changes_the_output_distribution_by_at_most_epsilon_laplace() {
-    // ε = √(2·0.125) = 0.5: e^ε ≈ 1.65, a tight check.
-    dp_inequality_holds(NoiseKind::DiscreteLaplace, 0.125);
 }
 
 #[test]
