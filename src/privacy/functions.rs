@@ -733,7 +733,7 @@ mod tests {
     fn date_part_units_are_checked_by_value() {
         let unit = |u: &str| ScalarValue::Utf8(Some(u.into()));
         for u in DATE_PART_UNITS {
-            assert_eq!(date_part_refusal(&unit(*u), Some(&DataType::Date32)), None);
+            assert_eq!(date_part_refusal(&unit(u), Some(&DataType::Date32)), None);
             let upper = u.to_ascii_uppercase();
             assert_eq!(
                 date_part_refusal(&unit(upper.as_str()), Some(&DataType::Date32)),

@@ -107,10 +107,12 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn fail_points_are_compiled_into_the_tests_and_their_binary() {
     // Without the feature every crash test below would pass by testing nothing.
-    assert!(
-        failpoint::ENABLED,
-        "the tests must build the crate with its `failpoints` feature (Cargo.toml's self dev-dependency)"
-    );
+    const {
+        assert!(
+            failpoint::ENABLED,
+            "the tests must build the crate with its `failpoints` feature (Cargo.toml's self dev-dependency)"
+        )
+    };
     let tmp = tempfile::tempdir().unwrap();
     let wh = privacy_warehouse(tmp.path());
     budget(&wh, 1.0);

@@ -118,7 +118,7 @@ fn adversarial_batch(schema: &SchemaRef) -> RecordBatch {
                 match field.name().as_str() {
                     "person_key" => format!("pk{}", row % 4),
                     "program_id" => format!("P00{}", row % 3 + 1),
-                    _ if row % 2 == 0 => texts[(row / 2) % texts.len()].clone(),
+                    _ if row.is_multiple_of(2) => texts[(row / 2) % texts.len()].clone(),
                     _ => format!("id{row}"),
                 }
             };
@@ -152,7 +152,7 @@ fn adversarial_batch(schema: &SchemaRef) -> RecordBatch {
                 ),
                 DataType::Boolean => Arc::new(
                     (0..ROWS)
-                        .map(|r| (!null_at(r)).then(|| r % 3 == 0))
+                        .map(|r| (!null_at(r)).then_some(r.is_multiple_of(3)))
                         .collect::<BooleanArray>(),
                 ),
                 other => panic!(
@@ -636,12 +636,15 @@ fn every_entry_runs_on_adversarial_rows_or_is_refused() {
     let mut failures = Vec::new();
     for e in entries() {
         let outcome = rt.block_on(through_the_analyser(&ctx, &e.sql()));
-        let ok = match (e.expect, &outcome) {
-            (Expect::Runs, Outcome::Ran) => true,
-            (Expect::Safe, Outcome::Ran | Outcome::Refused(_) | Outcome::NotPlanned(_)) => true,
-            (Expect::Refused | Expect::RefusedRaises, Outcome::Refused(_)) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (e.expect, &outcome),
+            (Expect::Runs, Outcome::Ran)
+                | (
+                    Expect::Safe,
+                    Outcome::Ran | Outcome::Refused(_) | Outcome::NotPlanned(_)
+                )
+                | (Expect::Refused | Expect::RefusedRaises, Outcome::Refused(_))
+        );
         if !ok {
             let shown: String = format!("{outcome:?}").chars().take(400).collect();
             failures.push(format!(

@@ -271,9 +271,12 @@ fn exact_events(
         .collect()
 }
 
+/// A probability mass function: (value, probability) pairs.
+type Pmf = Vec<(i64, f64)>;
+
 /// The pmf of T under D and under D′ when each of `n` changed coordinates moves by +1 and
 /// the noise has the given kind and scale.
-fn exact_pmfs(kind: NoiseKind, scale: f64, n: usize) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
+fn exact_pmfs(kind: NoiseKind, scale: f64, n: usize) -> (Pmf, Pmf) {
     match kind {
         NoiseKind::DiscreteGaussian => {
             // T is the sum of n independent discrete Gaussians under D, shifted by n under D′.
