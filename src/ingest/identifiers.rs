@@ -114,68 +114,386 @@ pub fn identifier_column(name: &str) -> Option<IdentifierKind> {
         .map(|(_, k)| *k)
 }
 
-/// Whether a field's value looks like a direct identifier: an email address, or a number
-/// that, stripped of the separators people write in them (space, `-`, `.`, `(`, `)`, `+`),
-/// has the digits of an SSN or a US phone number: nine (`123-45-6789`, `123.45.6789`,
-/// `123456789`), ten (`6175550100`, `(617) 555-0100`, `617-5550100`) or eleven starting with
-/// `1` (`1-617-555-0100`, `+1 617 555 0100`). Shapes are not matched exactly, since people
-/// write these numbers in every way; a column whose declared id pattern accepts such a value
-/// is exempt (see `ingest`). `may_hold_at` is false when the caller knows the value has no
-/// `@` (it checked the whole line), which skips the email test.
+/// Whether a field's value looks like a direct identifier: an email address anywhere in it
+/// (also as `mailto:…`, `<…>` or `Name <…>`), or a number with the digits of an SSN or a US
+/// phone number.
+///
+/// Numbers are read as runs of digits joined by the separators people write in them: space,
+/// no-break spaces, `-` and the Unicode dashes, `.`, `/`, `_`, `(`, `)` and `+`
+/// ([`is_separator`]). A run is an identifier when
+/// - its groups have the shape of one wherever it stands: `123-45-6789`, `617-555-0100`,
+///   `(617) 555-0100`, `617-5550100`, `1-617-555-0100`, `+1 617 555 0100`, even inside text
+///   (`call 617-555-0100 x12`) or after letters (`E617-555-0100`);
+/// - or it ends the value and has nine digits (SSN), ten, or eleven starting with `1` (phone),
+///   written any way, after at most a leading label and separators: `123456789`,
+///   `SSN-123-45-6789`, `tel:6175550100`, `ssn 123456789`, `(617)555 0100`. A label glued to
+///   the digits counts only when it is a word that labels such numbers ([`NUMBER_LABELS`]:
+///   `x6175550100`, `ph6175550100`), since ids such as `OD000123401` are letters and digits;
+/// - or it has those digits and follows such a label word anywhere (`my ssn 123456789`).
+///
+/// A value with fewer than nine digits is no such number. `may_hold_at` is false when the
+/// caller knows the value has no `@` (it checked the whole line), which skips the email test.
 pub fn identifier_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
-    if v.len() < 6 || v.len() > 254 {
+    if v.len() < 6 || v.len() > MAX_VALUE_BYTES {
         return None;
     }
-    if may_hold_at && memchr::memchr(b'@', v).is_some() {
-        return looks_like_email(v).then_some(IdentifierKind::Email);
+    if may_hold_at && memchr::memchr(b'@', v).is_some() && holds_email(v) {
+        return Some(IdentifierKind::Email);
     }
     number_kind(v)
 }
 
-/// Longest value read as a written number: `+1 (617) 555-0100` with room for more spaces.
-const MAX_NUMBER_BYTES: usize = 24;
+/// Longest value scanned. Longer values are rejected for their length (and reported by it)
+/// by every column type that takes text.
+const MAX_VALUE_BYTES: usize = 4096;
 
-/// An SSN or phone number, told by its digits once separators are stripped. Stops at the
-/// first byte that is neither, which for ids, enums and text is nearly always the first.
-fn number_kind(v: &[u8]) -> Option<IdentifierKind> {
-    if !(9..=MAX_NUMBER_BYTES).contains(&v.len()) {
-        return None;
-    }
-    let mut digits = 0u32;
-    let mut first = 0u8;
-    for &b in v {
-        match b {
-            b'0'..=b'9' => {
-                if digits == 0 {
-                    first = b;
-                }
-                digits += 1;
-            }
-            b' ' | b'-' | b'.' | b'(' | b')' | b'+' => {}
-            _ => return None,
-        }
-    }
-    match digits {
-        9 => Some(IdentifierKind::SocialSecurityNumber),
-        10 => Some(IdentifierKind::Phone),
-        11 if first == b'1' => Some(IdentifierKind::Phone),
+/// Words that label an SSN or a phone number when they stand right before its digits, glued
+/// or with separators (compared ignoring ASCII case).
+pub const NUMBER_LABELS: &[&str] = &[
+    "ssn",
+    "ss",
+    "sin",
+    "soc",
+    "social",
+    "security",
+    "tel",
+    "tele",
+    "telephone",
+    "phone",
+    "ph",
+    "cell",
+    "mobile",
+    "mob",
+    "fax",
+    "x",
+    "ext",
+    "call",
+    "sms",
+    "number",
+    "num",
+    "nr",
+    "no",
+];
+
+/// Whether `c` joins the digit groups of a written number: space and the no-break spaces,
+/// `-` and the Unicode hyphens, dashes and minus signs, `.`, `/`, `_`, `(`, `)`, `+`.
+pub fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '-'
+            | '.'
+            | '('
+            | ')'
+            | '+'
+            | '/'
+            | '_'
+            | '\t'
+            | '\u{a0}'
+            | '\u{2002}'..='\u{200a}'
+            | '\u{202f}'
+            | '\u{205f}'
+            | '\u{3000}'
+            | '\u{2010}'..='\u{2015}'
+            | '\u{2212}'
+            | '\u{2043}'
+            | '\u{fe58}'
+            | '\u{fe63}'
+            | '\u{ff0d}'
+            | '\u{ff0e}'
+            | '\u{ff0f}'
+            | '\u{ff08}'
+            | '\u{ff09}'
+            | '\u{ff0b}'
+    )
+}
+
+/// A decimal digit, ASCII or full-width.
+fn digit(c: char) -> Option<u8> {
+    match c {
+        '0'..='9' => Some(c as u8 - b'0'),
+        '\u{ff10}'..='\u{ff19}' => Some((c as u32 - 0xff10) as u8),
         _ => None,
     }
 }
 
-fn looks_like_email(v: &[u8]) -> bool {
-    let Some(at) = memchr::memchr(b'@', v) else {
-        return false;
-    };
-    let (local, domain) = (&v[..at], &v[at + 1..]);
-    let ok = |b: &u8| b.is_ascii_alphanumeric() || b"._%+-".contains(b);
-    !local.is_empty()
-        && local.iter().all(ok)
-        && domain.len() >= 3
-        && domain.iter().all(ok)
-        && domain.contains(&b'.')
-        && !domain.starts_with(b".")
-        && !domain.ends_with(b".")
+/// Punctuation around a number, or between a label and its number, that is no separator of
+/// the number itself: `tel:`, `SSN#`, `no=`, quotes and brackets, `,` and `;`.
+fn is_label_joiner(c: char) -> bool {
+    matches!(
+        c,
+        ':' | '#'
+            | '='
+            | '\''
+            | '"'
+            | '<'
+            | '>'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '*'
+            | ','
+            | ';'
+            | '|'
+            | '~'
+            | '\u{2018}'
+            | '\u{2019}'
+            | '\u{201c}'
+            | '\u{201d}'
+            | '\u{ab}'
+            | '\u{bb}'
+            | '\u{ff1a}'
+            | '\u{ff03}'
+    )
+}
+
+/// What is known of the text before a run of digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Before {
+    /// Nothing but separators and joiners: the run may be the value's number.
+    Start,
+    /// One word, then separators or joiners (`SSN-`, `tel:`, `ssn `).
+    Label { known: bool },
+    /// One word glued to the digits (`x6175550100`, `OD000123401`).
+    Glued { known: bool },
+    /// Anything else: the run is inside text.
+    Text { known_label: bool },
+}
+
+/// The run of digits being read.
+struct Run {
+    before: Before,
+    digits: u32,
+    first: u8,
+    groups: [u8; 8],
+    n_groups: usize,
+    /// A separator was read since the last digit.
+    pending_sep: bool,
+}
+
+impl Run {
+    fn push_digit(&mut self, d: u8) {
+        if self.digits == 0 {
+            self.first = d;
+            self.n_groups = 1;
+            self.groups[0] = 0;
+        } else if self.pending_sep {
+            if self.n_groups < self.groups.len() {
+                self.n_groups += 1;
+                self.groups[self.n_groups - 1] = 0;
+            } else {
+                // More groups than any number written so has: never a shape.
+                self.groups[self.groups.len() - 1] = u8::MAX;
+            }
+        }
+        let g = &mut self.groups[self.n_groups - 1];
+        *g = g.saturating_add(1);
+        self.digits += 1;
+        self.pending_sep = false;
+    }
+
+    fn by_count(&self) -> Option<IdentifierKind> {
+        match self.digits {
+            9 => Some(IdentifierKind::SocialSecurityNumber),
+            10 => Some(IdentifierKind::Phone),
+            11 if self.first == 1 => Some(IdentifierKind::Phone),
+            _ => None,
+        }
+    }
+
+    fn by_shape(&self) -> Option<IdentifierKind> {
+        match &self.groups[..self.n_groups] {
+            [3, 2, 4] => Some(IdentifierKind::SocialSecurityNumber),
+            [3, 3, 4] | [3, 7] => Some(IdentifierKind::Phone),
+            [1, 3, 3, 4] | [1, 3, 7] if self.first == 1 => Some(IdentifierKind::Phone),
+            _ => None,
+        }
+    }
+
+    /// What the run is, given whether it ends the value.
+    fn kind(&self, ends_value: bool) -> Option<IdentifierKind> {
+        if let Some(k) = self.by_shape() {
+            return Some(k);
+        }
+        let counted = match self.before {
+            Before::Start | Before::Label { .. } => ends_value,
+            Before::Glued { known } => known && ends_value,
+            Before::Text { known_label } => known_label,
+        };
+        if counted { self.by_count() } else { None }
+    }
+}
+
+fn is_known_label(word: &[u8]) -> bool {
+    NUMBER_LABELS
+        .iter()
+        .any(|l| l.as_bytes().eq_ignore_ascii_case(word))
+}
+
+/// An SSN or phone number among the runs of digits of a value (see [`identifier_value`]).
+fn number_kind(v: &[u8]) -> Option<IdentifierKind> {
+    // Fewer than nine digits (counting full-width ones, whose UTF-8 starts with 0xEF) hold no
+    // SSN or phone number: most values stop here.
+    let digits = v
+        .iter()
+        .filter(|b| b.is_ascii_digit() || **b == 0xEF)
+        .count();
+    if digits < 9 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(v);
+    // Punctuation after the number does not put it inside text (`123456789;`).
+    let text = text
+        .trim()
+        .trim_end_matches(|c: char| is_separator(c) || is_label_joiner(c));
+    let mut scan = NumberScan::default();
+    for c in text.chars() {
+        if let Some(k) = scan.push(c) {
+            return Some(k);
+        }
+    }
+    scan.run.and_then(|r| r.kind(true))
+}
+
+/// The state of [`number_kind`]'s pass over a value's characters.
+#[derive(Default)]
+struct NumberScan {
+    /// The word being read (ASCII letters in lower case; a longer or non-ASCII word is no
+    /// label), and whether one is being read.
+    word: [u8; 12],
+    word_len: usize,
+    word_plain: bool,
+    in_word: bool,
+    /// Words read before the current position, since the value's start.
+    words: usize,
+    /// Whether the last word is a label word, and whether only separators and joiners came
+    /// since it.
+    last_word_known: bool,
+    joined_since_word: bool,
+    /// Whether a label word came since the last run of digits.
+    label_seen: bool,
+    /// Whether anything but one word, separators and joiners came before.
+    other: bool,
+    run: Option<Run>,
+}
+
+impl NumberScan {
+    fn end_word(&mut self) {
+        if self.in_word {
+            self.in_word = false;
+            self.last_word_known = self.word_plain && is_known_label(&self.word[..self.word_len]);
+            self.label_seen |= self.last_word_known;
+        }
+    }
+
+    /// Reads one character; returns the identifier that a run it ends turned out to be.
+    fn push(&mut self, c: char) -> Option<IdentifierKind> {
+        if let Some(d) = digit(c) {
+            if self.run.is_none() {
+                let glued = self.in_word;
+                self.end_word();
+                let before = if glued {
+                    if self.words == 1 && !self.other {
+                        Before::Glued {
+                            known: self.last_word_known,
+                        }
+                    } else {
+                        Before::Text {
+                            known_label: self.label_seen,
+                        }
+                    }
+                } else if self.words == 0 && !self.other {
+                    Before::Start
+                } else if self.words == 1 && !self.other && self.joined_since_word {
+                    Before::Label {
+                        known: self.last_word_known,
+                    }
+                } else {
+                    Before::Text {
+                        known_label: self.label_seen,
+                    }
+                };
+                self.run = Some(Run {
+                    before,
+                    digits: 0,
+                    first: 0,
+                    groups: [0; 8],
+                    n_groups: 0,
+                    pending_sep: false,
+                });
+            }
+            self.run.as_mut().expect("set above").push_digit(d);
+            return None;
+        }
+        if is_separator(c) {
+            match self.run.as_mut() {
+                Some(r) => r.pending_sep = true,
+                None => {
+                    self.end_word();
+                    self.joined_since_word = true;
+                }
+            }
+            return None;
+        }
+        // Anything else ends the run, and what follows a number is no label of the next.
+        if let Some(r) = self.run.take() {
+            if let Some(k) = r.kind(false) {
+                return Some(k);
+            }
+            self.other = true;
+            self.label_seen = false;
+            self.last_word_known = false;
+            self.joined_since_word = false;
+        }
+        if c.is_alphabetic() {
+            if !self.in_word {
+                self.in_word = true;
+                self.words += 1;
+                self.word_len = 0;
+                self.word_plain = true;
+                self.joined_since_word = false;
+            }
+            if c.is_ascii_alphabetic() && self.word_len < self.word.len() {
+                self.word[self.word_len] = c.to_ascii_lowercase() as u8;
+                self.word_len += 1;
+            } else {
+                self.word_plain = false;
+            }
+        } else if is_label_joiner(c) {
+            self.end_word();
+            self.joined_since_word = true;
+        } else {
+            self.end_word();
+            self.other = true;
+            self.last_word_known = false;
+            self.joined_since_word = false;
+        }
+        None
+    }
+}
+
+/// Whether an email address stands anywhere in `v`: a local part of letters, digits and
+/// `._%+-'`, an `@`, and a domain of letters, digits, `.` and `-` with a dot inside it.
+fn holds_email(v: &[u8]) -> bool {
+    let local_ok = |b: u8| b.is_ascii_alphanumeric() || b"._%+-'".contains(&b);
+    let domain_ok = |b: u8| b.is_ascii_alphanumeric() || b".-".contains(&b);
+    memchr::memchr_iter(b'@', v).any(|at| {
+        let local = v[..at].iter().rev().take_while(|b| local_ok(**b)).count();
+        let domain_end = v[at + 1..].iter().take_while(|b| domain_ok(**b)).count();
+        let domain = &v[at + 1..at + 1 + domain_end];
+        let domain = {
+            let mut d = domain;
+            while let [rest @ .., b'.' | b'-'] = d {
+                d = rest;
+            }
+            d
+        };
+        local > 0
+            && domain.len() >= 3
+            && domain.contains(&b'.')
+            && !domain.starts_with(b".")
+            && !domain.starts_with(b"-")
+    })
 }
 
 #[cfg(test)]
@@ -230,6 +548,26 @@ mod tests {
             ("123456789", IdentifierKind::SocialSecurityNumber),
             ("12-345-6789", IdentifierKind::SocialSecurityNumber),
             ("2024-12345", IdentifierKind::SocialSecurityNumber),
+            // Behind a label, inside text, with other separators.
+            ("SSN-123-45-6789", IdentifierKind::SocialSecurityNumber),
+            ("ssn 123456789", IdentifierKind::SocialSecurityNumber),
+            ("tel:6175550100", IdentifierKind::Phone),
+            ("x6175550100", IdentifierKind::Phone),
+            ("E617-555-0100", IdentifierKind::Phone),
+            ("617-555-0100 ext", IdentifierKind::Phone),
+            ("call 617-555-0100 x12", IdentifierKind::Phone),
+            ("my ssn is 123456789", IdentifierKind::SocialSecurityNumber),
+            ("123/45/6789", IdentifierKind::SocialSecurityNumber),
+            ("617_555_0100", IdentifierKind::Phone),
+            ("617\u{2013}555\u{2013}0100", IdentifierKind::Phone),
+            ("617\u{a0}555\u{a0}0100", IdentifierKind::Phone),
+            ("\u{ff16}\u{ff11}\u{ff17}5550100", IdentifierKind::Phone),
+            ("mailto:jane@example.org", IdentifierKind::Email),
+            ("Jane <jane@example.org>", IdentifierKind::Email),
+            ("o'brien@example.org", IdentifierKind::Email),
+            ("'123456789", IdentifierKind::SocialSecurityNumber),
+            ("\"123-45-6789\";", IdentifierKind::SocialSecurityNumber),
+            ("<6175550100>", IdentifierKind::Phone),
         ] {
             assert_eq!(identifier_value(v.as_bytes(), true), Some(kind), "{v}");
         }
@@ -245,7 +583,19 @@ mod tests {
             "engaged_survivor",
             "Greater Boston PORT",
             "a@b",
-            "617-555-0100 ext",
+            "OD000123401",
+            "OA123456701",
+            "pk0123456789012345",
+            "pk56636c115697669c",
+            "pk_6457174562abc",
+            "E-2025-0001",
+            "RF1234567-01",
+            "617 555-01",
+            "MRN:0012345",
+            "2025-01-01 10:30:00",
+            "2024-01-01 to 2024-12-31",
+            "Route 9, exit 12345678",
+            "x@y",
         ] {
             assert_eq!(identifier_value(ok.as_bytes(), true), None, "{ok}");
         }

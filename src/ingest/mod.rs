@@ -424,6 +424,8 @@ pub fn ingest(
             data_files.push(DataFile {
                 path: rel,
                 rows: d.rows,
+                bytes: d.bytes,
+                sha256: d.sha256.clone(),
             });
         }
         let quarantine = if sf.rejects.is_empty() {

@@ -39,6 +39,29 @@ pub struct StagedData {
     pub quarter: Option<Quarter>,
     pub path: PathBuf,
     pub rows: u64,
+    /// Size and SHA-256 of the file as written, for the manifest's content hash.
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// A file that hashes and counts what is written to it.
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A file whose valid rows are staged and not yet committed.
@@ -211,6 +234,11 @@ fn spawn_writer<'scope>(
     props: WriterProperties,
 ) -> Result<QuarterWriter<'scope>, IngestError> {
     let file = File::create(&path).map_err(IngestError::io(&path))?;
+    let file = HashingFile {
+        file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
     let mut writer =
         ArrowWriter::try_new(file, schema, Some(props)).map_err(IngestError::parquet(&path))?;
     let (tx, rx) = mpsc::sync_channel::<RecordBatch>(4);
@@ -220,12 +248,15 @@ fn spawn_writer<'scope>(
             writer.write(&batch).map_err(IngestError::parquet(&path))?;
             rows += batch.num_rows() as u64;
         }
-        let file = writer.into_inner().map_err(IngestError::parquet(&path))?;
-        file.sync_all().map_err(IngestError::io(&path))?;
+        let mut file = writer.into_inner().map_err(IngestError::parquet(&path))?;
+        std::io::Write::flush(&mut file).map_err(IngestError::io(&path))?;
+        file.file.sync_all().map_err(IngestError::io(&path))?;
         Ok(StagedData {
             quarter,
             path,
             rows,
+            bytes: file.bytes,
+            sha256: hex(&file.hasher.finalize()),
         })
     });
     Ok(QuarterWriter { tx, handle })

@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 
 use super::identifiers::{IdentifierKind, identifier_value};
 use crate::dictionary::{
-    ColumnClass, ColumnType, ID_BYTE, IdPattern, Table, epoch_days, from_epoch_days,
+    ColumnClass, ColumnType, ID_BYTE, IdPattern, Table, TableKind, epoch_days, from_epoch_days,
 };
 use crate::quarter::Quarter;
 
@@ -570,9 +570,11 @@ pub fn redacted(v: &[u8]) -> String {
     out
 }
 
-/// The first direct identifier among a line's fields. A value that its column's declared id
-/// pattern accepts is that id, not an identifier. Every field is scanned, those past the
-/// header's too; a line with another count of fields than the header names no column.
+/// The first direct identifier among a line's fields. Every field is scanned, those past the
+/// header's too; a line with another count of fields than the header names no column. No
+/// column's declared id pattern exempts a value: the id patterns accept letters before digits
+/// (`[A-Za-z][A-Za-z0-9_.:-]{0,63}`), which `SSN-123-45-6789` and `tel:6175550100` have, and
+/// none accepts a number with the digits of an SSN or a phone number (checked by the tests).
 fn identifier_in_fields(
     rules: &RowRules,
     base: &[u8],
@@ -582,16 +584,10 @@ fn identifier_in_fields(
 ) -> Option<FileProblem> {
     let aligned = ranges.len() == rules.n_fields;
     for (fi, &(s, e)) in ranges.iter().enumerate() {
-        let v = &base[s..e];
-        let Some(kind) = identifier_value(v, has_at) else {
+        let Some(kind) = identifier_value(&base[s..e], has_at) else {
             continue;
         };
         let column = aligned.then(|| rules.column_of_field[fi]);
-        if let Some(ci) = column
-            && rules.patterns[ci].as_ref().is_some_and(|p| p.matches(v))
-        {
-            continue;
-        }
         return Some(FileProblem::Identifier {
             line,
             column: column.map(|ci| rules.table.columns[ci].name.clone()),
@@ -786,14 +782,16 @@ pub fn validate_chunk(
                     },
                     ColumnType::Date => match parse_date(v) {
                         None => Err(format!("{} is not a date written YYYY-MM-DD", redacted(v))),
+                        // The date itself is shown by its shape only: a date out of range
+                        // may be a date of birth typed into the wrong column.
                         Some(d) if d < rules.min_date => Err(format!(
                             "{} is before {}, the earliest plausible date",
-                            from_epoch_days(d),
+                            redacted(v),
                             from_epoch_days(rules.min_date)
                         )),
                         Some(d) if d > rules.max_date => Err(format!(
                             "{} is after {}, the latest plausible date",
-                            from_epoch_days(d),
+                            redacted(v),
                             from_epoch_days(rules.max_date)
                         )),
                         Some(d) => Ok(Value::Date(d)),
@@ -839,6 +837,7 @@ pub fn validate_chunk(
                             && let Value::Date(d) = values[dc]
                             && d < start
                         {
+                            let (ds, de) = ranges[rules.field_of_column[dc]];
                             // The key of a known row of a public table (a program) is public.
                             let shown = if col.class == ColumnClass::Public {
                                 format!("'{}'", String::from_utf8_lossy(key))
@@ -850,7 +849,7 @@ pub fn validate_chunk(
                                 column: table.columns[dc].name.clone(),
                                 reason: format!(
                                     "{} is before the {} {} of {} {}",
-                                    from_epoch_days(d),
+                                    redacted(&base[ds..de]),
                                     referenced.table.start_column.as_deref().unwrap_or("start"),
                                     from_epoch_days(start),
                                     col.name,
@@ -865,14 +864,23 @@ pub fn validate_chunk(
                 && let (Value::Date(s), Value::Date(e)) = (values[si], values[ei])
                 && e < s
             {
+                // A public table's dates are public; any other table's are shown by shape.
+                let shown = |ci: usize, d: i32| {
+                    if table.kind == TableKind::Public {
+                        from_epoch_days(d).to_string()
+                    } else {
+                        let (a, b) = ranges[rules.field_of_column[ci]];
+                        redacted(&base[a..b])
+                    }
+                };
                 row_rejects.push(Reject {
                     line: line_here,
                     column: table.columns[ei].name.clone(),
                     reason: format!(
                         "{} is before the {} {}",
-                        from_epoch_days(e),
+                        shown(ei, e),
                         table.columns[si].name,
-                        from_epoch_days(s)
+                        shown(si, s)
                     ),
                 });
             }

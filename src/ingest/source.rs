@@ -8,7 +8,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::IngestError;
-use super::identifiers::identifier_column;
+use super::identifiers::{identifier_column, identifier_value};
+use super::rows::redacted;
 use crate::dictionary::{Dictionary, Table};
 use crate::warehouse::hex;
 
@@ -137,10 +138,37 @@ pub fn read_header(path: &Path) -> Result<Header, IngestError> {
     })
 }
 
+/// A header name as an error may show it: as written when it is shaped like a column name
+/// (a letter, then letters, digits and `_`), else by its shape only ([`redacted`]), since a
+/// header line can be a row of data.
+fn shown_name(f: &str) -> String {
+    let plain = f.len() <= 64
+        && f.starts_with(|c: char| c.is_ascii_alphabetic())
+        && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if plain {
+        f.to_string()
+    } else {
+        redacted(f.as_bytes())
+    }
+}
+
 /// Maps each table column to its position in the header. Refuses the file whole when a
-/// column looks like a direct identifier, and otherwise lists missing, unknown and repeated
-/// columns together.
+/// header cell holds a value that looks like a direct identifier (the header is a line like
+/// any other, and may be a row of data) or a column's name does, and otherwise lists missing,
+/// unknown and repeated columns together. A first line that names none of the table's
+/// columns is most likely a row of data: its cells are not shown.
 pub fn map_columns(path: &Path, table: &Table, header: &Header) -> Result<Vec<usize>, IngestError> {
+    if let Some(kind) = header
+        .fields
+        .iter()
+        .find_map(|f| identifier_value(f.as_bytes(), true))
+    {
+        return Err(IngestError::DirectIdentifier {
+            file: path.to_path_buf(),
+            place: "a value in the header line (line 1)".into(),
+            kind: kind.describe(),
+        });
+    }
     for f in &header.fields {
         if table.column(f).is_none()
             && let Some(kind) = identifier_column(f)
@@ -164,18 +192,29 @@ pub fn map_columns(path: &Path, table: &Table, header: &Header) -> Result<Vec<us
         .fields
         .iter()
         .filter(|f| table.column(f).is_none())
-        .cloned()
+        .map(|f| shown_name(f))
         .collect();
     let mut repeated: Vec<String> = header
         .fields
         .iter()
         .enumerate()
         .filter(|(i, f)| header.fields[..*i].contains(f))
-        .map(|(_, f)| f.clone())
+        .map(|(_, f)| shown_name(f))
         .collect();
     repeated.dedup();
     if missing.is_empty() && unknown.is_empty() && repeated.is_empty() {
         return Ok(positions);
+    }
+    if positions.is_empty() {
+        return Err(IngestError::Header {
+            file: path.to_path_buf(),
+            table: table.name.clone(),
+            details: format!(
+                "its first line names none of the table's columns, so the file seems to lack its header line (the line's {} cells are not shown, since they may be a row of data); export it with the header",
+                header.fields.len()
+            ),
+            expected: table.column_names().collect::<Vec<_>>().join(","),
+        });
     }
     let mut parts = Vec::new();
     if !missing.is_empty() {

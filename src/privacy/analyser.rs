@@ -191,7 +191,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
                 )
                 .map_err(|e| refusal(Rule::NotAQuery, plan, format!("internal: {e}")))?;
                 for f in &scan.filters {
-                    check_expr_df(f, &full, plan)?;
+                    check_expr_df(f, &full, plan, dict)?;
                 }
             }
             match table.kind {
@@ -219,7 +219,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
         LogicalPlan::Values(values) => {
             for row in &values.values {
                 for e in row {
-                    check_expr_df(e, &values.schema, plan)?;
+                    check_expr_df(e, &values.schema, plan, dict)?;
                 }
             }
             Rel::public(out_len)
@@ -231,7 +231,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
             let mut person = Vec::with_capacity(p.expr.len());
             let mut key_or_null = Vec::with_capacity(p.expr.len());
             for e in &p.expr {
-                check_expr_df(e, schema, plan)?;
+                check_expr_df(e, schema, plan, dict)?;
                 person.push(is_person(e, schema, &input));
                 key_or_null.push(is_key_or_null(e, schema, &input));
             }
@@ -243,7 +243,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
         }
         LogicalPlan::Filter(f) => {
             let input = walk(&f.input, dict)?;
-            check_expr_df(&f.predicate, f.input.schema(), plan)?;
+            check_expr_df(&f.predicate, f.input.schema(), plan, dict)?;
             input
         }
         LogicalPlan::Sort(s) => {
@@ -252,7 +252,7 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
             }
             let input = walk(&s.input, dict)?;
             for e in &s.expr {
-                check_expr_df(&e.expr, s.input.schema(), plan)?;
+                check_expr_df(&e.expr, s.input.schema(), plan, dict)?;
             }
             input
         }
@@ -299,13 +299,16 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
                     ));
                 }
                 for a in params.args.iter().chain(&params.partition_by) {
-                    check_expr_df(a, schema, plan)?;
+                    check_expr_df(a, schema, plan, dict)?;
                 }
                 for s in &params.order_by {
-                    check_expr_df(&s.expr, schema, plan)?;
+                    check_expr_df(&s.expr, schema, plan, dict)?;
                 }
                 if let Some(f) = &params.filter {
-                    check_expr_df(f, schema, plan)?;
+                    check_expr_df(f, schema, plan, dict)?;
+                }
+                if let Some(why) = functions::window_frame_refusal(&params.window_frame) {
+                    return Err(refusal(Rule::Function, plan, why));
                 }
                 if input.private
                     && !params
@@ -373,10 +376,10 @@ fn walk(plan: &LogicalPlan, dict: &Dictionary) -> Result<Rel, Refusal> {
             let input = walk(&on.input, dict)?;
             let schema = on.input.schema();
             for e in on.on_expr.iter().chain(&on.select_expr) {
-                check_expr_df(e, schema, plan)?;
+                check_expr_df(e, schema, plan, dict)?;
             }
             for s in on.sort_expr.iter().flatten() {
-                check_expr_df(&s.expr, schema, plan)?;
+                check_expr_df(&s.expr, schema, plan, dict)?;
             }
             if input.private && !on.on_expr.iter().any(|e| is_person(e, schema, &input)) {
                 return Err(refusal(
@@ -463,7 +466,7 @@ fn aggregate(plan: &LogicalPlan, a: &Aggregate, dict: &Dictionary) -> Result<Rel
                 "GROUPING SETS, CUBE and ROLLUP aggregate over subsets of the keys",
             ));
         }
-        check_expr_df(g, schema, plan)?;
+        check_expr_df(g, schema, plan, dict)?;
     }
     for e in &a.aggr_expr {
         let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
@@ -484,13 +487,13 @@ fn aggregate(plan: &LogicalPlan, a: &Aggregate, dict: &Dictionary) -> Result<Rel
             ));
         }
         for arg in &params.args {
-            check_expr_df(arg, schema, plan)?;
+            check_expr_df(arg, schema, plan, dict)?;
         }
         if let Some(f) = &params.filter {
-            check_expr_df(f, schema, plan)?;
+            check_expr_df(f, schema, plan, dict)?;
         }
         for s in &params.order_by {
-            check_expr_df(&s.expr, schema, plan)?;
+            check_expr_df(&s.expr, schema, plan, dict)?;
         }
     }
     if input.private && !a.group_expr.iter().any(|g| is_person(g, schema, &input)) {
@@ -532,15 +535,15 @@ fn join(plan: &LogicalPlan, j: &Join, dict: &Dictionary) -> Result<Rel, Refusal>
     let right = walk(&j.right, dict)?;
     let (ls, rs) = (j.left.schema(), j.right.schema());
     for (l, r) in &j.on {
-        check_expr_df(l, ls, plan)?;
-        check_expr_df(r, rs, plan)?;
+        check_expr_df(l, ls, plan, dict)?;
+        check_expr_df(r, rs, plan, dict)?;
     }
     if let Some(f) = &j.filter {
         let both =
             ls.as_ref().clone().join(rs).map_err(|e| {
                 refusal(Rule::NotAQuery, plan, format!("internal: join schema: {e}"))
             })?;
-        check_expr_df(f, &both, plan)?;
+        check_expr_df(f, &both, plan, dict)?;
     }
     if j.null_aware && right.private {
         return Err(refusal(
@@ -617,10 +620,16 @@ fn join(plan: &LogicalPlan, j: &Join, dict: &Dictionary) -> Result<Rel, Refusal>
     })
 }
 
-/// Checks every node of an expression against the allow-list, with types from `schema`.
-fn check_expr_df(expr: &Expr, schema: &DFSchema, plan: &LogicalPlan) -> Result<(), Refusal> {
+/// Checks every node of an expression against the allow-list, with types from `schema`;
+/// subqueries left in it are walked against `dict`.
+fn check_expr_df(
+    expr: &Expr,
+    schema: &DFSchema,
+    plan: &LogicalPlan,
+    dict: &Dictionary,
+) -> Result<(), Refusal> {
     let mut result = Ok(());
-    let _ = expr.apply(|e| match check_node(e, plan, Some(schema)) {
+    let _ = expr.apply(|e| match check_node(e, plan, Some(schema), dict) {
         Ok(()) => Ok(TreeNodeRecursion::Continue),
         Err(r) => {
             result = Err(r);
@@ -632,7 +641,11 @@ fn check_expr_df(expr: &Expr, schema: &DFSchema, plan: &LogicalPlan) -> Result<(
 
 /// A subquery left in an expression (DataFusion keeps uncorrelated scalar subqueries so):
 /// allowed only over public data, since its value would otherwise mix persons.
-fn subquery(sq: &datafusion::logical_expr::Subquery, plan: &LogicalPlan) -> Result<(), Refusal> {
+fn subquery(
+    sq: &datafusion::logical_expr::Subquery,
+    plan: &LogicalPlan,
+    dict: &Dictionary,
+) -> Result<(), Refusal> {
     if !sq.outer_ref_columns.is_empty() {
         return Err(refusal(
             Rule::Subquery,
@@ -640,7 +653,6 @@ fn subquery(sq: &datafusion::logical_expr::Subquery, plan: &LogicalPlan) -> Resu
             "a correlated subquery that DataFusion could not turn into a join",
         ));
     }
-    let dict = Dictionary::builtin().map_err(|e| refusal(Rule::NotAQuery, plan, e.to_string()))?;
     let rel = walk(&sq.subquery, dict)?;
     if rel.private {
         return Err(refusal(
@@ -660,7 +672,12 @@ fn type_of(e: &Expr, schema: Option<&DFSchema>) -> Option<datafusion::arrow::dat
     schema.and_then(|s| e.get_type(s).ok())
 }
 
-fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result<(), Refusal> {
+fn check_node(
+    e: &Expr,
+    plan: &LogicalPlan,
+    schema: Option<&DFSchema>,
+    dict: &Dictionary,
+) -> Result<(), Refusal> {
     use datafusion::arrow::datatypes::DataType;
     let bad = |detail: String| Err(refusal(Rule::Function, plan, detail));
     match e {
@@ -718,7 +735,8 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
             use Operator::*;
             match b.op {
                 Eq | NotEq | Lt | LtEq | Gt | GtEq | And | Or | IsDistinctFrom
-                | IsNotDistinctFrom | StringConcat => Ok(()),
+                | IsNotDistinctFrom => Ok(()),
+                StringConcat => bad(format!("`||`: {}", functions::STRING_GROWTH_REFUSAL)),
                 Plus | Minus | Multiply => {
                     let (lt, rt) = (type_of(&b.left, schema), type_of(&b.right, schema));
                     let numeric = |t: &Option<DataType>| {
@@ -787,6 +805,9 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
                         .into(),
                 );
             }
+            if functions::STRING_GROWTH_FUNCTIONS.contains(&name) {
+                return bad(format!("`{name}`: {}", functions::STRING_GROWTH_REFUSAL));
+            }
             let Some(allowance) = functions::scalar_allowance(name) else {
                 return bad(format!("function `{name}` is not on the allow-list"));
             };
@@ -827,9 +848,9 @@ fn check_node(e: &Expr, plan: &LogicalPlan, schema: Option<&DFSchema>) -> Result
                 }
             }
         }
-        Expr::ScalarSubquery(sq) => subquery(sq, plan),
-        Expr::Exists(e) => subquery(&e.subquery, plan),
-        Expr::InSubquery(i) => subquery(&i.subquery, plan),
+        Expr::ScalarSubquery(sq) => subquery(sq, plan, dict),
+        Expr::Exists(e) => subquery(&e.subquery, plan, dict),
+        Expr::InSubquery(i) => subquery(&i.subquery, plan, dict),
         Expr::SetComparison(_) => Err(refusal(
             Rule::Subquery,
             plan,

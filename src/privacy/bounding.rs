@@ -58,7 +58,9 @@ pub struct Diagnostics {
     pub rows: u64,
     /// Rows dropped for a NULL `person_key`.
     pub null_person_key: u64,
-    /// Rows dropped for a cell key that is NULL or outside its domain, per cell column.
+    /// Rows dropped for a cell key that is NULL or outside its domain, per cell column. The
+    /// release path filters public domains in the query plan, so there these count only
+    /// what reaches the bounder (private keys' NULLs).
     pub outside_domain: BTreeMap<String, u64>,
     /// Persons with at least one row in the domain.
     pub persons: u64,
@@ -213,12 +215,19 @@ struct Shard {
     arena: Vec<u8>,
 }
 
+/// Words of one person's record for `k` cells and `m` statistics: `5 + 2k + k·m`. The spec
+/// refuses a release whose record passes [`super::spec::MAX_RECORD_BYTES`], since the
+/// bounder allocates one per person after the debit.
+pub const fn record_words(k: usize, m: usize) -> usize {
+    HEAD + 2 * k + k * m
+}
+
 impl Shard {
     fn new(k: usize, m: usize) -> Shard {
         Shard {
             index: hashbrown::HashTable::new(),
             records: Vec::new(),
-            stride: HEAD + 2 * k + k * m,
+            stride: record_words(k, m),
             k,
             m,
             arena: Vec::new(),

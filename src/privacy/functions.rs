@@ -26,12 +26,30 @@
 //!   to negative digits with checked arithmetic, which raises near the integer's limits.
 //! - `to_date`, `make_date`, `substr` (negative lengths), `abs` (overflow on the minimum),
 //!   regular expressions, and every function not listed.
+//! - `concat`, `concat_ws` and `||`: text they build can double at every step, so a chain of
+//!   them over one person's row can pass the 2 GiB that Arrow's `i32` offsets hold, and then
+//!   `concat` raises ("byte array offset overflow") while `||` panics, or the process runs out
+//!   of memory, all depending on that row. No sound bound on the growth is cheap to enforce,
+//!   so they are refused ([`STRING_GROWTH_REFUSAL`]); compare or test the parts instead. The
+//!   text functions left (`lower`, `upper`, the trims) change a value's length by at most a
+//!   small constant factor.
+//! - `CAST`/`TRY_CAST` from text (or a dictionary of text) to a date: Arrow parses signed
+//!   extended years over the whole `i32` range (`+5881580-07-11` is `i32::MAX` days), far
+//!   outside chrono's calendar, and such a date raises when it is shown as text. Date literals
+//!   (`DATE '2025-01-01'`, `'2025-01-01'::date`, `d = '2025-01-01'`) are folded into checked
+//!   date literals before the analyser sees them, so they still work.
+//! - `RANGE` window frames with an offset (`RANGE BETWEEN INTERVAL '7 days' PRECEDING ...`,
+//!   `RANGE 5 PRECEDING`): the frame's edges are computed as value ± offset for every row, with
+//!   arithmetic that raises on overflow. `ROWS` frames and `RANGE` frames bounded by
+//!   `UNBOUNDED` or `CURRENT ROW` stay allowed.
 //!
 //! Every date a query can make stays inside chrono's calendar (about ±262,000 years, less than
-//! `Date32`'s range): ingest bounds stored dates, text parses to dates through chrono, date
-//! literals are checked ([`literal_refusal`]), integers never cast to dates, and `add_days`
-//! gives NULL outside it. Arrow turns a date into text only inside that calendar (it raises
-//! outside it, even in `TRY_CAST`), so `CAST(date AS VARCHAR)` and `concat(date)` are safe.
+//! `Date32`'s range): ingest bounds stored dates, date literals are checked
+//! ([`literal_refusal`]), neither text nor integers cast to dates ([`cast_refusal`]), and
+//! `add_days` gives NULL outside it; `coalesce`, `greatest`, `least`, `CASE`, `min`, `max` and
+//! the window functions only pick among such dates. Arrow turns a date into text only inside
+//! that calendar (it raises outside it, even in `TRY_CAST`), so `CAST(date AS VARCHAR)` is
+//! safe.
 
 use std::sync::Arc;
 
@@ -44,6 +62,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    WindowFrame, WindowFrameBound, WindowFrameUnits,
 };
 use datafusion::prelude::SessionContext;
 
@@ -65,14 +84,19 @@ pub const SCALAR_FUNCTIONS: &[ScalarAllowance] = &[
     ScalarAllowance::any("btrim"),
     ScalarAllowance::any("ltrim"),
     ScalarAllowance::any("rtrim"),
-    ScalarAllowance::any("concat"),
-    ScalarAllowance::any("concat_ws"),
     ScalarAllowance::any("character_length"),
     ScalarAllowance::any("starts_with"),
     ScalarAllowance::with("round", ArgRule::RoundDigits),
     ScalarAllowance::any("floor"),
     ScalarAllowance::any("ceil"),
 ];
+
+/// Functions that build text by concatenation, refused with [`STRING_GROWTH_REFUSAL`]
+/// (`||` is DataFusion's `StringConcat` operator, refused with the same reason).
+pub const STRING_GROWTH_FUNCTIONS: &[&str] = &["concat", "concat_ws"];
+
+/// Why `concat`, `concat_ws` and `||` are refused.
+pub const STRING_GROWTH_REFUSAL: &str = "text built by concatenation can double at every step, and past Arrow's 2 GiB offsets it raises or panics (or runs out of memory) depending on one person's row, so concat, concat_ws and || are not on the allow-list: compare or test the parts separately";
 
 /// Units that DataFusion's `date_part` computes on a `Date32` for every value, NULL outside
 /// the calendar (checked by value, ignoring ASCII case). Other units either raise on every
@@ -205,6 +229,28 @@ pub fn round_digits_allowed(value: &DataType, digits: Option<&ScalarValue>) -> b
     }
 }
 
+/// Why a window frame is refused, or `None`. A `RANGE` frame with an offset
+/// (`RANGE BETWEEN INTERVAL '7 days' PRECEDING AND CURRENT ROW`, `RANGE 5 PRECEDING`) finds
+/// its edges by computing value ± offset for every row, date ± interval or integer ± integer,
+/// with arithmetic that raises on overflow. `ROWS` and `GROUPS` frames count rows or peer
+/// groups, and `UNBOUNDED` and `CURRENT ROW` compute nothing.
+pub fn window_frame_refusal(frame: &WindowFrame) -> Option<String> {
+    if frame.units != WindowFrameUnits::Range {
+        return None;
+    }
+    let offset = |b: &WindowFrameBound| match b {
+        WindowFrameBound::Preceding(v) | WindowFrameBound::Following(v) => !v.is_null(),
+        WindowFrameBound::CurrentRow => false,
+    };
+    if offset(&frame.start_bound) || offset(&frame.end_bound) {
+        Some(format!(
+            "the window frame `{frame}`: a RANGE frame with an offset computes value ± offset for every row (date ± interval, integer ± integer), which raises on overflow; use ROWS, or a join on person_key with add_days(date, n) for a window of days"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Why a literal is refused, or `None`. Literals are values too: the simplifier folds
 /// `arrow_cast(2147483647, 'Date32')` or `arrow_cast('a', 'Dictionary(Int8, Utf8)')` into
 /// literals, and a `CASE` that picks between them puts them in a column.
@@ -309,8 +355,8 @@ fn cast_source_allowed(from: &DataType) -> bool {
 ///
 /// The target must be on an allow-list: no dictionaries (key overflow raises even in safe
 /// mode), no timestamps (a date converts to nanoseconds unchecked), no decimals, intervals,
-/// times or nested types. Dates come only from text or dates, since an integer cast to a date
-/// can leave the calendar; a date casts only to text. A `CAST` must also be one that cannot
+/// times or nested types. Nothing casts to a date (text and integers alike make dates outside
+/// the calendar); a date casts only to text. A `CAST` must also be one that cannot
 /// fail ([`cast_cannot_fail`]).
 pub fn cast_refusal(from: &DataType, to: &DataType, try_cast: bool) -> Option<String> {
     use DataType::*;
@@ -334,9 +380,12 @@ pub fn cast_refusal(from: &DataType, to: &DataType, try_cast: bool) -> Option<St
     if !cast_source_allowed(from) {
         return Some(format!("{what} from {from} is not on the allow-list"));
     }
-    if *to == Date32 && !(stringy(from) || dict_of_strings(from) || *from == Null) {
+    if *to == Date32 {
+        // Arrow parses text into dates over the whole i32 range of days (`+5881580-07-11`),
+        // far outside chrono's calendar, and such a date raises when it is shown as text.
+        // Date literals are folded into checked literals before the analyser sees them.
         return Some(format!(
-            "{what} from {from} to Date32: only text makes a date (TRY_CAST(text AS DATE)); other values can leave the calendar"
+            "{what} from {from} to Date32: no value of a row is made into a date (text parses to dates far outside the calendar, which raise when shown as text); write dates as literals (DATE '2025-01-01') and move them with add_days(date, n)"
         ));
     }
     if *from == Date32 && !stringy(to) {
@@ -667,16 +716,19 @@ mod tests {
     }
 
     #[test]
-    fn try_cast_makes_dates_only_from_text_and_dates_only_become_text() {
+    fn nothing_casts_to_a_date_and_dates_only_become_text() {
         use DataType::*;
-        assert_eq!(cast_refusal(&Utf8, &Date32, true), None);
-        assert_eq!(cast_refusal(&Utf8View, &Date32, true), None);
-        assert_eq!(cast_refusal(&dict(Int32), &Date32, true), None);
+        // Arrow parses text into dates over the whole i32 range of days (`+5881580-07-11`),
+        // outside chrono's calendar: refused in CAST and TRY_CAST alike.
+        for try_cast in [false, true] {
+            for from in [Utf8, LargeUtf8, Utf8View, dict(Int32)] {
+                let why = cast_refusal(&from, &Date32, try_cast)
+                    .unwrap_or_else(|| panic!("{from} -> Date32 (try_cast {try_cast})"));
+                assert!(why.contains("DATE '2025-01-01'"), "{why}");
+            }
+        }
         assert_eq!(cast_refusal(&Null, &Date32, false), None);
-        assert!(
-            cast_refusal(&Utf8, &Date32, false).is_some(),
-            "CAST may fail"
-        );
+        assert_eq!(cast_refusal(&Date32, &Date32, false), None);
         assert!(cast_refusal(&Int32, &Date32, true).is_some());
         assert!(cast_refusal(&Int64, &Date32, true).is_some());
         assert!(cast_refusal(&Float64, &Date32, true).is_some());

@@ -151,9 +151,16 @@ pub struct RatioSpec {
 pub const MAX_CELLS: usize = 1_000_000;
 
 /// The largest `k` a release may declare. The bounder keeps up to `k` cells per person in a
-/// fixed-size record, so its memory grows with `k` (and the noise grows with √k); a person
-/// can touch no more cells than a release has, and useful releases have k in the tens.
-pub const MAX_K: u32 = 1024;
+/// fixed-size record of `5 + 2k + k·m` words, allocated after the debit for every person, so
+/// its memory grows with `k` (and the noise grows with √k): at k = 1024 a million persons
+/// needed about 25 GB, and running out of memory after the debit spends the budget for
+/// nothing. Useful releases have k in the tens.
+pub const MAX_K: u32 = 64;
+
+/// The largest per-person record of the bounder, in bytes: with [`MAX_K`] this bounds the
+/// bounder's memory at about 4 KiB per person (4 GB for a million persons). A spec whose
+/// `k` and number of statistics `m` need more (`8 · (5 + 2k + k·m)` bytes) is refused.
+pub const MAX_RECORD_BYTES: usize = 4096;
 
 impl ReleaseSpec {
     /// Reads a spec from a `.toml` or `.json` file. Query files are relative to the spec.
@@ -447,6 +454,14 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
             lower,
             upper,
         });
+    }
+    let record = 8 * super::bounding::record_words(spec.k as usize, statistics.len());
+    if record > MAX_RECORD_BYTES {
+        return Err(spec_err(format!(
+            "`k` = {} with {} statistics needs {record} bytes per person in the bounder, over its limit of {MAX_RECORD_BYTES} bytes (8 · (5 + 2k + k·m)): lower `k`, or split the statistics into several releases",
+            spec.k,
+            statistics.len()
+        )));
     }
     let index = |name: &str| {
         statistics

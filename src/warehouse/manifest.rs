@@ -71,6 +71,16 @@ pub struct DataFile {
     /// Warehouse-relative path, `/`-separated.
     pub path: String,
     pub rows: u64,
+    /// Size of the file in bytes, as written; 0 in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+    /// SHA-256 of the file, as written; empty in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A steward's declaration that a table's data is complete through a date.
@@ -151,15 +161,34 @@ impl Manifest {
     }
 
     /// A hash of what the warehouse holds. It is a function of private data, so it is shown to
-    /// the steward only and never published; releases cite [`Manifest::version`] instead.
+    /// the steward only and never published; releases cite [`Manifest::version`] instead, and
+    /// bind their idempotency key to this hash.
+    ///
+    /// It covers what was stored, not only where it came from: the same CSVs loaded with
+    /// another `--max-date`, `--min-date`, `--max-reject-rate` or by a build with other rules
+    /// store other rows, so each source file's rows loaded and rejected, and each data file's
+    /// path, rows, size and SHA-256 (size and hash as recorded since they were; older
+    /// manifests hash as empty there) are hashed beside the source file's SHA-256 and table.
     pub fn content_hash(&self) -> String {
         let mut h = Sha256::new();
+        h.update(b"outreach content v2\0");
         for l in &self.loads {
             for f in &l.files {
                 h.update(f.table.as_bytes());
                 h.update([0]);
                 h.update(f.sha256.as_bytes());
                 h.update([0]);
+                h.update(f.rows_loaded.to_le_bytes());
+                h.update(f.rows_rejected.to_le_bytes());
+                h.update((f.data_files.len() as u64).to_le_bytes());
+                for d in &f.data_files {
+                    h.update(d.path.as_bytes());
+                    h.update([0]);
+                    h.update(d.rows.to_le_bytes());
+                    h.update(d.bytes.to_le_bytes());
+                    h.update(d.sha256.as_bytes());
+                    h.update([0]);
+                }
             }
         }
         hex(&h.finalize())
@@ -210,6 +239,8 @@ mod tests {
                 .map(|p| DataFile {
                     path: (*p).into(),
                     rows: 1,
+                    bytes: 100,
+                    sha256: format!("{p}-sha"),
                 })
                 .collect(),
         }
@@ -276,5 +307,42 @@ mod tests {
         assert_eq!(a.content_hash(), b.content_hash());
         b.loads[0].files[0].sha256 = "ab".into();
         assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    #[test]
+    fn content_hash_binds_the_stored_rows_not_only_the_source_files() {
+        let mut a = Manifest::new();
+        a.loads.push(Load {
+            version: DatasetVersion(1),
+            loaded_at: "t".into(),
+            files: vec![file("arrests", "aa", &["a/1.parquet", "a/2.parquet"])],
+        });
+        let changed: [fn(&mut LoadedFile); 6] = [
+            |f| f.rows_loaded += 1,
+            |f| f.rows_rejected += 1,
+            |f| f.data_files[0].rows += 1,
+            |f| f.data_files[1].sha256 = "other".into(),
+            |f| f.data_files[1].bytes += 1,
+            |f| {
+                f.data_files.pop();
+            },
+        ];
+        for change in changed {
+            let mut b = a.clone();
+            change(&mut b.loads[0].files[0]);
+            assert_ne!(a.content_hash(), b.content_hash(), "{:?}", b.loads[0]);
+        }
+    }
+
+    #[test]
+    fn manifests_without_data_file_hashes_still_open() {
+        let old = r#"{"format":1,"loads":[{"version":1,"loaded_at":"t","files":[{"source":"a.csv","sha256":"aa","bytes":10,"table":"arrests","rows_read":2,"rows_loaded":2,"rows_rejected":0,"quarantine":null,"data_files":[{"path":"tables/arrests/quarter=2025Q1/v0001-00.parquet","rows":2}]}]}]}"#;
+        let m: Manifest = serde_json::from_str(old).unwrap();
+        let d = &m.loads[0].files[0].data_files[0];
+        assert_eq!((d.bytes, d.sha256.as_str()), (0, ""));
+        assert_eq!(m.content_hash().len(), 64);
+        // Written back, it holds no empty fields.
+        let again = serde_json::to_string(&m).unwrap();
+        assert!(!again.contains("\"sha256\":\"\""), "{again}");
     }
 }

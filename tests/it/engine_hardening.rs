@@ -139,20 +139,57 @@ fn fail_points_are_compiled_into_the_tests_and_their_binary() {
 }
 
 #[test]
-fn k_above_the_engines_maximum_is_refused_before_any_debit_and_k_past_255_works() {
+fn k_above_64_is_refused_before_any_debit() {
+    // The bounder keeps a fixed-size record of 5 + 2k + k·m words per person, allocated after
+    // the debit: at k = 1024 a million persons took about 25 GB and the process aborted with
+    // the budget spent. k is now at most 64.
+    const { assert!(MAX_K <= 64, "MAX_K is above 64") };
     let tmp = tempfile::tempdir().unwrap();
     let wh = privacy_warehouse(tmp.path());
     budget(&wh, 100.0);
-    let e = run(&wh, &persons_spec(MAX_K + 1, 1.0)).unwrap_err();
+    for k in [65, 300, 1024, MAX_K + 1] {
+        let e = run(&wh, &persons_spec(k, 1.0)).unwrap_err();
+        assert!(
+            matches!(e, PrivacyError::Spec { .. }) && e.to_string().contains("`k`"),
+            "k = {k}: {e}"
+        );
+    }
+    assert!(Ledger::open(&wh).unwrap().releases().unwrap().is_empty());
+    let out = run(&wh, &persons_spec(64, 1.0)).unwrap();
+    assert!(out.fresh);
+    assert_eq!(out.public.d_in["k"], 64);
+}
+
+/// `m` count statistics `s1`..`sm`, each true for every row.
+fn many_statistics(m: usize) -> (String, String) {
+    let columns: Vec<String> = (1..=m).map(|j| format!("true AS s{j}")).collect();
+    let sql = format!(
+        "SELECT person_key, program_id, quarter_of(event_date) AS quarter, {} FROM overdose_events",
+        columns.join(", ")
+    );
+    let stats: String = (1..=m)
+        .map(|j| format!("\n[[statistics]]\nname = \"s{j}\"\nkind = \"count\"\n"))
+        .collect();
+    (sql, stats)
+}
+
+#[test]
+fn a_spec_whose_per_person_record_passes_4_kib_is_refused_before_any_debit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    budget(&wh, 100.0);
+    // k = 64 and 8 statistics: 5 + 128 + 512 = 645 words, 5160 bytes per person.
+    let (sql, stats) = many_statistics(8);
+    let spec: ReleaseSpec = toml::from_str(&spec_toml(64, 1.0, &sql, &stats)).unwrap();
+    let e = run(&wh, &spec).unwrap_err();
     assert!(
-        matches!(e, PrivacyError::Spec { .. }) && e.to_string().contains("`k`"),
+        matches!(e, PrivacyError::Spec { .. }) && e.to_string().contains("4096 bytes"),
         "{e}"
     );
     assert!(Ledger::open(&wh).unwrap().releases().unwrap().is_empty());
-    // Past the old 8-bit count of the bounder, a release runs as any other.
-    let out = run(&wh, &persons_spec(300, 1.0)).unwrap();
-    assert!(out.fresh);
-    assert_eq!(out.public.d_in["k"], 300);
+    // k = 8 and 8 statistics: 5 + 16 + 64 = 85 words.
+    let spec: ReleaseSpec = toml::from_str(&spec_toml(8, 1.0, &sql, &stats)).unwrap();
+    assert!(run(&wh, &spec).unwrap().fresh);
 }
 
 #[test]
@@ -625,4 +662,70 @@ fn a_release_that_fails_after_its_debit_prints_nothing_that_depends_on_the_data(
             assert!(close(l.show().unwrap().spent_rho, 0.1 * id as f64));
         }
     }
+}
+
+#[test]
+fn a_warehouse_rebuilt_from_the_same_files_with_other_rows_never_replays() {
+    // The same CSVs loaded with another --max-date store other rows under the same vN: the
+    // idempotency key binds what was stored, not only the source files' hashes.
+    use outreach_warehouse::ingest::{IngestOptions, ingest};
+    let tmp = tempfile::tempdir().unwrap();
+    let exports = tmp.path().join("exports");
+    std::fs::create_dir_all(&exports).unwrap();
+    let events_csv = write(
+        &exports,
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(60)),
+    );
+    let build = |name: &str, max_date: (i32, u32, u32)| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let wh = warehouse_with_programs(&dir);
+        let opts = IngestOptions {
+            max_date: chrono::NaiveDate::from_ymd_opt(max_date.0, max_date.1, max_date.2).unwrap(),
+            max_reject_rate: 1.0,
+            ..IngestOptions::default()
+        };
+        ingest(&wh, std::slice::from_ref(&events_csv), &opts).unwrap();
+        wh
+    };
+    let a = build("a", (2026, 6, 30));
+    let b = build("b", (2025, 4, 30));
+    let manifest = |wh: &Path| {
+        outreach_warehouse::warehouse::Warehouse::open(wh)
+            .unwrap()
+            .manifest()
+            .unwrap()
+    };
+    let (ma, mb) = (manifest(&a), manifest(&b));
+    assert_eq!(ma.version(), mb.version(), "the test needs the same vN");
+    assert_eq!(
+        ma.loads[1].files[0].sha256, mb.loads[1].files[0].sha256,
+        "the same source file"
+    );
+    assert_ne!(
+        ma.loads[1].files[0].rows_loaded, mb.loads[1].files[0].rows_loaded,
+        "the test needs other rows stored"
+    );
+    assert_ne!(ma.content_hash(), mb.content_hash());
+
+    budget(&a, 1.0);
+    let spec = persons_spec(2, 0.1);
+    let first = run(&a, &spec).unwrap();
+    assert!(first.fresh);
+    for suffix in ["", "-wal"] {
+        let from = a.join(format!("{LEDGER_FILE}{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, b.join(format!("{LEDGER_FILE}{suffix}"))).unwrap();
+        }
+    }
+    let second = run(&b, &spec).unwrap();
+    assert!(
+        second.fresh,
+        "release {} of other rows was replayed",
+        first.id
+    );
+    assert_ne!(second.id, first.id);
+    // Each warehouse still replays its own release.
+    assert!(!run(&b, &spec).unwrap().fresh);
 }

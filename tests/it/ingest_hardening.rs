@@ -950,38 +950,281 @@ fn a_near_miss_that_is_a_phone_number_refuses_the_file_and_reaches_no_quarantine
 }
 
 #[test]
-fn a_case_number_shaped_like_an_ssn_loads_where_its_column_declares_it() {
-    // arrest_id declares year-sequence case numbers (`2024-12345`: nine digits, an SSN once
-    // the separator is stripped), so they load there...
+fn year_sequence_case_numbers_load_and_none_with_the_digits_of_an_ssn_or_phone_does() {
+    // arrest_id declares year-sequence case numbers, but only up to four digits after the
+    // year: `1234-56789` (an SSN's nine digits), `6175-550100` and `1617-5550100` (a phone
+    // number's) were exempted by the old `[0-9]{4}-[0-9]{1,8}`.
     let tmp = tempfile::tempdir().unwrap();
     let wh = tmp.path().join("wh");
     let rows = vec![
-        arrest("2024-12345", "pk1", "2025-01-01"),
-        arrest("2025-123456", "pk2", "2025-02-01"),
+        arrest("2024-1234", "pk1", "2025-01-01"),
+        arrest("2025-1", "pk2", "2025-02-01"),
         arrest("AR0000001", "pk3", "2025-03-01"),
     ];
     let f = write(tmp.path(), "arrests.csv", csv(ARRESTS_HEADER, &rows));
     assert_eq!(load(&wh, &f).unwrap().rows_loaded(), 3);
     let mut ids = stored_column(&wh, "arrests", "arrest_id");
     ids.sort();
-    assert_eq!(ids, ["2024-12345", "2025-123456", "AR0000001"]);
-    // ...but the same value in a column that declares no such format refuses the file, and
-    // so does an SSN written as one anywhere.
-    let mut rows = events(300);
-    rows.push(event("2024-12345", "pk9", "P001", "2025-01-01"));
-    let msg = refused_for_identifier(csv(EVENTS_HEADER, &rows));
-    assert!(msg.contains("column 'event_id' on line 302"), "{msg}");
-    let tmp2 = tempfile::tempdir().unwrap();
-    let g = write(
-        tmp2.path(),
-        "arrests.csv",
-        csv(
-            ARRESTS_HEADER,
-            &[arrest("123-45-6789", "pk1", "2025-01-01")],
-        ),
+    assert_eq!(ids, ["2024-1234", "2025-1", "AR0000001"]);
+    for (id, kind) in [
+        ("1234-56789", "a social security number"),
+        ("2024-12345", "a social security number"),
+        ("6175-550100", "a phone number"),
+        ("1617-5550100", "a phone number"),
+        ("123-45-6789", "a social security number"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = write(
+            tmp.path(),
+            "arrests.csv",
+            csv(ARRESTS_HEADER, &[arrest(id, "pk1", "2025-01-01")]),
+        );
+        let err = load(&tmp.path().join("wh"), &g).unwrap_err();
+        assert!(
+            matches!(err, IngestError::DirectIdentifier { .. }),
+            "{id}: {err}"
+        );
+        assert!(err.to_string().contains(kind), "{id}: {err}");
+    }
+}
+
+/// Every way to write `digits` with one `-` inside it.
+fn split_once_everywhere(digits: &str) -> Vec<String> {
+    (1..digits.len())
+        .map(|i| format!("{}-{}", &digits[..i], &digits[i..]))
+        .collect()
+}
+
+#[test]
+fn no_declared_pattern_accepts_a_number_with_the_digits_of_an_ssn_or_a_phone() {
+    use outreach_warehouse::dictionary::IdPattern;
+    use outreach_warehouse::ingest::identifier_value;
+    let d = Dictionary::builtin().unwrap();
+    let mut numbers = Vec::new();
+    for digits in ["123456789", "6175550100", "16175550100"] {
+        numbers.push(digits.to_string());
+        numbers.extend(split_once_everywhere(digits));
+    }
+    for n in &numbers {
+        assert!(
+            identifier_value(n.as_bytes(), true).is_some(),
+            "{n} is not flagged"
+        );
+    }
+    for t in d.tables() {
+        for c in &t.columns {
+            let Some(text) = &c.pattern else { continue };
+            let p = IdPattern::parse(text).unwrap();
+            for n in &numbers {
+                assert!(
+                    !p.matches(n.as_bytes()),
+                    "{}.{} accepts {n}",
+                    t.name,
+                    c.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn numbers_behind_a_label_refuse_the_file() {
+    // Letter-prefixed numbers passed the scan (it stopped at the first letter), and the id
+    // patterns `[A-Za-z][A-Za-z0-9_.:-]{0,63}` accepted them, which exempted them too.
+    for (value, kind) in [
+        ("SSN-123-45-6789", "a social security number"),
+        ("ssn:123456789", "a social security number"),
+        ("SSN#123-45-6789", "a social security number"),
+        ("tel:6175550100", "a phone number"),
+        ("tel:+1-617-555-0100", "a phone number"),
+        ("Tel.617.555.0100", "a phone number"),
+        ("ph6175550100", "a phone number"),
+        ("x6175550100", "a phone number"),
+        ("E617-555-0100", "a phone number"),
+        ("ID123-45-6789", "a social security number"),
+    ] {
+        for (row, column) in [
+            (event(value, "pk9", "P001", "2025-01-01"), "event_id"),
+            (event("E9", value, "P001", "2025-01-01"), "person_key"),
+            (
+                format!("E9,pk9,P001,2025-01-01,ems,false,true,true,25_34,male,{value}"),
+                "race_ethnicity",
+            ),
+        ] {
+            let mut rows = events(300);
+            rows.push(row);
+            let msg = refused_for_identifier(csv(EVENTS_HEADER, &rows));
+            assert!(
+                msg.contains(&format!("a value in column '{column}' on line 302")),
+                "{value}: {msg}"
+            );
+            assert!(msg.contains(kind), "{value}: {msg}");
+        }
+    }
+    // With a space after the label, in a text column.
+    for (value, kind) in [
+        ("ssn 123456789", "a social security number"),
+        ("SSN: 123 45 6789", "a social security number"),
+        ("Tel. (617) 555-0100", "a phone number"),
+        ("call 617-555-0100 x12", "a phone number"),
+        ("Dr Jane Roe 617.555.0100", "a phone number"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = write(
+            tmp.path(),
+            "programs.csv",
+            format!(
+                "{}P009,{value},Western,peer_led,never,none,2024-01-01,\n",
+                PROGRAMS.lines().next().unwrap().to_string() + "\n"
+            ),
+        );
+        let err = load(&tmp.path().join("wh"), &f).unwrap_err();
+        assert!(
+            matches!(err, IngestError::DirectIdentifier { .. }),
+            "{value}: {err}"
+        );
+        assert!(err.to_string().contains(kind), "{value}: {err}");
+        assert!(
+            err.to_string().contains("column 'program_name'"),
+            "{value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn ids_made_of_letters_and_digits_still_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let ids = [
+        "OD000012301",
+        "E000012345",
+        "OA123456701",
+        "RF1234567-01",
+        "E-2025-0001",
+        "case:2024:17",
+        "pk_3fa85f6457174562",
+    ];
+    let rows: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| event(id, &format!("pk{i}"), "P001", "2025-01-01"))
+        .collect();
+    let f = write(tmp.path(), "overdose_events.csv", csv(EVENTS_HEADER, &rows));
+    assert_eq!(load(&wh, &f).unwrap().rows_loaded(), ids.len() as u64);
+    // Synthetic person keys are `pk` and 16 hex digits, which may all be decimal digits.
+    let rows = [event("E1", "pk0123456789012345", "P001", "2025-01-01")];
+    let f = write(
+        tmp.path(),
+        "overdose_events-2.csv",
+        csv(EVENTS_HEADER, &rows),
     );
-    let err = load(&tmp2.path().join("wh"), &g).unwrap_err();
-    assert!(matches!(err, IngestError::DirectIdentifier { .. }), "{err}");
+    assert_eq!(load(&wh, &f).unwrap().rows_loaded(), 1);
+}
+
+#[test]
+fn numbers_written_with_any_separator_refuse_the_file() {
+    for (value, kind) in [
+        ("123/45/6789", "a social security number"),
+        ("123_45_6789", "a social security number"),
+        ("617/555/0100", "a phone number"),
+        ("617_555_0100", "a phone number"),
+        // Hyphen, non-breaking hyphen, figure, en and em dashes, minus, small and full-width
+        // hyphen-minus.
+        ("617\u{2010}555\u{2010}0100", "a phone number"),
+        ("123\u{2011}45\u{2011}6789", "a social security number"),
+        ("617\u{2012}555\u{2012}0100", "a phone number"),
+        ("617\u{2013}555\u{2013}0100", "a phone number"),
+        ("123\u{2014}45\u{2014}6789", "a social security number"),
+        ("617\u{2212}555\u{2212}0100", "a phone number"),
+        ("617\u{fe63}555\u{fe63}0100", "a phone number"),
+        ("617\u{ff0d}555\u{ff0d}0100", "a phone number"),
+        // No-break and narrow no-break spaces.
+        ("617\u{a0}555\u{a0}0100", "a phone number"),
+        ("(617)\u{202f}555-0100", "a phone number"),
+        ("123\u{a0}45\u{a0}6789", "a social security number"),
+        // Emails written the ways mail programs copy them.
+        ("mailto:jane.doe@example.org", "an email address"),
+        ("<jane.doe@example.org>", "an email address"),
+        ("Jane Doe <jane.doe@example.org>", "an email address"),
+        ("o'brien@example.org", "an email address"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = write(
+            tmp.path(),
+            "programs.csv",
+            format!(
+                "{}P009,\"{value}\",Western,peer_led,never,none,2024-01-01,\n",
+                PROGRAMS.lines().next().unwrap().to_string() + "\n"
+            ),
+        );
+        let err = load(&tmp.path().join("wh"), &f).unwrap_err();
+        assert!(
+            matches!(err, IngestError::DirectIdentifier { .. }),
+            "{value}: {err}"
+        );
+        assert!(err.to_string().contains(kind), "{value}: {err}");
+    }
+}
+
+#[test]
+fn the_header_line_is_scanned_for_identifiers() {
+    // A header cell holding a value (an export whose first row lost its header, or a
+    // spreadsheet's stray cell) refuses the file like any other line.
+    for (header_extra, kind) in [
+        ("123-45-6789", "a social security number"),
+        ("jane.doe@example.org", "an email address"),
+        ("tel:6175550100", "a phone number"),
+    ] {
+        let header = format!("{EVENTS_HEADER},{header_extra}");
+        let mut rows = events(5);
+        for r in &mut rows {
+            r.push(',');
+        }
+        let msg = refused_for_identifier(csv(&header, &rows));
+        assert!(msg.contains("header"), "{header_extra}: {msg}");
+        assert!(msg.contains(kind), "{header_extra}: {msg}");
+        assert!(!msg.contains(header_extra), "{msg}");
+    }
+    // A headerless export whose first row holds an SSN.
+    let rows = events(5);
+    let first = "E9,pk9,P001,2025-01-01,ems,false,true,true,25_34,male,123-45-6789";
+    let msg = refused_for_identifier(csv(first, &rows));
+    assert!(msg.contains("a social security number"), "{msg}");
+    assert!(!msg.contains("6789"), "{msg}");
+}
+
+#[test]
+fn a_headerless_export_is_refused_without_printing_its_first_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let first = "E9001,pk90017,P001,2025-01-01,ems,false,true,true,25_34,female,Rosalind Quux";
+    let f = write(tmp.path(), "overdose_events.csv", csv(first, &events(5)));
+    let err = load(&wh, &f).unwrap_err();
+    assert!(matches!(err, IngestError::Header { .. }), "{err}");
+    let msg = err.to_string();
+    for raw in [
+        "E9001",
+        "pk90017",
+        "2025-01-01",
+        "Rosalind",
+        "Quux",
+        "female",
+    ] {
+        assert!(!msg.contains(raw), "{raw} printed: {msg}");
+    }
+    assert!(msg.contains("header"), "{msg}");
+    // A header with one odd name among the right ones: the odd one is shown by its shape,
+    // unless it is written like a column name.
+    let header = format!("{EVENTS_HEADER},Rosalind Quux,evnt_notes");
+    let mut rows = events(5);
+    for r in &mut rows {
+        r.push_str(",,");
+    }
+    let f = write(tmp.path(), "overdose_events-2.csv", csv(&header, &rows));
+    let msg = load(&wh, &f).unwrap_err().to_string();
+    assert!(!msg.contains("Rosalind"), "{msg}");
+    assert!(msg.contains("'Aaaaaaaa Aaaa'"), "{msg}");
+    assert!(msg.contains("evnt_notes"), "{msg}");
 }
 
 #[test]
@@ -1251,7 +1494,100 @@ fn references_and_start_dates_come_from_the_dictionary() {
         [(
             2,
             "event_date".to_string(),
-            "2024-05-31 is before the start_date 2024-06-01 of program_id 'P002'".to_string()
+            "'9999-99-99' is before the start_date 2024-06-01 of program_id 'P002'".to_string()
         )]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The content hash binds what was stored
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn data_files_are_recorded_with_their_size_and_sha256() {
+    use sha2::{Digest, Sha256};
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    load(&wh, &events_file(tmp.path(), 40)).unwrap();
+    let text = std::fs::read_to_string(wh.join("manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut seen = 0;
+    for load in m["loads"].as_array().unwrap() {
+        for file in load["files"].as_array().unwrap() {
+            for d in file["data_files"].as_array().unwrap() {
+                let bytes = std::fs::read(wh.join(d["path"].as_str().unwrap())).unwrap();
+                let sha: String = Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                assert_eq!(d["sha256"].as_str(), Some(sha.as_str()), "{d}");
+                assert_eq!(d["bytes"].as_u64(), Some(bytes.len() as u64), "{d}");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 2, "{text}");
+}
+
+#[test]
+fn a_manifest_written_before_data_files_had_hashes_still_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    load(&wh, &events_file(tmp.path(), 10)).unwrap();
+    // Strip the fields that older manifests lack.
+    let path = wh.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for load in m["loads"].as_array_mut().unwrap() {
+        for file in load["files"].as_array_mut().unwrap() {
+            for d in file["data_files"].as_array_mut().unwrap() {
+                let d = d.as_object_mut().unwrap();
+                d.remove("sha256");
+                d.remove("bytes");
+            }
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let w = Warehouse::open(&wh).unwrap();
+    let manifest = w.manifest().unwrap();
+    assert_eq!(manifest.version(), DatasetVersion(2));
+    assert_eq!(manifest.content_hash().len(), 64);
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 10);
+    // And a later load still commits on top of it.
+    let f = write(
+        tmp.path(),
+        "overdose_events-2.csv",
+        csv(EVENTS_HEADER, &[event("E9", "pk9", "P001", "2025-01-01")]),
+    );
+    assert_eq!(load(&wh, &f).unwrap().rows_loaded(), 1);
+}
+
+#[test]
+fn the_privacy_engine_calls_a_broken_dictionary_internal_and_reads_its_table_names_from_it() {
+    // A dictionary failure in the privacy engine was a spec error or a refusal (bad input,
+    // exit 2), and the `programs` domain was read by a hard-coded query.
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["src/privacy/release.rs", "src/privacy/analyser.rs"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !code.contains("Dictionary::builtin()"),
+            "{file} reads the built-in dictionary itself instead of through warehouse::dictionary()"
+        );
+        assert!(
+            !code.contains("FROM programs"),
+            "{file} names the programs table instead of reading it from the dictionary"
+        );
+    }
+    let e: &'static DictionaryError = Box::leak(Box::new(
+        Dictionary::parse(&[("t.toml", "name = [broken")]).unwrap_err(),
+    ));
+    let privacy_err =
+        outreach_warehouse::privacy::PrivacyError::from(WarehouseError::Dictionary(e));
+    assert_eq!(privacy_err.fault(), Fault::Internal);
+    assert!(privacy_err.to_string().contains("defect of this build"));
 }

@@ -118,19 +118,61 @@ fn dates_must_be_plausible() {
         event("E9002", "pk9002", "P001", "2026-07-01"),
     ]);
     // 1999 is also before P001 started, but the plausibility check comes first.
+    // The date itself is shown by its shape only: it may be a date of birth typed into the
+    // wrong column.
     assert_eq!((q[0].0, q[0].1.as_str()), (2, "event_date"));
     assert!(
         q[0].2
-            .contains("before 2000-01-01, the earliest plausible date"),
+            .contains("'9999-99-99' is before 2000-01-01, the earliest plausible date"),
         "{}",
         q[0].2
     );
+    assert!(!q[0].2.contains("1999"), "{}", q[0].2);
     assert_eq!((q[1].0, q[1].1.as_str()), (3, "event_date"));
     assert!(
         q[1].2
-            .contains("after 2026-06-30, the latest plausible date"),
+            .contains("'9999-99-99' is after 2026-06-30, the latest plausible date"),
         "{}",
         q[1].2
+    );
+    assert!(!q[1].2.contains("2026-07-01"), "{}", q[1].2);
+}
+
+#[test]
+fn a_date_of_birth_in_a_date_column_never_reaches_the_quarantine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let mut rows = vec![
+        event("E9001", "pk9001", "P001", "1985-03-14"),
+        event("E9002", "pk9002", "P001", "2031-07-04"),
+        // After the plausible minimum but before the program started.
+        event("E9003", "pk9003", "P002", "2003-11-09"),
+    ];
+    rows.extend(events(20));
+    let f = write(tmp.path(), "overdose_events.csv", csv(EVENTS_HEADER, &rows));
+    let opts = IngestOptions {
+        max_reject_rate: 1.0,
+        ..opts()
+    };
+    let r = ingest(&wh, &[f], &opts).unwrap();
+    let q = quarantine(&r);
+    assert_eq!(q.len(), 3, "{q:?}");
+    let FileOutcome::Loaded {
+        quarantine: Some(path),
+        ..
+    } = &r.files[0].outcome
+    else {
+        panic!("{:?}", r.files[0].outcome)
+    };
+    let text = std::fs::read_to_string(path).unwrap();
+    for raw in ["1985", "03-14", "2031", "07-04", "2003", "11-09"] {
+        assert!(!text.contains(raw), "{raw} reached the quarantine: {text}");
+    }
+    assert!(
+        q[2].2
+            .contains("'9999-99-99' is before the start_date 2024-06-01 of program_id 'P002'"),
+        "{}",
+        q[2].2
     );
 }
 
@@ -187,7 +229,7 @@ fn no_dates_before_the_program_started() {
     let (line, col, reason) = one(event("E9001", "pk9", "P002", "2024-05-31"));
     assert_eq!((line, col.as_str()), (2, "event_date"));
     assert!(
-        reason.contains("2024-05-31 is before the start_date 2024-06-01 of program_id 'P002'"),
+        reason.contains("'9999-99-99' is before the start_date 2024-06-01 of program_id 'P002'"),
         "{reason}"
     );
     // The day the program started is fine.
