@@ -17,6 +17,8 @@ use crate::privacy::spec::{
 };
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::quarter::Quarter;
+use crate::queries::publish::{PublishOptions, StandardNoise, plan, plan_for_target, publish};
+use crate::queries::{self, Catalog};
 use crate::report::{self, Format};
 use crate::synth::{SynthConfig, synth};
 use crate::warehouse::{Warehouse, status};
@@ -113,6 +115,75 @@ enum Command {
     },
     /// Print the data dictionary as Markdown.
     Dictionary,
+    /// Publish the standard metrics of one quarter for every program, with DP.
+    Publish {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        /// Quarter such as 2025Q3.
+        #[arg(long)]
+        quarter: Quarter,
+        /// Who approves the publication (recorded with the release).
+        #[arg(long)]
+        approver: String,
+        /// Publish a quarter again after new data: a new, debited release that supersedes
+        /// the old one.
+        #[arg(long)]
+        republish: bool,
+        /// Publish although some follow-up windows are not declared complete; those figures
+        /// say so.
+        #[arg(long)]
+        allow_incomplete: bool,
+        /// Noise scale σ of every count.
+        #[arg(long, default_value_t = StandardNoise::default().sigma)]
+        sigma: f64,
+        /// Most cohorts of one quarter a survivor counts in.
+        #[arg(long, default_value_t = StandardNoise::default().k)]
+        k: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// What publishing a quarter would cost and how precise it would be; spends nothing.
+    Plan {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        /// Quarter such as 2025Q3.
+        #[arg(long)]
+        quarter: Quarter,
+        /// Noise scale σ of every count.
+        #[arg(long, default_value_t = StandardNoise::default().sigma)]
+        sigma: f64,
+        /// Most cohorts of one quarter a survivor counts in.
+        #[arg(long, default_value_t = StandardNoise::default().k)]
+        k: u32,
+        /// The denominator (survivors) at which rate half-widths are shown.
+        #[arg(long, default_value_t = 200)]
+        at: u64,
+        /// Solve for the smallest budget whose every rate half-width at --at is within this.
+        #[arg(long)]
+        target_halfwidth: Option<f64>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the standard metrics; with --exact, count them without noise (steward only).
+    Metrics {
+        /// Print `queries/README.md`, the metrics explained for non-programmers.
+        #[arg(long, conflicts_with = "exact")]
+        markdown: bool,
+        /// Exact counts per program for one quarter, to validate the queries on known data.
+        /// Steward only: the figures carry no noise and are never published.
+        #[arg(long, requires_all = ["warehouse", "quarter"])]
+        exact: bool,
+        /// Warehouse folder (with --exact).
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: Option<PathBuf>,
+        /// Quarter such as 2025Q3 (with --exact).
+        #[arg(long)]
+        quarter: Option<Quarter>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// The privacy budget: set it, split it into allocations, show it, renew it.
     Budget {
         #[command(subcommand)]
@@ -399,6 +470,71 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Dictionary => {
             print!("{}", Dictionary::builtin()?.to_markdown());
+        }
+        Command::Publish {
+            warehouse,
+            quarter,
+            approver,
+            republish,
+            allow_incomplete,
+            sigma,
+            k,
+            format,
+        } => {
+            let opts = PublishOptions {
+                quarter,
+                approver,
+                republish,
+                allow_incomplete,
+                noise: StandardNoise { k, sigma },
+            };
+            let published = runtime().block_on(publish(&warehouse, &opts))?;
+            print!("{}", report::publication(&published, format));
+        }
+        Command::Plan {
+            warehouse,
+            quarter,
+            sigma,
+            k,
+            at,
+            target_halfwidth,
+            format,
+        } => {
+            let plan = runtime().block_on(async {
+                match target_halfwidth {
+                    Some(t) => plan_for_target(&warehouse, quarter, k, t, at).await,
+                    None => plan(&warehouse, quarter, StandardNoise { k, sigma }, at).await,
+                }
+            })?;
+            print!("{}", report::plan(&plan, format));
+        }
+        Command::Metrics {
+            markdown,
+            exact,
+            warehouse,
+            quarter,
+            format,
+        } => {
+            let catalog = Catalog::standard()?;
+            if markdown {
+                print!("{}", queries::docs::to_markdown(&catalog));
+            } else if exact {
+                let (Some(warehouse), Some(quarter)) = (warehouse, quarter) else {
+                    unreachable!("clap requires --warehouse and --quarter with --exact");
+                };
+                let wh = Warehouse::open(&warehouse)?;
+                let values = runtime().block_on(async {
+                    let ctx = crate::warehouse::open_session(&wh).await?;
+                    crate::privacy::functions::register(&ctx);
+                    queries::exact::exact(&ctx, &catalog, quarter)
+                        .await
+                        .map_err(Error::from)
+                })?;
+                eprintln!("{}", queries::exact::BANNER);
+                print!("{}", report::exact_values(&values, format));
+            } else {
+                print!("{}", report::metric_catalog(&catalog, format));
+            }
         }
         Command::Budget { command } => budget(command)?,
         Command::Release(args) => {

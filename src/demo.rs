@@ -1,7 +1,7 @@
 //! `outreach demo`: the main job on built-in synthetic data. It synthesises the default data
-//! set, ingests it into a warehouse, prints the status, sets a privacy budget and publishes
-//! one DP release (`queries/persons_seen.*`). Later stages (standard metrics, the API)
-//! extend it.
+//! set, ingests it into a warehouse, prints the status, sets a privacy budget, publishes
+//! one DP release (`queries/persons_seen.*`) and then the standard metrics of every quarter
+//! (`outreach publish`). Later stages (the API) extend it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,6 +14,10 @@ use crate::ledger::{BudgetInit, Ledger, PrivacyConfig};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::DomainSpec;
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
+use crate::queries::publish::{
+    DEFAULT_ANNUAL_RHO, DEFAULT_STANDARD_RHO, PublishOptions, Published, STANDARD_ALLOCATION,
+    StandardNoise, publish,
+};
 use crate::synth::{SynthConfig, SynthSummary, synth};
 use crate::warehouse::{Status, Warehouse, status};
 
@@ -25,8 +29,16 @@ pub struct DemoReport {
     pub ingest: IngestReport,
     pub status: Status,
     pub release: PublicRelease,
+    /// The standard publication of every quarter, oldest first.
+    pub publications: Vec<Published>,
     pub seconds: f64,
 }
+
+/// The demo's budget: its eight quarters span two years, so it sets two years' worth of the
+/// default annual budget, most of it for the standard publications.
+pub const DEMO_TOTAL_RHO: f64 = 2.0 * DEFAULT_ANNUAL_RHO;
+/// The demo's `standard-releases` allocation.
+pub const DEMO_STANDARD_RHO: f64 = 2.0 * DEFAULT_STANDARD_RHO;
 
 /// The demo's release: `queries/persons_seen.*`, embedded, over the demo's quarters.
 pub fn demo_spec(cfg: &SynthConfig) -> ReleaseSpec {
@@ -72,13 +84,13 @@ pub async fn run_demo(dir: &Path, cfg: &SynthConfig, progress: bool) -> Result<D
         let mut ledger = Ledger::init(
             &warehouse,
             &BudgetInit {
-                total_rho: 1.0,
+                total_rho: DEMO_TOTAL_RHO,
                 total_delta: 0.0,
-                horizon_days: 365,
+                horizon_days: 730,
                 config: PrivacyConfig::default(),
             },
         )?;
-        ledger.allocate("standard-releases", 0.5)?;
+        ledger.allocate(STANDARD_ALLOCATION, DEMO_STANDARD_RHO)?;
     }
     let outcome = release(
         &warehouse,
@@ -88,12 +100,31 @@ pub async fn run_demo(dir: &Path, cfg: &SynthConfig, progress: bool) -> Result<D
         },
     )
     .await?;
+    // Every quarter of the demo: the last ones' longest windows reach past the data, so they
+    // are published with their figures marked incomplete.
+    let mut publications = Vec::new();
+    for quarter in cfg.start.range(cfg.quarters) {
+        publications.push(
+            publish(
+                &warehouse,
+                &PublishOptions {
+                    quarter,
+                    approver: "demo".into(),
+                    republish: false,
+                    allow_incomplete: true,
+                    noise: StandardNoise::default(),
+                },
+            )
+            .await?,
+        );
+    }
     Ok(DemoReport {
         dir: dir.to_path_buf(),
         synth,
         ingest,
         status,
         release: outcome.public,
+        publications,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -113,13 +144,49 @@ impl std::fmt::Display for DemoReport {
         writeln!(f)?;
         writeln!(
             f,
-            "Privacy budget: rho = 1 for 365 days, 0.5 allocated to standard-releases. The first DP release:"
+            "Privacy budget: rho = {DEMO_TOTAL_RHO} for 730 days, {DEMO_STANDARD_RHO} allocated to {STANDARD_ALLOCATION}. The first DP release:"
         )?;
         write!(f, "{}", crate::report::release_table(&self.release))?;
         writeln!(f)?;
+        writeln!(f, "The standard metrics, published for every quarter:")?;
+        for p in &self.publications {
+            let incomplete = p
+                .publication
+                .completeness
+                .iter()
+                .filter(|c| !c.complete)
+                .count();
+            writeln!(
+                f,
+                "  {}: release {}, rho = {:.4}{}",
+                p.publication.quarter,
+                p.publication.release_id,
+                p.publication.rho,
+                if incomplete > 0 {
+                    format!(", {incomplete} statistics with incomplete follow-up")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        // The latest quarter whose every window is complete: what a funder reads.
+        if let Some(p) = self
+            .publications
+            .iter()
+            .rev()
+            .find(|p| p.publication.completeness.iter().all(|c| c.complete))
+        {
+            writeln!(f)?;
+            write!(
+                f,
+                "{}",
+                crate::report::publication(p, crate::report::Format::Table)
+            )?;
+        }
+        writeln!(f)?;
         writeln!(
             f,
-            "Warehouse: {}  ({:.1} s). Try: outreach budget show --warehouse {w}; outreach releases list --warehouse {w}",
+            "Warehouse: {}  ({:.1} s). Try: outreach budget show --warehouse {w}; outreach publish --warehouse {w} --quarter 2025Q4 --approver you --format csv",
             self.dir.join("warehouse").display(),
             self.seconds,
             w = self.dir.join("warehouse").display()

@@ -8,6 +8,7 @@ use crate::dictionary::DictionaryError;
 use crate::ingest::IngestError;
 use crate::ledger::LedgerError;
 use crate::privacy::PrivacyError;
+use crate::queries::QueriesError;
 use crate::synth::SynthError;
 use crate::warehouse::WarehouseError;
 
@@ -26,6 +27,8 @@ pub enum Error {
     Privacy(#[from] PrivacyError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Queries(#[from] QueriesError),
 }
 
 impl Error {
@@ -38,6 +41,7 @@ impl Error {
             Error::Synth(e) => e.fault(),
             Error::Privacy(e) => e.fault(),
             Error::Ledger(e) => e.fault(),
+            Error::Queries(e) => e.fault(),
         }
     }
 }

@@ -18,6 +18,8 @@
 //!   the noise, and every number carries its 95% interval.
 //! - [`ledger`]: the privacy-budget ledger and release store (SQLite): debit before noise,
 //!   append-only, idempotent releases, and the public view of each release.
+//! - [`queries`]: the standard evaluation metrics (`queries/standard/*.sql`), their catalog,
+//!   the steward's exact mode and the generated `queries/README.md`.
 //! - [`report`]: published releases and the budget as text tables, JSON and CSV.
 //! - [`quarter`]: calendar quarters, the public time key.
 //! - [`demo`]: the main job on built-in synthetic data.
@@ -40,6 +42,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod privacy;
 pub mod quarter;
+pub mod queries;
 pub mod report;
 pub mod synth;
 pub mod warehouse;

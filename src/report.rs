@@ -337,3 +337,337 @@ pub fn budget_table(b: &BudgetView) -> String {
     );
     out
 }
+
+/// The metric catalog: one row per statistic and per rate.
+pub fn metric_catalog(catalog: &crate::queries::Catalog, format: Format) -> String {
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        metric: &'a str,
+        kind: &'static str,
+        name: &'a str,
+        definition: String,
+        window_days: Option<[i64; 2]>,
+    }
+    let mut rows = Vec::new();
+    for f in &catalog.files {
+        for s in &f.statistics {
+            rows.push(Row {
+                metric: &f.name,
+                kind: "count",
+                name: &s.name,
+                definition: format!("survivors in the cohort who {}", s.description),
+                window_days: Some(s.window),
+            });
+        }
+        for r in &f.rates {
+            rows.push(Row {
+                metric: &f.name,
+                kind: "rate",
+                name: &r.name,
+                definition: format!("{} ({} / {})", r.description, r.numerator, r.denominator),
+                window_days: None,
+            });
+        }
+        for d in &f.differences {
+            rows.push(Row {
+                metric: &f.name,
+                kind: "difference",
+                name: &d.name,
+                definition: format!("{} ({} - {})", d.description, d.minuend, d.subtrahend),
+                window_days: None,
+            });
+        }
+    }
+    let window = |w: Option<[i64; 2]>| w.map(|w| format!("{}-{}", w[0], w[1])).unwrap_or_default();
+    match format {
+        Format::Json => serde_json::to_string_pretty(&rows).expect("rows serialise") + "\n",
+        Format::Csv => {
+            let mut out = String::from("metric,kind,name,window_days,definition\n");
+            for r in &rows {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{}",
+                    csv_field(r.metric),
+                    r.kind,
+                    csv_field(r.name),
+                    window(r.window_days),
+                    csv_field(&r.definition)
+                );
+            }
+            out
+        }
+        Format::Table => {
+            let mut table = vec![
+                ["metric", "kind", "name", "days", "definition"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for r in &rows {
+                table.push(vec![
+                    r.metric.to_string(),
+                    r.kind.to_string(),
+                    r.name.to_string(),
+                    window(r.window_days),
+                    r.definition.clone(),
+                ]);
+            }
+            align(&table)
+        }
+    }
+}
+
+/// The steward's exact counts (`outreach metrics --exact`).
+pub fn exact_values(values: &[crate::queries::exact::ExactValue], format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(values).expect("values serialise") + "\n",
+        Format::Csv => {
+            let mut out = String::from("program_id,quarter,statistic,value\n");
+            for v in values {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{}",
+                    csv_field(&v.program_id),
+                    v.quarter,
+                    v.statistic,
+                    v.value
+                );
+            }
+            out
+        }
+        Format::Table => {
+            let mut table = vec![
+                ["program_id", "quarter", "statistic", "exact value"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for v in values {
+                table.push(vec![
+                    v.program_id.clone(),
+                    v.quarter.clone(),
+                    v.statistic.clone(),
+                    v.value.to_string(),
+                ]);
+            }
+            align(&table)
+        }
+    }
+}
+
+/// A publication: the summary table per program (the main rates with their intervals), or
+/// the whole stored document as JSON, or every figure as CSV.
+pub fn publication(p: &crate::queries::publish::Published, format: Format) -> String {
+    let doc = &p.publication;
+    match format {
+        Format::Json => serde_json::to_string_pretty(doc).expect("publications serialise") + "\n",
+        Format::Csv => publication_csv(doc),
+        Format::Table => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "{} {}: release {} from dataset {}, {} noise with scale {}, k = {}, rho = {:.4} (epsilon {:.3} at delta = {:e}){}",
+                if p.fresh {
+                    "Published"
+                } else {
+                    "Already published (nothing spent)"
+                },
+                doc.quarter,
+                doc.release_id,
+                doc.dataset_version,
+                doc.distribution,
+                doc.scale,
+                doc.k,
+                doc.rho,
+                doc.epsilon,
+                doc.display_delta,
+                p.superseded
+                    .map(|s| format!("; supersedes publication {s}"))
+                    .unwrap_or_default(),
+            );
+            let shown = [
+                "reach_7d",
+                "timely_contact_72h",
+                "engagement_30d",
+                "linkage_any_30d",
+                "linkage_moud_30d",
+                "arrest_after_referral_90d",
+            ];
+            let mut rows = vec![{
+                let mut h = vec!["program".to_string(), "identified".to_string()];
+                h.extend(shown.iter().map(|s| s.to_string()));
+                h.push("arrest_diff_police".into());
+                h
+            }];
+            let rate_text = |r: Option<&crate::queries::figures::RateFigure>| match r {
+                Some(r) if !r.insufficient_data => format!(
+                    "{:.2} [{:.2},{:.2}]{}",
+                    r.value.unwrap_or(0.0),
+                    r.lower.unwrap_or(0.0),
+                    r.upper.unwrap_or(0.0),
+                    if r.complete { "" } else { "*" }
+                ),
+                Some(_) => "insufficient".into(),
+                None => "-".into(),
+            };
+            let all =
+                doc.programs
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.program.program_id.clone(),
+                            &p.counts,
+                            &p.rates,
+                            &p.differences,
+                        )
+                    })
+                    .chain(
+                        doc.groups.iter().filter(|g| g.by == "statewide").map(|g| {
+                            ("STATEWIDE".to_string(), &g.counts, &g.rates, &g.differences)
+                        }),
+                    );
+            for (name, counts, rates, diffs) in all {
+                let mut row = vec![name];
+                row.push(
+                    counts
+                        .iter()
+                        .find(|c| c.statistic == "identified")
+                        .map(|c| format!("{:.0} [{:.0},{:.0}]", c.value, c.lower, c.upper))
+                        .unwrap_or_default(),
+                );
+                for s in shown {
+                    row.push(rate_text(rates.iter().find(|r| r.name == s)));
+                }
+                row.push(match diffs.first() {
+                    Some(d) if !d.insufficient_data => format!(
+                        "{:+.2} [{:+.2},{:+.2}]",
+                        d.value.unwrap_or(0.0),
+                        d.lower.unwrap_or(0.0),
+                        d.upper.unwrap_or(0.0)
+                    ),
+                    Some(_) => "insufficient".into(),
+                    None => "-".into(),
+                });
+                rows.push(row);
+            }
+            out.push_str(&align(&rows));
+            if doc.completeness.iter().any(|c| !c.complete) {
+                let _ = writeln!(
+                    out,
+                    "* follow-up incomplete for: {}",
+                    doc.completeness
+                        .iter()
+                        .filter(|c| !c.complete)
+                        .map(|c| c.statistic.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let _ = writeln!(out, "{}", doc.note);
+            out
+        }
+    }
+}
+
+/// Every figure of a publication as CSV: one row per (program or group, figure).
+pub fn publication_csv(doc: &crate::queries::publish::Publication) -> String {
+    let mut out = String::from(
+        "quarter,release,dataset_version,scope,group,kind,name,value,raw,lower95,upper95,insufficient_data,complete\n",
+    );
+    let num = |x: Option<f64>| x.map(|v| format!("{v}")).unwrap_or_default();
+    let mut emit = |scope: &str,
+                    group: &str,
+                    counts: &[crate::queries::figures::CountFigure],
+                    rates: &[crate::queries::figures::RateFigure],
+                    diffs: &[crate::queries::figures::DifferenceFigure]| {
+        let head = format!(
+            "{},{},{},{},{}",
+            doc.quarter,
+            doc.release_id,
+            doc.dataset_version,
+            scope,
+            csv_field(group)
+        );
+        for c in counts {
+            let _ = writeln!(
+                out,
+                "{head},count,{},{},{},{},{},false,{}",
+                c.statistic, c.value, c.raw, c.lower, c.upper, c.complete
+            );
+        }
+        for r in rates {
+            let _ = writeln!(
+                out,
+                "{head},rate,{},{},{},{},{},{},{}",
+                r.name,
+                num(r.value),
+                num(r.raw),
+                num(r.lower),
+                num(r.upper),
+                r.insufficient_data,
+                r.complete
+            );
+        }
+        for d in diffs {
+            let _ = writeln!(
+                out,
+                "{head},difference,{},{},{},{},{},{},{}",
+                d.name,
+                num(d.value),
+                num(d.raw),
+                num(d.lower),
+                num(d.upper),
+                d.insufficient_data,
+                d.complete
+            );
+        }
+    };
+    for p in &doc.programs {
+        emit(
+            "program",
+            &p.program.program_id,
+            &p.counts,
+            &p.rates,
+            &p.differences,
+        );
+    }
+    for g in &doc.groups {
+        emit(&g.by, &g.group, &g.counts, &g.rates, &g.differences);
+    }
+    out
+}
+
+/// A plan: what a quarter's publication would cost and how precise it would be.
+pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(p).expect("plans serialise") + "\n",
+        Format::Csv => {
+            let mut out = String::from("kind,name,half_width_95\n");
+            for (s, h) in &p.counts {
+                let _ = writeln!(out, "count,{s},{h}");
+            }
+            for (r, h) in &p.rates {
+                let _ = writeln!(out, "rate_at_{},{r},{h}", p.at);
+            }
+            out
+        }
+        Format::Table => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "Publishing {} with sigma = {} and k = {} would cost rho = {:.4}, delta = {} (epsilon {:.3} at delta = {:e}). Nothing is spent by this plan.",
+                p.quarter, p.sigma, p.k, p.rho, p.delta, p.epsilon, p.display_delta
+            );
+            let mut rows = vec![vec!["figure".to_string(), "95% half-width".to_string()]];
+            for (s, h) in &p.counts {
+                rows.push(vec![format!("count {s}"), format!("±{h}")]);
+            }
+            for (r, h) in &p.rates {
+                rows.push(vec![
+                    format!("rate {r} at {} survivors", p.at),
+                    format!("±{:.3} (at most, for any true rate)", h),
+                ]);
+            }
+            out.push_str(&align(&rows));
+            out
+        }
+    }
+}

@@ -31,6 +31,7 @@
 //!   (`outreach budget allocate NAME 0 --delta D`). A ledger of a newer version is refused.
 
 pub mod noise;
+pub mod publications;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

@@ -620,15 +620,18 @@ impl NoisePlan {
 
     /// The variance of the noise of statistic `j` (for the delta method on ratios).
     pub fn variance(&self, j: usize) -> f64 {
-        let s = self.scale_of(j);
-        match self.kind {
-            // A discrete Gaussian's variance is at most σ²; use σ² (conservative).
-            NoiseKind::DiscreteGaussian => s * s,
-            // Discrete Laplace with scale b: 2·e^(-1/b) / (1 - e^(-1/b))².
-            NoiseKind::DiscreteLaplace => {
-                let q = (-1.0 / s).exp();
-                2.0 * q / ((1.0 - q) * (1.0 - q))
-            }
+        noise_variance(self.kind, self.scale_of(j))
+    }
+}
+
+/// The variance of discrete noise of a kind and scale: at most σ² for the discrete Gaussian
+/// (σ² is used, conservatively), 2·e^(−1/b) / (1 − e^(−1/b))² for the discrete Laplace.
+pub fn noise_variance(kind: NoiseKind, scale: f64) -> f64 {
+    match kind {
+        NoiseKind::DiscreteGaussian => scale * scale,
+        NoiseKind::DiscreteLaplace => {
+            let q = (-1.0 / scale).exp();
+            2.0 * q / ((1.0 - q) * (1.0 - q))
         }
     }
 }

@@ -45,7 +45,6 @@ use super::bounding::{Bounded, Bounder, BoundingRules, CellChoiceKey};
 use super::mechanism::{self, NoisePlan};
 use super::spec::{self, CheckedSpec, ReleaseSpec, StatisticKind};
 use super::{PrivacyError, Result, functions};
-use crate::dictionary::Dictionary;
 use crate::ledger::{Begin, Ledger, ReleaseStart, StoredRelease};
 use crate::warehouse::{Warehouse, hex, open_session_at};
 
@@ -252,9 +251,8 @@ pub fn query_options() -> SQLOptions {
 
 /// Plans one person-level query and runs the analyser on its optimized plan.
 pub async fn plan_query(ctx: &SessionContext, source: &str, sql: &str) -> Result<AcceptedQuery> {
-    let dict = Dictionary::builtin().map_err(|e| PrivacyError::Spec {
-        message: e.to_string(),
-    })?;
+    // A broken built-in dictionary is a defect of the build (internal), not bad input.
+    let dict = crate::warehouse::dictionary()?;
     let df = match ctx.sql_with_options(sql, query_options()).await {
         Ok(df) => df,
         Err(e) => {
@@ -309,10 +307,28 @@ pub async fn plan_query(ctx: &SessionContext, source: &str, sql: &str) -> Result
     })
 }
 
-/// The public `program_id`s, for the `programs` domain.
+/// The public `program_id`s, for the `programs` domain: the key of the public table that
+/// person rows reference, both named by the dictionary.
 pub async fn program_ids(ctx: &SessionContext) -> Result<Vec<String>> {
+    let dict = crate::warehouse::dictionary()?;
+    let (table, key) = dict
+        .tables()
+        .iter()
+        .find_map(|t| t.reference())
+        .and_then(|(_, name)| dict.table(name))
+        .map(|t| (t.name.as_str(), t.primary_key.as_str()))
+        .ok_or_else(|| {
+            PrivacyError::Warehouse(
+                datafusion::error::DataFusionError::Internal(
+                    "the data dictionary names no table that person rows reference".into(),
+                )
+                .into(),
+            )
+        })?;
     let batches = ctx
-        .sql("SELECT DISTINCT program_id FROM programs ORDER BY program_id")
+        .sql(&format!(
+            "SELECT DISTINCT \"{key}\" FROM \"{table}\" ORDER BY \"{key}\""
+        ))
         .await
         .map_err(|e| PrivacyError::Warehouse(e.into()))?
         .collect()
@@ -330,6 +346,11 @@ pub async fn program_ids(ctx: &SessionContext) -> Result<Vec<String>> {
         out.extend(s.iter().flatten().map(str::to_string));
     }
     Ok(out)
+}
+
+/// Whether a query has an output column `name`.
+fn has_column(q: &AcceptedQuery, name: &str) -> bool {
+    q.plan.schema().fields().iter().any(|f| f.name() == name)
 }
 
 fn find_column(q: &AcceptedQuery, name: &str, what: &str) -> Result<(Column, DataType)> {
@@ -364,6 +385,23 @@ pub fn person_rows(
     spec: &CheckedSpec,
     queries: &[AcceptedQuery],
 ) -> Result<DataFrame> {
+    // Every statistic comes from at least one query: a misspelt name is an error, not a
+    // column of zeros.
+    for s in &spec.statistics {
+        if !queries.iter().any(|q| has_column(q, &s.column)) {
+            return Err(PrivacyError::Output {
+                query: queries
+                    .iter()
+                    .map(|q| q.source.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: format!(
+                    "the queries have no output column `{}` (a statistic)",
+                    s.column
+                ),
+            });
+        }
+    }
     let mut frames = Vec::new();
     for q in queries {
         let schema = q.plan.schema();
@@ -396,6 +434,15 @@ pub fn person_rows(
             exprs.push(cast(Expr::Column(column), DataType::Utf8).alias(c.column.clone()));
         }
         for s in &spec.statistics {
+            // A query of a joint release may leave out statistics that other queries give:
+            // its rows count 0 for them (a NULL count is 0, a NULL sum is no value).
+            if queries.len() > 1 && !has_column(q, &s.column) {
+                exprs.push(
+                    Expr::Literal(datafusion::common::ScalarValue::Int64(None), None)
+                        .alias(s.column.clone()),
+                );
+                continue;
+            }
             let (column, ty) = find_column(q, &s.column, "a statistic")?;
             if !(ty == DataType::Boolean || ty.is_integer() || ty == DataType::Null) {
                 return Err(PrivacyError::Output {
@@ -416,12 +463,33 @@ pub fn person_rows(
             };
             exprs.push(value.alias(s.column.clone()));
         }
-        let df = DataFrame::new(ctx.state(), q.plan.clone())
+        let mut df = DataFrame::new(ctx.state(), q.plan.clone())
             .select(exprs)
             .map_err(|e| PrivacyError::Output {
                 query: q.source.clone(),
                 message: e.strip_backtrace(),
             })?;
+        // Rows outside a public domain would be dropped by the bounder; filtering them in the
+        // plan lets DataFusion push the filter down (a quarter's release then reads one
+        // quarter's cohort, not every quarter's). It removes only what bounding drops, and
+        // such rows are then not counted in the steward's diagnostics.
+        for c in spec.cells.iter().filter(|c| !c.private) {
+            let values = c
+                .values
+                .iter()
+                .map(|v| {
+                    Expr::Literal(datafusion::common::ScalarValue::Utf8(Some(v.clone())), None)
+                })
+                .collect();
+            df = df
+                .filter(
+                    Expr::Column(Column::new_unqualified(c.column.clone())).in_list(values, false),
+                )
+                .map_err(|e| PrivacyError::Output {
+                    query: q.source.clone(),
+                    message: e.strip_backtrace(),
+                })?;
+        }
         frames.push(df);
     }
     let mut iter = frames.into_iter();
@@ -514,9 +582,8 @@ pub async fn prepare(
     dataset_version: &str,
     config: &crate::ledger::PrivacyConfig,
 ) -> Result<PreparedRelease> {
-    let dict = Dictionary::builtin().map_err(|e| PrivacyError::Spec {
-        message: e.to_string(),
-    })?;
+    // A broken built-in dictionary is a defect of the build (internal), not bad input.
+    let dict = crate::warehouse::dictionary()?;
     let programs = program_ids(ctx).await?;
     let checked = spec::check(spec, dict, &programs)?;
     let mut queries = Vec::new();

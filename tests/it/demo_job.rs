@@ -25,7 +25,23 @@ fn the_demo_ingests_sets_a_budget_and_publishes_a_release() {
         "{text}"
     );
     let ledger = Ledger::open(&tmp.path().join("warehouse")).unwrap();
+    // The first release, then the standard metrics of each of the 8 quarters, each debited
+    // ρ = k·Σ B² / (2σ²) = 2·13 / (2·5.5²).
+    let per_quarter = 2.0 * 13.0 / (2.0 * 5.5 * 5.5);
     let spent = ledger.show().unwrap().spent_rho;
-    assert!((spent - 0.05).abs() < 1e-9, "{spent}");
-    assert_eq!(ledger.releases().unwrap().len(), 1);
+    assert!((spent - (0.05 + 8.0 * per_quarter)).abs() < 1e-9, "{spent}");
+    assert_eq!(ledger.releases().unwrap().len(), 9);
+    let quarters: Vec<String> = ledger
+        .publications(None)
+        .unwrap()
+        .iter()
+        .map(|p| p.quarter.clone())
+        .collect();
+    assert_eq!(
+        quarters,
+        [
+            "2024Q3", "2024Q4", "2025Q1", "2025Q2", "2025Q3", "2025Q4", "2026Q1", "2026Q2"
+        ]
+    );
+    assert!(text.contains("STATEWIDE"), "{text}");
 }

@@ -9,6 +9,7 @@ mod ingest_hardening;
 mod ingest_rows;
 mod ingest_safety;
 mod ledger;
+mod metrics;
 mod parquet_roundtrip;
 mod privacy_allowlist_audit;
 mod privacy_analyser;

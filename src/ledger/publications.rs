@@ -1,0 +1,149 @@
+//! The publication record of the standard metrics: which release publishes each quarter,
+//! and which publication superseded which. Append-only like the rest of the ledger: a
+//! republication adds a row that names the one it supersedes; nothing is updated.
+//!
+//! The table is created by the first publication (`CREATE … IF NOT EXISTS`), so ledgers made
+//! before it need no migration; a ledger without it simply has no publications.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Ledger, Result, now, sql_err};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS publications (
+    id INTEGER PRIMARY KEY,
+    quarter TEXT NOT NULL,
+    release_id INTEGER NOT NULL,
+    dataset_version TEXT NOT NULL,
+    supersedes INTEGER,
+    approver TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS publications_no_update BEFORE UPDATE ON publications
+BEGIN SELECT RAISE(ABORT, 'publications are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS publications_no_delete BEFORE DELETE ON publications
+BEGIN SELECT RAISE(ABORT, 'publications are append-only'); END;
+";
+
+/// A publication as stored: public, like the release it points to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPublication {
+    pub id: i64,
+    pub quarter: String,
+    pub release_id: i64,
+    pub dataset_version: String,
+    /// The publication this one replaced, after new data (`publish --republish`).
+    pub supersedes: Option<i64>,
+    /// The publication that replaced this one, if any.
+    pub superseded_by: Option<i64>,
+    pub approver: String,
+    pub published_at: String,
+    /// The published figures: per program, aggregates, completeness (JSON).
+    pub document: serde_json::Value,
+}
+
+/// What `publish` records.
+#[derive(Debug, Clone)]
+pub struct NewPublication<'a> {
+    pub quarter: &'a str,
+    pub release_id: i64,
+    pub dataset_version: &'a str,
+    pub approver: &'a str,
+    pub document: &'a serde_json::Value,
+}
+
+impl Ledger {
+    /// Records a quarter's publication in one IMMEDIATE transaction. When the quarter's
+    /// latest publication already points at the same release, nothing is added and its id is
+    /// returned; otherwise the new row supersedes the latest one.
+    pub fn record_publication(&mut self, p: &NewPublication<'_>) -> Result<i64> {
+        let path = self.path.clone();
+        let e = sql_err(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        tx.execute_batch(SCHEMA).map_err(&e)?;
+        let latest: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT id, release_id FROM publications WHERE quarter = ?1 ORDER BY id DESC LIMIT 1",
+                params![p.quarter],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(&e)?;
+        if let Some((id, release)) = latest
+            && release == p.release_id
+        {
+            return Ok(id);
+        }
+        tx.execute(
+            "INSERT INTO publications (quarter, release_id, dataset_version, supersedes, approver, published_at, document)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                p.quarter,
+                p.release_id,
+                p.dataset_version,
+                latest.map(|(id, _)| id),
+                p.approver,
+                now(),
+                serde_json::to_string(p.document).expect("documents serialise"),
+            ],
+        )
+        .map_err(&e)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(&e)?;
+        Ok(id)
+    }
+
+    /// Every publication, oldest first, optionally of one quarter.
+    pub fn publications(&self, quarter: Option<&str>) -> Result<Vec<StoredPublication>> {
+        let e = self.e();
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'publications'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(&e)?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT p.id, p.quarter, p.release_id, p.dataset_version, p.supersedes,
+                        (SELECT n.id FROM publications n WHERE n.supersedes = p.id),
+                        p.approver, p.published_at, p.document
+                 FROM publications p
+                 WHERE ?1 IS NULL OR p.quarter = ?1
+                 ORDER BY p.id",
+            )
+            .map_err(&e)?;
+        let rows = stmt
+            .query_map(params![quarter], |r| {
+                let document: String = r.get(8)?;
+                Ok(StoredPublication {
+                    id: r.get(0)?,
+                    quarter: r.get(1)?,
+                    release_id: r.get(2)?,
+                    dataset_version: r.get(3)?,
+                    supersedes: r.get(4)?,
+                    superseded_by: r.get(5)?,
+                    approver: r.get(6)?,
+                    published_at: r.get(7)?,
+                    document: serde_json::from_str(&document).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(&e)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&e)
+    }
+
+    /// The quarter's current publication: the latest, which supersedes the others.
+    pub fn current_publication(&self, quarter: &str) -> Result<Option<StoredPublication>> {
+        Ok(self.publications(Some(quarter))?.pop())
+    }
+}

@@ -1,0 +1,253 @@
+//! Post-processing of published noisy counts into what funders read: counts shown at no
+//! less than zero, rates shown in [0, 1], rate differences, and sums over groups of
+//! programs. Nothing here reads data or draws noise; it works on released values only, so it
+//! costs no privacy budget (privacy model §3).
+//!
+//! Every figure keeps its raw value beside its display value, so sums stay unbiased, and an
+//! interval that covers the noise (not sampling error) with probability at least 95%:
+//! counts use OpenDP's half-width of their noise; rates and differences use the delta
+//! method on the noise variances, with z = 1.96.
+
+use serde::{Deserialize, Serialize};
+
+/// The normal quantile of a two-sided 95% interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// A noisy count (or a sum of noisy counts) with its noise variance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Noisy {
+    /// The raw noisy value: may be negative.
+    pub raw: f64,
+    /// The variance of its noise.
+    pub variance: f64,
+}
+
+impl Noisy {
+    /// The sum of independent noisy values: raw values and variances add.
+    pub fn sum(parts: impl IntoIterator<Item = Noisy>) -> Noisy {
+        parts.into_iter().fold(
+            Noisy {
+                raw: 0.0,
+                variance: 0.0,
+            },
+            |a, b| Noisy {
+                raw: a.raw + b.raw,
+                variance: a.variance + b.variance,
+            },
+        )
+    }
+}
+
+/// A count as published: display clamped at zero, interval clipped at zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountFigure {
+    pub statistic: String,
+    /// The raw noisy value (sums over cells use it).
+    pub raw: f64,
+    /// The value to show: never below zero.
+    pub value: f64,
+    /// The 95% noise interval, clipped at zero.
+    pub lower: f64,
+    pub upper: f64,
+    /// Whether every window of the statistic is complete by the declared dates.
+    pub complete: bool,
+}
+
+impl CountFigure {
+    /// A count from its raw value and the half-width of its 95% noise interval.
+    pub fn new(statistic: &str, raw: f64, half_width: f64, complete: bool) -> CountFigure {
+        CountFigure {
+            statistic: statistic.to_string(),
+            raw,
+            value: raw.max(0.0),
+            lower: (raw - half_width).max(0.0),
+            upper: (raw + half_width).max(0.0),
+            complete,
+        }
+    }
+}
+
+/// A rate as published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateFigure {
+    pub name: String,
+    pub numerator: String,
+    pub denominator: String,
+    /// The rate to show, in [0, 1]; none when the data are insufficient.
+    pub value: Option<f64>,
+    /// The raw ratio of the noisy values, which may fall outside [0, 1].
+    pub raw: Option<f64>,
+    /// The 95% noise interval, clipped to [0, 1].
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// The noisy denominator is ≤ 0 or within twice its noise half-width of zero.
+    pub insufficient_data: bool,
+    pub complete: bool,
+}
+
+/// A rate's estimate and its noise variance by the delta method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateEstimate {
+    pub raw: f64,
+    pub variance: f64,
+}
+
+/// numerator ÷ denominator of noisy values; `None` when the noisy denominator cannot carry
+/// a rate: ≤ 0, or within twice its own 95% half-width of zero.
+pub fn rate(num: Noisy, den: Noisy) -> Option<RateEstimate> {
+    let den_half = Z95 * den.variance.sqrt();
+    if !(den.raw > 0.0) || den.raw <= 2.0 * den_half {
+        return None;
+    }
+    let r = num.raw / den.raw;
+    // Var(N/D) ≈ (Var N + r² Var D) / D² for independent noise.
+    let variance = (num.variance + r * r * den.variance) / (den.raw * den.raw);
+    Some(RateEstimate { raw: r, variance })
+}
+
+impl RateFigure {
+    pub fn new(
+        name: &str,
+        numerator: &str,
+        denominator: &str,
+        estimate: Option<RateEstimate>,
+        complete: bool,
+    ) -> RateFigure {
+        let clip = |x: f64| x.clamp(0.0, 1.0);
+        let (value, raw, lower, upper) = match estimate {
+            Some(e) => {
+                let h = Z95 * e.variance.sqrt();
+                (
+                    Some(clip(e.raw)),
+                    Some(e.raw),
+                    Some(clip(e.raw - h)),
+                    Some(clip(e.raw + h)),
+                )
+            }
+            None => (None, None, None, None),
+        };
+        RateFigure {
+            name: name.to_string(),
+            numerator: numerator.to_string(),
+            denominator: denominator.to_string(),
+            value,
+            raw,
+            lower,
+            upper,
+            insufficient_data: estimate.is_none(),
+            complete,
+        }
+    }
+}
+
+/// A difference of two rates as published, in [−1, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DifferenceFigure {
+    pub name: String,
+    pub minuend: String,
+    pub subtrahend: String,
+    pub value: Option<f64>,
+    pub raw: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// The 95% half-width before clipping, for pooling and for power statements.
+    pub standard_error: Option<f64>,
+    pub insufficient_data: bool,
+    pub complete: bool,
+}
+
+impl DifferenceFigure {
+    /// `a − b` of two independent rate estimates.
+    pub fn new(
+        name: &str,
+        minuend: &str,
+        subtrahend: &str,
+        a: Option<RateEstimate>,
+        b: Option<RateEstimate>,
+        complete: bool,
+    ) -> DifferenceFigure {
+        let clip = |x: f64| x.clamp(-1.0, 1.0);
+        let est = a
+            .zip(b)
+            .map(|(a, b)| (a.raw - b.raw, (a.variance + b.variance).sqrt()));
+        DifferenceFigure {
+            name: name.to_string(),
+            minuend: minuend.to_string(),
+            subtrahend: subtrahend.to_string(),
+            value: est.map(|(d, _)| clip(d)),
+            raw: est.map(|(d, _)| d),
+            lower: est.map(|(d, se)| clip(d - Z95 * se)),
+            upper: est.map(|(d, se)| clip(d + Z95 * se)),
+            standard_error: est.map(|(_, se)| se),
+            insufficient_data: est.is_none(),
+            complete,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(raw: f64, sd: f64) -> Noisy {
+        Noisy {
+            raw,
+            variance: sd * sd,
+        }
+    }
+
+    #[test]
+    fn a_rate_is_shown_in_zero_one_but_keeps_its_raw_value() {
+        // A noisy numerator below zero: the raw rate is negative, the shown one is 0.
+        let e = rate(n(-3.0, 5.0), n(100.0, 5.0)).unwrap();
+        let f = RateFigure::new("r", "a", "b", Some(e), true);
+        assert_eq!(f.raw, Some(-0.03));
+        assert_eq!(f.value, Some(0.0));
+        assert_eq!(f.lower, Some(0.0));
+        assert!(f.upper.unwrap() > 0.0 && f.upper.unwrap() < 1.0);
+        // Above one.
+        let e = rate(n(110.0, 5.0), n(100.0, 5.0)).unwrap();
+        let f = RateFigure::new("r", "a", "b", Some(e), true);
+        assert_eq!(f.value, Some(1.0));
+        assert_eq!(f.upper, Some(1.0));
+    }
+
+    #[test]
+    fn the_delta_method_variance_is_the_hand_formula() {
+        // r = 40/200 = 0.2; Var = (36 + 0.04·36) / 40000 = 37.44 / 40000.
+        let e = rate(n(40.0, 6.0), n(200.0, 6.0)).unwrap();
+        assert!((e.raw - 0.2).abs() < 1e-15);
+        assert!((e.variance - 37.44 / 40_000.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_denominator_near_zero_is_insufficient_data() {
+        // Half-width 1.96·6 = 11.76: a denominator of 23 is within twice it of zero.
+        assert!(rate(n(5.0, 6.0), n(23.0, 6.0)).is_none());
+        assert!(rate(n(5.0, 6.0), n(-4.0, 6.0)).is_none());
+        assert!(rate(n(5.0, 6.0), n(24.0, 6.0)).is_some());
+        let f = RateFigure::new("r", "a", "b", None, true);
+        assert!(f.insufficient_data && f.value.is_none());
+    }
+
+    #[test]
+    fn differences_add_variances_and_sums_add_raw_values() {
+        let a = RateEstimate {
+            raw: 0.3,
+            variance: 0.0009,
+        };
+        let b = RateEstimate {
+            raw: 0.1,
+            variance: 0.0016,
+        };
+        let d = DifferenceFigure::new("d", "a", "b", Some(a), Some(b), true);
+        assert!((d.raw.unwrap() - 0.2).abs() < 1e-15);
+        assert!((d.standard_error.unwrap() - 0.05).abs() < 1e-15);
+        assert!((d.lower.unwrap() - (0.2 - Z95 * 0.05)).abs() < 1e-12);
+        let s = Noisy::sum([n(-2.0, 3.0), n(5.0, 4.0)]);
+        assert_eq!(s.raw, 3.0);
+        assert_eq!(s.variance, 25.0);
+        let c = CountFigure::new("c", -2.0, 11.0, false);
+        assert_eq!((c.value, c.lower, c.upper, c.raw), (0.0, 0.0, 9.0, -2.0));
+    }
+}

@@ -1,0 +1,684 @@
+//! The quarterly publication of the standard metrics (`outreach publish`), and its plan
+//! (`outreach plan`), which shares the one noise plan so the two never disagree.
+//!
+//! A publication is one joint release of the per-program metric files for one quarter, every
+//! program a cell, debited from the `standard-releases` allocation. Its rates, rate
+//! differences and sums over groups of programs (by team model, police on visits, warrant
+//! policy, region, and statewide) are post-processing of the released noisy counts,
+//! computed once here and stored with the publication; they cost nothing more. The sums
+//! count person-cells: a survivor in two programs' cohorts counts in both.
+//!
+//! Publishing a quarter again on the same dataset version replays the stored release and
+//! spends nothing. After new data the quarter is refused unless `--republish`, which makes a
+//! new, debited release whose publication supersedes the old one; both stay in the store.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::figures::{CountFigure, DifferenceFigure, Noisy, RateEstimate, RateFigure, rate};
+use super::{Catalog, QueriesError};
+use crate::ledger::Ledger;
+use crate::ledger::publications::NewPublication;
+use crate::privacy::mechanism::{epsilon_at, noise_variance};
+use crate::privacy::release::{PublicRelease, prepare};
+use crate::privacy::spec::{
+    CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
+};
+use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, functions, release};
+use crate::quarter::Quarter;
+use crate::warehouse::{Warehouse, open_session_at};
+use crate::{Error, Result};
+
+/// The allocation the standard publications debit.
+pub const STANDARD_ALLOCATION: &str = "standard-releases";
+
+/// The default annual budget (zCDP ρ) and its split; see the README's "Privacy settings".
+pub const DEFAULT_ANNUAL_RHO: f64 = 2.0;
+/// The part of [`DEFAULT_ANNUAL_RHO`] for the four quarterly standard publications.
+pub const DEFAULT_STANDARD_RHO: f64 = 1.8;
+
+/// The noise of the standard publication: one σ for every statistic, and `k`, the most
+/// cohorts of one quarter a survivor counts in (two programs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StandardNoise {
+    pub k: u32,
+    pub sigma: f64,
+}
+
+impl Default for StandardNoise {
+    /// k = 2 and σ = 5.5: with 15 flags of which two exclusive pairs (Σ B² = 13), ρ = k·13 /
+    /// (2σ²) ≈ 0.43 per quarter, and a rate at n = 200 has a 95% half-width of at most
+    /// 1.96·5.5·√2 / 200 ≈ 0.076, under ±8 points for any true rate.
+    fn default() -> Self {
+        StandardNoise { k: 2, sigma: 5.5 }
+    }
+}
+
+/// The standard release spec of a quarter: the per-program metric files, every program and
+/// the one quarter as cells, every statistic a count with noise σ.
+pub fn standard_spec(catalog: &Catalog, quarter: Quarter, noise: StandardNoise) -> ReleaseSpec {
+    let statistics: Vec<String> = catalog
+        .per_program_statistics()
+        .iter()
+        .map(|(_, s)| s.name.clone())
+        .collect();
+    let q = quarter.to_string();
+    ReleaseSpec {
+        name: format!("standard metrics {q}"),
+        queries: catalog
+            .per_program()
+            .map(|f| QuerySpec {
+                file: None,
+                sql: Some(f.sql.clone()),
+            })
+            .collect(),
+        cells: vec![
+            CellSpec {
+                column: "program_id".into(),
+                domain: DomainSpec::Programs,
+            },
+            CellSpec {
+                column: "quarter".into(),
+                domain: DomainSpec::Quarters {
+                    from: q.clone(),
+                    to: q,
+                },
+            },
+        ],
+        statistics: statistics
+            .iter()
+            .map(|s| StatisticSpec {
+                name: s.clone(),
+                column: None,
+                kind: StatisticKind::Count,
+                lower: None,
+                upper: None,
+            })
+            .collect(),
+        exclusive: exclusive_groups(&statistics),
+        k: noise.k,
+        rho: None,
+        scales: statistics
+            .iter()
+            .map(|s| (s.clone(), noise.sigma))
+            .collect(),
+        allocation: STANDARD_ALLOCATION.into(),
+        ratios: catalog
+            .per_program()
+            .flat_map(|f| &f.rates)
+            .map(|r| RatioSpec {
+                name: r.name.clone(),
+                numerator: r.numerator.clone(),
+                denominator: r.denominator.clone(),
+            })
+            .collect(),
+        delta: None,
+    }
+}
+
+/// Pairs `X_present` / `X_absent` of statistics: a survivor is on one side only (the first
+/// attempt had police or not), so each pair is one exclusive group.
+fn exclusive_groups(statistics: &[String]) -> Vec<Vec<String>> {
+    statistics
+        .iter()
+        .filter_map(|s| {
+            let stem = s.strip_suffix("_present")?;
+            let other = format!("{stem}_absent");
+            statistics.contains(&other).then(|| vec![s.clone(), other])
+        })
+        .collect()
+}
+
+/// Whether one statistic's follow-up is complete for a quarter (privacy model §6): every
+/// table it reads is declared complete through the quarter's last day plus its window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completeness {
+    pub statistic: String,
+    pub complete: bool,
+    /// The date every table must be complete through (`YYYY-MM-DD`).
+    pub needs_complete_through: String,
+    /// The tables that are not, with the date they are declared complete through, if any.
+    pub incomplete_tables: Vec<IncompleteTable>,
+}
+
+/// A table whose declared completeness does not cover a statistic's window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncompleteTable {
+    pub table: String,
+    pub declared_through: Option<String>,
+}
+
+/// The completeness of every per-program statistic for `quarter`, from the manifest's
+/// declared dates, never from the data.
+pub fn completeness(
+    catalog: &Catalog,
+    manifest: &crate::warehouse::Manifest,
+    quarter: Quarter,
+) -> Vec<Completeness> {
+    catalog
+        .per_program_statistics()
+        .into_iter()
+        .map(|(f, s)| {
+            let needs = quarter.last_day() + chrono::Days::new(s.window[1] as u64);
+            let incomplete_tables: Vec<IncompleteTable> = f
+                .tables_of(s)
+                .iter()
+                .filter_map(|t| {
+                    let declared: Option<NaiveDate> = manifest.complete_through(t);
+                    declared.is_none_or(|d| d < needs).then(|| IncompleteTable {
+                        table: t.clone(),
+                        declared_through: declared.map(|d| d.to_string()),
+                    })
+                })
+                .collect();
+            Completeness {
+                statistic: s.name.clone(),
+                complete: incomplete_tables.is_empty(),
+                needs_complete_through: needs.to_string(),
+                incomplete_tables,
+            }
+        })
+        .collect()
+}
+
+/// Public metadata of a program: the group keys of the aggregates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    pub program_id: String,
+    pub program_name: String,
+    pub region: String,
+    pub team_model: String,
+    pub police_on_visits: String,
+    pub warrant_check: String,
+}
+
+/// The group keys of the aggregates, in order.
+pub const GROUPINGS: &[&str] = &[
+    "team_model",
+    "police_on_visits",
+    "warrant_check",
+    "region",
+    "statewide",
+];
+
+impl ProgramInfo {
+    fn group(&self, by: &str) -> &str {
+        match by {
+            "team_model" => &self.team_model,
+            "police_on_visits" => &self.police_on_visits,
+            "warrant_check" => &self.warrant_check,
+            "region" => &self.region,
+            _ => "statewide",
+        }
+    }
+}
+
+/// The public `programs` table.
+pub async fn programs(ctx: &datafusion::prelude::SessionContext) -> Result<Vec<ProgramInfo>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::DataType;
+    let run = |e: datafusion::error::DataFusionError| {
+        Error::from(QueriesError::Run {
+            file: "programs".into(),
+            message: e.strip_backtrace(),
+        })
+    };
+    let cols = [
+        "program_id",
+        "program_name",
+        "region",
+        "team_model",
+        "police_on_visits",
+        "warrant_check",
+    ];
+    let sql = format!(
+        "SELECT {} FROM programs ORDER BY 1",
+        cols.iter()
+            .map(|c| format!("CAST({c} AS VARCHAR) AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(run)?
+        .collect()
+        .await
+        .map_err(run)?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let col = |i: usize| -> Result<datafusion::arrow::array::ArrayRef> {
+            datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8)
+                .map_err(|e| run(e.into()))
+        };
+        let c: Vec<_> = (0..cols.len()).map(col).collect::<Result<_>>()?;
+        for i in 0..b.num_rows() {
+            let v = |j: usize| c[j].as_string::<i32>().value(i).to_string();
+            out.push(ProgramInfo {
+                program_id: v(0),
+                program_name: v(1),
+                region: v(2),
+                team_model: v(3),
+                police_on_visits: v(4),
+                warrant_check: v(5),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One program's published figures for a quarter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramFigures {
+    pub program: ProgramInfo,
+    pub counts: Vec<CountFigure>,
+    pub rates: Vec<RateFigure>,
+    pub differences: Vec<DifferenceFigure>,
+}
+
+/// Figures summed over a group of programs (post-processing; counts are person-cells).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupFigures {
+    /// `team_model`, `police_on_visits`, `warrant_check`, `region` or `statewide`.
+    pub by: String,
+    pub group: String,
+    pub programs: Vec<String>,
+    pub counts: Vec<CountFigure>,
+    pub rates: Vec<RateFigure>,
+    pub differences: Vec<DifferenceFigure>,
+}
+
+/// Everything a quarter's publication shows, stored with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Publication {
+    pub quarter: String,
+    pub release_id: i64,
+    pub dataset_version: String,
+    pub approver: String,
+    /// The noise of every count: `discrete_gaussian` or `discrete_laplace`, and its scale.
+    pub distribution: String,
+    pub scale: f64,
+    pub k: u32,
+    pub rho: f64,
+    pub epsilon: f64,
+    pub display_delta: f64,
+    pub completeness: Vec<Completeness>,
+    pub programs: Vec<ProgramFigures>,
+    pub groups: Vec<GroupFigures>,
+    pub note: String,
+}
+
+/// What the publication's note says, for every reader.
+pub const PUBLICATION_NOTE: &str = "Counts are survivors in each program's cohort of the \
+     quarter, with differentially private noise; shown counts are clamped at zero and rates \
+     to [0, 1], while `raw` keeps the noisy value for sums. Intervals cover the privacy noise \
+     with probability at least 95%, not sampling error. Group and statewide figures are sums \
+     over programs (post-processing): a survivor in two programs' cohorts counts in both.";
+
+/// Builds the figures of a publication from its released numbers.
+pub fn figures(
+    catalog: &Catalog,
+    public: &PublicRelease,
+    programs: &[ProgramInfo],
+    completeness: &[Completeness],
+) -> std::result::Result<(Vec<ProgramFigures>, Vec<GroupFigures>), String> {
+    let res = &public.result;
+    let pi = res
+        .cell_keys
+        .iter()
+        .position(|k| k == "program_id")
+        .ok_or("the release has no program_id cell key")?;
+    let complete: BTreeMap<&str, bool> = completeness
+        .iter()
+        .map(|c| (c.statistic.as_str(), c.complete))
+        .collect();
+    // Per statistic: its noise variance and OpenDP half-width.
+    let mut noise: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    let mut values: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    for s in &res.statistics {
+        let kind = match s.distribution.as_str() {
+            "discrete_laplace" => NoiseKind::DiscreteLaplace,
+            _ => NoiseKind::DiscreteGaussian,
+        };
+        noise.insert(
+            s.name.as_str(),
+            (noise_variance(kind, s.scale), s.half_width as f64),
+        );
+        for (cell, v) in res.cells.iter().zip(&s.values) {
+            values.insert((cell[pi].as_str(), s.name.as_str()), v.raw as f64);
+        }
+    }
+    let stats: Vec<&str> = catalog
+        .per_program_statistics()
+        .iter()
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    let is_complete = |s: &str| complete.get(s).copied().unwrap_or(false);
+    // The figures of a set of programs: counts summed, then rates and differences.
+    let build = |ids: &[&str]| {
+        let noisy = |s: &str| {
+            Noisy::sum(ids.iter().map(|p| Noisy {
+                raw: values.get(&(*p, s)).copied().unwrap_or(0.0),
+                variance: noise.get(s).map_or(0.0, |n| n.0),
+            }))
+        };
+        let counts: Vec<CountFigure> = stats
+            .iter()
+            .map(|s| {
+                let n = noisy(s);
+                // One program: OpenDP's half-width; a sum: the normal approximation.
+                let half = if ids.len() == 1 {
+                    noise.get(s).map_or(0.0, |n| n.1)
+                } else {
+                    super::figures::Z95 * n.variance.sqrt()
+                };
+                CountFigure::new(s, n.raw, half, is_complete(s))
+            })
+            .collect();
+        let mut estimates: BTreeMap<&str, Option<RateEstimate>> = BTreeMap::new();
+        let mut rates = Vec::new();
+        let mut differences = Vec::new();
+        for f in catalog.per_program() {
+            for r in &f.rates {
+                let e = rate(noisy(&r.numerator), noisy(&r.denominator));
+                estimates.insert(r.name.as_str(), e);
+                rates.push(RateFigure::new(
+                    &r.name,
+                    &r.numerator,
+                    &r.denominator,
+                    e,
+                    is_complete(&r.numerator) && is_complete(&r.denominator),
+                ));
+            }
+            for d in &f.differences {
+                let parts = [&d.minuend, &d.subtrahend].map(|name| {
+                    f.rates
+                        .iter()
+                        .find(|r| &r.name == name)
+                        .map(|r| is_complete(&r.numerator) && is_complete(&r.denominator))
+                        .unwrap_or(false)
+                });
+                differences.push(DifferenceFigure::new(
+                    &d.name,
+                    &d.minuend,
+                    &d.subtrahend,
+                    estimates.get(d.minuend.as_str()).copied().flatten(),
+                    estimates.get(d.subtrahend.as_str()).copied().flatten(),
+                    parts[0] && parts[1],
+                ));
+            }
+        }
+        (counts, rates, differences)
+    };
+    let per_program = programs
+        .iter()
+        .map(|p| {
+            let (counts, rates, differences) = build(&[p.program_id.as_str()]);
+            ProgramFigures {
+                program: p.clone(),
+                counts,
+                rates,
+                differences,
+            }
+        })
+        .collect();
+    let mut groups = Vec::new();
+    for by in GROUPINGS {
+        let mut members: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for p in programs {
+            members
+                .entry(p.group(by))
+                .or_default()
+                .push(p.program_id.as_str());
+        }
+        for (group, ids) in members {
+            let (counts, rates, differences) = build(&ids);
+            groups.push(GroupFigures {
+                by: by.to_string(),
+                group: group.to_string(),
+                programs: ids.iter().map(|s| s.to_string()).collect(),
+                counts,
+                rates,
+                differences,
+            });
+        }
+    }
+    Ok((per_program, groups))
+}
+
+/// What `publish` is asked.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    pub quarter: Quarter,
+    pub approver: String,
+    pub republish: bool,
+    pub allow_incomplete: bool,
+    pub noise: StandardNoise,
+}
+
+/// What `publish` did.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub publication_id: i64,
+    /// False when the quarter was already published from this dataset version: nothing was
+    /// spent and the stored figures are returned.
+    pub fresh: bool,
+    pub superseded: Option<i64>,
+    pub publication: Publication,
+}
+
+/// Publishes the standard metrics of one quarter (module docs).
+pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Published> {
+    let catalog = Catalog::standard()?;
+    let wh = Warehouse::open(warehouse)?;
+    let manifest = wh.manifest()?;
+    let version = manifest.version().to_string();
+    let q = opts.quarter.to_string();
+    let completeness = completeness(&catalog, &manifest, opts.quarter);
+    let incomplete: Vec<String> = completeness
+        .iter()
+        .filter(|c| !c.complete)
+        .map(|c| {
+            format!(
+                "{} (needs {} complete through {})",
+                c.statistic,
+                c.incomplete_tables
+                    .iter()
+                    .map(|t| match &t.declared_through {
+                        Some(d) => format!("{}, declared through {d}", t.table),
+                        None => format!("{}, not declared", t.table),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                c.needs_complete_through
+            )
+        })
+        .collect();
+    if !incomplete.is_empty() && !opts.allow_incomplete {
+        return Err(QueriesError::Incomplete {
+            quarter: q,
+            statistics: incomplete.join(", "),
+        }
+        .into());
+    }
+    let ledger = Ledger::open(warehouse)?;
+    let current = ledger.current_publication(&q)?;
+    if let Some(cur) = &current
+        && cur.dataset_version != version
+        && !opts.republish
+    {
+        return Err(QueriesError::AlreadyPublished {
+            quarter: q,
+            version: cur.dataset_version.clone(),
+            release: cur.release_id,
+            now: version,
+        }
+        .into());
+    }
+    drop(ledger);
+    let spec = standard_spec(&catalog, opts.quarter, opts.noise);
+    let out = release(
+        warehouse,
+        &ReleaseRequest {
+            spec,
+            approver: opts.approver.clone(),
+        },
+    )
+    .await?;
+    let ctx = open_session_at(&wh, &manifest)?;
+    let programs = programs(&ctx).await?;
+    let (per_program, groups) =
+        figures(&catalog, &out.public, &programs, &completeness).map_err(|message| {
+            QueriesError::Run {
+                file: "publish".into(),
+                message,
+            }
+        })?;
+    let d_out = &out.public.d_out;
+    let first = out.public.result.statistics.first();
+    let publication = Publication {
+        quarter: q.clone(),
+        release_id: out.id,
+        dataset_version: out.public.dataset_version.clone(),
+        approver: out.public.approver.clone(),
+        distribution: first.map(|s| s.distribution.clone()).unwrap_or_default(),
+        scale: first.map_or(0.0, |s| s.scale),
+        k: opts.noise.k,
+        rho: d_out["rho"].as_f64().unwrap_or(f64::NAN),
+        epsilon: d_out["epsilon"].as_f64().unwrap_or(f64::NAN),
+        display_delta: d_out["display_delta"].as_f64().unwrap_or(f64::NAN),
+        completeness,
+        programs: per_program,
+        groups,
+        note: PUBLICATION_NOTE.into(),
+    };
+    let document = serde_json::to_value(&publication).expect("publications serialise");
+    let mut ledger = Ledger::open(warehouse)?;
+    let id = ledger.record_publication(&NewPublication {
+        quarter: &q,
+        release_id: out.id,
+        dataset_version: &publication.dataset_version,
+        approver: &publication.approver,
+        document: &document,
+    })?;
+    let superseded = current.filter(|c| c.id != id).map(|c| c.id);
+    Ok(Published {
+        publication_id: id,
+        fresh: out.fresh,
+        superseded,
+        publication,
+    })
+}
+
+/// What a publication would cost and how precise it would be, before anything is spent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub quarter: String,
+    pub k: u32,
+    pub sigma: f64,
+    pub rho: f64,
+    pub delta: f64,
+    pub epsilon: f64,
+    pub display_delta: f64,
+    /// Per count: the 95% noise half-width (OpenDP's accuracy helper).
+    pub counts: Vec<(String, i64)>,
+    /// The denominator at which rate half-widths are given.
+    pub at: u64,
+    /// Per rate: the largest 95% half-width at `at`, over every true rate in [0, 1].
+    pub rates: Vec<(String, f64)>,
+}
+
+/// The plan of a quarter's publication at `noise`, through the same [`prepare`] as
+/// `publish`: the same spec, the same noise plan, the same OpenDP map.
+pub async fn plan(
+    warehouse: &Path,
+    quarter: Quarter,
+    noise: StandardNoise,
+    at: u64,
+) -> Result<Plan> {
+    let catalog = Catalog::standard()?;
+    let wh = Warehouse::open(warehouse)?;
+    let manifest = wh.manifest()?;
+    let ledger = Ledger::open(warehouse)?;
+    let config = ledger.config()?;
+    let ctx = open_session_at(&wh, &manifest)?;
+    functions::register(&ctx);
+    let spec = standard_spec(&catalog, quarter, noise);
+    let prepared = prepare(&ctx, &spec, &manifest.version().to_string(), &config).await?;
+    let mut counts = Vec::new();
+    for (j, s) in prepared.spec.statistics.iter().enumerate() {
+        counts.push((s.name.clone(), prepared.noise.half_width(j)?));
+    }
+    let variance_of = |name: &str| {
+        prepared
+            .spec
+            .statistics
+            .iter()
+            .position(|s| s.name == name)
+            .map_or(f64::NAN, |j| prepared.noise.variance(j))
+    };
+    let rates = catalog
+        .per_program()
+        .flat_map(|f| &f.rates)
+        .map(|r| {
+            (
+                r.name.clone(),
+                rate_half_width(
+                    variance_of(&r.numerator),
+                    variance_of(&r.denominator),
+                    at as f64,
+                ),
+            )
+        })
+        .collect();
+    let rho = prepared.loss.rho;
+    Ok(Plan {
+        quarter: quarter.to_string(),
+        k: noise.k,
+        sigma: noise.sigma,
+        rho,
+        delta: prepared.loss.delta,
+        epsilon: epsilon_at(rho, config.display_delta)?,
+        display_delta: config.display_delta,
+        counts,
+        at,
+        rates,
+    })
+}
+
+/// The largest 95% half-width of a rate at denominator `n` over true rates p in [0, 1]:
+/// 1.96·√(Var N + p²·Var D)/n, largest at p = 1.
+pub fn rate_half_width(var_num: f64, var_den: f64, n: f64) -> f64 {
+    super::figures::Z95 * (var_num + var_den).sqrt() / n
+}
+
+/// The plan with the largest σ (so the smallest ρ) whose every rate half-width at `at` is
+/// within `target`; refused when that σ is below the warehouse's minimum scale.
+pub async fn plan_for_target(
+    warehouse: &Path,
+    quarter: Quarter,
+    k: u32,
+    target: f64,
+    at: u64,
+) -> Result<Plan> {
+    if !(target > 0.0 && target < 1.0) {
+        return Err(QueriesError::Declaration {
+            file: "plan".into(),
+            message: format!("--target-halfwidth {target} must be in (0, 1)"),
+        }
+        .into());
+    }
+    // With one σ for every statistic the worst rate's half-width is 1.96·σ·√2/n.
+    let mut sigma = target * at as f64 / (super::figures::Z95 * 2f64.sqrt());
+    loop {
+        let p = plan(warehouse, quarter, StandardNoise { k, sigma }, at).await?;
+        if p.rates.iter().all(|(_, h)| *h <= target) {
+            return Ok(p);
+        }
+        // Rounding of the closed form: step down until the plan itself meets the target.
+        sigma *= 0.999;
+    }
+}

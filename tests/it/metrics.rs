@@ -1,0 +1,553 @@
+//! The standard metrics: the catalog and its docs, the steward's exact mode, and `publish`
+//! and `plan` over the hand-made fixture of `tests/fixtures/metrics/` (whose person-level
+//! answers `tests/slt/*.slt` check). DP outputs are tested by their properties: what was
+//! debited, what is replayed, how figures relate, never by exact noisy numbers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::NaiveDate;
+use outreach_warehouse::Fault;
+use outreach_warehouse::ingest::{IngestOptions, ingest};
+use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::privacy::release::plan_query;
+use outreach_warehouse::quarter::Quarter;
+use outreach_warehouse::queries::exact::exact;
+use outreach_warehouse::queries::figures::Z95;
+use outreach_warehouse::queries::publish::{
+    PublishOptions, STANDARD_ALLOCATION, StandardNoise, completeness, plan, plan_for_target,
+    publish, standard_spec,
+};
+use outreach_warehouse::queries::{Catalog, MetricFile, docs};
+use outreach_warehouse::warehouse::{Warehouse, open_session};
+
+fn fixture_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn fixture_opts(through: &str) -> IngestOptions {
+    IngestOptions {
+        max_reject_rate: 0.0,
+        complete_through: Some(through.parse::<NaiveDate>().unwrap()),
+        max_date: NaiveDate::from_ymd_opt(2026, 6, 30).unwrap(),
+        ..IngestOptions::default()
+    }
+}
+
+/// The fixture warehouse, every table declared complete through `through`, with a budget.
+fn fixture_warehouse(tmp: &Path, through: &str) -> PathBuf {
+    let wh = tmp.join("wh");
+    ingest(&wh, &fixture_files(), &fixture_opts(through)).expect("the fixture loads");
+    let mut l = Ledger::init(
+        &wh,
+        &BudgetInit {
+            total_rho: 10.0,
+            total_delta: 0.0,
+            horizon_days: 365,
+            config: PrivacyConfig::default(),
+        },
+    )
+    .unwrap();
+    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
+    wh
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+fn q(s: &str) -> Quarter {
+    s.parse().unwrap()
+}
+
+fn opts(quarter: &str) -> PublishOptions {
+    PublishOptions {
+        quarter: q(quarter),
+        approver: "steward".into(),
+        republish: false,
+        allow_incomplete: false,
+        noise: StandardNoise::default(),
+    }
+}
+
+fn spent(wh: &Path) -> f64 {
+    Ledger::open(wh).unwrap().show().unwrap().spent_rho
+}
+
+#[test]
+fn committed_queries_readme_matches_the_catalog() {
+    let expected = docs::to_markdown(&Catalog::standard().unwrap());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/queries/README.md");
+    let committed = std::fs::read_to_string(path).expect("queries/README.md exists");
+    assert!(
+        committed == expected,
+        "queries/README.md is stale: regenerate it with `cargo run --release -- metrics --markdown > queries/README.md`"
+    );
+    // It explains every statistic and rate.
+    for f in &Catalog::standard().unwrap().files {
+        for s in &f.statistics {
+            assert!(
+                expected.contains(&format!("| `{}` |", s.name)),
+                "{}",
+                s.name
+            );
+        }
+        for r in &f.rates {
+            assert!(
+                expected.contains(&format!("| `{}` |", r.name)),
+                "{}",
+                r.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_compiled_catalog_is_the_files_under_queries_standard() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/standard");
+    let loaded = Catalog::load(&dir).unwrap();
+    let standard = Catalog::standard().unwrap();
+    assert_eq!(loaded.files.len(), standard.files.len());
+    for f in &standard.files {
+        let on_disk = loaded.files.iter().find(|g| g.file == f.file).unwrap();
+        assert_eq!(on_disk, f, "{} differs from the compiled copy", f.file);
+    }
+    // The issue's statistics, each once, with two exclusive pairs: Σ B² = 15 − 2 = 13.
+    let stats: Vec<String> = standard
+        .per_program_statistics()
+        .iter()
+        .map(|(_, s)| s.name.clone())
+        .collect();
+    assert_eq!(stats.len(), 15, "{stats:?}");
+    let spec = standard_spec(&standard, q("2025Q1"), StandardNoise::default());
+    assert_eq!(spec.exclusive.len(), 2, "{:?}", spec.exclusive);
+    assert!(spec.exclusive.contains(&vec![
+        "first_attempt_police_present".to_string(),
+        "first_attempt_police_absent".to_string()
+    ]));
+}
+
+#[test]
+fn every_metric_file_passes_the_analyser_with_its_declared_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    rt().block_on(async {
+        let ctx = open_session(&Warehouse::open(&wh).unwrap()).await.unwrap();
+        outreach_warehouse::privacy::functions::register(&ctx);
+        for f in &Catalog::standard().unwrap().files {
+            let accepted = plan_query(&ctx, &f.file, &f.sql)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", f.file));
+            let columns: Vec<String> = accepted
+                .plan
+                .schema()
+                .fields()
+                .iter()
+                .map(|c| c.name().clone())
+                .collect();
+            let mut needed = vec!["person_key", "program_id", "quarter"];
+            if f.is_breakdown() {
+                needed.extend(["dimension", "value"]);
+            }
+            needed.extend(f.statistics.iter().map(|s| s.name.as_str()));
+            for c in needed {
+                assert!(columns.iter().any(|x| x == c), "{}: no column {c}", f.file);
+            }
+        }
+    });
+}
+
+#[test]
+fn a_metric_file_with_a_bad_declaration_is_refused_naming_the_file() {
+    let good = "/*\nname = \"m\"\ntitle = \"t\"\ndescription = \"d\"\ntables = [\"overdose_events\"]\n[[statistics]]\nname = \"a\"\ndescription = \"x\"\nwindow = [0, 7]\n";
+    let close = |header: &str| format!("{header}*/ SELECT 1");
+    assert!(MetricFile::parse("m.sql", &close(good)).is_ok());
+    let rate =
+        "[[rates]]\nname = \"r\"\nnumerator = \"a\"\ndenominator = \"zz\"\ndescription = \"d\"\n";
+    let twice = "[[statistics]]\nname = \"a\"\ndescription = \"x\"\nwindow = [0, 7]\n";
+    let cases = [
+        ("SELECT 1".to_string(), "opens with"),
+        (format!("{good} SELECT 1"), "not closed"),
+        (close(&format!("{good}{rate}")), "`zz`"),
+        (close(&format!("{good}{twice}")), "declared twice"),
+        (close(&good.replace("[0, 7]", "[7, 0]")), "window"),
+        (
+            close(&good.replace("overdose_events", "patients")),
+            "not a table",
+        ),
+        (close(&good.replace("window", "windw")), "unknown field"),
+    ];
+    for (text, says) in cases {
+        let e = MetricFile::parse("bad.sql", &text).unwrap_err().to_string();
+        assert!(e.starts_with("bad.sql: "), "{e}");
+        assert!(e.contains(says), "{e} should say {says}");
+    }
+}
+
+#[test]
+fn exact_mode_gives_the_hand_computed_counts_with_zeros() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let values = rt().block_on(async {
+        let ctx = open_session(&Warehouse::open(&wh).unwrap()).await.unwrap();
+        outreach_warehouse::privacy::functions::register(&ctx);
+        exact(&ctx, &Catalog::standard().unwrap(), q("2025Q1"))
+            .await
+            .unwrap()
+    });
+    // Every program and statistic, zeros included.
+    assert_eq!(values.len(), 3 * 15);
+    let get = |p: &str, s: &str| {
+        values
+            .iter()
+            .find(|v| v.program_id == p && v.statistic == s)
+            .unwrap_or_else(|| panic!("{p} {s}"))
+            .value
+    };
+    // Hand-computed in tests/fixtures/metrics/CASES.md (2025Q1 totals).
+    let outreach = [
+        "identified",
+        "attempted_7d",
+        "timely_72h",
+        "engaged_30d",
+        "naloxone_30d",
+        "referred_30d",
+        "first_attempt_police_present",
+        "first_attempt_police_absent",
+        "arrested_90d_after_attempt_police_present",
+        "arrested_90d_after_attempt_police_absent",
+    ];
+    for (p, expected) in [
+        ("P1", [8, 4, 4, 3, 1, 1, 3, 1, 3, 0]),
+        ("P2", [7, 5, 3, 0, 1, 1, 1, 5, 0, 1]),
+        ("P3", [3, 0, 0, 1, 1, 1, 0, 1, 0, 1]),
+    ] {
+        let got: Vec<i64> = outreach.iter().map(|s| get(p, s)).collect();
+        assert_eq!(got, expected, "{p}");
+    }
+    // A quarter without any cohort is all zeros, not missing.
+    let empty = rt().block_on(async {
+        let ctx = open_session(&Warehouse::open(&wh).unwrap()).await.unwrap();
+        outreach_warehouse::privacy::functions::register(&ctx);
+        exact(&ctx, &Catalog::standard().unwrap(), q("2023Q1"))
+            .await
+            .unwrap()
+    });
+    assert_eq!(empty.len(), 45);
+    assert!(empty.iter().all(|v| v.value == 0));
+}
+
+#[test]
+fn the_exact_command_prints_its_banner_on_stderr_and_json_on_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args([
+            "metrics",
+            "--exact",
+            "--quarter",
+            "2025Q1",
+            "--format",
+            "json",
+        ])
+        .env("OUTREACH_WAREHOUSE", &wh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("EXACT FIGURES, NOT FOR PUBLICATION"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 45);
+    let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["program_id", "quarter", "statistic", "value"]);
+    // Without --exact nothing needs a warehouse, and no figure is printed.
+    let list = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["metrics"])
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("arrest_after_attempt_police_difference"),
+        "{text}"
+    );
+}
+
+#[test]
+fn publishing_twice_spends_once_and_the_debit_is_k_times_sum_b_squared_over_two_sigma_squared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let first = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    assert!(first.fresh);
+    // ρ = k·Σ B² / (2σ²) with k = 2, Σ B² = 13 (15 flags, two exclusive pairs), σ = 5.5.
+    let rho = 2.0 * 13.0 / (2.0 * 5.5 * 5.5);
+    let s = spent(&wh);
+    assert!((s - rho).abs() <= 1e-9 * rho, "spent {s}, expected {rho}");
+    assert!((first.publication.rho - rho).abs() <= 1e-9 * rho);
+    let again = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    assert!(!again.fresh);
+    assert_eq!(again.publication_id, first.publication_id);
+    assert_eq!(again.publication, first.publication);
+    assert_eq!(spent(&wh), s, "a replay spends nothing");
+    let stored = Ledger::open(&wh).unwrap().publications(None).unwrap();
+    assert_eq!(stored.len(), 1);
+}
+
+#[test]
+fn published_figures_are_clamped_keep_raw_values_and_sum_over_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let p = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    let doc = &p.publication;
+    assert_eq!(doc.programs.len(), 3);
+    let all_rates = doc
+        .programs
+        .iter()
+        .flat_map(|p| &p.rates)
+        .chain(doc.groups.iter().flat_map(|g| &g.rates));
+    for r in all_rates {
+        if r.insufficient_data {
+            assert!(r.value.is_none() && r.raw.is_none());
+            continue;
+        }
+        let (v, lo, hi) = (r.value.unwrap(), r.lower.unwrap(), r.upper.unwrap());
+        assert!((0.0..=1.0).contains(&v), "{r:?}");
+        assert!(0.0 <= lo && lo <= v && v <= hi && hi <= 1.0, "{r:?}");
+        assert_eq!(v, r.raw.unwrap().clamp(0.0, 1.0));
+    }
+    for c in doc.programs.iter().flat_map(|p| &p.counts) {
+        assert!(c.value >= 0.0 && c.lower >= 0.0 && c.lower <= c.value && c.value <= c.upper);
+        assert_eq!(c.value, c.raw.max(0.0));
+    }
+    // Statewide counts are the sums of the programs' raw values, with variance 3σ².
+    let statewide = doc.groups.iter().find(|g| g.by == "statewide").unwrap();
+    assert_eq!(statewide.programs.len(), 3);
+    for c in &statewide.counts {
+        let sum: f64 = doc
+            .programs
+            .iter()
+            .map(|p| {
+                p.counts
+                    .iter()
+                    .find(|x| x.statistic == c.statistic)
+                    .unwrap()
+                    .raw
+            })
+            .sum();
+        assert_eq!(c.raw, sum, "{}", c.statistic);
+        let half = Z95 * (3.0 * 5.5f64 * 5.5).sqrt();
+        assert!((c.upper - (c.raw + half).max(0.0)).abs() < 1e-9, "{c:?}");
+    }
+    // Every grouping is there, each program in exactly one group of each.
+    for by in ["team_model", "police_on_visits", "warrant_check", "region"] {
+        let n: usize = doc
+            .groups
+            .iter()
+            .filter(|g| g.by == by)
+            .map(|g| g.programs.len())
+            .sum();
+        assert_eq!(n, 3, "{by}");
+    }
+    // The stored document is what publish returned.
+    let stored = Ledger::open(&wh)
+        .unwrap()
+        .current_publication("2025Q1")
+        .unwrap()
+        .unwrap();
+    assert_json_close(&stored.document, &serde_json::to_value(doc).unwrap(), "$");
+}
+
+/// JSON values equal but for the last bits of floats (serde_json's parser does not
+/// round-trip every f64 exactly).
+fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+                "{at}: {x} != {y}"
+            );
+        }
+        (Array(x), Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_json_close(x, y, &format!("{at}[{i}]"));
+            }
+        }
+        (Object(x), Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}"
+            );
+            for (k, v) in x {
+                assert_json_close(v, &y[k], &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+#[test]
+fn new_data_needs_republish_which_supersedes_and_keeps_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let first = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    let spent_before = spent(&wh);
+    // New data: one more survivor, a new dataset version.
+    let extra = tmp.path().join("overdose_events-extra.csv");
+    std::fs::write(
+        &extra,
+        "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
+         EX1,KX1,P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n",
+    )
+    .unwrap();
+    ingest(&wh, &[extra], &fixture_opts("2025-12-31")).unwrap();
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput);
+    assert!(e.to_string().contains("--republish"), "{e}");
+    assert_eq!(spent(&wh), spent_before, "a refusal spends nothing");
+    let mut o = opts("2025Q1");
+    o.republish = true;
+    let second = rt().block_on(publish(&wh, &o)).unwrap();
+    assert!(second.fresh);
+    assert_eq!(second.superseded, Some(first.publication_id));
+    assert_ne!(second.publication.release_id, first.publication.release_id);
+    assert!(spent(&wh) > spent_before, "a republication is a new debit");
+    let all = Ledger::open(&wh)
+        .unwrap()
+        .publications(Some("2025Q1"))
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].superseded_by, Some(all[1].id));
+    assert_eq!(all[1].supersedes, Some(all[0].id));
+    let current = Ledger::open(&wh)
+        .unwrap()
+        .current_publication("2025Q1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.release_id, second.publication.release_id);
+}
+
+#[test]
+fn an_incomplete_quarter_is_refused_unless_allowed_and_then_says_which_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Complete through 2025-05-15: 2025Q1's quarter and 30-day windows are covered
+    // (2025-03-31 + 30 = 2025-04-30), its 90- and 120-day windows are not.
+    let wh = fixture_warehouse(tmp.path(), "2025-05-15");
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput);
+    let text = e.to_string();
+    assert!(
+        text.contains("repeat_od_90d") && text.contains("--allow-incomplete"),
+        "{text}"
+    );
+    assert!(!text.contains("engaged_30d"), "{text}");
+    assert_eq!(spent(&wh), 0.0);
+    let mut o = opts("2025Q1");
+    o.allow_incomplete = true;
+    let p = rt().block_on(publish(&wh, &o)).unwrap();
+    let complete = |s: &str| {
+        p.publication
+            .completeness
+            .iter()
+            .find(|c| c.statistic == s)
+            .unwrap()
+            .complete
+    };
+    assert!(complete("identified") && complete("engaged_30d") && complete("linked_any_30d"));
+    assert!(!complete("repeat_od_90d") && !complete("arrested_90d_after_attempt_police_present"));
+    let rate = |name: &str| {
+        p.publication.programs[0]
+            .rates
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap()
+            .complete
+    };
+    assert!(rate("engagement_30d"));
+    assert!(!rate("repeat_overdose_90d"));
+    // Completeness is judged from the declared dates only, never from the data.
+    let manifest = Warehouse::open(&wh).unwrap().manifest().unwrap();
+    let c = completeness(&Catalog::standard().unwrap(), &manifest, q("2025Q1"));
+    let od = c.iter().find(|c| c.statistic == "fatal_od_90d").unwrap();
+    assert_eq!(od.needs_complete_through, "2025-06-29");
+}
+
+#[test]
+fn plan_and_publish_use_the_same_noise_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let p = rt()
+        .block_on(plan(&wh, q("2025Q1"), StandardNoise::default(), 200))
+        .unwrap();
+    assert_eq!(spent(&wh), 0.0, "a plan spends nothing");
+    let published = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    assert_eq!(p.rho, published.publication.rho);
+    assert!((spent(&wh) - p.rho).abs() <= 1e-12);
+    let release = Ledger::open(&wh)
+        .unwrap()
+        .release(published.publication.release_id)
+        .unwrap();
+    let public = outreach_warehouse::privacy::PublicRelease::from_stored(&release).unwrap();
+    for s in &public.result.statistics {
+        let planned = p.counts.iter().find(|(n, _)| *n == s.name).unwrap().1;
+        assert_eq!(planned, s.half_width, "{}", s.name);
+    }
+    // The worst rate half-width at n: 1.96·σ·√2 / n.
+    for (_, h) in &p.rates {
+        assert!((h - Z95 * 5.5 * 2f64.sqrt() / 200.0).abs() < 1e-12);
+    }
+    // The default budget meets the ±8 points target at 200 survivors for every rate.
+    assert!(p.rates.iter().all(|(_, h)| *h < 0.08));
+}
+
+#[test]
+fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let p = rt()
+        .block_on(plan_for_target(&wh, q("2025Q1"), 2, 0.08, 200))
+        .unwrap();
+    assert!(p.rates.iter().all(|(_, h)| *h <= 0.08));
+    // σ = 0.08·200 / (1.96·√2) ≈ 5.77, ρ = 2·13/(2σ²) ≈ 0.39.
+    assert!(
+        (p.sigma - 0.08 * 200.0 / (Z95 * 2f64.sqrt())).abs() < 0.01,
+        "{}",
+        p.sigma
+    );
+    assert!((p.rho - 13.0 / (p.sigma * p.sigma)).abs() < 1e-9 * p.rho);
+    // A slightly larger σ would miss the target: the budget is the smallest.
+    let looser = rt()
+        .block_on(plan(
+            &wh,
+            q("2025Q1"),
+            StandardNoise {
+                k: 2,
+                sigma: p.sigma * 1.01,
+            },
+            200,
+        ))
+        .unwrap();
+    assert!(looser.rates.iter().any(|(_, h)| *h > 0.08));
+    assert!(
+        rt().block_on(plan_for_target(&wh, q("2025Q1"), 2, 1.5, 200))
+            .is_err()
+    );
+}
