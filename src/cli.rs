@@ -694,6 +694,9 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
                 None if domain == "programs" => DomainSpec::Programs,
                 None if domain == "private" => DomainSpec::Private,
                 Some(("dictionary", d)) => DomainSpec::Dictionary(d.into()),
+                Some(("values", list)) => {
+                    DomainSpec::Values(list.split(',').map(String::from).collect())
+                }
                 Some(("quarters", range)) => {
                     let (from, to) = range.split_once("..").ok_or_else(|| {
                         bad_flag(format!("--cell {c}: write quarters:FROM..TO"))
@@ -705,7 +708,7 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
                 }
                 _ => {
                     return Err(bad_flag(format!(
-                        "--cell {c}: unknown cell domain; use programs, quarters:FROM..TO, dictionary:TABLE.COLUMN or private"
+                        "--cell {c}: unknown cell domain; use programs, quarters:FROM..TO, dictionary:TABLE.COLUMN, values:A,B,C or private"
                     )));
                 }
             };

@@ -158,10 +158,14 @@ impl std::fmt::Display for DemoReport {
                 .count();
             writeln!(
                 f,
-                "  {}: release {}, rho = {:.4}{}",
+                "  {}: releases {} (standard, rho = {:.4}) and {} (equity, rho = {:.4}){}",
                 p.publication.quarter,
                 p.publication.release_id,
                 p.publication.rho,
+                p.publication
+                    .equity_release_id
+                    .map_or("-".to_string(), |id| id.to_string()),
+                p.publication.equity_rho,
                 if incomplete > 0 {
                     format!(", {incomplete} statistics with incomplete follow-up")
                 } else {

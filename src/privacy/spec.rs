@@ -108,6 +108,9 @@ pub enum DomainSpec {
     Dictionary(String),
     /// Every quarter from `from` to `to`, inclusive, written like `2025Q1`.
     Quarters { from: String, to: String },
+    /// A list of values written in the spec: public because the spec declares it, never
+    /// because it occurs in the data (a breakdown's dimension names, say).
+    Values(Vec<String>),
     /// No public domain: the values come from the data and each cell is published only when
     /// its noisy count clears the threshold of private partition selection.
     Private,
@@ -382,6 +385,18 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
                     )));
                 }
                 from.range(n as u32).iter().map(|q| q.to_string()).collect()
+            }
+            DomainSpec::Values(list) => {
+                let mut unique = BTreeSet::new();
+                for v in list {
+                    if v.is_empty() || v.len() > 256 || !unique.insert(v.as_str()) {
+                        return Err(spec_err(format!(
+                            "cell `{}`: value {v:?} is empty, longer than 256 bytes or repeated",
+                            c.column
+                        )));
+                    }
+                }
+                list.clone()
             }
         };
         let private = c.domain == DomainSpec::Private;

@@ -36,9 +36,16 @@ use crate::{Error, Result};
 pub const STANDARD_ALLOCATION: &str = "standard-releases";
 
 /// The default annual budget (zCDP ρ) and its split; see the README's "Privacy settings".
-pub const DEFAULT_ANNUAL_RHO: f64 = 2.0;
-/// The part of [`DEFAULT_ANNUAL_RHO`] for the four quarterly standard publications.
-pub const DEFAULT_STANDARD_RHO: f64 = 1.8;
+/// Four quarterly publications cost 4 × (0.430 + 0.141) = 2.28.
+pub const DEFAULT_ANNUAL_RHO: f64 = 2.5;
+/// The part of [`DEFAULT_ANNUAL_RHO`] for the four quarterly standard publications; the
+/// rest (0.15) is for researchers' approved requests.
+pub const DEFAULT_STANDARD_RHO: f64 = 2.35;
+
+/// The noise of the equity release: each survivor counts in three margins (age band, sex,
+/// race and ethnicity) of each of up to two programs, so k = 6; three flags (Σ B² = 3) at
+/// σ = 8 cost ρ = 6·3 / (2·64) ≈ 0.14 per quarter.
+pub const EQUITY_NOISE: StandardNoise = StandardNoise { k: 6, sigma: 8.0 };
 
 /// The noise of the standard publication: one σ for every statistic, and `k`, the most
 /// cohorts of one quarter a survivor counts in (two programs).
@@ -117,6 +124,92 @@ pub fn standard_spec(catalog: &Catalog, quarter: Quarter, noise: StandardNoise) 
             .collect(),
         delta: None,
     }
+}
+
+/// The equity release of a quarter: the breakdown file's flags per (program, quarter,
+/// dimension, value), every dimension's values a public domain from the dictionary, and `None`
+/// when the catalog has no breakdown file.
+pub fn equity_spec(
+    catalog: &Catalog,
+    quarter: Quarter,
+    noise: StandardNoise,
+) -> Option<ReleaseSpec> {
+    let f = catalog.files.iter().find(|f| f.is_breakdown())?;
+    let q = quarter.to_string();
+    let mut values: Vec<String> = Vec::new();
+    for (_, vs) in breakdown_values(f) {
+        for v in vs {
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+    }
+    let statistics: Vec<String> = f.statistics.iter().map(|s| s.name.clone()).collect();
+    Some(ReleaseSpec {
+        name: format!("equity breakdowns {q}"),
+        queries: vec![QuerySpec {
+            file: None,
+            sql: Some(f.sql.clone()),
+        }],
+        cells: vec![
+            CellSpec {
+                column: "program_id".into(),
+                domain: DomainSpec::Programs,
+            },
+            CellSpec {
+                column: "quarter".into(),
+                domain: DomainSpec::Quarters {
+                    from: q.clone(),
+                    to: q,
+                },
+            },
+            CellSpec {
+                column: "dimension".into(),
+                domain: DomainSpec::Values(f.breakdowns.clone()),
+            },
+            CellSpec {
+                column: "value".into(),
+                domain: DomainSpec::Values(values),
+            },
+        ],
+        statistics: statistics
+            .iter()
+            .map(|s| StatisticSpec {
+                name: s.clone(),
+                column: None,
+                kind: StatisticKind::Count,
+                lower: None,
+                upper: None,
+            })
+            .collect(),
+        exclusive: Vec::new(),
+        k: noise.k,
+        rho: None,
+        scales: statistics
+            .iter()
+            .map(|s| (s.clone(), noise.sigma))
+            .collect(),
+        allocation: STANDARD_ALLOCATION.into(),
+        ratios: Vec::new(),
+        delta: None,
+    })
+}
+
+/// Each breakdown dimension of a file with its public values (the dictionary's enum values of
+/// that `overdose_events` column).
+fn breakdown_values(f: &super::MetricFile) -> Vec<(String, Vec<String>)> {
+    let dict = crate::dictionary::Dictionary::builtin().ok();
+    f.breakdowns
+        .iter()
+        .map(|b| {
+            let values = dict
+                .and_then(|d| d.table("overdose_events"))
+                .and_then(|t| t.column(b))
+                .map(|c| c.values.clone())
+                .unwrap_or_default();
+            (b.clone(), values)
+        })
+        .collect()
 }
 
 /// Pairs `X_present` / `X_absent` of statistics: a survivor is on one side only (the first
@@ -291,6 +384,116 @@ pub struct GroupFigures {
     pub differences: Vec<DifferenceFigure>,
 }
 
+/// A breakdown's figures: one (dimension, value) of one program, or statewide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakdownFigures {
+    /// A program id, or `statewide` (the sum over programs).
+    pub scope: String,
+    pub dimension: String,
+    pub value: String,
+    pub counts: Vec<CountFigure>,
+    pub rates: Vec<RateFigure>,
+}
+
+/// Builds the equity figures from the equity release: only (dimension, value) pairs whose
+/// value belongs to that dimension, per program and statewide.
+pub fn breakdown_figures(
+    catalog: &Catalog,
+    public: &PublicRelease,
+    programs: &[ProgramInfo],
+    completeness: &[Completeness],
+) -> Vec<BreakdownFigures> {
+    let Some(f) = catalog.files.iter().find(|f| f.is_breakdown()) else {
+        return Vec::new();
+    };
+    let res = &public.result;
+    let key = |name: &str| res.cell_keys.iter().position(|k| k == name);
+    let (Some(pi), Some(di), Some(vi)) = (key("program_id"), key("dimension"), key("value")) else {
+        return Vec::new();
+    };
+    let complete = |s: &str| {
+        completeness
+            .iter()
+            .find(|c| c.statistic == s)
+            .is_some_and(|c| c.complete)
+    };
+    let mut raw: BTreeMap<(&str, &str, &str, &str), f64> = BTreeMap::new();
+    let mut noise: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for s in &res.statistics {
+        let kind = match s.distribution.as_str() {
+            "discrete_laplace" => NoiseKind::DiscreteLaplace,
+            _ => NoiseKind::DiscreteGaussian,
+        };
+        noise.insert(
+            &s.name,
+            (noise_variance(kind, s.scale), s.half_width as f64),
+        );
+        for (cell, v) in res.cells.iter().zip(&s.values) {
+            raw.insert((&cell[pi], &cell[di], &cell[vi], &s.name), v.raw as f64);
+        }
+    }
+    let mut out = Vec::new();
+    let scopes: Vec<(String, Vec<&str>)> = programs
+        .iter()
+        .map(|p| (p.program_id.clone(), vec![p.program_id.as_str()]))
+        .chain(std::iter::once((
+            "statewide".to_string(),
+            programs.iter().map(|p| p.program_id.as_str()).collect(),
+        )))
+        .collect();
+    for (scope, ids) in &scopes {
+        for (dimension, values) in breakdown_values(f) {
+            for value in values {
+                let noisy = |s: &str| {
+                    Noisy::sum(ids.iter().map(|p| {
+                        Noisy {
+                            raw: raw
+                                .get(&(*p, dimension.as_str(), value.as_str(), s))
+                                .copied()
+                                .unwrap_or(0.0),
+                            variance: noise.get(s).map_or(0.0, |n| n.0),
+                        }
+                    }))
+                };
+                let counts = f
+                    .statistics
+                    .iter()
+                    .map(|s| {
+                        let n = noisy(&s.name);
+                        let half = if ids.len() == 1 {
+                            noise.get(s.name.as_str()).map_or(0.0, |n| n.1)
+                        } else {
+                            super::figures::Z95 * n.variance.sqrt()
+                        };
+                        CountFigure::new(&s.name, n.raw, half, complete(&s.name))
+                    })
+                    .collect();
+                let rates = f
+                    .rates
+                    .iter()
+                    .map(|r| {
+                        RateFigure::new(
+                            &r.name,
+                            &r.numerator,
+                            &r.denominator,
+                            rate(noisy(&r.numerator), noisy(&r.denominator)),
+                            complete(&r.numerator) && complete(&r.denominator),
+                        )
+                    })
+                    .collect();
+                out.push(BreakdownFigures {
+                    scope: scope.clone(),
+                    dimension: dimension.clone(),
+                    value,
+                    counts,
+                    rates,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Everything a quarter's publication shows, stored with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Publication {
@@ -302,12 +505,21 @@ pub struct Publication {
     pub distribution: String,
     pub scale: f64,
     pub k: u32,
+    /// ρ of the standard release.
     pub rho: f64,
+    /// ε of the standard release at the display δ.
     pub epsilon: f64,
     pub display_delta: f64,
     pub completeness: Vec<Completeness>,
     pub programs: Vec<ProgramFigures>,
     pub groups: Vec<GroupFigures>,
+    /// The equity release: its id, ρ, noise scale and `k`.
+    pub equity_release_id: Option<i64>,
+    pub equity_rho: f64,
+    pub equity_scale: f64,
+    pub equity_k: u32,
+    /// Identified, attempted and engaged by age band, sex, and race and ethnicity.
+    pub equity: Vec<BreakdownFigures>,
     pub note: String,
 }
 
@@ -528,6 +740,19 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         },
     )
     .await?;
+    let equity = match equity_spec(&catalog, opts.quarter, EQUITY_NOISE) {
+        Some(spec) => Some(
+            release(
+                warehouse,
+                &ReleaseRequest {
+                    spec,
+                    approver: opts.approver.clone(),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let ctx = open_session_at(&wh, &manifest)?;
     let programs = programs(&ctx).await?;
     let (per_program, groups) =
@@ -550,9 +775,20 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         rho: d_out["rho"].as_f64().unwrap_or(f64::NAN),
         epsilon: d_out["epsilon"].as_f64().unwrap_or(f64::NAN),
         display_delta: d_out["display_delta"].as_f64().unwrap_or(f64::NAN),
-        completeness,
         programs: per_program,
         groups,
+        equity_release_id: equity.as_ref().map(|e| e.id),
+        equity_rho: equity
+            .as_ref()
+            .and_then(|e| e.public.d_out["rho"].as_f64())
+            .unwrap_or(0.0),
+        equity_scale: EQUITY_NOISE.sigma,
+        equity_k: EQUITY_NOISE.k,
+        equity: equity
+            .as_ref()
+            .map(|e| breakdown_figures(&catalog, &e.public, &programs, &completeness))
+            .unwrap_or_default(),
+        completeness,
         note: PUBLICATION_NOTE.into(),
     };
     let document = serde_json::to_value(&publication).expect("publications serialise");
@@ -567,7 +803,7 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
     let superseded = current.filter(|c| c.id != id).map(|c| c.id);
     Ok(Published {
         publication_id: id,
-        fresh: out.fresh,
+        fresh: out.fresh || equity.as_ref().is_some_and(|e| e.fresh),
         superseded,
         publication,
     })
@@ -579,7 +815,12 @@ pub struct Plan {
     pub quarter: String,
     pub k: u32,
     pub sigma: f64,
+    /// ρ of the whole publication: the standard release plus the equity release.
     pub rho: f64,
+    /// ρ of the standard release alone.
+    pub rho_standard: f64,
+    /// ρ of the equity release (its own k and σ, [`EQUITY_NOISE`]).
+    pub rho_equity: f64,
     pub delta: f64,
     pub epsilon: f64,
     pub display_delta: f64,
@@ -634,12 +875,25 @@ pub async fn plan(
             )
         })
         .collect();
-    let rho = prepared.loss.rho;
+    let rho_standard = prepared.loss.rho;
+    let rho_equity = match equity_spec(&catalog, quarter, EQUITY_NOISE) {
+        Some(spec) => {
+            prepare(&ctx, &spec, &manifest.version().to_string(), &config)
+                .await?
+                .loss
+                .rho
+        }
+        None => 0.0,
+    };
+    // Composition of the two releases: their ρ add (zCDP).
+    let rho = rho_standard + rho_equity;
     Ok(Plan {
         quarter: quarter.to_string(),
         k: noise.k,
         sigma: noise.sigma,
         rho,
+        rho_standard,
+        rho_equity,
         delta: prepared.loss.delta,
         epsilon: epsilon_at(rho, config.display_delta)?,
         display_delta: config.display_delta,

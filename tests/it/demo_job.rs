@@ -26,11 +26,11 @@ fn the_demo_ingests_sets_a_budget_and_publishes_a_release() {
     );
     let ledger = Ledger::open(&tmp.path().join("warehouse")).unwrap();
     // The first release, then the standard metrics of each of the 8 quarters, each debited
-    // ρ = k·Σ B² / (2σ²) = 2·13 / (2·5.5²).
-    let per_quarter = 2.0 * 13.0 / (2.0 * 5.5 * 5.5);
+    // ρ = k·Σ B² / (2σ²) = 2·13 / (2·5.5²), plus the equity release, 6·3 / (2·8²).
+    let per_quarter = 2.0 * 13.0 / (2.0 * 5.5 * 5.5) + 6.0 * 3.0 / (2.0 * 8.0 * 8.0);
     let spent = ledger.show().unwrap().spent_rho;
     assert!((spent - (0.05 + 8.0 * per_quarter)).abs() < 1e-9, "{spent}");
-    assert_eq!(ledger.releases().unwrap().len(), 9);
+    assert_eq!(ledger.releases().unwrap().len(), 17);
     let quarters: Vec<String> = ledger
         .publications(None)
         .unwrap()

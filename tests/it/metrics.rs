@@ -294,11 +294,17 @@ fn publishing_twice_spends_once_and_the_debit_is_k_times_sum_b_squared_over_two_
     let wh = fixture_warehouse(tmp.path(), "2025-12-31");
     let first = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
     assert!(first.fresh);
-    // ρ = k·Σ B² / (2σ²) with k = 2, Σ B² = 13 (15 flags, two exclusive pairs), σ = 5.5.
+    // ρ = k·Σ B² / (2σ²) with k = 2, Σ B² = 13 (15 flags, two exclusive pairs), σ = 5.5;
+    // the equity release: k = 6 (three margins, two programs), Σ B² = 3, σ = 8.
     let rho = 2.0 * 13.0 / (2.0 * 5.5 * 5.5);
+    let equity = 6.0 * 3.0 / (2.0 * 8.0 * 8.0);
     let s = spent(&wh);
-    assert!((s - rho).abs() <= 1e-9 * rho, "spent {s}, expected {rho}");
+    assert!(
+        (s - rho - equity).abs() <= 1e-9,
+        "spent {s}, expected {rho} + {equity}"
+    );
     assert!((first.publication.rho - rho).abs() <= 1e-9 * rho);
+    assert!((first.publication.equity_rho - equity).abs() <= 1e-9 * equity);
     let again = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
     assert!(!again.fresh);
     assert_eq!(again.publication_id, first.publication_id);
@@ -306,6 +312,46 @@ fn publishing_twice_spends_once_and_the_debit_is_k_times_sum_b_squared_over_two_
     assert_eq!(spent(&wh), s, "a replay spends nothing");
     let stored = Ledger::open(&wh).unwrap().publications(None).unwrap();
     assert_eq!(stored.len(), 1);
+    assert_eq!(Ledger::open(&wh).unwrap().releases().unwrap().len(), 2);
+}
+
+#[test]
+fn the_equity_breakdowns_cover_every_margin_of_every_program_and_the_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let p = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    let eq = &p.publication.equity;
+    // (3 programs + statewide) × (8 age bands + 4 sexes + 8 race and ethnicity values).
+    assert_eq!(eq.len(), 4 * 20);
+    for b in eq {
+        let names: Vec<&str> = b.counts.iter().map(|c| c.statistic.as_str()).collect();
+        assert_eq!(names, ["identified", "attempted_7d", "engaged_30d"]);
+        assert_eq!(b.rates.len(), 2);
+    }
+    // Statewide is the sum of the programs' raw values, per margin.
+    for b in eq.iter().filter(|b| b.scope == "statewide") {
+        for c in &b.counts {
+            let sum: f64 = eq
+                .iter()
+                .filter(|x| {
+                    x.scope != "statewide" && x.dimension == b.dimension && x.value == b.value
+                })
+                .map(|x| {
+                    x.counts
+                        .iter()
+                        .find(|y| y.statistic == c.statistic)
+                        .unwrap()
+                        .raw
+                })
+                .sum();
+            assert_eq!(c.raw, sum);
+        }
+    }
+    // Values that belong to another dimension are not published as cells of this one.
+    assert!(
+        !eq.iter()
+            .any(|b| b.dimension == "sex" && b.value == "18_24")
+    );
 }
 
 #[test]
@@ -499,7 +545,8 @@ fn plan_and_publish_use_the_same_noise_plan() {
         .unwrap();
     assert_eq!(spent(&wh), 0.0, "a plan spends nothing");
     let published = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
-    assert_eq!(p.rho, published.publication.rho);
+    assert_eq!(p.rho_standard, published.publication.rho);
+    assert_eq!(p.rho_equity, published.publication.equity_rho);
     assert!((spent(&wh) - p.rho).abs() <= 1e-12);
     let release = Ledger::open(&wh)
         .unwrap()
@@ -532,7 +579,7 @@ fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
         "{}",
         p.sigma
     );
-    assert!((p.rho - 13.0 / (p.sigma * p.sigma)).abs() < 1e-9 * p.rho);
+    assert!((p.rho_standard - 13.0 / (p.sigma * p.sigma)).abs() < 1e-9 * p.rho_standard);
     // A slightly larger σ would miss the target: the budget is the smallest.
     let looser = rt()
         .block_on(plan(
