@@ -19,7 +19,7 @@ use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::queries::Catalog;
 use outreach_warehouse::queries::exact::exact;
 use outreach_warehouse::queries::publish::{
-    PublishOptions, STANDARD_ALLOCATION, StandardNoise, publish,
+    EQUITY_NOISE, PublishOptions, STANDARD_ALLOCATION, StandardNoise, publish,
 };
 use outreach_warehouse::synth::{SynthConfig, synth};
 use outreach_warehouse::warehouse::{Warehouse, open_session};
@@ -82,13 +82,32 @@ async fn run_exact(wh: &Path) -> usize {
     let ctx = open_session(&w).await.unwrap();
     outreach_warehouse::privacy::functions::register(&ctx);
     let q: Quarter = QUARTER.parse().unwrap();
-    exact(&ctx, &Catalog::standard().unwrap(), q)
+    let catalog = Catalog::standard().unwrap();
+    let n = exact(&ctx, &catalog, q).await.expect("exact").len();
+    // The equity file too, counted exactly per (program, dimension, value).
+    let f = catalog.files.iter().find(|f| f.is_breakdown()).unwrap();
+    let sums = f
+        .statistics
+        .iter()
+        .map(|s| format!("SUM(CAST({0} AS BIGINT)) AS {0}", s.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let df = ctx.sql(&f.sql).await.unwrap();
+    ctx.register_table("equity_rows", df.into_view()).unwrap();
+    let batches = ctx
+        .sql(&format!(
+            "SELECT program_id, dimension, value, {sums} FROM equity_rows WHERE quarter = '{QUARTER}' GROUP BY 1, 2, 3"
+        ))
         .await
-        .expect("exact")
-        .len()
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    n + batches.iter().map(|b| b.num_rows()).sum::<usize>()
 }
 
 async fn run_publish(wh: &Path, run: usize) -> usize {
+    let before = Ledger::open(wh).unwrap().releases().unwrap().len();
     let out = publish(
         wh,
         &PublishOptions {
@@ -100,11 +119,20 @@ async fn run_publish(wh: &Path, run: usize) -> usize {
                 k: 2,
                 sigma: 5.5 + run as f64 * 1e-9,
             },
+            equity_noise: StandardNoise {
+                k: EQUITY_NOISE.k,
+                sigma: EQUITY_NOISE.sigma + run as f64 * 1e-9,
+            },
         },
     )
     .await
     .expect("publish");
-    assert!(out.fresh, "every timed publication must draw afresh");
+    let after = Ledger::open(wh).unwrap().releases().unwrap().len();
+    assert_eq!(
+        after - before,
+        2,
+        "both releases of every timed publication draw afresh"
+    );
     out.publication.programs.len()
 }
 

@@ -17,7 +17,9 @@ use crate::privacy::spec::{
 };
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::quarter::Quarter;
-use crate::queries::publish::{PublishOptions, StandardNoise, plan, plan_for_target, publish};
+use crate::queries::publish::{
+    EQUITY_NOISE, PublishOptions, StandardNoise, plan, plan_for_target, publish,
+};
 use crate::queries::{self, Catalog};
 use crate::report::{self, Format};
 use crate::synth::{SynthConfig, synth};
@@ -487,6 +489,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 republish,
                 allow_incomplete,
                 noise: StandardNoise { k, sigma },
+                equity_noise: EQUITY_NOISE,
             };
             let published = runtime().block_on(publish(&warehouse, &opts))?;
             print!("{}", report::publication(&published, format));

@@ -15,8 +15,8 @@ use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::DomainSpec;
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::queries::publish::{
-    DEFAULT_ANNUAL_RHO, DEFAULT_STANDARD_RHO, PublishOptions, Published, STANDARD_ALLOCATION,
-    StandardNoise, publish,
+    DEFAULT_ANNUAL_RHO, DEFAULT_STANDARD_RHO, EQUITY_NOISE, PublishOptions, Published,
+    STANDARD_ALLOCATION, StandardNoise, publish,
 };
 use crate::synth::{SynthConfig, SynthSummary, synth};
 use crate::warehouse::{Status, Warehouse, status};
@@ -113,6 +113,7 @@ pub async fn run_demo(dir: &Path, cfg: &SynthConfig, progress: bool) -> Result<D
                     republish: false,
                     allow_incomplete: true,
                     noise: StandardNoise::default(),
+                    equity_noise: EQUITY_NOISE,
                 },
             )
             .await?,

@@ -96,7 +96,8 @@ pub struct RateEstimate {
 /// a rate: ≤ 0, or within twice its own 95% half-width of zero.
 pub fn rate(num: Noisy, den: Noisy) -> Option<RateEstimate> {
     let den_half = Z95 * den.variance.sqrt();
-    if !(den.raw > 0.0) || den.raw <= 2.0 * den_half {
+    // NaN fails every comparison: `is_nan` keeps a NaN denominator insufficient too.
+    if den.raw.is_nan() || den.raw <= 0.0 || den.raw <= 2.0 * den_half {
         return None;
     }
     let r = num.raw / den.raw;

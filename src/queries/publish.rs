@@ -384,6 +384,40 @@ pub struct GroupFigures {
     pub differences: Vec<DifferenceFigure>,
 }
 
+/// Per statistic of a release: the variance of its noise and OpenDP's 95% half-width.
+fn statistic_noise(res: &crate::privacy::release::ReleaseResult) -> BTreeMap<&str, (f64, f64)> {
+    res.statistics
+        .iter()
+        .map(|s| {
+            let kind = match s.distribution.as_str() {
+                "discrete_laplace" => NoiseKind::DiscreteLaplace,
+                _ => NoiseKind::DiscreteGaussian,
+            };
+            (
+                s.name.as_str(),
+                (noise_variance(kind, s.scale), s.half_width as f64),
+            )
+        })
+        .collect()
+}
+
+/// The count figure of a statistic summed over `programs` programs: one program keeps
+/// OpenDP's half-width of its noise; a sum uses the normal approximation, 1.96·√(Σ var).
+fn summed_count(
+    statistic: &str,
+    n: Noisy,
+    programs: usize,
+    noise: &BTreeMap<&str, (f64, f64)>,
+    complete: bool,
+) -> CountFigure {
+    let half = if programs == 1 {
+        noise.get(statistic).map_or(0.0, |n| n.1)
+    } else {
+        super::figures::Z95 * n.variance.sqrt()
+    };
+    CountFigure::new(statistic, n.raw, half, complete)
+}
+
 /// A breakdown's figures: one (dimension, value) of one program, or statewide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakdownFigures {
@@ -417,17 +451,9 @@ pub fn breakdown_figures(
             .find(|c| c.statistic == s)
             .is_some_and(|c| c.complete)
     };
+    let noise = statistic_noise(res);
     let mut raw: BTreeMap<(&str, &str, &str, &str), f64> = BTreeMap::new();
-    let mut noise: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     for s in &res.statistics {
-        let kind = match s.distribution.as_str() {
-            "discrete_laplace" => NoiseKind::DiscreteLaplace,
-            _ => NoiseKind::DiscreteGaussian,
-        };
-        noise.insert(
-            &s.name,
-            (noise_variance(kind, s.scale), s.half_width as f64),
-        );
         for (cell, v) in res.cells.iter().zip(&s.values) {
             raw.insert((&cell[pi], &cell[di], &cell[vi], &s.name), v.raw as f64);
         }
@@ -459,13 +485,13 @@ pub fn breakdown_figures(
                     .statistics
                     .iter()
                     .map(|s| {
-                        let n = noisy(&s.name);
-                        let half = if ids.len() == 1 {
-                            noise.get(s.name.as_str()).map_or(0.0, |n| n.1)
-                        } else {
-                            super::figures::Z95 * n.variance.sqrt()
-                        };
-                        CountFigure::new(&s.name, n.raw, half, complete(&s.name))
+                        summed_count(
+                            &s.name,
+                            noisy(&s.name),
+                            ids.len(),
+                            &noise,
+                            complete(&s.name),
+                        )
                     })
                     .collect();
                 let rates = f
@@ -548,17 +574,9 @@ pub fn figures(
         .map(|c| (c.statistic.as_str(), c.complete))
         .collect();
     // Per statistic: its noise variance and OpenDP half-width.
-    let mut noise: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    let noise = statistic_noise(res);
     let mut values: BTreeMap<(&str, &str), f64> = BTreeMap::new();
     for s in &res.statistics {
-        let kind = match s.distribution.as_str() {
-            "discrete_laplace" => NoiseKind::DiscreteLaplace,
-            _ => NoiseKind::DiscreteGaussian,
-        };
-        noise.insert(
-            s.name.as_str(),
-            (noise_variance(kind, s.scale), s.half_width as f64),
-        );
         for (cell, v) in res.cells.iter().zip(&s.values) {
             values.insert((cell[pi].as_str(), s.name.as_str()), v.raw as f64);
         }
@@ -579,16 +597,7 @@ pub fn figures(
         };
         let counts: Vec<CountFigure> = stats
             .iter()
-            .map(|s| {
-                let n = noisy(s);
-                // One program: OpenDP's half-width; a sum: the normal approximation.
-                let half = if ids.len() == 1 {
-                    noise.get(s).map_or(0.0, |n| n.1)
-                } else {
-                    super::figures::Z95 * n.variance.sqrt()
-                };
-                CountFigure::new(s, n.raw, half, is_complete(s))
-            })
+            .map(|s| summed_count(s, noisy(s), ids.len(), &noise, is_complete(s)))
             .collect();
         let mut estimates: BTreeMap<&str, Option<RateEstimate>> = BTreeMap::new();
         let mut rates = Vec::new();
@@ -669,6 +678,8 @@ pub struct PublishOptions {
     pub republish: bool,
     pub allow_incomplete: bool,
     pub noise: StandardNoise,
+    /// The equity release's noise ([`EQUITY_NOISE`] by default).
+    pub equity_noise: StandardNoise,
 }
 
 /// What `publish` did.
@@ -740,7 +751,7 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         },
     )
     .await?;
-    let equity = match equity_spec(&catalog, opts.quarter, EQUITY_NOISE) {
+    let equity = match equity_spec(&catalog, opts.quarter, opts.equity_noise) {
         Some(spec) => Some(
             release(
                 warehouse,
@@ -782,8 +793,8 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
             .as_ref()
             .and_then(|e| e.public.d_out["rho"].as_f64())
             .unwrap_or(0.0),
-        equity_scale: EQUITY_NOISE.sigma,
-        equity_k: EQUITY_NOISE.k,
+        equity_scale: opts.equity_noise.sigma,
+        equity_k: opts.equity_noise.k,
         equity: equity
             .as_ref()
             .map(|e| breakdown_figures(&catalog, &e.public, &programs, &completeness))

@@ -15,8 +15,8 @@ use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::queries::exact::exact;
 use outreach_warehouse::queries::figures::Z95;
 use outreach_warehouse::queries::publish::{
-    PublishOptions, STANDARD_ALLOCATION, StandardNoise, completeness, plan, plan_for_target,
-    publish, standard_spec,
+    EQUITY_NOISE, PublishOptions, STANDARD_ALLOCATION, StandardNoise, completeness, plan,
+    plan_for_target, publish, standard_spec,
 };
 use outreach_warehouse::queries::{Catalog, MetricFile, docs};
 use outreach_warehouse::warehouse::{Warehouse, open_session};
@@ -74,6 +74,7 @@ fn opts(quarter: &str) -> PublishOptions {
         republish: false,
         allow_incomplete: false,
         noise: StandardNoise::default(),
+        equity_noise: EQUITY_NOISE,
     }
 }
 
