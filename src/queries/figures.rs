@@ -4,9 +4,12 @@
 //! costs no privacy budget (privacy model §3).
 //!
 //! Every figure keeps its raw value beside its display value, so sums stay unbiased, and an
-//! interval that covers the noise (not sampling error) with probability at least 95%:
-//! counts use OpenDP's half-width of their noise; rates and differences use the delta
-//! method on the noise variances, with z = 1.96.
+//! interval for the noise (not sampling error): a program's count uses OpenDP's half-width
+//! (coverage at least 95%); a sum over programs the normal approximation rounded up to a
+//! whole number; rates and differences the delta method with z = 1.96 on variances no
+//! smaller than those half-widths imply (`publish::rate_variance`). The last two are
+//! approximations; `tests/it/metrics_utility.rs` computes their exact coverage (at least
+//! 95.3% on its data, for denominators of 100 or more) and checks it by simulation.
 
 use serde::{Deserialize, Serialize};
 

@@ -401,8 +401,24 @@ fn statistic_noise(res: &crate::privacy::release::ReleaseResult) -> BTreeMap<&st
         .collect()
 }
 
-/// The count figure of a statistic summed over `programs` programs: one program keeps
-/// OpenDP's half-width of its noise; a sum uses the normal approximation, 1.96·√(Σ var).
+/// The whole-number half-width that covers a count's noise with probability at least 95%:
+/// OpenDP's for one program's count; for a sum over programs the normal approximation,
+/// rounded up, since the summed noise is a whole number too (1.96·√(Σ var) itself would
+/// cover it only about 94.8% of the time).
+fn covering_half_width(
+    statistic: &str,
+    n: Noisy,
+    programs: usize,
+    noise: &BTreeMap<&str, (f64, f64)>,
+) -> f64 {
+    if programs == 1 {
+        noise.get(statistic).map_or(0.0, |n| n.1)
+    } else {
+        (super::figures::Z95 * n.variance.sqrt()).ceil()
+    }
+}
+
+/// The count figure of a statistic summed over `programs` programs.
 fn summed_count(
     statistic: &str,
     n: Noisy,
@@ -410,12 +426,36 @@ fn summed_count(
     noise: &BTreeMap<&str, (f64, f64)>,
     complete: bool,
 ) -> CountFigure {
-    let half = if programs == 1 {
-        noise.get(statistic).map_or(0.0, |n| n.1)
-    } else {
-        super::figures::Z95 * n.variance.sqrt()
-    };
+    let half = covering_half_width(statistic, n, programs, noise);
     CountFigure::new(statistic, n.raw, half, complete)
+}
+
+/// A count as it enters a rate: its variance at least (h/1.96)² for its covering half-width
+/// h, so that a rate's delta-method interval covers whole-number noise as its counts' do
+/// (with the noise variance itself, a rate near 0 covers only about 94.4%).
+fn for_rate(
+    statistic: &str,
+    n: Noisy,
+    programs: usize,
+    noise: &BTreeMap<&str, (f64, f64)>,
+) -> Noisy {
+    let single = noise.get(statistic).map_or(0.0, |n| n.1);
+    Noisy {
+        raw: n.raw,
+        variance: rate_variance(programs, n.variance, single),
+    }
+}
+
+/// The variance with which a count summed over `programs` programs (noise variance
+/// `variance`; one program's OpenDP half-width `single_half_width`) enters a rate: the larger
+/// of its noise variance and (h/1.96)² for its covering half-width h ([`for_rate`]).
+pub fn rate_variance(programs: usize, variance: f64, single_half_width: f64) -> f64 {
+    let h = if programs == 1 {
+        single_half_width
+    } else {
+        (super::figures::Z95 * variance.sqrt()).ceil()
+    } / super::figures::Z95;
+    variance.max(h * h)
 }
 
 /// A breakdown's figures: one (dimension, value) of one program, or statewide.
@@ -502,7 +542,10 @@ pub fn breakdown_figures(
                             &r.name,
                             &r.numerator,
                             &r.denominator,
-                            rate(noisy(&r.numerator), noisy(&r.denominator)),
+                            rate(
+                                for_rate(&r.numerator, noisy(&r.numerator), ids.len(), &noise),
+                                for_rate(&r.denominator, noisy(&r.denominator), ids.len(), &noise),
+                            ),
                             complete(&r.numerator) && complete(&r.denominator),
                         )
                     })
@@ -604,7 +647,10 @@ pub fn figures(
         let mut differences = Vec::new();
         for f in catalog.per_program() {
             for r in &f.rates {
-                let e = rate(noisy(&r.numerator), noisy(&r.denominator));
+                let e = rate(
+                    for_rate(&r.numerator, noisy(&r.numerator), ids.len(), &noise),
+                    for_rate(&r.denominator, noisy(&r.denominator), ids.len(), &noise),
+                );
                 estimates.insert(r.name.as_str(), e);
                 rates.push(RateFigure::new(
                     &r.name,
@@ -864,13 +910,14 @@ pub async fn plan(
     for (j, s) in prepared.spec.statistics.iter().enumerate() {
         counts.push((s.name.clone(), prepared.noise.half_width(j)?));
     }
+    // As in publish (`for_rate`): a count enters a rate with its noise variance, or
+    // (h/1.96)² for its whole-number half-width h if that is larger.
     let variance_of = |name: &str| {
-        prepared
-            .spec
-            .statistics
-            .iter()
-            .position(|s| s.name == name)
-            .map_or(f64::NAN, |j| prepared.noise.variance(j))
+        let j = prepared.spec.statistics.iter().position(|s| s.name == name);
+        j.map_or(f64::NAN, |j| {
+            let h = counts[j].1 as f64 / super::figures::Z95;
+            prepared.noise.variance(j).max(h * h)
+        })
     };
     let rates = catalog
         .per_program()
@@ -915,7 +962,7 @@ pub async fn plan(
 }
 
 /// The largest 95% half-width of a rate at denominator `n` over true rates p in [0, 1]:
-/// 1.96·√(Var N + p²·Var D)/n, largest at p = 1.
+/// 1.96·√(Var N + p²·Var D)/n, largest at p = 1 (the variances as a rate uses them).
 pub fn rate_half_width(var_num: f64, var_den: f64, n: f64) -> f64 {
     super::figures::Z95 * (var_num + var_den).sqrt() / n
 }

@@ -10,6 +10,7 @@ mod ingest_rows;
 mod ingest_safety;
 mod ledger;
 mod metrics;
+mod metrics_utility;
 mod parquet_roundtrip;
 mod privacy_allowlist_audit;
 mod privacy_analyser;

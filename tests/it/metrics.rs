@@ -397,7 +397,9 @@ fn published_figures_are_clamped_keep_raw_values_and_sum_over_groups() {
             })
             .sum();
         assert_eq!(c.raw, sum, "{}", c.statistic);
-        let half = Z95 * (3.0 * 5.5f64 * 5.5).sqrt();
+        // 1.96·√(3σ²) = 18.67, rounded up: the summed noise is a whole number.
+        let half = (Z95 * (3.0 * 5.5f64 * 5.5).sqrt()).ceil();
+        assert_eq!(half, 19.0);
         assert!((c.upper - (c.raw + half).max(0.0)).abs() < 1e-9, "{c:?}");
     }
     // Every grouping is there, each program in exactly one group of each.
@@ -558,9 +560,12 @@ fn plan_and_publish_use_the_same_noise_plan() {
         let planned = p.counts.iter().find(|(n, _)| *n == s.name).unwrap().1;
         assert_eq!(planned, s.half_width, "{}", s.name);
     }
-    // The worst rate half-width at n: 1.96·σ·√2 / n.
+    // The worst rate half-width at n: 1.96·√(2v) / n, with v the larger of σ² and (h/1.96)²
+    // for the counts' whole-number half-width h = 11 (OpenDP's, at σ = 5.5).
+    assert!(p.counts.iter().all(|(_, h)| *h == 11), "{:?}", p.counts);
+    let v = (5.5f64 * 5.5).max((11.0 / Z95) * (11.0 / Z95));
     for (_, h) in &p.rates {
-        assert!((h - Z95 * 5.5 * 2f64.sqrt() / 200.0).abs() < 1e-12);
+        assert!((h - Z95 * (2.0 * v).sqrt() / 200.0).abs() < 1e-12, "{h}");
     }
     // The default budget meets the ±8 points target at 200 survivors for every rate.
     assert!(p.rates.iter().all(|(_, h)| *h < 0.08));
