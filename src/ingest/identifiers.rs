@@ -324,21 +324,65 @@ impl Run {
     }
 }
 
+/// A fast proof that [`number_kind`]'s scan would find nothing, for the common id shape of
+/// ASCII letters and digits only (`OD000000001`, `pk56636c115697669c`). With no separator,
+/// digits form no written shape; a run of nine or more digits is then an SSN or a phone
+/// number only when it opens the value, or stands after a label word (glued or anywhere
+/// before). So: letters and digits only, no label word, and every run of nine or more digits
+/// glued to a word before it. Anything else takes the full scan; a unit test checks the two
+/// agree on random values.
+fn plainly_no_number(v: &[u8]) -> bool {
+    if !v.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let mut i = 0;
+    let mut after_word = false;
+    while i < v.len() {
+        let start = i;
+        if v[i].is_ascii_alphabetic() {
+            while i < v.len() && v[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            if is_known_label(&v[start..i]) {
+                return false;
+            }
+            after_word = true;
+        } else {
+            while i < v.len() && v[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i - start >= 9 && !after_word {
+                return false;
+            }
+            after_word = false;
+        }
+    }
+    true
+}
+
 fn is_known_label(word: &[u8]) -> bool {
+    // The longest label is `telephone`: most words end the search at their length.
+    if word.is_empty() || word.len() > 9 {
+        return false;
+    }
     NUMBER_LABELS
         .iter()
-        .any(|l| l.as_bytes().eq_ignore_ascii_case(word))
+        .any(|l| l.len() == word.len() && l.as_bytes().eq_ignore_ascii_case(word))
 }
 
 /// An SSN or phone number among the runs of digits of a value (see [`identifier_value`]).
 fn number_kind(v: &[u8]) -> Option<IdentifierKind> {
+    // Nine digits need nine bytes: most values stop here, before any byte is read.
+    if v.len() < 9 {
+        return None;
+    }
     // Fewer than nine digits (counting full-width ones, whose UTF-8 starts with 0xEF) hold no
     // SSN or phone number: most values stop here.
     let digits = v
         .iter()
         .filter(|b| b.is_ascii_digit() || **b == 0xEF)
         .count();
-    if digits < 9 {
+    if digits < 9 || plainly_no_number(v) {
         return None;
     }
     let text = String::from_utf8_lossy(v);
@@ -499,6 +543,62 @@ fn holds_email(v: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The full scan, without the fast path.
+    fn scanned(v: &[u8]) -> Option<IdentifierKind> {
+        let text = String::from_utf8_lossy(v);
+        let text = text
+            .trim()
+            .trim_end_matches(|c: char| is_separator(c) || is_label_joiner(c));
+        let mut scan = NumberScan::default();
+        for c in text.chars() {
+            if let Some(k) = scan.push(c) {
+                return Some(k);
+            }
+        }
+        scan.run.and_then(|r| r.kind(true))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// Whenever the fast path says "no number", the full scan agrees: random values of
+        /// letters, digit runs and label words, the shapes ids take.
+        #[test]
+        fn the_fast_path_never_hides_what_the_scan_finds(
+            parts in proptest::collection::vec(proptest::prop_oneof![
+                proptest::string::string_regex("[A-Za-z]{1,3}").unwrap(),
+                proptest::string::string_regex("[0-9]{1,12}").unwrap(),
+                proptest::sample::select(vec![
+                    "x".to_string(), "ssn".into(), "No".into(), "tel".into(), "PH".into(),
+                    "OD".into(), "pk".into(), "E".into(),
+                ]),
+            ], 1..6)
+        ) {
+            let v = parts.concat();
+            if plainly_no_number(v.as_bytes()) {
+                proptest::prop_assert_eq!(scanned(v.as_bytes()), None, "{}", v);
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_ids_and_leaves_numbers_to_the_scan() {
+        // is_known_label stops at words longer than the longest label.
+        assert!(NUMBER_LABELS.iter().all(|l| l.len() <= 9));
+        assert!(is_known_label(b"TELEPHONE") && !is_known_label(b"telephones"));
+        for id in ["OD000000001", "pk56636c115697669c", "E123456789"] {
+            assert!(plainly_no_number(id.as_bytes()), "{id}");
+        }
+        for v in [
+            "123456789",
+            "x6175550100",
+            "ssn123456789",
+            "ab12 345678",
+            "no123456789",
+        ] {
+            assert!(!plainly_no_number(v.as_bytes()), "{v}");
+        }
+    }
 
     #[test]
     fn flags_identifier_column_names() {
