@@ -10,8 +10,12 @@
 //! measured per path in a child process (`--only publish|exact`), as VmHWM.
 //! Environment: `BENCH_PERSONS` (default 1,000,000), `BENCH_RUNS` (default 5).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use common::{child_peak_mib, median, peak_rss_mib};
 
 use outreach_warehouse::ingest::{IngestOptions, ingest};
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
@@ -65,16 +69,6 @@ fn prepare_data(root: &Path, persons: usize) -> PathBuf {
         l.allocate(STANDARD_ALLOCATION, 1e6).expect("allocation");
     }
     wh
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 async fn run_exact(wh: &Path) -> usize {
@@ -136,11 +130,6 @@ async fn run_publish(wh: &Path, run: usize) -> usize {
     out.publication.programs.len()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let persons: usize = std::env::var("BENCH_PERSONS")
@@ -200,25 +189,13 @@ fn main() {
         );
     }
     let (e, p) = (median(&mut ex), median(&mut pb));
-    let peak = |which: &str| -> String {
-        let out = std::process::Command::new(&args[0])
-            .args(["--only", which])
-            .env("BENCH_PERSONS", persons.to_string())
-            .output()
-            .expect("child");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("peak_mib "))
-            .unwrap_or("?")
-            .to_string()
-    };
     println!(
         "median of {runs}: exact metric SQL {e:.3} s, publish {p:.3} s (target < 5 s), ratio {:.2} (target <= 1.5)",
         p / e
     );
     println!(
         "peak memory: exact {} MiB, publish {} MiB (target < 1536 MiB)",
-        peak("exact"),
-        peak("publish")
+        child_peak_mib("exact", persons),
+        child_peak_mib("publish", persons)
     );
 }

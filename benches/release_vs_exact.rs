@@ -8,8 +8,12 @@
 //! process (`--only release|exact`), as VmHWM from `/proc/self/status`.
 //! Environment: `BENCH_PERSONS` (default 1,000,000), `BENCH_RUNS` (default 5).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use common::{child_peak_mib, median, peak_rss_mib};
 
 use outreach_warehouse::ingest::{IngestOptions, ingest};
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
@@ -113,16 +117,6 @@ fn prepare_data(root: &Path, persons: usize) -> (PathBuf, SynthConfig) {
     (wh, cfg)
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 async fn run_exact(wh: &Path) -> usize {
     let w = Warehouse::open(wh).unwrap();
     let ctx = open_session(&w).await.unwrap();
@@ -149,11 +143,6 @@ async fn run_release(wh: &Path, rho: f64, first: Quarter, last: Quarter) -> usiz
     .expect("release");
     assert!(out.fresh, "every timed release must draw afresh");
     out.public.result.cells.len()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -226,25 +215,13 @@ fn main() {
         );
     }
     let (e, d) = (median(&mut exact), median(&mut dp));
-    let peak = |which: &str| -> String {
-        let out = std::process::Command::new(&args[0])
-            .args(["--only", which])
-            .env("BENCH_PERSONS", persons.to_string())
-            .output()
-            .expect("child");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("peak_mib "))
-            .unwrap_or("?")
-            .to_string()
-    };
     println!(
         "median of {runs}: exact COUNT(DISTINCT) {e:.3} s, DP release {d:.3} s, ratio {:.2} (target <= 1.5)",
         d / e
     );
     println!(
         "peak memory: exact {} MiB, release {} MiB",
-        peak("exact"),
-        peak("release")
+        child_peak_mib("exact", persons),
+        child_peak_mib("release", persons)
     );
 }
