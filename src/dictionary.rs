@@ -72,8 +72,9 @@ pub fn from_epoch_days(days: i32) -> NaiveDate {
 }
 
 /// Direct identifiers as they are usually written with separators. A declared id pattern
-/// must accept none of them: a value that its column's pattern accepts is not refused as a
-/// direct identifier (see `ingest`), so a pattern this loose would switch the check off.
+/// must accept none of them. The identifier scan of `ingest` refuses them whatever the
+/// column declares; a pattern that admits them is a sign the declaration is wrong, so the
+/// dictionary refuses it as well (defence in depth).
 pub const IDENTIFIER_EXAMPLES: [&str; 10] = [
     "123-45-6789",
     "123 45 6789",
@@ -160,8 +161,8 @@ pub struct Column {
     #[serde(default)]
     pub references: Option<String>,
     /// The format of an `id` column's values (see [`IdPattern`]). A value must match it
-    /// whole. A value shaped like an SSN or a phone number that the pattern accepts is taken
-    /// as the id it is declared to be, not refused as a direct identifier.
+    /// whole. It exempts no value from the identifier scan: a value shaped like an SSN or a
+    /// phone number refuses the file in any column.
     #[serde(default)]
     pub pattern: Option<String>,
 }
@@ -492,8 +493,8 @@ impl Dictionary {
              an empty field is a missing value.\n\n\
              Patterns: an `id` column with a pattern accepts only values that match it whole. A pattern is a sequence of \
              characters and `[...]` classes (ranges such as `a-z` allowed), each optionally followed by `?`, `{n}` or `{m,n}`; \
-             `|` separates alternatives. A value shaped like a social security or phone number refuses the whole file, \
-             unless it sits in a column whose pattern accepts it; no pattern may accept such numbers written with separators.\n\n",
+             `|` separates alternatives. A value shaped like a social security or phone number refuses the whole file \
+             in any column; no pattern may accept such numbers written with separators.\n\n",
         );
         for t in &self.tables {
             let _ = writeln!(md, "- [`{}`](#{}): {}", t.name, t.name, t.description);

@@ -326,27 +326,9 @@ fn cast_target_allowed(to: &DataType) -> bool {
     )
 }
 
-/// Types a cast may read.
+/// Types a cast may read: those it may produce, NULL, and dictionaries of text.
 fn cast_source_allowed(from: &DataType) -> bool {
-    use DataType::*;
-    matches!(
-        from,
-        Null | Boolean
-            | Int8
-            | Int16
-            | Int32
-            | Int64
-            | UInt8
-            | UInt16
-            | UInt32
-            | UInt64
-            | Float32
-            | Float64
-            | Utf8
-            | LargeUtf8
-            | Utf8View
-            | Date32
-    ) || dict_of_strings(from)
+    *from == DataType::Null || cast_target_allowed(from) || dict_of_strings(from)
 }
 
 /// Why a cast from `from` to `to` is refused, or `None` when it cannot raise on any value.
