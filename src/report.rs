@@ -464,7 +464,7 @@ pub fn publication(p: &crate::queries::publish::Published, format: Format) -> St
             let mut out = String::new();
             let _ = writeln!(
                 out,
-                "{} {}: release {} from dataset {}, {} noise with scale {}, k = {}, rho = {:.4} (epsilon {:.3} at delta = {:e}){}",
+                "{} {}: release {} from dataset {}, {} noise with scale {}, k = {}, rho = {:.4} (epsilon {:.3} at delta = {:e}); equity release {}, rho = {:.4}; rho of the publication {:.4}{}",
                 if p.fresh {
                     "Published"
                 } else {
@@ -479,6 +479,10 @@ pub fn publication(p: &crate::queries::publish::Published, format: Format) -> St
                 doc.rho,
                 doc.epsilon,
                 doc.display_delta,
+                doc.equity_release_id
+                    .map_or("-".to_string(), |id| id.to_string()),
+                doc.equity_rho,
+                doc.rho + doc.equity_rho,
                 p.superseded
                     .map(|s| format!("; supersedes publication {s}"))
                     .unwrap_or_default(),

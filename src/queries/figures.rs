@@ -154,7 +154,7 @@ pub struct DifferenceFigure {
     pub raw: Option<f64>,
     pub lower: Option<f64>,
     pub upper: Option<f64>,
-    /// The 95% half-width before clipping, for pooling and for power statements.
+    /// The standard error of the noise (before clipping), for pooling and power statements.
     pub standard_error: Option<f64>,
     pub insufficient_data: bool,
     pub complete: bool,

@@ -38,8 +38,6 @@ pub enum QueriesError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("metric `{0}` is not in the catalog (see `outreach metrics`)")]
-    UnknownMetric(String),
     #[error("{file}: {message}")]
     Run { file: String, message: String },
     #[error(
@@ -69,7 +67,6 @@ impl QueriesError {
     pub fn fault(&self) -> Fault {
         match self {
             QueriesError::Declaration { .. }
-            | QueriesError::UnknownMetric(_)
             | QueriesError::Incomplete { .. }
             | QueriesError::AlreadyPublished { .. } => Fault::BadInput,
             QueriesError::Read { .. } | QueriesError::Run { .. } => Fault::Internal,
@@ -96,9 +93,6 @@ pub const STANDARD_FILES: &[(&str, &str)] = &[
         include_str!("../../queries/standard/equity.sql"),
     ),
 ];
-
-/// The folder of the standard metric files, relative to the repository root.
-pub const STANDARD_DIR: &str = "queries/standard";
 
 /// One 0/1 statistic of a metric file: a count of persons in the cohort.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -327,14 +321,6 @@ impl Catalog {
             }
         }
         Ok(Catalog { files })
-    }
-
-    /// The file named `name`.
-    pub fn file(&self, name: &str) -> Result<&MetricFile> {
-        self.files
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| QueriesError::UnknownMetric(name.to_string()))
     }
 
     /// The files without breakdowns: one row per person and (program, quarter).

@@ -24,9 +24,7 @@ use crate::ledger::Ledger;
 use crate::ledger::publications::NewPublication;
 use crate::privacy::mechanism::{epsilon_at, noise_variance};
 use crate::privacy::release::{PublicRelease, prepare};
-use crate::privacy::spec::{
-    CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
-};
+use crate::privacy::spec::{CellSpec, DomainSpec, QuerySpec, StatisticKind, StatisticSpec};
 use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, functions, release};
 use crate::quarter::Quarter;
 use crate::warehouse::{Warehouse, open_session_at};
@@ -113,15 +111,9 @@ pub fn standard_spec(catalog: &Catalog, quarter: Quarter, noise: StandardNoise) 
             .map(|s| (s.clone(), noise.sigma))
             .collect(),
         allocation: STANDARD_ALLOCATION.into(),
-        ratios: catalog
-            .per_program()
-            .flat_map(|f| &f.rates)
-            .map(|r| RatioSpec {
-                name: r.name.clone(),
-                numerator: r.numerator.clone(),
-                denominator: r.denominator.clone(),
-            })
-            .collect(),
+        // The rates are the publication's own post-processing (`figures`), with intervals
+        // that cover whole-number noise; the release stores the counts only.
+        ratios: Vec::new(),
         delta: None,
     }
 }
@@ -411,10 +403,20 @@ fn covering_half_width(
     programs: usize,
     noise: &BTreeMap<&str, (f64, f64)>,
 ) -> f64 {
+    covering(
+        programs,
+        n.variance,
+        noise.get(statistic).map_or(0.0, |n| n.1),
+    )
+}
+
+/// [`covering_half_width`] from the numbers: `single_half_width` for one program, the normal
+/// approximation rounded up for a sum of noise variance `variance`.
+fn covering(programs: usize, variance: f64, single_half_width: f64) -> f64 {
     if programs == 1 {
-        noise.get(statistic).map_or(0.0, |n| n.1)
+        single_half_width
     } else {
-        (super::figures::Z95 * n.variance.sqrt()).ceil()
+        (super::figures::Z95 * variance.sqrt()).ceil()
     }
 }
 
@@ -450,11 +452,7 @@ fn for_rate(
 /// `variance`; one program's OpenDP half-width `single_half_width`) enters a rate: the larger
 /// of its noise variance and (h/1.96)² for its covering half-width h ([`for_rate`]).
 pub fn rate_variance(programs: usize, variance: f64, single_half_width: f64) -> f64 {
-    let h = if programs == 1 {
-        single_half_width
-    } else {
-        (super::figures::Z95 * variance.sqrt()).ceil()
-    } / super::figures::Z95;
+    let h = covering(programs, variance, single_half_width) / super::figures::Z95;
     variance.max(h * h)
 }
 
@@ -915,8 +913,7 @@ pub async fn plan(
     let variance_of = |name: &str| {
         let j = prepared.spec.statistics.iter().position(|s| s.name == name);
         j.map_or(f64::NAN, |j| {
-            let h = counts[j].1 as f64 / super::figures::Z95;
-            prepared.noise.variance(j).max(h * h)
+            rate_variance(1, prepared.noise.variance(j), counts[j].1 as f64)
         })
     };
     let rates = catalog
