@@ -650,6 +650,21 @@ fn entries() -> Vec<Entry> {
             });
         }
     }
+    // LIKE patterns: the longest allowed (1000 characters of wildcards, the costliest to
+    // compile and match, also case-folded) runs on every row; one character more is refused.
+    let worst = "%_".repeat(500);
+    for (op, pattern, expect) in [
+        ("LIKE", worst.clone(), Expect::Runs),
+        ("ILIKE", worst.clone(), Expect::Runs),
+        ("LIKE", format!("{worst}a"), Expect::Refused),
+    ] {
+        out.push(Entry {
+            tag: "like pattern length",
+            form: Form::Scalar,
+            expr: format!("s {op} '{pattern}'"),
+            expect,
+        });
+    }
     out
 }
 
