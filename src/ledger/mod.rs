@@ -235,6 +235,108 @@ fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
+/// Whether `allocation` and the warehouse budget can pay (`rho`, `delta`) now: the checks of
+/// [`Ledger::begin_release`], run inside its transaction, and by
+/// [`Ledger::check_affordable`] for a plan that spends nothing.
+fn check_budget(
+    conn: &Connection,
+    path: &Path,
+    allocation: &str,
+    rho: f64,
+    delta: f64,
+) -> Result<()> {
+    let e = sql_err(path);
+    let period = current_period(conn).map_err(&e)?;
+    if now() > period.ends {
+        return Err(LedgerError::HorizonEnded(period.ends));
+    }
+    let allocated: Option<f64> = conn
+        .query_row(
+            "SELECT sum(rho) FROM allocations WHERE budget_id = ?1 AND name = ?2",
+            params![period.id, allocation],
+            |row| row.get(0),
+        )
+        .map_err(&e)?;
+    let Some(allocated) = allocated else {
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT name FROM allocations WHERE budget_id = ?1 ORDER BY name")
+            .map_err(&e)?;
+        let known: Vec<String> = stmt
+            .query_map(params![period.id], |row| row.get(0))
+            .map_err(&e)?
+            .collect::<Result<_, _>>()
+            .map_err(&e)?;
+        return Err(LedgerError::UnknownAllocation {
+            name: allocation.to_string(),
+            known: if known.is_empty() {
+                "(none: create one with `outreach budget allocate NAME RHO`)".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    };
+    let (spent_total, spent_delta): (f64, f64) = conn
+        .query_row(
+            "SELECT coalesce(sum(rho), 0), coalesce(sum(delta), 0) FROM debits WHERE budget_id = ?1",
+            params![period.id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(&e)?;
+    let (spent_alloc, spent_alloc_delta): (f64, f64) = conn
+        .query_row(
+            "SELECT coalesce(sum(rho), 0), coalesce(sum(delta), 0) FROM debits WHERE budget_id = ?1 AND allocation = ?2",
+            params![period.id, allocation],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(&e)?;
+    let allocated_delta: f64 = conn
+        .query_row(
+            "SELECT coalesce(sum(delta), 0) FROM allocation_deltas WHERE budget_id = ?1 AND name = ?2",
+            params![period.id, allocation],
+            |row| row.get(0),
+        )
+        .map_err(&e)?;
+    if spent_alloc + rho > allocated * (1.0 + SLACK) {
+        return Err(LedgerError::OverBudget {
+            quantity: "rho",
+            scope: format!("allocation '{}'", allocation),
+            needed: rho,
+            remaining: (allocated - spent_alloc).max(0.0),
+            total: allocated,
+        });
+    }
+    if spent_total + rho > period.total_rho * (1.0 + SLACK) {
+        return Err(LedgerError::OverBudget {
+            quantity: "rho",
+            scope: "the warehouse budget".into(),
+            needed: rho,
+            remaining: (period.total_rho - spent_total).max(0.0),
+            total: period.total_rho,
+        });
+    }
+    if spent_delta + delta > period.total_delta * (1.0 + SLACK) + f64::MIN_POSITIVE {
+        return Err(LedgerError::OverBudget {
+            quantity: "delta",
+            scope: "the warehouse delta budget".into(),
+            needed: delta,
+            remaining: (period.total_delta - spent_delta).max(0.0),
+            total: period.total_delta,
+        });
+    }
+    if delta > 0.0
+        && spent_alloc_delta + delta > allocated_delta * (1.0 + SLACK) + f64::MIN_POSITIVE
+    {
+        return Err(LedgerError::OverBudget {
+            quantity: "delta",
+            scope: format!("the delta budget of allocation '{}'", allocation),
+            needed: delta,
+            remaining: (allocated_delta - spent_alloc_delta).max(0.0),
+            total: allocated_delta,
+        });
+    }
+    Ok(())
+}
+
 /// Brings a ledger of an older schema up to [`SCHEMA_VERSION`], inside `tx`. Only adds
 /// tables and triggers: no row is updated or deleted.
 fn upgrade(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
@@ -440,6 +542,58 @@ impl Ledger {
         }
         ledger.migrate()?;
         Ok(ledger)
+    }
+
+    /// Opens the ledger for reading only, with SQLite's read-only flag: every write through
+    /// it fails in SQLite itself, whatever the code above asks. The API server opens the
+    /// ledger and release store this way. It never migrates: a ledger of an older schema is
+    /// refused until a command of the steward's has upgraded it.
+    pub fn open_read_only(warehouse: &Path) -> Result<Ledger> {
+        use rusqlite::OpenFlags;
+        let path = Self::path_in(warehouse);
+        if !path.exists() {
+            return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&path, flags).map_err(sql_err(&path))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sql_err(&path))?;
+        let ledger = Ledger { path, conn };
+        if ledger.current_period_opt()?.is_none() {
+            return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
+        }
+        let found = schema_version(&ledger.conn).map_err(ledger.e())?;
+        if found != SCHEMA_VERSION {
+            return Err(LedgerError::Corrupt {
+                path: ledger.path.clone(),
+                message: format!(
+                    "schema version {found}, this build reads {SCHEMA_VERSION}: run `outreach budget show` once to upgrade it"
+                ),
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// SQLite's `data_version`: it changes whenever another connection commits to the
+    /// ledger, so a reader can tell cheaply that it must reload.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.e())
+    }
+
+    /// Whether this connection was opened read-only ([`Ledger::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
+    }
+
+    /// Checks that a release debiting (`rho`, `delta`) from `allocation` would be paid now,
+    /// without debiting anything: the same checks as [`Ledger::begin_release`]. Works on a
+    /// read-only ledger.
+    pub fn check_affordable(&self, allocation: &str, rho: f64, delta: f64) -> Result<()> {
+        check_budget(&self.conn, &self.path, allocation, rho, delta)
     }
 
     /// Upgrades an older ledger's schema in place (see the module docs), under the write
@@ -882,94 +1036,8 @@ impl Ledger {
         if let Some(id) = existing {
             return Ok(Begin::Existing(id));
         }
+        check_budget(&tx, &path, &r.allocation, r.rho, r.delta)?;
         let period = current_period(&tx).map_err(&e)?;
-        if now() > period.ends {
-            return Err(LedgerError::HorizonEnded(period.ends));
-        }
-        let allocated: Option<f64> = tx
-            .query_row(
-                "SELECT sum(rho) FROM allocations WHERE budget_id = ?1 AND name = ?2",
-                params![period.id, r.allocation],
-                |row| row.get(0),
-            )
-            .map_err(&e)?;
-        let Some(allocated) = allocated else {
-            let mut stmt = tx
-                .prepare("SELECT DISTINCT name FROM allocations WHERE budget_id = ?1 ORDER BY name")
-                .map_err(&e)?;
-            let known: Vec<String> = stmt
-                .query_map(params![period.id], |row| row.get(0))
-                .map_err(&e)?
-                .collect::<Result<_, _>>()
-                .map_err(&e)?;
-            return Err(LedgerError::UnknownAllocation {
-                name: r.allocation.clone(),
-                known: if known.is_empty() {
-                    "(none: create one with `outreach budget allocate NAME RHO`)".into()
-                } else {
-                    known.join(", ")
-                },
-            });
-        };
-        let (spent_total, spent_delta): (f64, f64) = tx
-            .query_row(
-                "SELECT coalesce(sum(rho), 0), coalesce(sum(delta), 0) FROM debits WHERE budget_id = ?1",
-                params![period.id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .map_err(&e)?;
-        let (spent_alloc, spent_alloc_delta): (f64, f64) = tx
-            .query_row(
-                "SELECT coalesce(sum(rho), 0), coalesce(sum(delta), 0) FROM debits WHERE budget_id = ?1 AND allocation = ?2",
-                params![period.id, r.allocation],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .map_err(&e)?;
-        let allocated_delta: f64 = tx
-            .query_row(
-                "SELECT coalesce(sum(delta), 0) FROM allocation_deltas WHERE budget_id = ?1 AND name = ?2",
-                params![period.id, r.allocation],
-                |row| row.get(0),
-            )
-            .map_err(&e)?;
-        if spent_alloc + r.rho > allocated * (1.0 + SLACK) {
-            return Err(LedgerError::OverBudget {
-                quantity: "rho",
-                scope: format!("allocation '{}'", r.allocation),
-                needed: r.rho,
-                remaining: (allocated - spent_alloc).max(0.0),
-                total: allocated,
-            });
-        }
-        if spent_total + r.rho > period.total_rho * (1.0 + SLACK) {
-            return Err(LedgerError::OverBudget {
-                quantity: "rho",
-                scope: "the warehouse budget".into(),
-                needed: r.rho,
-                remaining: (period.total_rho - spent_total).max(0.0),
-                total: period.total_rho,
-            });
-        }
-        if spent_delta + r.delta > period.total_delta * (1.0 + SLACK) + f64::MIN_POSITIVE {
-            return Err(LedgerError::OverBudget {
-                quantity: "delta",
-                scope: "the warehouse delta budget".into(),
-                needed: r.delta,
-                remaining: (period.total_delta - spent_delta).max(0.0),
-                total: period.total_delta,
-            });
-        }
-        if r.delta > 0.0
-            && spent_alloc_delta + r.delta > allocated_delta * (1.0 + SLACK) + f64::MIN_POSITIVE
-        {
-            return Err(LedgerError::OverBudget {
-                quantity: "delta",
-                scope: format!("the delta budget of allocation '{}'", r.allocation),
-                needed: r.delta,
-                remaining: (allocated_delta - spent_alloc_delta).max(0.0),
-                total: allocated_delta,
-            });
-        }
         let at = now();
         tx.execute(
             "INSERT INTO releases (idempotency_key, name, budget_id, allocation, spec, query_hashes,

@@ -91,7 +91,7 @@ impl NoisyValue {
 }
 
 /// The published name of a noise distribution.
-fn distribution_name(kind: mechanism::NoiseKind) -> &'static str {
+pub fn distribution_name(kind: mechanism::NoiseKind) -> &'static str {
     match kind {
         mechanism::NoiseKind::DiscreteGaussian => "discrete_gaussian",
         mechanism::NoiseKind::DiscreteLaplace => "discrete_laplace",
@@ -582,10 +582,23 @@ pub async fn prepare(
     dataset_version: &str,
     config: &crate::ledger::PrivacyConfig,
 ) -> Result<PreparedRelease> {
+    let programs = program_ids(ctx).await?;
+    prepare_with_programs(ctx, spec, dataset_version, config, &programs).await
+}
+
+/// [`prepare`] with the public `program_id`s given: on a session of empty tables
+/// ([`crate::warehouse::schema_session`]) it checks and plans a spec without any data, which
+/// is how the API server answers a researcher's request.
+pub async fn prepare_with_programs(
+    ctx: &SessionContext,
+    spec: &ReleaseSpec,
+    dataset_version: &str,
+    config: &crate::ledger::PrivacyConfig,
+    programs: &[String],
+) -> Result<PreparedRelease> {
     // A broken built-in dictionary is a defect of the build (internal), not bad input.
     let dict = crate::warehouse::dictionary()?;
-    let programs = program_ids(ctx).await?;
-    let checked = spec::check(spec, dict, &programs)?;
+    let checked = spec::check(spec, dict, programs)?;
     let mut queries = Vec::new();
     for q in &checked.queries {
         queries.push(plan_query(ctx, &q.source, &q.sql).await?);

@@ -30,7 +30,7 @@ use chrono::NaiveDate;
 pub use manifest::{
     CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, Manifest, hex,
 };
-pub use session::{open_session, open_session_at};
+pub use session::{open_session, open_session_at, schema_session};
 pub use status::{Status, TableStatus, status};
 
 use crate::dictionary::{Dictionary, DictionaryError};

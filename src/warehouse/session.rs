@@ -55,6 +55,19 @@ pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<Session
     Ok(ctx)
 }
 
+/// A session with every dictionary table registered empty, with its schema: it plans and
+/// checks queries exactly as [`open_session`] does, but no query can read a row.
+pub fn schema_session() -> Result<SessionContext> {
+    let dict = dictionary()?;
+    let config = SessionConfig::new().with_information_schema(false);
+    let ctx = SessionContext::new_with_config(config);
+    for table in dict.tables() {
+        let provider = MemTable::try_new(table.schema(), vec![vec![]])?;
+        ctx.register_table(table.name.as_str(), Arc::new(provider))?;
+    }
+    Ok(ctx)
+}
+
 /// The `file://` URL of an absolute path, every byte but unreserved ones percent-encoded.
 /// `ListingTableUrl::parse` reads a plain path that holds `[`, `*` or `?` as a glob, which
 /// would match other files or none; a URL names exactly one file.
