@@ -9,6 +9,7 @@ use crate::ingest::IngestError;
 use crate::ledger::LedgerError;
 use crate::privacy::PrivacyError;
 use crate::queries::QueriesError;
+use crate::requests::RequestsError;
 use crate::synth::SynthError;
 use crate::warehouse::WarehouseError;
 
@@ -29,6 +30,14 @@ pub enum Error {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Queries(#[from] QueriesError),
+    #[error(transparent)]
+    Requests(#[from] RequestsError),
+    /// The API server cannot listen (address in use, no permission) or its socket failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -42,6 +51,8 @@ impl Error {
             Error::Privacy(e) => e.fault(),
             Error::Ledger(e) => e.fault(),
             Error::Queries(e) => e.fault(),
+            Error::Requests(e) => e.fault(),
+            Error::Listen { .. } => Fault::BadInput,
         }
     }
 }

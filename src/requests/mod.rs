@@ -1,0 +1,97 @@
+//! Researchers' requests: the queue that a researcher submits release specs to over the API,
+//! the bearer tokens that identify researchers, and the steward's decisions.
+//!
+//! Everything here lives in its own SQLite file, [`REQUESTS_FILE`], beside the ledger: the
+//! API server opens the ledger and the release store read-only, and this file is the only
+//! thing it writes. A request moves from `pending` to one decision, once (`decisions` has
+//! one row per request at most): `rejected` with the steward's words, `released` with the
+//! release id, or `failed` when the release failed after its debit. A researcher never sees
+//! `failed`; to them the request stays pending (the failure is the steward's to handle).
+//!
+//! A researcher's release is debited from the allocation `researcher:<name>`, which the
+//! steward creates with `outreach budget allocate`; a spec naming any other allocation is
+//! refused. A request is checked when it is submitted ([`quote`]): the person-locality
+//! analyser and the budget check run on the plan over a session of empty tables, never on
+//! data, and the researcher gets the cost and the accuracy of every statistic from the same
+//! noise plan that the release will use.
+
+mod quote;
+mod store;
+
+pub use quote::{Quote, StatisticAccuracy, Submission, affordable, quote};
+pub use store::{
+    Decision, Queue, REQUESTS_FILE, RequestState, ResearcherView, Role, StoredRequest, TokenInfo,
+    approve, constant_time_eq, reject,
+};
+
+use std::path::PathBuf;
+
+use crate::fault::Fault;
+
+/// The allocation a researcher's releases are debited from.
+pub fn allocation_of(researcher: &str) -> String {
+    format!("researcher:{researcher}")
+}
+
+/// The researcher an allocation belongs to, if it is a researcher's.
+pub fn researcher_of(allocation: &str) -> Option<&str> {
+    allocation.strip_prefix("researcher:")
+}
+
+/// Errors of the request queue.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestsError {
+    #[error("requests store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the requests store is busy with another writer; try again")]
+    Busy,
+    #[error("no request {0}")]
+    NoSuchRequest(i64),
+    #[error("no active token named '{0}'")]
+    NoSuchToken(String),
+    #[error("an active token named '{0}' already exists; revoke it first")]
+    TokenExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "request {id} is {state}, not pending: only a pending request can be approved or rejected"
+    )]
+    NotPending { id: i64, state: String },
+    /// The submission cannot be planned as asked; the reason is for the researcher.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The plan is valid but the researcher's allocation cannot pay for it now.
+    #[error("over budget: {0}")]
+    OverBudget(String),
+    #[error("the OS random generator failed: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// A defect or an environment failure while checking a request.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl RequestsError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            RequestsError::NoSuchRequest(_)
+            | RequestsError::NoSuchToken(_)
+            | RequestsError::TokenExists(_)
+            | RequestsError::Invalid(_)
+            | RequestsError::NotPending { .. }
+            | RequestsError::Refused(_) => Fault::BadInput,
+            RequestsError::OverBudget(_) => Fault::BudgetExhausted,
+            RequestsError::Busy => Fault::Busy,
+            RequestsError::Ledger(e) => e.fault(),
+            RequestsError::Sqlite { .. }
+            | RequestsError::Random(_)
+            | RequestsError::Internal(_) => Fault::Internal,
+        }
+    }
+}
+
+pub type Result<T, E = RequestsError> = std::result::Result<T, E>;

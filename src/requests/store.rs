@@ -1,0 +1,598 @@
+//! The SQLite file of tokens, requests and decisions, and the steward's approval.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Quote, RequestsError, Result, allocation_of};
+use crate::privacy::{PrivacyError, PublicRelease, ReleaseRequest, ReleaseSpec, release};
+use crate::warehouse::hex;
+
+/// The requests file of a warehouse folder.
+pub const REQUESTS_FILE: &str = "requests.sqlite";
+
+/// The prefix of every token, so a leaked one is easy to recognise in logs and scanners.
+const TOKEN_PREFIX: &str = "owr_";
+
+/// The longest researcher name.
+const MAX_NAME: usize = 64;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('researcher')),
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_one_active_name ON tokens (name) WHERE revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    researcher TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    rho_asked REAL NOT NULL,
+    spec TEXT NOT NULL,
+    quote TEXT NOT NULL,
+    submitted_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    request_id INTEGER PRIMARY KEY REFERENCES requests (id),
+    state TEXT NOT NULL CHECK (state IN ('rejected', 'released', 'failed')),
+    why TEXT,
+    release_id INTEGER,
+    public INTEGER NOT NULL DEFAULT 0,
+    decided_by TEXT NOT NULL,
+    decided_at TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS requests_no_update BEFORE UPDATE ON requests
+BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS decisions_no_update BEFORE UPDATE ON decisions
+BEGIN SELECT RAISE(ABORT, 'decisions are final'); END;
+";
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Submit requests and read their own.
+    Researcher,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Researcher => "researcher",
+        }
+    }
+}
+
+/// A token as the steward sees it: never the token itself, which is shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// Where a request stands, as the steward sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Pending,
+    Rejected,
+    Released,
+    /// The release failed after its debit: the steward's to handle; the researcher sees
+    /// `pending`.
+    Failed,
+}
+
+impl RequestState {
+    fn parse(s: &str) -> RequestState {
+        match s {
+            "rejected" => RequestState::Rejected,
+            "released" => RequestState::Released,
+            "failed" => RequestState::Failed,
+            _ => RequestState::Pending,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Rejected => "rejected",
+            RequestState::Released => "released",
+            RequestState::Failed => "failed",
+        }
+    }
+}
+
+/// A stored request with its decision, for the steward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRequest {
+    pub id: i64,
+    pub researcher: String,
+    pub purpose: String,
+    pub rho_asked: f64,
+    /// The spec as it will run: its allocation is the researcher's.
+    pub spec: serde_json::Value,
+    /// The cost and accuracy computed when it was submitted.
+    pub quote: Quote,
+    pub submitted_at: String,
+    pub state: RequestState,
+    /// The steward's words, on a rejection.
+    pub why: Option<String>,
+    pub release_id: Option<i64>,
+    /// Whether the release is public (`approve --public`) or the researcher's alone.
+    pub public: bool,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+}
+
+/// A steward's decision on a pending request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Reject { why: String },
+    Released { release_id: i64, public: bool },
+    Failed { release_id: i64 },
+}
+
+/// What a researcher sees of their own request: pending, rejected with the steward's
+/// words, or released with the noisy numbers. Never `failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResearcherView {
+    pub id: i64,
+    /// `pending`, `rejected` or `released`.
+    pub state: String,
+    pub purpose: String,
+    pub rho_asked: f64,
+    pub submitted_at: String,
+    #[schema(value_type = Object)]
+    pub quote: Quote,
+    /// The steward's words, when rejected.
+    pub why: Option<String>,
+    /// The released numbers, when released.
+    #[schema(value_type = Option<Object>)]
+    pub release: Option<PublicRelease>,
+}
+
+impl StoredRequest {
+    /// The researcher's view; `release` is the public view of its release, when released.
+    pub fn researcher_view(&self, release: Option<PublicRelease>) -> ResearcherView {
+        let (state, why, release) = match self.state {
+            RequestState::Rejected => ("rejected", self.why.clone(), None),
+            RequestState::Released if release.is_some() => ("released", None, release),
+            _ => ("pending", None, None),
+        };
+        ResearcherView {
+            id: self.id,
+            state: state.to_string(),
+            purpose: self.purpose.clone(),
+            rho_asked: self.rho_asked,
+            submitted_at: self.submitted_at.clone(),
+            quote: self.quote.clone(),
+            why,
+            release,
+        }
+    }
+}
+
+/// The requests file, open.
+pub struct Queue {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("path", &self.path).finish()
+    }
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> RequestsError + '_ {
+    move |source| match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            RequestsError::Busy
+        }
+        _ => RequestsError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// SHA-256 of a token, as stored. Tokens carry 256 random bits, so a fast hash is enough:
+/// nobody can search that space, and the stored hash is useless to whoever reads the file.
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares two equal-length byte strings in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(RequestsError::Invalid(format!(
+            "a researcher's name is 1 to {MAX_NAME} ASCII letters, digits, '-', '_' or '.'; got {name:?}"
+        )))
+    }
+}
+
+impl Queue {
+    /// The requests file of a warehouse folder.
+    pub fn path_in(warehouse: &Path) -> PathBuf {
+        warehouse.join(REQUESTS_FILE)
+    }
+
+    /// Opens the requests file of a warehouse, creating it and its tables when missing.
+    pub fn open(warehouse: &Path) -> Result<Queue> {
+        if !warehouse.is_dir() {
+            return Err(RequestsError::Invalid(format!(
+                "no warehouse folder at {}",
+                warehouse.display()
+            )));
+        }
+        let path = Self::path_in(warehouse);
+        let e = sql_err(&path);
+        let mut conn = Connection::open(&path).map_err(&e)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&e)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(&e)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(&e)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        tx.execute_batch(SCHEMA).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        drop(e);
+        Ok(Queue { path, conn })
+    }
+
+    fn e(&self) -> impl Fn(rusqlite::Error) -> RequestsError + '_ {
+        sql_err(&self.path)
+    }
+
+    /// Creates a token for `name` and returns it: the only time it is ever shown. Only its
+    /// hash is stored.
+    pub fn create_token(&mut self, name: &str, role: Role) -> Result<String> {
+        check_name(name)?;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| RequestsError::Random(e.to_string()))?;
+        let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
+        let path = self.path.clone();
+        let e = sql_err(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let active: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(&e)?;
+        if active > 0 {
+            return Err(RequestsError::TokenExists(name.to_string()));
+        }
+        tx.execute(
+            "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                name,
+                role.as_str(),
+                hex(&token_hash(&token)),
+                crate::warehouse::now_rfc3339()
+            ],
+        )
+        .map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(token)
+    }
+
+    /// Revokes `name`'s active token: from now on it gets 401.
+    pub fn revoke_token(&mut self, name: &str) -> Result<()> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, crate::warehouse::now_rfc3339()],
+            )
+            .map_err(self.e())?;
+        if n == 0 {
+            return Err(RequestsError::NoSuchToken(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// SQLite's `data_version`: it changes whenever another connection commits.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.e())
+    }
+
+    /// Every token ever created, oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, created_at, revoked_at FROM tokens ORDER BY id")
+            .map_err(self.e())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(TokenInfo {
+                    name: r.get(0)?,
+                    role: Role::Researcher,
+                    created_at: r.get(1)?,
+                    revoked_at: r.get(2)?,
+                })
+            })
+            .map_err(self.e())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.e())
+    }
+
+    /// The researcher a presented token belongs to, if it is active. The presented token's
+    /// hash is compared with every active token's hash in constant time, and the loop does
+    /// not stop at a match, so the time taken says nothing about which bytes matched.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<String>> {
+        let wanted = hex(&token_hash(presented));
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, hash FROM tokens WHERE revoked_at IS NULL")
+            .map_err(self.e())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(self.e())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.e())?;
+        let mut found = None;
+        for (name, stored) in rows {
+            if constant_time_eq(wanted.as_bytes(), stored.as_bytes()) {
+                found = Some(name);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Stores a checked submission as pending and returns its id.
+    pub fn submit(
+        &mut self,
+        researcher: &str,
+        purpose: &str,
+        rho_asked: f64,
+        spec: &ReleaseSpec,
+        quote: &Quote,
+    ) -> Result<i64> {
+        check_name(researcher)?;
+        self.conn
+            .execute(
+                "INSERT INTO requests (researcher, purpose, rho_asked, spec, quote, submitted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    researcher,
+                    purpose,
+                    rho_asked,
+                    serde_json::to_string(spec).expect("specs serialise"),
+                    serde_json::to_string(quote).expect("quotes serialise"),
+                    crate::warehouse::now_rfc3339()
+                ],
+            )
+            .map_err(self.e())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn query(&self, filter: &str, p: impl rusqlite::Params) -> Result<Vec<StoredRequest>> {
+        let sql = format!(
+            "SELECT q.id, q.researcher, q.purpose, q.rho_asked, q.spec, q.quote, q.submitted_at,
+                    d.state, d.why, d.release_id, coalesce(d.public, 0), d.decided_by, d.decided_at
+             FROM requests q LEFT JOIN decisions d ON d.request_id = q.id {filter} ORDER BY q.id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.e())?;
+        let rows = stmt
+            .query_map(p, |r| {
+                let spec: String = r.get(4)?;
+                let quote: String = r.get(5)?;
+                let state: Option<String> = r.get(7)?;
+                Ok((
+                    StoredRequest {
+                        id: r.get(0)?,
+                        researcher: r.get(1)?,
+                        purpose: r.get(2)?,
+                        rho_asked: r.get(3)?,
+                        spec: serde_json::Value::Null,
+                        quote: Quote::default(),
+                        submitted_at: r.get(6)?,
+                        state: state
+                            .as_deref()
+                            .map(RequestState::parse)
+                            .unwrap_or(RequestState::Pending),
+                        why: r.get(8)?,
+                        release_id: r.get(9)?,
+                        public: r.get::<_, i64>(10)? != 0,
+                        decided_by: r.get(11)?,
+                        decided_at: r.get(12)?,
+                    },
+                    spec,
+                    quote,
+                ))
+            })
+            .map_err(self.e())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.e())?;
+        rows.into_iter()
+            .map(|(mut q, spec, quote)| {
+                let bad = |err: serde_json::Error| {
+                    RequestsError::Invalid(format!(
+                        "request {} in {} holds bad JSON: {err}",
+                        q.id,
+                        self.path.display()
+                    ))
+                };
+                q.spec = serde_json::from_str(&spec).map_err(bad)?;
+                q.quote = serde_json::from_str(&quote).map_err(bad)?;
+                Ok(q)
+            })
+            .collect()
+    }
+
+    /// Every request, oldest first.
+    pub fn list(&self) -> Result<Vec<StoredRequest>> {
+        self.query("", [])
+    }
+
+    /// One request.
+    pub fn get(&self, id: i64) -> Result<StoredRequest> {
+        self.query("WHERE q.id = ?1", params![id])?
+            .pop()
+            .ok_or(RequestsError::NoSuchRequest(id))
+    }
+
+    /// The release ids of researchers' releases that the steward made public.
+    pub fn public_release_ids(&self) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT release_id FROM decisions WHERE state = 'released' AND public = 1 ORDER BY release_id",
+            )
+            .map_err(self.e())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.e())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.e())
+    }
+
+    /// Records the decision on a pending request, once: a second decision is refused.
+    pub fn decide(&mut self, id: i64, decision: &Decision, steward: &str) -> Result<()> {
+        let path = self.path.clone();
+        let e = sql_err(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let state: Option<Option<String>> = tx
+            .query_row(
+                "SELECT d.state FROM requests q LEFT JOIN decisions d ON d.request_id = q.id WHERE q.id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(&e)?;
+        match state {
+            None => return Err(RequestsError::NoSuchRequest(id)),
+            Some(Some(state)) => return Err(RequestsError::NotPending { id, state }),
+            Some(None) => {}
+        }
+        let (state, why, release, public) = match decision {
+            Decision::Reject { why } => ("rejected", Some(why.as_str()), None, false),
+            Decision::Released { release_id, public } => {
+                ("released", None, Some(*release_id), *public)
+            }
+            Decision::Failed { release_id } => ("failed", None, Some(*release_id), false),
+        };
+        tx.execute(
+            "INSERT INTO decisions (request_id, state, why, release_id, public, decided_by, decided_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                state,
+                why,
+                release,
+                public as i64,
+                steward,
+                crate::warehouse::now_rfc3339()
+            ],
+        )
+        .map_err(&e)?;
+        tx.commit().map_err(&e)
+    }
+}
+
+/// Approves a pending request: runs its release (debited from `researcher:<name>`, approved
+/// by `steward`) and records the decision. A release that fails after its debit marks the
+/// request `failed`; a refusal before any debit (over budget, a spec that no longer plans)
+/// leaves it pending and returns the error. Running it again after a crash between the
+/// release and the decision spends nothing: the release is idempotent.
+pub async fn approve(
+    warehouse: &Path,
+    id: i64,
+    steward: &str,
+    public: bool,
+) -> crate::Result<(StoredRequest, Option<crate::privacy::ReleaseOutcome>)> {
+    let mut queue = Queue::open(warehouse)?;
+    let request = queue.get(id)?;
+    if request.state != RequestState::Pending {
+        return Err(RequestsError::NotPending {
+            id,
+            state: request.state.as_str().to_string(),
+        }
+        .into());
+    }
+    let spec: ReleaseSpec = serde_json::from_value(request.spec.clone())
+        .map_err(|e| RequestsError::Invalid(format!("request {id}'s stored spec: {e}")))?;
+    if spec.allocation != allocation_of(&request.researcher) {
+        return Err(RequestsError::Invalid(format!(
+            "request {id}'s spec names allocation '{}', not its researcher's",
+            spec.allocation
+        ))
+        .into());
+    }
+    let req = ReleaseRequest {
+        spec,
+        approver: steward.to_string(),
+    };
+    match release(warehouse, &req).await {
+        Ok(outcome) => {
+            queue.decide(
+                id,
+                &Decision::Released {
+                    release_id: outcome.id,
+                    public,
+                },
+                steward,
+            )?;
+            Ok((queue.get(id)?, Some(outcome)))
+        }
+        Err(PrivacyError::FailedAfterDebit { id: release_id }) => {
+            queue.decide(id, &Decision::Failed { release_id }, steward)?;
+            Err(PrivacyError::FailedAfterDebit { id: release_id }.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Rejects a pending request with the steward's words, which the researcher sees.
+pub fn reject(warehouse: &Path, id: i64, steward: &str, why: &str) -> Result<StoredRequest> {
+    if why.trim().is_empty() {
+        return Err(RequestsError::Invalid(
+            "a rejection needs the steward's words (--why)".into(),
+        ));
+    }
+    let mut queue = Queue::open(warehouse)?;
+    queue.decide(
+        id,
+        &Decision::Reject {
+            why: why.to_string(),
+        },
+        steward,
+    )?;
+    queue.get(id)
+}
