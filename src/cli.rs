@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 
+use crate::api::{self, Limits};
 use crate::dictionary::Dictionary;
 use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
 use crate::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
@@ -22,6 +23,7 @@ use crate::queries::publish::{
 };
 use crate::queries::{self, Catalog};
 use crate::report::{self, Format};
+use crate::requests::{self, Queue, Role};
 use crate::synth::{SynthConfig, synth};
 use crate::warehouse::{Warehouse, status};
 use crate::{Error, Fault, demo};
@@ -59,6 +61,11 @@ enum Command {
         /// Seed of the synthetic data.
         #[arg(long, default_value_t = SynthConfig::default().seed)]
         seed: u64,
+        /// Stop after publishing instead of serving the demo warehouse (for scripts and tests).
+        #[arg(long)]
+        no_serve: bool,
+        #[command(flatten)]
+        listen: ListenArgs,
     },
     /// Write synthetic program exports, one CSV per table.
     Synth {
@@ -198,6 +205,153 @@ enum Command {
         #[command(subcommand)]
         command: ReleasesCommand,
     },
+    /// Serve the published releases over HTTP, read-only, until Ctrl-C.
+    Serve(ServeArgs),
+    /// Researchers' requests: list, show, approve (runs the release) or reject.
+    Requests {
+        #[command(subcommand)]
+        command: RequestsCommand,
+    },
+    /// Researchers' bearer tokens for the API.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+/// Where and how `serve` listens.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Warehouse folder.
+    #[arg(long, env = WAREHOUSE_ENV)]
+    warehouse: PathBuf,
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct ListenArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Requests per second each client IP may make, on average.
+    #[arg(long, default_value_t = Limits::default().per_ip_per_second)]
+    per_ip_per_second: f64,
+    /// Requests a client IP may make at once.
+    #[arg(long, default_value_t = Limits::default().per_ip_burst)]
+    per_ip_burst: u32,
+    /// Requests per minute per researcher token on the request routes.
+    #[arg(long, default_value_t = Limits::default().per_token_per_minute)]
+    per_token_per_minute: f64,
+    /// Requests a token may make at once on the request routes.
+    #[arg(long, default_value_t = Limits::default().per_token_burst)]
+    per_token_burst: u32,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+}
+
+impl ListenArgs {
+    fn limits(&self) -> Result<Limits, Error> {
+        let rate_ok = |r: f64| r.is_finite() && r > 0.0;
+        if !rate_ok(self.per_ip_per_second)
+            || !rate_ok(self.per_token_per_minute)
+            || self.per_ip_burst == 0
+            || self.per_token_burst == 0
+            || self.max_body_bytes == 0
+        {
+            return Err(crate::requests::RequestsError::Invalid(
+                "rate limits, bursts and the body limit must be positive".into(),
+            )
+            .into());
+        }
+        Ok(Limits {
+            per_ip_per_second: self.per_ip_per_second,
+            per_ip_burst: self.per_ip_burst,
+            per_token_per_minute: self.per_token_per_minute,
+            per_token_burst: self.per_token_burst,
+            max_body_bytes: self.max_body_bytes,
+            ..Limits::default()
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum RequestsCommand {
+    /// List every request with its state.
+    List {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one request: purpose, spec, cost and accuracy, decision.
+    Show {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        id: i64,
+    },
+    /// Approve a pending request: run its release, debited from `researcher:<name>`.
+    Approve {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        id: i64,
+        /// Who approves (recorded with the release).
+        #[arg(long, default_value = "steward")]
+        approver: String,
+        /// Publish the release to everyone, not only the researcher.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Reject a pending request; the researcher sees your words.
+    Reject {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        id: i64,
+        /// Why, for the researcher.
+        #[arg(long)]
+        why: String,
+        /// Who rejects.
+        #[arg(long, default_value = "steward")]
+        approver: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token; it is printed once and only its hash is kept.
+    Create {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// The researcher's name: letters, digits, '-', '_', '.'.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a researcher's token: it gets 401 from then on.
+    Revoke {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        name: String,
+    },
+    /// List tokens (names and dates, never the tokens).
+    List {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TokenRole {
+    Researcher,
 }
 
 #[derive(Subcommand)]
@@ -349,13 +503,28 @@ enum ReleasesCommand {
 /// a library's log line could quote what a query read. A release that fails after its
 /// debit prints only a fixed message with its id (`PrivacyError::FailedAfterDebit`).
 pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server's access log (method, path, status, time, client: nothing from the data)
+    // and its internal errors are on by default; everything else is off unless asked for.
+    let serving = matches!(
+        &cli.command,
+        Command::Serve(_)
+            | Command::Demo {
+                no_serve: false,
+                ..
+            }
+    );
+    let default = if serving {
+        "off,outreach::access=info,outreach::api=info"
+    } else {
+        "off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -385,7 +554,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             persons,
             programs,
             seed,
+            no_serve,
+            listen,
         } => {
+            let limits = listen.limits()?;
             let dir = dir.unwrap_or_else(|| {
                 let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
                 std::env::temp_dir().join(format!("outreach-demo-{stamp}-{}", std::process::id()))
@@ -396,8 +568,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                 seed,
                 ..SynthConfig::default()
             };
-            let report = runtime().block_on(demo::run_demo(&dir, &cfg, progress))?;
+            let rt = runtime();
+            let report = rt.block_on(demo::run_demo(&dir, &cfg, progress))?;
             print!("{report}");
+            if !no_serve {
+                let warehouse = report.dir.join("warehouse");
+                rt.block_on(serve_until_ctrl_c(&warehouse, listen.addr, limits))?;
+            }
         }
         Command::Synth {
             out,
@@ -557,6 +734,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             print_release(&outcome.public, format);
         }
+        Command::Serve(args) => {
+            let limits = args.listen.limits()?;
+            runtime().block_on(serve_until_ctrl_c(
+                &args.warehouse,
+                args.listen.addr,
+                limits,
+            ))?;
+        }
+        Command::Requests { command } => requests_command(command)?,
+        Command::Tokens { command } => tokens_command(command)?,
         Command::Releases { command } => match command {
             ReleasesCommand::List {
                 warehouse,
@@ -820,4 +1007,107 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
         })?,
         ratios,
     })
+}
+
+/// Serves a warehouse and prints its URL until the process is stopped (Ctrl-C). The server
+/// writes only the request queue, in SQLite transactions, so stopping it at any moment
+/// loses nothing.
+async fn serve_until_ctrl_c(
+    warehouse: &std::path::Path,
+    addr: std::net::SocketAddr,
+    limits: Limits,
+) -> Result<(), Error> {
+    let shutdown = std::future::pending::<()>();
+    api::serve(
+        warehouse,
+        addr,
+        limits,
+        |bound| {
+            println!("Serving {} at http://{bound}/ (OpenAPI: http://{bound}/openapi.json). Ctrl-C stops.", warehouse.display());
+        },
+        shutdown,
+    )
+    .await
+}
+
+fn requests_command(command: RequestsCommand) -> Result<(), Error> {
+    match command {
+        RequestsCommand::List { warehouse, format } => {
+            let list = Queue::open(&warehouse)?.list()?;
+            print!("{}", report::requests(&list, format));
+        }
+        RequestsCommand::Show { warehouse, id } => {
+            let r = Queue::open(&warehouse)?.get(id)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r).expect("requests serialise")
+            );
+        }
+        RequestsCommand::Approve {
+            warehouse,
+            id,
+            approver,
+            public,
+        } => {
+            let (r, outcome) =
+                runtime().block_on(requests::approve(&warehouse, id, &approver, public))?;
+            let release = outcome.map(|o| o.id).unwrap_or_default();
+            println!(
+                "Request {id} of {} is released as release {release} ({}); it was debited from researcher:{}.",
+                r.researcher,
+                if r.public {
+                    "public"
+                } else {
+                    "visible to the researcher only"
+                },
+                r.researcher
+            );
+        }
+        RequestsCommand::Reject {
+            warehouse,
+            id,
+            why,
+            approver,
+        } => {
+            let r = requests::reject(&warehouse, id, &approver, &why)?;
+            println!("Request {id} of {} is rejected.", r.researcher);
+        }
+    }
+    Ok(())
+}
+
+fn tokens_command(command: TokensCommand) -> Result<(), Error> {
+    match command {
+        TokensCommand::Create {
+            warehouse,
+            role,
+            name,
+        } => {
+            let role = match role {
+                TokenRole::Researcher => Role::Researcher,
+            };
+            let token = Queue::open(&warehouse)?.create_token(&name, role)?;
+            println!("{token}");
+            eprintln!(
+                "This is {name}'s token; it is shown once and only its hash is kept. Give it to them over a safe channel; they send it as `Authorization: Bearer <token>`. Their releases are debited from the allocation researcher:{name} (`outreach budget allocate researcher:{name} RHO`)."
+            );
+        }
+        TokensCommand::Revoke { warehouse, name } => {
+            Queue::open(&warehouse)?.revoke_token(&name)?;
+            println!("{name}'s token is revoked.");
+        }
+        TokensCommand::List { warehouse } => {
+            for t in Queue::open(&warehouse)?.tokens()? {
+                println!(
+                    "{}\tcreated {}\t{}",
+                    t.name,
+                    t.created_at,
+                    t.revoked_at
+                        .map(|r| format!("revoked {r}"))
+                        .unwrap_or_else(|| "active".into())
+                );
+            }
+        }
+    }
+    Ok(())
 }

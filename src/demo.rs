@@ -1,7 +1,8 @@
 //! `outreach demo`: the main job on built-in synthetic data. It synthesises the default data
 //! set, ingests it into a warehouse, prints the status, sets a privacy budget, publishes
 //! one DP release (`queries/persons_seen.*`) and then the standard metrics of every quarter
-//! (`outreach publish`). Later stages (the API) extend it.
+//! (`outreach publish`). The command line then serves the warehouse (`outreach serve`) unless
+//! `--no-serve` is given.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -21,6 +21,8 @@
 //! - [`queries`]: the standard evaluation metrics (`queries/standard/*.sql`), their catalog,
 //!   the steward's exact mode and the generated `queries/README.md`.
 //! - [`report`]: published releases and the budget as text tables, JSON and CSV.
+//! - [`requests`]: researchers' requests, their tokens and the steward's decisions.
+//! - [`api`]: the read-only HTTP API (`outreach serve`) over stored releases.
 //! - [`quarter`]: calendar quarters, the public time key.
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
@@ -29,9 +31,10 @@
 //! - [`failpoint`]: named crash points for the crash-safety tests; they exist only with the
 //!   `failpoints` cargo feature, which the tests turn on and production builds never have.
 //!
-//! The standard queries, the API and reports come as their own modules in later stages;
-//! every number they publish passes through [`privacy`].
+//! Every number that leaves the warehouse, through the CLI or the API, passes through
+//! [`privacy`].
 
+pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod dictionary;
@@ -44,6 +47,7 @@ pub mod privacy;
 pub mod quarter;
 pub mod queries;
 pub mod report;
+pub mod requests;
 pub mod synth;
 pub mod warehouse;
 

@@ -675,3 +675,59 @@ pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
         }
     }
 }
+
+/// The steward's list of researchers' requests.
+pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(list).expect("requests serialise") + "\n",
+        Format::Csv => {
+            let mut out = String::from(
+                "id,researcher,state,rho_asked,rho,submitted_at,release_id,public,purpose\n",
+            );
+            for r in list {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{}",
+                    r.id,
+                    csv_field(&r.researcher),
+                    r.state.as_str(),
+                    r.rho_asked,
+                    r.quote.rho,
+                    r.submitted_at,
+                    r.release_id.map(|i| i.to_string()).unwrap_or_default(),
+                    r.public,
+                    csv_field(&r.purpose)
+                );
+            }
+            out
+        }
+        Format::Table => {
+            let mut table = vec![
+                [
+                    "id",
+                    "researcher",
+                    "state",
+                    "rho",
+                    "submitted",
+                    "release",
+                    "purpose",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            for r in list {
+                let purpose: String = r.purpose.chars().take(60).collect();
+                table.push(vec![
+                    r.id.to_string(),
+                    r.researcher.clone(),
+                    r.state.as_str().to_string(),
+                    format!("{:.4}", r.quote.rho),
+                    r.submitted_at.clone(),
+                    r.release_id.map(|i| i.to_string()).unwrap_or_default(),
+                    purpose,
+                ]);
+            }
+            align(&table)
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! One integration-test binary, one module per stage.
 
+mod api;
 mod common;
 mod demo_job;
 mod dictionary_doc;

@@ -21,7 +21,7 @@ use outreach_warehouse::queries::publish::{
 use outreach_warehouse::queries::{Catalog, MetricFile, docs};
 use outreach_warehouse::warehouse::{Warehouse, open_session};
 
-fn fixture_files() -> Vec<PathBuf> {
+pub(crate) fn fixture_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
@@ -32,7 +32,7 @@ fn fixture_files() -> Vec<PathBuf> {
     files
 }
 
-fn fixture_opts(through: &str) -> IngestOptions {
+pub(crate) fn fixture_opts(through: &str) -> IngestOptions {
     IngestOptions {
         max_reject_rate: 0.0,
         complete_through: Some(through.parse::<NaiveDate>().unwrap()),
@@ -67,7 +67,7 @@ fn q(s: &str) -> Quarter {
     s.parse().unwrap()
 }
 
-fn opts(quarter: &str) -> PublishOptions {
+pub(crate) fn opts(quarter: &str) -> PublishOptions {
     PublishOptions {
         quarter: q(quarter),
         approver: "steward".into(),

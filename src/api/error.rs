@@ -1,0 +1,134 @@
+//! The API's one error type. Every error is a JSON body `{"error": {"status", "code",
+//! "message"}}`; a 5xx never carries the internal error's text, which goes to the server's
+//! log instead.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::Fault;
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    BudgetExhausted(String),
+    #[error("too many requests; wait {0} s")]
+    TooManyRequests(u64),
+    #[error("the server is busy; try again")]
+    Busy,
+    /// A defect or an environment failure: logged, never shown.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The JSON body of an error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub status: u16,
+    /// A stable code: `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`,
+    /// `payload_too_large`, `unprocessable`, `budget_exhausted`, `too_many_requests`,
+    /// `busy` or `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BudgetExhausted(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::BudgetExhausted(_) => "budget_exhausted",
+            ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::Busy => "busy",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A library error by who is at fault: one `match`. Bad input from a client's own
+/// submission is 422; the library's internal errors are never shown.
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> ApiError {
+        match e.fault() {
+            Fault::BadInput => ApiError::Unprocessable(e.to_string()),
+            Fault::BudgetExhausted => ApiError::BudgetExhausted(e.to_string()),
+            Fault::Busy => ApiError::Busy,
+            Fault::Internal => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::requests::RequestsError> for ApiError {
+    fn from(e: crate::requests::RequestsError) -> ApiError {
+        crate::Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(target: "outreach::api", %detail, "internal error");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: status.as_u16(),
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Unauthorized = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"outreach\""),
+            );
+        }
+        if let ApiError::TooManyRequests(wait) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,475 @@
+//! One handler per route. Handlers only look up what the snapshot holds (or, for a
+//! researcher's request, the requests file and the ledger, read-only); none runs a query on
+//! data or draws noise.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::csv;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::snapshot::{Freshness, ReleaseFilter, Rendered};
+use super::state::AppState;
+use super::views::{self, COMPARE_BY};
+use crate::ledger::Ledger;
+use crate::privacy::PublicRelease;
+use crate::quarter::Quarter;
+use crate::requests::{self, Quote, ResearcherView, Submission};
+
+/// The response format: JSON unless `?format=csv` or `Accept: text/csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// `?format=`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FormatParam {
+    /// `json` (default) or `csv`; `Accept: text/csv` also asks for CSV.
+    pub format: Option<String>,
+}
+
+fn format_of(param: Option<&str>, headers: &HeaderMap) -> ApiResult<Format> {
+    match param {
+        Some("json") => return Ok(Format::Json),
+        Some("csv") => return Ok(Format::Csv),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format must be `json` or `csv`, not {other:?}"
+            )));
+        }
+        None => {}
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let csv = accept
+        .split(',')
+        .any(|m| m.split(';').next().is_some_and(|t| t.trim() == "text/csv"));
+    Ok(if csv { Format::Csv } else { Format::Json })
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {}", e.body_text())))
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    p.map(|Path(t)| t)
+        .map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
+}
+
+/// Whether `If-None-Match` names `etag` (or `*`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+/// A rendered body in the asked format, with its ETag and caching headers; 304 when the
+/// client's copy is current.
+pub fn respond(r: &Rendered, format: Format, headers: &HeaderMap) -> Response {
+    let (body, etag, content_type) = match format {
+        Format::Json => (&r.json, &r.etag_json, "application/json"),
+        Format::Csv => (&r.csv, &r.etag_csv, "text/csv; charset=utf-8"),
+    };
+    let mut builder = Response::builder()
+        .header(header::ETAG, etag.as_str())
+        .header(header::CACHE_CONTROL, r.freshness.cache_control())
+        .header(header::VARY, "Accept, Accept-Encoding");
+    if not_modified(headers, etag) {
+        builder = builder.status(StatusCode::NOT_MODIFIED);
+        return builder.body(Body::empty()).expect("valid response");
+    }
+    builder
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.clone()))
+        .expect("valid response")
+}
+
+fn rendered(
+    state: &AppState,
+    key: &str,
+    format: Format,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let snap = state.snapshot();
+    let r = snap
+        .rendered
+        .get(key)
+        .ok_or_else(|| ApiError::NotFound(format!("nothing is published at {key}")))?;
+    Ok(respond(r, format, headers))
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "The server is up", body = views::Health)))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let snap = state.snapshot();
+    let body = views::Health {
+        status: "ok".into(),
+        quarters: snap.quarters.len(),
+        releases: snap.releases.len(),
+    };
+    let mut r = axum::Json(body).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document: OpenAPI 3.1", content_type = "application/json")))]
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/v1/programs", tag = "catalog", params(FormatParam),
+    responses((status = 200, description = "Public program metadata", body = [views::Program]),
+              (status = 400, description = "Bad format", body = ErrorBody)))]
+pub async fn programs(
+    State(state): State<AppState>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    rendered(&state, "/v1/programs", f, &headers)
+}
+
+#[utoipa::path(get, path = "/v1/metrics", tag = "catalog", params(FormatParam),
+    responses((status = 200, description = "The metric catalog, in plain words", body = [views::Metric]),
+              (status = 400, description = "Bad format", body = ErrorBody)))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    rendered(&state, "/v1/metrics", f, &headers)
+}
+
+#[utoipa::path(get, path = "/v1/quarters", tag = "metrics", params(FormatParam),
+    responses((status = 200, description = "Quarters with a publication, the current one each", body = [views::Quarter]),
+              (status = 400, description = "Bad format", body = ErrorBody)))]
+pub async fn quarters(
+    State(state): State<AppState>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    rendered(&state, "/v1/quarters", f, &headers)
+}
+
+fn check_quarter(q: &str) -> ApiResult<()> {
+    q.parse::<Quarter>()
+        .map(|_| ())
+        .map_err(|_| ApiError::BadRequest(format!("{q:?} is not a quarter such as 2025Q3")))
+}
+
+#[utoipa::path(get, path = "/v1/quarters/{quarter}/programs/{program_id}", tag = "metrics",
+    params(("quarter" = String, Path, description = "Such as 2025Q3"),
+           ("program_id" = String, Path, description = "A program id from /v1/programs"),
+           FormatParam),
+    responses((status = 200, description = "Every standard metric of the program in the quarter", body = views::ProgramQuarter),
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "Bad quarter or format", body = ErrorBody),
+              (status = 404, description = "No publication for this quarter and program", body = ErrorBody)))]
+pub async fn program_quarter(
+    State(state): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (quarter, program) = path(p)?;
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    let snap = state.snapshot();
+    let key = format!("/v1/quarters/{quarter}/programs/{program}");
+    if let Some(r) = snap.rendered.get(&key) {
+        return Ok(respond(r, f, &headers));
+    }
+    check_quarter(&quarter)?;
+    if !snap.quarters.contains_key(&quarter) {
+        return Err(ApiError::NotFound(format!("no publication for {quarter}")));
+    }
+    Err(ApiError::NotFound(format!(
+        "program {program:?} is not in the publication of {quarter}"
+    )))
+}
+
+/// `compare`'s parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CompareParams {
+    /// A count, rate or difference of the standard metrics (see /v1/metrics).
+    pub metric: String,
+    /// `count`, `rate` or `difference`: needed when a name is both (such as `naloxone_30d`).
+    pub kind: Option<String>,
+    /// `program` (default), `team_model`, `police_on_visits`, `warrant_check`, `region` or
+    /// `statewide`.
+    pub by: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/quarters/{quarter}/compare", tag = "metrics",
+    params(("quarter" = String, Path, description = "Such as 2025Q3"), CompareParams),
+    responses((status = 200, description = "One metric across programs or program groups", body = views::Comparison),
+              (status = 400, description = "Bad quarter, metric, grouping or format", body = ErrorBody),
+              (status = 404, description = "No publication for this quarter", body = ErrorBody)))]
+pub async fn compare(
+    State(state): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    q: Result<Query<CompareParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let quarter = path(p)?;
+    let params = query(q)?;
+    let f = format_of(params.format.as_deref(), &headers)?;
+    check_quarter(&quarter)?;
+    let by = params.by.as_deref().unwrap_or("program");
+    if !COMPARE_BY.contains(&by) {
+        return Err(ApiError::BadRequest(format!(
+            "by must be one of {}, not {by:?}",
+            COMPARE_BY.join(", ")
+        )));
+    }
+    let snap = state.snapshot();
+    let comparison = snap
+        .compare(&quarter, &params.metric, params.kind.as_deref(), by)
+        .ok_or_else(|| ApiError::NotFound(format!("no publication for {quarter}")))?
+        .map_err(ApiError::BadRequest)?;
+    let csv = csv::rows(&comparison.figures);
+    Ok(respond(
+        &Rendered::new(&comparison, csv, Freshness::Published),
+        f,
+        &headers,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/releases", tag = "releases", params(ReleaseFilter),
+    responses((status = 200, description = "Public releases that pass the filters", body = [views::ReleaseSummary]),
+              (status = 400, description = "Bad filter or format", body = ErrorBody)))]
+pub async fn releases(
+    State(state): State<AppState>,
+    q: Result<Query<ReleaseFilter>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let filter = query(q)?;
+    let f = format_of(filter.format.as_deref(), &headers)?;
+    if let Some(q) = &filter.quarter {
+        check_quarter(q)?;
+    }
+    let rows = state.snapshot().release_summaries(&filter);
+    let csv = csv::rows(&rows);
+    Ok(respond(
+        &Rendered::new(&rows, csv, Freshness::Live),
+        f,
+        &headers,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/releases/{id}", tag = "releases",
+    params(("id" = i64, Path, description = "A release id"), FormatParam),
+    responses((status = 200, description = "The public view of a release and its ledger entry", body = views::Release),
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "Bad id or format", body = ErrorBody),
+              (status = 404, description = "No public release with this id", body = ErrorBody)))]
+pub async fn release(
+    State(state): State<AppState>,
+    p: Result<Path<i64>, PathRejection>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let id = path(p)?;
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    rendered(&state, &format!("/v1/releases/{id}"), f, &headers)
+        .map_err(|_| ApiError::NotFound(format!("no public release {id}")))
+}
+
+#[utoipa::path(get, path = "/v1/budget", tag = "releases", params(FormatParam),
+    responses((status = 200, description = "The privacy budget: total, spent and remaining, per allocation, in rho and epsilon", body = views::Budget),
+              (status = 400, description = "Bad format", body = ErrorBody)))]
+pub async fn budget(
+    State(state): State<AppState>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    rendered(&state, "/v1/budget", f, &headers)
+}
+
+/// A researcher, identified by the bearer token of the request.
+#[derive(Debug, Clone)]
+pub struct Researcher(pub String);
+
+/// The token of `Authorization: Bearer <token>`, if the header has that form.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Researcher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Researcher> {
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let name = state
+            .queue()
+            .authenticate(token)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        name.map(Researcher).ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The answer to a submission.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Submitted {
+    pub id: i64,
+    /// `pending`: the steward decides.
+    pub state: String,
+    /// The spec passed the analyser and the budget check.
+    pub validation: String,
+    /// What it would cost and how accurate each statistic would be.
+    pub quote: Quote,
+    /// Where to follow it.
+    pub location: String,
+}
+
+#[utoipa::path(post, path = "/v1/requests", tag = "requests",
+    request_body(content = Submission, description = "A release spec with its purpose and the budget asked for"),
+    security(("bearer" = [])),
+    responses((status = 201, description = "Accepted and pending the steward's decision, with its cost and accuracy", body = Submitted),
+              (status = 400, description = "The body is not a submission", body = ErrorBody),
+              (status = 401, description = "Missing or bad token", body = ErrorBody),
+              (status = 409, description = "Your allocation cannot pay for it", body = ErrorBody),
+              (status = 413, description = "The body is too large", body = ErrorBody),
+              (status = 422, description = "Refused by the spec check or the analyser, with the reason", body = ErrorBody),
+              (status = 429, description = "Too many requests", body = ErrorBody)))]
+pub async fn submit(
+    State(state): State<AppState>,
+    researcher: Researcher,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.limits().max_body_bytes)
+        } else {
+            ApiError::BadRequest(format!("cannot read the body: {}", e.body_text()))
+        }
+    })?;
+    let submission: Submission = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not a submission: {e}")))?;
+    let snap = state.snapshot();
+    // The ledger was there when the server started: any failure to read it now is the
+    // operator's to look at, never the researcher's input.
+    let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+    let config = Ledger::open_read_only(state.warehouse())
+        .and_then(|l| l.config())
+        .map_err(|e| internal(&e))?;
+    let plan_ctx = crate::warehouse::schema_session().map_err(|e| internal(&e))?;
+    crate::privacy::functions::register(&plan_ctx);
+    let (spec, quote) = requests::quote(
+        &plan_ctx,
+        &config,
+        &snap.dataset_version,
+        &snap.program_ids,
+        &researcher.0,
+        &submission,
+    )
+    .await?;
+    {
+        let ledger = Ledger::open_read_only(state.warehouse()).map_err(|e| internal(&e))?;
+        requests::affordable(&ledger, &quote)?;
+    }
+    let id = state.queue().submit(
+        &researcher.0,
+        submission.purpose.trim(),
+        submission.rho,
+        &spec,
+        &quote,
+    )?;
+    let location = format!("/v1/requests/{id}");
+    let body = Submitted {
+        id,
+        state: "pending".into(),
+        validation: "accepted".into(),
+        quote,
+        location: location.clone(),
+    };
+    let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("a path is a valid header"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
+    params(("id" = i64, Path, description = "Your request's id")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Pending, rejected with the steward's words, or released with the noisy numbers", body = ResearcherView),
+              (status = 401, description = "Missing or bad token", body = ErrorBody),
+              (status = 404, description = "No request of yours with this id", body = ErrorBody)))]
+pub async fn request_status(
+    State(state): State<AppState>,
+    researcher: Researcher,
+    p: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Response> {
+    let id = path(p)?;
+    let not_found = || ApiError::NotFound(format!("no request {id} of yours"));
+    let request = match state.queue().get(id) {
+        Ok(r) => r,
+        Err(requests::RequestsError::NoSuchRequest(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    // Another researcher's request is answered exactly like one that does not exist.
+    if request.researcher != researcher.0 {
+        return Err(not_found());
+    }
+    let release = match request.release_id {
+        Some(rid) if request.state == requests::RequestState::Released => {
+            let internal = |e: crate::ledger::LedgerError| ApiError::Internal(e.to_string());
+            let ledger = Ledger::open_read_only(state.warehouse()).map_err(internal)?;
+            let stored = ledger.release(rid).map_err(internal)?;
+            PublicRelease::from_stored(&stored)
+        }
+        _ => None,
+    };
+    let mut r = axum::Json(request.researcher_view(release)).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(r)
+}
+
+/// Every unknown path.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see /openapi.json".into())
+}
+
+/// A known path with a method it does not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

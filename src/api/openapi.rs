@@ -1,0 +1,81 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::error::{ErrorBody, ErrorDetail};
+use super::handlers::{self, Submitted};
+use super::views;
+use crate::requests::{Quote, ResearcherView, StatisticAccuracy, Submission};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Outreach Warehouse",
+        description = "Differentially private evaluation figures of post-overdose outreach programs. \
+            Read-only: every figure comes from a stored release, with its 95% interval, its noise \
+            and the release and dataset version it belongs to. Researchers submit release specs \
+            that a data steward approves before anything runs.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        handlers::health,
+        handlers::openapi,
+        handlers::programs,
+        handlers::metrics,
+        handlers::quarters,
+        handlers::program_quarter,
+        handlers::compare,
+        handlers::releases,
+        handlers::release,
+        handlers::budget,
+        handlers::submit,
+        handlers::request_status,
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        views::Health,
+        views::Program,
+        views::Metric,
+        views::Quarter,
+        views::Figure,
+        views::ProgramQuarter,
+        views::Comparison,
+        views::Release,
+        views::ReleaseSummary,
+        views::Budget,
+        views::AllocationBudget,
+        Submission,
+        Submitted,
+        Quote,
+        StatisticAccuracy,
+        ResearcherView,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "meta", description = "Health and this document"),
+        (name = "catalog", description = "Programs and metric definitions"),
+        (name = "metrics", description = "The standard metrics per quarter: the funder's and the agency's calls"),
+        (name = "releases", description = "Every public release and the privacy budget"),
+        (name = "requests", description = "Researchers' requests (bearer token)")
+    )
+)]
+pub struct ApiDoc;
+
+/// The document served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

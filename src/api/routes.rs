@@ -1,0 +1,208 @@
+//! The router: routes, and the layers every request passes (rate limits, body limit,
+//! timeout, compression, CORS, security headers, access log).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sha2::{Digest, Sha256};
+use tower_governor::GovernorLayer;
+use tower_governor::errors::GovernorError;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::error::ApiError;
+use super::handlers;
+use super::state::{AccessRecord, AppState};
+
+/// Every route the server answers, as (method, path template): the OpenAPI test checks each
+/// is documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/openapi.json"),
+    ("GET", "/v1/programs"),
+    ("GET", "/v1/metrics"),
+    ("GET", "/v1/quarters"),
+    ("GET", "/v1/quarters/{quarter}/programs/{program_id}"),
+    ("GET", "/v1/quarters/{quarter}/compare"),
+    ("GET", "/v1/releases"),
+    ("GET", "/v1/releases/{id}"),
+    ("GET", "/v1/budget"),
+    ("POST", "/v1/requests"),
+    ("GET", "/v1/requests/{id}"),
+];
+
+/// The peer's IP; in-process callers (tests) without one share a single bucket.
+fn peer_ip<T>(req: &axum::http::Request<T>) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Rate-limit key: the client's IP. Forwarded headers are not trusted (anyone can set them).
+#[derive(Debug, Clone, Copy)]
+struct ClientIp;
+
+impl KeyExtractor for ClientIp {
+    type Key = IpAddr;
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<IpAddr, GovernorError> {
+        Ok(peer_ip(req))
+    }
+}
+
+/// Rate-limit key of the researcher routes: the bearer token (by its hash), or the IP when
+/// there is none, so guessing tokens from one address is limited too.
+#[derive(Debug, Clone, Copy)]
+struct TokenOrIp;
+
+impl KeyExtractor for TokenOrIp {
+    type Key = [u8; 16];
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<[u8; 16], GovernorError> {
+        let mut h = Sha256::new();
+        match handlers::bearer(req.headers()) {
+            Some(token) => {
+                h.update(b"token\0");
+                h.update(token.as_bytes());
+            }
+            None => {
+                h.update(b"ip\0");
+                h.update(peer_ip(req).to_string().as_bytes());
+            }
+        }
+        let digest = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Ok(key)
+    }
+}
+
+fn too_many(e: GovernorError) -> Response {
+    match e {
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            ApiError::TooManyRequests(wait_time.max(1)).into_response()
+        }
+        other => ApiError::Internal(format!("rate limiter: {other}")).into_response(),
+    }
+}
+
+fn period(per_second: f64) -> Duration {
+    Duration::from_secs_f64(1.0 / per_second.max(1e-6))
+}
+
+/// Security headers on every response (unless a handler set them).
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    };
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    );
+    set(
+        h,
+        HeaderName::from_static("cross-origin-resource-policy"),
+        "cross-origin",
+    );
+    set(
+        h,
+        HeaderName::from_static("permissions-policy"),
+        "interest-cohort=()",
+    );
+    r
+}
+
+/// One structured access record per request: method, path (never the query string or any
+/// header), status, duration, client.
+async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let r = next.run(req).await;
+    state.access_log().record(AccessRecord {
+        method,
+        path,
+        status: r.status().as_u16(),
+        micros: start.elapsed().as_micros(),
+        client,
+    });
+    r
+}
+
+/// The application: every route with its layers, over `state`.
+pub fn app(state: AppState) -> Router {
+    let limits = state.limits().clone();
+    let per_ip = GovernorConfigBuilder::default()
+        .period(period(limits.per_ip_per_second))
+        .burst_size(limits.per_ip_burst.max(1))
+        .key_extractor(ClientIp)
+        .finish()
+        .expect("a positive period and burst");
+    let per_token = GovernorConfigBuilder::default()
+        .period(period(limits.per_token_per_minute / 60.0))
+        .burst_size(limits.per_token_burst.max(1))
+        .key_extractor(TokenOrIp)
+        .finish()
+        .expect("a positive period and burst");
+
+    let researcher = Router::new()
+        .route("/v1/requests", post(handlers::submit))
+        .route("/v1/requests/{id}", get(handlers::request_status))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(GovernorLayer::new(per_token).error_handler(too_many));
+
+    Router::new()
+        .route("/healthz", get(handlers::health))
+        .route("/openapi.json", get(handlers::openapi))
+        .route("/v1/programs", get(handlers::programs))
+        .route("/v1/metrics", get(handlers::metrics))
+        .route("/v1/quarters", get(handlers::quarters))
+        .route(
+            "/v1/quarters/{quarter}/programs/{program_id}",
+            get(handlers::program_quarter),
+        )
+        .route("/v1/quarters/{quarter}/compare", get(handlers::compare))
+        .route("/v1/releases", get(handlers::releases))
+        .route("/v1/releases/{id}", get(handlers::release))
+        .route("/v1/budget", get(handlers::budget))
+        .merge(researcher)
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(GovernorLayer::new(per_ip).error_handler(too_many))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.timeout,
+        ))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::HEAD])
+                .allow_headers([header::ACCEPT, header::IF_NONE_MATCH])
+                .expose_headers([header::ETAG])
+                .max_age(Duration::from_secs(3600)),
+        )
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,197 @@
+//! The server's shared state: the snapshot it serves, the requests file it writes, its
+//! limits and its access log.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::snapshot::Snapshot;
+use crate::ledger::Ledger;
+use crate::requests::Queue;
+
+/// The server's limits; every one can be set on `outreach serve`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Requests per second each client IP may make, on average.
+    pub per_ip_per_second: f64,
+    /// Requests a client IP may make at once before the average applies.
+    pub per_ip_burst: u32,
+    /// Requests per minute on the researcher routes, per token (or per IP without one).
+    pub per_token_per_minute: f64,
+    pub per_token_burst: u32,
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a request may take before it is answered 408.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            per_ip_per_second: 50.0,
+            per_ip_burst: 100,
+            per_token_per_minute: 30.0,
+            per_token_burst: 10,
+            max_body_bytes: 64 * 1024,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One line of the access log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessRecord {
+    pub method: String,
+    /// The path without the query string.
+    pub path: String,
+    pub status: u16,
+    pub micros: u128,
+    /// The peer's address, when the server knows it.
+    pub client: Option<IpAddr>,
+}
+
+/// Where access records go: always to `tracing` (target `outreach::access`), and also to
+/// memory when a test asks.
+#[derive(Debug, Clone, Default)]
+pub struct AccessLog {
+    memory: Option<Arc<Mutex<Vec<AccessRecord>>>>,
+}
+
+impl AccessLog {
+    /// A log that also keeps every record in memory.
+    pub fn in_memory() -> AccessLog {
+        AccessLog {
+            memory: Some(Arc::default()),
+        }
+    }
+
+    pub fn record(&self, r: AccessRecord) {
+        tracing::info!(
+            target: "outreach::access",
+            method = %r.method,
+            path = %r.path,
+            status = r.status,
+            micros = r.micros as u64,
+            client = ?r.client,
+        );
+        if let Some(m) = &self.memory {
+            m.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        }
+    }
+
+    /// The records kept in memory.
+    pub fn records(&self) -> Vec<AccessRecord> {
+        self.memory
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+}
+
+struct Inner {
+    warehouse: PathBuf,
+    snapshot: RwLock<Arc<Snapshot>>,
+    queue: Mutex<Queue>,
+    limits: Limits,
+    access_log: AccessLog,
+    openapi: axum::body::Bytes,
+}
+
+/// The state every handler gets: cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    /// Loads the snapshot of a warehouse and opens its requests file (created if missing).
+    pub async fn open(
+        warehouse: &Path,
+        limits: Limits,
+        access_log: AccessLog,
+    ) -> crate::Result<AppState> {
+        let queue = Queue::open(warehouse)?;
+        let made_public = queue.public_release_ids()?;
+        let snapshot = Snapshot::load(warehouse, &made_public).await?;
+        let openapi =
+            serde_json::to_vec(&super::openapi::document()).expect("the document serialises");
+        Ok(AppState(Arc::new(Inner {
+            warehouse: warehouse.to_path_buf(),
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            queue: Mutex::new(queue),
+            limits,
+            access_log,
+            openapi: openapi.into(),
+        })))
+    }
+
+    pub fn warehouse(&self) -> &Path {
+        &self.0.warehouse
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+
+    pub fn access_log(&self) -> &AccessLog {
+        &self.0.access_log
+    }
+
+    pub fn openapi(&self) -> axum::body::Bytes {
+        self.0.openapi.clone()
+    }
+
+    /// What is served now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.0
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The requests file, locked. Never hold it across an `.await`.
+    pub fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.0.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads everything again: after a publication, an approval or new data.
+    pub async fn reload(&self) -> crate::Result<()> {
+        let made_public = self.queue().public_release_ids()?;
+        let snapshot = Snapshot::load(&self.0.warehouse, &made_public).await?;
+        *self.0.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        Ok(())
+    }
+
+    /// Reloads whenever the ledger or the requests file changes; checks every `every`.
+    /// Runs until the process ends. The ledger is watched through a read-only connection.
+    pub async fn watch(self, every: Duration) {
+        let Ok(ledger) = Ledger::open_read_only(&self.0.warehouse) else {
+            return;
+        };
+        let Ok(watch_queue) = Queue::open(&self.0.warehouse) else {
+            return;
+        };
+        // In a mutex so that the task's future is `Send`; it is never held across an await.
+        let conns = Mutex::new((ledger, watch_queue));
+        let versions = || {
+            let c = conns.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                c.0.data_version().unwrap_or(-1),
+                c.1.data_version().unwrap_or(-1),
+            )
+        };
+        let mut seen = versions();
+        loop {
+            tokio::time::sleep(every).await;
+            let now = versions();
+            if now != seen {
+                seen = now;
+                if let Err(e) = self.reload().await {
+                    tracing::error!(target: "outreach::api", error = %e, "reload failed; still serving the previous snapshot");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! What the API returns: the response types (their schemas go into `/openapi.json`) and how
+//! each is built from what `publish` and the ledger stored. Nothing here computes a
+//! statistic: every number is read from a stored release or publication.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::ledger::publications::StoredPublication;
+use crate::ledger::{BudgetView, StoredRelease};
+use crate::privacy::PublicRelease;
+use crate::privacy::mechanism::epsilon_at;
+use crate::queries::Catalog;
+use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
+use crate::queries::publish::{Completeness, ProgramInfo, Publication};
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    /// Quarters with a publication.
+    pub quarters: usize,
+    /// Public releases served.
+    pub releases: usize,
+}
+
+/// Public metadata of a program.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Program {
+    pub program_id: String,
+    pub program_name: String,
+    pub region: String,
+    pub team_model: String,
+    pub police_on_visits: String,
+    pub warrant_check: String,
+}
+
+impl From<&ProgramInfo> for Program {
+    fn from(p: &ProgramInfo) -> Program {
+        Program {
+            program_id: p.program_id.clone(),
+            program_name: p.program_name.clone(),
+            region: p.region.clone(),
+            team_model: p.team_model.clone(),
+            police_on_visits: p.police_on_visits.clone(),
+            warrant_check: p.warrant_check.clone(),
+        }
+    }
+}
+
+/// One entry of the metric catalog, in plain words.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Metric {
+    /// The metric file: `outreach`, `outcomes` or `equity`.
+    pub metric: String,
+    /// `count`, `rate` or `difference`.
+    pub kind: String,
+    pub name: String,
+    pub definition: String,
+    /// The follow-up window in days after the index overdose, for counts: [first, last].
+    #[schema(value_type = Option<Vec<i64>>)]
+    pub window_days: Option<[i64; 2]>,
+}
+
+/// The catalog's metrics, counts first within each file.
+pub fn metrics(catalog: &Catalog) -> Vec<Metric> {
+    let mut out = Vec::new();
+    for f in &catalog.files {
+        for s in &f.statistics {
+            out.push(Metric {
+                metric: f.name.clone(),
+                kind: "count".into(),
+                name: s.name.clone(),
+                definition: format!("survivors in the cohort who {}", s.description),
+                window_days: Some(s.window),
+            });
+        }
+        for r in &f.rates {
+            out.push(Metric {
+                metric: f.name.clone(),
+                kind: "rate".into(),
+                name: r.name.clone(),
+                definition: format!("{} ({} / {})", r.description, r.numerator, r.denominator),
+                window_days: None,
+            });
+        }
+        for d in &f.differences {
+            out.push(Metric {
+                metric: f.name.clone(),
+                kind: "difference".into(),
+                name: d.name.clone(),
+                definition: format!("{} ({} - {})", d.description, d.minuend, d.subtrahend),
+                window_days: None,
+            });
+        }
+    }
+    out
+}
+
+/// A quarter that has a publication: the current one.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Quarter {
+    pub quarter: String,
+    pub publication_id: i64,
+    /// The standard release.
+    pub release_id: i64,
+    /// The equity release.
+    pub equity_release_id: Option<i64>,
+    pub dataset_version: String,
+    pub published_at: String,
+    pub approver: String,
+    /// The publication this one replaced, after new data.
+    pub supersedes: Option<i64>,
+    pub rho: f64,
+    pub equity_rho: f64,
+    /// ε of the standard release at `display_delta`.
+    pub epsilon: f64,
+    pub display_delta: f64,
+}
+
+/// One published figure with everything needed to read it: its value, 95% interval, the
+/// noise behind it, follow-up completeness, and the release and dataset version it comes
+/// from. Counts, rates and differences share this shape, so CSV has one header.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Figure {
+    pub quarter: String,
+    /// What the figure is about: a program id, a group value, or `statewide`.
+    pub scope: String,
+    /// `program`, `team_model`, `police_on_visits`, `warrant_check`, `region` or `statewide`.
+    pub by: String,
+    /// `count`, `rate` or `difference`.
+    pub kind: String,
+    pub name: String,
+    /// For equity figures: the breakdown (`age_band`, `sex`, `race_ethnicity`) and its value.
+    pub breakdown: Option<String>,
+    pub breakdown_value: Option<String>,
+    /// The value to show: counts clamped at 0, rates to [0, 1]. Null when a rate's
+    /// denominator is too noisy to divide by.
+    pub value: Option<f64>,
+    /// The 95% interval of the noise.
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// The unclamped noisy value, for sums.
+    pub raw: Option<f64>,
+    pub insufficient_data: bool,
+    /// False when some table is not declared complete through the follow-up window.
+    pub complete: bool,
+    /// The noise of each count the figure is made of.
+    pub distribution: String,
+    pub scale: f64,
+    pub release_id: i64,
+    pub dataset_version: String,
+}
+
+/// The release a figure comes from and its noise.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    quarter: &'a str,
+    release_id: i64,
+    distribution: &'a str,
+    scale: f64,
+    dataset_version: &'a str,
+}
+
+impl Source<'_> {
+    fn figure(&self, scope: &str, by: &str, kind: &str, name: &str) -> Figure {
+        Figure {
+            quarter: self.quarter.to_string(),
+            scope: scope.to_string(),
+            by: by.to_string(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            breakdown: None,
+            breakdown_value: None,
+            value: None,
+            lower: None,
+            upper: None,
+            raw: None,
+            insufficient_data: false,
+            complete: true,
+            distribution: self.distribution.to_string(),
+            scale: self.scale,
+            release_id: self.release_id,
+            dataset_version: self.dataset_version.to_string(),
+        }
+    }
+
+    fn count(&self, scope: &str, by: &str, c: &CountFigure) -> Figure {
+        Figure {
+            value: Some(c.value),
+            lower: Some(c.lower),
+            upper: Some(c.upper),
+            raw: Some(c.raw),
+            complete: c.complete,
+            ..self.figure(scope, by, "count", &c.statistic)
+        }
+    }
+
+    fn rate(&self, scope: &str, by: &str, r: &RateFigure) -> Figure {
+        Figure {
+            value: r.value,
+            lower: r.lower,
+            upper: r.upper,
+            raw: r.raw,
+            insufficient_data: r.insufficient_data,
+            complete: r.complete,
+            ..self.figure(scope, by, "rate", &r.name)
+        }
+    }
+
+    fn difference(&self, scope: &str, by: &str, d: &DifferenceFigure) -> Figure {
+        Figure {
+            value: d.value,
+            lower: d.lower,
+            upper: d.upper,
+            raw: d.raw,
+            insufficient_data: d.insufficient_data,
+            complete: d.complete,
+            ..self.figure(scope, by, "difference", &d.name)
+        }
+    }
+
+    fn all(
+        &self,
+        scope: &str,
+        by: &str,
+        counts: &[CountFigure],
+        rates: &[RateFigure],
+        differences: &[DifferenceFigure],
+    ) -> Vec<Figure> {
+        let mut out: Vec<Figure> = counts.iter().map(|c| self.count(scope, by, c)).collect();
+        out.extend(rates.iter().map(|r| self.rate(scope, by, r)));
+        out.extend(differences.iter().map(|d| self.difference(scope, by, d)));
+        out
+    }
+}
+
+fn standard_source(doc: &Publication) -> Source<'_> {
+    Source {
+        quarter: &doc.quarter,
+        release_id: doc.release_id,
+        distribution: &doc.distribution,
+        scale: doc.scale,
+        dataset_version: &doc.dataset_version,
+    }
+}
+
+fn equity_source(doc: &Publication) -> Option<Source<'_>> {
+    Some(Source {
+        quarter: &doc.quarter,
+        release_id: doc.equity_release_id?,
+        distribution: &doc.distribution,
+        scale: doc.equity_scale,
+        dataset_version: &doc.dataset_version,
+    })
+}
+
+/// `GET /v1/quarters/{quarter}/programs/{program_id}`: every standard metric of one program.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProgramQuarter {
+    pub quarter: String,
+    pub program: Program,
+    pub publication_id: i64,
+    pub release_id: i64,
+    pub equity_release_id: Option<i64>,
+    pub dataset_version: String,
+    pub published_at: String,
+    #[schema(value_type = Vec<Object>)]
+    pub completeness: Vec<Completeness>,
+    pub figures: Vec<Figure>,
+    pub note: String,
+}
+
+/// One program's figures in a publication, or `None` when it is not in it.
+pub fn program_quarter(
+    publication: &StoredPublication,
+    doc: &Publication,
+    program_id: &str,
+) -> Option<ProgramQuarter> {
+    let p = doc
+        .programs
+        .iter()
+        .find(|p| p.program.program_id == program_id)?;
+    let src = standard_source(doc);
+    let mut figures = src.all(program_id, "program", &p.counts, &p.rates, &p.differences);
+    if let Some(eq) = equity_source(doc) {
+        for b in doc.equity.iter().filter(|b| b.scope == program_id) {
+            for f in eq.all(program_id, "program", &b.counts, &b.rates, &[]) {
+                figures.push(Figure {
+                    breakdown: Some(b.dimension.clone()),
+                    breakdown_value: Some(b.value.clone()),
+                    ..f
+                });
+            }
+        }
+    }
+    Some(ProgramQuarter {
+        quarter: doc.quarter.clone(),
+        program: Program::from(&p.program),
+        publication_id: publication.id,
+        release_id: doc.release_id,
+        equity_release_id: doc.equity_release_id,
+        dataset_version: doc.dataset_version.clone(),
+        published_at: publication.published_at.clone(),
+        completeness: doc.completeness.clone(),
+        figures,
+        note: doc.note.clone(),
+    })
+}
+
+/// `GET /v1/quarters/{quarter}/compare`: one metric across programs or groups.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Comparison {
+    pub quarter: String,
+    pub metric: String,
+    pub by: String,
+    pub figures: Vec<Figure>,
+    pub note: String,
+}
+
+/// The groupings `compare` accepts.
+pub const COMPARE_BY: &[&str] = &[
+    "program",
+    "team_model",
+    "police_on_visits",
+    "warrant_check",
+    "region",
+    "statewide",
+];
+
+/// A metric compared across programs (`by = program`) or across the groups that publish
+/// stored. `kind` (`count`, `rate`, `difference`) picks one when a name is both a count and
+/// a rate. The error says what is wrong with the metric, for a 400.
+pub fn compare(
+    doc: &Publication,
+    metric: &str,
+    kind: Option<&str>,
+    by: &str,
+) -> Result<Comparison, String> {
+    let src = standard_source(doc);
+    let mut kinds: Vec<&str> = Vec::new();
+    if let Some(p) = doc.programs.first() {
+        if p.counts.iter().any(|c| c.statistic == metric) {
+            kinds.push("count");
+        }
+        if p.rates.iter().any(|r| r.name == metric) {
+            kinds.push("rate");
+        }
+        if p.differences.iter().any(|d| d.name == metric) {
+            kinds.push("difference");
+        }
+    }
+    let kind = match (kind, kinds.as_slice()) {
+        (_, []) => {
+            return Err(format!(
+                "{metric:?} is not a count, rate or difference of the standard metrics; see /v1/metrics"
+            ));
+        }
+        (Some(k), found) if found.contains(&k) => k,
+        (Some(k), found) => {
+            return Err(format!(
+                "{metric:?} is a {}, not a {k:?}",
+                found.join(" and a ")
+            ));
+        }
+        (None, [one]) => one,
+        (None, found) => {
+            return Err(format!(
+                "{metric:?} names a {}: add kind={}",
+                found.join(" and a "),
+                found.join(" or kind=")
+            ));
+        }
+    };
+    let pick =
+        |scope: &str, counts: &[CountFigure], rates: &[RateFigure], diffs: &[DifferenceFigure]| {
+            src.all(scope, by, counts, rates, diffs)
+                .into_iter()
+                .find(|f| f.name == metric && f.kind == kind)
+        };
+    let figures: Vec<Figure> = if by == "program" {
+        doc.programs
+            .iter()
+            .filter_map(|p| pick(&p.program.program_id, &p.counts, &p.rates, &p.differences))
+            .collect()
+    } else {
+        doc.groups
+            .iter()
+            .filter(|g| g.by == by)
+            .filter_map(|g| pick(&g.group, &g.counts, &g.rates, &g.differences))
+            .collect()
+    };
+    Ok(Comparison {
+        quarter: doc.quarter.clone(),
+        metric: metric.to_string(),
+        by: by.to_string(),
+        figures,
+        note: doc.note.clone(),
+    })
+}
+
+/// The public view of a release with its ledger entry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Release {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub release: PublicRelease,
+    /// When the ledger recorded the debit, before any noise was drawn.
+    pub debited_at: String,
+    pub debit_rho: f64,
+    pub debit_delta: f64,
+    /// The quarter it publishes, for the standard metrics' releases.
+    pub quarter: Option<String>,
+    /// The release that replaced it after new data; the quarter routes serve that one.
+    pub superseded_by: Option<i64>,
+}
+
+impl Release {
+    pub fn new(
+        stored: &StoredRelease,
+        public: PublicRelease,
+        quarter: Option<String>,
+        superseded_by: Option<i64>,
+    ) -> Release {
+        Release {
+            release: public,
+            debited_at: stored.created_at.clone(),
+            debit_rho: stored.debit_rho,
+            debit_delta: stored.debit_delta,
+            quarter,
+            superseded_by,
+        }
+    }
+}
+
+/// A line of `GET /v1/releases`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReleaseSummary {
+    pub id: i64,
+    pub name: String,
+    pub quarter: Option<String>,
+    pub dataset_version: String,
+    pub approver: String,
+    pub published_at: String,
+    pub rho: f64,
+    pub delta: f64,
+    pub statistics: usize,
+    pub cells: usize,
+    pub superseded_by: Option<i64>,
+}
+
+impl From<&Release> for ReleaseSummary {
+    fn from(r: &Release) -> ReleaseSummary {
+        ReleaseSummary {
+            id: r.release.id,
+            name: r.release.name.clone(),
+            quarter: r.quarter.clone(),
+            dataset_version: r.release.dataset_version.clone(),
+            approver: r.release.approver.clone(),
+            published_at: r.release.published_at.clone(),
+            rho: r.debit_rho,
+            delta: r.debit_delta,
+            statistics: r.release.result.statistics.len(),
+            cells: r.release.result.cells.len(),
+            superseded_by: r.superseded_by,
+        }
+    }
+}
+
+/// One allocation of the budget, in ρ and in ε.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AllocationBudget {
+    pub name: String,
+    pub rho: f64,
+    pub spent_rho: f64,
+    pub remaining_rho: f64,
+    pub epsilon: f64,
+    pub spent_epsilon: f64,
+    pub remaining_epsilon: f64,
+}
+
+/// `GET /v1/budget`: the privacy budget of the current period, for transparency.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Budget {
+    pub period_starts: String,
+    pub period_ends: String,
+    pub total_rho: f64,
+    pub spent_rho: f64,
+    pub remaining_rho: f64,
+    /// ε at `display_delta` of the same ρ: zCDP ρ converts to (ε, δ)-DP for any δ.
+    pub total_epsilon: f64,
+    pub spent_epsilon: f64,
+    pub remaining_epsilon: f64,
+    pub display_delta: f64,
+    pub total_delta: f64,
+    pub spent_delta: f64,
+    /// Over every period, which grows with each renewal.
+    pub lifetime_rho: f64,
+    pub allocations: Vec<AllocationBudget>,
+}
+
+/// The public budget from the ledger's view. Fails only if OpenDP cannot convert a ρ.
+pub fn budget(b: &BudgetView) -> crate::Result<Budget> {
+    let d = b.config.display_delta;
+    let eps = |rho: f64| epsilon_at(rho.max(0.0), d);
+    let mut allocations = Vec::new();
+    for a in &b.allocations {
+        let remaining = (a.rho - a.spent_rho).max(0.0);
+        allocations.push(AllocationBudget {
+            name: a.name.clone(),
+            rho: a.rho,
+            spent_rho: a.spent_rho,
+            remaining_rho: remaining,
+            epsilon: eps(a.rho)?,
+            spent_epsilon: eps(a.spent_rho)?,
+            remaining_epsilon: eps(remaining)?,
+        });
+    }
+    let remaining = (b.period.total_rho - b.spent_rho).max(0.0);
+    Ok(Budget {
+        period_starts: b.period.starts.clone(),
+        period_ends: b.period.ends.clone(),
+        total_rho: b.period.total_rho,
+        spent_rho: b.spent_rho,
+        remaining_rho: remaining,
+        total_epsilon: eps(b.period.total_rho)?,
+        spent_epsilon: eps(b.spent_rho)?,
+        remaining_epsilon: eps(remaining)?,
+        display_delta: d,
+        total_delta: b.period.total_delta,
+        spent_delta: b.spent_delta,
+        lifetime_rho: b.lifetime_rho,
+        allocations,
+    })
+}

@@ -1,0 +1,1245 @@
+//! The read-only API: every route over a published fixture warehouse, through `oneshot`
+//! (no socket), in JSON and CSV; the OpenAPI document; caching; the security items of the
+//! issue, each with its own test; and a researcher's round trip through the CLI and HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use outreach_warehouse::api::{AccessLog, AppState, Limits, ROUTES, app};
+use outreach_warehouse::ingest::ingest;
+use outreach_warehouse::ledger::publications::NewPublication;
+use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::queries::publish::{STANDARD_ALLOCATION, publish};
+use outreach_warehouse::requests::{Queue, Role, constant_time_eq};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::metrics::{fixture_files, fixture_opts, opts};
+
+/// The fixture warehouse with 2025Q1 and 2025Q2 published, and ρ = 10 left unallocated for
+/// researchers.
+async fn published(tmp: &Path) -> PathBuf {
+    let wh = tmp.join("wh");
+    ingest(&wh, &fixture_files(), &fixture_opts("2025-12-31")).expect("the fixture loads");
+    let mut l = Ledger::init(
+        &wh,
+        &BudgetInit {
+            total_rho: 20.0,
+            total_delta: 0.0,
+            horizon_days: 365,
+            config: PrivacyConfig::default(),
+        },
+    )
+    .unwrap();
+    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
+    drop(l);
+    publish(&wh, &opts("2025Q1")).await.unwrap();
+    publish(&wh, &opts("2025Q2")).await.unwrap();
+    wh
+}
+
+async fn state(wh: &Path, limits: Limits) -> AppState {
+    AppState::open(wh, limits, AccessLog::in_memory())
+        .await
+        .unwrap()
+}
+
+/// Limits high enough that no test but the rate-limit one meets them.
+fn roomy() -> Limits {
+    Limits {
+        per_ip_per_second: 1e6,
+        per_ip_burst: 1_000_000,
+        per_token_per_minute: 1e6,
+        per_token_burst: 1_000_000,
+        ..Limits::default()
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+    fn header(&self, name: header::HeaderName) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(app: &Router, uri: &str) -> Reply {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+async fn post(app: &Router, uri: &str, token: Option<&str>, body: impl Into<Body>) -> Reply {
+    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    send(app, b.body(body.into()).unwrap()).await
+}
+
+async fn get_as(app: &Router, uri: &str, token: &str) -> Reply {
+    send(
+        app,
+        Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+/// The error body every failure has: JSON with a status and a stable code.
+fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["error"]["status"], status.as_u16(), "{v}");
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(
+        r.header(header::CONTENT_TYPE)
+            .starts_with("application/json")
+    );
+}
+
+fn current_doc(wh: &Path, quarter: &str) -> Value {
+    Ledger::open(wh)
+        .unwrap()
+        .current_publication(quarter)
+        .unwrap()
+        .unwrap()
+        .document
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_answers_on_a_published_warehouse_in_json_and_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let app = app(state(&wh, roomy()).await);
+    let doc = current_doc(&wh, "2025Q1");
+    let release_id = doc["release_id"].as_i64().unwrap();
+
+    let health = get(&app, "/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.json()["quarters"], 2);
+
+    let programs = get(&app, "/v1/programs").await.json();
+    let ids: Vec<&str> = programs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["program_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["P1", "P2", "P3"]);
+
+    let metrics = get(&app, "/v1/metrics").await.json();
+    let names: Vec<&str> = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "identified",
+        "engaged_30d",
+        "linked_moud_30d",
+        "arrest_after_attempt_police_difference",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(
+        metrics
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| !m["definition"].as_str().unwrap().is_empty())
+    );
+
+    let quarters = get(&app, "/v1/quarters").await.json();
+    assert_eq!(quarters[0]["quarter"], "2025Q1");
+    assert_eq!(quarters[1]["quarter"], "2025Q2");
+    assert_eq!(quarters[0]["release_id"], release_id);
+
+    // The funder's call: every standard metric of one program, as publish stored it.
+    let page = get(&app, "/v1/quarters/2025Q1/programs/P1").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = page.json();
+    let stored = doc["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"]["program_id"] == "P1")
+        .unwrap();
+    let figures = page["figures"].as_array().unwrap();
+    for c in stored["counts"].as_array().unwrap() {
+        let f = figures
+            .iter()
+            .find(|f| {
+                f["name"] == c["statistic"] && f["kind"] == "count" && f["breakdown"].is_null()
+            })
+            .unwrap_or_else(|| panic!("no figure for {}", c["statistic"]));
+        for key in ["value", "lower", "upper", "raw", "complete"] {
+            assert_eq!(f[key], c[key], "{key} of {}", c["statistic"]);
+        }
+        assert_eq!(f["kind"], "count");
+        assert_eq!(f["distribution"], doc["distribution"]);
+        assert_eq!(f["scale"], doc["scale"]);
+        assert_eq!(f["release_id"], release_id);
+        assert_eq!(f["dataset_version"], doc["dataset_version"]);
+    }
+    for r in stored["rates"].as_array().unwrap() {
+        let f = figures
+            .iter()
+            .find(|f| f["name"] == r["name"] && f["kind"] == "rate" && f["breakdown"].is_null())
+            .unwrap();
+        assert_eq!(f["value"], r["value"]);
+        assert_eq!(f["lower"], r["lower"]);
+    }
+    let equity: Vec<&Value> = figures
+        .iter()
+        .filter(|f| !f["breakdown"].is_null())
+        .collect();
+    assert!(
+        !equity.is_empty(),
+        "the equity breakdowns are standard metrics too"
+    );
+    assert!(
+        equity
+            .iter()
+            .all(|f| f["release_id"] == doc["equity_release_id"]
+                && f["scale"] == doc["equity_scale"])
+    );
+    assert_eq!(page["completeness"], doc["completeness"]);
+
+    // The same page as CSV, by parameter and by Accept: one line per figure.
+    let csv = get(&app, "/v1/quarters/2025Q1/programs/P1?format=csv").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.header(header::CONTENT_TYPE).starts_with("text/csv"));
+    let text = csv.text();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "quarter,scope,by,kind,name,breakdown,breakdown_value,value,lower,upper,raw,insufficient_data,complete,distribution,scale,release_id,dataset_version"
+    );
+    assert_eq!(lines.count(), figures.len());
+    let by_accept = send(
+        &app,
+        Request::get("/v1/quarters/2025Q1/programs/P1")
+            .header(header::ACCEPT, "text/csv")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(by_accept.text(), text);
+
+    // The agency's call: one metric across programs, and across program models.
+    let cmp = get(&app, "/v1/quarters/2025Q1/compare?metric=engagement_30d").await;
+    assert_eq!(cmp.status, StatusCode::OK, "{}", cmp.text());
+    let cmp = cmp.json();
+    assert_eq!(cmp["by"], "program");
+    assert_eq!(cmp["figures"].as_array().unwrap().len(), 3);
+    let by_model = get(
+        &app,
+        "/v1/quarters/2025Q1/compare?metric=identified&by=team_model&format=csv",
+    )
+    .await;
+    assert_eq!(by_model.status, StatusCode::OK);
+    let groups: Vec<&Value> = doc["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["by"] == "team_model")
+        .collect();
+    assert_eq!(by_model.text().lines().count(), 1 + groups.len());
+    let statewide = get(
+        &app,
+        "/v1/quarters/2025Q1/compare?metric=arrest_after_attempt_police_difference&by=statewide",
+    )
+    .await;
+    assert_eq!(statewide.status, StatusCode::OK, "{}", statewide.text());
+    assert_eq!(statewide.json()["figures"].as_array().unwrap().len(), 1);
+    assert_eq!(statewide.json()["figures"][0]["kind"], "difference");
+    // `naloxone_30d` names a count and a rate: the kind must be said.
+    let ambiguous = get(&app, "/v1/quarters/2025Q1/compare?metric=naloxone_30d").await;
+    assert_error(&ambiguous, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(ambiguous.text().contains("kind="), "{}", ambiguous.text());
+    let rate = get(
+        &app,
+        "/v1/quarters/2025Q1/compare?metric=naloxone_30d&kind=rate",
+    )
+    .await
+    .json();
+    assert!(
+        rate["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["kind"] == "rate")
+    );
+    let count = get(
+        &app,
+        "/v1/quarters/2025Q1/compare?metric=naloxone_30d&kind=count",
+    )
+    .await
+    .json();
+    assert!(
+        count["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["kind"] == "count")
+    );
+
+    let list = get(&app, "/v1/releases").await.json();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        4,
+        "two quarters, two releases each"
+    );
+    let q1 = get(&app, "/v1/releases?quarter=2025Q1&format=csv").await;
+    assert_eq!(q1.text().lines().count(), 1 + 2);
+    let one = get(&app, &format!("/v1/releases/{release_id}")).await;
+    assert_eq!(one.status, StatusCode::OK);
+    let one = one.json();
+    assert_eq!(one["id"], release_id);
+    assert_eq!(one["quarter"], "2025Q1");
+    assert!(one["debit_rho"].as_f64().unwrap() > 0.0);
+    assert!(one["result"]["statistics"].as_array().unwrap().len() > 5);
+    let one_csv = get(&app, &format!("/v1/releases/{release_id}?format=csv")).await;
+    assert!(one_csv.text().starts_with("release,dataset_version,"));
+
+    let budget = get(&app, "/v1/budget").await.json();
+    let view = Ledger::open(&wh).unwrap().show().unwrap();
+    assert_eq!(budget["total_rho"], view.period.total_rho);
+    assert!((budget["spent_rho"].as_f64().unwrap() - view.spent_rho).abs() < 1e-12);
+    assert!(budget["total_epsilon"].as_f64().unwrap() > budget["spent_epsilon"].as_f64().unwrap());
+    assert_eq!(budget["allocations"][0]["name"], "standard-releases");
+    let budget_csv = get(&app, "/v1/budget?format=csv").await.text();
+    assert!(budget_csv.starts_with("name,rho,spent_rho,remaining_rho,epsilon,"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_parameters_unknown_ids_and_routes_get_json_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let app = app(state(&wh, roomy()).await);
+    use StatusCode as S;
+    for (uri, status, code) in [
+        (
+            "/v1/quarters/2025Q5/programs/P1",
+            S::BAD_REQUEST,
+            "bad_request",
+        ),
+        ("/v1/quarters/2030Q1/programs/P1", S::NOT_FOUND, "not_found"),
+        ("/v1/quarters/2025Q1/programs/P9", S::NOT_FOUND, "not_found"),
+        (
+            "/v1/quarters/2025Q1/programs/P1?format=xml",
+            S::BAD_REQUEST,
+            "bad_request",
+        ),
+        ("/v1/programs?format=", S::BAD_REQUEST, "bad_request"),
+        ("/v1/quarters/2025Q1/compare", S::BAD_REQUEST, "bad_request"),
+        (
+            "/v1/quarters/2025Q1/compare?metric=identified&by=county",
+            S::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/v1/quarters/2025Q1/compare?metric=person_key",
+            S::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/v1/quarters/2031Q1/compare?metric=identified",
+            S::NOT_FOUND,
+            "not_found",
+        ),
+        ("/v1/releases/abc", S::BAD_REQUEST, "bad_request"),
+        ("/v1/releases/99999", S::NOT_FOUND, "not_found"),
+        ("/v1/releases?quarter=soon", S::BAD_REQUEST, "bad_request"),
+        ("/v1/requests/1", S::UNAUTHORIZED, "unauthorized"),
+        ("/v1/rows", S::NOT_FOUND, "not_found"),
+        ("/", S::NOT_FOUND, "not_found"),
+    ] {
+        let r = get(&app, uri).await;
+        assert_error(&r, status, code);
+        assert!(
+            !r.text().contains(&*wh.to_string_lossy()),
+            "{uri}: {}",
+            r.text()
+        );
+    }
+    let r = send(
+        &app,
+        Request::delete("/v1/releases/1")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_error(&r, S::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let r = send(
+        &app,
+        Request::put("/v1/budget").body(Body::from("{}")).unwrap(),
+    )
+    .await;
+    assert_error(&r, S::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_is_3_1_documents_every_route_and_its_refs_resolve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let app = app(state(&wh, roomy()).await);
+    let doc = get(&app, "/openapi.json").await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["info"]["title"].is_string());
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} is not in /openapi.json");
+        let responses = op["responses"].as_object().unwrap();
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{method} {path} documents no success"
+        );
+        // Every path parameter of the template is declared.
+        for seg in path.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_matches(['{', '}']);
+            let declared = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+            assert!(declared, "{method} {path}: parameter {name} undeclared");
+        }
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        ROUTES.len(),
+        "a documented route the server lacks"
+    );
+    // Every $ref names a schema that exists.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} does not resolve"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // And every documented GET answers something other than 404 on this warehouse.
+    for (method, path) in ROUTES.iter().filter(|(m, _)| *m == "GET") {
+        let uri = path
+            .replace("{quarter}", "2025Q1")
+            .replace("{program_id}", "P1")
+            .replace(
+                "{id}",
+                &current_doc(&wh, "2025Q1")["release_id"].to_string(),
+            );
+        let uri = if uri.ends_with("/compare") {
+            format!("{uri}?metric=identified")
+        } else {
+            uri
+        };
+        let r = get(&app, &uri).await;
+        assert!(
+            r.status == StatusCode::OK || r.status == StatusCode::UNAUTHORIZED,
+            "{method} {uri}: {}",
+            r.status
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn releases_carry_etags_and_cache_headers_and_a_conditional_get_is_304() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let app = app(state(&wh, roomy()).await);
+    let id = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
+    let uri = format!("/v1/releases/{id}");
+    let first = get(&app, &uri).await;
+    let etag = first.header(header::ETAG);
+    assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+    assert!(first.header(header::CACHE_CONTROL).contains("immutable"));
+    let again = send(
+        &app,
+        Request::get(&uri)
+            .header(header::IF_NONE_MATCH, &etag)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header(header::ETAG), etag);
+    // The CSV body has its own ETag: a JSON copy never answers a CSV request.
+    let csv = send(
+        &app,
+        Request::get(format!("{uri}?format=csv"))
+            .header(header::IF_NONE_MATCH, &etag)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_ne!(csv.header(header::ETAG), etag);
+    // A stale ETag gets the body.
+    let stale = send(
+        &app,
+        Request::get(&uri)
+            .header(header::IF_NONE_MATCH, "\"0123\"")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::OK);
+    let page = get(&app, "/v1/quarters/2025Q1/programs/P2").await;
+    assert!(page.header(header::CACHE_CONTROL).starts_with("public"));
+    let page304 = send(
+        &app,
+        Request::get("/v1/quarters/2025Q1/programs/P2")
+            .header(header::IF_NONE_MATCH, page.header(header::ETAG))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page304.status, StatusCode::NOT_MODIFIED);
+}
+
+/// Every key anywhere in a JSON value.
+fn keys(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                out.push(k.clone());
+                keys(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| keys(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_release_view_never_holds_steward_only_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let app = app(state(&wh, roomy()).await);
+    let list = get(&app, "/v1/releases").await.json();
+    let stored = Ledger::open(&wh).unwrap().releases().unwrap();
+    assert!(
+        stored.iter().all(|r| r.diagnostics.is_some()),
+        "the steward's record has diagnostics, so their absence below means something"
+    );
+    for r in list.as_array().unwrap() {
+        let full = get(&app, &format!("/v1/releases/{}", r["id"])).await.json();
+        let mut all = Vec::new();
+        keys(&full, &mut all);
+        for forbidden in [
+            "error",
+            "diagnostics",
+            "status",
+            "idempotency_key",
+            "content_hash",
+            "manifest_hash",
+            "persons",
+            "rows",
+        ] {
+            assert!(
+                !all.iter().any(|k| k == forbidden),
+                "release {} shows `{forbidden}`",
+                r["id"]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_superseded_release_names_its_successor_and_the_quarter_routes_serve_the_latest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let old = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
+    let extra = tmp.path().join("overdose_events-extra.csv");
+    std::fs::write(
+        &extra,
+        "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
+         EX1,KX1,P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n",
+    )
+    .unwrap();
+    outreach_warehouse::ingest::ingest(&wh, &[extra], &fixture_opts("2025-12-31")).unwrap();
+    let mut o = opts("2025Q1");
+    o.republish = true;
+    publish(&wh, &o).await.unwrap();
+    let new = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
+    assert_ne!(old, new);
+    let app = app(state(&wh, roomy()).await);
+    let old_view = get(&app, &format!("/v1/releases/{old}")).await.json();
+    assert_eq!(old_view["superseded_by"], new);
+    let new_view = get(&app, &format!("/v1/releases/{new}")).await.json();
+    assert!(new_view["superseded_by"].is_null());
+    let page = get(&app, "/v1/quarters/2025Q1/programs/P1").await.json();
+    assert_eq!(page["release_id"], new);
+    assert!(
+        page["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["release_id"] == new || f["release_id"] == page["equity_release_id"])
+    );
+    let current = get(&app, "/v1/releases?quarter=2025Q1&current=true")
+        .await
+        .json();
+    let ids: Vec<i64> = current
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.contains(&new) && !ids.contains(&old), "{ids:?}");
+}
+
+/// The ledger file's bytes (and its WAL's, if any).
+fn ledger_bytes(wh: &Path) -> Vec<Vec<u8>> {
+    ["ledger.sqlite", "ledger.sqlite-wal"]
+        .iter()
+        .map(|f| std::fs::read(wh.join(f)).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_cannot_write_the_ledger_or_the_release_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    // What the server opens refuses writes in SQLite itself.
+    let mut ro = Ledger::open_read_only(&wh).unwrap();
+    assert!(ro.is_read_only());
+    let doc = json!({});
+    let e = ro
+        .record_publication(&NewPublication {
+            quarter: "2025Q3",
+            release_id: 1,
+            dataset_version: "v1",
+            approver: "attacker",
+            document: &doc,
+        })
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("readonly") || e.to_string().contains("read-only"),
+        "{e}"
+    );
+    assert!(ro.allocate("x", 1.0).is_err());
+    drop(ro);
+    // And serving every route, including submissions, leaves the ledger's bytes as they were.
+    let before = ledger_bytes(&wh);
+    let st = state(&wh, roomy()).await;
+    let token = st.queue().create_token("rita", Role::Researcher).unwrap();
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate("researcher:rita", 0.5)
+        .unwrap();
+    let before_after_allocate = ledger_bytes(&wh);
+    assert_ne!(before, before_after_allocate);
+    let app = app(st);
+    for (_, path) in ROUTES.iter().filter(|(m, _)| *m == "GET") {
+        let uri = path
+            .replace("{quarter}", "2025Q1")
+            .replace("{program_id}", "P1")
+            .replace("{id}", "1");
+        get(&app, &uri).await;
+        get(&app, &format!("{uri}?format=csv")).await;
+    }
+    let r = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.1).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(ledger_bytes(&wh), before_after_allocate);
+}
+
+/// A person-local count per program and quarter, inline SQL, no allocation.
+fn spec(sql: &str) -> Value {
+    json!({
+        "name": "persons with an attempt per program and quarter",
+        "k": 2,
+        "queries": [{"sql": sql}],
+        "cells": [
+            {"column": "program_id", "domain": "programs"},
+            {"column": "quarter", "domain": {"quarters": {"from": "2025Q1", "to": "2025Q2"}}}
+        ],
+        "statistics": [{"name": "attempted", "kind": "count"}]
+    })
+}
+
+const PERSON_LOCAL: &str = "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted \
+     FROM outreach_attempts GROUP BY person_key, program_id, quarter_of(attempt_date)";
+
+fn submission(rho: f64) -> Value {
+    json!({"purpose": "how many survivors each team reaches", "rho": rho, "spec": spec(PERSON_LOCAL)})
+}
+
+/// A state with a researcher `name` holding a token and `rho` of allocation.
+async fn with_researcher(wh: &Path, name: &str, rho: f64, limits: Limits) -> (AppState, String) {
+    let st = state(wh, limits).await;
+    let token = st.queue().create_token(name, Role::Researcher).unwrap();
+    if rho > 0.0 {
+        Ledger::open(wh)
+            .unwrap()
+            .allocate(&format!("researcher:{name}"), rho)
+            .unwrap();
+    }
+    (st, token)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_or_missing_token_gets_401_and_a_revoked_one_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let body = submission(0.1).to_string();
+    assert_error(
+        &post(&app, "/v1/requests", None, body.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let mut wrong = token.clone().into_bytes();
+    let last = wrong.len() - 1;
+    wrong[last] = if wrong[last] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    for bad in [
+        wrong.as_str(),
+        &token[..token.len() - 1],
+        &format!("{token}0"),
+        "owr_",
+        " ",
+    ] {
+        let r = post(&app, "/v1/requests", Some(bad), body.clone()).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert!(r.header(header::WWW_AUTHENTICATE).starts_with("Bearer"));
+    }
+    let basic = send(
+        &app,
+        Request::post("/v1/requests")
+            .header(header::AUTHORIZATION, format!("Basic {token}"))
+            .body(Body::from(body.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_error(&basic, StatusCode::UNAUTHORIZED, "unauthorized");
+    let ok = post(&app, "/v1/requests", Some(&token), body.clone()).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text());
+    st.queue().revoke_token("alice").unwrap();
+    assert_error(
+        &post(&app, "/v1/requests", Some(&token), body).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+}
+
+#[test]
+fn tokens_are_compared_in_constant_time_over_their_hashes() {
+    // The comparison folds every byte before it decides: equal, first-byte and last-byte
+    // differences take the same path. (Timing itself is not measurable in a test; this
+    // checks the function the authentication uses and that it is exact.)
+    assert!(constant_time_eq(b"abcdef", b"abcdef"));
+    assert!(!constant_time_eq(b"abcdef", b"bbcdef"));
+    assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
+    assert!(!constant_time_eq(b"abcdef", b"abcde"));
+    assert!(!constant_time_eq(b"", b"a"));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut q = Queue::open(tmp.path()).unwrap();
+    let a = q.create_token("a", Role::Researcher).unwrap();
+    let b = q.create_token("b", Role::Researcher).unwrap();
+    assert_eq!(q.authenticate(&a).unwrap().as_deref(), Some("a"));
+    assert_eq!(q.authenticate(&b).unwrap().as_deref(), Some("b"));
+    assert_eq!(q.authenticate(&a.to_uppercase()).unwrap(), None);
+    // Only hashes are stored: the file never holds a token.
+    drop(q);
+    let file = std::fs::read(tmp.path().join("requests.sqlite")).unwrap();
+    let wal = std::fs::read(tmp.path().join("requests.sqlite-wal")).unwrap_or_default();
+    for t in [&a, &b] {
+        let needle = &t.as_bytes()[4..20];
+        assert!(!file.windows(needle.len()).any(|w| w == needle));
+        assert!(!wal.windows(needle.len()).any(|w| w == needle));
+    }
+    // A second active token for one name is refused; names are checked.
+    let mut q = Queue::open(tmp.path()).unwrap();
+    assert!(q.create_token("a", Role::Researcher).is_err());
+    assert!(q.create_token("../x", Role::Researcher).is_err());
+    assert!(q.create_token("", Role::Researcher).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_researchers_request_is_404_like_one_that_does_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, alice) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
+    let app = app(st);
+    let r = post(
+        &app,
+        "/v1/requests",
+        Some(&alice),
+        submission(0.1).to_string(),
+    )
+    .await;
+    let id = r.json()["id"].as_i64().unwrap();
+    let mine = get_as(&app, &format!("/v1/requests/{id}"), &alice).await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert_eq!(mine.json()["state"], "pending");
+    let theirs = get_as(&app, &format!("/v1/requests/{id}"), &bob).await;
+    let none = get_as(&app, "/v1/requests/424242", &bob).await;
+    assert_error(&theirs, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        theirs.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&id.to_string(), "N"),
+        none.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("424242", "N")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_malformed_bodies_get_json_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let limits = Limits {
+        max_body_bytes: 4096,
+        ..roomy()
+    };
+    let (st, token) = with_researcher(&wh, "alice", 0.5, limits).await;
+    let app = app(st);
+    let mut big = submission(0.1);
+    big["purpose"] = Value::String("x".repeat(10_000));
+    let r = post(&app, "/v1/requests", Some(&token), big.to_string()).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    for bad in [
+        "",
+        "{",
+        "[]",
+        "{\"purpose\": 1}",
+        "{\"purpose\":\"p\",\"rho\":0.1,\"spec\":{},\"extra\":1}",
+    ] {
+        let r = post(&app, "/v1/requests", Some(&token), bad.to_string()).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_are_rate_limited_per_ip_and_per_token_with_a_json_429() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    // Per IP: a burst of 3, refilled once a minute.
+    let per_ip = Limits {
+        per_ip_per_second: 1.0 / 60.0,
+        per_ip_burst: 3,
+        ..roomy()
+    };
+    let app1 = app(state(&wh, per_ip).await);
+    for _ in 0..3 {
+        assert_eq!(get(&app1, "/v1/quarters").await.status, StatusCode::OK);
+    }
+    let r = get(&app1, "/v1/quarters").await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    assert!(r.header(header::RETRY_AFTER).parse::<u64>().unwrap() >= 1);
+    // Per token: alice's burst of 2 runs out while bob's is untouched.
+    let per_token = Limits {
+        per_token_per_minute: 1.0,
+        per_token_burst: 2,
+        ..roomy()
+    };
+    let (st, alice) = with_researcher(&wh, "alice", 0.5, per_token).await;
+    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
+    let app2 = app(st);
+    for _ in 0..2 {
+        assert_eq!(
+            get_as(&app2, "/v1/requests/1", &alice).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_error(
+        &get_as(&app2, "/v1/requests/1", &alice).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+    );
+    assert_eq!(
+        get_as(&app2, "/v1/requests/1", &bob).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The public routes are not limited by the per-token limit.
+    assert_eq!(get(&app2, "/v1/quarters").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_internal_error_is_a_json_500_that_shows_nothing_internal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let app = app(st);
+    // The ledger disappears under a running server (a careless operator): the submission
+    // cannot be priced.
+    std::fs::rename(wh.join("ledger.sqlite"), tmp.path().join("moved.sqlite")).unwrap();
+    let r = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.1).to_string(),
+    )
+    .await;
+    assert_error(&r, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    let text = r.text();
+    assert_eq!(r.json()["error"]["message"], "internal error");
+    assert!(
+        !text.contains("ledger") && !text.contains(&*wh.to_string_lossy()),
+        "{text}"
+    );
+    // What was already rendered is still served.
+    assert_eq!(get(&app, "/v1/quarters").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn security_headers_cors_for_get_only_and_an_access_log_line_per_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let st = state(&wh, roomy()).await;
+    let log = st.access_log().clone();
+    let app = app(st);
+    for uri in [
+        "/v1/quarters",
+        "/v1/nothing",
+        "/v1/quarters/2025Q1/programs/P1?format=csv",
+    ] {
+        let r = get(&app, uri).await;
+        assert_eq!(r.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{uri}");
+        assert_eq!(r.header(header::X_FRAME_OPTIONS), "DENY");
+        assert_eq!(r.header(header::REFERRER_POLICY), "no-referrer");
+        assert!(
+            r.header(header::CONTENT_SECURITY_POLICY)
+                .contains("default-src 'none'")
+        );
+    }
+    // CORS: a cross-origin GET is allowed; a preflight for POST does not allow POST.
+    let cross = send(
+        &app,
+        Request::get("/v1/quarters")
+            .header(header::ORIGIN, "https://dashboard.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(cross.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+    let preflight = send(
+        &app,
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/v1/requests")
+            .header(header::ORIGIN, "https://evil.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let allowed = preflight.header(header::ACCESS_CONTROL_ALLOW_METHODS);
+    assert!(allowed.contains("GET"), "{allowed}");
+    assert!(!allowed.contains("POST"), "{allowed}");
+    // One access record per request: method, path without the query, status.
+    let records = log.records();
+    assert!(records.len() >= 5, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.path == "/v1/nothing" && r.status == 404)
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.path == "/v1/quarters/2025Q1/programs/P1"
+                && r.status == 200
+                && r.method == "GET")
+    );
+    assert!(records.iter().all(|r| !r.path.contains('?')));
+}
+
+fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(args)
+        .env("OUTREACH_WAREHOUSE", wh)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "outreach {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_researcher_round_trip_through_the_cli_and_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    // The steward creates the token and the allocation from the CLI.
+    let out = outreach(
+        &wh,
+        &["tokens", "create", "--role", "researcher", "--name", "rosa"],
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("owr_") && token.len() == 68, "{token}");
+    outreach(&wh, &["budget", "allocate", "researcher:rosa", "0.5"]);
+    let st = state(&wh, roomy()).await;
+    let app = app(st.clone());
+
+    // The researcher submits and sees the cost and accuracy before anything is spent.
+    let spent_before = Ledger::open(&wh).unwrap().show().unwrap().spent_rho;
+    let r = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.2).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let sub = r.json();
+    let id = sub["id"].as_i64().unwrap();
+    assert_eq!(r.header(header::LOCATION), format!("/v1/requests/{id}"));
+    assert_eq!(sub["state"], "pending");
+    let quote = &sub["quote"];
+    assert_eq!(quote["allocation"], "researcher:rosa");
+    assert!((quote["rho"].as_f64().unwrap() - 0.2).abs() < 1e-12);
+    // k = 2, one 0/1 count: σ = sqrt(k / (2ρ)) = sqrt(2 / 0.4).
+    let sigma = quote["statistics"][0]["scale"].as_f64().unwrap();
+    assert!((sigma - (2.0f64 / 0.4).sqrt()).abs() < 1e-9, "{sigma}");
+    let half = quote["statistics"][0]["half_width"].as_i64().unwrap();
+    assert!(half >= 4 && half <= 6, "{half}: about 1.96 σ = 4.4");
+    assert_eq!(quote["cells"], 3 * 2);
+    assert_eq!(
+        Ledger::open(&wh).unwrap().show().unwrap().spent_rho,
+        spent_before
+    );
+    let pending = get_as(&app, &format!("/v1/requests/{id}"), &token)
+        .await
+        .json();
+    assert_eq!(pending["state"], "pending");
+    assert!(pending["release"].is_null());
+
+    // The steward approves from the CLI: the release runs, debited from rosa's allocation.
+    let out = outreach(&wh, &["requests", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rosa"));
+    outreach(
+        &wh,
+        &["requests", "approve", &id.to_string(), "--approver", "sam"],
+    );
+    let view = Ledger::open(&wh).unwrap().show().unwrap();
+    let rosa = view
+        .allocations
+        .iter()
+        .find(|a| a.name == "researcher:rosa")
+        .unwrap();
+    assert!((rosa.spent_rho - 0.2).abs() < 1e-12);
+    st.reload().await.unwrap();
+
+    let done = get_as(&app, &format!("/v1/requests/{id}"), &token)
+        .await
+        .json();
+    assert_eq!(done["state"], "released", "{done}");
+    let stat = &done["release"]["result"]["statistics"][0];
+    assert_eq!(stat["name"], "attempted");
+    assert_eq!(stat["values"].as_array().unwrap().len(), 6);
+    // The quote's accuracy is the release's: the same noise plan.
+    assert_eq!(stat["half_width"].as_i64().unwrap(), half);
+    assert_eq!(stat["scale"].as_f64().unwrap(), sigma);
+    assert_eq!(done["release"]["approver"], "sam");
+    // Visible to rosa alone: not among the public releases.
+    let rid = done["release"]["id"].as_i64().unwrap();
+    assert_error(
+        &get(&app, &format!("/v1/releases/{rid}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let listed = get(&app, "/v1/releases").await.json();
+    assert!(listed.as_array().unwrap().iter().all(|r| r["id"] != rid));
+
+    // A second request, rejected with words the researcher sees; then one approved public.
+    let r2 = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.1).to_string(),
+    )
+    .await
+    .json();
+    let id2 = r2["id"].as_i64().unwrap();
+    outreach(
+        &wh,
+        &[
+            "requests",
+            "reject",
+            &id2.to_string(),
+            "--why",
+            "too close to request 1",
+        ],
+    );
+    let rejected = get_as(&app, &format!("/v1/requests/{id2}"), &token)
+        .await
+        .json();
+    assert_eq!(rejected["state"], "rejected");
+    assert_eq!(rejected["why"], "too close to request 1");
+    // A decision is final.
+    let again = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["requests", "approve", &id2.to_string()])
+        .env("OUTREACH_WAREHOUSE", &wh)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not pending"));
+
+    let mut s3 = submission(0.1);
+    s3["spec"]["name"] = json!("a public request");
+    let id3 = post(&app, "/v1/requests", Some(&token), s3.to_string())
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    outreach(&wh, &["requests", "approve", &id3.to_string(), "--public"]);
+    st.reload().await.unwrap();
+    let public = get_as(&app, &format!("/v1/requests/{id3}"), &token)
+        .await
+        .json();
+    let rid3 = public["release"]["id"].as_i64().unwrap();
+    assert_eq!(
+        get(&app, &format!("/v1/releases/{rid3}")).await.status,
+        StatusCode::OK
+    );
+
+    // Over budget: rosa has 0.5 - 0.2 - 0.1 = 0.2 left; asking 0.3 is refused with 409.
+    let over = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.3).to_string(),
+    )
+    .await;
+    assert_error(&over, StatusCode::CONFLICT, "budget_exhausted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analysers_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let cases = [
+        // Counts over persons: not person-level rows.
+        (
+            "SELECT min(person_key) AS person_key, program_id, quarter_of(attempt_date) AS quarter, count(*) > 3 AS attempted FROM outreach_attempts GROUP BY program_id, quarter_of(attempt_date)",
+            "refused",
+        ),
+        ("DROP TABLE outreach_attempts", "refused"),
+        (
+            "CREATE TABLE x AS SELECT * FROM outreach_attempts",
+            "refused",
+        ),
+        (
+            "INSERT INTO outreach_attempts SELECT * FROM outreach_attempts",
+            "refused",
+        ),
+    ];
+    for (sql, word) in cases {
+        let mut s = submission(0.1);
+        s["spec"] = spec(sql);
+        let r = post(&app, "/v1/requests", Some(&token), s.to_string()).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(word) || msg.contains("plan"), "{sql}: {msg}");
+    }
+    // A query file on the server's disk, another allocation, a mismatched rho.
+    let mut file = submission(0.1);
+    file["spec"]["queries"] = json!([{"file": "/etc/passwd"}]);
+    let r = post(&app, "/v1/requests", Some(&token), file.to_string()).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    assert!(r.text().contains("inline"), "{}", r.text());
+    let mut other = submission(0.1);
+    other["spec"]["allocation"] = json!("standard-releases");
+    let r = post(&app, "/v1/requests", Some(&token), other.to_string()).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    assert!(r.text().contains("researcher:alice"));
+    let mut mismatch = submission(0.1);
+    mismatch["spec"]["rho"] = json!(0.4);
+    assert_error(
+        &post(&app, "/v1/requests", Some(&token), mismatch.to_string()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+    );
+    // Nothing refused was queued, and a researcher with no allocation is told so.
+    assert!(st.queue().list().unwrap().is_empty());
+    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
+    let r = post(
+        &app,
+        "/v1/requests",
+        Some(&bob),
+        submission(0.1).to_string(),
+    )
+    .await;
+    assert_error(&r, StatusCode::CONFLICT, "budget_exhausted");
+    assert!(
+        r.text().contains("researcher:bob") && !r.text().contains("standard-releases"),
+        "{}",
+        r.text()
+    );
+}
