@@ -504,8 +504,8 @@ enum ReleasesCommand {
 /// debit prints only a fixed message with its id (`PrivacyError::FailedAfterDebit`).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The server's access log (method, path, status, time, client: nothing from the data)
-    // and its internal errors are on by default; everything else is off unless asked for.
+    // The server's internal errors are logged by default (its access log is written apart,
+    // as JSON lines on stderr); everything else is off unless asked for.
     let serving = matches!(
         &cli.command,
         Command::Serve(_)
@@ -515,7 +515,7 @@ pub fn main() -> ExitCode {
             }
     );
     let default = if serving {
-        "off,outreach::access=info,outreach::api=info"
+        "off,outreach::api=info"
     } else {
         "off"
     };

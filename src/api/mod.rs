@@ -47,7 +47,8 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let state = AppState::open(warehouse, limits, AccessLog::default()).await?;
+    let log = AccessLog::to_writer(Box::new(std::io::stderr()));
+    let state = AppState::open(warehouse, limits, log.clone()).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| crate::Error::Listen { addr, source })?;
@@ -55,6 +56,12 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| crate::Error::Listen { addr, source })?;
     tokio::spawn(state.clone().watch(RELOAD_EVERY));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            log.flush();
+        }
+    });
     ready(bound);
     axum::serve(
         listener,

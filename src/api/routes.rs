@@ -127,8 +127,8 @@ async fn security_headers(req: Request, next: Next) -> Response {
     r
 }
 
-/// One structured access record per request: method, path (never the query string or any
-/// header), status, duration, client.
+/// One structured access record per request: time, method, path (never the query string or
+/// any header), status, duration, client.
 async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
@@ -139,6 +139,7 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
         .map(|c| c.0.ip());
     let r = next.run(req).await;
     state.access_log().record(AccessRecord {
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         method,
         path,
         status: r.status().as_u16(),

@@ -1013,6 +1013,36 @@ async fn security_headers_cors_for_get_only_and_an_access_log_line_per_request()
                 && r.method == "GET")
     );
     assert!(records.iter().all(|r| !r.path.contains('?')));
+
+    // What `outreach serve` writes: one JSON object per line, never a query string or token.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Shared::default();
+    let log = AccessLog::to_writer(Box::new(out.clone()));
+    let st = AppState::open(&wh, roomy(), log.clone()).await.unwrap();
+    let token = st.queue().create_token("lee", Role::Researcher).unwrap();
+    let app = outreach_warehouse::api::app(st);
+    get(&app, "/v1/budget?format=csv").await;
+    get_as(&app, "/v1/requests/7", &token).await;
+    log.flush();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["path"], "/v1/budget");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[1]["path"], "/v1/requests/7");
+    assert_eq!(lines[1]["status"], 404);
+    assert!(lines.iter().all(|l| l["time"].is_string() && l["micros"].is_number() && l["method"] == "GET"));
+    assert!(!text.contains(&token[4..]) && !text.contains("csv"), "{text}");
 }
 
 fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
