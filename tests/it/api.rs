@@ -1035,14 +1035,24 @@ async fn security_headers_cors_for_get_only_and_an_access_log_line_per_request()
     get_as(&app, "/v1/requests/7", &token).await;
     log.flush();
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert_eq!(lines[0]["path"], "/v1/budget");
     assert_eq!(lines[0]["status"], 200);
     assert_eq!(lines[1]["path"], "/v1/requests/7");
     assert_eq!(lines[1]["status"], 404);
-    assert!(lines.iter().all(|l| l["time"].is_string() && l["micros"].is_number() && l["method"] == "GET"));
-    assert!(!text.contains(&token[4..]) && !text.contains("csv"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["time"].is_string() && l["micros"].is_number() && l["method"] == "GET")
+    );
+    assert!(
+        !text.contains(&token[4..]) && !text.contains("csv"),
+        "{text}"
+    );
 }
 
 fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
@@ -1096,7 +1106,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
     let sigma = quote["statistics"][0]["scale"].as_f64().unwrap();
     assert!((sigma - (2.0f64 / 0.4).sqrt()).abs() < 1e-9, "{sigma}");
     let half = quote["statistics"][0]["half_width"].as_i64().unwrap();
-    assert!(half >= 4 && half <= 6, "{half}: about 1.96 σ = 4.4");
+    assert!((4..=6).contains(&half), "{half}: about 1.96 σ = 4.4");
     assert_eq!(quote["cells"], 3 * 2);
     assert_eq!(
         Ledger::open(&wh).unwrap().show().unwrap().spent_rho,
@@ -1272,4 +1282,64 @@ async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analy
         "{}",
         r.text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outreach_serve_answers_over_a_real_socket_and_logs_each_request() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("OUTREACH_WAREHOUSE", &wh)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let fetch = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let quarters = fetch("/v1/quarters");
+    assert!(quarters.starts_with("HTTP/1.1 200"), "{quarters}");
+    assert!(quarters.contains("\"2025Q2\""), "{quarters}");
+    let missing = fetch("/v1/quarters/2025Q1/programs/nope?format=csv");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    // The access log is flushed within a second; stop the server after it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+    let lines: Vec<Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(lines[1]["path"], "/v1/quarters/2025Q1/programs/nope");
+    assert_eq!(lines[1]["status"], 404);
+    assert_eq!(lines[0]["client"], "127.0.0.1");
 }
