@@ -5,7 +5,8 @@
 #   1. `GET /v1/quarters/{q}/programs/{p}` of `outreach serve` over the demo warehouse
 #      (target: 40,000 requests/s or more, p99 under 10 ms), and
 #   2. a bare axum handler returning a small cached JSON (`examples/bare_axum.rs`),
-#   in the same run, and prints the ratio. Each is run RUNS times (default 3); the medians
+#   in the same run, and prints the ratio; and
+#   3. the dashboard page `GET /` (issue 12; target: 2,000 requests/s or more). Each is run RUNS times (default 3); the medians
 #   are reported.
 #
 # Usage: benches/api_wrk.sh [WORKDIR]   (default: bench-data/, which .gitignore skips)
@@ -55,14 +56,17 @@ measure() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-api_rps=(); api_p99=(); bare_rps=(); bare_p99=()
+api_rps=(); api_p99=(); bare_rps=(); bare_p99=(); page_rps=(); page_p99=()
 for i in $(seq "$runs"); do
   read -r r p n < <(measure "http://127.0.0.1:18080$route")
   [ "$n" = 0 ] || { echo "the API answered $n non-2xx responses" >&2; exit 1; }
   api_rps+=("$r"); api_p99+=("$p")
   read -r r p n < <(measure "http://127.0.0.1:18081/")
   bare_rps+=("$r"); bare_p99+=("$p")
-  echo "run $i: API ${api_rps[-1]} req/s p99 ${api_p99[-1]} ms; bare axum ${bare_rps[-1]} req/s p99 ${bare_p99[-1]} ms"
+  read -r r p n < <(measure "http://127.0.0.1:18080/")
+  [ "$n" = 0 ] || { echo "the dashboard answered $n non-2xx responses" >&2; exit 1; }
+  page_rps+=("$r"); page_p99+=("$p")
+  echo "run $i: API ${api_rps[-1]} req/s p99 ${api_p99[-1]} ms; bare axum ${bare_rps[-1]} req/s p99 ${bare_p99[-1]} ms; dashboard ${page_rps[-1]} req/s p99 ${page_p99[-1]} ms"
 done
 a=$(printf '%s\n' "${api_rps[@]}" | median)
 ap=$(printf '%s\n' "${api_p99[@]}" | median)
@@ -71,4 +75,7 @@ bp=$(printf '%s\n' "${bare_p99[@]}" | median)
 echo "== GET $route: median ${a} req/s, p99 ${ap} ms (target: >= 40000 req/s, p99 < 10 ms)"
 echo "== bare axum:  median ${b} req/s, p99 ${bp} ms"
 python3 -c "print(f'== ratio API / bare axum: {float($a)/float($b):.2f}')"
+d=$(printf '%s\n' "${page_rps[@]}" | median)
+dp=$(printf '%s\n' "${page_p99[@]}" | median)
+echo "== GET / (dashboard, $(curl -s http://127.0.0.1:18080/ | wc -c) bytes): median ${d} req/s, p99 ${dp} ms (target: >= 2000 req/s)"
 echo "access log lines written during the run: $(wc -l < "$work/api-access.log")"

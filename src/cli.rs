@@ -207,6 +207,18 @@ enum Command {
     },
     /// Serve the published releases over HTTP, read-only, until Ctrl-C.
     Serve(ServeArgs),
+    /// Write the quarterly report: a self-contained HTML file and the CSV of every figure.
+    Report {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        /// A published quarter, such as 2025Q3.
+        #[arg(long)]
+        quarter: Quarter,
+        /// The HTML file to write; the CSV goes beside it with the extension .csv.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Researchers' requests: list, show, approve (runs the release) or reject.
     Requests {
         #[command(subcommand)]
@@ -249,6 +261,9 @@ struct ListenArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// Dashboard display rule: grey out figures resting on a noisy count below this [default: off].
+    #[arg(long)]
+    small_cell: Option<f64>,
 }
 
 impl ListenArgs {
@@ -259,9 +274,12 @@ impl ListenArgs {
             || self.per_ip_burst == 0
             || self.per_token_burst == 0
             || self.max_body_bytes == 0
+            || self
+                .small_cell
+                .is_some_and(|n| !(n.is_finite() && n >= 0.0))
         {
             return Err(crate::requests::RequestsError::Invalid(
-                "rate limits, bursts and the body limit must be positive".into(),
+                "rate limits, bursts and the body limit must be positive, and --small-cell a number of at least 0".into(),
             )
             .into());
         }
@@ -271,6 +289,7 @@ impl ListenArgs {
             per_token_per_minute: self.per_token_per_minute,
             per_token_burst: self.per_token_burst,
             max_body_bytes: self.max_body_bytes,
+            small_cell: self.small_cell,
             ..Limits::default()
         })
     }
@@ -741,6 +760,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                 args.listen.addr,
                 limits,
             ))?;
+        }
+        Command::Report {
+            warehouse,
+            quarter,
+            out,
+        } => {
+            let written =
+                runtime().block_on(crate::dashboard::report::write(&warehouse, quarter, &out))?;
+            println!(
+                "Wrote {} and {}.",
+                written.html.display(),
+                written.csv.display()
+            );
         }
         Command::Requests { command } => requests_command(command)?,
         Command::Tokens { command } => tokens_command(command)?,

@@ -23,6 +23,7 @@
 //! - [`report`]: published releases and the budget as text tables, JSON and CSV.
 //! - [`requests`]: researchers' requests, their tokens and the steward's decisions.
 //! - [`api`]: the read-only HTTP API (`outreach serve`) over stored releases.
+//! - [`dashboard`]: the dashboard page and the quarterly report, HTML with SVG charts.
 //! - [`quarter`]: calendar quarters, the public time key.
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
@@ -36,6 +37,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod dashboard;
 pub mod demo;
 pub mod dictionary;
 pub mod error;

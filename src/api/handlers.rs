@@ -473,3 +473,67 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
+
+/// The most dashboard pages kept per snapshot; beyond it the cache starts over.
+const MAX_CACHED_PAGES: usize = 512;
+
+/// The dashboard's Content-Security-Policy: inline styles and SVG only, no script at all.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+#[utoipa::path(get, path = "/", tag = "dashboard", params(crate::dashboard::DashboardQuery),
+    responses((status = 200, description = "The dashboard: programs compared, the police-present minus absent arrest-rate difference, and a program's trend, with intervals; no JavaScript", content_type = "text/html"),
+              (status = 400, description = "A quarter, metric or program that is not published", body = ErrorBody),
+              (status = 404, description = "Nothing is published yet", body = ErrorBody)))]
+pub async fn dashboard(
+    State(state): State<AppState>,
+    q: Result<Query<crate::dashboard::DashboardQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use crate::dashboard::PageError;
+    let query = query(q)?;
+    let snap = state.snapshot();
+    let key = format!(
+        "{}\u{0}{}\u{0}{}",
+        query.quarter.as_deref().unwrap_or(""),
+        query.metric.as_deref().unwrap_or(""),
+        query.program.as_deref().unwrap_or("")
+    );
+    let cached = snap
+        .pages
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    let page = match cached {
+        Some(p) => p,
+        None => {
+            let html = crate::dashboard::dashboard(&snap, &query, state.limits().small_cell)
+                .map_err(|e| match e {
+                    PageError::BadChoice(m) => ApiError::BadRequest(m),
+                    PageError::NothingPublished => {
+                        ApiError::NotFound("nothing is published yet".into())
+                    }
+                    PageError::Internal(m) => ApiError::Internal(m),
+                })?;
+            let rendered = Rendered::page(html, Freshness::Published);
+            let mut pages = snap.pages.lock().unwrap_or_else(|e| e.into_inner());
+            if pages.len() >= MAX_CACHED_PAGES {
+                pages.clear();
+            }
+            pages.insert(key, rendered.clone());
+            rendered
+        }
+    };
+    let mut r = respond(&page, Format::Json, &headers);
+    if r.status() == StatusCode::OK {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    Ok(r)
+}

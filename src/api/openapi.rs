@@ -31,6 +31,7 @@ impl Modify for BearerAuth {
         license(name = "Apache-2.0")
     ),
     paths(
+        handlers::dashboard,
         handlers::health,
         handlers::openapi,
         handlers::programs,
@@ -66,6 +67,7 @@ impl Modify for BearerAuth {
     )),
     modifiers(&BearerAuth),
     tags(
+        (name = "dashboard", description = "The dashboard page (HTML, no JavaScript)"),
         (name = "meta", description = "Health and this document"),
         (name = "catalog", description = "Programs and metric definitions"),
         (name = "metrics", description = "The standard metrics per quarter: the funder's and the agency's calls"),

@@ -27,6 +27,7 @@ use super::state::{AccessRecord, AppState};
 /// Every route the server answers, as (method, path template): the OpenAPI test checks each
 /// is documented.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("GET", "/v1/programs"),
@@ -172,6 +173,7 @@ pub fn app(state: AppState) -> Router {
         .layer(GovernorLayer::new(per_token).error_handler(too_many));
 
     Router::new()
+        .route("/", get(handlers::dashboard))
         .route("/healthz", get(handlers::health))
         .route("/openapi.json", get(handlers::openapi))
         .route("/v1/programs", get(handlers::programs))

@@ -59,6 +59,17 @@ fn etag(body: &[u8]) -> String {
 }
 
 impl Rendered {
+    /// An HTML page, kept in the `json` slot (the one body a page has).
+    pub fn page(html: String, freshness: Freshness) -> Rendered {
+        Rendered {
+            etag_json: etag(html.as_bytes()),
+            etag_csv: String::new(),
+            json: Bytes::from(html),
+            csv: Bytes::new(),
+            freshness,
+        }
+    }
+
     pub fn new<T: Serialize>(value: &T, csv: String, freshness: Freshness) -> Rendered {
         let json = serde_json::to_vec(value).expect("responses serialise");
         Rendered {
@@ -94,6 +105,9 @@ pub struct Snapshot {
     pub dataset_version: String,
     /// `program_id`s of the public programs table: the `programs` domain of a request.
     pub program_ids: Vec<String>,
+    /// Dashboard pages rendered so far, by their choices: a page is drawn once per
+    /// snapshot (the releases it shows never change).
+    pub pages: std::sync::Mutex<HashMap<String, Rendered>>,
 }
 
 impl Snapshot {

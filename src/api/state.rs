@@ -27,6 +27,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long a request may take before it is answered 408.
     pub timeout: Duration,
+    /// The dashboard's small-cell display rule: grey out figures resting on a noisy count
+    /// below this. Off (`None`) by default.
+    pub small_cell: Option<f64>,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             per_token_burst: 10,
             max_body_bytes: 64 * 1024,
             timeout: Duration::from_secs(30),
+            small_cell: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use super::metrics::{fixture_files, fixture_opts, opts};
 
 /// The fixture warehouse with 2025Q1 and 2025Q2 published, and ρ = 10 left unallocated for
 /// researchers.
-async fn published(tmp: &Path) -> PathBuf {
+pub(crate) async fn published(tmp: &Path) -> PathBuf {
     let wh = tmp.join("wh");
     ingest(&wh, &fixture_files(), &fixture_opts("2025-12-31")).expect("the fixture loads");
     let mut l = Ledger::init(
@@ -41,14 +41,14 @@ async fn published(tmp: &Path) -> PathBuf {
     wh
 }
 
-async fn state(wh: &Path, limits: Limits) -> AppState {
+pub(crate) async fn state(wh: &Path, limits: Limits) -> AppState {
     AppState::open(wh, limits, AccessLog::in_memory())
         .await
         .unwrap()
 }
 
 /// Limits high enough that no test but the rate-limit one meets them.
-fn roomy() -> Limits {
+pub(crate) fn roomy() -> Limits {
     Limits {
         per_ip_per_second: 1e6,
         per_ip_burst: 1_000_000,
@@ -58,21 +58,21 @@ fn roomy() -> Limits {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8(self.body.clone()).unwrap()
     }
-    fn header(&self, name: header::HeaderName) -> String {
+    pub fn header(&self, name: header::HeaderName) -> String {
         self.headers
             .get(name)
             .map(|v| v.to_str().unwrap().to_string())
@@ -80,7 +80,7 @@ impl Reply {
     }
 }
 
-async fn send(app: &Router, req: Request<Body>) -> Reply {
+pub(crate) async fn send(app: &Router, req: Request<Body>) -> Reply {
     let r = app.clone().oneshot(req).await.unwrap();
     let status = r.status();
     let headers = r.headers().clone();
@@ -95,7 +95,7 @@ async fn send(app: &Router, req: Request<Body>) -> Reply {
     }
 }
 
-async fn get(app: &Router, uri: &str) -> Reply {
+pub(crate) async fn get(app: &Router, uri: &str) -> Reply {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
@@ -119,7 +119,7 @@ async fn get_as(app: &Router, uri: &str, token: &str) -> Reply {
 }
 
 /// The error body every failure has: JSON with a status and a stable code.
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+pub(crate) fn assert_error(r: &Reply, status: StatusCode, code: &str) {
     assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
     assert_eq!(v["error"]["status"], status.as_u16(), "{v}");

@@ -1,7 +1,9 @@
 //! One integration-test binary, one module per stage.
 
 mod api;
+mod browser;
 mod common;
+mod dashboard;
 mod demo_job;
 mod dictionary_doc;
 mod engine_hardening;

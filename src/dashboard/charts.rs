@@ -1,0 +1,261 @@
+//! Server-side SVG charts with `plotters`: bars or points with 95% interval whiskers, and a
+//! trend line. Colours come from the Okabe–Ito palette, chosen so that the three used for
+//! police presence also differ in lightness (they stay apart in greyscale), and every mark
+//! has a black outline; each chart is drawn beside a table of its numbers.
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+/// Fill colours by class: dark blue, vermilion, yellow (dark, middle and light in greyscale).
+pub const PALETTE: [RGBColor; 3] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(240, 228, 66),
+];
+/// The fill of a greyed-out (small) cell.
+const GREY: RGBColor = RGBColor(200, 200, 200);
+
+/// One bar (or point) with its interval.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub label: String,
+    pub value: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// Index into [`PALETTE`].
+    pub class: usize,
+    /// Drawn grey: below the small-cell display threshold.
+    pub grey: bool,
+}
+
+/// A chart's frame: size, title and the value axis.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    pub title: String,
+    pub y_label: String,
+    /// The value axis as a share (0 to 1) shown as percent, or a count.
+    pub percent: bool,
+}
+
+fn y_range(marks: &[Mark], percent: bool) -> (f64, f64) {
+    let mut lo: f64 = 0.0;
+    let mut hi: f64 = if percent { 0.1 } else { 1.0 };
+    for m in marks {
+        for v in [m.value, m.lower, m.upper].into_iter().flatten() {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    let pad = (hi - lo) * 0.08;
+    (
+        if lo < 0.0 { lo - pad } else { 0.0 },
+        if percent && lo >= 0.0 {
+            (hi + pad).clamp(0.1, 1.0)
+        } else {
+            hi + pad
+        },
+    )
+}
+
+fn axis_label(v: f64, percent: bool) -> String {
+    // No "-0%" at the zero line.
+    let v = if v.abs() < 1e-9 { 0.0 } else { v };
+    if percent {
+        format!("{:.0}%", v * 100.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Vertical bars with whiskers over categories; `legend` names the classes used. A mark
+/// without a value (a rate whose denominator is too noisy) is drawn as an empty slot
+/// labelled `n/a`.
+pub fn bars(frame: &Frame, marks: &[Mark], legend: &[(String, usize)]) -> String {
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (frame.width, frame.height)).into_drawing_area();
+        let _ = draw_bars(&root, frame, marks, legend);
+        let _ = root.present();
+    }
+    svg
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw_bars(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    frame: &Frame,
+    marks: &[Mark],
+    legend: &[(String, usize)],
+) -> DrawResult {
+    root.fill(&WHITE)?;
+    let (y0, y1) = y_range(marks, frame.percent);
+    // `a..b` segments include `b`: n marks take 0..n-1.
+    let n = marks.len().max(1) as u32;
+    let mut chart = ChartBuilder::on(root)
+        .caption(&frame.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(56)
+        .build_cartesian_2d((0u32..n - 1).into_segmented(), y0..y1)?;
+    let labels: Vec<String> = marks.iter().map(|m| m.label.clone()).collect();
+    let percent = frame.percent;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(marks.len().max(1))
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_style(("sans-serif", 11))
+        .y_desc(&frame.y_label)
+        .y_label_formatter(&|v| axis_label(*v, percent))
+        .draw()?;
+    for (i, m) in marks.iter().enumerate() {
+        let i = i as u32;
+        let fill = if m.grey {
+            GREY
+        } else {
+            PALETTE[m.class % PALETTE.len()]
+        };
+        if let Some(v) = m.value {
+            let base = 0.0f64.clamp(y0, y1);
+            let rect = [
+                (SegmentValue::Exact(i), base),
+                (SegmentValue::Exact(i + 1), v),
+            ];
+            // A gap between neighbouring bars.
+            let gap = |mut r: Rectangle<_>| {
+                r.set_margin(0, 0, 3, 3);
+                r
+            };
+            chart.draw_series(std::iter::once(gap(Rectangle::new(
+                rect.clone(),
+                fill.filled(),
+            ))))?;
+            chart.draw_series(std::iter::once(gap(Rectangle::new(
+                rect,
+                BLACK.stroke_width(1),
+            ))))?;
+        } else {
+            chart.draw_series(std::iter::once(Text::new(
+                "n/a",
+                (SegmentValue::CenterOf(i), y0 + (y1 - y0) * 0.05),
+                ("sans-serif", 12),
+            )))?;
+        }
+        if let (Some(lo), Some(hi)) = (m.lower, m.upper) {
+            let x = SegmentValue::CenterOf(i);
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x.clone(), lo), (x.clone(), hi)],
+                BLACK.stroke_width(2),
+            )))?;
+            for y in [lo, hi] {
+                chart.draw_series(std::iter::once(Circle::new(
+                    (x.clone(), y),
+                    3,
+                    BLACK.filled(),
+                )))?;
+            }
+        }
+    }
+    if y0 < 0.0 {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(SegmentValue::Exact(0), 0.0), (SegmentValue::Exact(n), 0.0)],
+            BLACK.stroke_width(1),
+        )))?;
+    }
+    for (k, (name, class)) in legend.iter().enumerate() {
+        let x = 70 + 190 * k as i32;
+        let y = frame.height as i32 - 14;
+        root.draw(&Rectangle::new(
+            [(x, y - 9), (x + 14, y + 5)],
+            PALETTE[class % PALETTE.len()].filled(),
+        ))?;
+        root.draw(&Rectangle::new(
+            [(x, y - 9), (x + 14, y + 5)],
+            BLACK.stroke_width(1),
+        ))?;
+        root.draw(&Text::new(
+            name.clone(),
+            (x + 20, y - 8),
+            ("sans-serif", 12),
+        ))?;
+    }
+    Ok(())
+}
+
+/// A line over quarters with a whisker at each point.
+pub fn trend(frame: &Frame, marks: &[Mark]) -> String {
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (frame.width, frame.height)).into_drawing_area();
+        let _ = draw_trend(&root, frame, marks);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_trend(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    frame: &Frame,
+    marks: &[Mark],
+) -> DrawResult {
+    root.fill(&WHITE)?;
+    let (y0, y1) = y_range(marks, frame.percent);
+    // `a..b` segments include `b`: n marks take 0..n-1.
+    let n = marks.len().max(1) as u32;
+    let mut chart = ChartBuilder::on(root)
+        .caption(&frame.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d((0u32..n - 1).into_segmented(), y0..y1)?;
+    let labels: Vec<String> = marks.iter().map(|m| m.label.clone()).collect();
+    let percent = frame.percent;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(marks.len().max(1))
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_desc(&frame.y_label)
+        .y_label_formatter(&|v| axis_label(*v, percent))
+        .draw()?;
+    let points: Vec<(SegmentValue<u32>, f64)> = marks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.value.map(|v| (SegmentValue::CenterOf(i as u32), v)))
+        .collect();
+    chart.draw_series(LineSeries::new(points.clone(), PALETTE[0].stroke_width(2)))?;
+    for (i, m) in marks.iter().enumerate() {
+        let x = SegmentValue::CenterOf(i as u32);
+        if let (Some(lo), Some(hi)) = (m.lower, m.upper) {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x.clone(), lo), (x.clone(), hi)],
+                BLACK.stroke_width(2),
+            )))?;
+        }
+        if let Some(v) = m.value {
+            let fill = if m.grey { GREY } else { PALETTE[0] };
+            chart.draw_series(std::iter::once(Circle::new(
+                (x.clone(), v),
+                5,
+                fill.filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Circle::new(
+                (x.clone(), v),
+                5,
+                BLACK.stroke_width(1),
+            )))?;
+        }
+    }
+    Ok(())
+}
