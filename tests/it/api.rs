@@ -388,7 +388,6 @@ async fn bad_parameters_unknown_ids_and_routes_get_json_errors() {
         ("/v1/releases?quarter=soon", S::BAD_REQUEST, "bad_request"),
         ("/v1/requests/1", S::UNAUTHORIZED, "unauthorized"),
         ("/v1/rows", S::NOT_FOUND, "not_found"),
-        ("/", S::NOT_FOUND, "not_found"),
     ] {
         let r = get(&app, uri).await;
         assert_error(&r, status, code);
