@@ -732,7 +732,14 @@ fn class_set(inner: &[u8]) -> Result<u128, String> {
 /// `u128`, so there is no backtracking and no allocation.
 fn matches_steps(steps: &[Step], v: &[u8]) -> bool {
     let mut reach: u128 = 1;
-    for s in steps {
+    for (k, s) in steps.iter().enumerate() {
+        // The last step from a single position must take the rest of the value whole: one
+        // walk, no bit sets. Ids (`[A-Za-z][A-Za-z0-9_-]{0,63}`) end here after one letter.
+        if k + 1 == steps.len() && reach.count_ones() == 1 {
+            let rest = &v[(reach.trailing_zeros() as usize).min(v.len())..];
+            return (usize::from(s.min)..=usize::from(s.max)).contains(&rest.len())
+                && rest.iter().all(|&b| b < 128 && (s.set >> b) & 1 == 1);
+        }
         let mut next = 0u128;
         let mut from = reach;
         while from != 0 {
@@ -769,6 +776,59 @@ fn invalid(file: &str, message: String) -> DictionaryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bit-set walk of every step, without the last step's shortcut.
+    fn matches_steps_reference(steps: &[Step], v: &[u8]) -> bool {
+        let mut reach: u128 = 1;
+        for s in steps {
+            let mut next = 0u128;
+            let mut from = reach;
+            while from != 0 {
+                let p = from.trailing_zeros() as usize;
+                from &= from - 1;
+                if s.min == 0 {
+                    next |= 1u128 << p;
+                }
+                let mut q = p;
+                let mut n = 0u8;
+                while n < s.max && q < v.len() && v[q] < 128 && (s.set >> v[q]) & 1 == 1 {
+                    q += 1;
+                    n += 1;
+                    if n >= s.min {
+                        next |= 1u128 << q;
+                    }
+                }
+            }
+            if next == 0 {
+                return false;
+            }
+            reach = next;
+        }
+        (reach >> v.len()) & 1 == 1
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// The last step's shortcut accepts exactly what the full walk accepts, for the
+        /// dictionary's patterns and ones whose last step needs several bytes.
+        #[test]
+        fn the_last_step_shortcut_is_the_full_walk(
+            pattern in proptest::sample::select(vec![
+                "[A-Za-z][A-Za-z0-9_.:-]{0,63}|[0-9]{1,8}|[0-9]{4}-[0-9]{1,4}",
+                "[A-Za-z][A-Za-z0-9_-]{0,63}",
+                "[A-Z]{2}[0-9]{3,5}",
+                "[0-9]{4}-[0-9]{1,4}",
+                "a[ab]{0,3}b{2}",
+                "[a-c]{0,2}[b-d]{1,3}",
+            ]),
+            v in "[A-Za-z0-9_.:ab -]{0,70}",
+        ) {
+            let p = IdPattern::parse(pattern).unwrap();
+            let reference = v.len() <= PATTERN_MAX_LEN
+                && p.alternatives.iter().any(|a| matches_steps_reference(a, v.as_bytes()));
+            proptest::prop_assert_eq!(p.matches(v.as_bytes()), reference, "{} on {:?}", pattern, v);
+        }
+    }
 
     #[test]
     fn builtin_dictionary_is_valid_and_complete() {

@@ -149,6 +149,8 @@ const MAX_VALUE_BYTES: usize = 4096;
 
 /// Words that label an SSN or a phone number when they stand right before its digits, glued
 /// or with separators (compared ignoring ASCII case).
+/// [`is_known_label`] matches exactly these (its tests compare the two).
+#[cfg_attr(not(test), allow(dead_code))]
 const NUMBER_LABELS: &[&str] = &[
     "ssn",
     "ss",
@@ -330,7 +332,8 @@ impl Run {
 /// number only when it opens the value, or stands after a label word (glued or anywhere
 /// before). So: letters and digits only, no label word, and every run of nine or more digits
 /// glued to a word before it. Anything else takes the full scan; a unit test checks the two
-/// agree on random values.
+/// agree on random values. [`plainly_clear`] runs it fused with the digit count.
+#[cfg(test)]
 fn plainly_no_number(v: &[u8]) -> bool {
     if !v.iter().all(u8::is_ascii_alphanumeric) {
         return false;
@@ -361,13 +364,43 @@ fn plainly_no_number(v: &[u8]) -> bool {
 }
 
 fn is_known_label(word: &[u8]) -> bool {
-    // The longest label is `telephone`: most words end the search at their length.
+    // The longest label is `telephone`: most words end the search at their length. The
+    // match below is `NUMBER_LABELS` (a test keeps the two equal); compiled as a switch on
+    // the length, it costs a compare or two per word, where a search of the list cost a
+    // sixth of the identifier scan.
     if word.is_empty() || word.len() > 9 {
         return false;
     }
-    NUMBER_LABELS
-        .iter()
-        .any(|l| l.len() == word.len() && l.as_bytes().eq_ignore_ascii_case(word))
+    let mut lower = [0u8; 9];
+    for (l, b) in lower.iter_mut().zip(word) {
+        *l = b.to_ascii_lowercase();
+    }
+    matches!(
+        &lower[..word.len()],
+        b"ssn"
+            | b"ss"
+            | b"sin"
+            | b"soc"
+            | b"social"
+            | b"security"
+            | b"tel"
+            | b"tele"
+            | b"telephone"
+            | b"phone"
+            | b"ph"
+            | b"cell"
+            | b"mobile"
+            | b"mob"
+            | b"fax"
+            | b"x"
+            | b"ext"
+            | b"call"
+            | b"sms"
+            | b"number"
+            | b"num"
+            | b"nr"
+            | b"no"
+    )
 }
 
 /// An SSN or phone number among the runs of digits of a value (see [`identifier_value`]).
@@ -376,16 +409,50 @@ fn number_kind(v: &[u8]) -> Option<IdentifierKind> {
     if v.len() < 9 {
         return None;
     }
-    // Fewer than nine digits (counting full-width ones, whose UTF-8 starts with 0xEF) hold no
-    // SSN or phone number: most values stop here.
-    let digits = v
-        .iter()
-        .filter(|b| b.is_ascii_digit() || **b == 0xEF)
-        .count();
-    if digits < 9 || plainly_no_number(v) {
+    if plainly_clear(v) {
         return None;
     }
     scan_numbers(v)
+}
+
+/// One pass over a value that proves [`scan_numbers`] would find nothing, for most values:
+/// fewer than nine digits (counting full-width ones, whose UTF-8 starts with 0xEF) hold no
+/// SSN or phone number, and neither do values that [`plainly_no_number`] clears (letters
+/// and digits only, no label word, every long digit run glued to a word before it). Both
+/// tests in one walk: this runs on every field of every line. A proptest checks it against
+/// the two tests it fuses.
+fn plainly_clear(v: &[u8]) -> bool {
+    let mut digits = 0usize;
+    let mut plain = true;
+    let mut after_word = false;
+    let mut i = 0;
+    while i < v.len() {
+        let b = v[i];
+        let start = i;
+        if b.is_ascii_alphabetic() {
+            while i < v.len() && v[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            if plain && is_known_label(&v[start..i]) {
+                plain = false;
+            }
+            after_word = true;
+        } else if b.is_ascii_digit() {
+            while i < v.len() && v[i].is_ascii_digit() {
+                i += 1;
+            }
+            digits += i - start;
+            if i - start >= 9 && !after_word {
+                plain = false;
+            }
+            after_word = false;
+        } else {
+            digits += usize::from(b == 0xEF);
+            plain = false;
+            i += 1;
+        }
+    }
+    digits < 9 || plain
 }
 
 /// The full character-level scan of [`number_kind`], without its quick exits.
@@ -569,6 +636,52 @@ mod tests {
                 proptest::prop_assert_eq!(scan_numbers(v.as_bytes()), None, "{}", v);
             }
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// The fused one-pass check clears exactly what the digit count and the fast path
+        /// clear together, on values with separators, full-width digits, labels and text.
+        #[test]
+        fn the_fused_check_is_the_digit_count_and_the_fast_path(
+            parts in proptest::collection::vec(proptest::prop_oneof![
+                proptest::string::string_regex("[A-Za-z]{1,4}").unwrap(),
+                proptest::string::string_regex("[0-9]{1,12}").unwrap(),
+                proptest::string::string_regex("[ ./()+_-]{1,2}").unwrap(),
+                proptest::sample::select(vec![
+                    "x".to_string(), "ssn".into(), "No".into(), "tel".into(), "\u{ff11}".into(),
+                    "\u{a0}".into(), "é".into(), "@".into(),
+                ]),
+            ], 0..8)
+        ) {
+            let v = parts.concat();
+            let b = v.as_bytes();
+            let digits = b.iter().filter(|c| c.is_ascii_digit() || **c == 0xEF).count();
+            proptest::prop_assert_eq!(plainly_clear(b), digits < 9 || plainly_no_number(b), "{}", v);
+            if plainly_clear(b) {
+                proptest::prop_assert_eq!(scan_numbers(b), None, "{}", v);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The label match is the list: every word of up to ten letters, any case.
+        #[test]
+        fn the_label_match_is_the_label_list(word in "[A-Za-z]{0,10}") {
+            let listed = NUMBER_LABELS
+                .iter()
+                .any(|l| l.as_bytes().eq_ignore_ascii_case(word.as_bytes()));
+            proptest::prop_assert_eq!(is_known_label(word.as_bytes()), listed, "{}", word);
+        }
+    }
+
+    #[test]
+    fn every_listed_label_is_known_in_any_case() {
+        for l in NUMBER_LABELS {
+            assert!(is_known_label(l.as_bytes()), "{l}");
+            assert!(is_known_label(l.to_uppercase().as_bytes()), "{l}");
+        }
+        assert!(!is_known_label(b"od") && !is_known_label(b"pk") && !is_known_label(b"phones"));
     }
 
     #[test]
