@@ -452,7 +452,10 @@ pub async fn request_status(
             let internal = |e: crate::ledger::LedgerError| ApiError::Internal(e.to_string());
             let ledger = Ledger::open_read_only(state.warehouse()).map_err(internal)?;
             let stored = ledger.release(rid).map_err(internal)?;
-            PublicRelease::from_stored(&stored)
+            // Only a release debited from this researcher's own allocation is theirs to see.
+            (stored.allocation == requests::allocation_of(&researcher.0))
+                .then(|| PublicRelease::from_stored(&stored))
+                .flatten()
         }
         _ => None,
     };

@@ -1027,8 +1027,12 @@ impl Ledger {
         let existing: Option<i64> = tx
             .query_row(
                 "SELECT r.id FROM releases r JOIN release_outcomes o ON o.release_id = r.id
-                 WHERE r.idempotency_key = ?1 AND o.status = 'released' ORDER BY r.id LIMIT 1",
-                params![r.idempotency_key],
+                 WHERE r.idempotency_key = ?1 AND r.allocation = ?2 AND o.status = 'released'
+                 ORDER BY r.id LIMIT 1",
+                // The allocation is not in the key (keys of existing releases stay valid), so
+                // it is matched here: an identical spec from another allocation (another
+                // researcher) is a release of its own, never this one handed over.
+                params![r.idempotency_key, r.allocation],
                 |row| row.get(0),
             )
             .optional()

@@ -561,6 +561,14 @@ pub async fn approve(
     };
     match release(warehouse, &req).await {
         Ok(outcome) => {
+            let stored = crate::ledger::Ledger::open(warehouse)?.release(outcome.id)?;
+            if stored.allocation != allocation_of(&request.researcher) {
+                return Err(RequestsError::Invalid(format!(
+                    "internal: release {} belongs to allocation '{}', not to request {id}'s researcher",
+                    outcome.id, stored.allocation
+                ))
+                .into());
+            }
             queue.decide(
                 id,
                 &Decision::Released {

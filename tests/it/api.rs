@@ -1342,3 +1342,70 @@ async fn outreach_serve_answers_over_a_real_socket_and_logs_each_request() {
     assert_eq!(lines[1]["status"], 404);
     assert_eq!(lines[0]["client"], "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_researchers_with_the_same_spec_each_get_their_own_release_and_debit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, bob) = with_researcher(&wh, "bob", 0.5, roomy()).await;
+    let alice = st.queue().create_token("alice", Role::Researcher).unwrap();
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate("researcher:alice", 0.5)
+        .unwrap();
+    let app = app(st.clone());
+    let b = post(
+        &app,
+        "/v1/requests",
+        Some(&bob),
+        submission(0.1).to_string(),
+    )
+    .await
+    .json()["id"]
+        .as_i64()
+        .unwrap();
+    outreach(&wh, &["requests", "approve", &b.to_string()]);
+    // Alice submits the very same spec; approving it must not hand her bob's release.
+    let a = post(
+        &app,
+        "/v1/requests",
+        Some(&alice),
+        submission(0.1).to_string(),
+    )
+    .await
+    .json()["id"]
+        .as_i64()
+        .unwrap();
+    outreach(&wh, &["requests", "approve", &a.to_string(), "--public"]);
+    st.reload().await.unwrap();
+    let bobs = get_as(&app, &format!("/v1/requests/{b}"), &bob)
+        .await
+        .json();
+    let alices = get_as(&app, &format!("/v1/requests/{a}"), &alice)
+        .await
+        .json();
+    let (rb, ra) = (
+        bobs["release"]["id"].as_i64().unwrap(),
+        alices["release"]["id"].as_i64().unwrap(),
+    );
+    assert_ne!(rb, ra, "alice got bob's release");
+    let view = Ledger::open(&wh).unwrap().show().unwrap();
+    for name in ["researcher:bob", "researcher:alice"] {
+        let a = view.allocations.iter().find(|x| x.name == name).unwrap();
+        assert!(
+            (a.spent_rho - 0.1).abs() < 1e-12,
+            "{name} spent {}",
+            a.spent_rho
+        );
+    }
+    // Alice's public release is public; bob's private one is still not.
+    assert_eq!(
+        get(&app, &format!("/v1/releases/{ra}")).await.status,
+        StatusCode::OK
+    );
+    assert_error(
+        &get(&app, &format!("/v1/releases/{rb}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
