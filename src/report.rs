@@ -15,7 +15,18 @@ pub enum Format {
     Csv,
 }
 
-fn csv_field(s: &str) -> String {
+/// One text field of a CSV body: quoted when it holds a separator, a quote or a line break.
+/// Text that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first) is
+/// prefixed with `'`: cell values, column names and program names come from specs and
+/// suppliers. Numbers are written by their callers, never through this.
+pub(crate) fn csv_field(s: &str) -> String {
+    let guarded;
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        guarded = format!("'{s}");
+        guarded.as_str()
+    } else {
+        s
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -41,6 +52,7 @@ pub fn release_csv(r: &PublicRelease) -> String {
         ]
         .map(String::from),
     );
+    let header: Vec<String> = header.iter().map(|h| csv_field(h)).collect();
     out.push_str(&header.join(","));
     out.push('\n');
     for (c, cell) in res.cells.iter().enumerate() {

@@ -8,20 +8,9 @@ pub trait CsvField {
 }
 
 impl CsvField for String {
-    /// Quoted when it holds a separator, a quote or a line break. Text that a spreadsheet
-    /// would run as a formula (`=`, `+`, `-`, `@`, tab, CR first) is prefixed with `'`:
-    /// program names come from suppliers.
+    /// Quoted as needed, and guarded against spreadsheet formulas ([`crate::report`]).
     fn csv(&self) -> String {
-        let s = if self.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            format!("'{self}")
-        } else {
-            self.clone()
-        };
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s
-        }
+        crate::report::csv_field(self)
     }
 }
 

@@ -1409,3 +1409,41 @@ async fn two_researchers_with_the_same_spec_each_get_their_own_release_and_debit
         "not_found",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_bodies_never_hand_a_spreadsheet_a_formula() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    Ledger::open(&wh).unwrap().allocate("extra", 1.0).unwrap();
+    // A spec whose public cell values and column name look like formulas.
+    let spec = json!({
+        "name": "tags",
+        "k": 1,
+        "rho": 0.1,
+        "allocation": "extra",
+        "queries": [{"sql": "SELECT person_key, '=HYPERLINK(1)' AS \"=cmd\", true AS seen FROM overdose_events"}],
+        "cells": [{"column": "=cmd", "domain": {"values": ["=HYPERLINK(1)", "@SUM(A1)", "+1", "-1"]}}],
+        "statistics": [{"name": "seen", "kind": "count"}]
+    });
+    let file = tmp.path().join("spec.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    outreach(&wh, &["release", "--spec", file.to_str().unwrap()]);
+    let app = app(state(&wh, roomy()).await);
+    let list = get(&app, "/v1/releases?name=tags").await.json();
+    let id = list[0]["id"].as_i64().unwrap();
+    let csv = get(&app, &format!("/v1/releases/{id}?format=csv"))
+        .await
+        .text();
+    for line in csv.lines() {
+        for field in line.split(',') {
+            let f = field.trim_start_matches('"');
+            assert!(
+                !f.starts_with(['=', '@', '+'])
+                    && !(f.starts_with('-') && f[1..].parse::<f64>().is_err()),
+                "a formula-like field {field:?} in {csv}"
+            );
+        }
+    }
+    assert!(csv.contains("'=HYPERLINK(1)"), "{csv}");
+    assert!(csv.contains("'=cmd"), "the header too: {csv}");
+}
