@@ -116,6 +116,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        // Never cached: a release made public later must not stay a 404 in some proxy.
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let ApiError::Unauthorized = self {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -456,6 +456,7 @@ pub async fn request_status(
             (stored.allocation == requests::allocation_of(&researcher.0))
                 .then(|| PublicRelease::from_stored(&stored))
                 .flatten()
+                .map(super::views::to_the_day)
         }
         _ => None,
     };

@@ -25,8 +25,9 @@ use crate::warehouse::{Warehouse, hex};
 /// How long clients and proxies may keep a response before revalidating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
-    /// A release by id: it never changes.
-    Immutable,
+    /// A release by id: its numbers never change, but `superseded_by` is filled in when a
+    /// republication replaces it, so caches revalidate (a cheap 304) after a minute.
+    Release,
     /// A quarter's current publication: a republication replaces it.
     Published,
     /// The budget and the lists: they change with every release.
@@ -36,7 +37,7 @@ pub enum Freshness {
 impl Freshness {
     pub fn cache_control(self) -> &'static str {
         match self {
-            Freshness::Immutable => "public, max-age=31536000, immutable",
+            Freshness::Release => "public, max-age=60, must-revalidate",
             Freshness::Published => "public, max-age=300",
             Freshness::Live => "public, max-age=0, must-revalidate",
         }
@@ -246,7 +247,7 @@ impl Snapshot {
             .map(|r| {
                 (
                     r.release.id,
-                    Rendered::new(r, crate::report::release_csv(&r.release), Immutable),
+                    Rendered::new(r, crate::report::release_csv(&r.release), Release),
                 )
             })
             .collect();

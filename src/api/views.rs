@@ -399,19 +399,27 @@ pub fn compare(
 }
 
 /// The public view of a release with its ledger entry.
+///
+/// Its time is the day it was published, nothing finer, and the debit's time is left out:
+/// the time between the debit and the outcome is how long the release read the data, which
+/// grows with the rows (one person with many records moves it) and carries no noise.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Release {
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub release: PublicRelease,
-    /// When the ledger recorded the debit, before any noise was drawn.
-    pub debited_at: String,
     pub debit_rho: f64,
     pub debit_delta: f64,
     /// The quarter it publishes, for the standard metrics' releases.
     pub quarter: Option<String>,
     /// The release that replaced it after new data; the quarter routes serve that one.
     pub superseded_by: Option<i64>,
+}
+
+/// A release's public view with its time cut to the day (`YYYY-MM-DD`).
+pub fn to_the_day(mut r: PublicRelease) -> PublicRelease {
+    r.published_at.truncate(10);
+    r
 }
 
 impl Release {
@@ -422,8 +430,7 @@ impl Release {
         superseded_by: Option<i64>,
     ) -> Release {
         Release {
-            release: public,
-            debited_at: stored.created_at.clone(),
+            release: to_the_day(public),
             debit_rho: stored.debit_rho,
             debit_delta: stored.debit_delta,
             quarter,

@@ -508,7 +508,11 @@ async fn releases_carry_etags_and_cache_headers_and_a_conditional_get_is_304() {
     let first = get(&app, &uri).await;
     let etag = first.header(header::ETAG);
     assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
-    assert!(first.header(header::CACHE_CONTROL).contains("immutable"));
+    assert!(
+        first
+            .header(header::CACHE_CONTROL)
+            .contains("must-revalidate")
+    );
     let again = send(
         &app,
         Request::get(&uri)
@@ -1446,4 +1450,91 @@ async fn csv_bodies_never_hand_a_spreadsheet_a_formula() {
     }
     assert!(csv.contains("'=HYPERLINK(1)"), "{csv}");
     assert!(csv.contains("'=cmd"), "the header too: {csv}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_is_revalidated_so_a_later_successor_shows_and_errors_are_never_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let st = state(&wh, roomy()).await;
+    let app = app(st.clone());
+    let old = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
+    let uri = format!("/v1/releases/{old}");
+    let before = get(&app, &uri).await;
+    assert!(before.json()["superseded_by"].is_null());
+    let cache = before.header(header::CACHE_CONTROL);
+    assert!(
+        !cache.contains("immutable") && cache.contains("must-revalidate"),
+        "{cache}"
+    );
+    // New data and a republication: the old release now names its successor, and a client
+    // revalidating its copy gets the new body.
+    let extra = tmp.path().join("overdose_events-extra.csv");
+    std::fs::write(
+        &extra,
+        "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
+         EX1,KX1,P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n",
+    )
+    .unwrap();
+    ingest(&wh, &[extra], &fixture_opts("2025-12-31")).unwrap();
+    let mut o = opts("2025Q1");
+    o.republish = true;
+    publish(&wh, &o).await.unwrap();
+    st.reload().await.unwrap();
+    let after = send(
+        &app,
+        Request::get(&uri)
+            .header(header::IF_NONE_MATCH, before.header(header::ETAG))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert!(after.json()["superseded_by"].is_i64());
+    // Errors are never kept by a cache: a release made public later must not stay a 404.
+    let missing = get(&app, "/v1/releases/424242").await;
+    assert_eq!(missing.header(header::CACHE_CONTROL), "no-store");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_times_are_published_to_the_day_only() {
+    // The time between a release's debit and its outcome is how long it read the data: it
+    // grows with the rows, so it is never published; the publication time is a date.
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "tia", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let id = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.1).to_string(),
+    )
+    .await
+    .json()["id"]
+        .as_i64()
+        .unwrap();
+    outreach(&wh, &["requests", "approve", &id.to_string()]);
+    st.reload().await.unwrap();
+    let mut views = vec![
+        get_as(&app, &format!("/v1/requests/{id}"), &token)
+            .await
+            .json()["release"]
+            .clone(),
+    ];
+    for r in get(&app, "/v1/releases").await.json().as_array().unwrap() {
+        views.push(get(&app, &format!("/v1/releases/{}", r["id"])).await.json());
+        views.push(r.clone());
+    }
+    for v in views {
+        let mut all = Vec::new();
+        keys(&v, &mut all);
+        assert!(
+            !all.iter()
+                .any(|k| k == "debited_at" || k == "created_at" || k == "finished_at"),
+            "{v}"
+        );
+        let at = v["published_at"].as_str().unwrap();
+        assert_eq!(at.len(), 10, "{at}: a date, not a time");
+    }
 }
