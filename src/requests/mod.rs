@@ -3,10 +3,12 @@
 //!
 //! Everything here lives in its own SQLite file, [`REQUESTS_FILE`], beside the ledger: the
 //! API server opens the ledger and the release store read-only, and this file is the only
-//! thing it writes. A request moves from `pending` to one decision, once (`decisions` has
-//! one row per request at most): `rejected` with the steward's words, `released` with the
-//! release id, or `failed` when the release failed after its debit. A researcher never sees
-//! `failed`; to them the request stays pending (the failure is the steward's to handle).
+//! thing it writes. A request moves from `pending` to a decision: `rejected` with the
+//! steward's words, `released` with the release id, or `failed` when the release failed after
+//! its debit. A failed one is the steward's to handle: they reject it or run it again (a new
+//! debit); the other decisions are final. Decisions are appended, never changed, and the
+//! latest is the request's state. A researcher never sees `failed`; to them the request stays
+//! pending (privacy model §5).
 //!
 //! A researcher's release is debited from the allocation `researcher:<name>`, which the
 //! steward creates with `outreach budget allocate`; a spec naming any other allocation is
@@ -57,7 +59,7 @@ pub enum RequestsError {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "request {id} is {state}, not pending: only a pending request can be approved or rejected"
+        "request {id} is {state}: only a pending request, or one whose run failed, can be approved or rejected"
     )]
     NotPending { id: i64, state: String },
     /// The submission cannot be planned as asked; the reason is for the researcher.

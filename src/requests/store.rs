@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS requests (
     submitted_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS decisions (
-    request_id INTEGER PRIMARY KEY REFERENCES requests (id),
+    id INTEGER PRIMARY KEY,
+    request_id INTEGER NOT NULL REFERENCES requests (id),
     state TEXT NOT NULL CHECK (state IN ('rejected', 'released', 'failed')),
     why TEXT,
     release_id INTEGER,
@@ -50,8 +51,11 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE TRIGGER IF NOT EXISTS requests_no_update BEFORE UPDATE ON requests
 BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+CREATE INDEX IF NOT EXISTS decisions_by_request ON decisions (request_id, id);
 CREATE TRIGGER IF NOT EXISTS decisions_no_update BEFORE UPDATE ON decisions
-BEGIN SELECT RAISE(ABORT, 'decisions are final'); END;
+BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS decisions_no_delete BEFORE DELETE ON decisions
+BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
 ";
 
 /// What a token lets its holder do.
@@ -406,7 +410,9 @@ impl Queue {
         let sql = format!(
             "SELECT q.id, q.researcher, q.purpose, q.rho_asked, q.spec, q.quote, q.submitted_at,
                     d.state, d.why, d.release_id, coalesce(d.public, 0), d.decided_by, d.decided_at
-             FROM requests q LEFT JOIN decisions d ON d.request_id = q.id {filter} ORDER BY q.id"
+             FROM requests q
+             LEFT JOIN decisions d ON d.id = (SELECT max(x.id) FROM decisions x WHERE x.request_id = q.id)
+             {filter} ORDER BY q.id"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.e())?;
         let rows = stmt
@@ -474,6 +480,7 @@ impl Queue {
             .conn
             .prepare(
                 "SELECT release_id FROM decisions WHERE state = 'released' AND public = 1 ORDER BY release_id",
+
             )
             .map_err(self.e())?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(self.e())?;
@@ -490,7 +497,8 @@ impl Queue {
             .map_err(&e)?;
         let state: Option<Option<String>> = tx
             .query_row(
-                "SELECT d.state FROM requests q LEFT JOIN decisions d ON d.request_id = q.id WHERE q.id = ?1",
+                "SELECT (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1)
+                 FROM requests q WHERE q.id = ?1",
                 params![id],
                 |r| r.get(0),
             )
@@ -498,8 +506,12 @@ impl Queue {
             .map_err(&e)?;
         match state {
             None => return Err(RequestsError::NoSuchRequest(id)),
-            Some(Some(state)) => return Err(RequestsError::NotPending { id, state }),
-            Some(None) => {}
+            // A run that failed after its debit is the steward's to close: reject it, or run
+            // it again (a new debit). Every other decision is final.
+            Some(Some(state)) if state != "failed" => {
+                return Err(RequestsError::NotPending { id, state });
+            }
+            _ => {}
         }
         let (state, why, release, public) = match decision {
             Decision::Reject { why } => ("rejected", Some(why.as_str()), None, false),
@@ -539,7 +551,7 @@ pub async fn approve(
 ) -> crate::Result<(StoredRequest, Option<crate::privacy::ReleaseOutcome>)> {
     let mut queue = Queue::open(warehouse)?;
     let request = queue.get(id)?;
-    if request.state != RequestState::Pending {
+    if !matches!(request.state, RequestState::Pending | RequestState::Failed) {
         return Err(RequestsError::NotPending {
             id,
             state: request.state.as_str().to_string(),

@@ -1190,7 +1190,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("not pending"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("only a pending request"));
 
     let mut s3 = submission(0.1);
     s3["spec"]["name"] = json!("a public request");
@@ -1536,5 +1536,98 @@ async fn release_times_are_published_to_the_day_only() {
         );
         let at = v["published_at"].as_str().unwrap();
         assert_eq!(at.len(), 10, "{at}: a date, not a time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_run_stays_pending_to_the_researcher_and_the_steward_can_reject_or_rerun_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "una", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = post(
+            &app,
+            "/v1/requests",
+            Some(&token),
+            submission(0.1).to_string(),
+        )
+        .await;
+        ids.push(r.json()["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        let failed = Command::new(env!("CARGO_BIN_EXE_outreach"))
+            .args(["requests", "approve", &id.to_string()])
+            .env("OUTREACH_WAREHOUSE", &wh)
+            .env(
+                outreach_warehouse::failpoint::ENV,
+                "release-fail-after-debit",
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            failed.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&failed.stderr)
+        );
+        let seen = get_as(&app, &format!("/v1/requests/{id}"), &token)
+            .await
+            .json();
+        assert_eq!(seen["state"], "pending", "a researcher never sees failed");
+        assert_eq!(st.queue().get(*id).unwrap().state.as_str(), "failed");
+    }
+    // The steward rejects the first and re-runs the second, a new debit.
+    outreach(
+        &wh,
+        &[
+            "requests",
+            "reject",
+            &ids[0].to_string(),
+            "--why",
+            "the run failed; resubmit with a smaller k",
+        ],
+    );
+    let rejected = get_as(&app, &format!("/v1/requests/{}", ids[0]), &token)
+        .await
+        .json();
+    assert_eq!(rejected["state"], "rejected");
+    let spent = |wh: &Path| {
+        Ledger::open(wh)
+            .unwrap()
+            .show()
+            .unwrap()
+            .allocations
+            .iter()
+            .find(|a| a.name == "researcher:una")
+            .unwrap()
+            .spent_rho
+    };
+    let before = spent(&wh);
+    outreach(&wh, &["requests", "approve", &ids[1].to_string()]);
+    assert!(
+        (spent(&wh) - before - 0.1).abs() < 1e-12,
+        "a re-run is a new debit"
+    );
+    st.reload().await.unwrap();
+    let released = get_as(&app, &format!("/v1/requests/{}", ids[1]), &token)
+        .await
+        .json();
+    assert_eq!(released["state"], "released", "{released}");
+    // Final decisions stay final.
+    for (args, id) in [
+        (vec!["approve"], ids[0]),
+        (vec!["reject", "--why", "no"], ids[1]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+            .arg("requests")
+            .args(&args[..1])
+            .arg(id.to_string())
+            .args(&args[1..])
+            .env("OUTREACH_WAREHOUSE", &wh)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} {id}");
     }
 }
