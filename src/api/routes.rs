@@ -1,7 +1,8 @@
 //! The router: routes, and the layers every request passes (rate limits, body limit,
 //! timeout, compression, CORS, security headers, access log).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -10,7 +11,6 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sha2::{Digest, Sha256};
 use tower_governor::GovernorLayer;
 use tower_governor::errors::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -42,12 +42,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/requests/{id}"),
 ];
 
-/// The peer's IP; in-process callers (tests) without one share a single bucket.
+/// The peer's IP, an IPv6 address cut to its /64 (one host holds a whole /64, so a key per
+/// /128 would give it endless buckets); in-process callers (tests) without one share a
+/// single bucket.
 fn peer_ip<T>(req: &axum::http::Request<T>) -> IpAddr {
-    req.extensions()
+    match req
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    {
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !0u128 >> 64 << 64)),
+        },
+        Some(ip) => ip,
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
 }
 
 /// Rate-limit key: the client's IP. Forwarded headers are not trusted (anyone can set them).
@@ -61,29 +71,29 @@ impl KeyExtractor for ClientIp {
     }
 }
 
-/// Rate-limit key of the researcher routes: the bearer token (by its hash), or the IP when
-/// there is none, so guessing tokens from one address is limited too.
-#[derive(Debug, Clone, Copy)]
-struct TokenOrIp;
+/// Rate-limit key of the researcher routes: the researcher, when the bearer token is an
+/// active one, and otherwise the client's IP, so made-up tokens share the guesser's bucket.
+#[derive(Clone)]
+struct ResearcherOrIp {
+    state: AppState,
+}
 
-impl KeyExtractor for TokenOrIp {
-    type Key = [u8; 16];
-    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<[u8; 16], GovernorError> {
-        let mut h = Sha256::new();
-        match handlers::bearer(req.headers()) {
-            Some(token) => {
-                h.update(b"token\0");
-                h.update(token.as_bytes());
-            }
-            None => {
-                h.update(b"ip\0");
-                h.update(peer_ip(req).to_string().as_bytes());
-            }
-        }
-        let digest = h.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        Ok(key)
+/// A key of [`ResearcherOrIp`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RequestKey {
+    Researcher(String),
+    Ip(IpAddr),
+}
+
+impl KeyExtractor for ResearcherOrIp {
+    type Key = RequestKey;
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<RequestKey, GovernorError> {
+        let researcher = handlers::bearer(req.headers())
+            .and_then(|token| self.state.queue().authenticate(token).ok().flatten());
+        Ok(match researcher {
+            Some(name) => RequestKey::Researcher(name),
+            None => RequestKey::Ip(peer_ip(req)),
+        })
     }
 }
 
@@ -162,9 +172,29 @@ pub fn app(state: AppState) -> Router {
     let per_token = GovernorConfigBuilder::default()
         .period(period(limits.per_token_per_minute / 60.0))
         .burst_size(limits.per_token_burst.max(1))
-        .key_extractor(TokenOrIp)
+        .key_extractor(ResearcherOrIp {
+            state: state.clone(),
+        })
         .finish()
         .expect("a positive period and burst");
+    // The limiters keep a bucket per key: forget the idle ones every minute, for as long as
+    // the router lives.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let ip = Arc::downgrade(per_ip.limiter());
+        let token = Arc::downgrade(per_token.limiter());
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                match (ip.upgrade(), token.upgrade()) {
+                    (Some(ip), Some(token)) => {
+                        ip.retain_recent();
+                        token.retain_recent();
+                    }
+                    _ => break,
+                }
+            }
+        });
+    }
 
     let researcher = Router::new()
         .route("/v1/requests", post(handlers::submit))

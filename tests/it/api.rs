@@ -1631,3 +1631,36 @@ async fn a_failed_run_stays_pending_to_the_researcher_and_the_steward_can_reject
         assert_eq!(out.status.code(), Some(2), "{args:?} {id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_tokens_is_limited_per_ip_whatever_token_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let limits = Limits {
+        per_token_per_minute: 1.0,
+        per_token_burst: 2,
+        ..roomy()
+    };
+    let (st, good) = with_researcher(&wh, "vic", 0.5, limits).await;
+    let app = app(st);
+    // A fresh made-up token each time: still one bucket, the client's.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = get_as(&app, "/v1/requests/1", &format!("owr_{i:064}")).await;
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // A researcher's valid token has its own bucket.
+    assert_eq!(
+        get_as(&app, "/v1/requests/1", &good).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
