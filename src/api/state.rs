@@ -198,8 +198,10 @@ impl AppState {
         Ok(())
     }
 
-    /// Reloads whenever the ledger or the requests file changes; checks every `every`.
-    /// Runs until the process ends. The ledger is watched through a read-only connection.
+    /// Reloads whenever the ledger, the manifest (new data) or the set of releases made
+    /// public changes; checks every `every`, until the process ends. A reload that fails is
+    /// tried again at the next check, and the previous snapshot is served meanwhile. A new
+    /// submission changes the requests file but nothing served, so it reloads nothing.
     pub async fn watch(self, every: Duration) {
         let Ok(ledger) = Ledger::open_read_only(&self.0.warehouse) else {
             return;
@@ -207,24 +209,34 @@ impl AppState {
         let Ok(watch_queue) = Queue::open(&self.0.warehouse) else {
             return;
         };
+        let manifest = self.0.warehouse.join(crate::warehouse::MANIFEST_FILE);
         // In a mutex so that the task's future is `Send`; it is never held across an await.
         let conns = Mutex::new((ledger, watch_queue));
-        let versions = || {
+        let look = || {
             let c = conns.lock().unwrap_or_else(|e| e.into_inner());
+            let stamp = std::fs::metadata(&manifest)
+                .and_then(|m| Ok((m.modified()?, m.len())))
+                .ok();
             (
                 c.0.data_version().unwrap_or(-1),
-                c.1.data_version().unwrap_or(-1),
+                stamp,
+                c.1.public_release_ids().unwrap_or_default(),
             )
         };
-        let mut seen = versions();
+        let mut served = look();
         loop {
             tokio::time::sleep(every).await;
-            let now = versions();
-            if now != seen {
-                seen = now;
-                if let Err(e) = self.reload().await {
-                    tracing::error!(target: "outreach::api", error = %e, "reload failed; still serving the previous snapshot");
-                }
+            let now = look();
+            if now == served {
+                continue;
+            }
+            match self.reload().await {
+                Ok(()) => served = now,
+                Err(e) => tracing::error!(
+                    target: "outreach::api",
+                    error = %e,
+                    "reload failed; serving the previous snapshot and trying again"
+                ),
             }
         }
     }

@@ -1664,3 +1664,68 @@ async fn guessing_tokens_is_limited_per_ip_whatever_token_is_sent() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_server_shows_a_new_publication_and_new_programs_within_seconds() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("OUTREACH_WAREHOUSE", &wh)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let fetch = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let wait_for = |path: &str, needle: &str| {
+        for _ in 0..50 {
+            if fetch(path).contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(!fetch("/v1/quarters").contains("2025Q3"));
+    let mut q3 = opts("2025Q3");
+    q3.allow_incomplete = true;
+    publish(&wh, &q3).await.unwrap();
+    let shown = wait_for("/v1/quarters", "\"2025Q3\"");
+    // New data: a fourth program; the manifest changes, the ledger does not.
+    let programs = tmp.path().join("programs-more.csv");
+    std::fs::write(
+        &programs,
+        "program_id,program_name,region,team_model,police_on_visits,warrant_check,start_date,end_date\n\
+         P4,Fixture Peer Team,Western,peer_led,never,none,2024-01-01,\n",
+    )
+    .unwrap();
+    ingest(&wh, &[programs], &fixture_opts("2025-12-31")).unwrap();
+    let new_program = wait_for("/v1/programs", "\"P4\"");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(shown, "the new publication was not served");
+    assert!(new_program, "the new program was not served");
+}
