@@ -261,6 +261,9 @@ struct ListenArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// Seconds a request may take before it is answered 504.
+    #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
+    timeout_seconds: f64,
     /// Dashboard display rule: grey out figures resting on a noisy count below this [default: off].
     #[arg(long)]
     small_cell: Option<f64>,
@@ -279,7 +282,7 @@ impl ListenArgs {
                 .is_some_and(|n| !(n.is_finite() && n >= 0.0))
         {
             return Err(crate::requests::RequestsError::Invalid(
-                "rate limits, bursts and the body limit must be positive, and --small-cell a number of at least 0".into(),
+                "rate limits, bursts, the body limit and the timeout must be positive, and --small-cell a number of at least 0".into(),
             )
             .into());
         }
@@ -290,7 +293,7 @@ impl ListenArgs {
             per_token_burst: self.per_token_burst,
             max_body_bytes: self.max_body_bytes,
             small_cell: self.small_cell,
-            ..Limits::default()
+            timeout: std::time::Duration::from_secs_f64(self.timeout_seconds),
         })
     }
 }

@@ -30,6 +30,8 @@ pub enum ApiError {
     TooManyRequests(u64),
     #[error("the server is busy; try again")]
     Busy,
+    #[error("the request took longer than the server allows; try again")]
+    Timeout,
     /// A defect or an environment failure: logged, never shown.
     #[error("internal error")]
     Internal(String),
@@ -63,6 +65,7 @@ impl ApiError {
             ApiError::BudgetExhausted(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::BudgetExhausted(_) => "budget_exhausted",
             ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Busy => "busy",
+            ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
         }
     }

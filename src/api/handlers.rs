@@ -340,6 +340,30 @@ impl FromRequestParts<AppState> for Researcher {
     }
 }
 
+/// Submissions planned at once; more are answered 503 (busy).
+const MAX_PLANNING: usize = 2;
+
+/// A place among the [`MAX_PLANNING`] submissions being planned, given back on drop.
+struct PlanningSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl PlanningSlot {
+    fn take(state: &AppState) -> ApiResult<PlanningSlot> {
+        use std::sync::atomic::Ordering;
+        let count = state.planning();
+        if count.fetch_add(1, Ordering::SeqCst) >= MAX_PLANNING {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::Busy);
+        }
+        Ok(PlanningSlot(count))
+    }
+}
+
+impl Drop for PlanningSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The answer to a submission.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Submitted {
@@ -387,15 +411,24 @@ pub async fn submit(
         .map_err(|e| internal(&e))?;
     let plan_ctx = crate::warehouse::schema_session().map_err(|e| internal(&e))?;
     crate::privacy::functions::register(&plan_ctx);
-    let (spec, quote) = requests::quote(
-        &plan_ctx,
-        &config,
-        &snap.dataset_version,
-        &snap.program_ids,
-        &researcher.0,
-        &submission,
-    )
-    .await?;
+    // Planning is CPU work that never yields: it runs on a blocking thread, at most
+    // MAX_PLANNING at once, so that it cannot stall the public routes and the timeout
+    // can answer for it.
+    let _slot = PlanningSlot::take(&state)?;
+    let (name, sub) = (researcher.0.clone(), submission.clone());
+    let planned = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(requests::quote(
+            &plan_ctx,
+            &config,
+            &snap.dataset_version,
+            &snap.program_ids,
+            &name,
+            &sub,
+        ))
+    })
+    .await
+    .map_err(|e| internal(&e))?;
+    let (spec, quote) = planned?;
     {
         let ledger = Ledger::open_read_only(state.warehouse()).map_err(|e| internal(&e))?;
         requests::affordable(&ledger, &quote)?;
@@ -441,7 +474,8 @@ pub async fn request_status(
     let request = match state.queue().get(id) {
         Ok(r) => r,
         Err(requests::RequestsError::NoSuchRequest(_)) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
+        // A stored request that cannot be read is the operator's, never the researcher's.
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
     // Another researcher's request is answered exactly like one that does not exist.
     if request.researcher != researcher.0 {

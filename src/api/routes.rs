@@ -110,6 +110,16 @@ fn period(per_second: f64) -> Duration {
     Duration::from_secs_f64(1.0 / per_second.max(1e-6))
 }
 
+/// tower-http's timeout answers with an empty body; every error here is JSON.
+async fn json_timeout(req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    if r.status() == StatusCode::GATEWAY_TIMEOUT && r.headers().get(header::CONTENT_TYPE).is_none()
+    {
+        return ApiError::Timeout.into_response();
+    }
+    r
+}
+
 /// Security headers on every response (unless a handler set them).
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut r = next.run(req).await;
@@ -223,9 +233,10 @@ pub fn app(state: AppState) -> Router {
         .layer(GovernorLayer::new(per_ip).error_handler(too_many))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::GATEWAY_TIMEOUT,
             limits.timeout,
         ))
+        .layer(middleware::from_fn(json_timeout))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)

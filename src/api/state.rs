@@ -25,7 +25,7 @@ pub struct Limits {
     pub per_token_burst: u32,
     /// The largest request body, in bytes.
     pub max_body_bytes: usize,
-    /// How long a request may take before it is answered 408.
+    /// How long a request may take before it is answered 504, as JSON.
     pub timeout: Duration,
     /// The dashboard's small-cell display rule: grey out figures resting on a noisy count
     /// below this. Off (`None`) by default.
@@ -132,6 +132,8 @@ struct Inner {
     limits: Limits,
     access_log: AccessLog,
     openapi: axum::body::Bytes,
+    /// Submissions being planned now.
+    planning: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The state every handler gets: cheap to clone.
@@ -157,6 +159,7 @@ impl AppState {
             limits,
             access_log,
             openapi: openapi.into(),
+            planning: Arc::default(),
         })))
     }
 
@@ -170,6 +173,11 @@ impl AppState {
 
     pub fn access_log(&self) -> &AccessLog {
         &self.0.access_log
+    }
+
+    /// The count of submissions being planned now.
+    pub fn planning(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.0.planning.clone()
     }
 
     pub fn openapi(&self) -> axum::body::Bytes {

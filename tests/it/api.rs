@@ -1729,3 +1729,25 @@ async fn a_running_server_shows_a_new_publication_and_new_programs_within_second
     assert!(shown, "the new publication was not served");
     assert!(new_program, "the new program was not served");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_takes_too_long_gets_a_json_504() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let limits = Limits {
+        // Planning a submission takes milliseconds: far more than this.
+        timeout: std::time::Duration::from_micros(1),
+        ..roomy()
+    };
+    let (st, token) = with_researcher(&wh, "wes", 0.5, limits).await;
+    let app = app(st.clone());
+    let r = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.1).to_string(),
+    )
+    .await;
+    assert_error(&r, StatusCode::GATEWAY_TIMEOUT, "timeout");
+    assert!(st.queue().list().unwrap().is_empty(), "nothing was queued");
+}
