@@ -12,8 +12,9 @@ pub const PALETTE: [RGBColor; 3] = [
     RGBColor(213, 94, 0),
     RGBColor(240, 228, 66),
 ];
-/// The fill of a greyed-out (small) cell.
-const GREY: RGBColor = RGBColor(200, 200, 200);
+/// The fill of a greyed-out (small) cell: white, under its outline, so it is never taken
+/// for the yellow class in greyscale (a grey of 200 was within 20 of its luminance).
+const GREY: RGBColor = RGBColor(255, 255, 255);
 
 /// One bar (or point) with its interval.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 //! Both work without JavaScript and without the network: styles and charts are inline, and
 //! the page's choices are a plain form. Every chart has a text description and the table of
 //! its numbers one click away (`<details>`), so a screen reader or a printout loses nothing.
-//! An optional small-cell display rule (off by default) greys out figures whose noisy count
-//! (a count's value, a rate's denominator) is below a configured number.
+//! An optional small-cell display rule (off by default) greys out figures whose noisy counts
+//! (a count's value, a rate's numerator or denominator) are below a configured number.
 
 pub mod charts;
 pub mod report;
@@ -119,14 +119,17 @@ impl<'a> FigureSet<'a> {
         self.rates.iter().find(|r| r.name == name)
     }
 
-    /// The noisy count a figure rests on: a count's value, a rate's denominator, the
-    /// smaller denominator of a difference's two rates.
+    /// The smallest noisy count a figure rests on: a count's value, the smaller of a rate's
+    /// numerator and denominator (1 of 500 is a small cell too), the smallest of a
+    /// difference's four.
     fn support(&self, kind: &str, name: &str) -> Option<f64> {
         match kind {
             "count" => self.count(name).map(|c| c.value),
             "rate" => {
                 let r = self.rate(name)?;
-                self.count(&r.denominator).map(|c| c.value)
+                let num = self.count(&r.numerator)?.value;
+                let den = self.count(&r.denominator)?.value;
+                Some(num.min(den))
             }
             _ => {
                 let d = self.differences.iter().find(|d| d.name == name)?;

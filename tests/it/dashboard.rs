@@ -258,3 +258,40 @@ async fn outreach_report_writes_a_self_contained_html_and_the_csv_of_every_figur
         outreach_warehouse::report::publication_csv(&serde_json::from_value(doc).unwrap())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_small_cell_rule_looks_at_a_rates_numerator_and_denominator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = demo_warehouse(tmp.path()).await;
+    let limits = Limits {
+        small_cell: Some(20.0),
+        ..roomy()
+    };
+    let app = app(state(&wh, limits).await);
+    let html = get(&app, "/?quarter=2025Q4&metric=rate:fatal_overdose_90d")
+        .await
+        .text();
+    let table = html.split("Police on visits").next().unwrap();
+    let mut greyed_by_numerator = 0;
+    for p in ["P001", "P002", "P003", "P004"] {
+        let page = get(&app, &format!("/v1/quarters/2025Q4/programs/{p}"))
+            .await
+            .json();
+        let count = |name: &str| {
+            page["figures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == name && f["kind"] == "count" && f["breakdown"].is_null())
+                .unwrap()["value"]
+                .as_f64()
+                .unwrap()
+        };
+        let (num, den) = (count("fatal_od_90d"), count("identified"));
+        let small = num.min(den) < 20.0;
+        greyed_by_numerator += usize::from(num < 20.0 && den >= 20.0);
+        let row = format!("<tr class=\"small-cell\"><th scope=\"row\">{p}</th>");
+        assert_eq!(table.contains(&row), small, "{p}: {num} of {den}");
+    }
+    assert!(greyed_by_numerator > 0, "the case the rule is about occurs");
+}
