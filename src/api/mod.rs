@@ -32,7 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use error::ApiError;
-pub use routes::{ROUTES, app};
+pub use routes::{ROUTES, app, app_with_routes};
 pub use state::{AccessLog, AccessRecord, AppState, Limits};
 
 /// How often the server checks whether the ledger or the requests file changed.

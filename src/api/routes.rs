@@ -172,6 +172,12 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
 
 /// The application: every route with its layers, over `state`.
 pub fn app(state: AppState) -> Router {
+    app_with_routes(state, Router::new())
+}
+
+/// [`app`] with `extra` routes beside the API's, behind the same layers (rate limits,
+/// timeout, headers, access log): for tests of the layers themselves.
+pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let limits = state.limits().clone();
     let per_ip = GovernorConfigBuilder::default()
         .period(period(limits.per_ip_per_second))
@@ -228,6 +234,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/releases/{id}", get(handlers::release))
         .route("/v1/budget", get(handlers::budget))
         .merge(researcher)
+        .merge(extra)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(GovernorLayer::new(per_ip).error_handler(too_many))
