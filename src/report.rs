@@ -350,64 +350,14 @@ pub fn budget_table(b: &BudgetView) -> String {
     out
 }
 
-/// The metric catalog: one row per statistic and per rate.
+/// The metric catalog: one row per statistic, rate and difference (the rows the API serves
+/// at `/v1/metrics`).
 pub fn metric_catalog(catalog: &crate::queries::Catalog, format: Format) -> String {
-    #[derive(serde::Serialize)]
-    struct Row<'a> {
-        metric: &'a str,
-        kind: &'static str,
-        name: &'a str,
-        definition: String,
-        window_days: Option<[i64; 2]>,
-    }
-    let mut rows = Vec::new();
-    for f in &catalog.files {
-        for s in &f.statistics {
-            rows.push(Row {
-                metric: &f.name,
-                kind: "count",
-                name: &s.name,
-                definition: format!("survivors in the cohort who {}", s.description),
-                window_days: Some(s.window),
-            });
-        }
-        for r in &f.rates {
-            rows.push(Row {
-                metric: &f.name,
-                kind: "rate",
-                name: &r.name,
-                definition: format!("{} ({} / {})", r.description, r.numerator, r.denominator),
-                window_days: None,
-            });
-        }
-        for d in &f.differences {
-            rows.push(Row {
-                metric: &f.name,
-                kind: "difference",
-                name: &d.name,
-                definition: format!("{} ({} - {})", d.description, d.minuend, d.subtrahend),
-                window_days: None,
-            });
-        }
-    }
+    let rows = crate::api::views::metrics(catalog);
     let window = |w: Option<[i64; 2]>| w.map(|w| format!("{}-{}", w[0], w[1])).unwrap_or_default();
     match format {
         Format::Json => serde_json::to_string_pretty(&rows).expect("rows serialise") + "\n",
-        Format::Csv => {
-            let mut out = String::from("metric,kind,name,window_days,definition\n");
-            for r in &rows {
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{}",
-                    csv_field(r.metric),
-                    r.kind,
-                    csv_field(r.name),
-                    window(r.window_days),
-                    csv_field(&r.definition)
-                );
-            }
-            out
-        }
+        Format::Csv => crate::api::csv::rows(&rows),
         Format::Table => {
             let mut table = vec![
                 ["metric", "kind", "name", "days", "definition"]
@@ -416,9 +366,9 @@ pub fn metric_catalog(catalog: &crate::queries::Catalog, format: Format) -> Stri
             ];
             for r in &rows {
                 table.push(vec![
-                    r.metric.to_string(),
-                    r.kind.to_string(),
-                    r.name.to_string(),
+                    r.metric.clone(),
+                    r.kind.clone(),
+                    r.name.clone(),
                     window(r.window_days),
                     r.definition.clone(),
                 ]);
