@@ -130,6 +130,105 @@ pub(crate) fn assert_error(r: &Reply, status: StatusCode, code: &str) {
     );
 }
 
+/// `outreach serve` on a free port of loopback, over `wh`; killed when dropped.
+pub(crate) struct Served {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl Served {
+    /// Starts the binary and waits for the address it prints; its stderr (the access log)
+    /// is kept when `keep_log`.
+    pub fn start(wh: &Path, keep_log: bool) -> Served {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .env("OUTREACH_WAREHOUSE", wh)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(if keep_log {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Served { child, addr }
+    }
+
+    /// The whole HTTP/1.1 response to `GET path`, status line first.
+    pub fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The JSON body of `GET path`.
+    pub fn get_json(&self, path: &str) -> Value {
+        let out = self.get(path);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// Stops the server and returns what it wrote to stderr (with `keep_log`).
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        self.child.kill().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        err
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Submits `body` as the holder of `token` and returns the new request's id.
+async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
+    let r = post(app, "/v1/requests", Some(token), body.to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    r.json()["id"].as_i64().unwrap()
+}
+
+/// One more survivor in 2025Q1 (a new dataset version), and the quarter published again.
+async fn republish_2025q1_after_new_data(tmp: &Path, wh: &Path) {
+    let extra = tmp.join("overdose_events-extra.csv");
+    std::fs::write(
+        &extra,
+        "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
+         EX1,KX1,P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n",
+    )
+    .unwrap();
+    ingest(wh, &[extra], &fixture_opts("2025-12-31")).unwrap();
+    let mut o = opts("2025Q1");
+    o.republish = true;
+    publish(wh, &o).await.unwrap();
+}
+
 fn current_doc(wh: &Path, quarter: &str) -> Value {
     Ledger::open(wh)
         .unwrap()
@@ -611,17 +710,7 @@ async fn a_superseded_release_names_its_successor_and_the_quarter_routes_serve_t
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let old = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
-    let extra = tmp.path().join("overdose_events-extra.csv");
-    std::fs::write(
-        &extra,
-        "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
-         EX1,KX1,P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n",
-    )
-    .unwrap();
-    outreach_warehouse::ingest::ingest(&wh, &[extra], &fixture_opts("2025-12-31")).unwrap();
-    let mut o = opts("2025Q1");
-    o.republish = true;
-    publish(&wh, &o).await.unwrap();
+    republish_2025q1_after_new_data(tmp.path(), &wh).await;
     let new = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
     assert_ne!(old, new);
     let app = app(state(&wh, roomy()).await);
@@ -831,14 +920,7 @@ async fn another_researchers_request_is_404_like_one_that_does_not_exist() {
     let (st, alice) = with_researcher(&wh, "alice", 0.5, roomy()).await;
     let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
     let app = app(st);
-    let r = post(
-        &app,
-        "/v1/requests",
-        Some(&alice),
-        submission(0.1).to_string(),
-    )
-    .await;
-    let id = r.json()["id"].as_i64().unwrap();
+    let id = submit_id(&app, &alice, &submission(0.1)).await;
     let mine = get_as(&app, &format!("/v1/requests/{id}"), &alice).await;
     assert_eq!(mine.status, StatusCode::OK);
     assert_eq!(mine.json()["state"], "pending");
@@ -1194,11 +1276,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
 
     let mut s3 = submission(0.1);
     s3["spec"]["name"] = json!("a public request");
-    let id3 = post(&app, "/v1/requests", Some(&token), s3.to_string())
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
+    let id3 = submit_id(&app, &token, &s3).await;
     outreach(&wh, &["requests", "approve", &id3.to_string(), "--public"]);
     st.reload().await.unwrap();
     let public = get_as(&app, &format!("/v1/requests/{id3}"), &token)
@@ -1289,38 +1367,10 @@ async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analy
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outreach_serve_answers_over_a_real_socket_and_logs_each_request() {
-    use std::io::{BufRead, BufReader, Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("OUTREACH_WAREHOUSE", &wh)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    let fetch = |path: &str| {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let server = Served::start(&wh, true);
+    let fetch = |path: &str| server.get(path);
     let quarters = fetch("/v1/quarters");
     assert!(quarters.starts_with("HTTP/1.1 200"), "{quarters}");
     assert!(quarters.contains("\"2025Q2\""), "{quarters}");
@@ -1328,15 +1378,7 @@ async fn outreach_serve_answers_over_a_real_socket_and_logs_each_request() {
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     // The access log is flushed within a second; stop the server after it.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    child.kill().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    child.wait().unwrap();
+    let err = server.stop();
     let lines: Vec<Value> = err
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -1358,28 +1400,10 @@ async fn two_researchers_with_the_same_spec_each_get_their_own_release_and_debit
         .allocate("researcher:alice", 0.5)
         .unwrap();
     let app = app(st.clone());
-    let b = post(
-        &app,
-        "/v1/requests",
-        Some(&bob),
-        submission(0.1).to_string(),
-    )
-    .await
-    .json()["id"]
-        .as_i64()
-        .unwrap();
+    let b = submit_id(&app, &bob, &submission(0.1)).await;
     outreach(&wh, &["requests", "approve", &b.to_string()]);
     // Alice submits the very same spec; approving it must not hand her bob's release.
-    let a = post(
-        &app,
-        "/v1/requests",
-        Some(&alice),
-        submission(0.1).to_string(),
-    )
-    .await
-    .json()["id"]
-        .as_i64()
-        .unwrap();
+    let a = submit_id(&app, &alice, &submission(0.1)).await;
     outreach(&wh, &["requests", "approve", &a.to_string(), "--public"]);
     st.reload().await.unwrap();
     let bobs = get_as(&app, &format!("/v1/requests/{b}"), &bob)
@@ -1467,17 +1491,7 @@ async fn a_release_is_revalidated_so_a_later_successor_shows_and_errors_are_neve
     );
     // New data and a republication: the old release now names its successor, and a client
     // revalidating its copy gets the new body.
-    let extra = tmp.path().join("overdose_events-extra.csv");
-    std::fs::write(
-        &extra,
-        "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
-         EX1,KX1,P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n",
-    )
-    .unwrap();
-    ingest(&wh, &[extra], &fixture_opts("2025-12-31")).unwrap();
-    let mut o = opts("2025Q1");
-    o.republish = true;
-    publish(&wh, &o).await.unwrap();
+    republish_2025q1_after_new_data(tmp.path(), &wh).await;
     st.reload().await.unwrap();
     let after = send(
         &app,
@@ -1502,16 +1516,7 @@ async fn release_times_are_published_to_the_day_only() {
     let wh = published(tmp.path()).await;
     let (st, token) = with_researcher(&wh, "tia", 0.5, roomy()).await;
     let app = app(st.clone());
-    let id = post(
-        &app,
-        "/v1/requests",
-        Some(&token),
-        submission(0.1).to_string(),
-    )
-    .await
-    .json()["id"]
-        .as_i64()
-        .unwrap();
+    let id = submit_id(&app, &token, &submission(0.1)).await;
     outreach(&wh, &["requests", "approve", &id.to_string()]);
     st.reload().await.unwrap();
     let mut views = vec![
@@ -1545,14 +1550,7 @@ async fn a_failed_run_stays_pending_to_the_researcher_and_the_steward_can_reject
     let app = app(st.clone());
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let r = post(
-            &app,
-            "/v1/requests",
-            Some(&token),
-            submission(0.1).to_string(),
-        )
-        .await;
-        ids.push(r.json()["id"].as_i64().unwrap());
+        ids.push(submit_id(&app, &token, &submission(0.1)).await);
     }
     for id in &ids {
         let failed = Command::new(env!("CARGO_BIN_EXE_outreach"))
@@ -1665,39 +1663,10 @@ async fn guessing_tokens_is_limited_per_ip_whatever_token_is_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_running_server_shows_a_new_publication_and_new_programs_within_seconds() {
-    use std::io::{BufRead, BufReader, Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("OUTREACH_WAREHOUSE", &wh)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let fetch = |path: &str| {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let server = Served::start(&wh, false);
+    let fetch = |path: &str| server.get(path);
     let wait_for = |path: &str, needle: &str| {
         for _ in 0..50 {
             if fetch(path).contains(needle) {
@@ -1722,8 +1691,7 @@ async fn a_running_server_shows_a_new_publication_and_new_programs_within_second
     .unwrap();
     ingest(&wh, &[programs], &fixture_opts("2025-12-31")).unwrap();
     let new_program = wait_for("/v1/programs", "\"P4\"");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
     assert!(shown, "the new publication was not served");
     assert!(new_program, "the new program was not served");
 }

@@ -5,13 +5,11 @@
 //! The page has no script and its Content-Security-Policy allows none, so what Chromium
 //! renders is what a reader with JavaScript off sees.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use serde_json::Value;
-
-use super::dashboard::demo_warehouse;
+use super::api::Served;
+use super::dashboard::{demo_warehouse, rate_text, report_command};
 
 fn chromium() -> PathBuf {
     let path = std::env::var_os("CHROMIUM")
@@ -45,57 +43,6 @@ fn browser(profile: &Path, new: bool) -> Command {
     c
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(wh: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("OUTREACH_WAREHOUSE", wh)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Server { child, addr }
-}
-
-fn api(addr: &str, path: &str) -> Value {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn rate_text(f: &Value) -> String {
-    let p = |k: &str| format!("{:.1}%", f[k].as_f64().unwrap() * 100.0);
-    format!("{} ({}–{})", p("value"), p("lower"), p("upper"))
-}
-
 /// Where the screenshot and the PDF are kept: `target/browser/`.
 fn artefacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
@@ -108,7 +55,7 @@ fn artefacts() -> PathBuf {
 async fn the_dashboard_in_chromium_shows_the_charts_and_the_apis_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = demo_warehouse(tmp.path()).await;
-    let server = serve(&wh);
+    let server = Served::start(&wh, false);
     let url = format!(
         "http://{}/?quarter=2025Q1&metric=rate:engagement_30d&program=P002",
         server.addr
@@ -122,10 +69,7 @@ async fn the_dashboard_in_chromium_shows_the_charts_and_the_apis_numbers() {
     let dom = String::from_utf8(dom.stdout).unwrap();
     assert_eq!(dom.matches("<svg").count(), 3, "{dom}");
     assert!(dom.contains("<rect"), "the bars are drawn");
-    let cmp = api(
-        &server.addr,
-        "/v1/quarters/2025Q1/compare?metric=engagement_30d&kind=rate",
-    );
+    let cmp = server.get_json("/v1/quarters/2025Q1/compare?metric=engagement_30d&kind=rate");
     let figures = cmp["figures"].as_array().unwrap();
     assert_eq!(figures.len(), 4, "{cmp}");
     for f in figures {
@@ -137,8 +81,7 @@ async fn the_dashboard_in_chromium_shows_the_charts_and_the_apis_numbers() {
         );
     }
     // The police difference, statewide, as the API serves it.
-    let diff = api(
-        &server.addr,
+    let diff = server.get_json(
         "/v1/quarters/2025Q1/compare?metric=arrest_after_attempt_police_difference&by=statewide",
     );
     assert!(dom.contains(&rate_text(&diff["figures"][0])), "{diff}");
@@ -166,12 +109,7 @@ async fn the_report_prints_to_pdf_offline_with_every_programs_headline_figures()
     let tmp = tempfile::tempdir().unwrap();
     let wh = demo_warehouse(tmp.path()).await;
     let out = tmp.path().join("report.html");
-    let ok = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(["report", "--quarter", "2025Q1", "--out"])
-        .arg(&out)
-        .env("OUTREACH_WAREHOUSE", &wh)
-        .output()
-        .unwrap();
+    let ok = report_command(&wh, "2025Q1", &out);
     assert!(
         ok.status.success(),
         "{}",

@@ -26,8 +26,18 @@ pub(crate) async fn demo_warehouse(tmp: &Path) -> std::path::PathBuf {
     tmp.join("warehouse")
 }
 
+/// `outreach report` of `quarter` over `wh` into `out`.
+pub(crate) fn report_command(wh: &Path, quarter: &str, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["report", "--quarter", quarter, "--out"])
+        .arg(out)
+        .env("OUTREACH_WAREHOUSE", wh)
+        .output()
+        .unwrap()
+}
+
 /// The text the pages print for a rate figure: `41.2% (38.0%–44.5%)`.
-fn rate_text(f: &Value) -> String {
+pub(crate) fn rate_text(f: &Value) -> String {
     let p = |k: &str| format!("{:.1}%", f[k].as_f64().unwrap() * 100.0);
     format!("{} ({}–{})", p("value"), p("lower"), p("upper"))
 }
@@ -191,29 +201,14 @@ async fn outreach_report_writes_a_self_contained_html_and_the_csv_of_every_figur
     let wh = demo_warehouse(tmp.path()).await;
     let out = tmp.path().join("reports/2025Q1.html");
     // A folder that does not exist is a clear error, and nothing is written.
-    let missing = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(["report", "--quarter", "2025Q1", "--out"])
-        .arg(&out)
-        .env("OUTREACH_WAREHOUSE", &wh)
-        .output()
-        .unwrap();
+    let missing = report_command(&wh, "2025Q1", &out);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let unpublished = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(["report", "--quarter", "2027Q1", "--out"])
-        .arg(&out)
-        .env("OUTREACH_WAREHOUSE", &wh)
-        .output()
-        .unwrap();
+    let unpublished = report_command(&wh, "2027Q1", &out);
     assert_eq!(unpublished.status.code(), Some(2));
     assert!(!out.exists());
-    let ok = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(["report", "--quarter", "2025Q1", "--out"])
-        .arg(&out)
-        .env("OUTREACH_WAREHOUSE", &wh)
-        .output()
-        .unwrap();
+    let ok = report_command(&wh, "2025Q1", &out);
     assert!(
         ok.status.success(),
         "{}",
