@@ -112,12 +112,17 @@ pub fn stage_file(
         let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(workers + 1);
         let chunk_rx = Arc::new(Mutex::new(chunk_rx));
         let (result_tx, result_rx) = mpsc::sync_channel::<(usize, usize, ChunkResult)>(workers + 1);
+        // Validated chunks' buffers go back to the reader: a fresh 4 MiB buffer per chunk cost
+        // a page fault per 4 KiB page, about a twentieth of the ingest's time.
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
 
         let stop_ref = &stop;
-        let reader = scope.spawn(move || read_chunks(path, body_offset, chunk_tx, stop_ref));
+        let reader =
+            scope.spawn(move || read_chunks(path, body_offset, chunk_tx, &spare_rx, stop_ref));
         for _ in 0..workers {
             let rx = Arc::clone(&chunk_rx);
             let tx = result_tx.clone();
+            let spare_tx = spare_tx.clone();
             scope.spawn(move || {
                 loop {
                     let next = rx.lock().map(|r| r.recv());
@@ -128,12 +133,16 @@ pub fn stage_file(
                         chunk.first_line,
                         chunk.last_unterminated,
                     );
-                    if tx.send((chunk.index, chunk.bytes.len(), result)).is_err() {
+                    let bytes = chunk.bytes.len();
+                    // The reader may have stopped: then the buffer is simply dropped.
+                    let _ = spare_tx.send(chunk.bytes);
+                    if tx.send((chunk.index, bytes, result)).is_err() {
                         break;
                     }
                 }
             });
         }
+        drop(spare_tx);
         drop(result_tx);
         drop(chunk_rx);
 
@@ -153,12 +162,14 @@ pub fn stage_file(
     })
 }
 
-/// Reads the body in chunks that end at a line break and sends them on.
-/// Returns the SHA-256 of the whole file, read on the way (empty if stopped early).
+/// Reads the body in chunks that end at a line break and sends them on, reusing the buffers
+/// that come back on `spare`. Returns the SHA-256 of the whole file, read on the way (empty if
+/// stopped early).
 fn read_chunks(
     path: &Path,
     body_offset: u64,
     tx: mpsc::SyncSender<Chunk>,
+    spare: &mpsc::Receiver<Vec<u8>>,
     stop: &AtomicBool,
 ) -> Result<String, IngestError> {
     let mut file = File::open(path).map_err(IngestError::io(path))?;
@@ -174,22 +185,18 @@ fn read_chunks(
         if stop.load(Ordering::Relaxed) {
             return Ok(String::new());
         }
-        let mut buf = std::mem::take(&mut carry);
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.reserve(carry.len() + CHUNK_BYTES);
+        buf.extend_from_slice(&carry);
         let start = buf.len();
-        buf.resize(start + CHUNK_BYTES, 0);
-        let mut filled = start;
-        while filled < buf.len() {
-            let n = file
-                .read(&mut buf[filled..])
-                .map_err(IngestError::io(path))?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            hasher.update(&buf[filled..filled + n]);
-            filled += n;
-        }
-        buf.truncate(filled);
+        // `read_to_end` fills the spare capacity without zeroing it first.
+        let n = (&mut file)
+            .take(CHUNK_BYTES as u64)
+            .read_to_end(&mut buf)
+            .map_err(IngestError::io(path))?;
+        hasher.update(&buf[start..]);
+        eof = n < CHUNK_BYTES;
         let cut = if eof {
             buf.len()
         } else {
@@ -199,7 +206,9 @@ fn read_chunks(
                 None => buf.len(),
             }
         };
-        carry = buf.split_off(cut);
+        carry.clear();
+        carry.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
         if buf.is_empty() {
             continue;
         }
