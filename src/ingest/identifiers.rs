@@ -363,6 +363,18 @@ fn plainly_no_number(v: &[u8]) -> bool {
     true
 }
 
+/// A fast proof for ASCII letters and digits only: with no separator, a letter ends a run of
+/// digits, so the runs are the digit stretches between letters, and none has the groups of a
+/// written shape. A run is counted as an SSN or phone number only with nine, ten or eleven
+/// digits, so a value with no such run holds none, whatever its words. [`plainly_clear`]
+/// runs it fused with the other tests.
+#[cfg(test)]
+fn alnum_without_counted_run(v: &[u8]) -> bool {
+    v.iter().all(u8::is_ascii_alphanumeric)
+        && v.split(|b| !b.is_ascii_digit())
+            .all(|run| !(9..=11).contains(&run.len()))
+}
+
 fn is_known_label(word: &[u8]) -> bool {
     // The longest label is `telephone`: most words end the search at their length. The
     // match below is `NUMBER_LABELS` (a test keeps the two equal); compiled as a switch on
@@ -415,16 +427,100 @@ fn number_kind(v: &[u8]) -> Option<IdentifierKind> {
     scan_numbers(v)
 }
 
-/// One pass over a value that proves [`scan_numbers`] would find nothing, for most values:
-/// fewer than nine digits (counting full-width ones, whose UTF-8 starts with 0xEF) hold no
-/// SSN or phone number, and neither do values that [`plainly_no_number`] clears (letters
-/// and digits only, no label word, every long digit run glued to a word before it). Both
-/// tests in one walk: this runs on every field of every line. A proptest checks it against
-/// the two tests it fuses.
+/// Proves, for most values, that [`scan_numbers`] would find nothing:
+/// - fewer than nine digits (counting full-width ones, whose UTF-8 starts with 0xEF) hold no
+///   SSN or phone number;
+/// - a value of ASCII letters and digits only has no separator, so its digit runs are its
+///   runs of digits between letters and form no written shape: it holds one only if a run has
+///   nine to eleven digits ([`alnum_without_counted_run`]); this clears most ids with no label
+///   test at all;
+/// - the rest of what [`plainly_no_number`] clears: letters and digits only, no label word,
+///   every long digit run glued to a word before it. The label words are only looked for
+///   when everything else allows it.
+///
+/// This runs on every field of every line, so a value of up to 64 bytes is read once into
+/// bit masks (a bit per byte, no branch per byte) and the tests are done on the masks;
+/// longer values take [`plainly_clear_walk`]. Proptests check both against the tests they
+/// fuse.
 fn plainly_clear(v: &[u8]) -> bool {
+    if v.len() > 64 {
+        return plainly_clear_walk(v);
+    }
+    let (mut digit, mut alpha, mut wide) = (0u64, 0u64, 0u64);
+    for (i, b) in v.iter().enumerate() {
+        let class = BYTE_CLASS[usize::from(*b)];
+        digit |= u64::from(class & DIGIT) << i;
+        alpha |= u64::from((class & ALPHA) >> 1) << i;
+        wide |= u64::from((class & WIDE) >> 2) << i;
+    }
+    if digit.count_ones() + wide.count_ones() < 9 {
+        return true;
+    }
+    let all = u64::MAX >> (64 - v.len());
+    if digit | alpha != all {
+        return false;
+    }
+    // Bit i of `long`: nine digits start at byte i.
+    let long = (1..9).fold(digit, |m, k| m & (digit >> k));
+    if long == 0 {
+        return true;
+    }
+    if !runs(digit).any(|(_, len)| (9..=11).contains(&len)) {
+        return true;
+    }
+    // A run of nine or more digits opens the value: no word is glued before it.
+    if long & 1 == 1 {
+        return false;
+    }
+    !runs(alpha).any(|(start, len)| is_known_label(&v[start..start + len]))
+}
+
+/// The runs of set bits of `mask`, as (first bit, length).
+fn runs(mut mask: u64) -> impl Iterator<Item = (usize, usize)> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let start = mask.trailing_zeros();
+        let len = (!(mask >> start)).trailing_zeros();
+        mask &= !((u64::MAX >> (64 - len)) << start);
+        Some((start as usize, len as usize))
+    })
+}
+
+/// Classes of a byte for [`plainly_clear`]'s masks.
+const DIGIT: u8 = 1;
+const ALPHA: u8 = 2;
+/// 0xEF: the first byte of a full-width digit's UTF-8, counted as a digit.
+const WIDE: u8 = 4;
+const BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            DIGIT
+        } else if c.is_ascii_alphabetic() {
+            ALPHA
+        } else if c == 0xEF {
+            WIDE
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// [`plainly_clear`] for values of any length: the same tests in one walk over the bytes.
+fn plainly_clear_walk(v: &[u8]) -> bool {
     let mut digits = 0usize;
-    let mut plain = true;
+    let mut alnum = true;
     let mut after_word = false;
+    // A run of nine to eleven digits, the lengths counted as numbers.
+    let mut counted_run = false;
+    // A run of nine or more digits with no word glued before it.
+    let mut unglued_long_run = false;
     let mut i = 0;
     while i < v.len() {
         let b = v[i];
@@ -433,26 +529,35 @@ fn plainly_clear(v: &[u8]) -> bool {
             while i < v.len() && v[i].is_ascii_alphabetic() {
                 i += 1;
             }
-            if plain && is_known_label(&v[start..i]) {
-                plain = false;
-            }
             after_word = true;
         } else if b.is_ascii_digit() {
             while i < v.len() && v[i].is_ascii_digit() {
                 i += 1;
             }
-            digits += i - start;
-            if i - start >= 9 && !after_word {
-                plain = false;
-            }
+            let run = i - start;
+            digits += run;
+            counted_run |= (9..=11).contains(&run);
+            unglued_long_run |= run >= 9 && !after_word;
             after_word = false;
         } else {
             digits += usize::from(b == 0xEF);
-            plain = false;
+            alnum = false;
             i += 1;
         }
     }
-    digits < 9 || plain
+    if digits < 9 {
+        return true;
+    }
+    if !alnum {
+        return false;
+    }
+    if !counted_run {
+        return true;
+    }
+    !unglued_long_run
+        && !v
+            .split(|b| !b.is_ascii_alphabetic())
+            .any(|word| is_known_label(word))
 }
 
 /// The full character-level scan of [`number_kind`], without its quick exits.
@@ -632,7 +737,7 @@ mod tests {
             ], 1..6)
         ) {
             let v = parts.concat();
-            if plainly_no_number(v.as_bytes()) {
+            if plainly_no_number(v.as_bytes()) || alnum_without_counted_run(v.as_bytes()) {
                 proptest::prop_assert_eq!(scan_numbers(v.as_bytes()), None, "{}", v);
             }
         }
@@ -643,7 +748,7 @@ mod tests {
         /// The fused one-pass check clears exactly what the digit count and the fast path
         /// clear together, on values with separators, full-width digits, labels and text.
         #[test]
-        fn the_fused_check_is_the_digit_count_and_the_fast_path(
+        fn the_fused_check_is_the_digit_count_and_the_fast_paths(
             parts in proptest::collection::vec(proptest::prop_oneof![
                 proptest::string::string_regex("[A-Za-z]{1,4}").unwrap(),
                 proptest::string::string_regex("[0-9]{1,12}").unwrap(),
@@ -657,8 +762,40 @@ mod tests {
             let v = parts.concat();
             let b = v.as_bytes();
             let digits = b.iter().filter(|c| c.is_ascii_digit() || **c == 0xEF).count();
-            proptest::prop_assert_eq!(plainly_clear(b), digits < 9 || plainly_no_number(b), "{}", v);
+            proptest::prop_assert_eq!(
+                plainly_clear(b),
+                digits < 9 || plainly_no_number(b) || alnum_without_counted_run(b),
+                "{}",
+                v
+            );
+            proptest::prop_assert_eq!(plainly_clear(b), plainly_clear_walk(b), "{}", v);
             if plainly_clear(b) {
+                proptest::prop_assert_eq!(scan_numbers(b), None, "{}", v);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// On ids of letters and digits, around the 64 bytes where the masks give way to the
+        /// walk: the masks and the walk agree with each other and with the tests they fuse.
+        #[test]
+        fn the_masks_and_the_walk_agree_on_ids_of_any_length(
+            parts in proptest::collection::vec(proptest::prop_oneof![
+                proptest::string::string_regex("[A-Za-z]{1,5}").unwrap(),
+                proptest::string::string_regex("[0-9]{1,13}").unwrap(),
+                proptest::sample::select(vec![
+                    "x".to_string(), "ssn".into(), "No".into(), "TEL".into(), "pk".into(),
+                ]),
+            ], 1..14)
+        ) {
+            let v = parts.concat();
+            let b = v.as_bytes();
+            let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+            let expected = digits < 9 || plainly_no_number(b) || alnum_without_counted_run(b);
+            proptest::prop_assert_eq!(plainly_clear(b), expected, "{}", v);
+            proptest::prop_assert_eq!(plainly_clear_walk(b), expected, "{}", v);
+            if expected {
                 proptest::prop_assert_eq!(scan_numbers(b), None, "{}", v);
             }
         }
@@ -700,6 +837,26 @@ mod tests {
             "no123456789",
         ] {
             assert!(!plainly_no_number(v.as_bytes()), "{v}");
+        }
+        // With no run of nine to eleven digits, label words do not matter.
+        for v in [
+            "pk56636c1156976a9c",
+            "ssn12345678",
+            "tel1234567890123",
+            "No12x345678",
+        ] {
+            assert!(alnum_without_counted_run(v.as_bytes()), "{v}");
+            assert!(plainly_clear(v.as_bytes()), "{v}");
+            assert_eq!(scan_numbers(v.as_bytes()), None, "{v}");
+        }
+        for v in [
+            "ssn123456789",
+            "x6175550100",
+            "no123456789",
+            "tel16175550100",
+        ] {
+            assert!(!plainly_clear(v.as_bytes()), "{v}");
+            assert!(scan_numbers(v.as_bytes()).is_some(), "{v}");
         }
     }
 
