@@ -447,11 +447,25 @@ fn plainly_clear(v: &[u8]) -> bool {
         return plainly_clear_walk(v);
     }
     let (mut digit, mut alpha, mut wide) = (0u64, 0u64, 0u64);
-    for (i, b) in v.iter().enumerate() {
-        let class = BYTE_CLASS[usize::from(*b)];
-        digit |= u64::from(class & DIGIT) << i;
-        alpha |= u64::from((class & ALPHA) >> 1) << i;
-        wide |= u64::from((class & WIDE) >> 2) << i;
+    let mut words = v.chunks_exact(8);
+    for (k, w) in (&mut words).enumerate() {
+        let (d, a, e) = word_masks(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        digit |= d << (8 * k);
+        alpha |= a << (8 * k);
+        wide |= e << (8 * k);
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        // Padded with zero bytes, which are of no class.
+        let w = tail
+            .iter()
+            .rev()
+            .fold(0u64, |w, b| (w << 8) | u64::from(*b));
+        let (d, a, e) = word_masks(w);
+        let k = v.len() / 8;
+        digit |= d << (8 * k);
+        alpha |= a << (8 * k);
+        wide |= e << (8 * k);
     }
     if digit.count_ones() + wide.count_ones() < 9 {
         return true;
@@ -488,29 +502,30 @@ fn runs(mut mask: u64) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// Classes of a byte for [`plainly_clear`]'s masks.
-const DIGIT: u8 = 1;
-const ALPHA: u8 = 2;
-/// 0xEF: the first byte of a full-width digit's UTF-8, counted as a digit.
-const WIDE: u8 = 4;
-const BYTE_CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = if c.is_ascii_digit() {
-            DIGIT
-        } else if c.is_ascii_alphabetic() {
-            ALPHA
-        } else if c == 0xEF {
-            WIDE
-        } else {
-            0
-        };
-        b += 1;
+/// The classes of the eight bytes of `w` (little-endian) as three 8-bit masks, bit i for
+/// byte i: ASCII digits, ASCII letters, and 0xEF (the first byte of a full-width digit's
+/// UTF-8, counted as a digit). Eight bytes at once: the range tests add to each byte's low
+/// seven bits, which cannot carry into the next byte, and bytes from 0x80 up are no digit or
+/// letter.
+fn word_masks(w: u64) -> (u64, u64, u64) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const fn splat(b: u8) -> u64 {
+        0x0101_0101_0101_0101 * b as u64
     }
-    t
-};
+    /// The high bit of each byte, gathered into the low eight bits.
+    fn gather(m: u64) -> u64 {
+        (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+    }
+    let ascii = !w & HIGH;
+    let x = w & !HIGH;
+    let digit = (x + splat(0x80 - b'0')) & !(x + splat(0x80 - b'9' - 1)) & ascii;
+    // Setting 0x20 maps the upper-case letters onto the lower-case ones, and nothing else
+    // onto them.
+    let y = x | splat(0x20);
+    let alpha = (y + splat(0x80 - b'a')) & !(y + splat(0x80 - b'z' - 1)) & ascii;
+    let wide = super::rows::bytes_equal(w, 0xEF);
+    (gather(digit), gather(alpha), gather(wide))
+}
 
 /// [`plainly_clear`] for values of any length: the same tests in one walk over the bytes.
 fn plainly_clear_walk(v: &[u8]) -> bool {
@@ -797,6 +812,27 @@ mod tests {
             proptest::prop_assert_eq!(plainly_clear_walk(b), expected, "{}", v);
             if expected {
                 proptest::prop_assert_eq!(scan_numbers(b), None, "{}", v);
+            }
+        }
+    }
+
+    /// Every byte value at every position of a word gets the class a byte-by-byte test gives.
+    #[test]
+    fn word_masks_classify_every_byte_at_every_position() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                // The other bytes are a digit, a letter and 0xEF in turn, so that a carry or
+                // a borrow between bytes would show.
+                let mut bytes = [b'7', b'q', 0xEF, b'Z', b'0', 0xFF, b'9', b'@'];
+                bytes[at] = b;
+                let (d, a, e) = word_masks(u64::from_le_bytes(bytes));
+                for (i, c) in bytes.iter().enumerate() {
+                    let bit = |m: u64| (m >> i) & 1 == 1;
+                    assert_eq!(bit(d), c.is_ascii_digit(), "{b:#x} at {at}, byte {i}");
+                    assert_eq!(bit(a), c.is_ascii_alphabetic(), "{b:#x} at {at}, byte {i}");
+                    assert_eq!(bit(e), *c == 0xEF, "{b:#x} at {at}, byte {i}");
+                }
+                assert!(d < 256 && a < 256 && e < 256);
             }
         }
     }

@@ -352,7 +352,7 @@ impl BucketBuilder {
 /// The bytes of `w` equal to `b`, as their high bits. Exact: unlike the classic
 /// `(x - 0x01…) & !x & 0x80…`, no borrow runs from a match into the next byte.
 #[inline]
-fn bytes_equal(w: u64, b: u8) -> u64 {
+pub(super) fn bytes_equal(w: u64, b: u8) -> u64 {
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
     let x = w ^ (0x0101_0101_0101_0101 * u64::from(b));
     !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
