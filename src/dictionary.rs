@@ -581,8 +581,30 @@ pub struct IdPattern {
 struct Step {
     /// The ASCII bytes the step accepts, one bit each.
     set: u128,
+    /// The same bytes as a table by byte value: a look-up per byte is cheaper than a shift
+    /// of a `u128`, and matching walks every byte of every id that ingest reads.
+    accepts: [bool; 256],
     min: u8,
     max: u8,
+}
+
+impl Step {
+    fn new(set: u128, min: u8, max: u8) -> Self {
+        let mut accepts = [false; 256];
+        for (b, a) in accepts.iter_mut().enumerate().take(128) {
+            *a = (set >> b) & 1 == 1;
+        }
+        Step {
+            set,
+            accepts,
+            min,
+            max,
+        }
+    }
+
+    fn accepts(&self, b: u8) -> bool {
+        self.accepts[usize::from(b)]
+    }
 }
 
 /// Longest value an [`IdPattern`] can accept: positions are kept as bits of a `u128`.
@@ -684,7 +706,7 @@ fn parse_steps(text: &str) -> Result<Vec<Step>, String> {
         if min > max || max == 0 {
             return Err(format!("a count of {min} to {max} matches nothing"));
         }
-        steps.push(Step { set, min, max });
+        steps.push(Step::new(set, min, max));
     }
     let longest: usize = steps.iter().map(|s| usize::from(s.max)).sum();
     if longest > PATTERN_MAX_LEN {
@@ -738,7 +760,7 @@ fn matches_steps(steps: &[Step], v: &[u8]) -> bool {
         if k + 1 == steps.len() && reach.count_ones() == 1 {
             let rest = &v[(reach.trailing_zeros() as usize).min(v.len())..];
             return (usize::from(s.min)..=usize::from(s.max)).contains(&rest.len())
-                && rest.iter().all(|&b| b < 128 && (s.set >> b) & 1 == 1);
+                && rest.iter().all(|&b| s.accepts(b));
         }
         let mut next = 0u128;
         let mut from = reach;
@@ -750,7 +772,7 @@ fn matches_steps(steps: &[Step], v: &[u8]) -> bool {
             }
             let mut q = p;
             let mut n = 0u8;
-            while n < s.max && q < v.len() && v[q] < 128 && (s.set >> v[q]) & 1 == 1 {
+            while n < s.max && q < v.len() && s.accepts(v[q]) {
                 q += 1;
                 n += 1;
                 if n >= s.min {
