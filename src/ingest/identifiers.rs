@@ -133,10 +133,20 @@ pub fn identifier_column(name: &str) -> Option<IdentifierKind> {
 ///
 /// A value with fewer than nine digits is no such number. `may_hold_at` is false when the
 /// caller knows the value has no `@` (it checked the whole line), which skips the email test.
+///
+/// Inlined for the quick exits that most fields take (too short for an email, or for nine
+/// digits when the line has no `@`); the rest is [`identifier_in_value`].
+#[inline]
 pub fn identifier_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
-    if v.len() < 6 || v.len() > MAX_VALUE_BYTES {
+    if v.len() < 6 || (v.len() < 9 && !may_hold_at) || v.len() > MAX_VALUE_BYTES {
         return None;
     }
+    identifier_in_value(v, may_hold_at)
+}
+
+/// [`identifier_value`] past its quick exits.
+#[inline(never)]
+fn identifier_in_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
     if may_hold_at && memchr::memchr(b'@', v).is_some() && holds_email(v) {
         return Some(IdentifierKind::Email);
     }
