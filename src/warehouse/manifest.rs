@@ -104,6 +104,22 @@ impl Manifest {
         self.loads.last().map_or(DatasetVersion(0), |l| l.version)
     }
 
+    /// Every quarter that a data file is filed under (`tables/<t>/quarter=2025Q1/…`), over
+    /// every table.
+    pub fn quarters(&self) -> std::collections::BTreeSet<crate::quarter::Quarter> {
+        self.loads
+            .iter()
+            .flat_map(|l| &l.files)
+            .flat_map(|f| &f.data_files)
+            .filter_map(|d| {
+                d.path
+                    .split('/')
+                    .find_map(|part| part.strip_prefix("quarter="))
+                    .and_then(|q| q.parse().ok())
+            })
+            .collect()
+    }
+
     /// The load that already holds a file with this SHA-256 in `table`, if any. The same
     /// bytes loaded into another table (with `--table`) are not the same load.
     pub fn load_of_file(&self, table: &str, sha256: &str) -> Option<(&Load, &LoadedFile)> {
@@ -332,6 +348,38 @@ mod tests {
             change(&mut b.loads[0].files[0]);
             assert_ne!(a.content_hash(), b.content_hash(), "{:?}", b.loads[0]);
         }
+    }
+
+    #[test]
+    fn quarters_are_read_from_the_data_files_folders() {
+        let mut m = Manifest::new();
+        m.loads.push(Load {
+            version: DatasetVersion(1),
+            loaded_at: "t".into(),
+            files: vec![
+                file(
+                    "arrests",
+                    "aa",
+                    &[
+                        "tables/arrests/quarter=2025Q1/v0001-00.parquet",
+                        "tables/arrests/quarter=2024Q4/v0001-01.parquet",
+                    ],
+                ),
+                // A table without dates has no quarter folder.
+                file("programs", "bb", &["tables/programs/v0001-00.parquet"]),
+            ],
+        });
+        m.loads.push(Load {
+            version: DatasetVersion(2),
+            loaded_at: "t".into(),
+            files: vec![file(
+                "referrals",
+                "cc",
+                &["tables/referrals/quarter=2025Q1/v0002-00.parquet"],
+            )],
+        });
+        let quarters: Vec<String> = m.quarters().iter().map(|q| q.to_string()).collect();
+        assert_eq!(quarters, ["2024Q4", "2025Q1"]);
     }
 
     #[test]
