@@ -472,8 +472,9 @@ pub fn person_rows(
         // Rows outside a public domain would be dropped by the bounder; filtering them in the
         // plan lets DataFusion push the filter down (a quarter's release then reads one
         // quarter's cohort, not every quarter's). It removes only what bounding drops, and
-        // such rows are then not counted in the steward's diagnostics.
-        for c in spec.cells.iter().filter(|c| !c.private) {
+        // such rows are then not counted in the steward's diagnostics. Only domains that may
+        // leave out stored values are filtered ([`spec::CellKey::filter_in_plan`]).
+        for c in spec.cells.iter().filter(|c| !c.private && c.filter_in_plan) {
             let values = c
                 .values
                 .iter()
@@ -847,6 +848,7 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
     let ctx = open_session_at(&wh, &manifest)?;
     functions::register(&ctx);
     let mut prepared = prepare(&ctx, &req.spec, &version, &config).await?;
+    keep_filters_that_narrow(&mut prepared.spec, &req.spec, &manifest.quarters());
     prepared.idempotency_key = bind_to_content(&prepared.idempotency_key, &manifest.content_hash());
     // Held until this function returns: an identical request waits here for this one.
     let _claim = ledger.claim_release(&prepared.idempotency_key, CLAIM_WAIT)?;
@@ -915,6 +917,25 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
         Err(message) => {
             ledger.finish_failed(id, &message)?;
             Err(PrivacyError::FailedAfterDebit { id })
+        }
+    }
+}
+
+/// Clears [`spec::CellKey::filter_in_plan`] for a span of quarters that holds every quarter
+/// of the data (`data_quarters`, from the manifest): such a filter would remove nothing that
+/// a query of the table's own dates gives, and the bounder drops any other quarter anyway.
+pub fn keep_filters_that_narrow(
+    checked: &mut CheckedSpec,
+    spec: &ReleaseSpec,
+    data_quarters: &std::collections::BTreeSet<crate::quarter::Quarter>,
+) {
+    for (cell, asked) in checked.cells.iter_mut().zip(&spec.cells) {
+        if matches!(asked.domain, spec::DomainSpec::Quarters { .. })
+            && data_quarters
+                .iter()
+                .all(|q| cell.values.contains(&q.to_string()))
+        {
+            cell.filter_in_plan = false;
         }
     }
 }

@@ -33,11 +33,13 @@ fn rules(k: usize, exclusive: bool) -> BoundingRules {
                 column: "program_id".into(),
                 values: PROGRAMS[..3].iter().map(|s| s.to_string()).collect(),
                 private: false,
+                filter_in_plan: false,
             },
             CellKey {
                 column: "quarter".into(),
                 values: QUARTERS.iter().map(|s| s.to_string()).collect(),
                 private: false,
+                filter_in_plan: false,
             },
         ],
         statistics: vec![
@@ -281,6 +283,7 @@ fn wide_rules(k: usize) -> BoundingRules {
             column: "cell".into(),
             values: (0..600).map(|i| format!("c{i:03}")).collect(),
             private: false,
+            filter_in_plan: false,
         }],
         statistics: vec![Statistic {
             name: "a".into(),

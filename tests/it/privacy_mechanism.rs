@@ -42,6 +42,7 @@ fn spec(
             column: "cell".into(),
             values: (0..cells).map(|i| format!("c{i}")).collect(),
             private: false,
+            filter_in_plan: false,
         }],
         statistics,
         exclusive,
@@ -61,6 +62,7 @@ fn private_spec(k: u32, rho: Option<f64>, scale: Option<f64>, delta: f64) -> Che
         column: "key".into(),
         values: vec![],
         private: true,
+        filter_in_plan: false,
     }];
     s.delta = Some(delta);
     s

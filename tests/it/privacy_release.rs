@@ -453,3 +453,60 @@ fn partition_selection_without_delta_budget_or_with_a_bad_spec_is_refused_before
     assert_eq!((v.spent_rho, v.spent_delta), (0.0, 0.0));
     assert!(l.releases().unwrap().is_empty());
 }
+
+/// Only domains that may leave out stored values filter rows in the plan: every program and
+/// every value of a dictionary column are every value a stored row holds, and a span of
+/// quarters that holds every quarter of the data removes nothing. The filter is a matter of
+/// speed (the bounder drops rows outside a domain either way), so it is not stored.
+#[test]
+fn only_domains_that_leave_out_stored_values_filter_rows_in_the_plan() {
+    use outreach_warehouse::privacy::release::keep_filters_that_narrow;
+    use outreach_warehouse::privacy::spec::check;
+    use outreach_warehouse::quarter::Quarter;
+
+    let spec: ReleaseSpec = toml::from_str(
+        r#"
+name = "domains"
+k = 4
+rho = 0.1
+allocation = "std"
+[[queries]]
+sql = "SELECT person_key, program_id, quarter_of(event_date) AS quarter, sex, 'all' AS dim, true AS n FROM overdose_events"
+[[cells]]
+column = "program_id"
+domain = "programs"
+[[cells]]
+column = "quarter"
+domain = { quarters = { from = "2025Q1", to = "2025Q2" } }
+[[cells]]
+column = "sex"
+domain = { dictionary = "overdose_events.sex" }
+[[cells]]
+column = "dim"
+domain = { values = ["all"] }
+[[statistics]]
+name = "n"
+kind = "count"
+"#,
+    )
+    .unwrap();
+    let dict = outreach_warehouse::dictionary::Dictionary::builtin().unwrap();
+    let mut checked = check(&spec, dict, &["P1".to_string()]).unwrap();
+    let filtered = |c: &outreach_warehouse::privacy::CheckedSpec| -> Vec<bool> {
+        c.cells.iter().map(|c| c.filter_in_plan).collect()
+    };
+    assert_eq!(filtered(&checked), [false, true, false, true]);
+
+    // Data in a quarter outside the span: the span narrows and keeps its filter.
+    let q = |s: &str| s.parse::<Quarter>().unwrap();
+    let mut narrowing = checked.clone();
+    keep_filters_that_narrow(&mut narrowing, &spec, &[q("2024Q4"), q("2025Q1")].into());
+    assert_eq!(filtered(&narrowing), [false, true, false, true]);
+    // Every quarter of the data inside the span: nothing to remove.
+    keep_filters_that_narrow(&mut checked, &spec, &[q("2025Q1"), q("2025Q2")].into());
+    assert_eq!(filtered(&checked), [false, false, false, true]);
+
+    // Not stored, and no part of what identifies a release.
+    let json = serde_json::to_string(&narrowing).unwrap();
+    assert!(!json.contains("filter_in_plan"), "{json}");
+}
