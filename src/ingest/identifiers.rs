@@ -579,10 +579,7 @@ fn plainly_clear_walk(v: &[u8]) -> bool {
     if !counted_run {
         return true;
     }
-    !unglued_long_run
-        && !v
-            .split(|b| !b.is_ascii_alphabetic())
-            .any(|word| is_known_label(word))
+    !unglued_long_run && !v.split(|b| !b.is_ascii_alphabetic()).any(is_known_label)
 }
 
 /// The full character-level scan of [`number_kind`], without its quick exits.
