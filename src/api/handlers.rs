@@ -387,7 +387,8 @@ pub struct Submitted {
               (status = 409, description = "Your allocation cannot pay for it", body = ErrorBody),
               (status = 413, description = "The body is too large", body = ErrorBody),
               (status = 422, description = "Refused by the spec check or the analyser, with the reason", body = ErrorBody),
-              (status = 429, description = "Too many requests", body = ErrorBody)))]
+              (status = 429, description = "Too many requests", body = ErrorBody),
+              (status = 503, description = "Too many submissions are being planned; try again after Retry-After", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
     researcher: Researcher,

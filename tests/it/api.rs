@@ -834,6 +834,47 @@ async fn with_researcher(wh: &Path, name: &str, rho: f64, limits: Limits) -> (Ap
     (st, token)
 }
 
+/// At most two submissions are planned at once. One more is answered 503 `busy` in JSON with
+/// a `Retry-After`, as the OpenAPI document says; it holds no planning slot and queues
+/// nothing, and a slot freed is taken by the next submission.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submission_past_the_planning_slots_is_503_busy_and_queues_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let planning = st.planning();
+    // Two submissions are being planned.
+    planning.store(2, SeqCst);
+    let r = post(
+        &app,
+        "/v1/requests",
+        Some(&token),
+        submission(0.1).to_string(),
+    )
+    .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "busy");
+    assert_eq!(r.header(header::RETRY_AFTER), "1");
+    assert_eq!(
+        planning.load(SeqCst),
+        2,
+        "a refused submission holds no slot"
+    );
+    // One of them ends: the next submission is planned, and it is the first request queued.
+    planning.store(1, SeqCst);
+    assert_eq!(submit_id(&app, &token, &submission(0.1)).await, 1);
+    assert_eq!(planning.load(SeqCst), 1, "planning gives its slot back");
+
+    let doc = get(&app, "/openapi.json").await.json();
+    let busy = &doc["paths"]["/v1/requests"]["post"]["responses"]["503"];
+    assert!(
+        busy.is_object(),
+        "503 is not documented: {}",
+        doc["paths"]["/v1/requests"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_or_missing_token_gets_401_and_a_revoked_one_too() {
     let tmp = tempfile::tempdir().unwrap();
