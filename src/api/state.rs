@@ -231,20 +231,28 @@ impl AppState {
                 c.1.public_release_ids().unwrap_or_default(),
             )
         };
+        // Each look comes before the load it triggers, so a change made while loading is
+        // seen at the next look. The snapshot being served was loaded before the first look:
+        // a change in between would pass for the state served, so it is loaded again.
         let mut served = look();
+        let mut must_load = true;
         loop {
+            if must_load {
+                match self.reload().await {
+                    Ok(()) => must_load = false,
+                    // Tried again at the next check; the previous snapshot is served meanwhile.
+                    Err(e) => tracing::error!(
+                        target: "outreach::api",
+                        error = %e,
+                        "reload failed; serving the previous snapshot and trying again"
+                    ),
+                }
+            }
             tokio::time::sleep(every).await;
             let now = look();
-            if now == served {
-                continue;
-            }
-            match self.reload().await {
-                Ok(()) => served = now,
-                Err(e) => tracing::error!(
-                    target: "outreach::api",
-                    error = %e,
-                    "reload failed; serving the previous snapshot and trying again"
-                ),
+            if now != served {
+                served = now;
+                must_load = true;
             }
         }
     }

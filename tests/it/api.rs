@@ -216,11 +216,18 @@ async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
 
 /// One more survivor in 2025Q1 (a new dataset version), and the quarter published again.
 async fn republish_2025q1_after_new_data(tmp: &Path, wh: &Path) {
-    let extra = tmp.join("overdose_events-extra.csv");
+    republish_2025q1_with_survivor(tmp, wh, 1).await;
+}
+
+/// Survivor `n` added in 2025Q1 (a new dataset version), and the quarter published again.
+async fn republish_2025q1_with_survivor(tmp: &Path, wh: &Path, n: u32) {
+    let extra = tmp.join(format!("overdose_events-extra{n}.csv"));
     std::fs::write(
         &extra,
-        "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
-         EX1,KX1,P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n",
+        format!(
+            "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
+             EX{n},KX{n},P1,2025-02-10,ems,false,true,false,25_34,male,unknown\n"
+        ),
     )
     .unwrap();
     ingest(wh, &[extra], &fixture_opts("2025-12-31")).unwrap();
@@ -703,6 +710,38 @@ async fn the_public_release_view_never_holds_steward_only_fields() {
             );
         }
     }
+}
+
+/// Waits up to five seconds for the funder's route to serve release `id` for 2025Q1 P1.
+async fn comes_to_serve(app: &Router, id: i64) -> bool {
+    for _ in 0..250 {
+        let page = get(app, "/v1/quarters/2025Q1/programs/P1").await.json();
+        if page["release_id"] == id {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// The watcher reloads what changed, also a change made between the server's first load and
+/// the watcher's first look (while the server starts), which it once took as the state served.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watcher_reloads_a_change_made_while_the_server_was_starting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let st = state(&wh, roomy()).await;
+    let app = app(st.clone());
+    let first = get(&app, "/v1/quarters/2025Q1/programs/P1").await.json()["release_id"].clone();
+    republish_2025q1_with_survivor(tmp.path(), &wh, 1).await;
+    let second = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
+    assert_ne!(first, second);
+    tokio::spawn(st.clone().watch(std::time::Duration::from_millis(20)));
+    assert!(comes_to_serve(&app, second).await, "still serving {first}");
+    // A change while it watches.
+    republish_2025q1_with_survivor(tmp.path(), &wh, 2).await;
+    let third = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
+    assert!(comes_to_serve(&app, third).await, "still serving {second}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
