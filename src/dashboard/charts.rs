@@ -3,7 +3,10 @@
 //! police presence also differ in lightness (they stay apart in greyscale), and every mark
 //! has a black outline; each chart is drawn beside a table of its numbers.
 
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::Shift;
+use plotters::coord::cartesian::Cartesian2d;
+use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord};
+use plotters::coord::types::{RangedCoordf64, RangedCoordu32};
 use plotters::prelude::*;
 
 /// Fill colours by class: dark blue, vermilion, yellow (dark, middle and light in greyscale).
@@ -74,24 +77,38 @@ fn axis_label(v: f64, percent: bool) -> String {
 /// without a value (a rate whose denominator is too noisy) is drawn as an empty slot
 /// labelled `n/a`.
 pub fn bars(frame: &Frame, marks: &[Mark], legend: &[(String, usize)]) -> String {
+    render(frame, |root| draw_bars(root, frame, marks, legend))
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type Area<'b> = DrawingArea<SVGBackend<'b>, Shift>;
+/// A chart with one x segment per mark and a value axis.
+type MarkChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<SegmentedCoord<RangedCoordu32>, RangedCoordf64>>;
+
+/// A chart's SVG, drawn by `draw` on an area of the frame's size. A drawing error leaves
+/// the SVG as far as it got.
+fn render(frame: &Frame, draw: impl FnOnce(&Area<'_>) -> DrawResult) -> String {
     let mut svg = String::new();
     {
         let root =
             SVGBackend::with_string(&mut svg, (frame.width, frame.height)).into_drawing_area();
-        let _ = draw_bars(&root, frame, marks, legend);
+        let _ = draw(&root);
         let _ = root.present();
     }
     svg
 }
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
-
-fn draw_bars(
-    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+/// What both charts draw first: the white ground, the caption, one x segment per mark
+/// labelled with the mark's label (`label_size` in points, or plotters' default), and the
+/// value axis. Returns the chart and its value range.
+fn axes<'a, 'b>(
+    root: &'a Area<'b>,
     frame: &Frame,
     marks: &[Mark],
-    legend: &[(String, usize)],
-) -> DrawResult {
+    x_label_area: u32,
+    label_size: Option<u32>,
+) -> Result<(MarkChart<'a, 'b>, f64, f64), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let (y0, y1) = y_range(marks, frame.percent);
     // `a..b` segments include `b`: n marks take 0..n-1.
@@ -99,23 +116,37 @@ fn draw_bars(
     let mut chart = ChartBuilder::on(root)
         .caption(&frame.title, ("sans-serif", 18))
         .margin(12)
-        .x_label_area_size(48)
+        .x_label_area_size(x_label_area)
         .y_label_area_size(56)
         .build_cartesian_2d((0u32..n - 1).into_segmented(), y0..y1)?;
     let labels: Vec<String> = marks.iter().map(|m| m.label.clone()).collect();
     let percent = frame.percent;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
+    let x_label = |v: &SegmentValue<u32>| match v {
+        SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let y_label = |v: &f64| axis_label(*v, percent);
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh()
         .x_labels(marks.len().max(1))
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .x_label_style(("sans-serif", 11))
-        .y_desc(&frame.y_label)
-        .y_label_formatter(&|v| axis_label(*v, percent))
+        .x_label_formatter(&x_label);
+    if let Some(size) = label_size {
+        mesh.x_label_style(("sans-serif", size));
+    }
+    mesh.y_desc(&frame.y_label)
+        .y_label_formatter(&y_label)
         .draw()?;
+    Ok((chart, y0, y1))
+}
+
+fn draw_bars(
+    root: &Area<'_>,
+    frame: &Frame,
+    marks: &[Mark],
+    legend: &[(String, usize)],
+) -> DrawResult {
+    let (mut chart, y0, y1) = axes(root, frame, marks, 48, Some(11))?;
+    let n = marks.len().max(1) as u32;
     for (i, m) in marks.iter().enumerate() {
         let i = i as u32;
         let fill = if m.grey {
@@ -192,44 +223,11 @@ fn draw_bars(
 
 /// A line over quarters with a whisker at each point.
 pub fn trend(frame: &Frame, marks: &[Mark]) -> String {
-    let mut svg = String::new();
-    {
-        let root =
-            SVGBackend::with_string(&mut svg, (frame.width, frame.height)).into_drawing_area();
-        let _ = draw_trend(&root, frame, marks);
-        let _ = root.present();
-    }
-    svg
+    render(frame, |root| draw_trend(root, frame, marks))
 }
 
-fn draw_trend(
-    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
-    frame: &Frame,
-    marks: &[Mark],
-) -> DrawResult {
-    root.fill(&WHITE)?;
-    let (y0, y1) = y_range(marks, frame.percent);
-    // `a..b` segments include `b`: n marks take 0..n-1.
-    let n = marks.len().max(1) as u32;
-    let mut chart = ChartBuilder::on(root)
-        .caption(&frame.title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d((0u32..n - 1).into_segmented(), y0..y1)?;
-    let labels: Vec<String> = marks.iter().map(|m| m.label.clone()).collect();
-    let percent = frame.percent;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(marks.len().max(1))
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .y_desc(&frame.y_label)
-        .y_label_formatter(&|v| axis_label(*v, percent))
-        .draw()?;
+fn draw_trend(root: &Area<'_>, frame: &Frame, marks: &[Mark]) -> DrawResult {
+    let (mut chart, _, _) = axes(root, frame, marks, 36, None)?;
     let points: Vec<(SegmentValue<u32>, f64)> = marks
         .iter()
         .enumerate()
