@@ -187,6 +187,18 @@ pub struct Table {
     pub rows: Vec<Row>,
 }
 
+impl Table {
+    /// The rows as a screen reader hears them beside the chart: each row's first cell and
+    /// its `value` cell, joined by `; `.
+    fn described(&self, value: usize) -> String {
+        self.rows
+            .iter()
+            .map(|r| format!("{} {}", r.cells[0], r.cells[value]))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub cells: Vec<String>,
@@ -262,6 +274,18 @@ pub fn split_metric(metric: &str) -> Option<(&str, &str)> {
     ["count", "rate", "difference"]
         .contains(&kind)
         .then_some((kind, name))
+}
+
+/// The frame of a chart of a metric of `kind` (`count`, `rate` or `difference`): counts on a
+/// count axis, rates and differences as percent.
+fn metric_frame(width: u32, height: u32, title: &str, kind: &str) -> Frame {
+    Frame {
+        width,
+        height,
+        title: title.to_string(),
+        y_label: y_label(kind),
+        percent: kind != "count",
+    }
 }
 
 fn y_label(kind: &str) -> String {
@@ -349,18 +373,7 @@ pub fn comparison_chart(
         });
     }
     let title = format!("{name}, {}: programs compared", q.doc.quarter);
-    let frame = Frame {
-        width,
-        height: 380,
-        title: title.clone(),
-        y_label: y_label(kind),
-        percent: kind != "count",
-    };
-    let described: Vec<String> = table
-        .rows
-        .iter()
-        .map(|r| format!("{} {}", r.cells[0], r.cells[4]))
-        .collect();
+    let frame = metric_frame(width, 380, &title, kind);
     ChartBlock {
         id: "comparison".into(),
         svg: charts::bars(&frame, &marks, &police_legend()),
@@ -368,7 +381,7 @@ pub fn comparison_chart(
             "Bar chart of {name} for {} programs in {}, grouped by team model (the letters after each id: P police-led, C R co-responder, P H public-health-led, P E peer-led) and coloured by police presence on visits; whiskers are 95% intervals of the privacy noise. {}.",
             marks.len(),
             q.doc.quarter,
-            described.join("; ")
+            table.described(4)
         ),
         title,
         table,
@@ -413,24 +426,13 @@ pub fn police_difference_chart(
         "Police present minus absent: arrest rate, {}",
         q.doc.quarter
     );
-    let frame = Frame {
-        width,
-        height: 340,
-        title: title.clone(),
-        y_label: y_label("difference"),
-        percent: true,
-    };
-    let described: Vec<String> = table
-        .rows
-        .iter()
-        .map(|r| format!("{} {}", r.cells[0], r.cells[2]))
-        .collect();
+    let frame = metric_frame(width, 340, &title, "difference");
     ChartBlock {
         id: "police-difference".into(),
         svg: charts::bars(&frame, &marks, &[]),
         description: format!(
             "Bar chart of the difference in the share of survivors arrested within 90 days of an outreach attempt, attempts with police present minus attempts without, statewide and by team model, with 95% intervals; above zero means more arrests when police were present. {}.",
-            described.join("; ")
+            table.described(2)
         ),
         title,
         table,
@@ -477,25 +479,14 @@ pub fn trend_chart(
         });
     }
     let title = format!("{name} of {program_id}, by quarter");
-    let frame = Frame {
-        width,
-        height: 320,
-        title: title.clone(),
-        y_label: y_label(kind),
-        percent: kind != "count",
-    };
-    let described: Vec<String> = table
-        .rows
-        .iter()
-        .map(|r| format!("{} {}", r.cells[0], r.cells[1]))
-        .collect();
+    let frame = metric_frame(width, 320, &title, kind);
     ChartBlock {
         id: "trend".into(),
         svg: charts::trend(&frame, &marks),
         description: format!(
             "Line chart of {name} for program {program_id} over {} quarters, with 95% intervals. {}.",
             marks.len(),
-            described.join("; ")
+            table.described(1)
         ),
         title,
         table,
