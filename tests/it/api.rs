@@ -207,9 +207,14 @@ impl Drop for Served {
     }
 }
 
+/// Submits `body` as the holder of `token`.
+async fn submit(app: &Router, token: &str, body: &Value) -> Reply {
+    post(app, "/v1/requests", Some(token), body.to_string()).await
+}
+
 /// Submits `body` as the holder of `token` and returns the new request's id.
 async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
-    let r = post(app, "/v1/requests", Some(token), body.to_string()).await;
+    let r = submit(app, token, body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     r.json()["id"].as_i64().unwrap()
 }
@@ -236,7 +241,8 @@ async fn republish_2025q1_with_survivor(tmp: &Path, wh: &Path, n: u32) {
     publish(wh, &o).await.unwrap();
 }
 
-fn current_doc(wh: &Path, quarter: &str) -> Value {
+/// The document of the quarter's current publication, as the ledger stores it.
+pub(crate) fn current_doc(wh: &Path, quarter: &str) -> Value {
     Ledger::open(wh)
         .unwrap()
         .current_publication(quarter)
@@ -828,13 +834,7 @@ async fn the_server_cannot_write_the_ledger_or_the_release_store() {
         get(&app, &uri).await;
         get(&app, &format!("{uri}?format=csv")).await;
     }
-    let r = post(
-        &app,
-        "/v1/requests",
-        Some(&token),
-        submission(0.1).to_string(),
-    )
-    .await;
+    let r = submit(&app, &token, &submission(0.1)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(ledger_bytes(&wh), before_after_allocate);
 }
@@ -886,13 +886,7 @@ async fn a_submission_past_the_planning_slots_is_503_busy_and_queues_nothing() {
     let planning = st.planning();
     // Two submissions are being planned.
     planning.store(2, SeqCst);
-    let r = post(
-        &app,
-        "/v1/requests",
-        Some(&token),
-        submission(0.1).to_string(),
-    )
-    .await;
+    let r = submit(&app, &token, &submission(0.1)).await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "busy");
     assert_eq!(r.header(header::RETRY_AFTER), "1");
     assert_eq!(
@@ -1031,7 +1025,7 @@ async fn oversized_and_malformed_bodies_get_json_errors() {
     let app = app(st);
     let mut big = submission(0.1);
     big["purpose"] = Value::String("x".repeat(10_000));
-    let r = post(&app, "/v1/requests", Some(&token), big.to_string()).await;
+    let r = submit(&app, &token, &big).await;
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     for bad in [
         "",
@@ -1099,13 +1093,7 @@ async fn an_internal_error_is_a_json_500_that_shows_nothing_internal() {
     // The ledger disappears under a running server (a careless operator): the submission
     // cannot be priced.
     std::fs::rename(wh.join("ledger.sqlite"), tmp.path().join("moved.sqlite")).unwrap();
-    let r = post(
-        &app,
-        "/v1/requests",
-        Some(&token),
-        submission(0.1).to_string(),
-    )
-    .await;
+    let r = submit(&app, &token, &submission(0.1)).await;
     assert_error(&r, StatusCode::INTERNAL_SERVER_ERROR, "internal");
     let text = r.text();
     assert_eq!(r.json()["error"]["message"], "internal error");
@@ -1252,13 +1240,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
 
     // The researcher submits and sees the cost and accuracy before anything is spent.
     let spent_before = Ledger::open(&wh).unwrap().show().unwrap().spent_rho;
-    let r = post(
-        &app,
-        "/v1/requests",
-        Some(&token),
-        submission(0.2).to_string(),
-    )
-    .await;
+    let r = submit(&app, &token, &submission(0.2)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let sub = r.json();
     let id = sub["id"].as_i64().unwrap();
@@ -1321,14 +1303,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
     assert!(listed.as_array().unwrap().iter().all(|r| r["id"] != rid));
 
     // A second request, rejected with words the researcher sees; then one approved public.
-    let r2 = post(
-        &app,
-        "/v1/requests",
-        Some(&token),
-        submission(0.1).to_string(),
-    )
-    .await
-    .json();
+    let r2 = submit(&app, &token, &submission(0.1)).await.json();
     let id2 = r2["id"].as_i64().unwrap();
     outreach(
         &wh,
@@ -1369,13 +1344,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
     );
 
     // Over budget: rosa has 0.5 - 0.2 - 0.1 = 0.2 left; asking 0.3 is refused with 409.
-    let over = post(
-        &app,
-        "/v1/requests",
-        Some(&token),
-        submission(0.3).to_string(),
-    )
-    .await;
+    let over = submit(&app, &token, &submission(0.3)).await;
     assert_error(&over, StatusCode::CONFLICT, "budget_exhausted");
 }
 
@@ -1404,7 +1373,7 @@ async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analy
     for (sql, word) in cases {
         let mut s = submission(0.1);
         s["spec"] = spec(sql);
-        let r = post(&app, "/v1/requests", Some(&token), s.to_string()).await;
+        let r = submit(&app, &token, &s).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
         let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(msg.contains(word) || msg.contains("plan"), "{sql}: {msg}");
@@ -1412,31 +1381,25 @@ async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analy
     // A query file on the server's disk, another allocation, a mismatched rho.
     let mut file = submission(0.1);
     file["spec"]["queries"] = json!([{"file": "/etc/passwd"}]);
-    let r = post(&app, "/v1/requests", Some(&token), file.to_string()).await;
+    let r = submit(&app, &token, &file).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
     assert!(r.text().contains("inline"), "{}", r.text());
     let mut other = submission(0.1);
     other["spec"]["allocation"] = json!("standard-releases");
-    let r = post(&app, "/v1/requests", Some(&token), other.to_string()).await;
+    let r = submit(&app, &token, &other).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
     assert!(r.text().contains("researcher:alice"));
     let mut mismatch = submission(0.1);
     mismatch["spec"]["rho"] = json!(0.4);
     assert_error(
-        &post(&app, "/v1/requests", Some(&token), mismatch.to_string()).await,
+        &submit(&app, &token, &mismatch).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "unprocessable",
     );
     // Nothing refused was queued, and a researcher with no allocation is told so.
     assert!(st.queue().list().unwrap().is_empty());
     let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
-    let r = post(
-        &app,
-        "/v1/requests",
-        Some(&bob),
-        submission(0.1).to_string(),
-    )
-    .await;
+    let r = submit(&app, &bob, &submission(0.1)).await;
     assert_error(&r, StatusCode::CONFLICT, "budget_exhausted");
     assert!(
         r.text().contains("researcher:bob") && !r.text().contains("standard-releases"),

@@ -132,12 +132,7 @@ async fn the_report_prints_to_pdf_offline_with_every_programs_headline_figures()
         .expect("pdftotext (Debian's poppler-utils) is needed");
     assert!(text.status.success());
     let text = String::from_utf8(text.stdout).unwrap();
-    let doc = outreach_warehouse::ledger::Ledger::open(&wh)
-        .unwrap()
-        .current_publication("2025Q1")
-        .unwrap()
-        .unwrap()
-        .document;
+    let doc = crate::api::current_doc(&wh, "2025Q1");
     for p in doc["programs"].as_array().unwrap() {
         let id = p["program"]["program_id"].as_str().unwrap();
         assert!(

@@ -223,12 +223,7 @@ async fn outreach_report_writes_a_self_contained_html_and_the_csv_of_every_figur
     );
     assert!(html.contains("href=\"2025Q1.csv\""));
     // Headline metrics per program with intervals, the charts, completeness, the methods.
-    let doc = outreach_warehouse::ledger::Ledger::open(&wh)
-        .unwrap()
-        .current_publication("2025Q1")
-        .unwrap()
-        .unwrap()
-        .document;
+    let doc = crate::api::current_doc(&wh, "2025Q1");
     for p in doc["programs"].as_array().unwrap() {
         let id = p["program"]["program_id"].as_str().unwrap();
         assert!(html.contains(&format!("id=\"program-{id}\"")), "{id}");
