@@ -579,27 +579,22 @@ pub struct IdPattern {
 /// One step of an [`IdPattern`]: a byte class repeated `min` to `max` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Step {
-    /// The ASCII bytes the step accepts, one bit each.
-    set: u128,
-    /// The same bytes as a table by byte value: a look-up per byte is cheaper than a shift
-    /// of a `u128`, and matching walks every byte of every id that ingest reads.
+    /// The bytes the step accepts (ASCII only), as a table by byte value: a look-up per byte
+    /// is cheaper than a shift of a `u128` bit set, and matching walks every byte of every id
+    /// that ingest reads.
     accepts: [bool; 256],
     min: u8,
     max: u8,
 }
 
 impl Step {
+    /// A step of the ASCII bytes in `set`, one bit each.
     fn new(set: u128, min: u8, max: u8) -> Self {
         let mut accepts = [false; 256];
         for (b, a) in accepts.iter_mut().enumerate().take(128) {
             *a = (set >> b) & 1 == 1;
         }
-        Step {
-            set,
-            accepts,
-            min,
-            max,
-        }
+        Step { accepts, min, max }
     }
 
     fn accepts(&self, b: u8) -> bool {
@@ -630,12 +625,10 @@ impl IdPattern {
 
     /// Whether some value the pattern accepts holds byte `b`.
     pub fn may_hold(&self, b: u8) -> bool {
-        b < 128
-            && self
-                .alternatives
-                .iter()
-                .flatten()
-                .any(|s| s.max > 0 && (s.set >> b) & 1 == 1)
+        self.alternatives
+            .iter()
+            .flatten()
+            .any(|s| s.max > 0 && s.accepts(b))
     }
 }
 
@@ -813,7 +806,7 @@ mod tests {
                 }
                 let mut q = p;
                 let mut n = 0u8;
-                while n < s.max && q < v.len() && v[q] < 128 && (s.set >> v[q]) & 1 == 1 {
+                while n < s.max && q < v.len() && s.accepts(v[q]) {
                     q += 1;
                     n += 1;
                     if n >= s.min {
