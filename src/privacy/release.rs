@@ -924,6 +924,7 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
 /// Clears [`spec::CellKey::filter_in_plan`] for a span of quarters that holds every quarter
 /// of the data (`data_quarters`, from the manifest): such a filter would remove nothing that
 /// a query of the table's own dates gives, and the bounder drops any other quarter anyway.
+/// `checked` is `spec` as [`spec::check`] returns it, whose cells keep the spec's order.
 pub fn keep_filters_that_narrow(
     checked: &mut CheckedSpec,
     spec: &ReleaseSpec,
