@@ -71,6 +71,15 @@ pub fn from_epoch_days(days: i32) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE).expect("Date32 in range")
 }
 
+/// The forms of a pseudonymous key that the `person_key` columns' pattern accepts, as ingest
+/// names them when it rejects a key. A key of digits only is refused even where the pattern
+/// accepts it: it is a raw number (SSN, MRN, Medicaid id). A test checks each form against
+/// the builtin dictionary.
+pub const PERSON_KEY_FORMS: &str = "a key that starts with a letter (letters, digits, '_' and \
+     '-', at most 64 characters), a hex digest of 32 to 128 digits (MD5, SHA-1, SHA-256, \
+     SHA-512, HMAC), a UUID, or an unpadded base64url digest of 22 to 86 characters; never \
+     digits only";
+
 /// Direct identifiers as they are usually written with separators. A declared id pattern
 /// must accept none of them. The identifier scan of `ingest` refuses them whatever the
 /// column declares; a pattern that admits them is a sign the declaration is wrong, so the
@@ -496,6 +505,11 @@ impl Dictionary {
              `|` separates alternatives. A value shaped like a social security or phone number refuses the whole file \
              in any column; no pattern may accept such numbers written with separators.\n\n",
         );
+        let _ = write!(
+            md,
+            "Pseudonymous keys: `person_key` takes {PERSON_KEY_FORMS}. A key of digits only is a raw \
+             number (SSN, MRN, Medicaid id) and is rejected even where the pattern accepts its length.\n\n"
+        );
         for t in &self.tables {
             let _ = writeln!(md, "- [`{}`](#{}): {}", t.name, t.name, t.description);
         }
@@ -569,8 +583,9 @@ impl Dictionary {
 /// steps. A step is one character, or a class such as `[A-Za-z0-9_-]`, followed by `?`, `{n}`
 /// or `{m,n}` (once when none is given); `\` makes the next character literal. A value
 /// matches when one alternative matches it whole. Not a regular expression engine: no groups,
-/// no unbounded repetition, ASCII only, at most 127 characters per value, and matching costs
-/// a few operations per byte, since ingest matches every id it reads.
+/// no unbounded repetition, ASCII only, at most 127 characters per value in an alternative of
+/// several steps and 255 in one of a single step (`[0-9a-f]{32,128}`), and matching costs a
+/// few operations per byte, since ingest matches every id it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdPattern {
     alternatives: Vec<Vec<Step>>,
@@ -602,8 +617,13 @@ impl Step {
     }
 }
 
-/// Longest value an [`IdPattern`] can accept: positions are kept as bits of a `u128`.
+/// Longest value an alternative of several steps can accept: positions are kept as bits of
+/// a `u128`.
 const PATTERN_MAX_LEN: usize = 127;
+
+/// Longest value an alternative of one step can accept (a hex digest of SHA-512 has 128
+/// characters): one step is matched by one walk, with no bit sets.
+const ONE_STEP_MAX_LEN: usize = 255;
 
 impl IdPattern {
     /// Parses a pattern, or says what is wrong with it.
@@ -620,7 +640,7 @@ impl IdPattern {
 
     /// Whether `v` matches one alternative whole.
     pub fn matches(&self, v: &[u8]) -> bool {
-        v.len() <= PATTERN_MAX_LEN && self.alternatives.iter().any(|a| matches_steps(a, v))
+        v.len() <= ONE_STEP_MAX_LEN && self.alternatives.iter().any(|a| matches_steps(a, v))
     }
 
     /// Whether some value the pattern accepts holds byte `b`.
@@ -686,8 +706,7 @@ fn parse_steps(text: &str) -> Result<Vec<Step>, String> {
                     n.trim()
                         .parse::<u8>()
                         .ok()
-                        .filter(|n| usize::from(*n) <= PATTERN_MAX_LEN)
-                        .ok_or_else(|| format!("'{{{inner}}}' is no count from 0 to 127"))
+                        .ok_or_else(|| format!("'{{{inner}}}' is no count from 0 to 255"))
                 };
                 match inner.split_once(',') {
                     Some((m, n)) => (number(m)?, number(n)?),
@@ -702,9 +721,9 @@ fn parse_steps(text: &str) -> Result<Vec<Step>, String> {
         steps.push(Step::new(set, min, max));
     }
     let longest: usize = steps.iter().map(|s| usize::from(s.max)).sum();
-    if longest > PATTERN_MAX_LEN {
+    if steps.len() > 1 && longest > PATTERN_MAX_LEN {
         return Err(format!(
-            "it accepts values of up to {longest} characters; at most {PATTERN_MAX_LEN} are supported"
+            "it accepts values of up to {longest} characters; at most {PATTERN_MAX_LEN} are supported in an alternative of several steps, {ONE_STEP_MAX_LEN} in one of a single step"
         ));
     }
     Ok(steps)
@@ -746,6 +765,9 @@ fn class_set(inner: &[u8]) -> Result<u128, String> {
 /// Whether `v` matches `steps` whole. The positions each step can reach are the bits of a
 /// `u128`, so there is no backtracking and no allocation.
 fn matches_steps(steps: &[Step], v: &[u8]) -> bool {
+    if steps.len() > 1 && v.len() > PATTERN_MAX_LEN {
+        return false;
+    }
     let mut reach: u128 = 1;
     for (k, s) in steps.iter().enumerate() {
         // The last step from a single position must take the rest of the value whole: one
@@ -931,12 +953,25 @@ mod tests {
         assert!(p.matches(b"xy?-a"));
         assert!(!p.matches(b"xy-a"));
         for bad in [
-            "", "a||b", "[a", "[]", "a{2", "a{3,1}", "a{0}", "{2}", "a{200}", "[z-a]", "é",
+            "", "a||b", "[a", "[]", "a{2", "a{3,1}", "a{0}", "{2}", "a{256}", "[z-a]", "é",
         ] {
             assert!(IdPattern::parse(bad).is_err(), "{bad}");
         }
+        // Several steps reach at most 127 characters; one step, a SHA-512 hex digest's 128
+        // and up to 255.
         assert!(IdPattern::parse("[a-z]{100}[0-9]{28}").is_err());
         assert!(IdPattern::parse("[a-z]{100}[0-9]{27}").is_ok());
+        let p = IdPattern::parse("[0-9a-f]{32,128}|x[0-9]{1,3}").unwrap();
+        assert!(p.matches("ab".repeat(64).as_bytes()));
+        assert!(!p.matches("ab".repeat(65).as_bytes()));
+        assert!(!p.matches("ab".repeat(15).as_bytes()));
+        assert!(p.matches(b"x12"));
+        assert!(!p.matches(format!("x{}", "1".repeat(130)).as_bytes()));
+        assert!(
+            IdPattern::parse("a{255}")
+                .unwrap()
+                .matches("a".repeat(255).as_bytes())
+        );
     }
 
     #[test]

@@ -118,18 +118,27 @@ pub fn identifier_column(name: &str) -> Option<IdentifierKind> {
 /// (also as `mailto:…`, `<…>` or `Name <…>`), or a number with the digits of an SSN or a US
 /// phone number.
 ///
-/// Numbers are read as runs of digits joined by the separators people write in them: space,
-/// no-break spaces, `-` and the Unicode dashes, `.`, `/`, `_`, `(`, `)` and `+`
-/// ([`is_separator`]). A run is an identifier when
-/// - its groups have the shape of one wherever it stands: `123-45-6789`, `617-555-0100`,
-///   `(617) 555-0100`, `617-5550100`, `1-617-555-0100`, `+1 617 555 0100`, even inside text
-///   (`call 617-555-0100 x12`) or after letters (`E617-555-0100`);
-/// - or it ends the value and has nine digits (SSN), ten, or eleven starting with `1` (phone),
-///   written any way, after at most a leading label and separators: `123456789`,
-///   `SSN-123-45-6789`, `tel:6175550100`, `ssn 123456789`, `(617)555 0100`. A label glued to
-///   the digits counts only when it is a word that labels such numbers ([`NUMBER_LABELS`]:
-///   `x6175550100`, `ph6175550100`), since ids such as `OD000123401` are letters and digits;
-/// - or it has those digits and follows such a label word anywhere (`my ssn 123456789`).
+/// Numbers are judged by how they are written, not by how many digits they hold. A value's
+/// digits are read as runs: groups of digits joined by the separators people write in them
+/// (space, no-break spaces, `-` and the Unicode dashes, `.`, `/`, `_`, `(`, `)` and `+`,
+/// [`is_separator`]). Wherever a run stands (alone, after a prefix such as `INC-`, glued to
+/// letters as in `E617-555-0100`, or inside text), it is
+/// - an SSN when consecutive groups are 3, 2 and 4 digits (`123-45-6789`, `123 45 6789`), and
+///   a phone number when they are 3, 3 and 4 or 3 and 7 (`617-555-0100`, `(617) 555-0100`,
+///   `617-5550100`), also after the country code `1` (`1-617-555-0100`, `+1 617 555 0100`,
+///   `1-6175550100`);
+/// - an SSN when a group is nine digits in a row (`123456789`, `ssn 123456789`), and a phone
+///   number when it is ten, or eleven starting with `1` (`6175550100`, `tel:16175550100`),
+///   unless a word is glued to those digits, before or after them, as ids glue letters and
+///   digits (`OD000123401`, `3fa85f6457174562ab`); a word that labels such numbers
+///   ([`NUMBER_LABELS`]) glued before them does not spare them (`x6175550100`,
+///   `ssn123456789`);
+/// - a phone number in the international form, `+` and 9 to 15 digits however grouped
+///   (`+44 20 7946 0958`).
+///
+/// Other groupings are ids, whatever their count of digits: `2024-12345`, `E-2025-000123`,
+/// `odin-10000-7881`; a column's declared pattern then decides. So is a value laid out as a
+/// UUID (8-4-4-4-12 hex digits), which can hold no written number.
 ///
 /// A value with fewer than nine digits is no such number. `may_hold_at` is false when the
 /// caller knows the value has no `@` (it checked the whole line), which skips the email test.
@@ -228,111 +237,130 @@ fn digit(c: char) -> Option<u8> {
     }
 }
 
-/// Punctuation around a number, or between a label and its number, that is no separator of
-/// the number itself: `tel:`, `SSN#`, `no=`, quotes and brackets, `,` and `;`.
-fn is_label_joiner(c: char) -> bool {
-    matches!(
-        c,
-        ':' | '#'
-            | '='
-            | '\''
-            | '"'
-            | '<'
-            | '>'
-            | '['
-            | ']'
-            | '{'
-            | '}'
-            | '*'
-            | ','
-            | ';'
-            | '|'
-            | '~'
-            | '\u{2018}'
-            | '\u{2019}'
-            | '\u{201c}'
-            | '\u{201d}'
-            | '\u{ab}'
-            | '\u{bb}'
-            | '\u{ff1a}'
-            | '\u{ff03}'
-    )
-}
-
-/// What is known of the text before a run of digits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Before {
-    /// Nothing but separators and joiners: the run may be the value's number.
-    Start,
-    /// One word, then separators or joiners (`SSN-`, `tel:`, `ssn `).
-    Label { known: bool },
-    /// One word glued to the digits (`x6175550100`, `OD000123401`).
-    Glued { known: bool },
-    /// Anything else: the run is inside text.
-    Text { known_label: bool },
-}
-
-/// The run of digits being read.
-struct Run {
-    before: Before,
-    digits: u32,
+/// A group of digits inside a run: how many digits, and the first of them.
+#[derive(Clone, Copy, Default)]
+struct Group {
+    len: u32,
     first: u8,
-    groups: [u8; 8],
-    n_groups: usize,
+}
+
+/// The written shape of an SSN or a phone number that consecutive groups of a run form:
+/// `123-45-6789`; `617-555-0100`, `617-5550100`, and both after the country code `1`
+/// (`1-617-555-0100`, `+1 617 555 0100`), as well as `1-6175550100`.
+fn written_shape(groups: &[Group]) -> Option<IdentifierKind> {
+    match groups {
+        [
+            Group { len: 3, .. },
+            Group { len: 2, .. },
+            Group { len: 4, .. },
+        ] => Some(IdentifierKind::SocialSecurityNumber),
+        [
+            Group { len: 3, .. },
+            Group { len: 3, .. },
+            Group { len: 4, .. },
+        ]
+        | [Group { len: 3, .. }, Group { len: 7, .. }]
+        | [
+            Group { len: 1, first: 1 },
+            Group { len: 3, .. },
+            Group { len: 3, .. },
+            Group { len: 4, .. },
+        ]
+        | [
+            Group { len: 1, first: 1 },
+            Group { len: 3, .. },
+            Group { len: 7, .. },
+        ]
+        | [Group { len: 1, first: 1 }, Group { len: 10, .. }] => Some(IdentifierKind::Phone),
+        _ => None,
+    }
+}
+
+/// The digits of one group written in a row: nine are an SSN, ten or eleven starting with
+/// `1` a phone number.
+fn digits_in_a_row(g: Group) -> Option<IdentifierKind> {
+    match (g.len, g.first) {
+        (9, _) => Some(IdentifierKind::SocialSecurityNumber),
+        (10, _) | (11, 1) => Some(IdentifierKind::Phone),
+        _ => None,
+    }
+}
+
+/// The run of digits being read: groups of digits joined by separators.
+struct Run {
+    /// `Some(label)` when a word is glued to the first digit (`OD000123401`, `x6175550100`),
+    /// with whether that word labels such numbers ([`is_known_label`]).
+    glued_word: Option<bool>,
+    /// A `+` opens the run, glued to no letter before it (`+44 20 7946 0958`).
+    plus: bool,
+    digits: u32,
+    /// Groups completed so far.
+    completed: u32,
+    /// The last four completed groups, the newest last: no written shape has more.
+    recent: [Group; 4],
+    current: Group,
     /// A separator was read since the last digit.
     pending_sep: bool,
 }
 
 impl Run {
-    fn push_digit(&mut self, d: u8) {
-        if self.digits == 0 {
-            self.first = d;
-            self.n_groups = 1;
-            self.groups[0] = 0;
-        } else if self.pending_sep {
-            if self.n_groups < self.groups.len() {
-                self.n_groups += 1;
-                self.groups[self.n_groups - 1] = 0;
-            } else {
-                // More groups than any number written so has: never a shape.
-                self.groups[self.groups.len() - 1] = u8::MAX;
-            }
+    fn new(glued_word: Option<bool>, plus: bool) -> Run {
+        Run {
+            glued_word,
+            plus,
+            digits: 0,
+            completed: 0,
+            recent: [Group::default(); 4],
+            current: Group::default(),
+            pending_sep: false,
         }
-        let g = &mut self.groups[self.n_groups - 1];
-        *g = g.saturating_add(1);
-        self.digits += 1;
+    }
+
+    /// Reads a digit; returns what a group it completes turned out to be.
+    fn push_digit(&mut self, d: u8) -> Option<IdentifierKind> {
+        let mut found = None;
+        if self.pending_sep && self.current.len > 0 {
+            found = self.complete(false);
+        }
+        if self.current.len == 0 {
+            self.current.first = d;
+        }
+        self.current.len = self.current.len.saturating_add(1);
+        self.digits = self.digits.saturating_add(1);
         self.pending_sep = false;
+        found
     }
 
-    fn by_count(&self) -> Option<IdentifierKind> {
-        match self.digits {
-            9 => Some(IdentifierKind::SocialSecurityNumber),
-            10 => Some(IdentifierKind::Phone),
-            11 if self.first == 1 => Some(IdentifierKind::Phone),
-            _ => None,
-        }
+    /// Completes the current group, which a letter follows when `glued_after`.
+    ///
+    /// Nine, ten or eleven digits in a row are an identifier unless a word is glued to
+    /// them, as ids glue letters and digits (`OD000123401`, `3fa85f6457174562ab`); a label
+    /// word glued before them still makes them one (`x6175550100`). Then the groups that
+    /// end with this one are compared with the written shapes.
+    fn complete(&mut self, glued_after: bool) -> Option<IdentifierKind> {
+        let g = std::mem::take(&mut self.current);
+        let opens = self.completed == 0;
+        let in_a_row = digits_in_a_row(g).filter(|_| match self.glued_word {
+            Some(true) if opens => true,
+            Some(false) if opens => false,
+            _ => !glued_after,
+        });
+        self.recent.rotate_left(1);
+        self.recent[3] = g;
+        self.completed += 1;
+        let n = (self.completed as usize).min(self.recent.len());
+        in_a_row
+            .or_else(|| (2..=n).find_map(|w| written_shape(&self.recent[4 - w..])))
+            .or_else(|| {
+                // The international form: `+`, a country code and the number, 9 to 15
+                // digits however grouped (E.164 allows 15), whatever follows them.
+                (self.plus && (9..=15).contains(&self.digits)).then_some(IdentifierKind::Phone)
+            })
     }
 
-    fn by_shape(&self) -> Option<IdentifierKind> {
-        match &self.groups[..self.n_groups] {
-            [3, 2, 4] => Some(IdentifierKind::SocialSecurityNumber),
-            [3, 3, 4] | [3, 7] => Some(IdentifierKind::Phone),
-            [1, 3, 3, 4] | [1, 3, 7] if self.first == 1 => Some(IdentifierKind::Phone),
-            _ => None,
-        }
-    }
-
-    /// What the run is, given whether it ends the value.
-    fn kind(&self, ends_value: bool) -> Option<IdentifierKind> {
-        if let Some(k) = self.by_shape() {
-            return Some(k);
-        }
-        let counted = match self.before {
-            Before::Start | Before::Label { .. } => ends_value,
-            Before::Glued { known } => known && ends_value,
-            Before::Text { known_label } => known_label,
-        };
-        if counted { self.by_count() } else { None }
+    /// Ends the run, which a letter follows when `glued_after`.
+    fn end(mut self, glued_after: bool) -> Option<IdentifierKind> {
+        self.complete(glued_after)
     }
 }
 
@@ -431,10 +459,21 @@ fn number_kind(v: &[u8]) -> Option<IdentifierKind> {
     if v.len() < 9 {
         return None;
     }
-    if plainly_clear(v) {
+    if plainly_clear(v) || is_uuid(v) {
         return None;
     }
     scan_numbers(v)
+}
+
+/// Whether `v` is laid out as a UUID: 8, 4, 4, 4 and 12 hex digits joined by `-`. Its digit
+/// groups are hex, cut by letters, and form no written number; read as runs, a letter glued
+/// to a group could otherwise make `…abc1-1234567890ab` look like `1-6175550100`.
+fn is_uuid(v: &[u8]) -> bool {
+    v.len() == 36
+        && v.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 /// Proves, for most values, that [`scan_numbers`] would find nothing:
@@ -544,17 +583,14 @@ fn word_masks(w: u64) -> (u64, u64, u64) {
 /// The full character-level scan of [`number_kind`], without its quick exits.
 fn scan_numbers(v: &[u8]) -> Option<IdentifierKind> {
     let text = String::from_utf8_lossy(v);
-    // Punctuation after the number does not put it inside text (`123456789;`).
-    let text = text
-        .trim()
-        .trim_end_matches(|c: char| is_separator(c) || is_label_joiner(c));
+    let text = text.trim();
     let mut scan = NumberScan::default();
     for c in text.chars() {
         if let Some(k) = scan.push(c) {
             return Some(k);
         }
     }
-    scan.run.and_then(|r| r.kind(true))
+    scan.run.and_then(|r| r.end(false))
 }
 
 /// The state of [`number_kind`]'s pass over a value's characters.
@@ -566,16 +602,10 @@ struct NumberScan {
     word_len: usize,
     word_plain: bool,
     in_word: bool,
-    /// Words read before the current position, since the value's start.
-    words: usize,
-    /// Whether the last word is a label word, and whether only separators and joiners came
-    /// since it.
+    /// Whether the last word read is a label word.
     last_word_known: bool,
-    joined_since_word: bool,
-    /// Whether a label word came since the last run of digits.
-    label_seen: bool,
-    /// Whether anything but one word, separators and joiners came before.
-    other: bool,
+    /// A `+` glued to no word came, and only separators since.
+    plus: bool,
     run: Option<Run>,
 }
 
@@ -584,76 +614,47 @@ impl NumberScan {
         if self.in_word {
             self.in_word = false;
             self.last_word_known = self.word_plain && is_known_label(&self.word[..self.word_len]);
-            self.label_seen |= self.last_word_known;
         }
     }
 
-    /// Reads one character; returns the identifier that a run it ends turned out to be.
+    /// Reads one character; returns the identifier that a group it completes, or a run it
+    /// ends, turned out to be.
     fn push(&mut self, c: char) -> Option<IdentifierKind> {
         if let Some(d) = digit(c) {
             if self.run.is_none() {
                 let glued = self.in_word;
                 self.end_word();
-                let before = if glued {
-                    if self.words == 1 && !self.other {
-                        Before::Glued {
-                            known: self.last_word_known,
-                        }
-                    } else {
-                        Before::Text {
-                            known_label: self.label_seen,
-                        }
-                    }
-                } else if self.words == 0 && !self.other {
-                    Before::Start
-                } else if self.words == 1 && !self.other && self.joined_since_word {
-                    Before::Label {
-                        known: self.last_word_known,
-                    }
-                } else {
-                    Before::Text {
-                        known_label: self.label_seen,
-                    }
-                };
-                self.run = Some(Run {
-                    before,
-                    digits: 0,
-                    first: 0,
-                    groups: [0; 8],
-                    n_groups: 0,
-                    pending_sep: false,
-                });
+                let glued_word = glued.then_some(self.last_word_known);
+                let plus = std::mem::take(&mut self.plus);
+                self.run = Some(Run::new(glued_word, plus));
             }
-            self.run.as_mut().expect("set above").push_digit(d);
-            return None;
+            return self.run.as_mut().expect("set above").push_digit(d);
         }
         if is_separator(c) {
             match self.run.as_mut() {
                 Some(r) => r.pending_sep = true,
                 None => {
+                    if matches!(c, '+' | '\u{ff0b}') {
+                        self.plus = !self.in_word;
+                    }
                     self.end_word();
-                    self.joined_since_word = true;
                 }
             }
             return None;
         }
-        // Anything else ends the run, and what follows a number is no label of the next.
+        // Anything else ends the run; a letter right after its last digit is glued to it.
+        self.plus = false;
         if let Some(r) = self.run.take() {
-            if let Some(k) = r.kind(false) {
+            let glued = c.is_alphabetic() && !r.pending_sep;
+            if let Some(k) = r.end(glued) {
                 return Some(k);
             }
-            self.other = true;
-            self.label_seen = false;
-            self.last_word_known = false;
-            self.joined_since_word = false;
         }
         if c.is_alphabetic() {
             if !self.in_word {
                 self.in_word = true;
-                self.words += 1;
                 self.word_len = 0;
                 self.word_plain = true;
-                self.joined_since_word = false;
             }
             if c.is_ascii_alphabetic() && self.word_len < self.word.len() {
                 self.word[self.word_len] = c.to_ascii_lowercase() as u8;
@@ -661,14 +662,8 @@ impl NumberScan {
             } else {
                 self.word_plain = false;
             }
-        } else if is_label_joiner(c) {
-            self.end_word();
-            self.joined_since_word = true;
         } else {
             self.end_word();
-            self.other = true;
-            self.last_word_known = false;
-            self.joined_since_word = false;
         }
         None
     }
@@ -860,6 +855,106 @@ mod tests {
         }
     }
 
+    /// Digits of `n` digits, as text, from a seed.
+    fn digits(seed: u64, n: usize) -> String {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'0' + (x % 10) as u8)
+            })
+            .collect()
+    }
+
+    /// An SSN or a phone number in one of the shapes people write them.
+    fn written_number(shape: usize, sep: &str, seed: u64) -> String {
+        let d = |k: u64, n: usize| digits(seed.wrapping_mul(31).wrapping_add(k), n);
+        match shape {
+            0 => format!("{}{sep}{}{sep}{}", d(1, 3), d(2, 2), d(3, 4)),
+            1 => d(1, 9),
+            2 => format!("{}{sep}{}{sep}{}", d(1, 3), d(2, 3), d(3, 4)),
+            3 => format!("({}){sep}{}{sep}{}", d(1, 3), d(2, 3), d(3, 4)),
+            4 => format!("{}{sep}{}", d(1, 3), d(2, 7)),
+            5 => format!("1{sep}{}{sep}{}{sep}{}", d(1, 3), d(2, 3), d(3, 4)),
+            6 => format!("+1{sep}{}{sep}{}{sep}{}", d(1, 3), d(2, 3), d(3, 4)),
+            7 => d(1, 10),
+            8 => format!("1{}", d(1, 10)),
+            9 => format!("+1 ({}) {}-{}", d(1, 3), d(2, 3), d(3, 4)),
+            10 => format!("+44 {} {} {}", d(1, 2), d(2, 4), d(3, 4)),
+            _ => format!("+{} {}", d(1, 3), d(2, 8)),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// An SSN or a phone number written in any of its shapes, alone or inside text, is
+        /// always refused. Text before and after it ends with a character that is no digit,
+        /// and a written shape may have letters glued to it; nine to eleven digits in a row
+        /// may not, since that is how ids write them.
+        #[test]
+        fn written_ssns_and_phone_numbers_are_refused_wherever_they_stand(
+            shape in 0usize..12,
+            sep in proptest::sample::select(vec!["-", " ", ".", "/", "\u{2013}", "\u{a0}", "_"]),
+            seed in proptest::prelude::any::<u64>(),
+            before in proptest::sample::select(vec![
+                "", "call ", "INC-", "SSN: ", "my number is ", "E", "tel:", "(", "\"", "x", "note 12, ",
+            ]),
+            after in proptest::sample::select(vec!["", " x12", ".", " today", ",", ";", "x", " 2024"]),
+        ) {
+            let number = written_number(shape, sep, seed);
+            let in_a_row = matches!(shape, 1 | 7 | 8);
+            let glued = |s: &str, at_end: bool| {
+                let c = if at_end { s.chars().last() } else { s.chars().next() };
+                c.is_some_and(char::is_alphabetic)
+            };
+            // Nine to eleven digits in a row with an unlabelled word glued to them are an
+            // id's digits (`OD000123401`); a label word glued before them is refused.
+            let spared = (in_a_row
+                && ((glued(before, true) && before != "x") || glued(after, false)))
+                // `+` glued to a word is no international prefix (`E+44…`).
+                || (matches!(shape, 10 | 11) && glued(before, true));
+            proptest::prop_assume!(!spared);
+            let v = format!("{before}{number}{after}");
+            proptest::prop_assert!(identifier_value(v.as_bytes(), true).is_some(), "{}", v);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// Case numbers as record systems write them (a year and a sequence of one to eight
+        /// digits, with an optional letter prefix and parts, or two numbers after a word)
+        /// are never refused when their groups form no written shape.
+        #[test]
+        fn case_numbers_that_form_no_written_shape_are_ids(
+            form in 0usize..4,
+            year in 2000u32..2031,
+            seq_len in 1usize..9,
+            other_len in 1usize..9,
+            seed in proptest::prelude::any::<u64>(),
+            prefix in proptest::sample::select(vec!["", "E-", "INC-", "OD", "AR-", "case ", "E"]),
+            sep in proptest::sample::select(vec!["-", "/", "."]),
+        ) {
+            let seq = digits(seed, seq_len);
+            let other = digits(seed ^ 0x5555, other_len);
+            let v = match form {
+                0 => format!("{prefix}{year}{sep}{seq}"),
+                1 => format!("{prefix}{year}{sep}{}{sep}{seq}", &other[..other_len.min(2)]),
+                2 => format!("odin-{other}-{seq}"),
+                _ => format!("OD{other}{sep}{seq}"),
+            };
+            // Two numbers of 3 and 7 digits are a written phone number (`617-5550100`).
+            let groups: Vec<usize> = v
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|g| !g.is_empty())
+                .map(str::len)
+                .collect();
+            proptest::prop_assume!(!groups.windows(2).any(|w| w == [3, 7]));
+            proptest::prop_assert_eq!(identifier_value(v.as_bytes(), true), None, "{}", v);
+        }
+    }
+
     #[test]
     fn flags_identifier_column_names() {
         for (name, kind) in [
@@ -906,8 +1001,24 @@ mod tests {
             ("16175550100", IdentifierKind::Phone),
             ("123.45.6789", IdentifierKind::SocialSecurityNumber),
             ("123456789", IdentifierKind::SocialSecurityNumber),
-            ("12-345-6789", IdentifierKind::SocialSecurityNumber),
-            ("2024-12345", IdentifierKind::SocialSecurityNumber),
+            ("1-6175550100", IdentifierKind::Phone),
+            ("+44 20 7946 0958", IdentifierKind::Phone),
+            ("+33 1 42 68 53 00", IdentifierKind::Phone),
+            ("INC-123-45-6789", IdentifierKind::SocialSecurityNumber),
+            ("2025-617-555-0100", IdentifierKind::Phone),
+            ("617-555-0100-12", IdentifierKind::Phone),
+            (
+                "ssn 123456789 on file",
+                IdentifierKind::SocialSecurityNumber,
+            ),
+            (
+                "seen at 123456789 today",
+                IdentifierKind::SocialSecurityNumber,
+            ),
+            ("123456789;", IdentifierKind::SocialSecurityNumber),
+            ("ssn123456789abc", IdentifierKind::SocialSecurityNumber),
+            ("1 2 3 4 123-45-6789", IdentifierKind::SocialSecurityNumber),
+            ("2024-123456789", IdentifierKind::SocialSecurityNumber),
             // Behind a label, inside text, with other separators.
             ("SSN-123-45-6789", IdentifierKind::SocialSecurityNumber),
             ("ssn 123456789", IdentifierKind::SocialSecurityNumber),
@@ -956,6 +1067,24 @@ mod tests {
             "2024-01-01 to 2024-12-31",
             "Route 9, exit 12345678",
             "x@y",
+            // Case numbers as record systems write them: their digit groups form no written
+            // SSN or phone number, whatever their count of digits (issue 26).
+            "2024-12345",
+            "2025-000123",
+            "E-2025-000123",
+            "INC-2025-04-12345",
+            "odin-10000-7881",
+            "OD10000-7881",
+            "2024-12345678",
+            // A sloppily written SSN is an id to the scan; the column's pattern decides.
+            "12-345-6789",
+            "1234-56789",
+            // Pseudonymous keys: hex digests whose digit runs are glued to letters, UUIDs.
+            "123456789abcdef0123456789abcdef0",
+            "3fa85f6457174562b3fc2c963f66afa6",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "abc41234-e89b-12d3-abc1-1234567890ab",
+            "pk_6457174562abc",
         ] {
             assert_eq!(identifier_value(ok.as_bytes(), true), None, "{ok}");
         }

@@ -19,7 +19,8 @@ use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 
 use super::identifiers::{IdentifierKind, identifier_value};
 use crate::dictionary::{
-    ColumnClass, ColumnType, ID_BYTE, IdPattern, Table, TableKind, epoch_days, from_epoch_days,
+    ColumnClass, ColumnType, ID_BYTE, IdPattern, PERSON_KEY_FORMS, Table, TableKind, epoch_days,
+    from_epoch_days,
 };
 use crate::quarter::Quarter;
 
@@ -749,11 +750,28 @@ pub fn validate_chunk(
                         } else if rules.patterns[ci].as_ref().is_some_and(|p| p.matches(v)) {
                             // The dictionary refuses a pattern that accepts a byte no id may
                             // hold, so a value that matches one needs no byte check.
-                            Ok(Value::Str(s, e))
+                            if col.class == ColumnClass::PersonKey
+                                && v.iter().all(u8::is_ascii_digit)
+                            {
+                                // A hex or base64url digest of digits only is a raw number.
+                                Err(format!(
+                                    "{} is digits only, a raw number and no pseudonymous key: {} takes {PERSON_KEY_FORMS}",
+                                    redacted(v),
+                                    col.name
+                                ))
+                            } else {
+                                Ok(Value::Str(s, e))
+                            }
                         } else if !v.iter().all(|b| ID_BYTE[usize::from(*b)]) {
                             Err(format!(
                                 "{} is not an id: use letters, digits and _ . : - only",
                                 redacted(v)
+                            ))
+                        } else if col.class == ColumnClass::PersonKey {
+                            Err(format!(
+                                "{} is no pseudonymous key: {} takes {PERSON_KEY_FORMS}",
+                                redacted(v),
+                                col.name
                             ))
                         } else if rules.patterns[ci].is_some() {
                             Err(format!(

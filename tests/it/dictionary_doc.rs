@@ -59,9 +59,12 @@ fn every_id_column_that_references_nothing_declares_its_pattern() {
                 t.name,
                 c.name
             );
-            // A pseudonymous key starts with a letter: no raw number passes as one.
+            // A pseudonymous key is a letter-first key or a digest, and no short raw number
+            // passes as one (ingest rejects a longer one of digits only).
             if c.class == ColumnClass::PersonKey {
                 assert!(p.matches(b"pk0123456789abcdef"));
+                assert!(p.matches("0123456789abcdef".repeat(8).as_bytes()));
+                assert!(p.matches(b"3fa85f64-5717-4562-b3fc-2c963f66afa6"));
                 for raw in ["123456789", "0012345", "MRN:12345", "a.b", "_pk"] {
                     assert!(
                         !p.matches(raw.as_bytes()),
