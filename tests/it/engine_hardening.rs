@@ -10,7 +10,9 @@ use std::process::{Command, Output, Stdio};
 use outreach_warehouse::cli::WAREHOUSE_ENV;
 use outreach_warehouse::failpoint;
 use outreach_warehouse::ledger::{BudgetInit, LEDGER_FILE, Ledger, PrivacyConfig};
-use outreach_warehouse::privacy::spec::MAX_K;
+use outreach_warehouse::privacy::spec::{
+    CellSpec, DomainSpec, MAX_K, MAX_QUERIES, MAX_SQL_BYTES, QuerySpec,
+};
 use outreach_warehouse::privacy::{
     PrivacyError, ReleaseOutcome, ReleaseRequest, ReleaseSpec, release,
 };
@@ -190,6 +192,62 @@ fn a_spec_whose_per_person_record_passes_4_kib_is_refused_before_any_debit() {
     // k = 8 and 8 statistics: 5 + 16 + 64 = 85 words.
     let spec: ReleaseSpec = toml::from_str(&spec_toml(8, 1.0, &sql, &stats)).unwrap();
     assert!(run(&wh, &spec).unwrap().fresh);
+}
+
+/// Issue 17: what a spec may ask for is bounded before any of its SQL is parsed: the length
+/// of each query (64 KiB), the number of queries (16), and the values published, cells ×
+/// statistics (500,000). Each is a spec error, nothing is debited, and a query of exactly
+/// 64 KiB is still released.
+#[test]
+fn long_sql_many_queries_and_too_many_values_are_refused_before_planning_or_any_debit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    budget(&wh, 10.0);
+    let padded = |bytes: usize| {
+        let pad = bytes - PERSONS_SQL.len() - " /*  */".len();
+        let sql = format!("{PERSONS_SQL} /* {} */", "x".repeat(pad));
+        assert_eq!(sql.len(), bytes);
+        sql
+    };
+    let spec_error = |spec: &ReleaseSpec, words: &[&str]| {
+        let e = run(&wh, spec).unwrap_err();
+        assert!(
+            matches!(e, PrivacyError::Spec { .. }),
+            "not a spec error: {e}"
+        );
+        for w in words {
+            assert!(e.to_string().contains(w), "{e} lacks {w}");
+        }
+    };
+    // One byte past 64 KiB, inline and in a file.
+    let mut long = persons_spec(2, 0.5);
+    long.queries[0].sql = Some(padded(MAX_SQL_BYTES + 1));
+    spec_error(&long, &["65537 bytes", "65536"]);
+    let file = write(tmp.path(), "long.sql", padded(MAX_SQL_BYTES + 1));
+    long.queries[0] = QuerySpec {
+        file: Some(file),
+        sql: None,
+    };
+    spec_error(&long, &["65537 bytes", "65536"]);
+    // Seventeen queries.
+    let mut many = persons_spec(2, 0.5);
+    many.queries = vec![many.queries[0].clone(); MAX_QUERIES + 1];
+    spec_error(&many, &["17 queries", "16"]);
+    // 3 programs × 2 quarters × 90,000 listed values, one statistic: 540,000 values.
+    let mut wide = persons_spec(1, 0.5);
+    wide.cells.push(CellSpec {
+        column: "v".into(),
+        domain: DomainSpec::Values((0..90_000).map(|i| format!("v{i}")).collect()),
+    });
+    spec_error(&wide, &["540000 values", "500000"]);
+    assert!(Ledger::open(&wh).unwrap().releases().unwrap().is_empty());
+    // At the limits: a query of exactly 64 KiB, sixteen queries.
+    let mut at = persons_spec(2, 0.5);
+    at.queries[0].sql = Some(padded(MAX_SQL_BYTES));
+    assert!(run(&wh, &at).unwrap().fresh);
+    let mut sixteen = persons_spec(2, 0.5);
+    sixteen.queries = vec![sixteen.queries[0].clone(); MAX_QUERIES];
+    assert!(run(&wh, &sixteen).unwrap().fresh);
 }
 
 #[test]
