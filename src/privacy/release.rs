@@ -522,7 +522,9 @@ pub async fn bound(
         .execute_stream_partitioned()
         .await
         .map_err(|e| e.strip_backtrace())?;
-    // Many shards: each is bounded on its own at the end, with a small, cache-resident table.
+    // Many shards, each with its own lock: the query's tasks seldom wait for each other, and
+    // each shard's person table stays small. Rows are folded into their person's record as
+    // they arrive, so the bounder's memory follows the persons, not the rows.
     let shards = 256;
     let bounder = Arc::new(Bounder::new(&rules, shards));
     // A fail point for the tests: a panic inside a query task whose message quotes the data,
