@@ -1,5 +1,10 @@
 //! The person-locality analyser (privacy model §2).
 //!
+//! First, on the plan *as written* ([`check_unoptimised`]): every function must be on the
+//! allow-list and every written cast must be to an allowed type, before DataFusion's optimiser
+//! can evaluate any expression of constants (it would fold `repeat('a1', 300000000)` into a
+//! 600 MB literal while planning). Then the full analysis below, on the optimized plan.
+//!
 //! A person-level query is planned by DataFusion with DDL, DML and statements disabled, then
 //! optimized, so that subqueries are already decorrelated into (semi, anti, left) joins. The
 //! analyser walks that optimized `LogicalPlan` bottom-up and computes, for every node:
@@ -126,6 +131,143 @@ pub fn analyse(plan: &LogicalPlan, dict: &Dictionary) -> Result<usize, Refusal> 
         ));
     }
     Ok(idx)
+}
+
+/// Checks the plan *as written*, before DataFusion's optimiser sees it: every function it
+/// calls is on the allow-list ([`functions::scalar_name_refusal`], [`AGGREGATE_FUNCTIONS`],
+/// [`WINDOW_FUNCTIONS`]), no `||` builds text, and every cast written in the SQL (`CAST`,
+/// `TRY_CAST`, `::`, `arrow_cast`, `arrow_try_cast`) is to a type of
+/// [`functions::written_cast_target_allowed`]. Returns the first refusal, naming the node.
+///
+/// The optimiser evaluates expressions of constants while it plans: `repeat('a1', 300000000)`
+/// became a 600 MB literal, six of them took the API server to 6 GiB, before [`analyse`] saw
+/// the optimized plan (which then held only a literal). So a function that is not on the list
+/// is refused here, by its name, before anything is folded; [`analyse`] then checks the
+/// optimized plan in full as before, with the argument rules of the functions that passed.
+/// Functions that DataFusion rewrites before evaluating them, but that are not on the list
+/// (`nvl`, `nvl2`, `cast_to_type`), are refused here too: nothing outside the list is ever
+/// evaluated, folded or not. `arrow_cast` and `arrow_try_cast` pass when their target type
+/// does, since the optimiser turns them into the casts that [`analyse`] checks.
+pub fn check_unoptimised(plan: &LogicalPlan) -> Result<(), Refusal> {
+    let mut result = Ok(());
+    let _ = plan.apply_with_subqueries(|node| {
+        let mut found: Option<String> = None;
+        let _ = node.apply_expressions(|e| {
+            e.apply(|e| match written_refusal(e, node) {
+                None => Ok(TreeNodeRecursion::Continue),
+                Some(why) => {
+                    if found.is_none() {
+                        found = Some(why);
+                    }
+                    Ok(TreeNodeRecursion::Stop)
+                }
+            })
+        });
+        match found {
+            None => Ok(TreeNodeRecursion::Continue),
+            Some(why) => {
+                result = Err(refusal(Rule::Function, node, why));
+                Ok(TreeNodeRecursion::Stop)
+            }
+        }
+    });
+    result
+}
+
+/// Why an expression of the plan as written is refused before the optimiser, or `None`.
+/// Only names and written cast targets: everything else waits for [`analyse`].
+fn written_refusal(e: &Expr, node: &LogicalPlan) -> Option<String> {
+    match e {
+        Expr::ScalarFunction(f) => {
+            let name = f.name();
+            if name == "arrow_cast" || name == "arrow_try_cast" {
+                return arrow_cast_refusal(name, &f.args, node);
+            }
+            functions::scalar_name_refusal(name)
+        }
+        Expr::AggregateFunction(AggregateFunction { func, .. }) => {
+            let name = func.name();
+            (!AGGREGATE_FUNCTIONS.contains(&name))
+                .then(|| format!("aggregate function `{name}` is not on the allow-list"))
+        }
+        Expr::WindowFunction(wf) => {
+            let name = match &wf.as_ref().fun {
+                WindowFunctionDefinition::AggregateUDF(f) => f.name().to_string(),
+                WindowFunctionDefinition::WindowUDF(f) => f.name().to_string(),
+            };
+            let allowed = WINDOW_FUNCTIONS.contains(&name.as_str())
+                || AGGREGATE_FUNCTIONS.contains(&name.as_str());
+            (!allowed).then(|| format!("window function `{name}` is not on the allow-list"))
+        }
+        Expr::Cast(c) => written_cast_refusal(&c.expr, c.field.data_type(), false, node),
+        Expr::TryCast(c) => written_cast_refusal(&c.expr, c.field.data_type(), true, node),
+        Expr::BinaryExpr(b) if b.op == Operator::StringConcat => {
+            Some(format!("`||`: {}", functions::STRING_GROWTH_REFUSAL))
+        }
+        _ => None,
+    }
+}
+
+/// `arrow_cast(x, 'type')` and `arrow_try_cast(x, 'type')` as written: the type must be one a
+/// written cast may produce.
+fn arrow_cast_refusal(name: &str, args: &[Expr], node: &LogicalPlan) -> Option<String> {
+    let text = match args.get(1).map(unalias) {
+        Some(Expr::Literal(v, _)) => v.try_as_str().flatten(),
+        _ => None,
+    };
+    let Some(text) = text else {
+        return Some(format!("`{name}` needs a text literal naming its type"));
+    };
+    let Ok(to) = text.parse::<datafusion::arrow::datatypes::DataType>() else {
+        let shown: String = text.chars().take(60).collect();
+        return Some(format!(
+            "`{name}` to a type DataFusion does not know: '{shown}'"
+        ));
+    };
+    let value = args.first()?;
+    written_cast_refusal(value, &to, name == "arrow_try_cast", node)
+}
+
+/// A cast as written, of `value` to `to`: refused unless `to` is a type a written cast may
+/// produce, with [`functions::cast_refusal`]'s reason where it has one.
+fn written_cast_refusal(
+    value: &Expr,
+    to: &datafusion::arrow::datatypes::DataType,
+    try_cast: bool,
+    node: &LogicalPlan,
+) -> Option<String> {
+    use datafusion::arrow::datatypes::DataType;
+    if functions::written_cast_target_allowed(to) {
+        return None;
+    }
+    // The source's type only words the reason; a NULL (or an unknown type) reads as text, so
+    // that `cast_refusal` does not wave the cast through as a cast of NULL.
+    let from = written_type(value, node)
+        .filter(|t| *t != DataType::Null)
+        .unwrap_or(DataType::Utf8);
+    let what = if try_cast { "TRY_CAST" } else { "CAST" };
+    Some(
+        functions::cast_refusal(&from, to, try_cast)
+            .unwrap_or_else(|| format!("{what} to {to} is not on the allow-list")),
+    )
+}
+
+/// The type of an expression of `node` as written, from its inputs' schemas, if known.
+fn written_type(e: &Expr, node: &LogicalPlan) -> Option<datafusion::arrow::datatypes::DataType> {
+    let inputs = node.inputs();
+    match inputs.as_slice() {
+        [] => e.get_type(&DFSchema::empty()).ok(),
+        [one] => {
+            let schema: &DFSchema = one.schema();
+            e.get_type(schema).ok()
+        }
+        [left, right] => {
+            let left: &DFSchema = left.schema();
+            let both = left.join(right.schema()).ok()?;
+            e.get_type(&both).ok()
+        }
+        _ => None,
+    }
 }
 
 fn refusal(rule: Rule, plan: &LogicalPlan, detail: impl Into<String>) -> Refusal {
@@ -799,14 +941,8 @@ fn check_node(
         }
         Expr::ScalarFunction(f) => {
             let name = f.name();
-            if name == "date_trunc" {
-                return bad(
-                    "`date_trunc` casts a date to a timestamp, which overflows after 2262-04-11 and raises, and raises on a unit it does not know when a row reaches it: use quarter_of(date), or date_part('year' | 'quarter' | 'month' | ..., date)"
-                        .into(),
-                );
-            }
-            if functions::STRING_GROWTH_FUNCTIONS.contains(&name) {
-                return bad(format!("`{name}`: {}", functions::STRING_GROWTH_REFUSAL));
+            if let Some(why) = functions::scalar_name_refusal(name) {
+                return bad(why);
             }
             let Some(allowance) = functions::scalar_allowance(name) else {
                 return bad(format!("function `{name}` is not on the allow-list"));

@@ -4,9 +4,12 @@
 //! one per partition, read on parallel tasks. The bounder does not rely on DataFusion's
 //! partitioning (its physical optimizer may remove a repartition it finds unneeded): every
 //! row goes to a shard chosen by a fixed hash of its `person_key`, so all of a person's rows
-//! meet in one shard. Rows are buffered per shard while the streams run; at the end each
-//! shard is bounded on its own (radix partitioning, so each shard's person table stays in
-//! cache). Then:
+//! meet in one shard. Each row is folded into its person's record as it arrives, under its
+//! shard's lock; no row is kept. A person's record holds at most `k` cells, so the bounder's
+//! memory grows with the persons and `k`, never with the rows: a person-local self-join
+//! that multiplies one person's rows (400 attempts joined with themselves twice is 6.4e7
+//! rows) costs that person no more than one record ([`Bounder::retained`]). The fold gives
+//! exactly what collapsing all of a person's rows at the end gave, in any order of rows:
 //!
 //! 1. A row whose person key is NULL, or whose cell key is NULL or outside the cell's public
 //!    domain, is dropped and counted in the steward-only [`Diagnostics`].
@@ -15,10 +18,15 @@
 //! 3. A person keeps at most `k` cells in the whole release: the `k` whose keyed hash of
 //!    (`person_key`, cell) under the warehouse secret is smallest. The choice is
 //!    deterministic, independent of other persons and cannot be steered without the secret.
-//!    It is made in one pass over the shard: a cell that is not among a person's `k`
-//!    smallest so far can never be chosen later, so only `k` cells per person are held.
+//!    It is made as rows arrive: a cell that is not among a person's `k` smallest so far can
+//!    never be chosen later, and a cell that is among the final `k` is never displaced once
+//!    held (only a cell with `k` smaller ones is), so every row of a kept cell is folded into
+//!    it whatever the order. Only `k` cells per person are held.
 //! 4. Exclusive groups are made one-hot: a person on several sides of a group in a cell is
 //!    put on the first side listed in the spec.
+//!
+//! Steps 1 to 3 run on every row as it arrives; step 4 and the sums over persons run at
+//! [`Bounder::finish`], over the records.
 //!
 //! The result is the exact, bounded statistic vector: `m` values per cell, cell-major.
 //!
@@ -150,15 +158,39 @@ impl BoundingRules {
     /// length-prefixed person key and the cell's key values (not its index, so the choice
     /// does not depend on the order of domains or of discovery).
     pub fn choice_hash(&self, person: &[u8], cell: usize) -> u64 {
-        let mut h = SipHasher24::new_with_key(&self.key.0);
-        h.write(&(person.len() as u64).to_le_bytes());
-        h.write(person);
-        self.visit_values(cell as u64, |v| {
-            h.write(&(v.len() as u64).to_le_bytes());
-            h.write(v.as_bytes());
-        });
+        let mut h = self.choice_hasher(person);
+        self.visit_values(cell as u64, |v| write_value(&mut h, v));
         h.finish()
     }
+
+    /// [`BoundingRules::choice_hash`] of a cell given by its key values, in the order of
+    /// `cells`: the same hash, for a cell named by the text of a row (a private key's value
+    /// needs no id for it).
+    pub fn choice_hash_of<'a>(
+        &self,
+        person: &[u8],
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> u64 {
+        let mut h = self.choice_hasher(person);
+        for v in values {
+            write_value(&mut h, v);
+        }
+        h.finish()
+    }
+
+    /// SipHash-2-4 under the secret, having read the length-prefixed person key.
+    fn choice_hasher(&self, person: &[u8]) -> SipHasher24 {
+        let mut h = SipHasher24::new_with_key(&self.key.0);
+        write_value(&mut h, person);
+        h
+    }
+}
+
+/// Writes one length-prefixed value into the choice hash.
+fn write_value(h: &mut SipHasher24, v: impl AsRef<[u8]>) {
+    let v = v.as_ref();
+    h.write(&(v.len() as u64).to_le_bytes());
+    h.write(v);
 }
 
 /// The exact bounded statistic vector of a release and the steward's diagnostics.
@@ -196,8 +228,9 @@ const OVER_K: u64 = 0x8000;
 /// [`super::spec::MAX_K`]).
 pub const MAX_BOUNDED_K: usize = USED_MASK as usize;
 
-/// The rows kept so far for the persons of one shard. Each person is one fixed-size record
-/// of `u64` words, so that finding and updating a person touches one or two cache lines:
+/// The persons of one shard, each folded into one record as their rows arrive. Each person
+/// is one fixed-size record of `u64` words, so that finding and updating a person touches
+/// one or two cache lines:
 ///
 /// `[hash, meta, key × 3, (choice hash, cell) × k, values × k·m]`
 ///
@@ -236,6 +269,17 @@ impl Shard {
 
     fn persons(&self) -> usize {
         self.records.len() / self.stride
+    }
+
+    /// Persons, kept (person, cell) entries, and bytes allocated for them.
+    fn retained(&self) -> Retained {
+        Retained {
+            persons: self.persons(),
+            cells: (0..self.persons()).map(|slot| self.used(slot)).sum(),
+            bytes: self.records.capacity() * 8
+                + self.arena.capacity()
+                + self.index.capacity() * std::mem::size_of::<u32>(),
+        }
     }
 
     fn rec(&self, slot: usize) -> &[u64] {
@@ -322,7 +366,17 @@ impl Shard {
         s
     }
 
-    fn add(&mut self, rules: &BoundingRules, hash: u64, person: &[u8], cell: u64, row: &[i64]) {
+    /// Folds one row into its person's record: `hash` is the person's fixed hash, `cell` the
+    /// row's cell index, `row` its clamped values (a NULL sum as [`NONE`]), and `choice` the
+    /// keyed hash of (person, cell), computed only when the cell is not held yet.
+    fn add(
+        &mut self,
+        hash: u64,
+        person: &[u8],
+        cell: u64,
+        row: &[i64],
+        choice: impl FnOnce() -> u64,
+    ) {
         let (k, m) = (self.k, self.m);
         let slot = self.slot(hash, person);
         let stride = self.stride;
@@ -332,7 +386,7 @@ impl Shard {
         let at = match (0..used).find(|&e| rec[HEAD + 2 * e + 1] == cell64) {
             Some(at) => at,
             None => {
-                let h = rules.choice_hash(person, cell as usize);
+                let h = choice();
                 let at = if used < k {
                     rec[1] += 1;
                     used
@@ -373,50 +427,29 @@ fn pack(bytes: &[u8], words: &mut [u64]) {
     }
 }
 
-/// The rows of one shard, buffered while the stream runs and bounded at the end, one shard
-/// at a time, so that each shard's person table stays small enough for the CPU's caches.
-#[derive(Default)]
-struct RowBuffer {
-    hashes: Vec<u64>,
-    cells: Vec<u64>,
-    /// `m` values per row.
-    values: Vec<i64>,
-    key_ends: Vec<usize>,
-    keys: Vec<u8>,
-}
-
-impl RowBuffer {
-    /// Bounds the buffered rows: the shard's persons with their kept cells.
-    fn bound(&self, rules: &BoundingRules) -> Shard {
-        let m = rules.statistics.len();
-        let mut shard = Shard::new(rules.k, m);
-        let mut start = 0;
-        for (i, &end) in self.key_ends.iter().enumerate() {
-            shard.add(
-                rules,
-                self.hashes[i],
-                &self.keys[start..end],
-                self.cells[i],
-                &self.values[i * m..(i + 1) * m],
-            );
-            start = end;
-        }
-        shard
-    }
+/// What a [`Bounder`] holds: its persons, their kept (person, cell) entries, and the bytes
+/// allocated for their records, key arena and index. No row is held (each is folded as it
+/// arrives), so `cells ≤ persons × k` and `bytes` grows with the persons, whatever the number
+/// of rows pushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    pub persons: usize,
+    pub cells: usize,
+    pub bytes: usize,
 }
 
 /// The engine's bounder. Batches may arrive from several threads at once and in any
 /// partitioning: each row goes to the shard of its person (a fixed hash of `person_key`),
-/// so all of a person's rows meet in one shard whatever DataFusion's partitioning. Rows are
-/// buffered per shard while streaming and bounded shard by shard at [`Bounder::finish`]
-/// (radix partitioning: with many shards each person table fits in cache).
+/// so all of a person's rows meet in one shard whatever DataFusion's partitioning, and is
+/// folded there into its person's record at once (each shard has its own lock, so tasks
+/// seldom wait for each other). [`Bounder::finish`] sums the records.
 pub struct Bounder {
     rules: BoundingRules,
     /// Value → index, per public cell key (empty for the private key).
     lookups: Vec<HashMap<String, u32, ahash::RandomState>>,
     /// The private key's values as they arrive: value → id, and id → value.
     discovered: Mutex<(HashMap<String, u64, ahash::RandomState>, Vec<String>)>,
-    shards: Vec<Mutex<RowBuffer>>,
+    shards: Vec<Mutex<Shard>>,
     diagnostics: Mutex<Diagnostics>,
 }
 
@@ -447,7 +480,7 @@ impl Bounder {
             lookups,
             discovered: Mutex::new((HashMap::with_hasher(fixed_state()), Vec::new())),
             shards: (0..shards.max(1))
-                .map(|_| Mutex::new(RowBuffer::default()))
+                .map(|_| Mutex::new(Shard::new(rules.k, rules.statistics.len())))
                 .collect(),
             diagnostics: Mutex::new(Diagnostics::default()),
         }
@@ -470,6 +503,11 @@ impl Bounder {
             ..Diagnostics::default()
         };
         let persons = as_strings(batch.column(0))?;
+        // The cell keys as text: looked up in the domains, and hashed for the choice of a
+        // person's cells (the same text as the domain value the look-up matched).
+        let texts: Vec<StringArray> = (0..ncell)
+            .map(|c| as_strings(batch.column(1 + c)))
+            .collect::<Result<_, _>>()?;
         let mut cell = vec![0u64; n];
         let mut dropped = vec![false; n];
         let mut stride = 1u64;
@@ -477,9 +515,9 @@ impl Bounder {
         for c in (0..ncell).rev() {
             let private = self.rules.cells[c].private;
             let ids = if private {
-                self.discover(batch.column(1 + c))?
+                self.discover(&texts[c])?
             } else {
-                self.lookup(c, batch.column(1 + c))?
+                self.lookup(c, &texts[c])
             };
             // The private key's id sits above the public keys' mixed radix.
             let weight = if private { public } else { stride };
@@ -529,7 +567,7 @@ impl Bounder {
             if rows.is_empty() {
                 continue;
             }
-            let mut buf = self.shards[s]
+            let mut shard = self.shards[s]
                 .lock()
                 .map_err(|_| "internal: a bounding shard panicked")?;
             for &(i, h) in rows {
@@ -544,12 +582,12 @@ impl Bounder {
                         stats[j].value(i).clamp(st.lower, st.upper)
                     };
                 }
-                buf.hashes.push(h);
-                buf.cells.push(cell[i]);
-                buf.values.extend_from_slice(&row);
-                buf.keys.extend_from_slice(persons.value(i).as_bytes());
-                let end = buf.keys.len();
-                buf.key_ends.push(end);
+                let person = persons.value(i).as_bytes();
+                let choice = || {
+                    self.rules
+                        .choice_hash_of(person, texts.iter().map(|t| t.value(i)))
+                };
+                shard.add(h, person, cell[i], &row, choice);
             }
         }
         self.diagnostics
@@ -559,11 +597,10 @@ impl Bounder {
         Ok(())
     }
 
-    fn lookup(&self, c: usize, array: &ArrayRef) -> Result<Vec<Option<u64>>, String> {
+    fn lookup(&self, c: usize, strings: &StringArray) -> Vec<Option<u64>> {
         let map = &self.lookups[c];
-        let strings = as_strings(array)?;
         let mut last: Option<(&str, Option<u64>)> = None;
-        Ok(strings
+        strings
             .iter()
             .map(|v| {
                 let v = v?;
@@ -576,13 +613,12 @@ impl Bounder {
                 last = Some((v, id));
                 id
             })
-            .collect())
+            .collect()
     }
 
     /// Ids of the private key's values, giving each new value the next id. NULL is outside
     /// every domain.
-    fn discover(&self, array: &ArrayRef) -> Result<Vec<Option<u64>>, String> {
-        let strings = as_strings(array)?;
+    fn discover(&self, strings: &StringArray) -> Result<Vec<Option<u64>>, String> {
         let mut guard = self
             .discovered
             .lock()
@@ -616,6 +652,23 @@ impl Bounder {
         }
     }
 
+    /// What the bounder holds now, summed over its shards: persons, kept (person, cell)
+    /// entries and the bytes of their records. A test of the memory bound reads it between
+    /// batches; it never depends on how many rows were pushed.
+    pub fn retained(&self) -> Retained {
+        let mut total = Retained::default();
+        for shard in &self.shards {
+            let r = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .retained();
+            total.persons += r.persons;
+            total.cells += r.cells;
+            total.bytes += r.bytes;
+        }
+        total
+    }
+
     /// Every kept (person, cell) with its bounded values, sorted, for tests and audits. The
     /// rows are private: they never leave the process.
     /// A private key's cells are named by their key values, so the rows do not depend on
@@ -625,8 +678,8 @@ impl Bounder {
         let m = rules.statistics.len();
         let mut out = Vec::new();
         let mut conflicts = 0;
-        for buf in &self.shards {
-            let shard = buf.lock().expect("no other user").bound(&rules);
+        for shard in &self.shards {
+            let shard = shard.lock().expect("no other user");
             for slot in 0..shard.persons() {
                 let name = String::from_utf8_lossy(&shard.key(slot)).into_owned();
                 for e in 0..shard.used(slot) {
@@ -659,23 +712,23 @@ impl Bounder {
         if let Some(values) = private_values {
             return finish_sparse(rules, values, shards, diagnostics);
         }
-        let buffers: Vec<RowBuffer> = shards
+        let shards: Vec<Shard> = shards
             .into_iter()
             .map(|m| m.into_inner().expect("no other user"))
             .collect();
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
-            .min(buffers.len());
+            .min(shards.len());
         let parts: Vec<(Vec<i64>, Diagnostics)> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (rules, buffers) = (&rules, &buffers);
+                    let (rules, shards) = (&rules, &shards);
                     scope.spawn(move || {
                         let mut values = vec![0i64; rules.n_cells() * rules.statistics.len()];
                         let mut diag = Diagnostics::default();
-                        for buf in buffers.iter().skip(t).step_by(threads) {
-                            let (v, d) = finish_shard(rules, &buf.bound(rules));
+                        for shard in shards.iter().skip(t).step_by(threads) {
+                            let (v, d) = finish_shard(rules, shard);
                             for (a, b) in values.iter_mut().zip(&v) {
                                 *a += b;
                             }
@@ -710,14 +763,14 @@ impl Bounder {
 fn finish_sparse(
     rules: BoundingRules,
     private_values: Vec<String>,
-    shards: Vec<Mutex<RowBuffer>>,
+    shards: Vec<Mutex<Shard>>,
     diagnostics: Mutex<Diagnostics>,
 ) -> Bounded {
     let m = rules.statistics.len();
     let mut sums: HashMap<u64, Vec<i64>, ahash::RandomState> = HashMap::with_hasher(fixed_state());
     let mut diagnostics = diagnostics.into_inner().expect("no other user");
-    for buf in shards {
-        let shard = buf.into_inner().expect("no other user").bound(&rules);
+    for shard in shards {
+        let shard = shard.into_inner().expect("no other user");
         visit_kept(&rules, &shard, &mut diagnostics, |cell, row| {
             let sum = sums.entry(cell).or_insert_with(|| vec![0; m]);
             for (a, b) in sum.iter_mut().zip(row) {

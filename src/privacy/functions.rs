@@ -33,6 +33,12 @@
 //!   so they are refused ([`STRING_GROWTH_REFUSAL`]); compare or test the parts instead. The
 //!   text functions left (`lower`, `upper`, the trims) change a value's length by at most a
 //!   small constant factor.
+//! - `repeat`, `lpad`, `rpad`, `replace`, `regexp_replace`, `overlay` and the array builders
+//!   ([`SIZE_GROWTH_FUNCTIONS`]): their output grows with an integer argument or with the
+//!   product of two texts, and DataFusion's optimiser evaluates a function of constants while
+//!   it plans. These, like every function off the list, are refused by name on the plan as
+//!   written, before the optimiser runs ([`super::analyser::check_unoptimised`]); so are
+//!   written casts to types off the list (`CAST(NULL AS INT[2000000000])` is 8 GB).
 //! - `CAST`/`TRY_CAST` from text (or a dictionary of text) to a date: Arrow parses signed
 //!   extended years over the whole `i32` range (`+5881580-07-11` is `i32::MAX` days), far
 //!   outside chrono's calendar, and such a date raises when it is shown as text. Date literals
@@ -94,6 +100,55 @@ pub const SCALAR_FUNCTIONS: &[ScalarAllowance] = &[
 /// Functions that build text by concatenation, refused with [`STRING_GROWTH_REFUSAL`]
 /// (`||` is DataFusion's `StringConcat` operator, refused with the same reason).
 pub const STRING_GROWTH_FUNCTIONS: &[&str] = &["concat", "concat_ws"];
+
+/// Functions whose output can be far larger than their arguments: its size is set by an
+/// integer argument (`repeat('a1', 300000000)` is 600 MB, `lpad`, `rpad`, `array_repeat`,
+/// `array_resize`, `range`, `generate_series`) or by the product of two texts (`replace`,
+/// `regexp_replace`). None is on [`SCALAR_FUNCTIONS`], and none may be: DataFusion's optimiser
+/// evaluates a function of constants while it plans, before any check of the optimized plan,
+/// so such a call in a researcher's SQL would take gigabytes on the server without reading a
+/// row. Refused by name with [`SIZE_GROWTH_REFUSAL`], on the plan as written
+/// ([`super::analyser::check_unoptimised`]). Every function left on the list gives output at
+/// most a small constant factor of its arguments, so what the optimiser can fold is bounded by
+/// the length of the SQL ([`super::spec::MAX_SQL_BYTES`]).
+pub const SIZE_GROWTH_FUNCTIONS: &[&str] = &[
+    "repeat",
+    "lpad",
+    "rpad",
+    "replace",
+    "regexp_replace",
+    "overlay",
+    "array_repeat",
+    "array_resize",
+    "range",
+    "generate_series",
+];
+
+/// Why the functions of [`SIZE_GROWTH_FUNCTIONS`] are refused.
+pub const SIZE_GROWTH_REFUSAL: &str = "its output grows with an integer argument (or the product of two texts), and DataFusion evaluates a function of constants while it plans the query, so one call could take gigabytes of the server's memory before any row is read";
+
+/// Why `date_trunc` is refused.
+pub const DATE_TRUNC_REFUSAL: &str = "`date_trunc` casts a date to a timestamp, which overflows after 2262-04-11 and raises, and raises on a unit it does not know when a row reaches it: use quarter_of(date), or date_part('year' | 'quarter' | 'month' | ..., date)";
+
+/// Why a scalar function is refused by its name alone, or `None` when the name is on
+/// [`SCALAR_FUNCTIONS`] (whose argument rules are checked on the optimized plan).
+pub fn scalar_name_refusal(name: &str) -> Option<String> {
+    if name == "date_trunc" {
+        return Some(DATE_TRUNC_REFUSAL.to_string());
+    }
+    if STRING_GROWTH_FUNCTIONS.contains(&name) {
+        return Some(format!("`{name}`: {STRING_GROWTH_REFUSAL}"));
+    }
+    if SIZE_GROWTH_FUNCTIONS.contains(&name) {
+        return Some(format!(
+            "function `{name}` is not on the allow-list: {SIZE_GROWTH_REFUSAL}"
+        ));
+    }
+    match scalar_allowance(name) {
+        Some(_) => None,
+        None => Some(format!("function `{name}` is not on the allow-list")),
+    }
+}
 
 /// Why `concat`, `concat_ws` and `||` are refused.
 pub const STRING_GROWTH_REFUSAL: &str = "text built by concatenation can double at every step, and past Arrow's 2 GiB offsets it raises or panics (or runs out of memory) depending on one person's row, so concat, concat_ws and || are not on the allow-list: compare or test the parts separately";
@@ -304,7 +359,7 @@ fn dict_of_strings(t: &DataType) -> bool {
 }
 
 /// Types a cast may produce, for `CAST`, `TRY_CAST` and the casts type coercion inserts.
-fn cast_target_allowed(to: &DataType) -> bool {
+pub fn cast_target_allowed(to: &DataType) -> bool {
     use DataType::*;
     matches!(
         to,
@@ -324,6 +379,17 @@ fn cast_target_allowed(to: &DataType) -> bool {
             | Utf8View
             | Date32
     )
+}
+
+/// Types a cast written in the SQL (`CAST`, `TRY_CAST`, `::`, `arrow_cast`, `arrow_try_cast`)
+/// may produce, checked on the plan as written, before the optimiser evaluates casts of
+/// constants: those of [`cast_target_allowed`], and the dictionary of text with `Int32` keys
+/// that enum columns have. Any other type is refused there, since its constant can be huge
+/// (`CAST(NULL AS INT[2000000000])` is an 8 GB fixed-size list) and the optimized plan's
+/// check would refuse it anyway.
+pub fn written_cast_target_allowed(to: &DataType) -> bool {
+    cast_target_allowed(to)
+        || matches!(to, DataType::Dictionary(k, v) if **k == DataType::Int32 && stringy(v.as_ref()))
 }
 
 /// Types a cast may read: those it may produce, NULL, and dictionaries of text.
@@ -642,6 +708,50 @@ mod tests {
         // The extremes of Date32 do not overflow.
         civil_year_month(i32::MIN);
         civil_year_month(i32::MAX);
+    }
+
+    #[test]
+    fn no_function_whose_output_outgrows_its_arguments_is_allowed() {
+        for name in SIZE_GROWTH_FUNCTIONS.iter().chain(STRING_GROWTH_FUNCTIONS) {
+            assert!(
+                scalar_allowance(name).is_none(),
+                "{name} is on the allow-list"
+            );
+            let why = scalar_name_refusal(name).unwrap();
+            assert!(why.contains(&format!("`{name}`")), "{why}");
+        }
+        for a in SCALAR_FUNCTIONS {
+            assert_eq!(scalar_name_refusal(a.name), None, "{}", a.name);
+        }
+        assert!(
+            scalar_name_refusal("date_trunc")
+                .unwrap()
+                .contains("quarter_of")
+        );
+        assert!(
+            scalar_name_refusal("repeat")
+                .unwrap()
+                .contains("evaluates a function of constants")
+        );
+    }
+
+    #[test]
+    fn written_casts_may_also_make_the_enum_columns_dictionary() {
+        use DataType::*;
+        assert!(written_cast_target_allowed(&Date32));
+        assert!(written_cast_target_allowed(&Utf8View));
+        assert!(written_cast_target_allowed(&dict(Int32)));
+        assert!(!written_cast_target_allowed(&dict(Int8)));
+        assert!(!written_cast_target_allowed(&dict(Int16)));
+        let list = datafusion::arrow::datatypes::Field::new("item", Int32, true);
+        assert!(!written_cast_target_allowed(&FixedSizeList(
+            std::sync::Arc::new(list.clone()),
+            2_000_000_000
+        )));
+        assert!(!written_cast_target_allowed(&List(std::sync::Arc::new(
+            list
+        ))));
+        assert!(!written_cast_target_allowed(&Decimal128(38, 0)));
     }
 
     #[test]

@@ -249,7 +249,8 @@ pub fn query_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Plans one person-level query and runs the analyser on its optimized plan.
+/// Plans one person-level query, checks the functions and casts of the plan as written
+/// ([`analyser::check_unoptimised`]), then runs the analyser on its optimized plan.
 pub async fn plan_query(ctx: &SessionContext, source: &str, sql: &str) -> Result<AcceptedQuery> {
     // A broken built-in dictionary is a defect of the build (internal), not bad input.
     let dict = crate::warehouse::dictionary()?;
@@ -292,6 +293,13 @@ pub async fn plan_query(ctx: &SessionContext, source: &str, sql: &str) -> Result
             });
         }
     };
+    // The function allow-list is checked on the plan as written, before the optimiser
+    // evaluates any expression of constants (`repeat('a1', 300000000)` would be folded into
+    // a 600 MB literal): nothing outside the list is ever evaluated.
+    analyser::check_unoptimised(df.logical_plan()).map_err(|refusal| PrivacyError::Refused {
+        query: source.into(),
+        refusal,
+    })?;
     let plan = df.into_optimized_plan().map_err(|e| PrivacyError::Plan {
         query: source.into(),
         message: e.strip_backtrace(),
@@ -514,7 +522,9 @@ pub async fn bound(
         .execute_stream_partitioned()
         .await
         .map_err(|e| e.strip_backtrace())?;
-    // Many shards: each is bounded on its own at the end, with a small, cache-resident table.
+    // Many shards, each with its own lock: the query's tasks seldom wait for each other, and
+    // each shard's person table stays small. Rows are folded into their person's record as
+    // they arrive, so the bounder's memory follows the persons, not the rows.
     let shards = 256;
     let bounder = Arc::new(Bounder::new(&rules, shards));
     // A fail point for the tests: a panic inside a query task whose message quotes the data,

@@ -153,6 +153,27 @@ pub struct RatioSpec {
 /// Most cells a release may have; beyond this the noise would drown every cell anyway.
 pub const MAX_CELLS: usize = 1_000_000;
 
+/// The longest text of one query, in bytes: 64 KiB, the API's own body limit, eight times the
+/// longest standard query (`outreach.sql`, 7.6 KB). Refused before the SQL is parsed. It also
+/// bounds what the optimiser can fold: no function left on the allow-list makes its output
+/// more than a small constant factor of its arguments
+/// ([`super::functions::SIZE_GROWTH_FUNCTIONS`]), so no constant can outgrow the SQL.
+pub const MAX_SQL_BYTES: usize = 64 * 1024;
+
+/// The most queries one release may join: 16. Each is parsed, planned and optimised before
+/// the debit and read in one union after it; the standard releases have two (and one).
+pub const MAX_QUERIES: usize = 16;
+
+/// The most values a release may publish: cells × statistics, 500,000. The bounder's exact
+/// vector is one `i64` per value on each thread that sums shards, every value gets its own
+/// noise draw, and the result (four integers and an interval per value) is stored as JSON in
+/// the ledger and served whole: at 500,000 values that is about 4 MB per vector and 35 MB of
+/// JSON. The largest standard release, the equity breakdowns at the synthetic generator's
+/// 999 programs, has 161,838. Checked before planning, so before any debit. A private key's
+/// cells come from the data and are not counted here (there is one statistic, and only
+/// cells some kept row touched are held).
+pub const MAX_RELEASE_VALUES: usize = 500_000;
+
 /// The largest `k` a release may declare. The bounder keeps up to `k` cells per person in a
 /// fixed-size record of `5 + 2k + k·m` words, allocated after the debit for every person, so
 /// its memory grows with `k` (and the noise grows with √k): at k = 1024 a million persons
@@ -295,7 +316,27 @@ fn spec_err(message: impl Into<String>) -> PrivacyError {
     }
 }
 
+/// The refusal of a query longer than [`MAX_SQL_BYTES`].
+fn sql_too_long(source: &str, bytes: u64) -> PrivacyError {
+    spec_err(format!(
+        "{source}: the SQL is {bytes} bytes, more than the {MAX_SQL_BYTES} bytes (64 KiB) a query may have"
+    ))
+}
+
+/// A query file's text, refused unread when it is longer than [`MAX_SQL_BYTES`].
+fn read_query_file(f: &Path) -> Result<String> {
+    let unreadable = |e: std::io::Error| spec_err(format!("query file {}: {e}", f.display()));
+    let bytes = std::fs::metadata(f).map_err(unreadable)?.len();
+    if bytes > MAX_SQL_BYTES as u64 {
+        return Err(sql_too_long(&f.display().to_string(), bytes));
+    }
+    std::fs::read_to_string(f).map_err(unreadable)
+}
+
 /// Checks a spec and resolves its domains. `program_ids` is the public `programs` table.
+/// Everything here runs before any query is parsed: the limits on the number of queries
+/// ([`MAX_QUERIES`]), their length ([`MAX_SQL_BYTES`]) and the values published
+/// ([`MAX_RELEASE_VALUES`]) refuse a spec before it costs any planning.
 pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> Result<CheckedSpec> {
     if spec.name.trim().is_empty() {
         return Err(spec_err("the spec needs a `name`"));
@@ -303,14 +344,16 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
     if spec.queries.is_empty() {
         return Err(spec_err("the spec needs at least one query"));
     }
+    if spec.queries.len() > MAX_QUERIES {
+        return Err(spec_err(format!(
+            "the spec has {} queries, more than the {MAX_QUERIES} one release may join: split it into several releases",
+            spec.queries.len()
+        )));
+    }
     let mut queries = Vec::new();
     for (i, q) in spec.queries.iter().enumerate() {
         let (source, sql) = match (&q.file, &q.sql) {
-            (Some(f), None) => (
-                f.display().to_string(),
-                std::fs::read_to_string(f)
-                    .map_err(|e| spec_err(format!("query file {}: {e}", f.display())))?,
-            ),
+            (Some(f), None) => (f.display().to_string(), read_query_file(f)?),
             (None, Some(sql)) => (format!("query {}", i + 1), sql.clone()),
             _ => {
                 return Err(spec_err(format!(
@@ -319,6 +362,9 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
                 )));
             }
         };
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(sql_too_long(&source, sql.len() as u64));
+        }
         let sha256 = crate::warehouse::hex(&sha2::Sha256::digest(sql.as_bytes()));
         queries.push(Query {
             source,
@@ -483,6 +529,14 @@ pub fn check(spec: &ReleaseSpec, dict: &Dictionary, program_ids: &[String]) -> R
             lower,
             upper,
         });
+    }
+    let cells_n = public_cells(&cells);
+    let values = cells_n.saturating_mul(statistics.len());
+    if values > MAX_RELEASE_VALUES {
+        return Err(spec_err(format!(
+            "{cells_n} cells × {} statistics is {values} values, more than the {MAX_RELEASE_VALUES} one release may publish: narrow the domains, or split the statistics into several releases",
+            statistics.len()
+        )));
     }
     let record = 8 * super::bounding::record_words(spec.k as usize, statistics.len());
     if record > MAX_RECORD_BYTES {

@@ -103,7 +103,10 @@ pub fn to_markdown(catalog: &Catalog) -> String {
          queries/persons_seen.toml`. A query may only use the functions of \
          `privacy::functions` (`quarter_of(date)` for the quarter key, `add_days(date, n)` for \
          windows, `safe_div` instead of `/`, `TRY_CAST` instead of `CAST`); the analyser \
-         refuses anything else, naming the node. A cell key with no public domain is declared \
+         refuses anything else, naming the node, before DataFusion evaluates any of it (so \
+         `repeat`, `lpad`, `rpad` and `replace` are refused even on constants). A query is at \
+         most 64 KiB of SQL, and one spec at most 16 queries and 500,000 values (cells × \
+         statistics). A cell key with no public domain is declared \
          `domain = \"private\"` with a `delta`: only cells whose noisy count reaches OpenDP's \
          threshold are then published. Prefer a public domain whenever one exists: it \
          publishes every cell, zeros included, and spends no δ.\n",

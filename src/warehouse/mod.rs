@@ -30,7 +30,10 @@ use chrono::NaiveDate;
 pub use manifest::{
     CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, Manifest, hex,
 };
-pub use session::{open_session, open_session_at, schema_session};
+pub use session::{
+    MIN_QUERY_MEMORY, QUERY_MEMORY_SHARE, meminfo_total, open_session, open_session_at,
+    query_memory_limit, schema_session,
+};
 pub use status::{Status, TableStatus, status};
 
 use crate::dictionary::{Dictionary, DictionaryError};

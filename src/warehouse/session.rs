@@ -1,8 +1,9 @@
 //! Opens the warehouse as a DataFusion session with every dictionary table registered.
 
 use std::fmt::Write as _;
+use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
@@ -10,6 +11,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::{Manifest, Result, Warehouse, dictionary, io_err};
@@ -32,7 +35,7 @@ pub fn open_session_at(wh: &Warehouse, manifest: &Manifest) -> Result<SessionCon
 pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<SessionContext> {
     let dict = dictionary()?;
     let config = SessionConfig::new().with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime()?);
     let root = std::path::absolute(wh.root()).map_err(io_err(wh.root()))?;
     for table in dict.tables() {
         let schema = table.schema();
@@ -60,12 +63,85 @@ pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<Session
 pub fn schema_session() -> Result<SessionContext> {
     let dict = dictionary()?;
     let config = SessionConfig::new().with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, runtime()?);
     for table in dict.tables() {
         let provider = MemTable::try_new(table.schema(), vec![vec![]])?;
         ctx.register_table(table.name.as_str(), Arc::new(provider))?;
     }
     Ok(ctx)
+}
+
+/// The share of the machine's memory that one session's queries may hold in DataFusion's
+/// operators (hash tables of joins and aggregates, sort buffers): a half. Past it an operator
+/// that can spill (sort, aggregate) writes to the OS temporary folder, and one that cannot
+/// (the build side of a hash join) fails with DataFusion's "resources exhausted" instead of
+/// taking the machine down with every other process on it. A release runs one such session
+/// per process (the CLI), and the API server plans on sessions of empty tables, so half the
+/// machine leaves the other half to the bounder (at most 4 KiB a person, `spec::MAX_RECORD_BYTES`),
+/// the noise and the OS.
+///
+/// A query that passes the limit does so after the debit, since only running it shows its
+/// size: the release fails and its budget stays spent, like any failure after the debit, and
+/// the steward sees DataFusion's message. Whether it fails depends on the data, so it is one
+/// bit about it (privacy model §5); the limit is there to keep a legitimate large join from
+/// exhausting the server, not to be met. The spec's own limits (`MAX_K`, `MAX_RECORD_BYTES`,
+/// `MAX_RELEASE_VALUES`, `MAX_SQL_BYTES`, `MAX_QUERIES`) are what refuse before the debit.
+pub const QUERY_MEMORY_SHARE: f64 = 0.5;
+
+/// The memory assumed when neither `/proc/meminfo` nor the cgroup limit can be read: 4 GiB.
+const FALLBACK_MEMORY: u64 = 4 << 30;
+
+/// The smallest query memory limit: 256 MiB, so that a tiny container still plans and runs
+/// the standard releases.
+pub const MIN_QUERY_MEMORY: usize = 256 << 20;
+
+/// The bytes one session's queries may hold in DataFusion's memory pool:
+/// [`QUERY_MEMORY_SHARE`] of the machine's memory (the smaller of `MemTotal` and the cgroup
+/// v2 `memory.max`), at least [`MIN_QUERY_MEMORY`]. Read once per process.
+pub fn query_memory_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let total = machine_memory().unwrap_or(FALLBACK_MEMORY);
+        let share = (total as f64 * QUERY_MEMORY_SHARE) as u64;
+        usize::try_from(share)
+            .unwrap_or(usize::MAX)
+            .max(MIN_QUERY_MEMORY)
+    })
+}
+
+/// The machine's memory in bytes: the smaller of `/proc/meminfo`'s `MemTotal` and the cgroup
+/// v2 limit of this process's container, where either can be read.
+fn machine_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| meminfo_total(&text));
+    // "max" (no limit) does not parse, and is no limit.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+pub fn meminfo_total(text: &str) -> Option<u64> {
+    let line = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// DataFusion's runtime for a session: a fair spill pool of [`query_memory_limit`] bytes,
+/// which names the five largest consumers when a query passes it.
+fn runtime() -> Result<Arc<RuntimeEnv>> {
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(query_memory_limit()),
+        NonZeroUsize::new(5).expect("5 is not zero"),
+    );
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()?)
 }
 
 /// The `file://` URL of an absolute path, every byte but unreserved ones percent-encoded.
@@ -96,6 +172,15 @@ fn file_url(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_total_is_read_in_bytes() {
+        let text = "MemTotal:       16318480 kB\nMemFree:         1023000 kB\n";
+        assert_eq!(meminfo_total(text), Some(16_318_480 * 1024));
+        assert_eq!(meminfo_total("MemFree: 1 kB\n"), None);
+        assert_eq!(meminfo_total("MemTotal: lots kB\n"), None);
+        assert!(query_memory_limit() >= MIN_QUERY_MEMORY);
+    }
 
     #[test]
     fn file_urls_escape_glob_characters() {

@@ -1408,6 +1408,38 @@ async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analy
     );
 }
 
+/// Issue 17: six columns of `repeat('a1', 300000000)` took the server to 6.1 GiB, because the
+/// optimiser folded them into literals before the allow-list looked. The submission is now
+/// refused by the function's name, from the plan as written, within a second, and nothing is
+/// queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submission_whose_constants_would_fold_into_gigabytes_is_refused_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let columns: Vec<String> = (1..=6)
+        .map(|i| format!("repeat('a1', 300000000) AS a{i}"))
+        .collect();
+    let sql = format!(
+        "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted, {} FROM outreach_attempts",
+        columns.join(", ")
+    );
+    let mut s = submission(0.1);
+    s["spec"] = spec(&sql);
+    let started = std::time::Instant::now();
+    let r = submit(&app, &token, &s).await;
+    let elapsed = started.elapsed();
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("`repeat`"), "{msg}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(1),
+        "answered after {elapsed:?}"
+    );
+    assert!(st.queue().list().unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn outreach_serve_answers_over_a_real_socket_and_logs_each_request() {
     let tmp = tempfile::tempdir().unwrap();

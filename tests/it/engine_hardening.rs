@@ -10,14 +10,16 @@ use std::process::{Command, Output, Stdio};
 use outreach_warehouse::cli::WAREHOUSE_ENV;
 use outreach_warehouse::failpoint;
 use outreach_warehouse::ledger::{BudgetInit, LEDGER_FILE, Ledger, PrivacyConfig};
-use outreach_warehouse::privacy::spec::MAX_K;
+use outreach_warehouse::privacy::spec::{
+    CellSpec, DomainSpec, MAX_K, MAX_QUERIES, MAX_SQL_BYTES, QuerySpec,
+};
 use outreach_warehouse::privacy::{
     PrivacyError, ReleaseOutcome, ReleaseRequest, ReleaseSpec, release,
 };
 
 use crate::common::{
-    EVENTS_HEADER, csv, event, events, ingest_files, privacy_warehouse, warehouse_with_programs,
-    write,
+    ATTEMPTS_HEADER, EVENTS_HEADER, csv, event, events, ingest_files, privacy_session,
+    privacy_warehouse, warehouse_with_programs, write,
 };
 
 /// The binary, with nothing inherited that would change what it does or prints.
@@ -190,6 +192,194 @@ fn a_spec_whose_per_person_record_passes_4_kib_is_refused_before_any_debit() {
     // k = 8 and 8 statistics: 5 + 16 + 64 = 85 words.
     let spec: ReleaseSpec = toml::from_str(&spec_toml(8, 1.0, &sql, &stats)).unwrap();
     assert!(run(&wh, &spec).unwrap().fresh);
+}
+
+/// Issue 17: what a spec may ask for is bounded before any of its SQL is parsed: the length
+/// of each query (64 KiB), the number of queries (16), and the values published, cells ×
+/// statistics (500,000). Each is a spec error, nothing is debited, and a query of exactly
+/// 64 KiB is still released.
+#[test]
+fn long_sql_many_queries_and_too_many_values_are_refused_before_planning_or_any_debit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    budget(&wh, 10.0);
+    let padded = |bytes: usize| {
+        let pad = bytes - PERSONS_SQL.len() - " /*  */".len();
+        let sql = format!("{PERSONS_SQL} /* {} */", "x".repeat(pad));
+        assert_eq!(sql.len(), bytes);
+        sql
+    };
+    let spec_error = |spec: &ReleaseSpec, words: &[&str]| {
+        let e = run(&wh, spec).unwrap_err();
+        assert!(
+            matches!(e, PrivacyError::Spec { .. }),
+            "not a spec error: {e}"
+        );
+        for w in words {
+            assert!(e.to_string().contains(w), "{e} lacks {w}");
+        }
+    };
+    // One byte past 64 KiB, inline and in a file.
+    let mut long = persons_spec(2, 0.5);
+    long.queries[0].sql = Some(padded(MAX_SQL_BYTES + 1));
+    spec_error(&long, &["65537 bytes", "65536"]);
+    let file = write(tmp.path(), "long.sql", padded(MAX_SQL_BYTES + 1));
+    long.queries[0] = QuerySpec {
+        file: Some(file),
+        sql: None,
+    };
+    spec_error(&long, &["65537 bytes", "65536"]);
+    // Seventeen queries.
+    let mut many = persons_spec(2, 0.5);
+    many.queries = vec![many.queries[0].clone(); MAX_QUERIES + 1];
+    spec_error(&many, &["17 queries", "16"]);
+    // 3 programs × 2 quarters × 90,000 listed values, one statistic: 540,000 values.
+    let mut wide = persons_spec(1, 0.5);
+    wide.cells.push(CellSpec {
+        column: "v".into(),
+        domain: DomainSpec::Values((0..90_000).map(|i| format!("v{i}")).collect()),
+    });
+    spec_error(&wide, &["540000 values", "500000"]);
+    assert!(Ledger::open(&wh).unwrap().releases().unwrap().is_empty());
+    // At the limits: a query of exactly 64 KiB, sixteen queries.
+    let mut at = persons_spec(2, 0.5);
+    at.queries[0].sql = Some(padded(MAX_SQL_BYTES));
+    assert!(run(&wh, &at).unwrap().fresh);
+    let mut sixteen = persons_spec(2, 0.5);
+    sixteen.queries = vec![sixteen.queries[0].clone(); MAX_QUERIES];
+    assert!(run(&wh, &sixteen).unwrap().fresh);
+}
+
+/// Issue 17: a person-local self-join multiplies one person's rows (`a JOIN b JOIN c ON
+/// person_key`: n attempts give n³ rows; one survivor with 400 attempts gave 6.4e7), and the
+/// bounder kept every row until the end, after the debit. Rows are now folded into each
+/// person's record as they arrive: for 500 survivors with 12 attempts each (864,000 rows),
+/// what the bounder holds after every batch is at most k cells a person and fewer bytes than
+/// rows pushed, and the release itself finishes.
+#[test]
+fn a_self_join_that_multiplies_each_persons_rows_is_bounded_in_persons_times_k() {
+    use futures::StreamExt;
+    use outreach_warehouse::privacy::bounding::{
+        Bounder, BoundingRules, CellChoiceKey, Retained, record_words,
+    };
+    use outreach_warehouse::privacy::release::{person_rows, prepare};
+
+    const SURVIVORS: usize = 500;
+    const ATTEMPTS: usize = 12;
+    const K: usize = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    // Three programs and two quarters: each survivor touches six cells, and keeps k = 2.
+    let attempts: Vec<String> = (0..SURVIVORS)
+        .flat_map(|p| {
+            (0..ATTEMPTS).map(move |j| {
+                let program = ["P001", "P002", "P003"][j % 3];
+                let date = if j % 2 == 0 { "2025-02-10" } else { "2025-05-10" };
+                format!(
+                    "A{p:03}x{j:02},pk{p:04},{program},E{p:04},{date},home_visit,engaged_survivor,false,false,false,true,false"
+                )
+            })
+        })
+        .collect();
+    let file = write(
+        tmp.path(),
+        "outreach_attempts.csv",
+        csv(ATTEMPTS_HEADER, &attempts),
+    );
+    ingest_files(&wh, &[file]);
+    budget(&wh, 1.0);
+    let sql = "SELECT a.person_key, a.program_id, quarter_of(a.attempt_date) AS quarter, true AS persons \
+               FROM outreach_attempts a \
+               JOIN outreach_attempts b ON b.person_key = a.person_key \
+               JOIN outreach_attempts c ON c.person_key = a.person_key";
+    let spec: ReleaseSpec = toml::from_str(&spec_toml(K as u32, 0.5, sql, PERSONS_STAT)).unwrap();
+
+    // The release's own plan and rows, into a bounder read after every batch.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (pushed, most, bounded) = rt.block_on(async {
+        let ctx = privacy_session(&wh).await;
+        let config = Ledger::open(&wh).unwrap().config().unwrap();
+        let prepared = prepare(&ctx, &spec, "v1", &config).await.unwrap();
+        let rules = BoundingRules {
+            k: prepared.spec.k as usize,
+            cells: prepared.spec.cells.clone(),
+            statistics: prepared.spec.statistics.clone(),
+            exclusive: prepared.spec.exclusive.clone(),
+            key: CellChoiceKey(*b"0123456789abcdef"),
+        };
+        let rows = person_rows(&ctx, &prepared.spec, &prepared.queries).unwrap();
+        let bounder = Bounder::new(&rules, 256);
+        let (mut pushed, mut most) = (0usize, Retained::default());
+        let mut stream = rows.execute_stream().await.unwrap();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            pushed += batch.num_rows();
+            bounder.push(&batch).unwrap();
+            let now = bounder.retained();
+            assert!(now.cells <= now.persons * K, "{now:?} after {pushed} rows");
+            most = Retained {
+                persons: most.persons.max(now.persons),
+                cells: most.cells.max(now.cells),
+                bytes: most.bytes.max(now.bytes),
+            };
+        }
+        (pushed, most, bounder.finish())
+    });
+    assert_eq!(pushed, SURVIVORS * ATTEMPTS.pow(3));
+    assert_eq!(most.persons, SURVIVORS);
+    assert_eq!(most.cells, SURVIVORS * K);
+    // One record of 5 + 2k + k·m words a person (Vec growth at most doubles it), a few bytes
+    // of index a person and per shard, whatever the rows: here under one byte a row.
+    let record = 8 * record_words(K, 1);
+    assert!(
+        most.bytes <= SURVIVORS * (2 * record + 64) + 256 * 64,
+        "{most:?}: more than the persons' records"
+    );
+    assert!(most.bytes < pushed, "{most:?} for {pushed} rows");
+    let d = &bounded.diagnostics;
+    assert_eq!(d.rows, pushed as u64);
+    assert_eq!(d.persons, SURVIVORS as u64);
+    assert_eq!(d.person_cells, (SURVIVORS * K) as u64);
+    assert_eq!(d.persons_over_k, SURVIVORS as u64);
+    assert_eq!(bounded.values.iter().sum::<i64>(), (SURVIVORS * K) as i64);
+
+    // The release finishes, with one debit.
+    let out = run(&wh, &spec).unwrap();
+    assert!(out.fresh);
+    assert_eq!(Ledger::open(&wh).unwrap().releases().unwrap().len(), 1);
+}
+
+/// Issue 17: DataFusion's runtime has a memory pool, half the machine's memory, in every
+/// session that reads data and in the API's planning sessions, so a join too large for the
+/// machine fails as DataFusion's "resources exhausted" instead of taking the host down.
+#[test]
+fn every_session_has_a_memory_pool_sized_from_the_machine() {
+    use datafusion::execution::memory_pool::MemoryLimit;
+    use outreach_warehouse::warehouse::{
+        MIN_QUERY_MEMORY, Warehouse, open_session, query_memory_limit, schema_session,
+    };
+
+    let limit = query_memory_limit();
+    assert!(limit >= MIN_QUERY_MEMORY);
+    if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
+        let total = outreach_warehouse::warehouse::meminfo_total(&text).unwrap();
+        assert!(
+            limit as u64 <= (total / 2).max(MIN_QUERY_MEMORY as u64),
+            "{limit} of {total}"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = rt
+        .block_on(open_session(&Warehouse::open(&wh).unwrap()))
+        .unwrap();
+    for ctx in [data, schema_session().unwrap()] {
+        match ctx.runtime_env().memory_pool.memory_limit() {
+            MemoryLimit::Finite(n) => assert_eq!(n, limit),
+            _ => panic!("a session without a finite memory pool"),
+        }
+    }
 }
 
 #[test]

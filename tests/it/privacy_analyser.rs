@@ -733,3 +733,86 @@ description = "Region."
     });
     analyse(&plan, &dict).unwrap_or_else(|r| panic!("refused: {r}"));
 }
+
+/// Issue 17: the optimiser evaluates expressions of constants while it plans, so a function
+/// off the allow-list must be refused on the plan as written. `repeat('a1', 300000000)` was
+/// folded into a 600 MB literal before the analyser saw the optimized plan.
+#[test]
+fn repeat_of_a_large_literal_is_refused_by_name_before_the_optimiser_folds_it() {
+    use std::time::{Duration, Instant};
+
+    use outreach_warehouse::privacy::analyser::check_unoptimised;
+    use outreach_warehouse::privacy::release::query_options;
+
+    let f = fixture();
+    let sql = "SELECT person_key, repeat('a1', 300000000) AS a1 FROM outreach_attempts";
+    // The plan as written, with nothing folded: the check on it is what refuses.
+    let written =
+        f.rt.block_on(f.ctx.sql_with_options(sql, query_options()))
+            .unwrap();
+    let before = check_unoptimised(written.logical_plan()).unwrap_err();
+    assert_eq!(before.rule, Rule::Function, "{before}");
+    assert!(before.detail.contains("`repeat`"), "{before}");
+    assert!(before.node.starts_with("Projection"), "{}", before.node);
+    assert!(
+        before.node.contains("repeat("),
+        "the refused node is not the call as written: {}",
+        before.node
+    );
+    // plan_query gives that refusal, at once: nothing was evaluated.
+    let started = Instant::now();
+    let r = refused(sql);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r, before);
+    // The same for the other functions whose output outgrows their arguments, for a
+    // function that DataFusion rewrites before evaluating it but that is not on the list,
+    // and for a written cast to a fixed-size list of two billion values.
+    for (sql, name) in [
+        (
+            "SELECT person_key, lpad('x', 2000000000, 'y') AS x FROM outreach_attempts",
+            "lpad",
+        ),
+        (
+            "SELECT person_key FROM outreach_attempts WHERE rpad(attempt_id, 2000000000) = ''",
+            "rpad",
+        ),
+        (
+            "SELECT person_key, character_length(replace(repeat('a', 30000), 'a', repeat('b', 30000))) AS n FROM outreach_attempts",
+            "`replace`",
+        ),
+        (
+            "SELECT person_key, nvl(attempt_id, 'x') AS x FROM outreach_attempts",
+            "nvl",
+        ),
+        (
+            "SELECT person_key FROM outreach_attempts WHERE EXISTS (SELECT 1 FROM arrests x WHERE x.person_key = outreach_attempts.person_key AND repeat(x.charge, 3) = '')",
+            "repeat",
+        ),
+        (
+            "SELECT person_key, CAST(NULL AS INT[2000000000]) AS x FROM outreach_attempts",
+            "FixedSizeList",
+        ),
+    ] {
+        let written =
+            f.rt.block_on(f.ctx.sql_with_options(sql, query_options()))
+                .unwrap_or_else(|e| panic!("{sql}: does not plan: {e}"));
+        let Err(r) = check_unoptimised(written.logical_plan()) else {
+            panic!("{sql}: passed the check before the optimiser");
+        };
+        assert_eq!(r.rule, Rule::Function, "{sql}: {r}");
+        assert!(r.detail.contains(name), "{sql}: {r}");
+        assert_eq!(refused(sql), r, "{sql}");
+    }
+    // Every accepted query passes the check as written.
+    for (what, sql) in ACCEPTED {
+        let written =
+            f.rt.block_on(f.ctx.sql_with_options(sql, query_options()))
+                .unwrap();
+        check_unoptimised(written.logical_plan())
+            .unwrap_or_else(|r| panic!("{what}: refused before the optimiser: {r}"));
+    }
+}

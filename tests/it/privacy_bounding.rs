@@ -275,6 +275,161 @@ proptest! {
     }
 }
 
+/// No value yet for a sum, as the bounder marks it (the identity of MAX).
+const NO_VALUE: i64 = i64::MIN;
+
+/// What collapsing at the end keeps, with its exclusive conflicts and persons over `k`.
+type Collapsed = (Vec<(String, Vec<String>, Vec<i64>)>, u64, u64);
+
+/// The bounder before issue 17, written out plainly: every row of a person is gathered
+/// first, then each (person, cell) is the MAX of its clamped values (a NULL count is 0, a
+/// NULL sum no value), the person keeps the `k` cells with the smallest (keyed hash, cell),
+/// a sum with no value becomes 0 clamped, and an exclusive group is made one-hot, the first
+/// side listed winning. Gives what `Bounder::into_rows` gives.
+fn collapse_at_the_end(rules: &BoundingRules, rows: &[Row]) -> Collapsed {
+    // Every program a row can name gets an index, so that a private key's cells have one.
+    let labelled = if rules.cells[0].private {
+        rules.with_private_values(PROGRAMS.iter().map(|s| s.to_string()).collect())
+    } else {
+        rules.clone()
+    };
+    let m = rules.statistics.len();
+    let mut gathered: BTreeMap<String, BTreeMap<usize, Vec<i64>>> = BTreeMap::new();
+    for r in rows {
+        let program = PROGRAMS[r.1 as usize % 4];
+        let Some(p) = labelled.cells[0].values.iter().position(|v| v == program) else {
+            continue; // outside the public domain
+        };
+        let cell = p * QUARTERS.len() + r.2 as usize % 3;
+        let values = gathered
+            .entry(format!("person-{}", r.0))
+            .or_default()
+            .entry(cell)
+            .or_insert_with(|| vec![NO_VALUE; m]);
+        for ((v, x), st) in values
+            .iter_mut()
+            .zip([r.3, r.4, r.5])
+            .zip(&rules.statistics)
+        {
+            let x = match (x, st.kind) {
+                (None, StatisticKind::Count) => 0,
+                (None, StatisticKind::Sum) => NO_VALUE,
+                (Some(x), _) => x.clamp(st.lower, st.upper),
+            };
+            *v = (*v).max(x);
+        }
+    }
+    let (mut out, mut conflicts, mut over_k) = (Vec::new(), 0, 0);
+    for (person, cells) in gathered {
+        let mut by_hash: Vec<(u64, usize)> = cells
+            .keys()
+            .map(|&c| (labelled.choice_hash(person.as_bytes(), c), c))
+            .collect();
+        by_hash.sort();
+        over_k += u64::from(by_hash.len() > rules.k);
+        for &(_, c) in by_hash.iter().take(rules.k) {
+            let mut row: Vec<i64> = cells[&c]
+                .iter()
+                .zip(&rules.statistics)
+                .map(|(&v, st)| {
+                    if v == NO_VALUE {
+                        0i64.clamp(st.lower, st.upper)
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            for group in &rules.exclusive {
+                let mut on = false;
+                for &j in group {
+                    if row[j] != 0 {
+                        if on {
+                            row[j] = 0;
+                            conflicts += 1;
+                        }
+                        on = true;
+                    }
+                }
+            }
+            let labels = labelled
+                .cell_values(c)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            out.push((person.clone(), labels, row));
+        }
+    }
+    out.sort();
+    (out, conflicts, over_k)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Issue 17: each row is folded into its person's record as it arrives, instead of every
+    /// row being kept until the end. For random rows in a random order, cut into random
+    /// batches over a random number of shards, the fold keeps exactly what collapsing all of
+    /// a person's rows at the end keeps, for a public and a private key, with and without an
+    /// exclusive group, down to the sums and the diagnostics; and after every batch it holds
+    /// at most `k` cells a person.
+    #[test]
+    fn folding_rows_as_they_arrive_keeps_what_collapsing_them_at_the_end_keeps(
+        rows in proptest::collection::vec(row_strategy(), 0..200),
+        k in 1usize..4,
+        exclusive in any::<bool>(),
+        private in any::<bool>(),
+        order in any::<u64>(),
+        cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+        shards in 1usize..5,
+    ) {
+        let mut r = rules(k, exclusive);
+        if private {
+            r.cells[0].values.clear();
+            r.cells[0].private = true;
+        }
+        let (expected, conflicts, over_k) = collapse_at_the_end(&r, &rows);
+        // The arrival order, from `order` (not privacy noise), and where batches end.
+        let mut shuffled: Vec<(usize, Row)> = rows.iter().copied().enumerate().collect();
+        shuffled.sort_by_key(|&(i, _)| (order ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let shuffled: Vec<Row> = shuffled.into_iter().map(|(_, row)| row).collect();
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(shuffled.len() + 1)).collect();
+        ends.extend([0, shuffled.len()]);
+        ends.sort_unstable();
+        ends.dedup();
+        let push_all = |b: &Bounder| -> Result<(), TestCaseError> {
+            for w in ends.windows(2) {
+                b.push(&batch(&shuffled[w[0]..w[1]])).unwrap();
+                let held = b.retained();
+                prop_assert!(held.cells <= held.persons * k, "{held:?} with k = {k}");
+            }
+            Ok(())
+        };
+        let b = Bounder::new(&r, shards);
+        push_all(&b)?;
+        prop_assert_eq!(b.into_rows(), expected.clone());
+        let b = Bounder::new(&r, shards);
+        push_all(&b)?;
+        let out = b.finish();
+        let persons: BTreeSet<&String> = expected.iter().map(|x| &x.0).collect();
+        prop_assert_eq!(out.diagnostics.rows, rows.len() as u64);
+        prop_assert_eq!(out.diagnostics.persons, persons.len() as u64);
+        prop_assert_eq!(out.diagnostics.person_cells, expected.len() as u64);
+        prop_assert_eq!(out.diagnostics.persons_over_k, over_k);
+        prop_assert_eq!(out.diagnostics.exclusive_conflicts, conflicts);
+        if !private {
+            let m = r.statistics.len();
+            let mut sums = vec![0i64; r.n_cells() * m];
+            for (_, labels, row) in &expected {
+                let c = cell_index(&r, labels);
+                for (s, v) in sums[c * m..(c + 1) * m].iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+            prop_assert_eq!(out.values, sums);
+        }
+    }
+}
+
 /// One cell key with 600 values and one count: room for persons with hundreds of cells.
 fn wide_rules(k: usize) -> BoundingRules {
     BoundingRules {
