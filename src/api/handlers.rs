@@ -340,30 +340,6 @@ impl FromRequestParts<AppState> for Researcher {
     }
 }
 
-/// Submissions planned at once; more are answered 503 (busy).
-const MAX_PLANNING: usize = 2;
-
-/// A place among the [`MAX_PLANNING`] submissions being planned, given back on drop.
-struct PlanningSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl PlanningSlot {
-    fn take(state: &AppState) -> ApiResult<PlanningSlot> {
-        use std::sync::atomic::Ordering;
-        let count = state.planning();
-        if count.fetch_add(1, Ordering::SeqCst) >= MAX_PLANNING {
-            count.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::Busy);
-        }
-        Ok(PlanningSlot(count))
-    }
-}
-
-impl Drop for PlanningSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// The answer to a submission.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Submitted {
@@ -414,10 +390,17 @@ pub async fn submit(
     crate::privacy::functions::register(&plan_ctx);
     // Planning is CPU work that never yields: it runs on a blocking thread, at most
     // MAX_PLANNING at once, so that it cannot stall the public routes and the timeout
-    // can answer for it.
-    let _slot = PlanningSlot::take(&state)?;
-    let (name, sub) = (researcher.0.clone(), submission.clone());
+    // can answer for it. The slot moves onto the thread: a request answered 504 drops this
+    // future, but not the planning, which keeps its slot until it ends; so timed-out
+    // submissions cannot pile up planning threads.
+    let slot = state
+        .planning()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy)?;
+    let (name, sub, hook) = (researcher.0.clone(), submission.clone(), state.clone());
     let planned = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        hook.before_planning();
         tokio::runtime::Handle::current().block_on(requests::quote(
             &plan_ctx,
             &config,

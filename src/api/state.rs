@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use super::snapshot::Snapshot;
 use crate::ledger::Ledger;
@@ -45,6 +46,12 @@ impl Default for Limits {
         }
     }
 }
+
+/// Submissions planned at once (each on a blocking thread); more are answered 503 `busy`.
+/// Planning a spec keeps a core busy for up to seconds; two leave a small host cores for the
+/// public routes. A slot is held by the planning work itself, not by the request, so a
+/// request answered 504 keeps its slot until its planning thread ends.
+pub const MAX_PLANNING: usize = 2;
 
 /// One line of the access log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -132,9 +139,15 @@ struct Inner {
     limits: Limits,
     access_log: AccessLog,
     openapi: axum::body::Bytes,
-    /// Submissions being planned now.
-    planning: Arc<std::sync::atomic::AtomicUsize>,
+    /// The [`MAX_PLANNING`] planning slots.
+    planning: Arc<Semaphore>,
+    /// Called on the planning thread, slot held, before planning: tests make planning slow.
+    #[cfg(feature = "failpoints")]
+    planning_hook: Mutex<Option<PlanningHook>>,
 }
+
+#[cfg(feature = "failpoints")]
+type PlanningHook = Arc<dyn Fn() + Send + Sync>;
 
 /// The state every handler gets: cheap to clone.
 #[derive(Clone)]
@@ -159,7 +172,9 @@ impl AppState {
             limits,
             access_log,
             openapi: openapi.into(),
-            planning: Arc::default(),
+            planning: Arc::new(Semaphore::new(MAX_PLANNING)),
+            #[cfg(feature = "failpoints")]
+            planning_hook: Mutex::new(None),
         })))
     }
 
@@ -175,9 +190,37 @@ impl AppState {
         &self.0.access_log
     }
 
-    /// The count of submissions being planned now.
-    pub fn planning(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+    /// The planning slots: a submission takes one without waiting (or is answered 503) and
+    /// moves it onto its planning thread, which gives it back when planning ends.
+    pub fn planning(&self) -> Arc<Semaphore> {
         self.0.planning.clone()
+    }
+
+    /// Makes every planning thread call `hook` first, holding its slot (tests only: the
+    /// `failpoints` feature).
+    #[cfg(feature = "failpoints")]
+    pub fn set_planning_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .0
+            .planning_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Runs the planning hook, if one is set; nothing without the `failpoints` feature.
+    pub(crate) fn before_planning(&self) {
+        #[cfg(feature = "failpoints")]
+        {
+            let hook = self
+                .0
+                .planning_hook
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
     }
 
     pub fn openapi(&self) -> axum::body::Bytes {
