@@ -363,7 +363,7 @@ pub struct Submitted {
               (status = 409, description = "Your allocation cannot pay for it", body = ErrorBody),
               (status = 413, description = "The body is too large", body = ErrorBody),
               (status = 422, description = "Refused by the spec check or the analyser, with the reason", body = ErrorBody),
-              (status = 429, description = "Too many requests", body = ErrorBody),
+              (status = 429, description = "Too many requests (`too_many_requests`, with Retry-After), or already 20 of your requests wait for the steward's decision (`too_many_pending`: submit again once one is decided)", body = ErrorBody),
               (status = 503, description = "Too many submissions are being planned; try again after Retry-After", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -379,6 +379,13 @@ pub async fn submit(
     })?;
     let submission: Submission = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not a submission: {e}")))?;
+    // A researcher with the most pending requests allowed is refused before any planning;
+    // the store counts again in the transaction that inserts.
+    if state.queue().pending_count(&researcher.0)? >= requests::MAX_PENDING_PER_RESEARCHER {
+        return Err(ApiError::TooManyPending(
+            requests::MAX_PENDING_PER_RESEARCHER,
+        ));
+    }
     let snap = state.snapshot();
     // The ledger was there when the server started: any failure to read it now is the
     // operator's to look at, never the researcher's input.

@@ -8,8 +8,15 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use outreach_warehouse::api::{Limits, MAX_PLANNING, app};
+use outreach_warehouse::ledger::Ledger;
+use outreach_warehouse::privacy::ReleaseSpec;
+use outreach_warehouse::requests::{
+    Decision, MAX_PENDING_PER_RESEARCHER, Queue, RequestsError, Role, reject,
+};
 
-use super::api::{assert_error, published, roomy, submission, submit, with_researcher};
+use super::api::{
+    assert_error, get, published, roomy, submission, submit, submit_id, with_researcher,
+};
 
 /// Where the planning hook waits until the test opens it, counting the planning threads
 /// inside.
@@ -107,5 +114,77 @@ async fn submissions_that_time_out_never_run_more_planning_threads_than_there_ar
         gate.most_inside.load(SeqCst) <= MAX_PLANNING,
         "{} planning threads ran at once",
         gate.most_inside.load(SeqCst)
+    );
+}
+
+/// A researcher may have `MAX_PENDING_PER_RESEARCHER` requests waiting for the steward
+/// (pending, or failed after a debit, which they see as pending); one more is 429
+/// `too_many_pending` and queues nothing, whether the API or the store itself is asked.
+/// Another researcher is unaffected, and a decision makes room for one more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_researcher_with_the_most_pending_requests_is_refused_until_the_steward_decides_one() {
+    let cap = MAX_PENDING_PER_RESEARCHER;
+    assert_eq!(cap, 20, "README and the OpenAPI document say 20");
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, alice) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate("researcher:bob", 0.5)
+        .unwrap();
+    let app = app(st.clone());
+    let body = submission(0.1);
+    let mut ids = Vec::new();
+    for _ in 0..cap {
+        ids.push(submit_id(&app, &alice, &body).await);
+    }
+    let r = submit(&app, &alice, &body).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "too_many_pending");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains(&cap.to_string()), "{message}");
+    assert_eq!(st.queue().list().unwrap().len(), cap, "nothing was queued");
+    // The store refuses too, in the transaction that inserts: no caller can pass the cap.
+    let stored = st.queue().get(ids[0]).unwrap();
+    let spec: ReleaseSpec = serde_json::from_value(stored.spec.clone()).unwrap();
+    let err = Queue::open(&wh)
+        .unwrap()
+        .submit("alice", "once more", 0.1, &spec, &stored.quote)
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestsError::TooManyPending { limit } if limit == cap),
+        "{err}"
+    );
+    assert_eq!(st.queue().pending_count("alice").unwrap(), cap);
+    // Another researcher is not affected.
+    submit_id(&app, &bob, &body).await;
+    // A run that failed after its debit still waits for the steward: no room yet.
+    Queue::open(&wh)
+        .unwrap()
+        .decide(ids[1], &Decision::Failed { release_id: 1 }, "steward")
+        .unwrap();
+    assert_error(
+        &submit(&app, &alice, &body).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_pending",
+    );
+    // The steward rejects one: room for exactly one more.
+    reject(&wh, ids[0], "steward", "not this quarter").unwrap();
+    submit_id(&app, &alice, &body).await;
+    assert_error(
+        &submit(&app, &alice, &body).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_pending",
+    );
+    assert_eq!(st.queue().list().unwrap().len(), cap + 2);
+
+    let doc = get(&app, "/openapi.json").await.json();
+    let documented = doc["paths"]["/v1/requests"]["post"]["responses"]["429"]["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        documented.contains("too_many_pending") && documented.contains(&cap.to_string()),
+        "{documented}"
     );
 }
