@@ -503,9 +503,6 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The most dashboard pages kept per snapshot; beyond it the cache starts over.
-const MAX_CACHED_PAGES: usize = 512;
-
 /// The dashboard's Content-Security-Policy: inline styles and SVG only, no script at all.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -531,25 +528,37 @@ pub async fn dashboard(
         .pages
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .cloned();
+        .get(&key);
     let page = match cached {
         Some(p) => p,
         None => {
-            let html = crate::dashboard::dashboard(&snap, &query, state.limits().small_cell)
-                .map_err(|e| match e {
-                    PageError::BadChoice(m) => ApiError::BadRequest(m),
-                    PageError::NothingPublished => {
-                        ApiError::NotFound("nothing is published yet".into())
-                    }
-                    PageError::Internal(m) => ApiError::Internal(m),
-                })?;
-            let rendered = Rendered::page(html, Freshness::Published);
-            let mut pages = snap.pages.lock().unwrap_or_else(|e| e.into_inner());
-            if pages.len() >= MAX_CACHED_PAGES {
-                pages.clear();
-            }
-            pages.insert(key, rendered.clone());
+            // Drawing a page (charts, templates, its ETag) is CPU work: it runs on a blocking
+            // thread, at most MAX_RENDERING at once (the rest wait their turn within the
+            // timeout), so that the async workers keep answering.
+            let slot = state
+                .rendering()
+                .acquire_owned()
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let (on, small_cell) = (snap.clone(), state.limits().small_cell);
+            let rendered = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                crate::dashboard::dashboard(&on, &query, small_cell)
+                    .map(|html| Rendered::page(html, Freshness::Published))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                PageError::BadChoice(m) => ApiError::BadRequest(m),
+                PageError::NothingPublished => {
+                    ApiError::NotFound("nothing is published yet".into())
+                }
+                PageError::Internal(m) => ApiError::Internal(m),
+            })?;
+            snap.pages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, rendered.clone());
             rendered
         }
     };

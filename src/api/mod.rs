@@ -33,7 +33,7 @@ use std::time::Duration;
 
 pub use error::ApiError;
 pub use routes::{ROUTES, app, app_with_routes};
-pub use state::{AccessLog, AccessRecord, AppState, Limits, MAX_PLANNING};
+pub use state::{AccessLog, AccessRecord, AppState, Limits, MAX_PLANNING, MAX_RENDERING};
 
 /// How often the server checks whether the ledger or the requests file changed.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);

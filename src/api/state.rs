@@ -53,6 +53,11 @@ impl Default for Limits {
 /// request answered 504 keeps its slot until its planning thread ends.
 pub const MAX_PLANNING: usize = 2;
 
+/// Dashboard pages drawn at once, each on a blocking thread; more wait for a slot. Drawing
+/// used to take an async worker (one per core); four keep a small host's cores busy without
+/// letting a burst of uncached pages start hundreds of blocking threads.
+pub const MAX_RENDERING: usize = 4;
+
 /// One line of the access log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccessRecord {
@@ -141,6 +146,8 @@ struct Inner {
     openapi: axum::body::Bytes,
     /// The [`MAX_PLANNING`] planning slots.
     planning: Arc<Semaphore>,
+    /// The [`MAX_RENDERING`] slots for drawing dashboard pages.
+    rendering: Arc<Semaphore>,
     /// Called on the planning thread, slot held, before planning: tests make planning slow.
     #[cfg(feature = "failpoints")]
     planning_hook: Mutex<Option<PlanningHook>>,
@@ -173,6 +180,7 @@ impl AppState {
             access_log,
             openapi: openapi.into(),
             planning: Arc::new(Semaphore::new(MAX_PLANNING)),
+            rendering: Arc::new(Semaphore::new(MAX_RENDERING)),
             #[cfg(feature = "failpoints")]
             planning_hook: Mutex::new(None),
         })))
@@ -194,6 +202,12 @@ impl AppState {
     /// moves it onto its planning thread, which gives it back when planning ends.
     pub fn planning(&self) -> Arc<Semaphore> {
         self.0.planning.clone()
+    }
+
+    /// The slots for drawing dashboard pages: a page waits for one, and its drawing thread
+    /// holds it until the page is drawn.
+    pub fn rendering(&self) -> Arc<Semaphore> {
+        self.0.rendering.clone()
     }
 
     /// Makes every planning thread call `hook` first, holding its slot (tests only: the

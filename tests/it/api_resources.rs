@@ -1,13 +1,15 @@
 //! The server's resources under pressure (issue 17 §1): a researcher's submissions cannot
 //! hold more planning threads than there are slots, nor fill the request queue; the planning
-//! slot belongs to the work, not to the request.
+//! slot belongs to the work, not to the request; the dashboard's page cache is bounded and
+//! evicts the least recently used page.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use outreach_warehouse::api::{Limits, MAX_PLANNING, app};
+use axum::http::{StatusCode, header};
+use outreach_warehouse::api::snapshot::{Freshness, PageCache, Rendered};
+use outreach_warehouse::api::{Limits, MAX_PLANNING, MAX_RENDERING, app};
 use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::privacy::ReleaseSpec;
 use outreach_warehouse::requests::{
@@ -15,7 +17,7 @@ use outreach_warehouse::requests::{
 };
 
 use super::api::{
-    assert_error, get, published, roomy, submission, submit, submit_id, with_researcher,
+    assert_error, get, published, roomy, state, submission, submit, submit_id, with_researcher,
 };
 
 /// Where the planning hook waits until the test opens it, counting the planning threads
@@ -187,4 +189,101 @@ async fn a_researcher_with_the_most_pending_requests_is_refused_until_the_stewar
         documented.contains("too_many_pending") && documented.contains(&cap.to_string()),
         "{documented}"
     );
+}
+
+fn page(html: &str) -> Rendered {
+    Rendered::page(html.to_string(), Freshness::Published)
+}
+
+/// Full, the cache evicts the least recently used page, not the oldest inserted one and not
+/// everything; it never holds more pages than its cap.
+#[test]
+fn the_page_cache_evicts_the_least_recently_used_page() {
+    let mut cache = PageCache::new(3, usize::MAX);
+    for k in ["a", "b", "c"] {
+        cache.insert(k.into(), page(k));
+    }
+    // Touch the earliest page: "b" is now the least recently used.
+    assert_eq!(cache.get("a").unwrap().json, "a".as_bytes());
+    cache.insert("d".into(), page("d"));
+    assert_eq!(cache.len(), 3);
+    assert!(cache.contains("a"), "the touched page was evicted");
+    assert!(!cache.contains("b"), "the least recently used page stayed");
+    assert!(cache.contains("c") && cache.contains("d"));
+    // Replacing a page keeps one copy and marks it used.
+    cache.insert("c".into(), page("c2"));
+    cache.insert("e".into(), page("e"));
+    assert_eq!(cache.len(), 3);
+    assert!(!cache.contains("a") && cache.contains("c") && cache.contains("d"));
+    assert_eq!(cache.get("c").unwrap().json, "c2".as_bytes());
+
+    // Against a model (a list in order of use) over a long mixed run: the same pages, and
+    // never more than the cap.
+    let cap = 4;
+    let mut cache = PageCache::new(cap, usize::MAX);
+    let mut model: Vec<String> = Vec::new();
+    for step in 0..500usize {
+        let key = format!("k{}", (step * 7 + step / 5) % 11);
+        if step % 3 == 0 {
+            let hit = cache.get(&key).is_some();
+            assert_eq!(hit, model.contains(&key), "step {step}: {key}");
+            if let Some(i) = model.iter().position(|k| *k == key) {
+                let k = model.remove(i);
+                model.push(k);
+            }
+        } else {
+            cache.insert(key.clone(), page(&key));
+            model.retain(|k| *k != key);
+            model.push(key);
+            if model.len() > cap {
+                model.remove(0);
+            }
+        }
+        assert!(cache.len() <= cap, "step {step}: {} pages", cache.len());
+        assert_eq!(cache.len(), model.len(), "step {step}");
+        for k in &model {
+            assert!(cache.contains(k), "step {step}: {k} was evicted");
+        }
+    }
+}
+
+/// The byte bound holds too: least recently used pages go until the bodies fit, and a page
+/// larger than the whole bound is not kept (nor does it evict the others).
+#[test]
+fn the_page_cache_never_holds_more_bytes_than_its_cap() {
+    let mut cache = PageCache::new(100, 10);
+    for k in ["p1", "p2", "p3"] {
+        cache.insert(k.into(), page(&format!("{k}..")));
+    }
+    // Three pages of 4 bytes are 12 > 10: the first went.
+    assert_eq!(cache.len(), 2);
+    assert_eq!(cache.bytes(), 8);
+    assert!(!cache.contains("p1") && cache.contains("p2") && cache.contains("p3"));
+    cache.insert("huge".into(), page("0123456789ABC"));
+    assert!(!cache.contains("huge"));
+    assert_eq!(cache.len(), 2);
+    assert!(cache.bytes() <= 10);
+}
+
+/// The dashboard is drawn off the async workers and still drawn once: the same choices
+/// answer the same page from the cache, and the drawing slots all come back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_is_drawn_once_per_choice_and_gives_its_drawing_slot_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let st = state(&wh, roomy()).await;
+    let app = app(st.clone());
+    let uri = "/?quarter=2025Q1&metric=count:identified";
+    let first = get(&app, uri).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert!(first.header(header::CONTENT_TYPE).starts_with("text/html"));
+    let again = get(&app, uri).await;
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header(header::ETAG), first.header(header::ETAG));
+    assert_eq!(st.snapshot().pages.lock().unwrap().len(), 1);
+    // A bad choice is a 400 from the drawing thread, and nothing is kept for it.
+    let bad = get(&app, "/?quarter=1999Q1").await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(st.snapshot().pages.lock().unwrap().len(), 1);
+    assert_eq!(st.rendering().available_permits(), MAX_RENDERING);
 }
