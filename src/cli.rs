@@ -267,6 +267,11 @@ struct ListenArgs {
     /// Dashboard display rule: grey out figures resting on a noisy count below this [default: off].
     #[arg(long)]
     small_cell: Option<f64>,
+    /// A reverse proxy, an address or a block such as 10.0.0.0/8, whose Forwarded or
+    /// X-Forwarded-For header names the client; repeat for each [default: none, the TCP peer
+    /// is the client].
+    #[arg(long = "trusted-proxy", value_name = "ADDR_OR_CIDR")]
+    trusted_proxies: Vec<api::IpNet>,
 }
 
 impl ListenArgs {
@@ -294,6 +299,7 @@ impl ListenArgs {
             max_body_bytes: self.max_body_bytes,
             small_cell: self.small_cell,
             timeout: std::time::Duration::from_secs_f64(self.timeout_seconds),
+            trusted_proxies: self.trusted_proxies.clone(),
         })
     }
 }

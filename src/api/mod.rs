@@ -14,10 +14,12 @@
 //! - [`views`]: the response types, built from stored publications and releases.
 //! - [`snapshot`]: what is served, rendered once.
 //! - [`state`]: the shared state and the server's limits.
+//! - [`client`]: the client's address, from a trusted proxy's forwarding headers.
 //! - [`error`]: [`ApiError`], the JSON error that never shows internals on a 5xx.
 //! - [`openapi`]: the OpenAPI 3.1 document, from the handlers' annotations.
 //! - [`csv`]: CSV bodies.
 
+pub mod client;
 pub mod csv;
 pub mod error;
 pub mod handlers;
@@ -31,6 +33,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use client::{ClientAddr, IpNet};
 pub use error::ApiError;
 pub use routes::{ROUTES, app, app_with_routes};
 pub use state::{AccessLog, AccessRecord, AppState, Limits, MAX_PLANNING, MAX_RENDERING};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use super::client::IpNet;
 use super::snapshot::Snapshot;
 use crate::ledger::Ledger;
 use crate::requests::Queue;
@@ -31,6 +32,10 @@ pub struct Limits {
     /// The dashboard's small-cell display rule: grey out figures resting on a noisy count
     /// below this. Off (`None`) by default.
     pub small_cell: Option<f64>,
+    /// Reverse proxies whose forwarding headers name the client (`--trusted-proxy`): only a
+    /// request whose TCP peer is in one of these blocks has its `Forwarded` or
+    /// `X-Forwarded-For` header read ([`super::client`]). None by default.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for Limits {
@@ -43,6 +48,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             timeout: Duration::from_secs(30),
             small_cell: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -68,7 +74,8 @@ pub struct AccessRecord {
     pub path: String,
     pub status: u16,
     pub micros: u128,
-    /// The peer's address, when the server knows it.
+    /// The client's address, when the server knows it: the TCP peer's, or behind a trusted
+    /// proxy the address it forwarded.
     pub client: Option<IpAddr>,
 }
 

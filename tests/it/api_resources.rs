@@ -1,15 +1,20 @@
 //! The server's resources under pressure (issue 17 §1): a researcher's submissions cannot
 //! hold more planning threads than there are slots, nor fill the request queue; the planning
 //! slot belongs to the work, not to the request; the dashboard's page cache is bounded and
-//! evicts the least recently used page.
+//! evicts the least recently used page; a client is known by its address, behind a trusted
+//! proxy by the one it forwards, and by no header anyone else sets.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use outreach_warehouse::api::client::client_addr;
 use outreach_warehouse::api::snapshot::{Freshness, PageCache, Rendered};
-use outreach_warehouse::api::{Limits, MAX_PLANNING, MAX_RENDERING, app};
+use outreach_warehouse::api::{IpNet, Limits, MAX_PLANNING, MAX_RENDERING, app};
 use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::privacy::ReleaseSpec;
 use outreach_warehouse::requests::{
@@ -17,7 +22,8 @@ use outreach_warehouse::requests::{
 };
 
 use super::api::{
-    assert_error, get, published, roomy, state, submission, submit, submit_id, with_researcher,
+    Reply, assert_error, get, published, roomy, send, state, submission, submit, submit_id,
+    with_researcher,
 };
 
 /// Where the planning hook waits until the test opens it, counting the planning threads
@@ -286,4 +292,282 @@ async fn the_dashboard_is_drawn_once_per_choice_and_gives_its_drawing_slot_back(
     assert_error(&bad, StatusCode::BAD_REQUEST, "bad_request");
     assert_eq!(st.snapshot().pages.lock().unwrap().len(), 1);
     assert_eq!(st.rendering().available_permits(), MAX_RENDERING);
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn nets(blocks: &[&str]) -> Vec<IpNet> {
+    blocks.iter().map(|b| b.parse().unwrap()).collect()
+}
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in pairs {
+        h.append(*name, HeaderValue::from_str(value).unwrap());
+    }
+    h
+}
+
+/// Address blocks parse as `--trusted-proxy` takes them, and hold what they should.
+#[test]
+fn trusted_proxy_blocks_parse_and_contain_their_addresses() {
+    let block: IpNet = "10.0.0.0/8".parse().unwrap();
+    assert!(block.contains(ip("10.200.3.4")));
+    assert!(block.contains(ip("::ffff:10.1.2.3")), "an IPv4-mapped peer");
+    assert!(!block.contains(ip("11.0.0.1")));
+    let one: IpNet = "192.0.2.7".parse().unwrap();
+    assert!(one.contains(ip("192.0.2.7")) && !one.contains(ip("192.0.2.8")));
+    let v6: IpNet = "2001:db8::/32".parse().unwrap();
+    assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+    assert!(!v6.contains(ip("10.0.0.1")));
+    let all: IpNet = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains(ip("203.0.113.9")));
+    for bad in [
+        "",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0.0/",
+        "10.0.0.0/-1",
+        "proxy.example",
+        "10.0.0.0/8/8",
+    ] {
+        assert!(bad.parse::<IpNet>().is_err(), "{bad:?} parsed");
+    }
+}
+
+/// The client's address from the forwarding headers: only when the peer is trusted, the
+/// right-most hop that is not a trusted proxy, and the peer whenever that cannot be read.
+#[test]
+fn the_client_is_the_right_most_forwarded_hop_that_is_not_a_trusted_proxy() {
+    let proxies = nets(&["10.0.0.0/8", "2001:db8:1::/48"]);
+    let proxy = ip("10.0.0.5");
+    let client =
+        |peer: IpAddr, h: &[(&'static str, &str)]| client_addr(peer, &headers(h), &proxies);
+    // An untrusted peer: its headers are never read.
+    let stranger = ip("192.0.2.1");
+    assert_eq!(
+        client(stranger, &[("x-forwarded-for", "198.51.100.1")]),
+        stranger
+    );
+    assert_eq!(
+        client(stranger, &[("forwarded", "for=198.51.100.1")]),
+        stranger
+    );
+    // A trusted peer: the right-most hop that is not a proxy; what the client wrote to its
+    // left does not count.
+    assert_eq!(client(proxy, &[]), proxy);
+    assert_eq!(
+        client(proxy, &[("x-forwarded-for", "198.51.100.1")]),
+        ip("198.51.100.1")
+    );
+    assert_eq!(
+        client(
+            proxy,
+            &[("x-forwarded-for", "203.0.113.66, 198.51.100.1, 10.0.0.9")]
+        ),
+        ip("198.51.100.1")
+    );
+    assert_eq!(
+        client(
+            proxy,
+            &[
+                ("x-forwarded-for", "garbage"),
+                ("x-forwarded-for", "198.51.100.1")
+            ]
+        ),
+        ip("198.51.100.1"),
+        "repeated lines are one list"
+    );
+    assert_eq!(
+        client(proxy, &[("x-forwarded-for", "198.51.100.1:4711")]),
+        ip("198.51.100.1")
+    );
+    assert_eq!(
+        client(proxy, &[("x-forwarded-for", "2001:db8:2::7")]),
+        ip("2001:db8:2::7")
+    );
+    assert_eq!(
+        client(
+            proxy,
+            &[("forwarded", "for=198.51.100.2;proto=https;by=10.0.0.5")]
+        ),
+        ip("198.51.100.2")
+    );
+    assert_eq!(
+        client(
+            proxy,
+            &[(
+                "forwarded",
+                "for=203.0.113.66, For=\"[2001:db8:2::7]:4711\""
+            )]
+        ),
+        ip("2001:db8:2::7")
+    );
+    assert_eq!(
+        client(
+            proxy,
+            &[("forwarded", "for=198.51.100.2, for=\"[2001:db8:1::1]\"")]
+        ),
+        ip("198.51.100.2"),
+        "a trusted IPv6 proxy in the chain is skipped"
+    );
+    assert_eq!(
+        client(
+            ip("::ffff:10.0.0.5"),
+            &[("x-forwarded-for", "198.51.100.1")]
+        ),
+        ip("198.51.100.1"),
+        "an IPv4-mapped peer is its IPv4 address"
+    );
+    // Both headers naming the same client.
+    assert_eq!(
+        client(
+            proxy,
+            &[
+                ("forwarded", "for=198.51.100.3"),
+                ("x-forwarded-for", "198.51.100.3")
+            ]
+        ),
+        ip("198.51.100.3")
+    );
+    // Whatever cannot be read is the peer.
+    let unreadable: [&[(&'static str, &str)]; 9] = [
+        &[("x-forwarded-for", "not-an-ip")],
+        &[("x-forwarded-for", "198.51.100.1, ")],
+        &[("x-forwarded-for", "198.51.100.1:http")],
+        &[("x-forwarded-for", "10.0.0.7, 10.0.0.8")],
+        &[("forwarded", "for=unknown")],
+        &[("forwarded", "for=_hidden")],
+        &[("forwarded", "proto=https")],
+        &[("forwarded", "for=\"198.51.100.1")],
+        &[
+            ("forwarded", "for=198.51.100.4"),
+            ("x-forwarded-for", "198.51.100.5"),
+        ],
+    ];
+    for malformed in unreadable {
+        assert_eq!(client(proxy, malformed), proxy, "{malformed:?}");
+    }
+}
+
+/// A request to `/v1/quarters` from `peer` over TCP, with `extra` headers.
+fn from_peer(peer: &str, extra: &[(&'static str, &str)]) -> Request<Body> {
+    let mut b = Request::get("/v1/quarters");
+    for (name, value) in extra {
+        b = b.header(*name, *value);
+    }
+    let mut r = b.body(Body::empty()).unwrap();
+    r.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip(peer), 40_000)));
+    r
+}
+
+/// The per-IP rate limit keys on the client's address: the peer's, whatever forwarding
+/// header an untrusted peer sends; behind a trusted proxy the forwarded client's, so two
+/// clients behind one proxy have their own buckets; and the proxy's own when what it
+/// forwarded cannot be read. The access log records the same address.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_keys_on_the_forwarded_client_only_behind_a_trusted_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    // One request per client, refilled once a minute.
+    let limits = Limits {
+        per_ip_per_second: 1.0 / 60.0,
+        per_ip_burst: 1,
+        trusted_proxies: nets(&["10.0.0.0/8"]),
+        ..roomy()
+    };
+    let st = state(&wh, limits).await;
+    let app = app(st.clone());
+    let status = |r: Reply| r.status;
+    let xff = "x-forwarded-for";
+    // An untrusted peer cannot buy itself buckets with a header.
+    assert_eq!(
+        status(send(&app, from_peer("192.0.2.1", &[(xff, "198.51.100.1")])).await),
+        StatusCode::OK
+    );
+    let r = send(&app, from_peer("192.0.2.1", &[(xff, "198.51.100.2")])).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    // Two clients behind one trusted proxy: a bucket each, and the proxy's is untouched.
+    assert_eq!(
+        status(send(&app, from_peer("10.0.0.5", &[(xff, "198.51.100.7")])).await),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(send(&app, from_peer("10.0.0.5", &[(xff, "198.51.100.7")])).await),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        status(send(&app, from_peer("10.0.0.5", &[(xff, "198.51.100.8")])).await),
+        StatusCode::OK
+    );
+    // What the client writes to the left of the chain does not change its bucket; nor does
+    // the proxy it comes through, nor the header's form.
+    assert_eq!(
+        status(
+            send(
+                &app,
+                from_peer("10.0.0.5", &[(xff, "203.0.113.1, 198.51.100.8")])
+            )
+            .await
+        ),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        status(
+            send(
+                &app,
+                from_peer("10.0.0.6", &[("forwarded", "for=\"198.51.100.7:4711\"")])
+            )
+            .await
+        ),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A malformed header from a trusted proxy: the proxy's own bucket, used once.
+    assert_eq!(
+        status(send(&app, from_peer("10.0.0.9", &[(xff, "not-an-ip")])).await),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(send(&app, from_peer("10.0.0.9", &[(xff, "also, garbage")])).await),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        status(send(&app, from_peer("10.0.0.9", &[])).await),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The access log names the client the limit keyed on.
+    let clients: Vec<Option<IpAddr>> = st.access_log().records().iter().map(|r| r.client).collect();
+    assert_eq!(clients[0], Some(ip("192.0.2.1")));
+    assert_eq!(clients[2], Some(ip("198.51.100.7")));
+    assert_eq!(clients[4], Some(ip("198.51.100.8")));
+    assert_eq!(clients[7], Some(ip("10.0.0.9")));
+}
+
+/// `outreach serve --trusted-proxy` takes addresses and blocks, and refuses anything else
+/// before serving.
+#[test]
+fn outreach_serve_refuses_a_trusted_proxy_that_is_not_an_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+        ])
+        .args(["--trusted-proxy", "proxy.example"])
+        .env("OUTREACH_WAREHOUSE", tmp.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("proxy.example") && err.contains("not an IP address"),
+        "{err}"
+    );
 }
