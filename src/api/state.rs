@@ -29,6 +29,11 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long a request may take before it is answered 504, as JSON.
     pub timeout: Duration,
+    /// How long a client may take to send a request's whole header, from the connection's
+    /// start or the end of the previous response; then its connection is closed.
+    pub header_read_timeout: Duration,
+    /// The most connections open at once; more wait, unaccepted, until one closes.
+    pub max_connections: usize,
     /// The dashboard's small-cell display rule: grey out figures resting on a noisy count
     /// below this. Off (`None`) by default.
     pub small_cell: Option<f64>,
@@ -47,6 +52,12 @@ impl Default for Limits {
             per_token_burst: 10,
             max_body_bytes: 64 * 1024,
             timeout: Duration::from_secs(30),
+            // A browser or a script sends a header in one packet; ten seconds allow a slow
+            // mobile link and bound how long a half-sent request holds a connection.
+            header_read_timeout: Duration::from_secs(10),
+            // Half the usual soft limit of 1024 file descriptors: the rest stay for the
+            // warehouse's Parquet and SQLite files, which a reload opens.
+            max_connections: 512,
             small_cell: None,
             trusted_proxies: Vec::new(),
         }

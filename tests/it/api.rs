@@ -140,10 +140,16 @@ impl Served {
     /// Starts the binary and waits for the address it prints; its stderr (the access log)
     /// is kept when `keep_log`.
     pub fn start(wh: &Path, keep_log: bool) -> Served {
+        Served::start_with(wh, keep_log, &[])
+    }
+
+    /// [`Served::start`] with more arguments to `outreach serve`.
+    pub fn start_with(wh: &Path, keep_log: bool, args: &[&str]) -> Served {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
             .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
             .env("OUTREACH_WAREHOUSE", wh)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())

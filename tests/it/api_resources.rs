@@ -2,12 +2,15 @@
 //! hold more planning threads than there are slots, nor fill the request queue; the planning
 //! slot belongs to the work, not to the request; the dashboard's page cache is bounded and
 //! evicts the least recently used page; a client is known by its address, behind a trusted
-//! proxy by the one it forwards, and by no header anyone else sets.
+//! proxy by the one it forwards, and by no header anyone else sets; connections that do not
+//! send their header in time are closed, and no more than the cap are open at once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -22,7 +25,7 @@ use outreach_warehouse::requests::{
 };
 
 use super::api::{
-    Reply, assert_error, get, published, roomy, send, state, submission, submit, submit_id,
+    Reply, Served, assert_error, get, published, roomy, send, state, submission, submit, submit_id,
     with_researcher,
 };
 
@@ -570,4 +573,249 @@ fn outreach_serve_refuses_a_trusted_proxy_that_is_not_an_address() {
         err.contains("proxy.example") && err.contains("not an IP address"),
         "{err}"
     );
+}
+
+/// `api::serve` on a free loopback port, in a thread of its own with its own runtime, until
+/// [`Server::stop`].
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<outreach_warehouse::Result<()>>>,
+}
+
+impl Server {
+    fn start(wh: &Path, limits: Limits) -> Server {
+        let (ready, bound) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let wh = wh.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(outreach_warehouse::api::serve(
+                &wh,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                limits,
+                move |addr| {
+                    let _ = ready.send(addr);
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            ))
+        });
+        let addr = bound
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server starts");
+        Server {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A connection to the server whose reads give up after `wait`.
+    fn connect(&self, wait: Duration) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(wait)).unwrap();
+        s
+    }
+
+    /// Begins the graceful shutdown and waits, ten seconds at most, for `serve` to return.
+    fn stop(mut self) -> outreach_warehouse::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        let thread = self.thread.take().unwrap();
+        let start = Instant::now();
+        while !thread.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "serve did not return after its shutdown"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        thread.join().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed test does not wait for the server: its thread ends with the process.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+/// Sends `GET path`, asking the server to close the connection after it when `close`.
+fn ask(s: &mut TcpStream, path: &str, close: bool) {
+    let close = if close { "Connection: close\r\n" } else { "" };
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n{close}\r\n").unwrap();
+}
+
+/// Reads up to the end of a response's header.
+fn response_head(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        assert!(got.len() < 64 * 1024, "no end of header");
+    }
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Whether the server closed `s` (end of stream, or a reset) before the read timeout.
+fn closed_by_server(s: &mut TcpStream) -> (bool, String) {
+    let mut got = Vec::new();
+    let closed = match s.read_to_end(&mut got) {
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+        ),
+    };
+    (closed, String::from_utf8_lossy(&got).into_owned())
+}
+
+/// A client that sends half a request line, or nothing at all, is disconnected once the
+/// header-read timeout has passed (not before); a whole request in time is answered.
+#[test]
+fn a_connection_that_does_not_send_its_header_in_time_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = block_on(published(tmp.path()));
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..roomy()
+    };
+    let server = Server::start(&wh, limits);
+    // Half a request line; nothing at all.
+    let unfinished: [&[u8]; 2] = [b"GET /healthz HT", b""];
+    for sent in unfinished {
+        let mut s = server.connect(Duration::from_secs(5));
+        s.write_all(sent).unwrap();
+        let start = Instant::now();
+        let (closed, got) = closed_by_server(&mut s);
+        let waited = start.elapsed();
+        assert!(closed, "{sent:?}: still open after {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(4),
+            "{sent:?}: closed after {waited:?}"
+        );
+        assert!(!got.contains(" 200 "), "{got}");
+    }
+    let mut s = server.connect(Duration::from_secs(5));
+    ask(&mut s, "/healthz", true);
+    let head = response_head(&mut s).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    server.stop().unwrap();
+}
+
+/// With a cap of two connections, a third is accepted only when one of the two closes; and
+/// the graceful shutdown still ends the server with a connection open.
+#[test]
+fn past_the_connection_cap_a_client_waits_until_a_connection_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = block_on(published(tmp.path()));
+    let limits = Limits {
+        max_connections: 2,
+        ..roomy()
+    };
+    let server = Server::start(&wh, limits);
+    // Two clients hold the two places, idle after a request each.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = server.connect(Duration::from_secs(5));
+        ask(&mut s, "/healthz", false);
+        let head = response_head(&mut s).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    }
+    // A third connects (the kernel's backlog takes it) but is not served.
+    let mut third = server.connect(Duration::from_millis(700));
+    ask(&mut third, "/healthz", true);
+    let mut byte = [0u8; 1];
+    let early = third.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "served past the cap: {early:?}"
+    );
+    // One of the two closes: the third is served.
+    drop(held.remove(0));
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut out = String::new();
+    third.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // The graceful shutdown closes the idle connection left and returns.
+    let mut last = held.remove(0);
+    server.stop().unwrap();
+    let (closed, _) = closed_by_server(&mut last);
+    assert!(closed, "the idle connection outlived the server");
+}
+
+/// `outreach serve` takes the connection limits and the trusted proxies from its flags: a
+/// half-sent request is dropped after `--header-read-timeout-seconds`, and behind
+/// `--trusted-proxy` the access log names the forwarded client.
+#[tokio::test(flavor = "multi_thread")]
+async fn outreach_serve_takes_the_connection_limits_and_trusted_proxies_from_its_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let server = Served::start_with(
+        &wh,
+        true,
+        &[
+            "--header-read-timeout-seconds",
+            "0.3",
+            "--max-connections",
+            "4",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+    );
+    let addr: SocketAddr = server.addr.parse().unwrap();
+    let (closed, waited) = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /healthz HT").unwrap();
+        let start = Instant::now();
+        (closed_by_server(&mut s).0, start.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed && waited < Duration::from_secs(4),
+        "open after {waited:?}"
+    );
+    let forwarded = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /healthz HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 198.51.100.77\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        response_head(&mut s).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(forwarded.starts_with("HTTP/1.1 200"), "{forwarded}");
+    // The access log is flushed within a second; stop the server after it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = server.stop();
+    let clients: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|l| l["client"].clone())
+        .collect();
+    assert_eq!(clients, [serde_json::json!("198.51.100.77")], "{log}");
 }
