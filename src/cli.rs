@@ -264,25 +264,51 @@ struct ListenArgs {
     /// Seconds a request may take before it is answered 504.
     #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
     timeout_seconds: f64,
+    /// Seconds a client may take to send a request's header before its connection is closed.
+    #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout_seconds: f64,
+    /// Connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
     /// Dashboard display rule: grey out figures resting on a noisy count below this [default: off].
     #[arg(long)]
     small_cell: Option<f64>,
+    /// A reverse proxy, an address or a block such as 10.0.0.0/8, whose Forwarded or
+    /// X-Forwarded-For header names the client; repeat for each [default: none, the TCP peer
+    /// is the client].
+    #[arg(long = "trusted-proxy", value_name = "ADDR_OR_CIDR")]
+    trusted_proxies: Vec<api::IpNet>,
 }
 
 impl ListenArgs {
     fn limits(&self) -> Result<Limits, Error> {
         let rate_ok = |r: f64| r.is_finite() && r > 0.0;
+        let seconds = |s: f64| {
+            std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+        };
+        let (Some(timeout), Some(header_read_timeout)) = (
+            seconds(self.timeout_seconds),
+            seconds(self.header_read_timeout_seconds),
+        ) else {
+            return Err(crate::requests::RequestsError::Invalid(
+                "--timeout-seconds and --header-read-timeout-seconds must be positive numbers of seconds".into(),
+            )
+            .into());
+        };
         if !rate_ok(self.per_ip_per_second)
             || !rate_ok(self.per_token_per_minute)
             || self.per_ip_burst == 0
             || self.per_token_burst == 0
             || self.max_body_bytes == 0
+            || self.max_connections == 0
             || self
                 .small_cell
                 .is_some_and(|n| !(n.is_finite() && n >= 0.0))
         {
             return Err(crate::requests::RequestsError::Invalid(
-                "rate limits, bursts, the body limit and the timeout must be positive, and --small-cell a number of at least 0".into(),
+                "rate limits, bursts, the body limit, the timeouts and the connection limit must be positive, and --small-cell a number of at least 0".into(),
             )
             .into());
         }
@@ -293,7 +319,10 @@ impl ListenArgs {
             per_token_burst: self.per_token_burst,
             max_body_bytes: self.max_body_bytes,
             small_cell: self.small_cell,
-            timeout: std::time::Duration::from_secs_f64(self.timeout_seconds),
+            timeout,
+            header_read_timeout,
+            max_connections: self.max_connections,
+            trusted_proxies: self.trusted_proxies.clone(),
         })
     }
 }

@@ -28,6 +28,12 @@ pub enum ApiError {
     BudgetExhausted(String),
     #[error("too many requests; wait {0} s")]
     TooManyRequests(u64),
+    /// The researcher has the most requests pending that are allowed
+    /// ([`crate::requests::MAX_PENDING_PER_RESEARCHER`]).
+    #[error(
+        "you have {0} requests waiting for the steward's decision, the most allowed; submit again once one is decided"
+    )]
+    TooManyPending(usize),
     #[error("the server is busy; try again")]
     Busy,
     #[error("the request took longer than the server allows; try again")]
@@ -48,7 +54,7 @@ pub struct ErrorDetail {
     pub status: u16,
     /// A stable code: `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`,
     /// `payload_too_large`, `unprocessable`, `budget_exhausted`, `too_many_requests`,
-    /// `busy` or `internal`.
+    /// `too_many_pending`, `busy`, `timeout` or `internal`.
     pub code: String,
     pub message: String,
 }
@@ -64,6 +70,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BudgetExhausted(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyPending(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +87,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::BudgetExhausted(_) => "budget_exhausted",
             ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::TooManyPending(_) => "too_many_pending",
             ApiError::Busy => "busy",
             ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
@@ -91,6 +99,10 @@ impl ApiError {
 /// submission is 422; the library's internal errors are never shown.
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> ApiError {
+        if let crate::Error::Requests(crate::requests::RequestsError::TooManyPending { limit }) = e
+        {
+            return ApiError::TooManyPending(limit);
+        }
         match e.fault() {
             Fault::BadInput => ApiError::Unprocessable(e.to_string()),
             Fault::BudgetExhausted => ApiError::BudgetExhausted(e.to_string()),

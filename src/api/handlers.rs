@@ -340,30 +340,6 @@ impl FromRequestParts<AppState> for Researcher {
     }
 }
 
-/// Submissions planned at once; more are answered 503 (busy).
-const MAX_PLANNING: usize = 2;
-
-/// A place among the [`MAX_PLANNING`] submissions being planned, given back on drop.
-struct PlanningSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl PlanningSlot {
-    fn take(state: &AppState) -> ApiResult<PlanningSlot> {
-        use std::sync::atomic::Ordering;
-        let count = state.planning();
-        if count.fetch_add(1, Ordering::SeqCst) >= MAX_PLANNING {
-            count.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::Busy);
-        }
-        Ok(PlanningSlot(count))
-    }
-}
-
-impl Drop for PlanningSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// The answer to a submission.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Submitted {
@@ -387,7 +363,7 @@ pub struct Submitted {
               (status = 409, description = "Your allocation cannot pay for it", body = ErrorBody),
               (status = 413, description = "The body is too large", body = ErrorBody),
               (status = 422, description = "Refused by the spec check or the analyser, with the reason", body = ErrorBody),
-              (status = 429, description = "Too many requests", body = ErrorBody),
+              (status = 429, description = "Too many requests (`too_many_requests`, with Retry-After), or already 20 of your requests wait for the steward's decision (`too_many_pending`: submit again once one is decided)", body = ErrorBody),
               (status = 503, description = "Too many submissions are being planned; try again after Retry-After", body = ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -403,6 +379,13 @@ pub async fn submit(
     })?;
     let submission: Submission = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not a submission: {e}")))?;
+    // A researcher with the most pending requests allowed is refused before any planning;
+    // the store counts again in the transaction that inserts.
+    if state.queue().pending_count(&researcher.0)? >= requests::MAX_PENDING_PER_RESEARCHER {
+        return Err(ApiError::TooManyPending(
+            requests::MAX_PENDING_PER_RESEARCHER,
+        ));
+    }
     let snap = state.snapshot();
     // The ledger was there when the server started: any failure to read it now is the
     // operator's to look at, never the researcher's input.
@@ -414,10 +397,17 @@ pub async fn submit(
     crate::privacy::functions::register(&plan_ctx);
     // Planning is CPU work that never yields: it runs on a blocking thread, at most
     // MAX_PLANNING at once, so that it cannot stall the public routes and the timeout
-    // can answer for it.
-    let _slot = PlanningSlot::take(&state)?;
-    let (name, sub) = (researcher.0.clone(), submission.clone());
+    // can answer for it. The slot moves onto the thread: a request answered 504 drops this
+    // future, but not the planning, which keeps its slot until it ends; so timed-out
+    // submissions cannot pile up planning threads.
+    let slot = state
+        .planning()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy)?;
+    let (name, sub, hook) = (researcher.0.clone(), submission.clone(), state.clone());
     let planned = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        hook.before_planning();
         tokio::runtime::Handle::current().block_on(requests::quote(
             &plan_ctx,
             &config,
@@ -513,9 +503,6 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The most dashboard pages kept per snapshot; beyond it the cache starts over.
-const MAX_CACHED_PAGES: usize = 512;
-
 /// The dashboard's Content-Security-Policy: inline styles and SVG only, no script at all.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -541,25 +528,37 @@ pub async fn dashboard(
         .pages
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .cloned();
+        .get(&key);
     let page = match cached {
         Some(p) => p,
         None => {
-            let html = crate::dashboard::dashboard(&snap, &query, state.limits().small_cell)
-                .map_err(|e| match e {
-                    PageError::BadChoice(m) => ApiError::BadRequest(m),
-                    PageError::NothingPublished => {
-                        ApiError::NotFound("nothing is published yet".into())
-                    }
-                    PageError::Internal(m) => ApiError::Internal(m),
-                })?;
-            let rendered = Rendered::page(html, Freshness::Published);
-            let mut pages = snap.pages.lock().unwrap_or_else(|e| e.into_inner());
-            if pages.len() >= MAX_CACHED_PAGES {
-                pages.clear();
-            }
-            pages.insert(key, rendered.clone());
+            // Drawing a page (charts, templates, its ETag) is CPU work: it runs on a blocking
+            // thread, at most MAX_RENDERING at once (the rest wait their turn within the
+            // timeout), so that the async workers keep answering.
+            let slot = state
+                .rendering()
+                .acquire_owned()
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let (on, small_cell) = (snap.clone(), state.limits().small_cell);
+            let rendered = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                crate::dashboard::dashboard(&on, &query, small_cell)
+                    .map(|html| Rendered::page(html, Freshness::Published))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                PageError::BadChoice(m) => ApiError::BadRequest(m),
+                PageError::NothingPublished => {
+                    ApiError::NotFound("nothing is published yet".into())
+                }
+                PageError::Internal(m) => ApiError::Internal(m),
+            })?;
+            snap.pages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, rendered.clone());
             rendered
         }
     };

@@ -14,10 +14,12 @@
 //! - [`views`]: the response types, built from stored publications and releases.
 //! - [`snapshot`]: what is served, rendered once.
 //! - [`state`]: the shared state and the server's limits.
+//! - [`client`]: the client's address, from a trusted proxy's forwarding headers.
 //! - [`error`]: [`ApiError`], the JSON error that never shows internals on a 5xx.
 //! - [`openapi`]: the OpenAPI 3.1 document, from the handlers' annotations.
 //! - [`csv`]: CSV bodies.
 
+pub mod client;
 pub mod csv;
 pub mod error;
 pub mod handlers;
@@ -29,11 +31,18 @@ pub mod views;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{Semaphore, watch};
+
+pub use client::{ClientAddr, IpNet};
 pub use error::ApiError;
 pub use routes::{ROUTES, app, app_with_routes};
-pub use state::{AccessLog, AccessRecord, AppState, Limits};
+pub use state::{AccessLog, AccessRecord, AppState, Limits, MAX_PLANNING, MAX_RENDERING};
 
 /// How often the server checks whether the ledger or the requests file changed.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -48,6 +57,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     let log = AccessLog::to_writer(Box::new(std::io::stderr()));
+    let (header_read_timeout, max_connections) =
+        (limits.header_read_timeout, limits.max_connections);
     let state = AppState::open(warehouse, limits, log.clone()).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -63,11 +74,82 @@ pub async fn serve(
         }
     });
     ready(bound);
-    axum::serve(
+    serve_connections(
         listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        app(state),
+        header_read_timeout,
+        max_connections,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|source| crate::Error::Listen { addr, source })
+    .await;
+    Ok(())
+}
+
+/// Serves `app` over HTTP/1.1 on every connection `listener` accepts, until `shutdown`
+/// completes; then accepts no more, lets each connection finish the request it is
+/// answering, and returns once every connection is closed.
+///
+/// `axum::serve` can set neither of the two bounds this loop keeps:
+/// - at most `max_connections` connections are open at once: the next one is accepted only
+///   when one closes, and waits in the kernel's listen backlog meanwhile, so clients cannot
+///   take every file descriptor of the process;
+/// - a client must send a request's whole header within `header_read_timeout` of the
+///   connection's start, or of the end of its previous response, or the connection is
+///   closed: half-sent or idle connections cannot hold those places. A slow body is bounded
+///   by the request timeout ([`Limits::timeout`]).
+async fn serve_connections(
+    mut listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_read_timeout: Duration,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let places = Arc::new(Semaphore::new(max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    // `stop_tx.closed()` completes when shutdown begins (its one receiver is dropped then).
+    let (stop_tx, stop_rx) = watch::channel(());
+    tokio::spawn(async move {
+        shutdown.await;
+        drop(stop_rx);
+    });
+    // Every connection holds a receiver: `open_tx.closed()` completes when all have ended.
+    let (open_tx, open_rx) = watch::channel(());
+    loop {
+        let place = tokio::select! {
+            place = places.clone().acquire_owned() => place.expect("the places are never closed"),
+            _ = stop_tx.closed() => break,
+        };
+        // Accept errors (such as running out of file descriptors) are retried after a pause.
+        let (stream, peer) = tokio::select! {
+            conn = axum::serve::Listener::accept(&mut listener) => conn,
+            _ = stop_tx.closed() => break,
+        };
+        // The peer's address, as `into_make_service_with_connect_info` would give it.
+        let service = tower::util::MapRequest::new(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        );
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let (stop, open) = (stop_tx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let _place = place;
+            let _open = open;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                // Closed by either side, or by the header-read timeout.
+                _ = conn.as_mut() => return,
+                _ = stop.closed() => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        });
+    }
+    drop(open_rx);
+    drop(listener);
+    open_tx.closed().await;
 }

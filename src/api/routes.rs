@@ -1,5 +1,5 @@
-//! The router: routes, and the layers every request passes (rate limits, body limit,
-//! timeout, compression, CORS, security headers, access log).
+//! The router: routes, and the layers every request passes (the client's address, rate
+//! limits, body limit, timeout, compression, CORS, security headers, access log).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use super::client::{ClientAddr, client_addr};
 use super::error::ApiError;
 use super::handlers;
 use super::state::{AccessRecord, AppState};
@@ -42,15 +43,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/requests/{id}"),
 ];
 
-/// The peer's IP, an IPv6 address cut to its /64 (one host holds a whole /64, so a key per
-/// /128 would give it endless buckets); in-process callers (tests) without one share a
-/// single bucket.
+/// The client's IP as a rate-limit key ([`ClientAddr`]: the peer's, or behind a trusted
+/// proxy the forwarded client's), an IPv6 address cut to its /64 (one host holds a whole
+/// /64, so a key per /128 would give it endless buckets); in-process callers (tests) without
+/// a peer share a single bucket.
 fn peer_ip<T>(req: &axum::http::Request<T>) -> IpAddr {
-    match req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    {
+    match ClientAddr::of(req) {
         Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !0u128 >> 64 << 64)),
@@ -60,7 +58,8 @@ fn peer_ip<T>(req: &axum::http::Request<T>) -> IpAddr {
     }
 }
 
-/// Rate-limit key: the client's IP. Forwarded headers are not trusted (anyone can set them).
+/// Rate-limit key: the client's IP. Forwarded headers count only from a trusted proxy
+/// ([`super::client`]); anyone else can set them.
 #[derive(Debug, Clone, Copy)]
 struct ClientIp;
 
@@ -148,16 +147,28 @@ async fn security_headers(req: Request, next: Next) -> Response {
     r
 }
 
+/// Puts the client's address ([`ClientAddr`]) in the request's extensions, once, for the
+/// rate limits and the access log: the TCP peer's, or the forwarded client's when the peer
+/// is a trusted proxy.
+async fn resolve_client(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(peer) = peer {
+        let client = client_addr(peer, req.headers(), &state.limits().trusted_proxies);
+        req.extensions_mut().insert(ClientAddr(client));
+    }
+    next.run(req).await
+}
+
 /// One structured access record per request: time, method, path (never the query string or
 /// any header), status, duration, client.
 async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let client = ClientAddr::of(&req);
     let r = next.run(req).await;
     state.access_log().record(AccessRecord {
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -254,6 +265,10 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         )
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            resolve_client,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

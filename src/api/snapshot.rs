@@ -107,8 +107,110 @@ pub struct Snapshot {
     /// `program_id`s of the public programs table: the `programs` domain of a request.
     pub program_ids: Vec<String>,
     /// Dashboard pages rendered so far, by their choices: a page is drawn once per
-    /// snapshot (the releases it shows never change).
-    pub pages: std::sync::Mutex<HashMap<String, Rendered>>,
+    /// snapshot (the releases it shows never change) while it stays in the cache.
+    pub pages: std::sync::Mutex<PageCache>,
+}
+
+/// The most dashboard pages a snapshot keeps. The choices a page is drawn for are bounded
+/// (published quarters × metrics × programs), but a few hundred cover what readers ask for.
+pub const MAX_CACHED_PAGES: usize = 512;
+
+/// The most bytes of dashboard HTML a snapshot keeps, whatever the page count: pages grow with
+/// the programs and quarters they chart, and the cache must not grow with them unbounded.
+pub const MAX_CACHED_PAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Dashboard pages by their choices, bounded by a page count and a byte count; when either is
+/// passed the least recently used page goes first. Every look-up and insert marks its page
+/// used with a new tick; `by_use` orders the keys by their last tick.
+#[derive(Debug)]
+pub struct PageCache {
+    max_pages: usize,
+    max_bytes: usize,
+    bytes: usize,
+    tick: u64,
+    /// Each page with the tick of its last use.
+    pages: HashMap<String, (Rendered, u64)>,
+    /// The keys by the tick of their last use: the first is the least recently used.
+    by_use: BTreeMap<u64, String>,
+}
+
+impl Default for PageCache {
+    fn default() -> PageCache {
+        PageCache::new(MAX_CACHED_PAGES, MAX_CACHED_PAGE_BYTES)
+    }
+}
+
+impl PageCache {
+    /// An empty cache of at most `max_pages` pages and `max_bytes` bytes of bodies.
+    pub fn new(max_pages: usize, max_bytes: usize) -> PageCache {
+        PageCache {
+            max_pages,
+            max_bytes,
+            bytes: 0,
+            tick: 0,
+            pages: HashMap::new(),
+            by_use: BTreeMap::new(),
+        }
+    }
+
+    fn size(page: &Rendered) -> usize {
+        page.json.len() + page.csv.len()
+    }
+
+    /// The page kept under `key`, now marked as the most recently used.
+    pub fn get(&mut self, key: &str) -> Option<Rendered> {
+        let (page, used) = self.pages.get_mut(key)?;
+        self.tick += 1;
+        let last = *used;
+        *used = self.tick;
+        let k = self.by_use.remove(&last).expect("every page has its tick");
+        self.by_use.insert(self.tick, k);
+        Some(page.clone())
+    }
+
+    /// Whether a page is kept under `key`; does not mark it used.
+    pub fn contains(&self, key: &str) -> bool {
+        self.pages.contains_key(key)
+    }
+
+    /// Keeps `page` under `key` as the most recently used, then evicts the least recently
+    /// used pages until both bounds hold. A page larger than the byte bound is not kept.
+    pub fn insert(&mut self, key: String, page: Rendered) {
+        if let Some((old, used)) = self.pages.remove(&key) {
+            self.bytes -= Self::size(&old);
+            self.by_use.remove(&used);
+        }
+        let size = Self::size(&page);
+        if size > self.max_bytes || self.max_pages == 0 {
+            return;
+        }
+        self.tick += 1;
+        self.bytes += size;
+        self.by_use.insert(self.tick, key.clone());
+        self.pages.insert(key, (page, self.tick));
+        while self.pages.len() > self.max_pages || self.bytes > self.max_bytes {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            if let Some((gone, _)) = self.pages.remove(&oldest) {
+                self.bytes -= Self::size(&gone);
+            }
+        }
+    }
+
+    /// How many pages are kept.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// The bytes of the bodies kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Snapshot {

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
+use super::client::IpNet;
 use super::snapshot::Snapshot;
 use crate::ledger::Ledger;
 use crate::requests::Queue;
@@ -27,9 +29,18 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long a request may take before it is answered 504, as JSON.
     pub timeout: Duration,
+    /// How long a client may take to send a request's whole header, from the connection's
+    /// start or the end of the previous response; then its connection is closed.
+    pub header_read_timeout: Duration,
+    /// The most connections open at once; more wait, unaccepted, until one closes.
+    pub max_connections: usize,
     /// The dashboard's small-cell display rule: grey out figures resting on a noisy count
     /// below this. Off (`None`) by default.
     pub small_cell: Option<f64>,
+    /// Reverse proxies whose forwarding headers name the client (`--trusted-proxy`): only a
+    /// request whose TCP peer is in one of these blocks has its `Forwarded` or
+    /// `X-Forwarded-For` header read ([`super::client`]). None by default.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for Limits {
@@ -41,10 +52,28 @@ impl Default for Limits {
             per_token_burst: 10,
             max_body_bytes: 64 * 1024,
             timeout: Duration::from_secs(30),
+            // A browser or a script sends a header in one packet; ten seconds allow a slow
+            // mobile link and bound how long a half-sent request holds a connection.
+            header_read_timeout: Duration::from_secs(10),
+            // Half the usual soft limit of 1024 file descriptors: the rest stay for the
+            // warehouse's Parquet and SQLite files, which a reload opens.
+            max_connections: 512,
             small_cell: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
+
+/// Submissions planned at once (each on a blocking thread); more are answered 503 `busy`.
+/// Planning a spec keeps a core busy for up to seconds; two leave a small host cores for the
+/// public routes. A slot is held by the planning work itself, not by the request, so a
+/// request answered 504 keeps its slot until its planning thread ends.
+pub const MAX_PLANNING: usize = 2;
+
+/// Dashboard pages drawn at once, each on a blocking thread; more wait for a slot. Drawing
+/// used to take an async worker (one per core); four keep a small host's cores busy without
+/// letting a burst of uncached pages start hundreds of blocking threads.
+pub const MAX_RENDERING: usize = 4;
 
 /// One line of the access log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,7 +85,8 @@ pub struct AccessRecord {
     pub path: String,
     pub status: u16,
     pub micros: u128,
-    /// The peer's address, when the server knows it.
+    /// The client's address, when the server knows it: the TCP peer's, or behind a trusted
+    /// proxy the address it forwarded.
     pub client: Option<IpAddr>,
 }
 
@@ -132,9 +162,17 @@ struct Inner {
     limits: Limits,
     access_log: AccessLog,
     openapi: axum::body::Bytes,
-    /// Submissions being planned now.
-    planning: Arc<std::sync::atomic::AtomicUsize>,
+    /// The [`MAX_PLANNING`] planning slots.
+    planning: Arc<Semaphore>,
+    /// The [`MAX_RENDERING`] slots for drawing dashboard pages.
+    rendering: Arc<Semaphore>,
+    /// Called on the planning thread, slot held, before planning: tests make planning slow.
+    #[cfg(feature = "failpoints")]
+    planning_hook: Mutex<Option<PlanningHook>>,
 }
+
+#[cfg(feature = "failpoints")]
+type PlanningHook = Arc<dyn Fn() + Send + Sync>;
 
 /// The state every handler gets: cheap to clone.
 #[derive(Clone)]
@@ -159,7 +197,10 @@ impl AppState {
             limits,
             access_log,
             openapi: openapi.into(),
-            planning: Arc::default(),
+            planning: Arc::new(Semaphore::new(MAX_PLANNING)),
+            rendering: Arc::new(Semaphore::new(MAX_RENDERING)),
+            #[cfg(feature = "failpoints")]
+            planning_hook: Mutex::new(None),
         })))
     }
 
@@ -175,9 +216,43 @@ impl AppState {
         &self.0.access_log
     }
 
-    /// The count of submissions being planned now.
-    pub fn planning(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+    /// The planning slots: a submission takes one without waiting (or is answered 503) and
+    /// moves it onto its planning thread, which gives it back when planning ends.
+    pub fn planning(&self) -> Arc<Semaphore> {
         self.0.planning.clone()
+    }
+
+    /// The slots for drawing dashboard pages: a page waits for one, and its drawing thread
+    /// holds it until the page is drawn.
+    pub fn rendering(&self) -> Arc<Semaphore> {
+        self.0.rendering.clone()
+    }
+
+    /// Makes every planning thread call `hook` first, holding its slot (tests only: the
+    /// `failpoints` feature).
+    #[cfg(feature = "failpoints")]
+    pub fn set_planning_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .0
+            .planning_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Runs the planning hook, if one is set; nothing without the `failpoints` feature.
+    pub(crate) fn before_planning(&self) {
+        #[cfg(feature = "failpoints")]
+        {
+            let hook = self
+                .0
+                .planning_hook
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
     }
 
     pub fn openapi(&self) -> axum::body::Bytes {

@@ -22,8 +22,8 @@ mod store;
 
 pub use quote::{Quote, StatisticAccuracy, Submission, affordable, quote};
 pub use store::{
-    Decision, Queue, REQUESTS_FILE, RequestState, ResearcherView, Role, StoredRequest, TokenInfo,
-    approve, constant_time_eq, reject,
+    Decision, MAX_PENDING_PER_RESEARCHER, Queue, REQUESTS_FILE, RequestState, ResearcherView, Role,
+    StoredRequest, TokenInfo, approve, constant_time_eq, reject,
 };
 
 use std::path::PathBuf;
@@ -68,6 +68,11 @@ pub enum RequestsError {
     /// The plan is valid but the researcher's allocation cannot pay for it now.
     #[error("over budget: {0}")]
     OverBudget(String),
+    /// The researcher already has `limit` requests waiting for the steward.
+    #[error(
+        "you have {limit} requests waiting for the steward's decision, the most allowed; submit again once one is decided"
+    )]
+    TooManyPending { limit: usize },
     #[error("the OS random generator failed: {0}")]
     Random(String),
     #[error(transparent)]
@@ -85,6 +90,7 @@ impl RequestsError {
             | RequestsError::TokenExists(_)
             | RequestsError::Invalid(_)
             | RequestsError::NotPending { .. }
+            | RequestsError::TooManyPending { .. }
             | RequestsError::Refused(_) => Fault::BadInput,
             RequestsError::OverBudget(_) => Fault::BudgetExhausted,
             RequestsError::Busy => Fault::Busy,

@@ -20,6 +20,24 @@ const TOKEN_PREFIX: &str = "owr_";
 /// The longest researcher name.
 const MAX_NAME: usize = 64;
 
+/// The most requests one researcher may have waiting for the steward (pending, or failed
+/// after a debit, which the researcher also sees as pending). One more is refused (429
+/// `too_many_pending` over the API) until the steward decides one. Twenty is more than a
+/// steward reviews in a sitting, and it bounds what one token can add to `requests.sqlite`
+/// (each request holds a spec and a quote, up to the 64 KiB body limit) to about a megabyte
+/// and a half.
+pub const MAX_PENDING_PER_RESEARCHER: usize = 20;
+
+/// Counts the requests of researcher `?1` that wait for the steward: no decision yet, or a
+/// run that failed after its debit.
+const COUNT_PENDING: &str = "
+SELECT count(*) FROM requests q
+WHERE q.researcher = ?1
+  AND coalesce(
+        (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1),
+        'pending'
+      ) IN ('pending', 'failed')";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
     id INTEGER PRIMARY KEY,
@@ -52,6 +70,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE TRIGGER IF NOT EXISTS requests_no_update BEFORE UPDATE ON requests
 BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
 CREATE INDEX IF NOT EXISTS decisions_by_request ON decisions (request_id, id);
+CREATE INDEX IF NOT EXISTS requests_by_researcher ON requests (researcher, id);
 CREATE TRIGGER IF NOT EXISTS decisions_no_update BEFORE UPDATE ON decisions
 BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS decisions_no_delete BEFORE DELETE ON decisions
@@ -379,7 +398,20 @@ impl Queue {
         Ok(found)
     }
 
-    /// Stores a checked submission as pending and returns its id.
+    /// How many of `researcher`'s requests wait for the steward (pending, or failed after a
+    /// debit).
+    pub fn pending_count(&self, researcher: &str) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .query_row(COUNT_PENDING, params![researcher], |r| r.get(0))
+            .map_err(self.e())?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Stores a checked submission as pending and returns its id; refused with
+    /// [`RequestsError::TooManyPending`] when the researcher already has
+    /// [`MAX_PENDING_PER_RESEARCHER`] requests waiting. The count and the insert are one
+    /// write transaction, so concurrent submissions cannot pass the cap together.
     pub fn submit(
         &mut self,
         researcher: &str,
@@ -389,21 +421,36 @@ impl Queue {
         quote: &Quote,
     ) -> Result<i64> {
         check_name(researcher)?;
-        self.conn
-            .execute(
-                "INSERT INTO requests (researcher, purpose, rho_asked, spec, quote, submitted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    researcher,
-                    purpose,
-                    rho_asked,
-                    serde_json::to_string(spec).expect("specs serialise"),
-                    serde_json::to_string(quote).expect("quotes serialise"),
-                    crate::warehouse::now_rfc3339()
-                ],
-            )
-            .map_err(self.e())?;
-        Ok(self.conn.last_insert_rowid())
+        let path = self.path.clone();
+        let e = sql_err(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let pending: i64 = tx
+            .query_row(COUNT_PENDING, params![researcher], |r| r.get(0))
+            .map_err(&e)?;
+        if pending >= MAX_PENDING_PER_RESEARCHER as i64 {
+            return Err(RequestsError::TooManyPending {
+                limit: MAX_PENDING_PER_RESEARCHER,
+            });
+        }
+        tx.execute(
+            "INSERT INTO requests (researcher, purpose, rho_asked, spec, quote, submitted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                researcher,
+                purpose,
+                rho_asked,
+                serde_json::to_string(spec).expect("specs serialise"),
+                serde_json::to_string(quote).expect("quotes serialise"),
+                crate::warehouse::now_rfc3339()
+            ],
+        )
+        .map_err(&e)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(&e)?;
+        Ok(id)
     }
 
     fn query(&self, filter: &str, p: impl rusqlite::Params) -> Result<Vec<StoredRequest>> {

@@ -140,10 +140,16 @@ impl Served {
     /// Starts the binary and waits for the address it prints; its stderr (the access log)
     /// is kept when `keep_log`.
     pub fn start(wh: &Path, keep_log: bool) -> Served {
+        Served::start_with(wh, keep_log, &[])
+    }
+
+    /// [`Served::start`] with more arguments to `outreach serve`.
+    pub fn start_with(wh: &Path, keep_log: bool, args: &[&str]) -> Served {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
             .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
             .env("OUTREACH_WAREHOUSE", wh)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -208,12 +214,12 @@ impl Drop for Served {
 }
 
 /// Submits `body` as the holder of `token`.
-async fn submit(app: &Router, token: &str, body: &Value) -> Reply {
+pub(crate) async fn submit(app: &Router, token: &str, body: &Value) -> Reply {
     post(app, "/v1/requests", Some(token), body.to_string()).await
 }
 
 /// Submits `body` as the holder of `token` and returns the new request's id.
-async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
+pub(crate) async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
     let r = submit(app, token, body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     r.json()["id"].as_i64().unwrap()
@@ -856,12 +862,17 @@ fn spec(sql: &str) -> Value {
 const PERSON_LOCAL: &str = "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted \
      FROM outreach_attempts GROUP BY person_key, program_id, quarter_of(attempt_date)";
 
-fn submission(rho: f64) -> Value {
+pub(crate) fn submission(rho: f64) -> Value {
     json!({"purpose": "how many survivors each team reaches", "rho": rho, "spec": spec(PERSON_LOCAL)})
 }
 
 /// A state with a researcher `name` holding a token and `rho` of allocation.
-async fn with_researcher(wh: &Path, name: &str, rho: f64, limits: Limits) -> (AppState, String) {
+pub(crate) async fn with_researcher(
+    wh: &Path,
+    name: &str,
+    rho: f64,
+    limits: Limits,
+) -> (AppState, String) {
     let st = state(wh, limits).await;
     let token = st.queue().create_token(name, Role::Researcher).unwrap();
     if rho > 0.0 {
@@ -878,26 +889,32 @@ async fn with_researcher(wh: &Path, name: &str, rho: f64, limits: Limits) -> (Ap
 /// nothing, and a slot freed is taken by the next submission.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_submission_past_the_planning_slots_is_503_busy_and_queues_nothing() {
-    use std::sync::atomic::Ordering::SeqCst;
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let (st, token) = with_researcher(&wh, "alice", 0.5, roomy()).await;
     let app = app(st.clone());
     let planning = st.planning();
+    assert_eq!(outreach_warehouse::api::MAX_PLANNING, 2);
     // Two submissions are being planned.
-    planning.store(2, SeqCst);
+    let mut held: Vec<_> = (0..2)
+        .map(|_| planning.clone().try_acquire_owned().unwrap())
+        .collect();
     let r = submit(&app, &token, &submission(0.1)).await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "busy");
     assert_eq!(r.header(header::RETRY_AFTER), "1");
     assert_eq!(
-        planning.load(SeqCst),
-        2,
+        planning.available_permits(),
+        0,
         "a refused submission holds no slot"
     );
     // One of them ends: the next submission is planned, and it is the first request queued.
-    planning.store(1, SeqCst);
+    drop(held.pop());
     assert_eq!(submit_id(&app, &token, &submission(0.1)).await, 1);
-    assert_eq!(planning.load(SeqCst), 1, "planning gives its slot back");
+    assert_eq!(
+        planning.available_permits(),
+        1,
+        "planning gives its slot back"
+    );
 
     let doc = get(&app, "/openapi.json").await.json();
     let busy = &doc["paths"]["/v1/requests"]["post"]["responses"]["503"];

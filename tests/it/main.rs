@@ -1,6 +1,7 @@
 //! One integration-test binary, one module per stage.
 
 mod api;
+mod api_resources;
 mod browser;
 mod common;
 mod dashboard;
