@@ -99,7 +99,12 @@ pub(crate) async fn get(app: &Router, uri: &str) -> Reply {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
-async fn post(app: &Router, uri: &str, token: Option<&str>, body: impl Into<Body>) -> Reply {
+pub(crate) async fn post(
+    app: &Router,
+    uri: &str,
+    token: Option<&str>,
+    body: impl Into<Body>,
+) -> Reply {
     let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
     if let Some(t) = token {
         b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -107,7 +112,7 @@ async fn post(app: &Router, uri: &str, token: Option<&str>, body: impl Into<Body
     send(app, b.body(body.into()).unwrap()).await
 }
 
-async fn get_as(app: &Router, uri: &str, token: &str) -> Reply {
+pub(crate) async fn get_as(app: &Router, uri: &str, token: &str) -> Reply {
     send(
         app,
         Request::get(uri)
@@ -208,12 +213,12 @@ impl Drop for Served {
 }
 
 /// Submits `body` as the holder of `token`.
-async fn submit(app: &Router, token: &str, body: &Value) -> Reply {
+pub(crate) async fn submit(app: &Router, token: &str, body: &Value) -> Reply {
     post(app, "/v1/requests", Some(token), body.to_string()).await
 }
 
 /// Submits `body` as the holder of `token` and returns the new request's id.
-async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
+pub(crate) async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
     let r = submit(app, token, body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     r.json()["id"].as_i64().unwrap()
@@ -671,7 +676,7 @@ async fn releases_carry_etags_and_cache_headers_and_a_conditional_get_is_304() {
 }
 
 /// Every key anywhere in a JSON value.
-fn keys(v: &Value, out: &mut Vec<String>) {
+pub(crate) fn keys(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             for (k, x) in m {
@@ -840,7 +845,7 @@ async fn the_server_cannot_write_the_ledger_or_the_release_store() {
 }
 
 /// A person-local count per program and quarter, inline SQL, no allocation.
-fn spec(sql: &str) -> Value {
+pub(crate) fn spec(sql: &str) -> Value {
     json!({
         "name": "persons with an attempt per program and quarter",
         "k": 2,
@@ -853,15 +858,20 @@ fn spec(sql: &str) -> Value {
     })
 }
 
-const PERSON_LOCAL: &str = "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted \
+pub(crate) const PERSON_LOCAL: &str = "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted \
      FROM outreach_attempts GROUP BY person_key, program_id, quarter_of(attempt_date)";
 
-fn submission(rho: f64) -> Value {
+pub(crate) fn submission(rho: f64) -> Value {
     json!({"purpose": "how many survivors each team reaches", "rho": rho, "spec": spec(PERSON_LOCAL)})
 }
 
 /// A state with a researcher `name` holding a token and `rho` of allocation.
-async fn with_researcher(wh: &Path, name: &str, rho: f64, limits: Limits) -> (AppState, String) {
+pub(crate) async fn with_researcher(
+    wh: &Path,
+    name: &str,
+    rho: f64,
+    limits: Limits,
+) -> (AppState, String) {
     let st = state(wh, limits).await;
     let token = st.queue().create_token(name, Role::Researcher).unwrap();
     if rho > 0.0 {
@@ -1208,7 +1218,7 @@ async fn security_headers_cors_for_get_only_and_an_access_log_line_per_request()
     );
 }
 
-fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
         .args(args)
         .env("OUTREACH_WAREHOUSE", wh)

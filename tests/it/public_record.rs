@@ -1,0 +1,133 @@
+//! Issue 17 §3: the public record shows no timing and no identities (privacy model §10).
+//! Publication times are days everywhere the public looks; the public budget shows the
+//! researchers as one row; a request belongs to the token that made it, under an id that
+//! counts nothing; and a researcher's text cannot drive the steward's terminal.
+
+use axum::http::StatusCode;
+use outreach_warehouse::api::app;
+use outreach_warehouse::ledger::Ledger;
+
+use super::api::{get, outreach, published, roomy, state};
+
+/// Whether `text` holds a time of day, `HH:MM:SS`.
+fn has_time_of_day(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.windows(8).any(|w| {
+        w[2] == b':' && w[5] == b':' && [0, 1, 3, 4, 6, 7].iter().all(|&i| w[i].is_ascii_digit())
+    })
+}
+
+#[test]
+fn a_time_of_day_is_found_and_a_date_is_not() {
+    assert!(has_time_of_day("2026-11-30T10:11:12Z"));
+    assert!(!has_time_of_day("2026-11-30"));
+}
+
+/// The gaps between publications made in one batch are each quarter's run time: every
+/// public place shows a publication's day, never its time. The steward's view keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn publication_times_are_days_in_the_api_the_dashboard_the_report_and_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let ledger = Ledger::open(&wh).unwrap();
+    let stamps: Vec<(&str, String)> = ["2025Q1", "2025Q2"]
+        .into_iter()
+        .map(|q| {
+            (
+                q,
+                ledger.current_publication(q).unwrap().unwrap().published_at,
+            )
+        })
+        .collect();
+    let finished: Vec<String> = ledger
+        .releases()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.finished_at)
+        .collect();
+    drop(ledger);
+    for (_, at) in &stamps {
+        assert!(has_time_of_day(at), "the ledger keeps the full time: {at}");
+    }
+    assert_eq!(finished.len(), 4);
+
+    let app = app(state(&wh, roomy()).await);
+    let quarters = get(&app, "/v1/quarters").await.json();
+    for (i, (q, at)) in stamps.iter().enumerate() {
+        assert_eq!(quarters[i]["quarter"], *q);
+        assert_eq!(quarters[i]["published_at"], &at[..10], "{quarters}");
+        let page = get(&app, &format!("/v1/quarters/{q}/programs/P1"))
+            .await
+            .json();
+        assert_eq!(page["published_at"], &at[..10], "{q}");
+    }
+    let mut public = vec![
+        ("/v1/quarters", serde_json::to_string(&quarters).unwrap()),
+        (
+            "/v1/quarters?format=csv",
+            get(&app, "/v1/quarters?format=csv").await.text(),
+        ),
+        (
+            "/v1/quarters/2025Q1/programs/P1",
+            get(&app, "/v1/quarters/2025Q1/programs/P1").await.text(),
+        ),
+        ("/v1/budget", get(&app, "/v1/budget").await.text()),
+        ("/v1/releases", get(&app, "/v1/releases").await.text()),
+    ];
+    let dashboard = get(&app, "/?quarter=2025Q1&metric=count:identified").await;
+    assert_eq!(dashboard.status, StatusCode::OK, "{}", dashboard.text());
+    let dashboard = dashboard.text();
+    assert!(
+        dashboard.contains(&format!("published {}", &stamps[0].1[..10])),
+        "the dashboard shows the day"
+    );
+    public.push(("the dashboard", dashboard));
+    let (report, _) =
+        outreach_warehouse::dashboard::report::render(&wh, "2025Q1".parse().unwrap(), "report.csv")
+            .await
+            .unwrap();
+    assert!(report.contains(&format!("published {}", &stamps[0].1[..10])));
+    public.push(("the report", report));
+    let budget = get(&app, "/v1/budget").await.json();
+    assert_eq!(
+        budget["period_starts"].as_str().unwrap().len(),
+        10,
+        "{budget}"
+    );
+    assert_eq!(
+        budget["period_ends"].as_str().unwrap().len(),
+        10,
+        "{budget}"
+    );
+
+    // The CLI's public view of the releases: days; the steward's: the full time.
+    for format in ["table", "csv", "json"] {
+        let out = outreach(&wh, &["releases", "list", "--format", format]);
+        public.push(("releases list", String::from_utf8(out.stdout).unwrap()));
+    }
+    let listed = String::from_utf8(outreach(&wh, &["releases", "list"]).stdout).unwrap();
+    for at in &finished {
+        assert!(listed.contains(&at[..10]), "{listed}");
+    }
+    let steward =
+        String::from_utf8(outreach(&wh, &["releases", "list", "--steward"]).stdout).unwrap();
+    assert!(
+        finished.iter().all(|at| steward.contains(at.as_str())),
+        "the steward sees the full times: {steward}"
+    );
+    let id = get(&app, "/v1/releases").await.json()[0]["id"].to_string();
+    for format in ["table", "json"] {
+        let out = outreach(&wh, &["releases", "show", &id, "--format", format]);
+        public.push(("releases show", String::from_utf8(out.stdout).unwrap()));
+    }
+
+    for (place, text) in &public {
+        assert!(
+            !has_time_of_day(text),
+            "{place} shows a time of day: {text}"
+        );
+        for at in stamps.iter().map(|(_, at)| at).chain(&finished) {
+            assert!(!text.contains(at.as_str()), "{place} shows {at}");
+        }
+    }
+}
