@@ -797,6 +797,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                         } else {
                             all.iter()
                                 .filter_map(PublicRelease::from_stored)
+                                .map(crate::api::views::to_the_day)
                                 .map(|r| serde_json::to_value(r).expect("json"))
                                 .collect()
                         };
@@ -829,7 +830,10 @@ fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+/// A release's public view, with its time cut to the day like every public time (the
+/// steward's full record is `releases show --steward`).
 fn print_release(p: &PublicRelease, format: Format) {
+    let p = &crate::api::views::to_the_day(p.clone());
     match format {
         Format::Table => print!("{}", report::release_table(p)),
         Format::Csv => print!("{}", report::release_csv(p)),

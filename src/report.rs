@@ -15,6 +15,14 @@ pub enum Format {
     Csv,
 }
 
+/// A public time cut to its day, `YYYY-MM-DD` (privacy model §10). The time of day of a
+/// release or a publication says how long it read the data: the gap between a debit and its
+/// outcome, or between the publications of one batch, grows with the rows and carries no
+/// noise. Only the steward's views keep the full time.
+pub fn day(stamp: &str) -> String {
+    stamp.get(..10).unwrap_or(stamp).to_string()
+}
+
 /// One text field of a CSV body: quoted when it holds a separator, a quote or a line break.
 /// Text that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first) is
 /// prefixed with `'`: cell values, column names and program names come from specs and
@@ -204,7 +212,15 @@ fn align(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The release list as a table. `steward` adds failed and interrupted releases.
+/// When a release ended (or began, if it never ended): the full time for the steward, the
+/// day for everyone else ([`day`]).
+fn release_time(r: &StoredRelease, steward: bool) -> String {
+    let at = r.finished_at.as_deref().unwrap_or(&r.created_at);
+    if steward { at.to_string() } else { day(at) }
+}
+
+/// The release list as a table. `steward` adds failed and interrupted releases and shows
+/// full times; the public list shows days.
 pub fn releases_table(all: &[StoredRelease], steward: bool) -> String {
     let mut rows = vec![
         [
@@ -232,9 +248,7 @@ pub fn releases_table(all: &[StoredRelease], steward: bool) -> String {
             r.allocation.clone(),
             format!("{:.6}", r.debit_rho),
             r.approver.clone(),
-            r.finished_at
-                .clone()
-                .unwrap_or_else(|| r.created_at.clone()),
+            release_time(r, steward),
         ]);
     }
     align(&rows)
@@ -257,9 +271,7 @@ pub fn releases_csv(all: &[StoredRelease], steward: bool) -> String {
             csv_field(&r.allocation),
             r.debit_rho,
             csv_field(&r.approver),
-            r.finished_at
-                .clone()
-                .unwrap_or_else(|| r.created_at.clone())
+            release_time(r, steward)
         );
     }
     out

@@ -86,6 +86,7 @@ impl Rendered {
 /// A quarter's current publication, parsed.
 #[derive(Debug, Clone)]
 pub struct QuarterPublication {
+    /// As stored, but `published_at` is the day only (`YYYY-MM-DD`).
     pub stored: StoredPublication,
     pub doc: Publication,
 }
@@ -155,13 +156,12 @@ impl Snapshot {
                 }
             }
             if p.superseded_by.is_none() {
-                snap.quarters.insert(
-                    p.quarter.clone(),
-                    QuarterPublication {
-                        stored: p.clone(),
-                        doc,
-                    },
-                );
+                // Everything public reads a publication from here (the quarter routes, the
+                // dashboard, the report): its time is the day only.
+                let mut stored = p.clone();
+                stored.published_at = crate::report::day(&stored.published_at);
+                snap.quarters
+                    .insert(p.quarter.clone(), QuarterPublication { stored, doc });
             }
         }
 
@@ -280,7 +280,7 @@ impl Snapshot {
                 filter
                     .since
                     .as_ref()
-                    .is_none_or(|s| r.release.published_at.as_str() >= s.as_str())
+                    .is_none_or(|s| r.release.published_at >= crate::report::day(s))
             })
             .filter(|r| !filter.current || r.superseded_by.is_none())
             .map(ReleaseSummary::from)
@@ -308,7 +308,8 @@ pub struct ReleaseFilter {
     pub quarter: Option<String>,
     /// Only releases whose name contains this (any case).
     pub name: Option<String>,
-    /// Only releases published at or after this time (RFC 3339, or a date `YYYY-MM-DD`).
+    /// Only releases published on or after this day (`YYYY-MM-DD`; of an RFC 3339 time, its
+    /// day counts: releases are published to the day).
     pub since: Option<String>,
     /// Only releases that nothing superseded.
     #[serde(default)]

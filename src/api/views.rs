@@ -106,6 +106,8 @@ pub struct Quarter {
     /// The equity release.
     pub equity_release_id: Option<i64>,
     pub dataset_version: String,
+    /// The day it was published, `YYYY-MM-DD`: never the time, since the gaps between the
+    /// publications of one batch are each quarter's run time.
     pub published_at: String,
     pub approver: String,
     /// The publication this one replaced, after new data.
@@ -263,6 +265,7 @@ pub struct ProgramQuarter {
     pub release_id: i64,
     pub equity_release_id: Option<i64>,
     pub dataset_version: String,
+    /// The day it was published, `YYYY-MM-DD`.
     pub published_at: String,
     #[schema(value_type = Vec<Object>)]
     pub completeness: Vec<Completeness>,
@@ -418,7 +421,7 @@ pub struct Release {
 
 /// A release's public view with its time cut to the day (`YYYY-MM-DD`).
 pub fn to_the_day(mut r: PublicRelease) -> PublicRelease {
-    r.published_at.truncate(10);
+    r.published_at = crate::report::day(&r.published_at);
     r
 }
 
@@ -488,7 +491,9 @@ pub struct AllocationBudget {
 /// `GET /v1/budget`: the privacy budget of the current period, for transparency.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Budget {
+    /// The day the period starts, `YYYY-MM-DD`.
     pub period_starts: String,
+    /// The day it ends.
     pub period_ends: String,
     pub total_rho: f64,
     pub spent_rho: f64,
@@ -524,8 +529,8 @@ pub fn budget(b: &BudgetView) -> crate::Result<Budget> {
     }
     let remaining = (b.period.total_rho - b.spent_rho).max(0.0);
     Ok(Budget {
-        period_starts: b.period.starts.clone(),
-        period_ends: b.period.ends.clone(),
+        period_starts: crate::report::day(&b.period.starts),
+        period_ends: crate::report::day(&b.period.ends),
         total_rho: b.period.total_rho,
         spent_rho: b.spent_rho,
         remaining_rho: remaining,
