@@ -3,11 +3,21 @@
 //! researchers as one row; a request belongs to the token that made it, under an id that
 //! counts nothing; and a researcher's text cannot drive the steward's terminal.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use outreach_warehouse::api::app;
 use outreach_warehouse::ledger::Ledger;
+use outreach_warehouse::requests::Role;
+use serde_json::Value;
 
-use super::api::{get, outreach, published, roomy, state};
+use super::api::{
+    assert_error, get, get_as, outreach, published, roomy, state, submission, submit_id,
+    with_researcher,
+};
+
+fn approx(v: &Value, want: f64) {
+    let got = v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    assert!((got - want).abs() < 1e-9, "{got} is not {want}");
+}
 
 /// Whether `text` holds a time of day, `HH:MM:SS`.
 fn has_time_of_day(text: &str) -> bool {
@@ -130,4 +140,89 @@ async fn publication_times_are_days_in_the_api_the_dashboard_the_report_and_the_
             assert!(!text.contains(at.as_str()), "{place} shows {at}");
         }
     }
+}
+
+/// Publicly, researchers' allocations are one row that sums their ρ and their spending, so
+/// the total still adds up from what is public; it names no researcher and counts none. A
+/// researcher's token adds their own allocation, in a response no shared cache keeps.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_budget_shows_researchers_as_one_row_and_a_token_holder_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, rosa) = with_researcher(&wh, "rosa", 0.5, roomy()).await;
+    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate("researcher:bob", 0.25)
+        .unwrap();
+    let app = app(st.clone());
+    let id = submit_id(&app, &rosa, &submission(0.1)).await;
+    outreach(&wh, &["requests", "approve", &id.to_string()]);
+    st.reload().await.unwrap();
+
+    let public = get(&app, "/v1/budget").await;
+    assert_eq!(public.status, StatusCode::OK);
+    let text = public.text();
+    for name in ["rosa", "bob", "researcher:"] {
+        assert!(!text.contains(name), "{name} in {text}");
+    }
+    let v = public.json();
+    let rows = v["allocations"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["standard-releases", "researchers"]);
+    let researchers = &rows[1];
+    approx(&researchers["rho"], 0.75);
+    approx(&researchers["spent_rho"], 0.1);
+    approx(&researchers["remaining_rho"], 0.65);
+    // The same fields as any allocation: no count of researchers.
+    let fields = |r: &Value| {
+        let mut k: Vec<String> = r.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(fields(researchers), fields(&rows[0]));
+    // The total adds up from what is public.
+    let spent: f64 = rows.iter().map(|a| a["spent_rho"].as_f64().unwrap()).sum();
+    approx(&v["spent_rho"], spent);
+    assert!(v.get("own_allocation").is_none(), "{v}");
+    assert!(
+        public.header(header::VARY).contains("Authorization"),
+        "{:?}",
+        public.headers
+    );
+    let csv = get(&app, "/v1/budget?format=csv").await.text();
+    assert!(
+        !csv.contains("rosa") && !csv.contains("bob") && csv.contains("\nresearchers,"),
+        "{csv}"
+    );
+
+    // Rosa's token shows her own allocation beside the public rows, privately.
+    let mine = get_as(&app, "/v1/budget", &rosa).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text());
+    let cache = mine.header(header::CACHE_CONTROL);
+    assert!(
+        cache.contains("private") && cache.contains("no-store"),
+        "{cache}"
+    );
+    let m = mine.json();
+    assert_eq!(m["allocations"], v["allocations"]);
+    assert_eq!(m["own_allocation"]["name"], "researcher:rosa");
+    approx(&m["own_allocation"]["rho"], 0.5);
+    approx(&m["own_allocation"]["spent_rho"], 0.1);
+    assert!(!mine.text().contains("bob"), "{}", mine.text());
+    let mine_csv = get_as(&app, "/v1/budget?format=csv", &rosa).await.text();
+    assert!(
+        mine_csv.contains("\nresearcher:rosa,") && !mine_csv.contains("bob"),
+        "{mine_csv}"
+    );
+    let bobs = get_as(&app, "/v1/budget", &bob).await.json();
+    assert_eq!(bobs["own_allocation"]["name"], "researcher:bob");
+    approx(&bobs["own_allocation"]["spent_rho"], 0.0);
+    assert!(!bobs.to_string().contains("rosa"));
+    // A token that is not an active one is refused, not quietly ignored.
+    assert_error(
+        &get_as(&app, "/v1/budget", "owr_not-a-token").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
 }
