@@ -302,15 +302,37 @@ pub async fn release(
 }
 
 #[utoipa::path(get, path = "/v1/budget", tag = "releases", params(FormatParam),
-    responses((status = 200, description = "The privacy budget: total, spent and remaining, per allocation, in rho and epsilon", body = views::Budget),
-              (status = 400, description = "Bad format", body = ErrorBody)))]
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "The privacy budget: total, spent and remaining, per allocation (the researchers' summed into one row, `researchers`), in rho and epsilon; with a researcher's bearer token, also `own_allocation`, theirs", body = views::Budget),
+              (status = 400, description = "Bad format", body = ErrorBody),
+              (status = 401, description = "An Authorization header that is not an active researcher's bearer token", body = ErrorBody)))]
 pub async fn budget(
     State(state): State<AppState>,
     q: Result<Query<FormatParam>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let f = format_of(query(q)?.format.as_deref(), &headers)?;
-    rendered(&state, "/v1/budget", f, &headers)
+    // The body depends on the token: no cache may hand one caller's answer to another.
+    let vary = HeaderValue::from_static("Accept, Accept-Encoding, Authorization");
+    let Some(researcher) = optional_researcher(&state, &headers)? else {
+        let mut r = rendered(&state, "/v1/budget", f, &headers)?;
+        r.headers_mut().insert(header::VARY, vary);
+        return Ok(r);
+    };
+    let snap = state.snapshot();
+    let mut body = snap.budget.clone();
+    body.own_allocation = snap.researcher_allocations.get(&researcher.0).cloned();
+    // CSV has one table: the caller's own row comes last, by its full name.
+    let mut rows = body.allocations.clone();
+    rows.extend(body.own_allocation.clone());
+    let csv = csv::rows(&rows);
+    let mut r = respond(&Rendered::new(&body, csv, Freshness::Live), f, &headers);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    r.headers_mut().insert(header::VARY, vary);
+    Ok(r)
 }
 
 /// A researcher, identified by the bearer token of the request.
@@ -327,16 +349,32 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The researcher whose active token is `token`, or 401.
+fn authenticate(state: &AppState, token: &str) -> ApiResult<Researcher> {
+    let name = state
+        .queue()
+        .authenticate(token)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    name.map(Researcher).ok_or(ApiError::Unauthorized)
+}
+
+/// The researcher of a request to a public route that a token may personalise: `None`
+/// without an `Authorization` header; 401 for one that is not an active bearer token, never
+/// quietly ignored.
+fn optional_researcher(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Researcher>> {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return Ok(None);
+    }
+    let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
+    authenticate(state, token).map(Some)
+}
+
 impl FromRequestParts<AppState> for Researcher {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Researcher> {
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let name = state
-            .queue()
-            .authenticate(token)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        name.map(Researcher).ok_or(ApiError::Unauthorized)
+        authenticate(state, token)
     }
 }
 

@@ -107,6 +107,10 @@ pub struct Snapshot {
     pub dataset_version: String,
     /// `program_id`s of the public programs table: the `programs` domain of a request.
     pub program_ids: Vec<String>,
+    /// The public budget, researchers as one row (rendered at `/v1/budget`).
+    pub budget: views::Budget,
+    /// Each researcher's own allocation by researcher name, for the holder of their token.
+    pub researcher_allocations: HashMap<String, views::AllocationBudget>,
     /// Dashboard pages rendered so far, by their choices: a page is drawn once per
     /// snapshot (the releases it shows never change).
     pub pages: std::sync::Mutex<HashMap<String, Rendered>>,
@@ -186,7 +190,10 @@ impl Snapshot {
             snap.releases.insert(stored.id, release);
         }
 
-        snap.render(&catalog, &views::budget(&ledger.show()?)?);
+        let budget = ledger.show()?;
+        snap.budget = views::budget(&budget)?;
+        snap.researcher_allocations = views::researcher_allocations(&budget)?;
+        snap.render(&catalog);
         Ok(snap)
     }
 
@@ -194,7 +201,7 @@ impl Snapshot {
         self.rendered.insert(path, r);
     }
 
-    fn render(&mut self, catalog: &Catalog, budget: &views::Budget) {
+    fn render(&mut self, catalog: &Catalog) {
         use Freshness::*;
         let metrics = views::metrics(catalog);
         self.put(
@@ -254,9 +261,10 @@ impl Snapshot {
         for (id, r) in releases {
             self.put(format!("/v1/releases/{id}"), r);
         }
+        let budget = self.budget.clone();
         self.put(
             "/v1/budget".into(),
-            Rendered::new(budget, csv::rows(&budget.allocations), Live),
+            Rendered::new(&budget, csv::rows(&budget.allocations), Live),
         );
     }
 
