@@ -6,8 +6,8 @@
 use axum::http::{StatusCode, header};
 use outreach_warehouse::api::app;
 use outreach_warehouse::ledger::Ledger;
-use outreach_warehouse::requests::Role;
-use serde_json::Value;
+use outreach_warehouse::requests::{Quote, Role};
+use serde_json::{Value, json};
 
 use super::api::{
     assert_error, get, get_as, outreach, published, roomy, state, submission, submit_id,
@@ -225,4 +225,196 @@ async fn the_public_budget_shows_researchers_as_one_row_and_a_token_holder_their
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     );
+}
+
+/// A request belongs to the token that made it, not to the name: after `tokens revoke rosa`
+/// and `tokens create rosa`, the new holder can neither read nor list the old holder's
+/// requests (nor, through them, the old holder's private releases).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_token_for_a_revoked_name_sees_none_of_the_old_holders_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, old) = with_researcher(&wh, "rosa", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let pending = submit_id(&app, &old, &submission(0.1)).await;
+    let released = submit_id(&app, &old, &submission(0.1)).await;
+    outreach(&wh, &["requests", "approve", &released.to_string()]);
+    st.reload().await.unwrap();
+    let listed = get_as(&app, "/v1/requests", &old).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    let ids: Vec<Value> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(pending), json!(released)]);
+
+    outreach(&wh, &["tokens", "revoke", "rosa"]);
+    let out = outreach(
+        &wh,
+        &["tokens", "create", "--role", "researcher", "--name", "rosa"],
+    );
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    for id in [&pending, &released] {
+        let r = get_as(&app, &format!("/v1/requests/{id}"), &new).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+        assert_error(
+            &get_as(&app, &format!("/v1/requests/{id}"), &old).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+    }
+    let theirs = get_as(&app, "/v1/requests", &new).await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    assert_eq!(theirs.json(), json!([]));
+    // What the new holder submits is theirs.
+    let mine = submit_id(&app, &new, &submission(0.1)).await;
+    let listed = get_as(&app, "/v1/requests", &new).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], json!(mine));
+    assert_eq!(listed[0]["state"], "pending");
+    let one = get_as(&app, &format!("/v1/requests/{mine}"), &new).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text());
+}
+
+/// The requests file as the warehouse wrote it before requests carried their token: names
+/// only, sequential ids. Rosa's first token (1) was revoked and she got a second (2); bob has
+/// one (3). Request 1 is the first rosa's, 2 bob's, 3 the second rosa's.
+const V0_SCHEMA: &str = "
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('researcher')),
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE UNIQUE INDEX tokens_one_active_name ON tokens (name) WHERE revoked_at IS NULL;
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY,
+    researcher TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    rho_asked REAL NOT NULL,
+    spec TEXT NOT NULL,
+    quote TEXT NOT NULL,
+    submitted_at TEXT NOT NULL
+);
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY,
+    request_id INTEGER NOT NULL REFERENCES requests (id),
+    state TEXT NOT NULL CHECK (state IN ('rejected', 'released', 'failed')),
+    why TEXT,
+    release_id INTEGER,
+    public INTEGER NOT NULL DEFAULT 0,
+    decided_by TEXT NOT NULL,
+    decided_at TEXT NOT NULL
+);
+CREATE TRIGGER requests_no_update BEFORE UPDATE ON requests
+BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+CREATE INDEX decisions_by_request ON decisions (request_id, id);
+CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
+BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+";
+
+/// The tokens of the old file: the first rosa's (revoked), the second rosa's, bob's.
+pub(crate) struct OldTokens {
+    pub first_rosa: String,
+    pub second_rosa: String,
+    pub bob: String,
+}
+
+/// Writes the old requests file into `wh` (see [`V0_SCHEMA`]).
+pub(crate) fn old_requests_file(wh: &std::path::Path) -> OldTokens {
+    use sha2::{Digest, Sha256};
+    let token = |c: char| format!("owr_{}", c.to_string().repeat(64));
+    let hash = |t: &str| outreach_warehouse::warehouse::hex(&Sha256::digest(t.as_bytes()));
+    let tokens = OldTokens {
+        first_rosa: token('1'),
+        second_rosa: token('2'),
+        bob: token('3'),
+    };
+    let conn = rusqlite::Connection::open(wh.join("requests.sqlite")).unwrap();
+    conn.execute_batch(V0_SCHEMA).unwrap();
+    for (id, name, t, created, revoked) in [
+        (
+            1,
+            "rosa",
+            &tokens.first_rosa,
+            "2026-01-01T09:00:00Z",
+            Some("2026-02-01T09:00:00Z"),
+        ),
+        (2, "rosa", &tokens.second_rosa, "2026-02-01T09:00:05Z", None),
+        (3, "bob", &tokens.bob, "2026-01-01T09:00:00Z", None),
+    ] {
+        conn.execute(
+            "INSERT INTO tokens (id, name, role, hash, created_at, revoked_at) VALUES (?1, ?2, 'researcher', ?3, ?4, ?5)",
+            rusqlite::params![id, name, hash(t), created, revoked],
+        )
+        .unwrap();
+    }
+    let quote = serde_json::to_string(&Quote::default()).unwrap();
+    for (id, name, purpose, at) in [
+        (
+            1,
+            "rosa",
+            "the first rosa's question",
+            "2026-01-15T10:00:00Z",
+        ),
+        (2, "bob", "bob's question", "2026-01-16T10:00:00Z"),
+        (
+            3,
+            "rosa",
+            "the second rosa's question",
+            "2026-02-02T10:00:00Z",
+        ),
+    ] {
+        conn.execute(
+            "INSERT INTO requests (id, researcher, purpose, rho_asked, spec, quote, submitted_at) VALUES (?1, ?2, ?3, 0.1, '{}', ?4, ?5)",
+            rusqlite::params![id, name, purpose, quote, at],
+        )
+        .unwrap();
+    }
+    tokens
+}
+
+/// Requests stored before they carried their token belong, once the file is opened, to the
+/// token that was active for their name when they were submitted.
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_requests_go_to_the_token_active_when_they_were_submitted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let t = old_requests_file(&wh);
+    let app = app(state(&wh, roomy()).await);
+    let mine = get_as(&app, "/v1/requests/3", &t.second_rosa).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text());
+    assert_eq!(mine.json()["purpose"], "the second rosa's question");
+    assert_error(
+        &get_as(&app, "/v1/requests/1", &t.second_rosa).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let listed = get_as(&app, "/v1/requests", &t.second_rosa).await.json();
+    let purposes: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(purposes, ["the second rosa's question"]);
+    let bobs = get_as(&app, "/v1/requests/2", &t.bob).await;
+    assert_eq!(bobs.status, StatusCode::OK, "{}", bobs.text());
+    assert_error(
+        &get_as(&app, "/v1/requests/1", &t.first_rosa).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    // The steward still sees all three.
+    let list = String::from_utf8(outreach(&wh, &["requests", "list"]).stdout).unwrap();
+    for p in ["the first rosa", "bob's question", "the second rosa"] {
+        assert!(list.contains(p), "{list}");
+    }
 }
