@@ -363,7 +363,8 @@ enum TokensCommand {
         warehouse: PathBuf,
         name: String,
     },
-    /// List tokens (names and dates, never the tokens).
+    /// List tokens (names, ids and dates, never the tokens). A request belongs to the token
+    /// that submitted it.
     List {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -1138,8 +1139,9 @@ fn tokens_command(command: TokensCommand) -> Result<(), Error> {
         TokensCommand::List { warehouse } => {
             for t in Queue::open(&warehouse)?.tokens()? {
                 println!(
-                    "{}\tcreated {}\t{}",
+                    "{}\ttoken {}\tcreated {}\t{}",
                     t.name,
+                    t.id,
                     t.created_at,
                     t.revoked_at
                         .map(|r| format!("revoked {r}"))

@@ -656,14 +656,15 @@ pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> Stri
         Format::Json => serde_json::to_string_pretty(list).expect("requests serialise") + "\n",
         Format::Csv => {
             let mut out = String::from(
-                "id,researcher,state,rho_asked,rho,submitted_at,release_id,public,purpose\n",
+                "id,researcher,token,state,rho_asked,rho,submitted_at,release_id,public,purpose\n",
             );
             for r in list {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{}",
                     r.id,
                     csv_field(&r.researcher),
+                    r.token_id.map(|i| i.to_string()).unwrap_or_default(),
                     r.state.as_str(),
                     r.rho_asked,
                     r.quote.rho,
@@ -680,6 +681,7 @@ pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> Stri
                 [
                     "id",
                     "researcher",
+                    "token",
                     "state",
                     "rho",
                     "submitted",
@@ -694,6 +696,7 @@ pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> Stri
                 table.push(vec![
                     r.id.to_string(),
                     r.researcher.clone(),
+                    r.token_id.map(|i| i.to_string()).unwrap_or_default(),
                     r.state.as_str().to_string(),
                     format!("{:.4}", r.quote.rho),
                     r.submitted_at.clone(),

@@ -19,7 +19,7 @@ use super::views::{self, COMPARE_BY};
 use crate::ledger::Ledger;
 use crate::privacy::PublicRelease;
 use crate::quarter::Quarter;
-use crate::requests::{self, Quote, ResearcherView, Submission};
+use crate::requests::{self, Quote, RequestSummary, ResearcherView, Submission};
 
 /// The response format: JSON unless `?format=csv` or `Accept: text/csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +321,7 @@ pub async fn budget(
     };
     let snap = state.snapshot();
     let mut body = snap.budget.clone();
-    body.own_allocation = snap.researcher_allocations.get(&researcher.0).cloned();
+    body.own_allocation = snap.researcher_allocations.get(&researcher.0.name).cloned();
     // CSV has one table: the caller's own row comes last, by its full name.
     let mut rows = body.allocations.clone();
     rows.extend(body.own_allocation.clone());
@@ -335,9 +335,10 @@ pub async fn budget(
     Ok(r)
 }
 
-/// A researcher, identified by the bearer token of the request.
+/// A researcher, identified by the bearer token of the request: the token's id (what their
+/// requests belong to) and their name (what their allocation is named after).
 #[derive(Debug, Clone)]
-pub struct Researcher(pub String);
+pub struct Researcher(pub requests::Holder);
 
 /// The token of `Authorization: Bearer <token>`, if the header has that form.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -351,11 +352,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The researcher whose active token is `token`, or 401.
 fn authenticate(state: &AppState, token: &str) -> ApiResult<Researcher> {
-    let name = state
+    let holder = state
         .queue()
         .authenticate(token)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    name.map(Researcher).ok_or(ApiError::Unauthorized)
+    holder.map(Researcher).ok_or(ApiError::Unauthorized)
 }
 
 /// The researcher of a request to a public route that a token may personalise: `None`
@@ -454,7 +455,7 @@ pub async fn submit(
     // MAX_PLANNING at once, so that it cannot stall the public routes and the timeout
     // can answer for it.
     let _slot = PlanningSlot::take(&state)?;
-    let (name, sub) = (researcher.0.clone(), submission.clone());
+    let (name, sub) = (researcher.0.name.clone(), submission.clone());
     let planned = tokio::task::spawn_blocking(move || {
         tokio::runtime::Handle::current().block_on(requests::quote(
             &plan_ctx,
@@ -516,8 +517,9 @@ pub async fn request_status(
         // A stored request that cannot be read is the operator's, never the researcher's.
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
-    // Another researcher's request is answered exactly like one that does not exist.
-    if request.researcher != researcher.0 {
+    // A request of another token, even one of the same name revoked before this one, is
+    // answered exactly like one that does not exist.
+    if request.token_id != Some(researcher.0.token_id) {
         return Err(not_found());
     }
     let release = match request.release_id {
@@ -526,7 +528,7 @@ pub async fn request_status(
             let ledger = Ledger::open_read_only(state.warehouse()).map_err(internal)?;
             let stored = ledger.release(rid).map_err(internal)?;
             // Only a release debited from this researcher's own allocation is theirs to see.
-            (stored.allocation == requests::allocation_of(&researcher.0))
+            (stored.allocation == requests::allocation_of(&researcher.0.name))
                 .then(|| PublicRelease::from_stored(&stored))
                 .flatten()
                 .map(super::views::to_the_day)
@@ -534,6 +536,28 @@ pub async fn request_status(
         _ => None,
     };
     let mut r = axum::Json(request.researcher_view(release)).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(r)
+}
+
+#[utoipa::path(get, path = "/v1/requests", tag = "requests",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Your requests, oldest first: pending, rejected or released (the numbers are at /v1/requests/{id})", body = [RequestSummary]),
+              (status = 401, description = "Missing or bad token", body = ErrorBody)))]
+pub async fn my_requests(
+    State(state): State<AppState>,
+    researcher: Researcher,
+) -> ApiResult<Response> {
+    // The token's requests only: never those of an earlier token of the same name.
+    let list = state
+        .queue()
+        .list_of(researcher.0.token_id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body: Vec<RequestSummary> = list.iter().map(requests::StoredRequest::summary).collect();
+    let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ErrorBody, ErrorDetail};
 use super::handlers::{self, Submitted};
 use super::views;
-use crate::requests::{Quote, ResearcherView, StatisticAccuracy, Submission};
+use crate::requests::{Quote, RequestSummary, ResearcherView, StatisticAccuracy, Submission};
 
 struct BearerAuth;
 
@@ -43,6 +43,7 @@ impl Modify for BearerAuth {
         handlers::release,
         handlers::budget,
         handlers::submit,
+        handlers::my_requests,
         handlers::request_status,
     ),
     components(schemas(
@@ -64,6 +65,7 @@ impl Modify for BearerAuth {
         Quote,
         StatisticAccuracy,
         ResearcherView,
+        RequestSummary,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -1,4 +1,11 @@
 //! The SQLite file of tokens, requests and decisions, and the steward's approval.
+//!
+//! **Schema versions** (`PRAGMA user_version`). 0: a request named its researcher only. 1:
+//! each request carries the id of the token that submitted it, and belongs to that token:
+//! a later token for the same name (after `tokens revoke`) sees none of it. [`Queue::open`]
+//! migrates an older file in place, in one IMMEDIATE transaction; a stored request goes to
+//! the token that was active for its name when it was submitted. A file of a newer version
+//! is refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +26,41 @@ const TOKEN_PREFIX: &str = "owr_";
 
 /// The longest researcher name.
 const MAX_NAME: usize = 64;
+
+/// The requests file's schema version (`PRAGMA user_version`); see the module docs.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1: the token of each request. SQLite adds a column without touching a row; filling
+/// it is an UPDATE, so the append-only trigger is dropped and made again around it, in the
+/// migration's transaction. A stored request goes to the token active for its name when it
+/// was submitted; where times are equal to the second, to the older token (which hides it
+/// from the newer holder rather than showing it to them), and to none if no token fits.
+const MIGRATE_V1: &str = "
+ALTER TABLE requests ADD COLUMN token_id INTEGER REFERENCES tokens (id);
+DROP TRIGGER IF EXISTS requests_no_update;
+UPDATE requests SET token_id = (
+    SELECT t.id FROM tokens t
+    WHERE t.name = requests.researcher
+      AND t.created_at <= requests.submitted_at
+      AND (t.revoked_at IS NULL OR t.revoked_at >= requests.submitted_at)
+    ORDER BY t.id
+    LIMIT 1
+);
+CREATE TRIGGER requests_no_update BEFORE UPDATE ON requests
+BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+CREATE INDEX IF NOT EXISTS requests_by_token ON requests (token_id, id);
+CREATE TRIGGER IF NOT EXISTS requests_need_a_token BEFORE INSERT ON requests
+WHEN NEW.token_id IS NULL
+BEGIN SELECT RAISE(ABORT, 'a request needs the id of the token that submits it'); END;
+";
+
+/// Brings a requests file of an older schema up to [`SCHEMA_VERSION`], inside `tx`.
+fn upgrade(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
+    if from < 1 {
+        tx.execute_batch(MIGRATE_V1)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -77,10 +119,21 @@ impl Role {
 /// A token as the steward sees it: never the token itself, which is shown once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenInfo {
+    /// The token's own id: what its requests belong to.
+    pub id: i64,
     pub name: String,
     pub role: Role,
     pub created_at: String,
     pub revoked_at: Option<String>,
+}
+
+/// Who presented an active token: the token's own id and the researcher's name. Requests
+/// belong to the token; the name, which a later token may reuse after a revocation, names
+/// the allocation that pays (`researcher:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Holder {
+    pub token_id: i64,
+    pub name: String,
 }
 
 /// Where a request stands, as the steward sees it.
@@ -120,6 +173,9 @@ impl RequestState {
 pub struct StoredRequest {
     pub id: i64,
     pub researcher: String,
+    /// The token that submitted it, which alone may read it; none for a request stored
+    /// before requests carried their token when no token of its name fitted.
+    pub token_id: Option<i64>,
     pub purpose: String,
     pub rho_asked: f64,
     /// The spec as it will run: its allocation is the researcher's.
@@ -164,7 +220,35 @@ pub struct ResearcherView {
     pub release: Option<PublicRelease>,
 }
 
+/// A line of a researcher's own list (`GET /v1/requests`): where a request stands, without
+/// its quote or numbers (`GET /v1/requests/{id}` has them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RequestSummary {
+    pub id: i64,
+    /// `pending`, `rejected` or `released`.
+    pub state: String,
+    pub purpose: String,
+    pub rho_asked: f64,
+    pub submitted_at: String,
+}
+
 impl StoredRequest {
+    /// The researcher's line of their own list. A failed run is `pending` to them.
+    pub fn summary(&self) -> RequestSummary {
+        let state = match self.state {
+            RequestState::Rejected => "rejected",
+            RequestState::Released => "released",
+            RequestState::Pending | RequestState::Failed => "pending",
+        };
+        RequestSummary {
+            id: self.id,
+            state: state.to_string(),
+            purpose: self.purpose.clone(),
+            rho_asked: self.rho_asked,
+            submitted_at: self.submitted_at.clone(),
+        }
+    }
+
     /// The researcher's view; `release` is the public view of its release, when released.
     pub fn researcher_view(&self, release: Option<PublicRelease>) -> ResearcherView {
         let (state, why, release) = match self.state {
@@ -268,7 +352,22 @@ impl Queue {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
+        // Read under the write lock: another process may have upgraded it meanwhile.
+        let found: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(&e)?;
+        if found > SCHEMA_VERSION {
+            return Err(RequestsError::NewerSchema {
+                path: path.clone(),
+                found,
+            });
+        }
+        // A new file gets the first version's tables and then every migration, like an old
+        // one: one way to the current schema.
         tx.execute_batch(SCHEMA).map_err(&e)?;
+        if found < SCHEMA_VERSION {
+            upgrade(&tx, found).map_err(&e)?;
+        }
         tx.commit().map_err(&e)?;
         drop(e);
         Ok(Queue { path, conn })
@@ -341,60 +440,70 @@ impl Queue {
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, created_at, revoked_at FROM tokens ORDER BY id")
+            .prepare("SELECT id, name, created_at, revoked_at FROM tokens ORDER BY id")
             .map_err(self.e())?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(TokenInfo {
-                    name: r.get(0)?,
+                    id: r.get(0)?,
+                    name: r.get(1)?,
                     role: Role::Researcher,
-                    created_at: r.get(1)?,
-                    revoked_at: r.get(2)?,
+                    created_at: r.get(2)?,
+                    revoked_at: r.get(3)?,
                 })
             })
             .map_err(self.e())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.e())
     }
 
-    /// The researcher a presented token belongs to, if it is active. The presented token's
-    /// hash is compared with every active token's hash in constant time, and the loop does
-    /// not stop at a match, so the time taken says nothing about which bytes matched.
-    pub fn authenticate(&self, presented: &str) -> Result<Option<String>> {
+    /// The holder of a presented token, if it is active: the token's id and its name. The
+    /// presented token's hash is compared with every active token's hash in constant time,
+    /// and the loop does not stop at a match, so the time taken says nothing about which
+    /// bytes matched.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<Holder>> {
         let wanted = hex(&token_hash(presented));
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name, hash FROM tokens WHERE revoked_at IS NULL")
+            .prepare_cached("SELECT id, name, hash FROM tokens WHERE revoked_at IS NULL")
             .map_err(self.e())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .map_err(self.e())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.e())?;
         let mut found = None;
-        for (name, stored) in rows {
+        for (token_id, name, stored) in rows {
             if constant_time_eq(wanted.as_bytes(), stored.as_bytes()) {
-                found = Some(name);
+                found = Some(Holder { token_id, name });
             }
         }
         Ok(found)
     }
 
-    /// Stores a checked submission as pending and returns its id.
+    /// Stores a checked submission of `holder` as pending and returns its id. It belongs to
+    /// the holder's token.
     pub fn submit(
         &mut self,
-        researcher: &str,
+        holder: &Holder,
         purpose: &str,
         rho_asked: f64,
         spec: &ReleaseSpec,
         quote: &Quote,
     ) -> Result<i64> {
-        check_name(researcher)?;
+        check_name(&holder.name)?;
         self.conn
             .execute(
-                "INSERT INTO requests (researcher, purpose, rho_asked, spec, quote, submitted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO requests (researcher, token_id, purpose, rho_asked, spec, quote, submitted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
-                    researcher,
+                    holder.name,
+                    holder.token_id,
                     purpose,
                     rho_asked,
                     serde_json::to_string(spec).expect("specs serialise"),
@@ -409,7 +518,8 @@ impl Queue {
     fn query(&self, filter: &str, p: impl rusqlite::Params) -> Result<Vec<StoredRequest>> {
         let sql = format!(
             "SELECT q.id, q.researcher, q.purpose, q.rho_asked, q.spec, q.quote, q.submitted_at,
-                    d.state, d.why, d.release_id, coalesce(d.public, 0), d.decided_by, d.decided_at
+                    d.state, d.why, d.release_id, coalesce(d.public, 0), d.decided_by, d.decided_at,
+                    q.token_id
              FROM requests q
              LEFT JOIN decisions d ON d.id = (SELECT max(x.id) FROM decisions x WHERE x.request_id = q.id)
              {filter} ORDER BY q.id"
@@ -424,6 +534,7 @@ impl Queue {
                     StoredRequest {
                         id: r.get(0)?,
                         researcher: r.get(1)?,
+                        token_id: r.get(13)?,
                         purpose: r.get(2)?,
                         rho_asked: r.get(3)?,
                         spec: serde_json::Value::Null,
@@ -465,6 +576,11 @@ impl Queue {
     /// Every request, oldest first.
     pub fn list(&self) -> Result<Vec<StoredRequest>> {
         self.query("", [])
+    }
+
+    /// The requests of one token, oldest first: what its holder may list.
+    pub fn list_of(&self, token_id: i64) -> Result<Vec<StoredRequest>> {
+        self.query("WHERE q.token_id = ?1", params![token_id])
     }
 
     /// One request.
