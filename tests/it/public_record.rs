@@ -10,7 +10,7 @@ use outreach_warehouse::requests::{Quote, Role};
 use serde_json::{Value, json};
 
 use super::api::{
-    assert_error, get, get_as, outreach, published, roomy, state, submission, submit_id,
+    assert_error, get, get_as, outreach, published, roomy, state, submission, submit, submit_id,
     with_researcher,
 };
 
@@ -417,4 +417,120 @@ async fn stored_requests_go_to_the_token_active_when_they_were_submitted() {
     for p in ["the first rosa", "bob's question", "the second rosa"] {
         assert!(list.contains(p), "{list}");
     }
+}
+
+/// The pattern of a request id: 16 random bytes in lowercase hex, or the digits of an id
+/// stored when ids were sequential.
+const REQUEST_ID_PATTERN: &str = "^(?:[0-9a-f]{32}|[1-9][0-9]{0,18})$";
+
+fn is_random_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A request's id is random: it says nothing of how many requests others made. Counting
+/// finds nothing, a malformed id is a 400, and the OpenAPI document states the pattern the
+/// server checks.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_ids_are_random_and_count_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, alice) = with_researcher(&wh, "alice", 0.5, roomy()).await;
+    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate("researcher:bob", 0.5)
+        .unwrap();
+    let app = app(st.clone());
+    let mut ids = Vec::new();
+    for token in [&alice, &bob, &bob, &bob, &alice] {
+        let r = submit(&app, token, &submission(0.1)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        let id = r.json()["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the id is not a string: {}", r.text()))
+            .to_string();
+        assert!(is_random_id(&id), "{id}");
+        assert_eq!(r.header(header::LOCATION), format!("/v1/requests/{id}"));
+        ids.push(id);
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len());
+    let last = get_as(&app, &format!("/v1/requests/{}", ids[4]), &alice).await;
+    assert_eq!(last.status, StatusCode::OK, "{}", last.text());
+    assert_eq!(last.json()["id"], ids[4].as_str());
+    // Counting finds nothing.
+    for n in 1..=6 {
+        let r = get_as(&app, &format!("/v1/requests/{n}"), &alice).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    }
+    let upper = ids[0].to_uppercase();
+    let short = "0".repeat(31);
+    let long = "0".repeat(33);
+    for bad in [
+        "abc",
+        "0",
+        "01",
+        "-1",
+        "1.5",
+        "12345678901234567890",
+        upper.as_str(),
+        short.as_str(),
+        long.as_str(),
+    ] {
+        let r = get_as(&app, &format!("/v1/requests/{bad}"), &alice).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    // The steward uses the same ids.
+    let shown = String::from_utf8(outreach(&wh, &["requests", "show", &ids[1]]).stdout).unwrap();
+    assert!(shown.contains(&ids[1]), "{shown}");
+
+    let doc = get(&app, "/openapi.json").await.json();
+    let params = doc["paths"]["/v1/requests/{id}"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let id = params.iter().find(|p| p["name"] == "id").unwrap();
+    assert_eq!(id["schema"]["type"], "string", "{id}");
+    assert_eq!(id["schema"]["pattern"], REQUEST_ID_PATTERN, "{id}");
+    assert_eq!(
+        doc["components"]["schemas"]["Submitted"]["properties"]["id"]["type"],
+        "string"
+    );
+}
+
+/// Ids stored when they were sequential keep working, as their digits.
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_ids_stored_before_keep_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let t = old_requests_file(&wh);
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate("researcher:rosa", 0.5)
+        .unwrap();
+    let app = app(state(&wh, roomy()).await);
+    let old = get_as(&app, "/v1/requests/3", &t.second_rosa).await;
+    assert_eq!(old.status, StatusCode::OK, "{}", old.text());
+    assert_eq!(old.json()["id"], "3");
+    let shown = String::from_utf8(outreach(&wh, &["requests", "show", "2"]).stdout).unwrap();
+    assert!(shown.contains("bob's question"), "{shown}");
+    outreach(
+        &wh,
+        &["requests", "reject", "3", "--why", "please narrow it"],
+    );
+    let rejected = get_as(&app, "/v1/requests/3", &t.second_rosa).await.json();
+    assert_eq!(rejected["state"], "rejected");
+    // A new request beside them gets a random id.
+    let new = submit_id(&app, &t.second_rosa, &submission(0.1)).await;
+    let new = serde_json::to_value(&new).unwrap();
+    assert!(is_random_id(new.as_str().unwrap_or_default()), "{new}");
+    let listed = get_as(&app, "/v1/requests", &t.second_rosa).await.json();
+    let ids: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(ids, [&json!("3"), &new]);
 }
