@@ -313,14 +313,15 @@ enum RequestsCommand {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
-        id: i64,
+        /// The request's id, as `requests list` shows it.
+        id: String,
     },
     /// Approve a pending request: run its release, debited from `researcher:<name>`.
     Approve {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
-        id: i64,
+        id: String,
         /// Who approves (recorded with the release).
         #[arg(long, default_value = "steward")]
         approver: String,
@@ -333,7 +334,7 @@ enum RequestsCommand {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
-        id: i64,
+        id: String,
         /// Why, for the researcher.
         #[arg(long)]
         why: String,
@@ -1077,7 +1078,7 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             print!("{}", report::requests(&list, format));
         }
         RequestsCommand::Show { warehouse, id } => {
-            let r = Queue::open(&warehouse)?.get(id)?;
+            let r = Queue::open(&warehouse)?.get(&id)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&r).expect("requests serialise")
@@ -1090,7 +1091,7 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             public,
         } => {
             let (r, outcome) =
-                runtime().block_on(requests::approve(&warehouse, id, &approver, public))?;
+                runtime().block_on(requests::approve(&warehouse, &id, &approver, public))?;
             let release = outcome.map(|o| o.id).unwrap_or_default();
             println!(
                 "Request {id} of {} is released as release {release} ({}); it was debited from researcher:{}.",
@@ -1109,7 +1110,7 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             why,
             approver,
         } => {
-            let r = requests::reject(&warehouse, id, &approver, &why)?;
+            let r = requests::reject(&warehouse, &id, &approver, &why)?;
             println!("Request {id} of {} is rejected.", r.researcher);
         }
     }

@@ -406,7 +406,8 @@ impl Drop for PlanningSlot {
 /// The answer to a submission.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Submitted {
-    pub id: i64,
+    /// 32 lowercase hex digits, random: it says nothing of other requests.
+    pub id: String,
     /// `pending`: the steward decides.
     pub state: String,
     /// The spec passed the analyser and the budget check.
@@ -499,19 +500,26 @@ pub async fn submit(
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
-    params(("id" = i64, Path, description = "Your request's id")),
+    // The pattern is set from `requests::REQUEST_ID_PATTERN` in `openapi.rs`.
+    params(("id" = String, Path, description = "Your request's id: 32 lowercase hex digits, or the digits of an id given when ids were sequential")),
     security(("bearer" = [])),
     responses((status = 200, description = "Pending, rejected with the steward's words, or released with the noisy numbers", body = ResearcherView),
+              (status = 400, description = "Not the form of a request id", body = ErrorBody),
               (status = 401, description = "Missing or bad token", body = ErrorBody),
               (status = 404, description = "No request of yours with this id", body = ErrorBody)))]
 pub async fn request_status(
     State(state): State<AppState>,
     researcher: Researcher,
-    p: Result<Path<i64>, PathRejection>,
+    p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let id = path(p)?;
+    if !requests::is_request_id(&id) {
+        return Err(ApiError::BadRequest(format!(
+            "{id:?} is not a request id: 32 lowercase hex digits"
+        )));
+    }
     let not_found = || ApiError::NotFound(format!("no request {id} of yours"));
-    let request = match state.queue().get(id) {
+    let request = match state.queue().get(&id) {
         Ok(r) => r,
         Err(requests::RequestsError::NoSuchRequest(_)) => return Err(not_found()),
         // A stored request that cannot be read is the operator's, never the researcher's.

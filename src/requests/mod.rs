@@ -26,8 +26,9 @@ mod store;
 
 pub use quote::{Quote, StatisticAccuracy, Submission, affordable, quote};
 pub use store::{
-    Decision, Holder, Queue, REQUESTS_FILE, RequestState, RequestSummary, ResearcherView, Role,
-    SCHEMA_VERSION, StoredRequest, TokenInfo, approve, constant_time_eq, reject,
+    Decision, Holder, Queue, REQUEST_ID_PATTERN, REQUESTS_FILE, RequestState, RequestSummary,
+    ResearcherView, Role, SCHEMA_VERSION, StoredRequest, TokenInfo, approve, constant_time_eq,
+    is_request_id, reject,
 };
 
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ pub enum RequestsError {
     )]
     NewerSchema { path: PathBuf, found: i64 },
     #[error("no request {0}")]
-    NoSuchRequest(i64),
+    NoSuchRequest(String),
     #[error("no active token named '{0}'")]
     NoSuchToken(String),
     #[error("an active token named '{0}' already exists; revoke it first")]
@@ -69,7 +70,7 @@ pub enum RequestsError {
     #[error(
         "request {id} is {state}: only a pending request, or one whose run failed, can be approved or rejected"
     )]
-    NotPending { id: i64, state: String },
+    NotPending { id: String, state: String },
     /// The submission cannot be planned as asked; the reason is for the researcher.
     #[error("refused: {0}")]
     Refused(String),

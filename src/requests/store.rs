@@ -4,8 +4,11 @@
 //! each request carries the id of the token that submitted it, and belongs to that token:
 //! a later token for the same name (after `tokens revoke`) sees none of it. [`Queue::open`]
 //! migrates an older file in place, in one IMMEDIATE transaction; a stored request goes to
-//! the token that was active for its name when it was submitted. A file of a newer version
-//! is refused.
+//! the token that was active for its name when it was submitted. 2: each request has a
+//! public id, 16 random bytes in hex, so that an id says nothing of how many requests others
+//! made; a stored request keeps its sequential id as its public id, in digits. The row id
+//! stays internal (decisions refer to it; the steward's list is in its order). A file of a
+//! newer version is refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +31,29 @@ const TOKEN_PREFIX: &str = "owr_";
 const MAX_NAME: usize = 64;
 
 /// The requests file's schema version (`PRAGMA user_version`); see the module docs.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// What a request id looks like, as the OpenAPI document states it: 16 random bytes in
+/// lowercase hex, or the digits of an id stored when ids were sequential.
+/// [`is_request_id`] checks the same.
+pub const REQUEST_ID_PATTERN: &str = "^(?:[0-9a-f]{32}|[1-9][0-9]{0,18})$";
+
+/// Whether `id` has the form of a request id ([`REQUEST_ID_PATTERN`]).
+pub fn is_request_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    let random = b.len() == 32 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let sequential =
+        (1..=19).contains(&b.len()) && b[0] != b'0' && b.iter().all(u8::is_ascii_digit);
+    random || sequential
+}
+
+/// A new request id: 16 bytes from the OS generator, in hex. It is unrelated to any other
+/// request, so it counts nothing.
+fn new_request_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| RequestsError::Random(e.to_string()))?;
+    Ok(hex(&bytes))
+}
 
 /// Version 1: the token of each request. SQLite adds a column without touching a row; filling
 /// it is an UPDATE, so the append-only trigger is dropped and made again around it, in the
@@ -54,10 +79,27 @@ WHEN NEW.token_id IS NULL
 BEGIN SELECT RAISE(ABORT, 'a request needs the id of the token that submits it'); END;
 ";
 
+/// Version 2: the public id of each request. A stored request keeps its sequential id, as
+/// digits, so the ids researchers were given still work; a new one gets random bytes.
+const MIGRATE_V2: &str = "
+ALTER TABLE requests ADD COLUMN public_id TEXT;
+DROP TRIGGER IF EXISTS requests_no_update;
+UPDATE requests SET public_id = CAST(id AS TEXT);
+CREATE TRIGGER requests_no_update BEFORE UPDATE ON requests
+BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+CREATE UNIQUE INDEX IF NOT EXISTS requests_public_id ON requests (public_id);
+CREATE TRIGGER IF NOT EXISTS requests_need_a_public_id BEFORE INSERT ON requests
+WHEN NEW.public_id IS NULL
+BEGIN SELECT RAISE(ABORT, 'a request needs its public id'); END;
+";
+
 /// Brings a requests file of an older schema up to [`SCHEMA_VERSION`], inside `tx`.
 fn upgrade(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
     if from < 1 {
         tx.execute_batch(MIGRATE_V1)?;
+    }
+    if from < 2 {
+        tx.execute_batch(MIGRATE_V2)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
 }
@@ -171,7 +213,8 @@ impl RequestState {
 /// A stored request with its decision, for the steward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRequest {
-    pub id: i64,
+    /// The public id ([`REQUEST_ID_PATTERN`]).
+    pub id: String,
     pub researcher: String,
     /// The token that submitted it, which alone may read it; none for a request stored
     /// before requests carried their token when no token of its name fitted.
@@ -205,7 +248,8 @@ pub enum Decision {
 /// words, or released with the noisy numbers. Never `failed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResearcherView {
-    pub id: i64,
+    /// 32 lowercase hex digits (or the digits of an id stored when ids were sequential).
+    pub id: String,
     /// `pending`, `rejected` or `released`.
     pub state: String,
     pub purpose: String,
@@ -224,7 +268,7 @@ pub struct ResearcherView {
 /// its quote or numbers (`GET /v1/requests/{id}` has them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestSummary {
-    pub id: i64,
+    pub id: String,
     /// `pending`, `rejected` or `released`.
     pub state: String,
     pub purpose: String,
@@ -241,7 +285,7 @@ impl StoredRequest {
             RequestState::Pending | RequestState::Failed => "pending",
         };
         RequestSummary {
-            id: self.id,
+            id: self.id.clone(),
             state: state.to_string(),
             purpose: self.purpose.clone(),
             rho_asked: self.rho_asked,
@@ -257,7 +301,7 @@ impl StoredRequest {
             _ => ("pending", None, None),
         };
         ResearcherView {
-            id: self.id,
+            id: self.id.clone(),
             state: state.to_string(),
             purpose: self.purpose.clone(),
             rho_asked: self.rho_asked,
@@ -486,8 +530,8 @@ impl Queue {
         Ok(found)
     }
 
-    /// Stores a checked submission of `holder` as pending and returns its id. It belongs to
-    /// the holder's token.
+    /// Stores a checked submission of `holder` as pending and returns its id, a random one.
+    /// It belongs to the holder's token.
     pub fn submit(
         &mut self,
         holder: &Holder,
@@ -495,13 +539,15 @@ impl Queue {
         rho_asked: f64,
         spec: &ReleaseSpec,
         quote: &Quote,
-    ) -> Result<i64> {
+    ) -> Result<String> {
         check_name(&holder.name)?;
+        let id = new_request_id()?;
         self.conn
             .execute(
-                "INSERT INTO requests (researcher, token_id, purpose, rho_asked, spec, quote, submitted_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO requests (public_id, researcher, token_id, purpose, rho_asked, spec, quote, submitted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
+                    id,
                     holder.name,
                     holder.token_id,
                     purpose,
@@ -512,12 +558,12 @@ impl Queue {
                 ],
             )
             .map_err(self.e())?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(id)
     }
 
     fn query(&self, filter: &str, p: impl rusqlite::Params) -> Result<Vec<StoredRequest>> {
         let sql = format!(
-            "SELECT q.id, q.researcher, q.purpose, q.rho_asked, q.spec, q.quote, q.submitted_at,
+            "SELECT q.public_id, q.researcher, q.purpose, q.rho_asked, q.spec, q.quote, q.submitted_at,
                     d.state, d.why, d.release_id, coalesce(d.public, 0), d.decided_by, d.decided_at,
                     q.token_id
              FROM requests q
@@ -583,11 +629,11 @@ impl Queue {
         self.query("WHERE q.token_id = ?1", params![token_id])
     }
 
-    /// One request.
-    pub fn get(&self, id: i64) -> Result<StoredRequest> {
-        self.query("WHERE q.id = ?1", params![id])?
+    /// One request, by its public id.
+    pub fn get(&self, id: &str) -> Result<StoredRequest> {
+        self.query("WHERE q.public_id = ?1", params![id])?
             .pop()
-            .ok_or(RequestsError::NoSuchRequest(id))
+            .ok_or_else(|| RequestsError::NoSuchRequest(id.to_string()))
     }
 
     /// The release ids of researchers' releases that the steward made public.
@@ -604,31 +650,36 @@ impl Queue {
     }
 
     /// Records the decision on a pending request, once: a second decision is refused.
-    pub fn decide(&mut self, id: i64, decision: &Decision, steward: &str) -> Result<()> {
+    pub fn decide(&mut self, id: &str, decision: &Decision, steward: &str) -> Result<()> {
         let path = self.path.clone();
         let e = sql_err(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let state: Option<Option<String>> = tx
+        // The decision refers to the request's row id, which never leaves this file.
+        let found: Option<(i64, Option<String>)> = tx
             .query_row(
-                "SELECT (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1)
-                 FROM requests q WHERE q.id = ?1",
+                "SELECT q.id,
+                        (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1)
+                 FROM requests q WHERE q.public_id = ?1",
                 params![id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(&e)?;
-        match state {
-            None => return Err(RequestsError::NoSuchRequest(id)),
+        let row = match found {
+            None => return Err(RequestsError::NoSuchRequest(id.to_string())),
             // A run that failed after its debit is the steward's to close: reject it, or run
             // it again (a new debit). Every other decision is final.
-            Some(Some(state)) if state != "failed" => {
-                return Err(RequestsError::NotPending { id, state });
+            Some((_, Some(state))) if state != "failed" => {
+                return Err(RequestsError::NotPending {
+                    id: id.to_string(),
+                    state,
+                });
             }
-            _ => {}
-        }
+            Some((row, _)) => row,
+        };
         let (state, why, release, public) = match decision {
             Decision::Reject { why } => ("rejected", Some(why.as_str()), None, false),
             Decision::Released { release_id, public } => {
@@ -640,7 +691,7 @@ impl Queue {
             "INSERT INTO decisions (request_id, state, why, release_id, public, decided_by, decided_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                id,
+                row,
                 state,
                 why,
                 release,
@@ -661,7 +712,7 @@ impl Queue {
 /// release and the decision spends nothing: the release is idempotent.
 pub async fn approve(
     warehouse: &Path,
-    id: i64,
+    id: &str,
     steward: &str,
     public: bool,
 ) -> crate::Result<(StoredRequest, Option<crate::privacy::ReleaseOutcome>)> {
@@ -669,7 +720,7 @@ pub async fn approve(
     let request = queue.get(id)?;
     if !matches!(request.state, RequestState::Pending | RequestState::Failed) {
         return Err(RequestsError::NotPending {
-            id,
+            id: id.to_string(),
             state: request.state.as_str().to_string(),
         }
         .into());
@@ -716,7 +767,7 @@ pub async fn approve(
 }
 
 /// Rejects a pending request with the steward's words, which the researcher sees.
-pub fn reject(warehouse: &Path, id: i64, steward: &str, why: &str) -> Result<StoredRequest> {
+pub fn reject(warehouse: &Path, id: &str, steward: &str, why: &str) -> Result<StoredRequest> {
     if why.trim().is_empty() {
         return Err(RequestsError::Invalid(
             "a rejection needs the steward's words (--why)".into(),
@@ -731,4 +782,39 @@ pub fn reject(warehouse: &Path, id: i64, steward: &str, why: &str) -> Result<Sto
         steward,
     )?;
     queue.get(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_32_hex_digits_or_the_digits_of_a_sequential_one() {
+        let id = new_request_id().unwrap();
+        assert!(is_request_id(&id), "{id}");
+        assert_ne!(id, new_request_id().unwrap());
+        for ok in [
+            "1",
+            "42",
+            "9223372036854775807",
+            &"0".repeat(32),
+            &"af".repeat(16),
+        ] {
+            assert!(is_request_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "01",
+            "-1",
+            "1.5",
+            "12345678901234567890",
+            &"A".repeat(32),
+            &"0".repeat(31),
+            &"0".repeat(33),
+            &"g".repeat(32),
+        ] {
+            assert!(!is_request_id(bad), "{bad}");
+        }
+    }
 }
