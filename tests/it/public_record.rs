@@ -534,3 +534,76 @@ async fn sequential_ids_stored_before_keep_working() {
         .collect();
     assert_eq!(ids, [&json!("3"), &new]);
 }
+
+/// A researcher's purpose and spec name reach the steward's terminal. Control characters
+/// (C0, C1, DEL), escape sequences and bidi overrides are printed escaped, never raw, and a
+/// line break in them cannot forge a row of a listing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_researchers_text_cannot_drive_the_stewards_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "mallory", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}clear\u{9b}31m\u{202e}exe.txt\u{2066}x\u{2069}\u{7f}\u{200f}\nP9 alice released";
+    let mut s = submission(0.1);
+    s["purpose"] = json!(format!("why {evil}"));
+    s["spec"]["name"] = json!(format!("name {evil}"));
+    let id = submit_id(&app, &token, &s).await;
+    let raw = [
+        '\u{1b}', '\u{7}', '\u{9b}', '\u{7f}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{200f}',
+    ];
+    let check = |what: &str, out: &std::process::Output| {
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        let err = String::from_utf8(out.stderr.clone()).unwrap();
+        for c in raw {
+            assert!(!text.contains(c), "{what}: {c:?} in {text:?}");
+            assert!(!err.contains(c), "{what}: {c:?} in {err:?}");
+        }
+        text
+    };
+    let list = check("requests list", &outreach(&wh, &["requests", "list"]));
+    assert_eq!(list.lines().count(), 2, "a header and one request: {list}");
+    assert!(list.contains("why "), "{list}");
+    for format in ["csv", "json"] {
+        check(
+            "requests list",
+            &outreach(&wh, &["requests", "list", "--format", format]),
+        );
+    }
+    let csv = check(
+        "requests list --format csv",
+        &outreach(&wh, &["requests", "list", "--format", "csv"]),
+    );
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    check("requests show", &outreach(&wh, &["requests", "show", &id]));
+    check(
+        "requests approve",
+        &outreach(&wh, &["requests", "approve", &id]),
+    );
+    let rid = Ledger::open(&wh)
+        .unwrap()
+        .releases()
+        .unwrap()
+        .last()
+        .unwrap()
+        .id
+        .to_string();
+    let listed = check("releases list", &outreach(&wh, &["releases", "list"]));
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.trim_start().starts_with("P9 alice")),
+        "{listed}"
+    );
+    for args in [
+        vec!["releases", "list", "--format", "csv"],
+        vec!["releases", "list", "--format", "json"],
+        vec!["releases", "list", "--steward"],
+        vec!["releases", "show", &rid],
+        vec!["releases", "show", &rid, "--format", "json"],
+        vec!["releases", "show", &rid, "--format", "csv"],
+        vec!["releases", "show", &rid, "--steward"],
+    ] {
+        check(&args.join(" "), &outreach(&wh, &args));
+    }
+}
