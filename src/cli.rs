@@ -552,7 +552,11 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // An error may quote a researcher's spec (a name, a column): each of its lines
+            // passes `terminal_safe`.
+            let text = e.to_string();
+            let lines: Vec<_> = text.lines().map(report::terminal_safe).collect();
+            eprintln!("error: {}", lines.join("\n"));
             ExitCode::from(match e.fault() {
                 Fault::BadInput => 2,
                 Fault::Busy => 3,
@@ -792,6 +796,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     Format::Table => print!("{}", report::releases_table(&all, steward)),
                     Format::Csv => print!("{}", report::releases_csv(&all, steward)),
                     Format::Json => {
+                        // Names and specs are researchers' text: `json_for_terminal`.
                         let v: Vec<serde_json::Value> = if steward {
                             all.iter()
                                 .map(|r| serde_json::to_value(r).expect("json"))
@@ -803,7 +808,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                                 .map(|r| serde_json::to_value(r).expect("json"))
                                 .collect()
                         };
-                        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                        println!("{}", report::json_for_terminal(&v));
                     }
                 }
             }
@@ -815,7 +820,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             } => {
                 let stored = Ledger::open(&warehouse)?.release(id)?;
                 if steward {
-                    println!("{}", serde_json::to_string_pretty(&stored).expect("json"));
+                    println!("{}", report::json_for_terminal(&stored));
                 } else {
                     match PublicRelease::from_stored(&stored) {
                         Some(p) => print_release(&p, format),
@@ -836,10 +841,12 @@ fn run(cli: Cli) -> Result<(), Error> {
 /// steward's full record is `releases show --steward`).
 fn print_release(p: &PublicRelease, format: Format) {
     let p = &crate::api::views::to_the_day(p.clone());
+    // Names and cell values come from specs that researchers write: every printer passes
+    // them through `report::terminal_safe`.
     match format {
         Format::Table => print!("{}", report::release_table(p)),
-        Format::Csv => print!("{}", report::release_csv(p)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(p).expect("json")),
+        Format::Csv => print!("{}", report::release_csv_for_terminal(p)),
+        Format::Json => println!("{}", report::json_for_terminal(p)),
     }
 }
 
@@ -1079,10 +1086,8 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
         }
         RequestsCommand::Show { warehouse, id } => {
             let r = Queue::open(&warehouse)?.get(&id)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&r).expect("requests serialise")
-            );
+            // The purpose and the spec are the researcher's text.
+            println!("{}", report::json_for_terminal(&r));
         }
         RequestsCommand::Approve {
             warehouse,
@@ -1093,15 +1098,15 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             let (r, outcome) =
                 runtime().block_on(requests::approve(&warehouse, &id, &approver, public))?;
             let release = outcome.map(|o| o.id).unwrap_or_default();
+            let researcher = report::terminal_safe(&r.researcher);
             println!(
-                "Request {id} of {} is released as release {release} ({}); it was debited from researcher:{}.",
-                r.researcher,
+                "Request {} of {researcher} is released as release {release} ({}); it was debited from researcher:{researcher}.",
+                report::terminal_safe(&id),
                 if r.public {
                     "public"
                 } else {
                     "visible to the researcher only"
                 },
-                r.researcher
             );
         }
         RequestsCommand::Reject {
@@ -1111,7 +1116,11 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             approver,
         } => {
             let r = requests::reject(&warehouse, &id, &approver, &why)?;
-            println!("Request {id} of {} is rejected.", r.researcher);
+            println!(
+                "Request {} of {} is rejected.",
+                report::terminal_safe(&id),
+                report::terminal_safe(&r.researcher)
+            );
         }
     }
     Ok(())
