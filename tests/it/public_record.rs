@@ -607,3 +607,49 @@ async fn a_researchers_text_cannot_drive_the_stewards_terminal() {
         check(&args.join(" "), &outreach(&wh, &args));
     }
 }
+
+/// The public CLI lists what the API lists: a researcher's release that the steward did not
+/// make public is public as spend only (in the budget), never by its name, its requester or
+/// its numbers. The steward's view keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_cli_shows_a_researchers_release_only_once_made_public() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let (st, token) = with_researcher(&wh, "rosa", 0.5, roomy()).await;
+    let app = app(st);
+    let mut private = submission(0.1);
+    private["spec"]["name"] = json!("a private question");
+    let id = submit_id(&app, &token, &private).await;
+    outreach(&wh, &["requests", "approve", &id]);
+    let mut public = submission(0.1);
+    public["spec"]["name"] = json!("a public answer");
+    let id = submit_id(&app, &token, &public).await;
+    outreach(&wh, &["requests", "approve", &id, "--public"]);
+    let rosas: Vec<String> = Ledger::open(&wh)
+        .unwrap()
+        .releases()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.allocation == "researcher:rosa")
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(rosas.len(), 2);
+    for format in ["table", "csv", "json"] {
+        let out = outreach(&wh, &["releases", "list", "--format", format]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains("a private question"), "{format}: {text}");
+        assert!(text.contains("a public answer"), "{format}: {text}");
+    }
+    let hidden = std::process::Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["releases", "show", &rosas[0]])
+        .env("OUTREACH_WAREHOUSE", &wh)
+        .output()
+        .unwrap();
+    assert_eq!(hidden.status.code(), Some(2), "{hidden:?}");
+    assert!(!String::from_utf8_lossy(&hidden.stdout).contains("a private question"));
+    outreach(&wh, &["releases", "show", &rosas[1]]);
+    let steward =
+        String::from_utf8(outreach(&wh, &["releases", "list", "--steward"]).stdout).unwrap();
+    assert!(steward.contains("a private question"), "{steward}");
+    outreach(&wh, &["releases", "show", &rosas[0], "--steward"]);
+}
