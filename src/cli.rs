@@ -791,7 +791,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 format,
                 steward,
             } => {
-                let all = Ledger::open(&warehouse)?.releases()?;
+                let mut all = Ledger::open(&warehouse)?.releases()?;
+                if !steward {
+                    let shown = made_public(&warehouse)?;
+                    all.retain(|r| is_public(r, &shown));
+                }
                 match format {
                     Format::Table => print!("{}", report::releases_table(&all, steward)),
                     Format::Csv => print!("{}", report::releases_csv(&all, steward)),
@@ -822,7 +826,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 if steward {
                     println!("{}", report::json_for_terminal(&stored));
                 } else {
-                    match PublicRelease::from_stored(&stored) {
+                    // A researcher's release not made public is answered like a missing one.
+                    let shown = made_public(&warehouse)?;
+                    let public =
+                        PublicRelease::from_stored(&stored).filter(|_| is_public(&stored, &shown));
+                    match public {
                         Some(p) => print_release(&p, format),
                         None => {
                             return Err(Error::Ledger(crate::ledger::LedgerError::NoSuchRelease(
@@ -835,6 +843,22 @@ fn run(cli: Cli) -> Result<(), Error> {
         },
     }
     Ok(())
+}
+
+/// The researchers' releases that the steward made public (`requests approve --public`).
+/// A warehouse without a requests file has none.
+fn made_public(warehouse: &std::path::Path) -> Result<Vec<i64>, Error> {
+    if !Queue::path_in(warehouse).exists() {
+        return Ok(Vec::new());
+    }
+    Ok(Queue::open(warehouse)?.public_release_ids()?)
+}
+
+/// Whether anyone may see a release, as the API decides: every release but a researcher's
+/// that the steward did not make public, which is public as spend only (in the budget),
+/// never by its name, its requester or its numbers (privacy model §10).
+fn is_public(r: &crate::ledger::StoredRelease, made_public: &[i64]) -> bool {
+    requests::researcher_of(&r.allocation).is_none() || made_public.contains(&r.id)
 }
 
 /// A release's public view, with its time cut to the day like every public time (the

@@ -576,9 +576,10 @@ async fn a_researchers_text_cannot_drive_the_stewards_terminal() {
     );
     assert_eq!(csv.lines().count(), 2, "{csv}");
     check("requests show", &outreach(&wh, &["requests", "show", &id]));
+    // Made public, so that the public listings show it too.
     check(
         "requests approve",
-        &outreach(&wh, &["requests", "approve", &id]),
+        &outreach(&wh, &["requests", "approve", &id, "--public"]),
     );
     let rid = Ledger::open(&wh)
         .unwrap()
