@@ -342,14 +342,15 @@ enum RequestsCommand {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
-        id: i64,
+        /// The request's id, as `requests list` shows it.
+        id: String,
     },
     /// Approve a pending request: run its release, debited from `researcher:<name>`.
     Approve {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
-        id: i64,
+        id: String,
         /// Who approves (recorded with the release).
         #[arg(long, default_value = "steward")]
         approver: String,
@@ -362,7 +363,7 @@ enum RequestsCommand {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
-        id: i64,
+        id: String,
         /// Why, for the researcher.
         #[arg(long)]
         why: String,
@@ -392,7 +393,8 @@ enum TokensCommand {
         warehouse: PathBuf,
         name: String,
     },
-    /// List tokens (names and dates, never the tokens).
+    /// List tokens (names, ids and dates, never the tokens). A request belongs to the token
+    /// that submitted it.
     List {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -579,7 +581,11 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // An error may quote a researcher's spec (a name, a column): each of its lines
+            // passes `terminal_safe`.
+            let text = e.to_string();
+            let lines: Vec<_> = text.lines().map(report::terminal_safe).collect();
+            eprintln!("error: {}", lines.join("\n"));
             ExitCode::from(match e.fault() {
                 Fault::BadInput => 2,
                 Fault::Busy => 3,
@@ -814,11 +820,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 format,
                 steward,
             } => {
-                let all = Ledger::open(&warehouse)?.releases()?;
+                let mut all = Ledger::open(&warehouse)?.releases()?;
+                if !steward {
+                    let shown = made_public(&warehouse)?;
+                    all.retain(|r| is_public(r, &shown));
+                }
                 match format {
                     Format::Table => print!("{}", report::releases_table(&all, steward)),
                     Format::Csv => print!("{}", report::releases_csv(&all, steward)),
                     Format::Json => {
+                        // Names and specs are researchers' text: `json_for_terminal`.
                         let v: Vec<serde_json::Value> = if steward {
                             all.iter()
                                 .map(|r| serde_json::to_value(r).expect("json"))
@@ -826,10 +837,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                         } else {
                             all.iter()
                                 .filter_map(PublicRelease::from_stored)
+                                .map(crate::api::views::to_the_day)
                                 .map(|r| serde_json::to_value(r).expect("json"))
                                 .collect()
                         };
-                        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                        println!("{}", report::json_for_terminal(&v));
                     }
                 }
             }
@@ -841,9 +853,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             } => {
                 let stored = Ledger::open(&warehouse)?.release(id)?;
                 if steward {
-                    println!("{}", serde_json::to_string_pretty(&stored).expect("json"));
+                    println!("{}", report::json_for_terminal(&stored));
                 } else {
-                    match PublicRelease::from_stored(&stored) {
+                    // A researcher's release not made public is answered like a missing one.
+                    let shown = made_public(&warehouse)?;
+                    let public =
+                        PublicRelease::from_stored(&stored).filter(|_| is_public(&stored, &shown));
+                    match public {
                         Some(p) => print_release(&p, format),
                         None => {
                             return Err(Error::Ledger(crate::ledger::LedgerError::NoSuchRelease(
@@ -858,11 +874,32 @@ fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+/// The researchers' releases that the steward made public (`requests approve --public`).
+/// A warehouse without a requests file has none.
+fn made_public(warehouse: &std::path::Path) -> Result<Vec<i64>, Error> {
+    if !Queue::path_in(warehouse).exists() {
+        return Ok(Vec::new());
+    }
+    Ok(Queue::open(warehouse)?.public_release_ids()?)
+}
+
+/// Whether anyone may see a release, as the API decides: every release but a researcher's
+/// that the steward did not make public, which is public as spend only (in the budget),
+/// never by its name, its requester or its numbers (privacy model §10).
+fn is_public(r: &crate::ledger::StoredRelease, made_public: &[i64]) -> bool {
+    requests::researcher_of(&r.allocation).is_none() || made_public.contains(&r.id)
+}
+
+/// A release's public view, with its time cut to the day like every public time (the
+/// steward's full record is `releases show --steward`).
 fn print_release(p: &PublicRelease, format: Format) {
+    let p = &crate::api::views::to_the_day(p.clone());
+    // Names and cell values come from specs that researchers write: every printer passes
+    // them through `report::terminal_safe`.
     match format {
         Format::Table => print!("{}", report::release_table(p)),
-        Format::Csv => print!("{}", report::release_csv(p)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(p).expect("json")),
+        Format::Csv => print!("{}", report::release_csv_for_terminal(p)),
+        Format::Json => println!("{}", report::json_for_terminal(p)),
     }
 }
 
@@ -1101,11 +1138,9 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             print!("{}", report::requests(&list, format));
         }
         RequestsCommand::Show { warehouse, id } => {
-            let r = Queue::open(&warehouse)?.get(id)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&r).expect("requests serialise")
-            );
+            let r = Queue::open(&warehouse)?.get(&id)?;
+            // The purpose and the spec are the researcher's text.
+            println!("{}", report::json_for_terminal(&r));
         }
         RequestsCommand::Approve {
             warehouse,
@@ -1114,17 +1149,17 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             public,
         } => {
             let (r, outcome) =
-                runtime().block_on(requests::approve(&warehouse, id, &approver, public))?;
+                runtime().block_on(requests::approve(&warehouse, &id, &approver, public))?;
             let release = outcome.map(|o| o.id).unwrap_or_default();
+            let researcher = report::terminal_safe(&r.researcher);
             println!(
-                "Request {id} of {} is released as release {release} ({}); it was debited from researcher:{}.",
-                r.researcher,
+                "Request {} of {researcher} is released as release {release} ({}); it was debited from researcher:{researcher}.",
+                report::terminal_safe(&id),
                 if r.public {
                     "public"
                 } else {
                     "visible to the researcher only"
                 },
-                r.researcher
             );
         }
         RequestsCommand::Reject {
@@ -1133,8 +1168,12 @@ fn requests_command(command: RequestsCommand) -> Result<(), Error> {
             why,
             approver,
         } => {
-            let r = requests::reject(&warehouse, id, &approver, &why)?;
-            println!("Request {id} of {} is rejected.", r.researcher);
+            let r = requests::reject(&warehouse, &id, &approver, &why)?;
+            println!(
+                "Request {} of {} is rejected.",
+                report::terminal_safe(&id),
+                report::terminal_safe(&r.researcher)
+            );
         }
     }
     Ok(())
@@ -1163,8 +1202,9 @@ fn tokens_command(command: TokensCommand) -> Result<(), Error> {
         TokensCommand::List { warehouse } => {
             for t in Queue::open(&warehouse)?.tokens()? {
                 println!(
-                    "{}\tcreated {}\t{}",
+                    "{}\ttoken {}\tcreated {}\t{}",
                     t.name,
+                    t.id,
                     t.created_at,
                     t.revoked_at
                         .map(|r| format!("revoked {r}"))

@@ -1,6 +1,12 @@
 //! Renders published releases and the budget as text tables and CSV. Only public views of
 //! releases and the steward's own budget figures pass through here.
+//!
+//! Text that others wrote (a researcher's purpose, a spec's names and values, an error that
+//! quotes them) reaches the steward's terminal through [`terminal_safe`], the one helper
+//! every printing site uses: per field in tables and CSV, per string in JSON
+//! ([`terminal_safe_json`]).
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use crate::ledger::{BudgetView, StoredRelease};
@@ -13,6 +19,78 @@ pub enum Format {
     Table,
     Json,
     Csv,
+}
+
+/// Whether `c` must not reach a terminal raw: a control character (C0, tab and line breaks
+/// included, DEL, C1, whose U+009B starts an escape sequence like ESC does), a line or
+/// paragraph separator, or a bidirectional control that reorders what is shown (U+061C,
+/// U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069).
+fn is_unsafe_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Text that someone else wrote, made safe to print on the steward's terminal: every
+/// character of [`is_unsafe_on_terminal`] is written as a visible escape, `\u{1b}`, so no
+/// escape sequence runs, nothing is shown reordered, and no line break forges a row of a
+/// listing. Everything else is kept as it is, and text with nothing to escape is not copied.
+pub fn terminal_safe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe_on_terminal) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_unsafe_on_terminal(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`terminal_safe`] on every string of a JSON value, keys included, for printing it.
+/// (`serde_json` escapes C0 controls itself, but not DEL, C1 or the bidi controls.)
+pub fn terminal_safe_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(terminal_safe(&s).into_owned()),
+        Value::Array(a) => Value::Array(a.into_iter().map(terminal_safe_json).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, x)| (terminal_safe(&k).into_owned(), terminal_safe_json(x)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// [`terminal_safe`], owned: a cell of a table or a CSV field.
+fn safe(s: &str) -> String {
+    terminal_safe(s).into_owned()
+}
+
+/// `value` as pretty JSON for the terminal: every string through [`terminal_safe`].
+pub fn json_for_terminal<T: serde::Serialize>(value: &T) -> String {
+    let v = serde_json::to_value(value).expect("values serialise");
+    serde_json::to_string_pretty(&terminal_safe_json(v)).expect("JSON values serialise")
+}
+
+/// A public time cut to its day, `YYYY-MM-DD` (privacy model §10). The time of day of a
+/// release or a publication says how long it read the data: the gap between a debit and its
+/// outcome, or between the publications of one batch, grows with the rows and carries no
+/// noise. Only the steward's views keep the full time.
+pub fn day(stamp: &str) -> String {
+    stamp.get(..10).unwrap_or(stamp).to_string()
 }
 
 /// One text field of a CSV body: quoted when it holds a separator, a quote or a line break.
@@ -36,6 +114,16 @@ pub(crate) fn csv_field(s: &str) -> String {
 
 /// One row per (cell, statistic) of a release, as CSV.
 pub fn release_csv(r: &PublicRelease) -> String {
+    release_csv_with(r, csv_field)
+}
+
+/// [`release_csv`] for the terminal: every text field through [`terminal_safe`] too.
+pub fn release_csv_for_terminal(r: &PublicRelease) -> String {
+    release_csv_with(r, |s| csv_field(&terminal_safe(s)))
+}
+
+/// A release as CSV, each text field written by `csv_field`.
+fn release_csv_with(r: &PublicRelease, csv_field: impl Fn(&str) -> String) -> String {
     let res = &r.result;
     let mut out = String::new();
     let mut header: Vec<String> = vec!["release".into(), "dataset_version".into()];
@@ -52,16 +140,16 @@ pub fn release_csv(r: &PublicRelease) -> String {
         ]
         .map(String::from),
     );
-    let header: Vec<String> = header.iter().map(|h| csv_field(h)).collect();
+    let header: Vec<String> = header.iter().map(|h| csv_field(h.as_str())).collect();
     out.push_str(&header.join(","));
     out.push('\n');
     for (c, cell) in res.cells.iter().enumerate() {
         for s in &res.statistics {
             let v = &s.values[c];
             let mut row = vec![r.id.to_string(), r.dataset_version.clone()];
-            row.extend(cell.iter().map(|x| csv_field(x)));
+            row.extend(cell.iter().map(|x| csv_field(x.as_str())));
             row.extend([
-                csv_field(&s.name),
+                csv_field(s.name.as_str()),
                 v.display.to_string(),
                 v.raw.to_string(),
                 v.lower.to_string(),
@@ -74,8 +162,8 @@ pub fn release_csv(r: &PublicRelease) -> String {
         }
         for ratio in &res.ratios {
             let mut row = vec![r.id.to_string(), r.dataset_version.clone()];
-            row.extend(cell.iter().map(|x| csv_field(x)));
-            row.push(csv_field(&ratio.name));
+            row.extend(cell.iter().map(|x| csv_field(x.as_str())));
+            row.push(csv_field(ratio.name.as_str()));
             match &ratio.values[c] {
                 RatioValue::Estimate {
                     estimate,
@@ -127,40 +215,44 @@ pub fn release_table(r: &PublicRelease) -> String {
         .get("rho")
         .and_then(|v| v.as_f64())
         .unwrap_or(f64::NAN);
+    // Names, cell values and the note come from specs that researchers write.
     let _ = writeln!(
         out,
         "release {}: {}\n  dataset {}, published {}, approved by {}\n  {}: rho = {rho:.6} (epsilon = {eps:.3} at delta = {delta:.3e}), k = {}",
         r.id,
-        r.name,
-        r.dataset_version,
-        r.published_at,
-        r.approver,
-        r.measure,
+        safe(&r.name),
+        safe(&r.dataset_version),
+        safe(&r.published_at),
+        safe(&r.approver),
+        safe(&r.measure),
         r.d_in.get("k").and_then(|v| v.as_u64()).unwrap_or(0),
     );
     for s in &res.statistics {
         let _ = writeln!(
             out,
             "  {}: {} noise, scale {:.3}, 95% interval ±{}",
-            s.name, s.distribution, s.scale, s.half_width
+            safe(&s.name),
+            safe(&s.distribution),
+            s.scale,
+            s.half_width
         );
     }
     if let Some(sel) = &res.partition_selection {
         let _ = writeln!(
             out,
             "  `{}` has no public domain: {} cells reached the threshold {} (partition selection, delta = {:.3e})",
-            sel.column,
+            safe(&sel.column),
             res.cells.len(),
             sel.threshold,
             sel.delta
         );
     }
-    let mut header: Vec<String> = res.cell_keys.clone();
-    header.extend(res.statistics.iter().map(|s| s.name.clone()));
-    header.extend(res.ratios.iter().map(|s| s.name.clone()));
+    let mut header: Vec<String> = res.cell_keys.iter().map(|k| safe(k)).collect();
+    header.extend(res.statistics.iter().map(|s| safe(&s.name)));
+    header.extend(res.ratios.iter().map(|s| safe(&s.name)));
     let mut rows = vec![header];
     for (c, cell) in res.cells.iter().enumerate() {
-        let mut row = cell.clone();
+        let mut row: Vec<String> = cell.iter().map(|x| safe(x)).collect();
         row.extend(
             res.statistics
                 .iter()
@@ -177,7 +269,7 @@ pub fn release_table(r: &PublicRelease) -> String {
         rows.push(row);
     }
     out.push_str(&align(&rows));
-    let _ = writeln!(out, "  {}", res.note);
+    let _ = writeln!(out, "  {}", safe(&res.note));
     out
 }
 
@@ -204,7 +296,15 @@ fn align(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The release list as a table. `steward` adds failed and interrupted releases.
+/// When a release ended (or began, if it never ended): the full time for the steward, the
+/// day for everyone else ([`day`]).
+fn release_time(r: &StoredRelease, steward: bool) -> String {
+    let at = r.finished_at.as_deref().unwrap_or(&r.created_at);
+    if steward { at.to_string() } else { day(at) }
+}
+
+/// The release list as a table. `steward` adds failed and interrupted releases and shows
+/// full times; the public list shows days.
 pub fn releases_table(all: &[StoredRelease], steward: bool) -> String {
     let mut rows = vec![
         [
@@ -226,15 +326,13 @@ pub fn releases_table(all: &[StoredRelease], steward: bool) -> String {
         }
         rows.push(vec![
             r.id.to_string(),
-            r.status.clone(),
-            r.name.clone(),
-            r.dataset_version.clone(),
-            r.allocation.clone(),
+            safe(&r.status),
+            safe(&r.name),
+            safe(&r.dataset_version),
+            safe(&r.allocation),
             format!("{:.6}", r.debit_rho),
-            r.approver.clone(),
-            r.finished_at
-                .clone()
-                .unwrap_or_else(|| r.created_at.clone()),
+            safe(&r.approver),
+            release_time(r, steward),
         ]);
     }
     align(&rows)
@@ -252,14 +350,12 @@ pub fn releases_csv(all: &[StoredRelease], steward: bool) -> String {
             "{},{},{},{},{},{},{},{}",
             r.id,
             r.status,
-            csv_field(&r.name),
-            r.dataset_version,
-            csv_field(&r.allocation),
+            csv_field(&terminal_safe(&r.name)),
+            csv_field(&terminal_safe(&r.dataset_version)),
+            csv_field(&terminal_safe(&r.allocation)),
             r.debit_rho,
-            csv_field(&r.approver),
-            r.finished_at
-                .clone()
-                .unwrap_or_else(|| r.created_at.clone())
+            csv_field(&terminal_safe(&r.approver)),
+            release_time(r, steward)
         );
     }
     out
@@ -638,27 +734,29 @@ pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
     }
 }
 
-/// The steward's list of researchers' requests.
+/// The steward's list of researchers' requests. Purposes and specs are researchers' text:
+/// every field passes [`terminal_safe`].
 pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> String {
     match format {
-        Format::Json => serde_json::to_string_pretty(list).expect("requests serialise") + "\n",
+        Format::Json => json_for_terminal(&list) + "\n",
         Format::Csv => {
             let mut out = String::from(
-                "id,researcher,state,rho_asked,rho,submitted_at,release_id,public,purpose\n",
+                "id,researcher,token,state,rho_asked,rho,submitted_at,release_id,public,purpose\n",
             );
             for r in list {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{}",
-                    r.id,
-                    csv_field(&r.researcher),
+                    "{},{},{},{},{},{},{},{},{},{}",
+                    safe(&r.id),
+                    csv_field(&safe(&r.researcher)),
+                    r.token_id.map(|i| i.to_string()).unwrap_or_default(),
                     r.state.as_str(),
                     r.rho_asked,
                     r.quote.rho,
-                    r.submitted_at,
+                    safe(&r.submitted_at),
                     r.release_id.map(|i| i.to_string()).unwrap_or_default(),
                     r.public,
-                    csv_field(&r.purpose)
+                    csv_field(&safe(&r.purpose))
                 );
             }
             out
@@ -668,6 +766,7 @@ pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> Stri
                 [
                     "id",
                     "researcher",
+                    "token",
                     "state",
                     "rho",
                     "submitted",
@@ -680,16 +779,74 @@ pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> Stri
             for r in list {
                 let purpose: String = r.purpose.chars().take(60).collect();
                 table.push(vec![
-                    r.id.to_string(),
-                    r.researcher.clone(),
+                    safe(&r.id),
+                    safe(&r.researcher),
+                    r.token_id.map(|i| i.to_string()).unwrap_or_default(),
                     r.state.as_str().to_string(),
                     format!("{:.4}", r.quote.rho),
-                    r.submitted_at.clone(),
+                    safe(&r.submitted_at),
                     r.release_id.map(|i| i.to_string()).unwrap_or_default(),
-                    purpose,
+                    safe(&purpose),
                 ]);
             }
             align(&table)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_safe_escapes_controls_escape_sequences_and_bidi_controls_only() {
+        // Plain text, accents and other scripts pass unchanged, without a copy.
+        for plain in [
+            "how many survivors, per team?",
+            "équipe Nord",
+            "日本語 ok",
+            "",
+        ] {
+            assert!(matches!(terminal_safe(plain), Cow::Borrowed(_)), "{plain}");
+        }
+        // C0 (ESC, BEL, line breaks, tab), DEL and C1 (CSI U+009B) are escaped, so no
+        // escape sequence runs and no line break forges a row.
+        assert_eq!(terminal_safe("\u{1b}[2Jx"), "\\u{1b}[2Jx");
+        assert_eq!(terminal_safe("a\u{7}b\tc"), "a\\u{7}b\\u{9}c");
+        assert_eq!(terminal_safe("row\nfake\r"), "row\\u{a}fake\\u{d}");
+        assert_eq!(
+            terminal_safe("\u{7f}\u{80}\u{9b}31m"),
+            "\\u{7f}\\u{80}\\u{9b}31m"
+        );
+        // Bidi controls that reorder what is shown, and the line separators.
+        assert_eq!(terminal_safe("\u{202e}txt.exe"), "\\u{202e}txt.exe");
+        for c in [
+            '\u{061c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}',
+            '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}',
+        ] {
+            let out = terminal_safe(&format!("a{c}b")).into_owned();
+            assert_eq!(out, format!("a\\u{{{:x}}}b", u32::from(c)));
+        }
+        // Nothing unsafe is left in what comes out, whatever comes in.
+        let all: String = (0u32..0x3000).filter_map(char::from_u32).collect();
+        assert!(!terminal_safe(&all).chars().any(is_unsafe_on_terminal));
+    }
+
+    #[test]
+    fn json_for_the_terminal_escapes_every_string_and_key() {
+        let v =
+            serde_json::json!({"purpose\u{202e}": ["a\u{9b}b", {"n": "\u{1b}]0;x\u{7}"}], "k": 1});
+        let text = json_for_terminal(&v);
+        // Pretty JSON breaks its own lines; nothing else unsafe is in it.
+        assert!(
+            !text
+                .chars()
+                .filter(|&c| c != '\n')
+                .any(is_unsafe_on_terminal),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["purpose\\u{202e}"][0], "a\\u{9b}b");
+        assert_eq!(back["k"], 1);
     }
 }

@@ -122,6 +122,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if let ApiError::Internal(detail) = &self {
+            // The operator's terminal: the detail may quote a researcher's submission.
+            let detail = crate::report::terminal_safe(detail);
             tracing::error!(target: "outreach::api", %detail, "internal error");
         }
         let body = ErrorBody {

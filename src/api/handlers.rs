@@ -19,7 +19,7 @@ use super::views::{self, COMPARE_BY};
 use crate::ledger::Ledger;
 use crate::privacy::PublicRelease;
 use crate::quarter::Quarter;
-use crate::requests::{self, Quote, ResearcherView, Submission};
+use crate::requests::{self, Quote, RequestSummary, ResearcherView, Submission};
 
 /// The response format: JSON unless `?format=csv` or `Accept: text/csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,20 +302,43 @@ pub async fn release(
 }
 
 #[utoipa::path(get, path = "/v1/budget", tag = "releases", params(FormatParam),
-    responses((status = 200, description = "The privacy budget: total, spent and remaining, per allocation, in rho and epsilon", body = views::Budget),
-              (status = 400, description = "Bad format", body = ErrorBody)))]
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "The privacy budget: total, spent and remaining, per allocation (the researchers' summed into one row, `researchers`), in rho and epsilon; with a researcher's bearer token, also `own_allocation`, theirs", body = views::Budget),
+              (status = 400, description = "Bad format", body = ErrorBody),
+              (status = 401, description = "An Authorization header that is not an active researcher's bearer token", body = ErrorBody)))]
 pub async fn budget(
     State(state): State<AppState>,
     q: Result<Query<FormatParam>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let f = format_of(query(q)?.format.as_deref(), &headers)?;
-    rendered(&state, "/v1/budget", f, &headers)
+    // The body depends on the token: no cache may hand one caller's answer to another.
+    let vary = HeaderValue::from_static("Accept, Accept-Encoding, Authorization");
+    let Some(researcher) = optional_researcher(&state, &headers)? else {
+        let mut r = rendered(&state, "/v1/budget", f, &headers)?;
+        r.headers_mut().insert(header::VARY, vary);
+        return Ok(r);
+    };
+    let snap = state.snapshot();
+    let mut body = snap.budget.clone();
+    body.own_allocation = snap.researcher_allocations.get(&researcher.0.name).cloned();
+    // CSV has one table: the caller's own row comes last, by its full name.
+    let mut rows = body.allocations.clone();
+    rows.extend(body.own_allocation.clone());
+    let csv = csv::rows(&rows);
+    let mut r = respond(&Rendered::new(&body, csv, Freshness::Live), f, &headers);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    r.headers_mut().insert(header::VARY, vary);
+    Ok(r)
 }
 
-/// A researcher, identified by the bearer token of the request.
+/// A researcher, identified by the bearer token of the request: the token's id (what their
+/// requests belong to) and their name (what their allocation is named after).
 #[derive(Debug, Clone)]
-pub struct Researcher(pub String);
+pub struct Researcher(pub requests::Holder);
 
 /// The token of `Authorization: Bearer <token>`, if the header has that form.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -327,23 +350,40 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The researcher whose active token is `token`, or 401.
+fn authenticate(state: &AppState, token: &str) -> ApiResult<Researcher> {
+    let holder = state
+        .queue()
+        .authenticate(token)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    holder.map(Researcher).ok_or(ApiError::Unauthorized)
+}
+
+/// The researcher of a request to a public route that a token may personalise: `None`
+/// without an `Authorization` header; 401 for one that is not an active bearer token, never
+/// quietly ignored.
+fn optional_researcher(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Researcher>> {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        return Ok(None);
+    }
+    let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
+    authenticate(state, token).map(Some)
+}
+
 impl FromRequestParts<AppState> for Researcher {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Researcher> {
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let name = state
-            .queue()
-            .authenticate(token)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        name.map(Researcher).ok_or(ApiError::Unauthorized)
+        authenticate(state, token)
     }
 }
 
 /// The answer to a submission.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Submitted {
-    pub id: i64,
+    /// 32 lowercase hex digits, random: it says nothing of other requests.
+    pub id: String,
     /// `pending`: the steward decides.
     pub state: String,
     /// The spec passed the analyser and the budget check.
@@ -381,7 +421,7 @@ pub async fn submit(
         .map_err(|e| ApiError::BadRequest(format!("the body is not a submission: {e}")))?;
     // A researcher with the most pending requests allowed is refused before any planning;
     // the store counts again in the transaction that inserts.
-    if state.queue().pending_count(&researcher.0)? >= requests::MAX_PENDING_PER_RESEARCHER {
+    if state.queue().pending_count(&researcher.0.name)? >= requests::MAX_PENDING_PER_RESEARCHER {
         return Err(ApiError::TooManyPending(
             requests::MAX_PENDING_PER_RESEARCHER,
         ));
@@ -404,7 +444,7 @@ pub async fn submit(
         .planning()
         .try_acquire_owned()
         .map_err(|_| ApiError::Busy)?;
-    let (name, sub, hook) = (researcher.0.clone(), submission.clone(), state.clone());
+    let (name, sub, hook) = (researcher.0.name.clone(), submission.clone(), state.clone());
     let planned = tokio::task::spawn_blocking(move || {
         let _slot = slot;
         hook.before_planning();
@@ -450,26 +490,34 @@ pub async fn submit(
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
-    params(("id" = i64, Path, description = "Your request's id")),
+    // The pattern is set from `requests::REQUEST_ID_PATTERN` in `openapi.rs`.
+    params(("id" = String, Path, description = "Your request's id: 32 lowercase hex digits, or the digits of an id given when ids were sequential")),
     security(("bearer" = [])),
     responses((status = 200, description = "Pending, rejected with the steward's words, or released with the noisy numbers", body = ResearcherView),
+              (status = 400, description = "Not the form of a request id", body = ErrorBody),
               (status = 401, description = "Missing or bad token", body = ErrorBody),
               (status = 404, description = "No request of yours with this id", body = ErrorBody)))]
 pub async fn request_status(
     State(state): State<AppState>,
     researcher: Researcher,
-    p: Result<Path<i64>, PathRejection>,
+    p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let id = path(p)?;
+    if !requests::is_request_id(&id) {
+        return Err(ApiError::BadRequest(format!(
+            "{id:?} is not a request id: 32 lowercase hex digits"
+        )));
+    }
     let not_found = || ApiError::NotFound(format!("no request {id} of yours"));
-    let request = match state.queue().get(id) {
+    let request = match state.queue().get(&id) {
         Ok(r) => r,
         Err(requests::RequestsError::NoSuchRequest(_)) => return Err(not_found()),
         // A stored request that cannot be read is the operator's, never the researcher's.
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
-    // Another researcher's request is answered exactly like one that does not exist.
-    if request.researcher != researcher.0 {
+    // A request of another token, even one of the same name revoked before this one, is
+    // answered exactly like one that does not exist.
+    if request.token_id != Some(researcher.0.token_id) {
         return Err(not_found());
     }
     let release = match request.release_id {
@@ -478,7 +526,7 @@ pub async fn request_status(
             let ledger = Ledger::open_read_only(state.warehouse()).map_err(internal)?;
             let stored = ledger.release(rid).map_err(internal)?;
             // Only a release debited from this researcher's own allocation is theirs to see.
-            (stored.allocation == requests::allocation_of(&researcher.0))
+            (stored.allocation == requests::allocation_of(&researcher.0.name))
                 .then(|| PublicRelease::from_stored(&stored))
                 .flatten()
                 .map(super::views::to_the_day)
@@ -486,6 +534,28 @@ pub async fn request_status(
         _ => None,
     };
     let mut r = axum::Json(request.researcher_view(release)).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(r)
+}
+
+#[utoipa::path(get, path = "/v1/requests", tag = "requests",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Your requests, oldest first: pending, rejected or released (the numbers are at /v1/requests/{id})", body = [RequestSummary]),
+              (status = 401, description = "Missing or bad token", body = ErrorBody)))]
+pub async fn my_requests(
+    State(state): State<AppState>,
+    researcher: Researcher,
+) -> ApiResult<Response> {
+    // The token's requests only: never those of an earlier token of the same name.
+    let list = state
+        .queue()
+        .list_of(researcher.0.token_id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body: Vec<RequestSummary> = list.iter().map(requests::StoredRequest::summary).collect();
+    let mut r = axum::Json(body).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),

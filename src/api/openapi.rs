@@ -6,7 +6,9 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ErrorBody, ErrorDetail};
 use super::handlers::{self, Submitted};
 use super::views;
-use crate::requests::{Quote, ResearcherView, StatisticAccuracy, Submission};
+use crate::requests::{
+    Quote, REQUEST_ID_PATTERN, RequestSummary, ResearcherView, StatisticAccuracy, Submission,
+};
 
 struct BearerAuth;
 
@@ -17,6 +19,28 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Sets the pattern of `/v1/requests/{id}`'s `id` from [`REQUEST_ID_PATTERN`], the form the
+/// handler checks with `requests::is_request_id`: one constant, not a copy in an annotation.
+struct RequestIdPattern;
+
+impl Modify for RequestIdPattern {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(item) = doc.paths.paths.get_mut("/v1/requests/{id}") else {
+            return;
+        };
+        for op in item.get.iter_mut() {
+            for p in op.parameters.iter_mut().flatten() {
+                if p.name == "id"
+                    && let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut()
+                {
+                    o.pattern = Some(REQUEST_ID_PATTERN.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -43,6 +67,7 @@ impl Modify for BearerAuth {
         handlers::release,
         handlers::budget,
         handlers::submit,
+        handlers::my_requests,
         handlers::request_status,
     ),
     components(schemas(
@@ -64,8 +89,9 @@ impl Modify for BearerAuth {
         Quote,
         StatisticAccuracy,
         ResearcherView,
+        RequestSummary,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RequestIdPattern),
     tags(
         (name = "dashboard", description = "The dashboard page (HTML, no JavaScript)"),
         (name = "meta", description = "Health and this document"),

@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/releases/{id}"),
     ("GET", "/v1/budget"),
     ("POST", "/v1/requests"),
+    ("GET", "/v1/requests"),
     ("GET", "/v1/requests/{id}"),
 ];
 
@@ -70,8 +71,8 @@ impl KeyExtractor for ClientIp {
     }
 }
 
-/// Rate-limit key of the researcher routes: the researcher, when the bearer token is an
-/// active one, and otherwise the client's IP, so made-up tokens share the guesser's bucket.
+/// Rate-limit key of the researcher routes: the token, when it is an active one, and
+/// otherwise the client's IP, so made-up tokens share the guesser's bucket.
 #[derive(Clone)]
 struct ResearcherOrIp {
     state: AppState,
@@ -80,7 +81,8 @@ struct ResearcherOrIp {
 /// A key of [`ResearcherOrIp`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RequestKey {
-    Researcher(String),
+    /// An active token's id.
+    Researcher(i64),
     Ip(IpAddr),
 }
 
@@ -90,7 +92,7 @@ impl KeyExtractor for ResearcherOrIp {
         let researcher = handlers::bearer(req.headers())
             .and_then(|token| self.state.queue().authenticate(token).ok().flatten());
         Ok(match researcher {
-            Some(name) => RequestKey::Researcher(name),
+            Some(holder) => RequestKey::Researcher(holder.token_id),
             None => RequestKey::Ip(peer_ip(req)),
         })
     }
@@ -224,7 +226,10 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     }
 
     let researcher = Router::new()
-        .route("/v1/requests", post(handlers::submit))
+        .route(
+            "/v1/requests",
+            post(handlers::submit).get(handlers::my_requests),
+        )
         .route("/v1/requests/{id}", get(handlers::request_status))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(GovernorLayer::new(per_token).error_handler(too_many));

@@ -86,6 +86,7 @@ impl Rendered {
 /// A quarter's current publication, parsed.
 #[derive(Debug, Clone)]
 pub struct QuarterPublication {
+    /// As stored, but `published_at` is the day only (`YYYY-MM-DD`).
     pub stored: StoredPublication,
     pub doc: Publication,
 }
@@ -106,6 +107,10 @@ pub struct Snapshot {
     pub dataset_version: String,
     /// `program_id`s of the public programs table: the `programs` domain of a request.
     pub program_ids: Vec<String>,
+    /// The public budget, researchers as one row (rendered at `/v1/budget`).
+    pub budget: views::Budget,
+    /// Each researcher's own allocation by researcher name, for the holder of their token.
+    pub researcher_allocations: HashMap<String, views::AllocationBudget>,
     /// Dashboard pages rendered so far, by their choices: a page is drawn once per
     /// snapshot (the releases it shows never change) while it stays in the cache.
     pub pages: std::sync::Mutex<PageCache>,
@@ -257,13 +262,12 @@ impl Snapshot {
                 }
             }
             if p.superseded_by.is_none() {
-                snap.quarters.insert(
-                    p.quarter.clone(),
-                    QuarterPublication {
-                        stored: p.clone(),
-                        doc,
-                    },
-                );
+                // Everything public reads a publication from here (the quarter routes, the
+                // dashboard, the report): its time is the day only.
+                let mut stored = p.clone();
+                stored.published_at = crate::report::day(&stored.published_at);
+                snap.quarters
+                    .insert(p.quarter.clone(), QuarterPublication { stored, doc });
             }
         }
 
@@ -288,7 +292,10 @@ impl Snapshot {
             snap.releases.insert(stored.id, release);
         }
 
-        snap.render(&catalog, &views::budget(&ledger.show()?)?);
+        let budget = ledger.show()?;
+        snap.budget = views::budget(&budget)?;
+        snap.researcher_allocations = views::researcher_allocations(&budget)?;
+        snap.render(&catalog);
         Ok(snap)
     }
 
@@ -296,7 +303,7 @@ impl Snapshot {
         self.rendered.insert(path, r);
     }
 
-    fn render(&mut self, catalog: &Catalog, budget: &views::Budget) {
+    fn render(&mut self, catalog: &Catalog) {
         use Freshness::*;
         let metrics = views::metrics(catalog);
         self.put(
@@ -356,9 +363,10 @@ impl Snapshot {
         for (id, r) in releases {
             self.put(format!("/v1/releases/{id}"), r);
         }
+        let budget = self.budget.clone();
         self.put(
             "/v1/budget".into(),
-            Rendered::new(budget, csv::rows(&budget.allocations), Live),
+            Rendered::new(&budget, csv::rows(&budget.allocations), Live),
         );
     }
 
@@ -382,7 +390,7 @@ impl Snapshot {
                 filter
                     .since
                     .as_ref()
-                    .is_none_or(|s| r.release.published_at.as_str() >= s.as_str())
+                    .is_none_or(|s| r.release.published_at >= crate::report::day(s))
             })
             .filter(|r| !filter.current || r.superseded_by.is_none())
             .map(ReleaseSummary::from)
@@ -410,7 +418,8 @@ pub struct ReleaseFilter {
     pub quarter: Option<String>,
     /// Only releases whose name contains this (any case).
     pub name: Option<String>,
-    /// Only releases published at or after this time (RFC 3339, or a date `YYYY-MM-DD`).
+    /// Only releases published on or after this day (`YYYY-MM-DD`; of an RFC 3339 time, its
+    /// day counts: releases are published to the day).
     pub since: Option<String>,
     /// Only releases that nothing superseded.
     #[serde(default)]

@@ -316,11 +316,15 @@ impl AppState {
                 match self.reload().await {
                     Ok(()) => must_load = false,
                     // Tried again at the next check; the previous snapshot is served meanwhile.
-                    Err(e) => tracing::error!(
-                        target: "outreach::api",
-                        error = %e,
-                        "reload failed; serving the previous snapshot and trying again"
-                    ),
+                    Err(e) => {
+                        let text = e.to_string();
+                        let error = crate::report::terminal_safe(&text);
+                        tracing::error!(
+                            target: "outreach::api",
+                            %error,
+                            "reload failed; serving the previous snapshot and trying again"
+                        )
+                    }
                 }
             }
             tokio::time::sleep(every).await;

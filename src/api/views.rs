@@ -12,6 +12,7 @@ use crate::privacy::mechanism::epsilon_at;
 use crate::queries::Catalog;
 use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
 use crate::queries::publish::{Completeness, ProgramInfo, Publication};
+use crate::requests::researcher_of;
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -106,6 +107,8 @@ pub struct Quarter {
     /// The equity release.
     pub equity_release_id: Option<i64>,
     pub dataset_version: String,
+    /// The day it was published, `YYYY-MM-DD`: never the time, since the gaps between the
+    /// publications of one batch are each quarter's run time.
     pub published_at: String,
     pub approver: String,
     /// The publication this one replaced, after new data.
@@ -263,6 +266,7 @@ pub struct ProgramQuarter {
     pub release_id: i64,
     pub equity_release_id: Option<i64>,
     pub dataset_version: String,
+    /// The day it was published, `YYYY-MM-DD`.
     pub published_at: String,
     #[schema(value_type = Vec<Object>)]
     pub completeness: Vec<Completeness>,
@@ -418,7 +422,7 @@ pub struct Release {
 
 /// A release's public view with its time cut to the day (`YYYY-MM-DD`).
 pub fn to_the_day(mut r: PublicRelease) -> PublicRelease {
-    r.published_at.truncate(10);
+    r.published_at = crate::report::day(&r.published_at);
     r
 }
 
@@ -474,7 +478,7 @@ impl From<&Release> for ReleaseSummary {
 }
 
 /// One allocation of the budget, in ρ and in ε.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AllocationBudget {
     pub name: String,
     pub rho: f64,
@@ -486,9 +490,11 @@ pub struct AllocationBudget {
 }
 
 /// `GET /v1/budget`: the privacy budget of the current period, for transparency.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct Budget {
+    /// The day the period starts, `YYYY-MM-DD`.
     pub period_starts: String,
+    /// The day it ends.
     pub period_ends: String,
     pub total_rho: f64,
     pub spent_rho: f64,
@@ -502,30 +508,66 @@ pub struct Budget {
     pub spent_delta: f64,
     /// Over every period, which grows with each renewal.
     pub lifetime_rho: f64,
+    /// The allocations, the researchers' summed into one row named `researchers`: its ρ and
+    /// spending are every researcher's together, so the total adds up, but no researcher is
+    /// named or counted.
     pub allocations: Vec<AllocationBudget>,
+    /// The caller's own allocation (`researcher:NAME`), when the request carries a
+    /// researcher's bearer token; it is also counted in the `researchers` row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_allocation: Option<AllocationBudget>,
 }
 
-/// The public budget from the ledger's view. Fails only if OpenDP cannot convert a ρ.
+/// The public row that sums every researcher's allocation.
+pub const RESEARCHERS_ROW: &str = "researchers";
+
+/// One allocation's row: its ρ, what it spent and what is left, also in ε at `display_delta`.
+fn allocation_row(
+    name: String,
+    rho: f64,
+    spent_rho: f64,
+    display_delta: f64,
+) -> crate::Result<AllocationBudget> {
+    let eps = |rho: f64| epsilon_at(rho.max(0.0), display_delta);
+    let remaining = (rho - spent_rho).max(0.0);
+    Ok(AllocationBudget {
+        name,
+        rho,
+        spent_rho,
+        remaining_rho: remaining,
+        epsilon: eps(rho)?,
+        spent_epsilon: eps(spent_rho)?,
+        remaining_epsilon: eps(remaining)?,
+    })
+}
+
+/// The public budget from the ledger's view: every allocation, but the researchers'
+/// (`researcher:NAME`) summed into one row, [`RESEARCHERS_ROW`], where the first of them
+/// stood (privacy model §10). Per researcher, the rows would follow each one's releases; the
+/// sum is what the total needs to add up. No count of researchers is given. Fails only if
+/// OpenDP cannot convert a ρ.
 pub fn budget(b: &BudgetView) -> crate::Result<Budget> {
     let d = b.config.display_delta;
     let eps = |rho: f64| epsilon_at(rho.max(0.0), d);
     let mut allocations = Vec::new();
+    let mut researchers: Option<(usize, f64, f64)> = None;
     for a in &b.allocations {
-        let remaining = (a.rho - a.spent_rho).max(0.0);
-        allocations.push(AllocationBudget {
-            name: a.name.clone(),
-            rho: a.rho,
-            spent_rho: a.spent_rho,
-            remaining_rho: remaining,
-            epsilon: eps(a.rho)?,
-            spent_epsilon: eps(a.spent_rho)?,
-            remaining_epsilon: eps(remaining)?,
-        });
+        if researcher_of(&a.name).is_some() {
+            let (_, rho, spent) = researchers.get_or_insert((allocations.len(), 0.0, 0.0));
+            *rho += a.rho;
+            *spent += a.spent_rho;
+            continue;
+        }
+        allocations.push(allocation_row(a.name.clone(), a.rho, a.spent_rho, d)?);
+    }
+    if let Some((at, rho, spent)) = researchers {
+        let row = allocation_row(RESEARCHERS_ROW.to_string(), rho, spent, d)?;
+        allocations.insert(at, row);
     }
     let remaining = (b.period.total_rho - b.spent_rho).max(0.0);
     Ok(Budget {
-        period_starts: b.period.starts.clone(),
-        period_ends: b.period.ends.clone(),
+        period_starts: crate::report::day(&b.period.starts),
+        period_ends: crate::report::day(&b.period.ends),
         total_rho: b.period.total_rho,
         spent_rho: b.spent_rho,
         remaining_rho: remaining,
@@ -537,5 +579,22 @@ pub fn budget(b: &BudgetView) -> crate::Result<Budget> {
         spent_delta: b.spent_delta,
         lifetime_rho: b.lifetime_rho,
         allocations,
+        own_allocation: None,
     })
+}
+
+/// Each researcher's own allocation row, by researcher name: shown only to the holder of
+/// that researcher's token (`GET /v1/budget` with it).
+pub fn researcher_allocations(
+    b: &BudgetView,
+) -> crate::Result<std::collections::HashMap<String, AllocationBudget>> {
+    let d = b.config.display_delta;
+    let mut out = std::collections::HashMap::new();
+    for a in &b.allocations {
+        if let Some(name) = researcher_of(&a.name) {
+            let row = allocation_row(a.name.clone(), a.rho, a.spent_rho, d)?;
+            out.insert(name.to_string(), row);
+        }
+    }
+    Ok(out)
 }

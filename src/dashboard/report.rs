@@ -159,7 +159,8 @@ pub async fn render(
     }
     let page = ReportPage {
         quarter: key.clone(),
-        generated_at: crate::warehouse::now_rfc3339(),
+        // The day only, like every public time.
+        generated_at: crate::report::day(&crate::warehouse::now_rfc3339()),
         programs,
         charts,
         completeness,

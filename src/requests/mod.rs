@@ -10,6 +10,10 @@
 //! latest is the request's state. A researcher never sees `failed`; to them the request stays
 //! pending (privacy model §5).
 //!
+//! A request belongs to the token that submitted it (its id is stored with the request), not
+//! to the researcher's name: after `tokens revoke` and a new token for the same name, the new
+//! holder sees none of the old holder's requests, nor through them their releases.
+//!
 //! A researcher's release is debited from the allocation `researcher:<name>`, which the
 //! steward creates with `outreach budget allocate`; a spec naming any other allocation is
 //! refused. A request is checked when it is submitted ([`quote`]): the person-locality
@@ -22,8 +26,9 @@ mod store;
 
 pub use quote::{Quote, StatisticAccuracy, Submission, affordable, quote};
 pub use store::{
-    Decision, MAX_PENDING_PER_RESEARCHER, Queue, REQUESTS_FILE, RequestState, ResearcherView, Role,
-    StoredRequest, TokenInfo, approve, constant_time_eq, reject,
+    Decision, Holder, MAX_PENDING_PER_RESEARCHER, Queue, REQUEST_ID_PATTERN, REQUESTS_FILE,
+    RequestState, RequestSummary, ResearcherView, Role, SCHEMA_VERSION, StoredRequest, TokenInfo,
+    approve, constant_time_eq, is_request_id, reject,
 };
 
 use std::path::PathBuf;
@@ -50,8 +55,12 @@ pub enum RequestsError {
     },
     #[error("the requests store is busy with another writer; try again")]
     Busy,
+    #[error(
+        "requests store {path} has schema version {found}, newer than this program's {SCHEMA_VERSION}: use a newer outreach"
+    )]
+    NewerSchema { path: PathBuf, found: i64 },
     #[error("no request {0}")]
-    NoSuchRequest(i64),
+    NoSuchRequest(String),
     #[error("no active token named '{0}'")]
     NoSuchToken(String),
     #[error("an active token named '{0}' already exists; revoke it first")]
@@ -61,7 +70,7 @@ pub enum RequestsError {
     #[error(
         "request {id} is {state}: only a pending request, or one whose run failed, can be approved or rejected"
     )]
-    NotPending { id: i64, state: String },
+    NotPending { id: String, state: String },
     /// The submission cannot be planned as asked; the reason is for the researcher.
     #[error("refused: {0}")]
     Refused(String),
@@ -96,6 +105,7 @@ impl RequestsError {
             RequestsError::Busy => Fault::Busy,
             RequestsError::Ledger(e) => e.fault(),
             RequestsError::Sqlite { .. }
+            | RequestsError::NewerSchema { .. }
             | RequestsError::Random(_)
             | RequestsError::Internal(_) => Fault::Internal,
         }

@@ -1,4 +1,14 @@
 //! The SQLite file of tokens, requests and decisions, and the steward's approval.
+//!
+//! **Schema versions** (`PRAGMA user_version`). 0: a request named its researcher only. 1:
+//! each request carries the id of the token that submitted it, and belongs to that token:
+//! a later token for the same name (after `tokens revoke`) sees none of it. [`Queue::open`]
+//! migrates an older file in place, in one IMMEDIATE transaction; a stored request goes to
+//! the token that was active for its name when it was submitted. 2: each request has a
+//! public id, 16 random bytes in hex, so that an id says nothing of how many requests others
+//! made; a stored request keeps its sequential id as its public id, in digits. The row id
+//! stays internal (decisions refer to it; the steward's list is in its order). A file of a
+//! newer version is refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +47,80 @@ WHERE q.researcher = ?1
         (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1),
         'pending'
       ) IN ('pending', 'failed')";
+
+/// The requests file's schema version (`PRAGMA user_version`); see the module docs.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// What a request id looks like, as the OpenAPI document states it: 16 random bytes in
+/// lowercase hex, or the digits of an id stored when ids were sequential.
+/// [`is_request_id`] checks the same.
+pub const REQUEST_ID_PATTERN: &str = "^(?:[0-9a-f]{32}|[1-9][0-9]{0,18})$";
+
+/// Whether `id` has the form of a request id ([`REQUEST_ID_PATTERN`]).
+pub fn is_request_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    let random = b.len() == 32 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let sequential =
+        (1..=19).contains(&b.len()) && b[0] != b'0' && b.iter().all(u8::is_ascii_digit);
+    random || sequential
+}
+
+/// A new request id: 16 bytes from the OS generator, in hex. It is unrelated to any other
+/// request, so it counts nothing.
+fn new_request_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| RequestsError::Random(e.to_string()))?;
+    Ok(hex(&bytes))
+}
+
+/// Version 1: the token of each request. SQLite adds a column without touching a row; filling
+/// it is an UPDATE, so the append-only trigger is dropped and made again around it, in the
+/// migration's transaction. A stored request goes to the token active for its name when it
+/// was submitted; where times are equal to the second, to the older token (which hides it
+/// from the newer holder rather than showing it to them), and to none if no token fits.
+const MIGRATE_V1: &str = "
+ALTER TABLE requests ADD COLUMN token_id INTEGER REFERENCES tokens (id);
+DROP TRIGGER IF EXISTS requests_no_update;
+UPDATE requests SET token_id = (
+    SELECT t.id FROM tokens t
+    WHERE t.name = requests.researcher
+      AND t.created_at <= requests.submitted_at
+      AND (t.revoked_at IS NULL OR t.revoked_at >= requests.submitted_at)
+    ORDER BY t.id
+    LIMIT 1
+);
+CREATE TRIGGER requests_no_update BEFORE UPDATE ON requests
+BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+CREATE INDEX IF NOT EXISTS requests_by_token ON requests (token_id, id);
+CREATE TRIGGER IF NOT EXISTS requests_need_a_token BEFORE INSERT ON requests
+WHEN NEW.token_id IS NULL
+BEGIN SELECT RAISE(ABORT, 'a request needs the id of the token that submits it'); END;
+";
+
+/// Version 2: the public id of each request. A stored request keeps its sequential id, as
+/// digits, so the ids researchers were given still work; a new one gets random bytes.
+const MIGRATE_V2: &str = "
+ALTER TABLE requests ADD COLUMN public_id TEXT;
+DROP TRIGGER IF EXISTS requests_no_update;
+UPDATE requests SET public_id = CAST(id AS TEXT);
+CREATE TRIGGER requests_no_update BEFORE UPDATE ON requests
+BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+CREATE UNIQUE INDEX IF NOT EXISTS requests_public_id ON requests (public_id);
+CREATE TRIGGER IF NOT EXISTS requests_need_a_public_id BEFORE INSERT ON requests
+WHEN NEW.public_id IS NULL
+BEGIN SELECT RAISE(ABORT, 'a request needs its public id'); END;
+";
+
+/// Brings a requests file of an older schema up to [`SCHEMA_VERSION`], inside `tx`.
+fn upgrade(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
+    if from < 1 {
+        tx.execute_batch(MIGRATE_V1)?;
+    }
+    if from < 2 {
+        tx.execute_batch(MIGRATE_V2)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -96,10 +180,21 @@ impl Role {
 /// A token as the steward sees it: never the token itself, which is shown once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenInfo {
+    /// The token's own id: what its requests belong to.
+    pub id: i64,
     pub name: String,
     pub role: Role,
     pub created_at: String,
     pub revoked_at: Option<String>,
+}
+
+/// Who presented an active token: the token's own id and the researcher's name. Requests
+/// belong to the token; the name, which a later token may reuse after a revocation, names
+/// the allocation that pays (`researcher:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Holder {
+    pub token_id: i64,
+    pub name: String,
 }
 
 /// Where a request stands, as the steward sees it.
@@ -137,8 +232,12 @@ impl RequestState {
 /// A stored request with its decision, for the steward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRequest {
-    pub id: i64,
+    /// The public id ([`REQUEST_ID_PATTERN`]).
+    pub id: String,
     pub researcher: String,
+    /// The token that submitted it, which alone may read it; none for a request stored
+    /// before requests carried their token when no token of its name fitted.
+    pub token_id: Option<i64>,
     pub purpose: String,
     pub rho_asked: f64,
     /// The spec as it will run: its allocation is the researcher's.
@@ -168,7 +267,8 @@ pub enum Decision {
 /// words, or released with the noisy numbers. Never `failed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResearcherView {
-    pub id: i64,
+    /// 32 lowercase hex digits (or the digits of an id stored when ids were sequential).
+    pub id: String,
     /// `pending`, `rejected` or `released`.
     pub state: String,
     pub purpose: String,
@@ -183,7 +283,35 @@ pub struct ResearcherView {
     pub release: Option<PublicRelease>,
 }
 
+/// A line of a researcher's own list (`GET /v1/requests`): where a request stands, without
+/// its quote or numbers (`GET /v1/requests/{id}` has them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RequestSummary {
+    pub id: String,
+    /// `pending`, `rejected` or `released`.
+    pub state: String,
+    pub purpose: String,
+    pub rho_asked: f64,
+    pub submitted_at: String,
+}
+
 impl StoredRequest {
+    /// The researcher's line of their own list. A failed run is `pending` to them.
+    pub fn summary(&self) -> RequestSummary {
+        let state = match self.state {
+            RequestState::Rejected => "rejected",
+            RequestState::Released => "released",
+            RequestState::Pending | RequestState::Failed => "pending",
+        };
+        RequestSummary {
+            id: self.id.clone(),
+            state: state.to_string(),
+            purpose: self.purpose.clone(),
+            rho_asked: self.rho_asked,
+            submitted_at: self.submitted_at.clone(),
+        }
+    }
+
     /// The researcher's view; `release` is the public view of its release, when released.
     pub fn researcher_view(&self, release: Option<PublicRelease>) -> ResearcherView {
         let (state, why, release) = match self.state {
@@ -192,7 +320,7 @@ impl StoredRequest {
             _ => ("pending", None, None),
         };
         ResearcherView {
-            id: self.id,
+            id: self.id.clone(),
             state: state.to_string(),
             purpose: self.purpose.clone(),
             rho_asked: self.rho_asked,
@@ -287,7 +415,22 @@ impl Queue {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
+        // Read under the write lock: another process may have upgraded it meanwhile.
+        let found: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(&e)?;
+        if found > SCHEMA_VERSION {
+            return Err(RequestsError::NewerSchema {
+                path: path.clone(),
+                found,
+            });
+        }
+        // A new file gets the first version's tables and then every migration, like an old
+        // one: one way to the current schema.
         tx.execute_batch(SCHEMA).map_err(&e)?;
+        if found < SCHEMA_VERSION {
+            upgrade(&tx, found).map_err(&e)?;
+        }
         tx.commit().map_err(&e)?;
         drop(e);
         Ok(Queue { path, conn })
@@ -360,39 +503,47 @@ impl Queue {
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, created_at, revoked_at FROM tokens ORDER BY id")
+            .prepare("SELECT id, name, created_at, revoked_at FROM tokens ORDER BY id")
             .map_err(self.e())?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(TokenInfo {
-                    name: r.get(0)?,
+                    id: r.get(0)?,
+                    name: r.get(1)?,
                     role: Role::Researcher,
-                    created_at: r.get(1)?,
-                    revoked_at: r.get(2)?,
+                    created_at: r.get(2)?,
+                    revoked_at: r.get(3)?,
                 })
             })
             .map_err(self.e())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.e())
     }
 
-    /// The researcher a presented token belongs to, if it is active. The presented token's
-    /// hash is compared with every active token's hash in constant time, and the loop does
-    /// not stop at a match, so the time taken says nothing about which bytes matched.
-    pub fn authenticate(&self, presented: &str) -> Result<Option<String>> {
+    /// The holder of a presented token, if it is active: the token's id and its name. The
+    /// presented token's hash is compared with every active token's hash in constant time,
+    /// and the loop does not stop at a match, so the time taken says nothing about which
+    /// bytes matched.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<Holder>> {
         let wanted = hex(&token_hash(presented));
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name, hash FROM tokens WHERE revoked_at IS NULL")
+            .prepare_cached("SELECT id, name, hash FROM tokens WHERE revoked_at IS NULL")
             .map_err(self.e())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .map_err(self.e())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.e())?;
         let mut found = None;
-        for (name, stored) in rows {
+        for (token_id, name, stored) in rows {
             if constant_time_eq(wanted.as_bytes(), stored.as_bytes()) {
-                found = Some(name);
+                found = Some(Holder { token_id, name });
             }
         }
         Ok(found)
@@ -408,19 +559,21 @@ impl Queue {
         Ok(n.max(0) as usize)
     }
 
-    /// Stores a checked submission as pending and returns its id; refused with
-    /// [`RequestsError::TooManyPending`] when the researcher already has
+    /// Stores a checked submission of `holder` as pending and returns its id, a random one
+    /// (it belongs to the holder's token); refused with
+    /// [`RequestsError::TooManyPending`] when the researcher's name already has
     /// [`MAX_PENDING_PER_RESEARCHER`] requests waiting. The count and the insert are one
     /// write transaction, so concurrent submissions cannot pass the cap together.
     pub fn submit(
         &mut self,
-        researcher: &str,
+        holder: &Holder,
         purpose: &str,
         rho_asked: f64,
         spec: &ReleaseSpec,
         quote: &Quote,
-    ) -> Result<i64> {
-        check_name(researcher)?;
+    ) -> Result<String> {
+        check_name(&holder.name)?;
+        let id = new_request_id()?;
         let path = self.path.clone();
         let e = sql_err(&path);
         let tx = self
@@ -428,7 +581,7 @@ impl Queue {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
         let pending: i64 = tx
-            .query_row(COUNT_PENDING, params![researcher], |r| r.get(0))
+            .query_row(COUNT_PENDING, params![holder.name], |r| r.get(0))
             .map_err(&e)?;
         if pending >= MAX_PENDING_PER_RESEARCHER as i64 {
             return Err(RequestsError::TooManyPending {
@@ -436,10 +589,12 @@ impl Queue {
             });
         }
         tx.execute(
-            "INSERT INTO requests (researcher, purpose, rho_asked, spec, quote, submitted_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO requests (public_id, researcher, token_id, purpose, rho_asked, spec, quote, submitted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
-                researcher,
+                id,
+                holder.name,
+                holder.token_id,
                 purpose,
                 rho_asked,
                 serde_json::to_string(spec).expect("specs serialise"),
@@ -448,15 +603,15 @@ impl Queue {
             ],
         )
         .map_err(&e)?;
-        let id = tx.last_insert_rowid();
         tx.commit().map_err(&e)?;
         Ok(id)
     }
 
     fn query(&self, filter: &str, p: impl rusqlite::Params) -> Result<Vec<StoredRequest>> {
         let sql = format!(
-            "SELECT q.id, q.researcher, q.purpose, q.rho_asked, q.spec, q.quote, q.submitted_at,
-                    d.state, d.why, d.release_id, coalesce(d.public, 0), d.decided_by, d.decided_at
+            "SELECT q.public_id, q.researcher, q.purpose, q.rho_asked, q.spec, q.quote, q.submitted_at,
+                    d.state, d.why, d.release_id, coalesce(d.public, 0), d.decided_by, d.decided_at,
+                    q.token_id
              FROM requests q
              LEFT JOIN decisions d ON d.id = (SELECT max(x.id) FROM decisions x WHERE x.request_id = q.id)
              {filter} ORDER BY q.id"
@@ -471,6 +626,7 @@ impl Queue {
                     StoredRequest {
                         id: r.get(0)?,
                         researcher: r.get(1)?,
+                        token_id: r.get(13)?,
                         purpose: r.get(2)?,
                         rho_asked: r.get(3)?,
                         spec: serde_json::Value::Null,
@@ -514,11 +670,16 @@ impl Queue {
         self.query("", [])
     }
 
-    /// One request.
-    pub fn get(&self, id: i64) -> Result<StoredRequest> {
-        self.query("WHERE q.id = ?1", params![id])?
+    /// The requests of one token, oldest first: what its holder may list.
+    pub fn list_of(&self, token_id: i64) -> Result<Vec<StoredRequest>> {
+        self.query("WHERE q.token_id = ?1", params![token_id])
+    }
+
+    /// One request, by its public id.
+    pub fn get(&self, id: &str) -> Result<StoredRequest> {
+        self.query("WHERE q.public_id = ?1", params![id])?
             .pop()
-            .ok_or(RequestsError::NoSuchRequest(id))
+            .ok_or_else(|| RequestsError::NoSuchRequest(id.to_string()))
     }
 
     /// The release ids of researchers' releases that the steward made public.
@@ -535,31 +696,36 @@ impl Queue {
     }
 
     /// Records the decision on a pending request, once: a second decision is refused.
-    pub fn decide(&mut self, id: i64, decision: &Decision, steward: &str) -> Result<()> {
+    pub fn decide(&mut self, id: &str, decision: &Decision, steward: &str) -> Result<()> {
         let path = self.path.clone();
         let e = sql_err(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let state: Option<Option<String>> = tx
+        // The decision refers to the request's row id, which never leaves this file.
+        let found: Option<(i64, Option<String>)> = tx
             .query_row(
-                "SELECT (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1)
-                 FROM requests q WHERE q.id = ?1",
+                "SELECT q.id,
+                        (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1)
+                 FROM requests q WHERE q.public_id = ?1",
                 params![id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(&e)?;
-        match state {
-            None => return Err(RequestsError::NoSuchRequest(id)),
+        let row = match found {
+            None => return Err(RequestsError::NoSuchRequest(id.to_string())),
             // A run that failed after its debit is the steward's to close: reject it, or run
             // it again (a new debit). Every other decision is final.
-            Some(Some(state)) if state != "failed" => {
-                return Err(RequestsError::NotPending { id, state });
+            Some((_, Some(state))) if state != "failed" => {
+                return Err(RequestsError::NotPending {
+                    id: id.to_string(),
+                    state,
+                });
             }
-            _ => {}
-        }
+            Some((row, _)) => row,
+        };
         let (state, why, release, public) = match decision {
             Decision::Reject { why } => ("rejected", Some(why.as_str()), None, false),
             Decision::Released { release_id, public } => {
@@ -571,7 +737,7 @@ impl Queue {
             "INSERT INTO decisions (request_id, state, why, release_id, public, decided_by, decided_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                id,
+                row,
                 state,
                 why,
                 release,
@@ -592,7 +758,7 @@ impl Queue {
 /// release and the decision spends nothing: the release is idempotent.
 pub async fn approve(
     warehouse: &Path,
-    id: i64,
+    id: &str,
     steward: &str,
     public: bool,
 ) -> crate::Result<(StoredRequest, Option<crate::privacy::ReleaseOutcome>)> {
@@ -600,7 +766,7 @@ pub async fn approve(
     let request = queue.get(id)?;
     if !matches!(request.state, RequestState::Pending | RequestState::Failed) {
         return Err(RequestsError::NotPending {
-            id,
+            id: id.to_string(),
             state: request.state.as_str().to_string(),
         }
         .into());
@@ -647,7 +813,7 @@ pub async fn approve(
 }
 
 /// Rejects a pending request with the steward's words, which the researcher sees.
-pub fn reject(warehouse: &Path, id: i64, steward: &str, why: &str) -> Result<StoredRequest> {
+pub fn reject(warehouse: &Path, id: &str, steward: &str, why: &str) -> Result<StoredRequest> {
     if why.trim().is_empty() {
         return Err(RequestsError::Invalid(
             "a rejection needs the steward's words (--why)".into(),
@@ -662,4 +828,39 @@ pub fn reject(warehouse: &Path, id: i64, steward: &str, why: &str) -> Result<Sto
         steward,
     )?;
     queue.get(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_32_hex_digits_or_the_digits_of_a_sequential_one() {
+        let id = new_request_id().unwrap();
+        assert!(is_request_id(&id), "{id}");
+        assert_ne!(id, new_request_id().unwrap());
+        for ok in [
+            "1",
+            "42",
+            "9223372036854775807",
+            &"0".repeat(32),
+            &"af".repeat(16),
+        ] {
+            assert!(is_request_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "01",
+            "-1",
+            "1.5",
+            "12345678901234567890",
+            &"A".repeat(32),
+            &"0".repeat(31),
+            &"0".repeat(33),
+            &"g".repeat(32),
+        ] {
+            assert!(!is_request_id(bad), "{bad}");
+        }
+    }
 }

@@ -99,7 +99,12 @@ pub(crate) async fn get(app: &Router, uri: &str) -> Reply {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
-async fn post(app: &Router, uri: &str, token: Option<&str>, body: impl Into<Body>) -> Reply {
+pub(crate) async fn post(
+    app: &Router,
+    uri: &str,
+    token: Option<&str>,
+    body: impl Into<Body>,
+) -> Reply {
     let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
     if let Some(t) = token {
         b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -107,7 +112,7 @@ async fn post(app: &Router, uri: &str, token: Option<&str>, body: impl Into<Body
     send(app, b.body(body.into()).unwrap()).await
 }
 
-async fn get_as(app: &Router, uri: &str, token: &str) -> Reply {
+pub(crate) async fn get_as(app: &Router, uri: &str, token: &str) -> Reply {
     send(
         app,
         Request::get(uri)
@@ -219,10 +224,10 @@ pub(crate) async fn submit(app: &Router, token: &str, body: &Value) -> Reply {
 }
 
 /// Submits `body` as the holder of `token` and returns the new request's id.
-pub(crate) async fn submit_id(app: &Router, token: &str, body: &Value) -> i64 {
+pub(crate) async fn submit_id(app: &Router, token: &str, body: &Value) -> String {
     let r = submit(app, token, body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    r.json()["id"].as_i64().unwrap()
+    r.json()["id"].as_str().unwrap().to_string()
 }
 
 /// One more survivor in 2025Q1 (a new dataset version), and the quarter published again.
@@ -677,7 +682,7 @@ async fn releases_carry_etags_and_cache_headers_and_a_conditional_get_is_304() {
 }
 
 /// Every key anywhere in a JSON value.
-fn keys(v: &Value, out: &mut Vec<String>) {
+pub(crate) fn keys(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             for (k, x) in m {
@@ -846,7 +851,7 @@ async fn the_server_cannot_write_the_ledger_or_the_release_store() {
 }
 
 /// A person-local count per program and quarter, inline SQL, no allocation.
-fn spec(sql: &str) -> Value {
+pub(crate) fn spec(sql: &str) -> Value {
     json!({
         "name": "persons with an attempt per program and quarter",
         "k": 2,
@@ -859,7 +864,7 @@ fn spec(sql: &str) -> Value {
     })
 }
 
-const PERSON_LOCAL: &str = "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted \
+pub(crate) const PERSON_LOCAL: &str = "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted \
      FROM outreach_attempts GROUP BY person_key, program_id, quarter_of(attempt_date)";
 
 pub(crate) fn submission(rho: f64) -> Value {
@@ -909,7 +914,16 @@ async fn a_submission_past_the_planning_slots_is_503_busy_and_queues_nothing() {
     );
     // One of them ends: the next submission is planned, and it is the first request queued.
     drop(held.pop());
-    assert_eq!(submit_id(&app, &token, &submission(0.1)).await, 1);
+    // (Ids are random: the queue, not the id, says it is the first.)
+    let id = submit_id(&app, &token, &submission(0.1)).await;
+    let queued: Vec<String> = st
+        .queue()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(queued, [id]);
     assert_eq!(
         planning.available_permits(),
         1,
@@ -985,8 +999,14 @@ fn tokens_are_compared_in_constant_time_over_their_hashes() {
     let mut q = Queue::open(tmp.path()).unwrap();
     let a = q.create_token("a", Role::Researcher).unwrap();
     let b = q.create_token("b", Role::Researcher).unwrap();
-    assert_eq!(q.authenticate(&a).unwrap().as_deref(), Some("a"));
-    assert_eq!(q.authenticate(&b).unwrap().as_deref(), Some("b"));
+    assert_eq!(
+        q.authenticate(&a).unwrap().map(|h| h.name).as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        q.authenticate(&b).unwrap().map(|h| h.name).as_deref(),
+        Some("b")
+    );
     assert_eq!(q.authenticate(&a.to_uppercase()).unwrap(), None);
     // Only hashes are stored: the file never holds a token.
     drop(q);
@@ -1225,7 +1245,7 @@ async fn security_headers_cors_for_get_only_and_an_access_log_line_per_request()
     );
 }
 
-fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
         .args(args)
         .env("OUTREACH_WAREHOUSE", wh)
@@ -1260,7 +1280,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
     let r = submit(&app, &token, &submission(0.2)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let sub = r.json();
-    let id = sub["id"].as_i64().unwrap();
+    let id = sub["id"].as_str().unwrap().to_string();
     assert_eq!(r.header(header::LOCATION), format!("/v1/requests/{id}"));
     assert_eq!(sub["state"], "pending");
     let quote = &sub["quote"];
@@ -1321,7 +1341,7 @@ async fn a_researcher_round_trip_through_the_cli_and_http() {
 
     // A second request, rejected with words the researcher sees; then one approved public.
     let r2 = submit(&app, &token, &submission(0.1)).await.json();
-    let id2 = r2["id"].as_i64().unwrap();
+    let id2 = r2["id"].as_str().unwrap().to_string();
     outreach(
         &wh,
         &[
@@ -1664,7 +1684,7 @@ async fn a_failed_run_stays_pending_to_the_researcher_and_the_steward_can_reject
             .await
             .json();
         assert_eq!(seen["state"], "pending", "a researcher never sees failed");
-        assert_eq!(st.queue().get(*id).unwrap().state.as_str(), "failed");
+        assert_eq!(st.queue().get(id).unwrap().state.as_str(), "failed");
     }
     // The steward rejects the first and re-runs the second, a new debit.
     outreach(
@@ -1705,8 +1725,8 @@ async fn a_failed_run_stays_pending_to_the_researcher_and_the_steward_can_reject
     assert_eq!(released["state"], "released", "{released}");
     // Final decisions stay final.
     for (args, id) in [
-        (vec!["approve"], ids[0]),
-        (vec!["reject", "--why", "no"], ids[1]),
+        (vec!["approve"], &ids[0]),
+        (vec!["reject", "--why", "no"], &ids[1]),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
             .arg("requests")

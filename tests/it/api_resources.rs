@@ -156,11 +156,12 @@ async fn a_researcher_with_the_most_pending_requests_is_refused_until_the_stewar
     assert!(message.contains(&cap.to_string()), "{message}");
     assert_eq!(st.queue().list().unwrap().len(), cap, "nothing was queued");
     // The store refuses too, in the transaction that inserts: no caller can pass the cap.
-    let stored = st.queue().get(ids[0]).unwrap();
+    let stored = st.queue().get(&ids[0]).unwrap();
     let spec: ReleaseSpec = serde_json::from_value(stored.spec.clone()).unwrap();
+    let holder = st.queue().authenticate(&alice).unwrap().unwrap();
     let err = Queue::open(&wh)
         .unwrap()
-        .submit("alice", "once more", 0.1, &spec, &stored.quote)
+        .submit(&holder, "once more", 0.1, &spec, &stored.quote)
         .unwrap_err();
     assert!(
         matches!(err, RequestsError::TooManyPending { limit } if limit == cap),
@@ -172,7 +173,7 @@ async fn a_researcher_with_the_most_pending_requests_is_refused_until_the_stewar
     // A run that failed after its debit still waits for the steward: no room yet.
     Queue::open(&wh)
         .unwrap()
-        .decide(ids[1], &Decision::Failed { release_id: 1 }, "steward")
+        .decide(&ids[1], &Decision::Failed { release_id: 1 }, "steward")
         .unwrap();
     assert_error(
         &submit(&app, &alice, &body).await,
@@ -180,7 +181,7 @@ async fn a_researcher_with_the_most_pending_requests_is_refused_until_the_stewar
         "too_many_pending",
     );
     // The steward rejects one: room for exactly one more.
-    reject(&wh, ids[0], "steward", "not this quarter").unwrap();
+    reject(&wh, &ids[0], "steward", "not this quarter").unwrap();
     submit_id(&app, &alice, &body).await;
     assert_error(
         &submit(&app, &alice, &body).await,

@@ -23,5 +23,6 @@ mod privacy_dp_inequality;
 mod privacy_functions;
 mod privacy_mechanism;
 mod privacy_release;
+mod public_record;
 mod synth_data;
 mod warehouse_status;
