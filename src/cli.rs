@@ -26,7 +26,7 @@ use crate::report::{self, Format};
 use crate::requests::{self, Queue, Role};
 use crate::synth::{SynthConfig, synth};
 use crate::warehouse::{Warehouse, status};
-use crate::{Error, Fault, demo};
+use crate::{Error, demo};
 
 /// The environment variable that gives `--warehouse` when the flag is absent.
 pub const WAREHOUSE_ENV: &str = "OUTREACH_WAREHOUSE";
@@ -551,12 +551,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(match e.fault() {
-                Fault::BadInput => 2,
-                Fault::Busy => 3,
-                Fault::BudgetExhausted => 4,
-                Fault::Internal => 1,
-            })
+            ExitCode::from(e.fault().exit_code())
         }
     }
 }
