@@ -889,8 +889,10 @@ fn budget(command: BudgetCommand) -> Result<(), Error> {
     Ok(())
 }
 
+/// A flag of the release's flag form that cannot be read: the command line's fault, not a
+/// release spec's.
 fn bad_flag(message: String) -> Error {
-    Error::Privacy(crate::privacy::PrivacyError::Spec { message })
+    Error::Usage(message)
 }
 
 /// The release spec from `--spec`, or built from the flag form.

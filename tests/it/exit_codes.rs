@@ -33,3 +33,58 @@ fn a_usage_error_is_the_command_lines_fault_and_an_internal_one_is_a_500() {
     // The client sees no internals.
     assert_eq!(api.to_string(), "internal error");
 }
+
+/// `outreach ARGS` without a warehouse from the environment.
+fn outreach(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(args)
+        .env_remove(outreach_warehouse::cli::WAREHOUSE_ENV)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_bad_value_of_the_release_flags_is_a_usage_error_that_names_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = tmp.path().to_str().unwrap();
+    let base = [
+        "release",
+        "--warehouse",
+        wh,
+        "--query",
+        "q.sql",
+        "--k",
+        "1",
+        "--allocation",
+        "a",
+        "--rho",
+        "0.1",
+    ];
+    for (flag, value) in [
+        ("--cell", "program_id"),
+        ("--cell", "program_id=everything"),
+        ("--stat", "n:median"),
+        ("--stat", "n:sum:0:x"),
+        ("--scale", "n=wide"),
+        ("--ratio", "r"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        if flag != "--cell" {
+            args.extend(["--cell", "program_id=programs"]);
+        }
+        if flag != "--stat" {
+            args.extend(["--stat", "n:count"]);
+        }
+        let out = outreach(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        // The command line's fault, named as such: not a release spec's.
+        assert!(
+            stderr.starts_with(&format!("error: {flag} {value}")),
+            "{flag} {value}: {stderr}"
+        );
+        assert!(!stderr.contains("release spec"), "{flag} {value}: {stderr}");
+    }
+}
