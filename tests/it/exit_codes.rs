@@ -88,3 +88,78 @@ fn a_bad_value_of_the_release_flags_is_a_usage_error_that_names_the_flag() {
         assert!(!stderr.contains("release spec"), "{flag} {value}: {stderr}");
     }
 }
+
+#[test]
+fn bad_serve_limits_are_usage_errors_that_name_the_flag_and_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Never created: every case must stop at the flags, before the warehouse is looked at.
+    let wh = tmp.path().join("missing");
+    let wh = wh.to_str().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "--timeout-seconds",
+            &[
+                "0", "-1", "-0.5", "NaN", "inf", "-inf", "1e300", "1e-12", "3601", "thirty",
+            ],
+        ),
+        ("--per-ip-per-second", &["0", "-1", "NaN", "inf", "1e300"]),
+        (
+            "--per-token-per-minute",
+            &["0", "-2", "NaN", "inf", "1e300"],
+        ),
+        ("--small-cell", &["-1", "NaN", "inf"]),
+        ("--per-ip-burst", &["0", "-1", "1.5"]),
+        ("--per-token-burst", &["0"]),
+        ("--max-body-bytes", &["0", "-1"]),
+    ];
+    for (flag, values) in cases {
+        for value in *values {
+            // `serve` and `demo` share the limits.
+            let joined = format!("{flag}={value}");
+            let mut commands: Vec<Vec<&str>> = vec![
+                vec!["serve", "--warehouse", wh, joined.as_str()],
+                vec!["demo", "--no-serve", "--dir", wh, joined.as_str()],
+            ];
+            // The flag and its value as two words too; clap reads `-inf` so written as
+            // short flags, not as a value.
+            if *value != "-inf" {
+                commands.push(vec!["serve", "--warehouse", wh, *flag, *value]);
+            }
+            for args in commands {
+                let out = outreach(&args);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+                assert!(stderr.contains(&format!("'{flag}")), "{args:?}: {stderr}");
+                assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+                assert!(
+                    !stderr.contains("panicked") && !stderr.contains("backtrace"),
+                    "{args:?}: {stderr}"
+                );
+            }
+        }
+    }
+    assert!(!std::path::Path::new(wh).exists());
+    // The edges of each range are accepted: `serve` gets past the flags and stops at the
+    // missing warehouse instead.
+    let out = outreach(&[
+        "serve",
+        "--warehouse",
+        wh,
+        "--timeout-seconds",
+        "3600",
+        "--per-ip-per-second",
+        "1e9",
+        "--per-token-per-minute",
+        "0.5",
+        "--per-ip-burst",
+        "1",
+        "--max-body-bytes",
+        "1",
+        "--small-cell",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("invalid value"), "{stderr}");
+    assert!(stderr.contains("no warehouse"), "{stderr}");
+}
