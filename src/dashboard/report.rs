@@ -78,6 +78,15 @@ pub async fn render(
 ) -> crate::Result<(String, String)> {
     let snap = Snapshot::load(warehouse, &[]).await?;
     let key = quarter.to_string();
+    // A quarter whose latest publication cannot be read is not "unpublished": say so.
+    if !snap.quarters.contains_key(&key)
+        && let Some(u) = snap.unreadable.iter().rev().find(|u| u.quarter == key)
+    {
+        return Err(crate::Error::Internal(format!(
+            "publication {} of {key} cannot be read: {}",
+            u.id, u.error
+        )));
+    }
     let q = snap.quarters.get(&key).ok_or_else(|| {
         bad(format!(
             "no publication for {key}: publish it first (`outreach publish --quarter {key}`)"
