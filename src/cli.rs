@@ -26,7 +26,7 @@ use crate::report::{self, Format};
 use crate::requests::{self, Queue, Role};
 use crate::synth::{SynthConfig, synth};
 use crate::warehouse::{Warehouse, status};
-use crate::{Error, Fault, demo};
+use crate::{Error, demo};
 
 /// The environment variable that gives `--warehouse` when the flag is absent.
 pub const WAREHOUSE_ENV: &str = "OUTREACH_WAREHOUSE";
@@ -246,32 +246,41 @@ struct ListenArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: std::net::SocketAddr,
-    /// Requests per second each client IP may make, on average.
-    #[arg(long, default_value_t = Limits::default().per_ip_per_second)]
+    /// Requests per second each client IP may make, on average (more than 0, at most 1e9).
+    #[arg(long, default_value_t = Limits::default().per_ip_per_second,
+        value_parser = parse_request_rate, allow_negative_numbers = true)]
     per_ip_per_second: f64,
-    /// Requests a client IP may make at once.
-    #[arg(long, default_value_t = Limits::default().per_ip_burst)]
+    /// Requests a client IP may make at once (at least 1).
+    #[arg(long, default_value_t = Limits::default().per_ip_burst,
+        value_parser = parse_burst, allow_negative_numbers = true)]
     per_ip_burst: u32,
-    /// Requests per minute per researcher token on the request routes.
-    #[arg(long, default_value_t = Limits::default().per_token_per_minute)]
+    /// Requests per minute per researcher token on the request routes (more than 0, at most 1e9).
+    #[arg(long, default_value_t = Limits::default().per_token_per_minute,
+        value_parser = parse_request_rate, allow_negative_numbers = true)]
     per_token_per_minute: f64,
-    /// Requests a token may make at once on the request routes.
-    #[arg(long, default_value_t = Limits::default().per_token_burst)]
+    /// Requests a token may make at once on the request routes (at least 1).
+    #[arg(long, default_value_t = Limits::default().per_token_burst,
+        value_parser = parse_burst, allow_negative_numbers = true)]
     per_token_burst: u32,
-    /// Largest request body, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    /// Largest request body, in bytes (at least 1).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes,
+        value_parser = parse_body_bytes, allow_negative_numbers = true)]
     max_body_bytes: usize,
-    /// Seconds a request may take before it is answered 504.
-    #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
+    /// Seconds a request may take before it is answered 504 (0.001 to 3600).
+    #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64(),
+        value_parser = parse_timeout_seconds, allow_negative_numbers = true)]
     timeout_seconds: f64,
-    /// Seconds a client may take to send a request's header before its connection is closed.
-    #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs_f64())]
+    /// Seconds a client may take to send a request's header before its connection is closed
+    /// (0.001 to 3600).
+    #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs_f64(),
+        value_parser = parse_timeout_seconds, allow_negative_numbers = true)]
     header_read_timeout_seconds: f64,
-    /// Connections open at once; more wait until one closes.
-    #[arg(long, default_value_t = Limits::default().max_connections)]
+    /// Connections open at once; more wait until one closes (at least 1).
+    #[arg(long, default_value_t = Limits::default().max_connections,
+        value_parser = parse_connections, allow_negative_numbers = true)]
     max_connections: usize,
-    /// Dashboard display rule: grey out figures resting on a noisy count below this [default: off].
-    #[arg(long)]
+    /// Dashboard display rule: grey out figures resting on a noisy count below this (a number of at least 0) [default: off].
+    #[arg(long, value_parser = parse_small_cell, allow_negative_numbers = true)]
     small_cell: Option<f64>,
     /// A reverse proxy, an address or a block such as 10.0.0.0/8, whose Forwarded or
     /// X-Forwarded-For header names the client; repeat for each [default: none, the TCP peer
@@ -280,50 +289,102 @@ struct ListenArgs {
     trusted_proxies: Vec<api::IpNet>,
 }
 
+/// The shortest `--timeout-seconds`: a shorter one rounds to no time at all, and every
+/// request would be answered 504.
+pub const MIN_TIMEOUT_SECONDS: f64 = 0.001;
+/// The longest `--timeout-seconds`: an hour. Far longer than any request takes; beyond it a
+/// value only hides a mistake (and past about 1.8e19 it cannot be a duration at all).
+pub const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
+/// The largest `--per-ip-per-second` and `--per-token-per-minute`: one request per
+/// nanosecond, the rate limiter's finest period. A larger rate rounds to a period of zero,
+/// which the limiter cannot take.
+pub const MAX_REQUEST_RATE: f64 = 1e9;
+
+/// A flag's value as a number; `NaN` and `inf` parse, and each check below refuses them.
+fn parse_number(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .map_err(|_| format!("{s:?} is not a number"))
+}
+
+/// A whole number of at least 1.
+fn parse_positive_whole(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// `--timeout-seconds`: finite, from [`MIN_TIMEOUT_SECONDS`] to [`MAX_TIMEOUT_SECONDS`].
+fn parse_timeout_seconds(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "the timeout must be a number of seconds from {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS}"
+        ))
+    }
+}
+
+/// `--per-ip-per-second`, `--per-token-per-minute`: finite, more than 0, at most
+/// [`MAX_REQUEST_RATE`].
+fn parse_request_rate(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 && v <= MAX_REQUEST_RATE {
+        Ok(v)
+    } else {
+        Err(format!(
+            "a request rate must be a number more than 0 and at most {MAX_REQUEST_RATE:e}"
+        ))
+    }
+}
+
+/// `--per-ip-burst`, `--per-token-burst`: a whole number of at least 1.
+fn parse_burst(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_positive_whole(s)?).map_err(|_| format!("a burst is at most {}", u32::MAX))
+}
+
+/// `--max-body-bytes`: a whole number of at least 1.
+fn parse_body_bytes(s: &str) -> Result<usize, String> {
+    usize::try_from(parse_positive_whole(s)?)
+        .map_err(|_| format!("the body limit is at most {}", usize::MAX))
+}
+
+/// `--max-connections`: a whole number of at least 1.
+fn parse_connections(s: &str) -> Result<usize, String> {
+    usize::try_from(parse_positive_whole(s)?)
+        .map_err(|_| format!("the connection limit is at most {}", usize::MAX))
+}
+
+/// `--small-cell`: a finite number of at least 0.
+fn parse_small_cell(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("the small-cell threshold must be a number of at least 0".into())
+    }
+}
+
 impl ListenArgs {
-    fn limits(&self) -> Result<Limits, Error> {
-        let rate_ok = |r: f64| r.is_finite() && r > 0.0;
-        let seconds = |s: f64| {
-            std::time::Duration::try_from_secs_f64(s)
-                .ok()
-                .filter(|d| !d.is_zero())
-        };
-        let (Some(timeout), Some(header_read_timeout)) = (
-            seconds(self.timeout_seconds),
-            seconds(self.header_read_timeout_seconds),
-        ) else {
-            return Err(crate::requests::RequestsError::Invalid(
-                "--timeout-seconds and --header-read-timeout-seconds must be positive numbers of seconds".into(),
-            )
-            .into());
-        };
-        if !rate_ok(self.per_ip_per_second)
-            || !rate_ok(self.per_token_per_minute)
-            || self.per_ip_burst == 0
-            || self.per_token_burst == 0
-            || self.max_body_bytes == 0
-            || self.max_connections == 0
-            || self
-                .small_cell
-                .is_some_and(|n| !(n.is_finite() && n >= 0.0))
-        {
-            return Err(crate::requests::RequestsError::Invalid(
-                "rate limits, bursts, the body limit, the timeouts and the connection limit must be positive, and --small-cell a number of at least 0".into(),
-            )
-            .into());
-        }
-        Ok(Limits {
+    /// The server's limits. Every value was checked as the flags were parsed (the value
+    /// parsers above), so a bad one is clap's usage error, exit 2, naming the flag.
+    fn limits(&self) -> Limits {
+        Limits {
             per_ip_per_second: self.per_ip_per_second,
             per_ip_burst: self.per_ip_burst,
             per_token_per_minute: self.per_token_per_minute,
             per_token_burst: self.per_token_burst,
             max_body_bytes: self.max_body_bytes,
             small_cell: self.small_cell,
-            timeout,
-            header_read_timeout,
+            timeout: std::time::Duration::from_secs_f64(self.timeout_seconds),
+            header_read_timeout: std::time::Duration::from_secs_f64(
+                self.header_read_timeout_seconds,
+            ),
             max_connections: self.max_connections,
             trusted_proxies: self.trusted_proxies.clone(),
-        })
+        }
     }
 }
 
@@ -586,12 +647,7 @@ pub fn main() -> ExitCode {
             let text = e.to_string();
             let lines: Vec<_> = text.lines().map(report::terminal_safe).collect();
             eprintln!("error: {}", lines.join("\n"));
-            ExitCode::from(match e.fault() {
-                Fault::BadInput => 2,
-                Fault::Busy => 3,
-                Fault::BudgetExhausted => 4,
-                Fault::Internal => 1,
-            })
+            ExitCode::from(e.fault().exit_code())
         }
     }
 }
@@ -614,7 +670,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             no_serve,
             listen,
         } => {
-            let limits = listen.limits()?;
+            let limits = listen.limits();
             let dir = dir.unwrap_or_else(|| {
                 let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
                 std::env::temp_dir().join(format!("outreach-demo-{stamp}-{}", std::process::id()))
@@ -792,7 +848,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             print_release(&outcome.public, format);
         }
         Command::Serve(args) => {
-            let limits = args.listen.limits()?;
+            let limits = args.listen.limits();
             runtime().block_on(serve_until_ctrl_c(
                 &args.warehouse,
                 args.listen.addr,
@@ -960,8 +1016,10 @@ fn budget(command: BudgetCommand) -> Result<(), Error> {
     Ok(())
 }
 
+/// A flag of the release's flag form that cannot be read: the command line's fault, not a
+/// release spec's.
 fn bad_flag(message: String) -> Error {
-    Error::Privacy(crate::privacy::PrivacyError::Spec { message })
+    Error::Usage(message)
 }
 
 /// The release spec from `--spec`, or built from the flag form.

@@ -1,6 +1,6 @@
 //! The crate's top-level error, classified by who is at fault ([`Fault`], from the
-//! leaf module [`crate::fault`]) so that a CLI exit code (and, later, an HTTP status) is one
-//! `match`.
+//! leaf module [`crate::fault`]) so that a CLI exit code ([`Fault::exit_code`]) and an HTTP
+//! status (`api::error`) are one `match` each.
 
 pub use crate::fault::Fault;
 
@@ -38,6 +38,13 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// The command line is wrong (a flag's value or form); the message names the flag.
+    #[error("{0}")]
+    Usage(String),
+    /// A defect: an invariant of the code does not hold (a template that does not render,
+    /// a state that cannot happen). Exit 1, HTTP 500; never the user's to fix.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -53,6 +60,8 @@ impl Error {
             Error::Queries(e) => e.fault(),
             Error::Requests(e) => e.fault(),
             Error::Listen { .. } => Fault::BadInput,
+            Error::Usage(_) => Fault::Usage,
+            Error::Internal(_) => Fault::Internal,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! follows each new folder's fsync, so a test can crash right after it), `ledger-before-commit` and
 //! `ledger-after-debit` (a release). [`armed`] lets a release fail (not crash) after its
 //! debit at `release-fail-after-debit`, or panic inside its bounding tasks at
-//! `release-panic-after-debit`. Costs one environment look-up per point passed.
+//! `release-panic-after-debit`, and `outreach report`'s template fail at `report-template`.
+//! Costs one environment look-up per point passed.
 //!
 //! **Why a cargo feature.** A fail point spends privacy budget on purpose (a release that
 //! fails after its debit stays spent) or crashes the warehouse mid-write. Read from the

@@ -96,7 +96,8 @@ impl ApiError {
 }
 
 /// A library error by who is at fault: one `match`. Bad input from a client's own
-/// submission is 422; the library's internal errors are never shown.
+/// submission is 422, a usage error (a malformed request, never a CLI flag here) 400; the
+/// library's internal errors are never shown.
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> ApiError {
         if let crate::Error::Requests(crate::requests::RequestsError::TooManyPending { limit }) = e
@@ -104,6 +105,7 @@ impl From<crate::Error> for ApiError {
             return ApiError::TooManyPending(limit);
         }
         match e.fault() {
+            Fault::Usage => ApiError::BadRequest(e.to_string()),
             Fault::BadInput => ApiError::Unprocessable(e.to_string()),
             Fault::BudgetExhausted => ApiError::BudgetExhausted(e.to_string()),
             Fault::Busy => ApiError::Busy,

@@ -115,15 +115,24 @@ fn rendered(
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "meta",
-    responses((status = 200, description = "The server is up", body = views::Health)))]
+    responses(
+        (status = 200, description = "The server is up and reads every stored publication", body = views::Health),
+        (status = 503, description = "Some stored publications cannot be read (corrupt, or from a newer version); the server's log names them", body = views::Health)))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let snap = state.snapshot();
+    let unreadable = snap.unreadable.len();
+    let (status, word) = if unreadable == 0 {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    };
     let body = views::Health {
-        status: "ok".into(),
+        status: word.into(),
         quarters: snap.quarters.len(),
         releases: snap.releases.len(),
+        unreadable_publications: unreadable,
     };
-    let mut r = axum::Json(body).into_response();
+    let mut r = (status, axum::Json(body)).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

@@ -18,7 +18,7 @@ use crate::ledger::Ledger;
 use crate::ledger::publications::StoredPublication;
 use crate::privacy::PublicRelease;
 use crate::queries::Catalog;
-use crate::queries::publish::Publication;
+use crate::queries::publish::{DocumentError, Publication};
 use crate::requests::researcher_of;
 use crate::warehouse::{Warehouse, hex};
 
@@ -91,6 +91,17 @@ pub struct QuarterPublication {
     pub doc: Publication,
 }
 
+/// A stored publication whose document this build cannot read (corrupt, or a version from
+/// a newer build). It is logged when the snapshot loads and counted by `/healthz`, which then
+/// answers 503; its quarter is not served from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadablePublication {
+    pub id: i64,
+    pub quarter: String,
+    /// Why, for the steward's log and the steward's commands; never served.
+    pub error: DocumentError,
+}
+
 /// Everything the server serves.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -114,6 +125,8 @@ pub struct Snapshot {
     /// Dashboard pages rendered so far, by their choices: a page is drawn once per
     /// snapshot (the releases it shows never change) while it stays in the cache.
     pub pages: std::sync::Mutex<PageCache>,
+    /// Stored publications whose document cannot be read, oldest first.
+    pub unreadable: Vec<UnreadablePublication>,
 }
 
 /// The most dashboard pages a snapshot keeps. The choices a page is drawn for are bounded
@@ -245,21 +258,41 @@ impl Snapshot {
         let all = ledger.publications(None)?;
         let by_id: HashMap<i64, &StoredPublication> = all.iter().map(|p| (p.id, p)).collect();
         for p in &all {
-            let Ok(doc) = serde_json::from_value::<Publication>(p.document.clone()) else {
-                continue;
-            };
+            // What the stored row says holds whatever its document: the release's quarter
+            // and its successor.
             quarter_of.insert(p.release_id, p.quarter.clone());
+            let next = p.superseded_by.and_then(|n| by_id.get(&n));
+            if let Some(next) = next {
+                superseded_by.insert(p.release_id, next.release_id);
+            }
+            let doc = match Publication::from_document(&p.document) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    tracing::error!(
+                        target: "outreach::api",
+                        publication = p.id,
+                        quarter = %p.quarter,
+                        error = %e,
+                        "a stored publication cannot be read; its quarter is not served from it and /healthz answers 503"
+                    );
+                    snap.unreadable.push(UnreadablePublication {
+                        id: p.id,
+                        quarter: p.quarter.clone(),
+                        error: e,
+                    });
+                    continue;
+                }
+            };
             if let Some(e) = doc.equity_release_id {
                 quarter_of.insert(e, p.quarter.clone());
             }
-            if let Some(next) = p.superseded_by.and_then(|n| by_id.get(&n))
-                && let Ok(next_doc) = serde_json::from_value::<Publication>(next.document.clone())
+            // The equity release's successor is in the next document; an unreadable one is
+            // logged when the loop reaches it.
+            if let Some(next) = next
+                && let Ok(next_doc) = Publication::from_document(&next.document)
+                && let (Some(old), Some(new)) = (doc.equity_release_id, next_doc.equity_release_id)
             {
-                superseded_by.insert(p.release_id, next.release_id);
-                if let (Some(old), Some(new)) = (doc.equity_release_id, next_doc.equity_release_id)
-                {
-                    superseded_by.insert(old, new);
-                }
+                superseded_by.insert(old, new);
             }
             if p.superseded_by.is_none() {
                 // Everything public reads a publication from here (the quarter routes, the

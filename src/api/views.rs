@@ -17,11 +17,15 @@ use crate::requests::researcher_of;
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `unhealthy` (503) when a stored publication cannot be read.
     pub status: String,
     /// Quarters with a publication.
     pub quarters: usize,
     /// Public releases served.
     pub releases: usize,
+    /// Stored publications whose document this server cannot read: corrupt, or written by a
+    /// newer version. The server's log names each one and why.
+    pub unreadable_publications: usize,
 }
 
 /// Public metadata of a program.

@@ -78,6 +78,15 @@ pub async fn render(
 ) -> crate::Result<(String, String)> {
     let snap = Snapshot::load(warehouse, &[]).await?;
     let key = quarter.to_string();
+    // A quarter whose latest publication cannot be read is not "unpublished": say so.
+    if !snap.quarters.contains_key(&key)
+        && let Some(u) = snap.unreadable.iter().rev().find(|u| u.quarter == key)
+    {
+        return Err(crate::Error::Internal(format!(
+            "publication {} of {key} cannot be read: {}",
+            u.id, u.error
+        )));
+    }
     let q = snap.quarters.get(&key).ok_or_else(|| {
         bad(format!(
             "no publication for {key}: publish it first (`outreach publish --quarter {key}`)"
@@ -170,10 +179,18 @@ pub async fn render(
         note: q.doc.note.clone(),
         csv_name: csv_name.to_string(),
     };
+    // The fail point asks for a template that does not exist: the tests' way to make the
+    // built-in template fail as a defect would.
+    let name = if crate::failpoint::armed("report-template") {
+        "no-such-template.html"
+    } else {
+        "report.html"
+    };
+    // The template is built in: its failure is a defect, never the user's input.
     let html = templates()
-        .get_template("report.html")
+        .get_template(name)
         .and_then(|t| t.render(minijinja::context! { page => page }))
-        .map_err(|e| bad(format!("internal: the report template failed: {e}")))?;
+        .map_err(|e| crate::Error::Internal(format!("the report template failed: {e}")))?;
     Ok((html, crate::report::publication_csv(&q.doc)))
 }
 

@@ -40,7 +40,9 @@ pub struct StoredPublication {
     pub superseded_by: Option<i64>,
     pub approver: String,
     pub published_at: String,
-    /// The published figures: per program, aggregates, completeness (JSON).
+    /// The published figures: per program, aggregates, completeness (JSON), read with
+    /// `queries::publish::Publication::from_document`, which knows their versions. Stored
+    /// text that is not JSON reads as `null`, which that refuses.
     pub document: serde_json::Value,
 }
 

@@ -550,12 +550,12 @@ impl NoisePlan {
     /// positive counts) and only the cells whose noisy count reaches the threshold, through
     /// OpenDP's threshold measurement.
     pub fn draw_thresholded(&self, counts: &HashMap<u64, i64>) -> Result<HashMap<u64, i64>> {
-        let t = self.threshold.ok_or_else(|| {
-            PrivacyError::OpenDp("internal: no threshold for a private key".into())
-        })?;
+        let t = self
+            .threshold
+            .ok_or_else(|| PrivacyError::Internal("no threshold for a private key".into()))?;
         if counts.values().any(|&c| c <= 0) {
-            return Err(PrivacyError::OpenDp(
-                "internal: a cell without a positive count reached partition selection".into(),
+            return Err(PrivacyError::Internal(
+                "a cell without a positive count reached partition selection".into(),
             ));
         }
         let scale = self.blocks[0].scale;
@@ -574,13 +574,13 @@ impl NoisePlan {
     /// Adds noise to the exact bounded vector (`n_cells × m`, cell-major), through OpenDP.
     pub fn draw(&self, exact: &[i64]) -> Result<Vec<i64>> {
         if self.threshold.is_some() {
-            return Err(PrivacyError::OpenDp(
-                "internal: a release with a private key is drawn by draw_thresholded".into(),
+            return Err(PrivacyError::Internal(
+                "a release with a private key is drawn by draw_thresholded".into(),
             ));
         }
         if exact.len() != self.n_cells * self.m {
-            return Err(PrivacyError::OpenDp(format!(
-                "internal: vector of {} values, expected {}",
+            return Err(PrivacyError::Internal(format!(
+                "vector of {} values, expected {}",
                 exact.len(),
                 self.n_cells * self.m
             )));

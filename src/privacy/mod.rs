@@ -46,6 +46,9 @@ pub enum PrivacyError {
     Warehouse(#[from] WarehouseError),
     #[error("OpenDP: {0}")]
     OpenDp(String),
+    /// A defect: an invariant of the engine does not hold. Never the spec's fault.
+    #[error("internal: {0}")]
+    Internal(String),
     /// A release failed after its debit. The message is fixed and holds only the release id:
     /// the error's own text may depend on the data, so it is stored for the steward alone
     /// (`releases show ID --steward`). That the release failed is itself one bit that may
@@ -65,7 +68,9 @@ impl PrivacyError {
             | PrivacyError::Output { .. } => Fault::BadInput,
             PrivacyError::Ledger(e) => e.fault(),
             PrivacyError::Warehouse(e) => e.fault(),
-            PrivacyError::OpenDp(_) | PrivacyError::FailedAfterDebit { .. } => Fault::Internal,
+            PrivacyError::OpenDp(_)
+            | PrivacyError::Internal(_)
+            | PrivacyError::FailedAfterDebit { .. } => Fault::Internal,
         }
     }
 }

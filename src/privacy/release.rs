@@ -756,8 +756,8 @@ pub fn build_selected_result(
     let (column, threshold) = match (spec.private_cell(), p.noise.threshold) {
         (Some(c), Some(t)) => (spec.cells[c].column.clone(), t),
         _ => {
-            return Err(PrivacyError::OpenDp(
-                "internal: a selected result without a private key".into(),
+            return Err(PrivacyError::Internal(
+                "a selected result without a private key".into(),
             ));
         }
     };
@@ -824,7 +824,7 @@ pub fn ratio(num: f64, den: f64, var_num: f64, var_den: f64, den_half_width: f64
 /// The public view of a release that was released.
 fn public_view(ledger: &Ledger, id: i64) -> Result<PublicRelease> {
     PublicRelease::from_stored(&ledger.release(id)?)
-        .ok_or_else(|| PrivacyError::OpenDp(format!("internal: release {id} has no public view")))
+        .ok_or_else(|| PrivacyError::Internal(format!("release {id} has no public view")))
 }
 
 /// How long an identical request waits for the one already running before it gives up as

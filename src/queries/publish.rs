@@ -561,9 +561,42 @@ pub fn breakdown_figures(
     out
 }
 
+/// The format of the publication document that `publish` writes now. A document is stored
+/// once and read by every later build, so a change to [`Publication`] that older documents
+/// do not fit is a new version, and [`Publication::from_document`] keeps reading the older
+/// ones. `tests/fixtures/publication-v1.json` is a version 1 document as the ledger stores it.
+pub const PUBLICATION_VERSION: u32 = 1;
+
+/// Documents written before the version field are version 1.
+fn version_1() -> u32 {
+    1
+}
+
+/// Why a stored publication document cannot be read: the steward's to see in the log (and
+/// `/healthz` says how many), never a reason to skip the document silently.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DocumentError {
+    /// Not a JSON object; the ledger reads stored text that is not JSON as `null`.
+    #[error("the document is not a JSON object (or not JSON at all)")]
+    NotAnObject,
+    /// A version this build does not know: written by a newer build, or damaged.
+    #[error(
+        "the document's version {0} is not one this build reads (it reads 1 to {max})",
+        max = PUBLICATION_VERSION
+    )]
+    UnknownVersion(String),
+    /// A known version whose content does not fit it.
+    #[error("the version {version} document does not parse: {message}")]
+    Malformed { version: u32, message: String },
+}
+
 /// Everything a quarter's publication shows, stored with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Publication {
+    /// The document's format, [`PUBLICATION_VERSION`] when written; absent (version 1) in
+    /// documents written before versions.
+    #[serde(default = "version_1")]
+    pub version: u32,
     pub quarter: String,
     pub release_id: i64,
     pub dataset_version: String,
@@ -588,6 +621,34 @@ pub struct Publication {
     /// Identified, attempted and engaged by age band, sex, and race and ethnicity.
     pub equity: Vec<BreakdownFigures>,
     pub note: String,
+}
+
+impl Publication {
+    /// A stored document, of any version this build reads: a missing `version` is 1.
+    pub fn from_document(
+        doc: &serde_json::Value,
+    ) -> std::result::Result<Publication, DocumentError> {
+        let object = doc.as_object().ok_or(DocumentError::NotAnObject)?;
+        let version = match object.get("version") {
+            None => 1,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=PUBLICATION_VERSION).contains(n))
+                .ok_or_else(|| DocumentError::UnknownVersion(v.to_string()))?,
+        };
+        match version {
+            // Today's format. A version 2 adds its arm here and turns a version 1 document
+            // into its own struct.
+            1 => serde_json::from_value::<Publication>(doc.clone()).map_err(|e| {
+                DocumentError::Malformed {
+                    version,
+                    message: e.to_string(),
+                }
+            }),
+            other => Err(DocumentError::UnknownVersion(other.to_string())),
+        }
+    }
 }
 
 /// What the publication's note says, for every reader.
@@ -820,6 +881,7 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
     let d_out = &out.public.d_out;
     let first = out.public.result.statistics.first();
     let publication = Publication {
+        version: PUBLICATION_VERSION,
         quarter: q.clone(),
         release_id: out.id,
         dataset_version: out.public.dataset_version.clone(),

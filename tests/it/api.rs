@@ -1830,3 +1830,206 @@ async fn a_request_that_takes_too_long_gets_a_json_504() {
     assert_error(&r, StatusCode::GATEWAY_TIMEOUT, "timeout");
     assert_eq!(r.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
 }
+
+/// A version 1 publication document, byte for byte as the ledger stored it before documents
+/// had a version: `serde_json::to_string` of the document's `Value` (compact, keys sorted).
+const PUBLICATION_V1: &str = include_str!("../fixtures/publication-v1.json");
+
+/// Every key path of a JSON value, array elements as `[]`: its shape without the values.
+fn shape(v: &Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let path = format!("{at}.{k}");
+                out.insert(path.clone());
+                shape(x, &path, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| shape(x, &format!("{at}[]"), out)),
+        _ => {}
+    }
+}
+
+fn shape_of(v: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    shape(v, "", &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_version_1_publication_still_loads_and_is_served() {
+    use outreach_warehouse::queries::publish::{PUBLICATION_VERSION, Publication};
+    let fixture: Value = serde_json::from_str(PUBLICATION_V1).unwrap();
+    // The fixture is the stored text exactly: compact, keys sorted, numbers as serde_json
+    // writes them.
+    assert_eq!(
+        serde_json::to_string(&fixture).unwrap(),
+        PUBLICATION_V1.trim_end()
+    );
+    assert!(fixture.get("version").is_none(), "written before versions");
+    let doc = Publication::from_document(&fixture).unwrap();
+    assert_eq!(doc.version, 1);
+    // Exactly the struct's shape: read and written again it is the same document, every
+    // field and number kind, plus its version.
+    let mut again = serde_json::to_value(&doc).unwrap();
+    assert_eq!(again["version"], 1);
+    again.as_object_mut().unwrap().remove("version");
+    assert_eq!(again, fixture);
+    // And every key that publish writes today is in it.
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let mut fresh = current_doc(&wh, "2025Q1");
+    assert_eq!(fresh["version"], PUBLICATION_VERSION);
+    fresh.as_object_mut().unwrap().remove("version");
+    let missing: Vec<String> = shape_of(&fresh)
+        .difference(&shape_of(&fixture))
+        .cloned()
+        .collect();
+    assert!(missing.is_empty(), "the fixture lacks {missing:?}");
+
+    // Stored beside today's publications, it is served like them.
+    Ledger::open(&wh)
+        .unwrap()
+        .record_publication(&NewPublication {
+            quarter: "2025Q3",
+            release_id: 7,
+            dataset_version: "v3",
+            approver: "steward",
+            document: &fixture,
+        })
+        .unwrap();
+    let app = app(state(&wh, roomy()).await);
+    let health = get(&app, "/healthz").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.text());
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.json()["quarters"], 3);
+    assert_eq!(health.json()["unreadable_publications"], 0);
+    let page = get(&app, "/v1/quarters/2025Q3/programs/P1").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let page = page.json();
+    assert_eq!(page["release_id"], 7);
+    assert_eq!(page["equity_release_id"], 8);
+    let engagement = page["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "engagement_30d" && f["breakdown"].is_null())
+        .unwrap();
+    assert_eq!(engagement["value"], 0.425);
+}
+
+#[test]
+fn a_document_of_an_unknown_version_or_not_an_object_is_an_error_not_a_default() {
+    use outreach_warehouse::queries::publish::{DocumentError, Publication};
+    let v1: Value = serde_json::from_str(PUBLICATION_V1).unwrap();
+    let with = |version: Value| {
+        let mut d = v1.clone();
+        d["version"] = version;
+        Publication::from_document(&d)
+    };
+    assert_eq!(with(json!(1)).unwrap().version, 1);
+    for v in [
+        json!(2),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!("1"),
+        json!(null),
+    ] {
+        assert_eq!(
+            with(v.clone()).unwrap_err(),
+            DocumentError::UnknownVersion(v.to_string()),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        Publication::from_document(&Value::Null).unwrap_err(),
+        DocumentError::NotAnObject
+    );
+    let mut broken = v1.clone();
+    broken.as_object_mut().unwrap().remove("programs");
+    let e = Publication::from_document(&broken).unwrap_err();
+    assert!(
+        matches!(&e, DocumentError::Malformed { version: 1, message } if message.contains("programs")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_publication_makes_healthz_503_and_is_logged_not_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    // 2025Q3: a document from a newer version. 2025Q4: stored text that is not JSON.
+    let mut future = current_doc(&wh, "2025Q2");
+    future["version"] = json!(2);
+    future["quarter"] = json!("2025Q3");
+    Ledger::open(&wh)
+        .unwrap()
+        .record_publication(&NewPublication {
+            quarter: "2025Q3",
+            release_id: 1000,
+            dataset_version: "v1000",
+            approver: "steward",
+            document: &future,
+        })
+        .unwrap();
+    let conn = rusqlite::Connection::open(Ledger::path_in(&wh)).unwrap();
+    conn.execute(
+        "INSERT INTO publications (quarter, release_id, dataset_version, supersedes, approver, published_at, document)
+         VALUES ('2025Q4', 1001, 'v1001', NULL, 'steward', '2026-01-10T00:00:00Z', '{\"quarter\": \"2025Q4\", \"programs\": [')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    // Through oneshot: unhealthy, with a count and nothing internal.
+    let app = app(state(&wh, roomy()).await);
+    let health = get(&app, "/healthz").await;
+    assert_eq!(
+        health.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        health.text()
+    );
+    let body = health.json();
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["unreadable_publications"], 2);
+    assert_eq!(
+        body["quarters"], 2,
+        "the readable quarters are still served"
+    );
+    let text = health.text();
+    for internal in ["version", "2025Q3", "2025Q4", "EOF", "parse"] {
+        assert!(!text.contains(internal), "{internal} in {text}");
+    }
+    assert_eq!(
+        get(&app, "/v1/quarters/2025Q1/programs/P1").await.status,
+        StatusCode::OK
+    );
+    // The report of such a quarter is an internal error naming it, not "publish it first".
+    let out = tmp.path().join("2025Q3.html");
+    let report = crate::dashboard::report_command(&wh, "2025Q3", &out);
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert_eq!(report.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("2025Q3 cannot be read"), "{stderr}");
+    assert!(!stderr.contains("publish it first"), "{stderr}");
+
+    // Through the binary: the server starts, answers 503, and its log names each document.
+    let server = Served::start(&wh, true);
+    let answer = server.get("/healthz");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        server
+            .get("/v1/quarters/2025Q2/programs/P1")
+            .starts_with("HTTP/1.1 200")
+    );
+    let log = server.stop();
+    assert!(
+        log.contains("2025Q3") && log.contains("version 2 is not one this build reads"),
+        "{log}"
+    );
+    assert!(
+        log.contains("2025Q4") && log.contains("not a JSON object"),
+        "{log}"
+    );
+}

@@ -250,6 +250,36 @@ async fn outreach_report_writes_a_self_contained_html_and_the_csv_of_every_figur
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_report_template_failure_is_an_internal_fault_that_exits_1_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let out = tmp.path().join("2025Q1.html");
+    let failed = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args(["report", "--quarter", "2025Q1", "--out"])
+        .arg(&out)
+        .env("OUTREACH_WAREHOUSE", &wh)
+        .env(outreach_warehouse::failpoint::ENV, "report-template")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    // The template is built in: its failure is a defect (exit 1), not bad input (exit 2).
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("internal: the report template failed"),
+        "{stderr}"
+    );
+    assert!(!out.exists() && !out.with_extension("csv").exists());
+    // Without the fail point the same command writes the report.
+    let ok = report_command(&wh, "2025Q1", &out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_small_cell_rule_looks_at_a_rates_numerator_and_denominator() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = demo_warehouse(tmp.path()).await;

@@ -8,6 +8,7 @@ mod dashboard;
 mod demo_job;
 mod dictionary_doc;
 mod engine_hardening;
+mod exit_codes;
 mod ingest_files;
 mod ingest_hardening;
 mod ingest_rows;

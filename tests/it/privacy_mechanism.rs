@@ -695,3 +695,35 @@ fn partition_selection_keeps_large_counts_and_never_draws_through_the_vector_pat
     );
     assert!(plan.draw(&[5]).is_err());
 }
+
+#[test]
+fn a_broken_invariant_of_the_engine_is_an_internal_fault_not_opendps() {
+    use std::collections::HashMap;
+    // Two cells of one count: a vector of three values cannot come from the bounder.
+    let plan = NoisePlan::choose(
+        &spec(1, 2, vec![count("n")], vec![], None, Some(vec![2.0])),
+        NoiseKind::DiscreteGaussian,
+        1.0,
+    )
+    .unwrap();
+    let private = NoisePlan::choose(
+        &private_spec(2, Some(0.5), None, 1e-6),
+        NoiseKind::DiscreteGaussian,
+        1.0,
+    )
+    .unwrap();
+    for e in [
+        plan.draw(&[1, 2, 3]).unwrap_err(),
+        plan.draw_thresholded(&HashMap::from([(1u64, 5i64)]))
+            .unwrap_err(),
+        private
+            .draw_thresholded(&HashMap::from([(3u64, 0i64)]))
+            .unwrap_err(),
+        private.draw(&[5]).unwrap_err(),
+    ] {
+        assert!(matches!(e, PrivacyError::Internal(_)), "{e:?}");
+        assert!(e.to_string().starts_with("internal: "), "{e}");
+        assert_eq!(e.fault(), outreach_warehouse::Fault::Internal);
+        assert_eq!(outreach_warehouse::Error::from(e).fault().exit_code(), 1);
+    }
+}
