@@ -11,6 +11,11 @@
 //! Publishing a quarter again on the same dataset version replays the stored release and
 //! spends nothing. After new data the quarter is refused unless `--republish`, which makes a
 //! new, debited release whose publication supersedes the old one; both stay in the store.
+//!
+//! A publication reads the manifest once and works on that snapshot throughout (the
+//! republish guard, completeness, the programs and both releases), and its two releases
+//! are priced before anything is spent and debited together, in one transaction: a quarter
+//! is published whole, from one dataset version, or not at all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +30,7 @@ use crate::ledger::publications::NewPublication;
 use crate::privacy::mechanism::{epsilon_at, noise_variance};
 use crate::privacy::release::{PublicRelease, prepare};
 use crate::privacy::spec::{CellSpec, DomainSpec, QuerySpec, StatisticKind, StatisticSpec};
-use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, functions, release};
+use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, functions, release_all};
 use crate::quarter::Quarter;
 use crate::warehouse::{Warehouse, open_session_at};
 use crate::{Error, Result};
@@ -741,7 +746,11 @@ pub struct Published {
 pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Published> {
     let catalog = Catalog::standard()?;
     let wh = Warehouse::open(warehouse)?;
+    // The one snapshot of the whole publication: the republish guard, completeness, the
+    // programs and both releases all read this manifest, so a load committed meanwhile is
+    // neither published without --republish nor mixed into one of the two releases.
     let manifest = wh.manifest()?;
+    crate::failpoint::hook("publish-after-snapshot", warehouse);
     let version = manifest.version().to_string();
     let q = opts.quarter.to_string();
     let completeness = completeness(&catalog, &manifest, opts.quarter);
@@ -786,28 +795,25 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         .into());
     }
     drop(ledger);
-    let spec = standard_spec(&catalog, opts.quarter, opts.noise);
-    let out = release(
-        warehouse,
-        &ReleaseRequest {
+    // Both releases are priced before either is debited, and debited together: a quarter is
+    // never left half published with its budget spent (`release_all`).
+    let mut requests = vec![ReleaseRequest {
+        spec: standard_spec(&catalog, opts.quarter, opts.noise),
+        approver: opts.approver.clone(),
+    }];
+    if let Some(spec) = equity_spec(&catalog, opts.quarter, opts.equity_noise) {
+        requests.push(ReleaseRequest {
             spec,
             approver: opts.approver.clone(),
-        },
-    )
-    .await?;
-    let equity = match equity_spec(&catalog, opts.quarter, opts.equity_noise) {
-        Some(spec) => Some(
-            release(
-                warehouse,
-                &ReleaseRequest {
-                    spec,
-                    approver: opts.approver.clone(),
-                },
-            )
-            .await?,
-        ),
-        None => None,
-    };
+        });
+    }
+    let mut outcomes = release_all(warehouse, &manifest, &requests)
+        .await?
+        .into_iter();
+    let out = outcomes
+        .next()
+        .expect("release_all gives one outcome per request");
+    let equity = outcomes.next();
     let ctx = open_session_at(&wh, &manifest)?;
     let programs = programs(&ctx).await?;
     let (per_program, groups) =

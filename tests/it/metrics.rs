@@ -43,6 +43,17 @@ pub(crate) fn fixture_opts(through: &str) -> IngestOptions {
 
 /// The fixture warehouse, every table declared complete through `through`, with a budget.
 fn fixture_warehouse(tmp: &Path, through: &str) -> PathBuf {
+    fixture_warehouse_with(tmp, through, 10.0, PrivacyConfig::default())
+}
+
+/// The fixture warehouse with `standard_rho` in `standard-releases` (of a total ρ of 10)
+/// and the privacy configuration `config`.
+fn fixture_warehouse_with(
+    tmp: &Path,
+    through: &str,
+    standard_rho: f64,
+    config: PrivacyConfig,
+) -> PathBuf {
     let wh = tmp.join("wh");
     ingest(&wh, &fixture_files(), &fixture_opts(through)).expect("the fixture loads");
     let mut l = Ledger::init(
@@ -51,11 +62,11 @@ fn fixture_warehouse(tmp: &Path, through: &str) -> PathBuf {
             total_rho: 10.0,
             total_delta: 0.0,
             horizon_days: 365,
-            config: PrivacyConfig::default(),
+            config,
         },
     )
     .unwrap();
-    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
+    l.allocate(STANDARD_ALLOCATION, standard_rho).unwrap();
     wh
 }
 
@@ -492,6 +503,84 @@ fn new_data_needs_republish_which_supersedes_and_keeps_both() {
         .unwrap()
         .unwrap();
     assert_eq!(current.release_id, second.publication.release_id);
+}
+
+#[test]
+fn a_quarter_whose_two_releases_do_not_both_fit_is_refused_and_nothing_is_debited() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for the standard release (ρ = 2·13/(2·5.5²) = 0.4298) but not for both
+    // (+ 6·3/(2·8²) = 0.1406, 0.5704 in all).
+    let wh = fixture_warehouse_with(tmp.path(), "2025-12-31", 0.5, PrivacyConfig::default());
+    let standard = 2.0 * 13.0 / (2.0 * 5.5 * 5.5);
+    let both = standard + 6.0 * 3.0 / (2.0 * 8.0 * 8.0);
+    assert!(standard < 0.5 && both > 0.5);
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BudgetExhausted, "{e}");
+    let text = e.to_string();
+    // The refusal names what the two cost together, and the allocation.
+    assert!(
+        text.contains(&format!("{both:.6}")) && text.contains(STANDARD_ALLOCATION),
+        "{text}"
+    );
+    assert_eq!(spent(&wh), 0.0, "nothing is debited");
+    let l = Ledger::open(&wh).unwrap();
+    assert!(l.releases().unwrap().is_empty(), "no release is recorded");
+    assert!(l.publications(None).unwrap().is_empty());
+    drop(l);
+    // With room for both, the quarter is published whole.
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate(STANDARD_ALLOCATION, 0.1)
+        .unwrap();
+    let p = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    assert!(p.fresh && p.publication.equity_release_id.is_some());
+    assert!((spent(&wh) - both).abs() <= 1e-9, "{}", spent(&wh));
+}
+
+#[test]
+fn both_releases_record_the_version_publish_read_even_if_data_arrive_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let read = Warehouse::open(&wh).unwrap().manifest().unwrap().version();
+    // Two loads commit while the quarter is published: one right after publish read the
+    // manifest, one between its two releases.
+    for (point, n) in [("publish-after-snapshot", 1), ("release-between", 2)] {
+        let file = tmp.path().join(format!("overdose_events-late{n}.csv"));
+        std::fs::write(
+            &file,
+            format!(
+                "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
+                 EL{n},KL{n},P1,2025-02-1{n},ems,false,true,false,25_34,male,unknown\n"
+            ),
+        )
+        .unwrap();
+        let target = wh.clone();
+        outreach_warehouse::failpoint::set_hook(point, &wh, move || {
+            ingest(&target, &[file], &fixture_opts("2025-12-31")).expect("the late load commits");
+        });
+    }
+    let p = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    let now = Warehouse::open(&wh).unwrap().manifest().unwrap().version();
+    assert_eq!(
+        now.0,
+        read.0 + 2,
+        "both loads committed during the publication"
+    );
+    let read = read.to_string();
+    assert_eq!(p.publication.dataset_version, read);
+    let l = Ledger::open(&wh).unwrap();
+    let releases = l.releases().unwrap();
+    assert_eq!(releases.len(), 2);
+    for r in &releases {
+        assert_eq!(r.dataset_version, read, "{}", r.name);
+    }
+    let stored = l.current_publication("2025Q1").unwrap().unwrap();
+    assert_eq!(stored.dataset_version, read);
+    drop(l);
+    // The new data are published only with --republish.
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput);
+    assert!(e.to_string().contains("--republish"), "{e}");
 }
 
 #[test]
