@@ -742,6 +742,18 @@ pub struct Published {
     pub publication: Publication,
 }
 
+/// Refuses a warehouse whose noise is not zCDP's discrete Gaussian: `publish` and `plan`
+/// give every standard count a σ and price it as zCDP, and under a pure ε-DP (Laplace)
+/// budget that σ would be taken as the Laplace scale, each statistic composing its own ε
+/// (ρ ≈ 11 for the standard release at the default σ), always over budget. Refused before anything is
+/// prepared or spent.
+fn zcdp_only(config: &crate::ledger::PrivacyConfig) -> Result<()> {
+    match config.noise {
+        NoiseKind::DiscreteGaussian => Ok(()),
+        NoiseKind::DiscreteLaplace => Err(QueriesError::LaplaceNotSupported.into()),
+    }
+}
+
 /// Publishes the standard metrics of one quarter (module docs).
 pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Published> {
     let catalog = Catalog::standard()?;
@@ -753,6 +765,8 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
     crate::failpoint::hook("publish-after-snapshot", warehouse);
     let version = manifest.version().to_string();
     let q = opts.quarter.to_string();
+    let ledger = Ledger::open(warehouse)?;
+    zcdp_only(&ledger.config()?)?;
     let completeness = completeness(&catalog, &manifest, opts.quarter);
     let incomplete: Vec<String> = completeness
         .iter()
@@ -780,7 +794,6 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         }
         .into());
     }
-    let ledger = Ledger::open(warehouse)?;
     let current = ledger.current_publication(&q)?;
     if let Some(cur) = &current
         && cur.dataset_version != version
@@ -906,6 +919,7 @@ pub async fn plan(
     let manifest = wh.manifest()?;
     let ledger = Ledger::open(warehouse)?;
     let config = ledger.config()?;
+    zcdp_only(&config)?;
     let ctx = open_session_at(&wh, &manifest)?;
     functions::register(&ctx);
     let spec = standard_spec(&catalog, quarter, noise);

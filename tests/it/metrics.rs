@@ -9,7 +9,7 @@ use std::process::Command;
 use chrono::NaiveDate;
 use outreach_warehouse::Fault;
 use outreach_warehouse::ingest::{IngestOptions, ingest};
-use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
 use outreach_warehouse::privacy::release::plan_query;
 use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::queries::exact::exact;
@@ -581,6 +581,57 @@ fn both_releases_record_the_version_publish_read_even_if_data_arrive_meanwhile()
     let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
     assert_eq!(e.fault(), Fault::BadInput);
     assert!(e.to_string().contains("--republish"), "{e}");
+}
+
+#[test]
+fn publish_and_plan_refuse_a_laplace_budget_up_front_and_spend_nothing() {
+    // Under a pure-DP budget, σ would be taken as the Laplace scale and every statistic
+    // would compose its own ε: ρ ≈ 11 a quarter, always over budget. Refused, saying why.
+    let tmp = tempfile::tempdir().unwrap();
+    let laplace = PrivacyConfig {
+        noise: NoiseKind::DiscreteLaplace,
+        ..PrivacyConfig::default()
+    };
+    let wh = fixture_warehouse_with(tmp.path(), "2025-12-31", 10.0, laplace);
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("calibration is for zCDP")
+            && text.contains("Laplace budget is not supported for publish")
+            && text.contains("outreach release"),
+        "{text}"
+    );
+    let e = rt()
+        .block_on(plan(&wh, q("2025Q1"), StandardNoise::default(), 200))
+        .unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput, "{e}");
+    assert!(e.to_string().contains("calibration is for zCDP"), "{e}");
+    // Through the command line: exit 2, the reason on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args([
+            "--quiet",
+            "publish",
+            "--quarter",
+            "2025Q1",
+            "--approver",
+            "steward",
+        ])
+        .arg("--warehouse")
+        .arg(&wh)
+        .env_remove("OUTREACH_FAIL_POINT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Laplace budget is not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = Ledger::open(&wh).unwrap();
+    assert!(l.releases().unwrap().is_empty(), "nothing is recorded");
+    assert_eq!(l.show().unwrap().spent_rho, 0.0, "nothing is debited");
+    assert!(l.publications(None).unwrap().is_empty());
 }
 
 #[test]
