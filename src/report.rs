@@ -427,10 +427,11 @@ pub fn publication(p: &crate::queries::publish::Published, format: Format) -> St
             let _ = writeln!(
                 out,
                 "{} {}: release {} from dataset {}, {} noise with scale {}, k = {}, rho = {:.4} (epsilon {:.3} at delta = {:e}); equity release {}, rho = {:.4}; rho of the publication {:.4}{}",
-                if p.fresh {
-                    "Published"
-                } else {
-                    "Already published (nothing spent)"
+                match (p.fresh, p.superseded) {
+                    (true, _) => "Published",
+                    // The same releases, stored again with the declarations now in force.
+                    (false, Some(_)) => "Published again from its releases (nothing spent)",
+                    (false, None) => "Already published (nothing spent)",
                 },
                 doc.quarter,
                 doc.release_id,

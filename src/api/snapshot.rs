@@ -145,11 +145,16 @@ impl Snapshot {
             if let Some(e) = doc.equity_release_id {
                 quarter_of.insert(e, p.quarter.clone());
             }
+            // A publication that supersedes one with the same releases (later declarations
+            // changed which figures are complete) replaces no release.
             if let Some(next) = p.superseded_by.and_then(|n| by_id.get(&n))
                 && let Ok(next_doc) = serde_json::from_value::<Publication>(next.document.clone())
             {
-                superseded_by.insert(p.release_id, next.release_id);
+                if next.release_id != p.release_id {
+                    superseded_by.insert(p.release_id, next.release_id);
+                }
                 if let (Some(old), Some(new)) = (doc.equity_release_id, next_doc.equity_release_id)
+                    && old != new
                 {
                     superseded_by.insert(old, new);
                 }

@@ -784,6 +784,113 @@ async fn a_superseded_release_names_its_successor_and_the_quarter_routes_serve_t
     assert!(ids.contains(&new) && !ids.contains(&old), "{ids:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_complete_through_is_published_without_new_spending_and_the_api_shows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = tmp.path().join("wh");
+    // Complete through 2025-05-15: 2025Q1's 90- and 120-day windows are not.
+    ingest(&wh, &fixture_files(), &fixture_opts("2025-05-15")).expect("the fixture loads");
+    let mut l = Ledger::init(
+        &wh,
+        &BudgetInit {
+            total_rho: 20.0,
+            total_delta: 0.0,
+            horizon_days: 365,
+            config: PrivacyConfig::default(),
+        },
+    )
+    .unwrap();
+    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
+    drop(l);
+    let mut incomplete = opts("2025Q1");
+    incomplete.allow_incomplete = true;
+    let first = publish(&wh, &incomplete).await.unwrap();
+    assert!(first.publication.completeness.iter().any(|c| !c.complete));
+    let spent = Ledger::open(&wh).unwrap().show().unwrap().spent_rho;
+    // The steward declares every table complete, as the README says: `complete-through`.
+    for file in fixture_files() {
+        let table = file.file_stem().unwrap().to_str().unwrap().to_string();
+        outreach(&wh, &["complete-through", &table, "2025-12-31"]);
+    }
+    // Publishing again needs no --allow-incomplete, replays both releases, and stores a new
+    // document that supersedes the old one.
+    let again = publish(&wh, &opts("2025Q1")).await.unwrap();
+    assert!(!again.fresh, "the same releases: nothing drawn");
+    assert_eq!(again.publication.release_id, first.publication.release_id);
+    assert_eq!(
+        again.publication.equity_release_id,
+        first.publication.equity_release_id
+    );
+    assert!(again.publication.completeness.iter().all(|c| c.complete));
+    assert_ne!(again.publication_id, first.publication_id);
+    assert_eq!(again.superseded, Some(first.publication_id));
+    let ledger = Ledger::open(&wh).unwrap();
+    assert_eq!(
+        ledger.show().unwrap().spent_rho,
+        spent,
+        "nothing is debited"
+    );
+    assert_eq!(ledger.releases().unwrap().len(), 2);
+    drop(ledger);
+    let doc = current_doc(&wh, "2025Q1");
+    assert!(
+        doc["completeness"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["complete"] == true),
+        "the stored figures are the complete ones"
+    );
+
+    // The API serves what the CLI printed: complete figures, from the same releases.
+    let app = app(state(&wh, roomy()).await);
+    let quarters = get(&app, "/v1/quarters").await.json();
+    assert_eq!(quarters[0]["publication_id"], again.publication_id);
+    assert_eq!(quarters[0]["supersedes"], first.publication_id);
+    assert_eq!(quarters[0]["release_id"], first.publication.release_id);
+    let page = get(&app, "/v1/quarters/2025Q1/programs/P1").await.json();
+    assert_eq!(page["publication_id"], again.publication_id);
+    assert!(
+        page["completeness"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["complete"] == true),
+        "{}",
+        page["completeness"]
+    );
+    let figures = page["figures"].as_array().unwrap();
+    assert!(!figures.is_empty());
+    assert!(figures.iter().all(|f| f["complete"] == true));
+    let budget = get(&app, "/v1/budget").await.json();
+    assert_eq!(budget["spent_rho"].as_f64().unwrap(), spent);
+    // Neither release was replaced: both are current.
+    for id in [
+        first.publication.release_id,
+        first.publication.equity_release_id.unwrap(),
+    ] {
+        let r = get(&app, &format!("/v1/releases/{id}")).await.json();
+        assert!(r["superseded_by"].is_null(), "{id}: {}", r["superseded_by"]);
+    }
+    let current = get(&app, "/v1/releases?quarter=2025Q1&current=true")
+        .await
+        .json();
+    assert_eq!(current.as_array().unwrap().len(), 2);
+
+    // Once more: the stored document is the same, so nothing new is stored.
+    let third = publish(&wh, &opts("2025Q1")).await.unwrap();
+    assert_eq!(third.publication_id, again.publication_id);
+    assert_eq!(third.superseded, None);
+    assert_eq!(
+        Ledger::open(&wh)
+            .unwrap()
+            .publications(Some("2025Q1"))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 /// The ledger file's bytes (and its WAL's, if any).
 fn ledger_bytes(wh: &Path) -> Vec<Vec<u8>> {
     ["ledger.sqlite", "ledger.sqlite-wal"]
