@@ -419,36 +419,61 @@ pub fn exact_values(values: &[crate::queries::exact::ExactValue], format: Format
 /// the whole stored document as JSON, or every figure as CSV.
 pub fn publication(p: &crate::queries::publish::Published, format: Format) -> String {
     let doc = &p.publication;
+    let loss = &p.loss;
     match format {
-        Format::Json => serde_json::to_string_pretty(doc).expect("publications serialise") + "\n",
+        Format::Json => {
+            // The stored document, with the quarter's loss beside it.
+            let mut v = serde_json::to_value(doc).expect("publications serialise");
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "quarter_loss".into(),
+                    serde_json::to_value(loss).expect("losses serialise"),
+                );
+            }
+            serde_json::to_string_pretty(&v).expect("publications serialise") + "\n"
+        }
         Format::Csv => publication_csv(doc),
         Format::Table => {
             let mut out = String::new();
             let _ = writeln!(
                 out,
-                "{} {}: release {} from dataset {}, {} noise with scale {}, k = {}, rho = {:.4} (epsilon {:.3} at delta = {:e}); equity release {}, rho = {:.4}; rho of the publication {:.4}{}",
-                match (p.fresh, p.superseded) {
+                "{what} {quarter}: release {release} from dataset {version}, {distribution} noise with scale {scale}, k = {k}, rho = {rho:.4} (epsilon {epsilon:.3} alone); equity release {equity}, rho = {equity_rho:.4} (epsilon {equity_epsilon:.3} alone){superseded_part}{supersedes}",
+                what = match (p.fresh, p.superseded) {
                     (true, _) => "Published",
                     // The same releases, stored again with the declarations now in force.
                     (false, Some(_)) => "Published again from its releases (nothing spent)",
                     (false, None) => "Already published (nothing spent)",
                 },
-                doc.quarter,
-                doc.release_id,
-                doc.dataset_version,
-                doc.distribution,
-                doc.scale,
-                doc.k,
-                doc.rho,
-                doc.epsilon,
-                doc.display_delta,
-                doc.equity_release_id
+                quarter = doc.quarter,
+                release = doc.release_id,
+                version = doc.dataset_version,
+                distribution = doc.distribution,
+                scale = doc.scale,
+                k = doc.k,
+                rho = loss.standard_rho,
+                epsilon = loss.standard_epsilon,
+                equity = doc
+                    .equity_release_id
                     .map_or("-".to_string(), |id| id.to_string()),
-                doc.equity_rho,
-                doc.rho + doc.equity_rho,
-                p.superseded
+                equity_rho = loss.equity_rho,
+                equity_epsilon = loss.equity_epsilon,
+                superseded_part = if loss.superseded_rho > 0.0 {
+                    format!(
+                        "; releases of superseded publications, rho = {:.4}",
+                        loss.superseded_rho
+                    )
+                } else {
+                    String::new()
+                },
+                supersedes = p
+                    .superseded
                     .map(|s| format!("; supersedes publication {s}"))
                     .unwrap_or_default(),
+            );
+            let _ = writeln!(
+                out,
+                "The quarter's privacy loss: rho = {:.4} (epsilon {:.3} at delta = {:e}), every release that published it.",
+                loss.rho, loss.epsilon, loss.epsilon_delta
             );
             let shown = [
                 "reach_7d",

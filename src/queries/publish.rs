@@ -740,13 +740,159 @@ pub struct Published {
     pub fresh: bool,
     pub superseded: Option<i64>,
     pub publication: Publication,
+    /// The quarter's privacy loss: this publication's releases and every superseded one's.
+    pub loss: QuarterLoss,
+}
+
+/// One release that published a quarter, with what its debit spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseLoss {
+    pub release_id: i64,
+    /// `standard` or `equity`.
+    pub part: String,
+    /// The publication that first named it.
+    pub publication_id: i64,
+    /// Whether the quarter's current publication names it; false once a republication
+    /// replaced it (its figures are no longer shown, but what it revealed stays revealed).
+    pub current: bool,
+    pub rho: f64,
+    pub delta: f64,
+    /// ε of this release alone at the display δ.
+    pub epsilon: f64,
+}
+
+/// A quarter's privacy loss: every release that has published it, current and superseded,
+/// each counted once (a publication stored again with the same releases spends nothing).
+/// Their zCDP ρ add up (composition), and so do their δ; every ε is its ρ converted at the
+/// display δ through OpenDP ([`epsilon_at`]), the total's from the total ρ, never a sum of
+/// ε.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarterLoss {
+    /// ρ of every release of the quarter.
+    pub rho: f64,
+    /// δ of every release of the quarter (0 for the standard metrics).
+    pub delta: f64,
+    /// ε of `rho` at `display_delta`.
+    pub epsilon: f64,
+    /// The δ that goes with `epsilon`: the display δ plus `delta`.
+    pub epsilon_delta: f64,
+    pub display_delta: f64,
+    /// The parts: the current publication's standard and equity releases, and the releases
+    /// of superseded publications that the current one does not name.
+    pub standard_rho: f64,
+    pub standard_epsilon: f64,
+    pub equity_rho: f64,
+    pub equity_epsilon: f64,
+    pub superseded_rho: f64,
+    pub superseded_epsilon: f64,
+    /// Every release, in the order they were first published.
+    pub releases: Vec<ReleaseLoss>,
+}
+
+/// The loss of a quarter from its publications (oldest first, as
+/// [`Ledger::publications`] gives them), the debit (ρ, δ) of each release (`debit`; a
+/// release it does not know counts what its publication document says), and the display
+/// δ.
+pub fn quarter_loss(
+    publications: &[crate::ledger::publications::StoredPublication],
+    debit: impl Fn(i64) -> Option<(f64, f64)>,
+    display_delta: f64,
+) -> Result<QuarterLoss> {
+    // (release id, part, publication, what its document says it spent)
+    let mut named: Vec<(i64, &str, i64, f64)> = Vec::new();
+    let mut current: Vec<i64> = Vec::new();
+    for (i, p) in publications.iter().enumerate() {
+        let doc = serde_json::from_value::<Publication>(p.document.clone()).ok();
+        let mut parts = vec![(
+            p.release_id,
+            "standard",
+            doc.as_ref().map_or(f64::NAN, |d| d.rho),
+        )];
+        if let Some(d) = &doc
+            && let Some(e) = d.equity_release_id
+        {
+            parts.push((e, "equity", d.equity_rho));
+        }
+        if i + 1 == publications.len() {
+            current = parts.iter().map(|(id, _, _)| *id).collect();
+        }
+        for (id, part, rho) in parts {
+            if !named.iter().any(|n| n.0 == id) {
+                named.push((id, part, p.id, rho));
+            }
+        }
+    }
+    let eps = |rho: f64| -> Result<f64> {
+        if !rho.is_finite() {
+            return Ok(f64::NAN);
+        }
+        Ok(epsilon_at(rho.max(0.0), display_delta)?)
+    };
+    let mut releases = Vec::with_capacity(named.len());
+    for (release_id, part, publication_id, documented) in named {
+        let (rho, delta) = debit(release_id).unwrap_or((documented, 0.0));
+        releases.push(ReleaseLoss {
+            release_id,
+            part: part.to_string(),
+            publication_id,
+            current: current.contains(&release_id),
+            rho,
+            delta,
+            epsilon: eps(rho)?,
+        });
+    }
+    let rho: f64 = releases.iter().map(|r| r.rho).sum();
+    let delta: f64 = releases.iter().map(|r| r.delta).sum();
+    let current_rho = |part: &str| -> f64 {
+        releases
+            .iter()
+            .filter(|r| r.current && r.part == part)
+            .map(|r| r.rho)
+            .sum()
+    };
+    let standard_rho = current_rho("standard");
+    let equity_rho = current_rho("equity");
+    let superseded_rho: f64 = releases.iter().filter(|r| !r.current).map(|r| r.rho).sum();
+    Ok(QuarterLoss {
+        rho,
+        delta,
+        epsilon: eps(rho)?,
+        epsilon_delta: display_delta + delta,
+        display_delta,
+        standard_rho,
+        standard_epsilon: eps(standard_rho)?,
+        equity_rho,
+        equity_epsilon: eps(equity_rho)?,
+        superseded_rho,
+        superseded_epsilon: eps(superseded_rho)?,
+        releases,
+    })
+}
+
+/// [`quarter_loss`] of `quarter` from the ledger: its publications and its releases' debits.
+pub fn quarter_loss_in(ledger: &Ledger, quarter: &str) -> Result<QuarterLoss> {
+    let publications = ledger.publications(Some(quarter))?;
+    let mut debits: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+    for p in &publications {
+        let equity = serde_json::from_value::<Publication>(p.document.clone())
+            .ok()
+            .and_then(|d| d.equity_release_id);
+        for id in std::iter::once(p.release_id).chain(equity) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = debits.entry(id) {
+                let r = ledger.release(id)?;
+                slot.insert((r.debit_rho, r.debit_delta));
+            }
+        }
+    }
+    let display_delta = ledger.config()?.display_delta;
+    quarter_loss(&publications, |id| debits.get(&id).copied(), display_delta)
 }
 
 /// Refuses a warehouse whose noise is not zCDP's discrete Gaussian: `publish` and `plan`
 /// give every standard count a σ and price it as zCDP, and under a pure ε-DP (Laplace)
 /// budget that σ would be taken as the Laplace scale, each statistic composing its own ε
-/// (ρ ≈ 11 for the standard release at the default σ), always over budget. Refused before anything is
-/// prepared or spent.
+/// (ρ ≈ 11 for the standard release at the default σ), always over budget. Refused before
+/// anything is prepared or spent.
 fn zcdp_only(config: &crate::ledger::PrivacyConfig) -> Result<()> {
     match config.noise {
         NoiseKind::DiscreteGaussian => Ok(()),
@@ -875,11 +1021,13 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         document: &document,
     })?;
     let superseded = current.filter(|c| c.id != id).map(|c| c.id);
+    let loss = quarter_loss_in(&ledger, &q)?;
     Ok(Published {
         publication_id: id,
         fresh: out.fresh || equity.as_ref().is_some_and(|e| e.fresh),
         superseded,
         publication,
+        loss,
     })
 }
 

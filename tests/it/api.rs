@@ -891,6 +891,148 @@ async fn a_later_complete_through_is_published_without_new_spending_and_the_api_
     );
 }
 
+/// A number as the templates print it (minijinja's `round(places)`).
+fn shown(x: f64, places: i32) -> String {
+    let p = 10f64.powi(places);
+    let mut s = ((p * x).round() / p).to_string();
+    if !s.contains('.') {
+        s.push_str(".0");
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quarter_view_shows_the_quarters_whole_loss_superseded_releases_included() {
+    use outreach_warehouse::privacy::mechanism::epsilon_at;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let first = current_doc(&wh, "2025Q1");
+    republish_2025q1_after_new_data(tmp.path(), &wh).await;
+    let second = current_doc(&wh, "2025Q1");
+    let ledger = Ledger::open(&wh).unwrap();
+    let debit = |id: &Value| ledger.release(id.as_i64().unwrap()).unwrap().debit_rho;
+    let (s1, e1) = (
+        debit(&first["release_id"]),
+        debit(&first["equity_release_id"]),
+    );
+    let (s2, e2) = (
+        debit(&second["release_id"]),
+        debit(&second["equity_release_id"]),
+    );
+    // Every release that published 2025Q1: the current two and the superseded two.
+    let total = s1 + e1 + s2 + e2;
+    let app = app(state(&wh, roomy()).await);
+    let quarters = get(&app, "/v1/quarters").await.json();
+    let of = |quarter: &str| {
+        quarters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["quarter"] == quarter)
+            .unwrap()
+            .clone()
+    };
+    let q1 = of("2025Q1");
+    let num = |k: &str| {
+        q1[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing from {q1}"))
+    };
+    let rho = num("rho");
+    assert!(
+        (rho - total).abs() <= 1e-12,
+        "{rho} != {s1} + {e1} + {s2} + {e2}"
+    );
+    assert!((num("standard_rho") - s2).abs() <= 1e-15);
+    assert!((num("equity_rho") - e2).abs() <= 1e-15);
+    assert!((num("superseded_rho") - (s1 + e1)).abs() <= 1e-12);
+    // ε of the whole, and of each part alone, converted at the display δ as everywhere.
+    let delta = num("display_delta");
+    assert_eq!(
+        num("epsilon_delta"),
+        delta,
+        "the standard metrics spend no δ"
+    );
+    // (JSON numbers may come back an ulp off: compare closely, not exactly.)
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+    assert!(near(num("epsilon"), epsilon_at(rho, delta).unwrap()));
+    for part in ["standard", "equity", "superseded"] {
+        assert!(
+            near(
+                num(&format!("{part}_epsilon")),
+                epsilon_at(num(&format!("{part}_rho")), delta).unwrap()
+            ),
+            "{part}"
+        );
+    }
+    // It is more than the standard release's ε, which is all that was shown before.
+    assert!(num("epsilon") > second["epsilon"].as_f64().unwrap());
+    // Every release is listed once with its ρ; the superseded ones are not current.
+    let listed = q1["releases"].as_array().unwrap();
+    let ids: Vec<i64> = listed
+        .iter()
+        .map(|r| r["release_id"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = [
+        &first["release_id"],
+        &first["equity_release_id"],
+        &second["release_id"],
+        &second["equity_release_id"],
+    ]
+    .iter()
+    .map(|v| v.as_i64().unwrap())
+    .collect();
+    assert_eq!(ids, expected);
+    let listed_rho: f64 = listed.iter().map(|r| r["rho"].as_f64().unwrap()).sum();
+    assert!((listed_rho - rho).abs() <= 1e-12);
+    for r in listed {
+        let current = r["release_id"] == second["release_id"]
+            || r["release_id"] == second["equity_release_id"];
+        assert_eq!(r["current"], current, "{r}");
+    }
+    // 2025Q2 was published once: its two releases, nothing superseded.
+    let q2 = of("2025Q2");
+    let q2_doc = current_doc(&wh, "2025Q2");
+    let q2_total = debit(&q2_doc["release_id"]) + debit(&q2_doc["equity_release_id"]);
+    assert!((q2["rho"].as_f64().unwrap() - q2_total).abs() <= 1e-12);
+    assert_eq!(q2["superseded_rho"].as_f64().unwrap(), 0.0);
+    drop(ledger);
+    // The CSV carries the total and its parts.
+    let csv = get(&app, "/v1/quarters?format=csv").await.text();
+    assert!(
+        csv.lines().next().unwrap().contains(
+            "rho,epsilon,display_delta,epsilon_delta,standard_rho,standard_epsilon,equity_rho,equity_epsilon,superseded_rho,superseded_epsilon"
+        ),
+        "{csv}"
+    );
+    // The dashboard and the report show the quarter's loss, not the standard release's.
+    let total_text = format!(
+        "zCDP &rho; = {} (&epsilon; = {}",
+        shown(rho, 4),
+        shown(num("epsilon"), 3)
+    );
+    let page = get(&app, "/?quarter=2025Q1").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let html = page.text();
+    assert!(
+        html.contains("Privacy loss of 2025Q1") && html.contains(&total_text),
+        "{total_text}"
+    );
+    let (report, _) =
+        outreach_warehouse::dashboard::report::render(&wh, "2025Q1".parse().unwrap(), "report.csv")
+            .await
+            .unwrap();
+    assert!(
+        report.contains(&format!(
+            "zCDP &rho; = {}, &epsilon; = {}",
+            shown(rho, 4),
+            shown(num("epsilon"), 3)
+        )),
+        "the report's total"
+    );
+    assert!(report.contains("Superseded publications"));
+}
+
 /// The ledger file's bytes (and its WAL's, if any).
 fn ledger_bytes(wh: &Path) -> Vec<Vec<u8>> {
     ["ledger.sqlite", "ledger.sqlite-wal"]
