@@ -627,7 +627,8 @@ pub fn publication_csv(doc: &crate::queries::publish::Publication) -> String {
     out
 }
 
-/// A plan: what a quarter's publication would cost and how precise it would be.
+/// A plan: what a quarter's publication would cost and how precise it would be, for every
+/// figure it would publish, the equity breakdowns' at their own σ.
 pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(p).expect("plans serialise") + "\n",
@@ -639,14 +640,30 @@ pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
             for (r, h) in &p.rates {
                 let _ = writeln!(out, "rate_at_{},{r},{h}", p.at);
             }
+            for (s, h) in &p.equity_counts {
+                let _ = writeln!(out, "equity_count,{s},{h}");
+            }
+            for (r, h) in &p.equity_rates {
+                let _ = writeln!(out, "equity_rate_at_{},{r},{h}", p.at);
+            }
             out
         }
         Format::Table => {
             let mut out = String::new();
             let _ = writeln!(
                 out,
-                "Publishing {} with sigma = {} and k = {} would cost rho = {:.4}, delta = {} (epsilon {:.3} at delta = {:e}). Nothing is spent by this plan.",
-                p.quarter, p.sigma, p.k, p.rho, p.delta, p.epsilon, p.display_delta
+                "Publishing {} with sigma = {} and k = {} (equity breakdowns: sigma = {}, k = {}) would cost rho = {:.4} (standard release {:.4}, equity release {:.4}), delta = {} (epsilon {:.3} at delta = {:e}). Nothing is spent by this plan.",
+                p.quarter,
+                p.sigma,
+                p.k,
+                p.equity_sigma,
+                p.equity_k,
+                p.rho,
+                p.rho_standard,
+                p.rho_equity,
+                p.delta,
+                p.epsilon,
+                p.display_delta
             );
             let mut rows = vec![vec!["figure".to_string(), "95% half-width".to_string()]];
             for (s, h) in &p.counts {
@@ -658,7 +675,28 @@ pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
                     format!("±{:.3} (at most, for any true rate)", h),
                 ]);
             }
+            for (s, h) in &p.equity_counts {
+                rows.push(vec![
+                    format!("equity count {s} (one breakdown value)"),
+                    format!("±{h}"),
+                ]);
+            }
+            for (r, h) in &p.equity_rates {
+                rows.push(vec![
+                    format!(
+                        "equity rate {r} at {} survivors of one breakdown value",
+                        p.at
+                    ),
+                    format!("±{:.3} (at most, for any true rate)", h),
+                ]);
+            }
             out.push_str(&align(&rows));
+            let _ = writeln!(
+                out,
+                "Every rate listed is within ±{:.3} at {} survivors.",
+                p.widest_rate(),
+                p.at
+            );
             out
         }
     }

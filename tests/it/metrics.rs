@@ -16,7 +16,7 @@ use outreach_warehouse::queries::exact::exact;
 use outreach_warehouse::queries::figures::Z95;
 use outreach_warehouse::queries::publish::{
     EQUITY_NOISE, PublishOptions, STANDARD_ALLOCATION, StandardNoise, completeness, plan,
-    plan_for_target, publish, standard_spec,
+    plan_for_target, plan_with, publish, standard_spec,
 };
 use outreach_warehouse::queries::{Catalog, MetricFile, docs};
 use outreach_warehouse::warehouse::{Warehouse, open_session};
@@ -712,6 +712,133 @@ fn plan_and_publish_use_the_same_noise_plan() {
 }
 
 #[test]
+fn the_plan_lists_every_equity_count_and_rate_with_the_half_width_of_its_own_sigma() {
+    use outreach_warehouse::privacy::mechanism::half_width;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let p = rt()
+        .block_on(plan(&wh, q("2025Q1"), StandardNoise::default(), 200))
+        .unwrap();
+    assert_eq!(spent(&wh), 0.0, "a plan spends nothing");
+    // Every figure of the equity release is listed.
+    let catalog = Catalog::standard().unwrap();
+    let equity = catalog.files.iter().find(|f| f.is_breakdown()).unwrap();
+    let names = |v: &[(String, f64)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        p.equity_counts
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>(),
+        equity
+            .statistics
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        names(&p.equity_rates),
+        equity
+            .rates
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (p.equity_k, p.equity_sigma),
+        (EQUITY_NOISE.k, EQUITY_NOISE.sigma)
+    );
+    // At their own σ = 8: OpenDP's count half-width is 16 (the standard counts' is 11 at
+    // σ = 5.5), and a rate's worst half-width at n is 1.96·√(2v)/n with v the larger of σ²
+    // and (h/1.96)², as publish's equity figures use it.
+    let h = half_width(NoiseKind::DiscreteGaussian, 8.0, 0.05).unwrap();
+    assert_eq!(h, 16);
+    assert!(
+        p.equity_counts.iter().all(|(_, x)| *x == h),
+        "{:?}",
+        p.equity_counts
+    );
+    let v = (8.0f64 * 8.0).max((h as f64 / Z95) * (h as f64 / Z95));
+    for (name, hw) in &p.equity_rates {
+        assert!(
+            (hw - Z95 * (2.0 * v).sqrt() / 200.0).abs() < 1e-12,
+            "{name}: {hw}"
+        );
+        // Wider than the standard rates': ±0.113 at 200, not within ±8 points.
+        assert!(*hw > 0.08, "{name}: {hw}");
+    }
+    assert_eq!(p.widest_rate(), p.equity_rates[0].1);
+    // Another equity σ changes the equity figures and ρ only.
+    let other = rt()
+        .block_on(plan_with(
+            &wh,
+            q("2025Q1"),
+            StandardNoise::default(),
+            StandardNoise {
+                k: EQUITY_NOISE.k,
+                sigma: 4.0,
+            },
+            200,
+        ))
+        .unwrap();
+    assert_eq!(other.rates, p.rates);
+    assert_eq!(other.rho_standard, p.rho_standard);
+    let h4 = half_width(NoiseKind::DiscreteGaussian, 4.0, 0.05).unwrap();
+    assert!(other.equity_counts.iter().all(|(_, x)| *x == h4));
+    let v4 = (4.0f64 * 4.0).max((h4 as f64 / Z95) * (h4 as f64 / Z95));
+    for (_, hw) in &other.equity_rates {
+        assert!((hw - Z95 * (2.0 * v4).sqrt() / 200.0).abs() < 1e-12, "{hw}");
+    }
+    // ρ = k·Σ B² / (2σ²) with k = 6 and Σ B² = 3.
+    assert!((other.rho_equity - 6.0 * 3.0 / (2.0 * 16.0)).abs() <= 1e-9);
+    assert!((other.rho - other.rho_standard - other.rho_equity).abs() <= 1e-12);
+    // The command prints them, as CSV and in its table.
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+            .args(["--quiet", "plan", "--quarter", "2025Q1", "--format", format])
+            .arg("--warehouse")
+            .arg(&wh)
+            .env_remove("OUTREACH_FAIL_POINT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let csv = run("csv");
+    let printed: Vec<(String, f64)> = csv
+        .lines()
+        .filter_map(|l| l.strip_prefix("equity_rate_at_200,"))
+        .map(|l| {
+            let (name, h) = l.split_once(',').unwrap();
+            (name.to_string(), h.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(printed, p.equity_rates, "{csv}");
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.starts_with("equity_count,"))
+            .count(),
+        p.equity_counts.len()
+    );
+    let table = run("table");
+    for (name, _) in &p.equity_rates {
+        assert!(
+            table.contains(&format!(
+                "equity rate {name} at 200 survivors of one breakdown value"
+            )),
+            "{table}"
+        );
+    }
+    assert!(
+        table.contains(&format!("within ±{:.3} at 200 survivors", p.widest_rate())),
+        "{table}"
+    );
+}
+
+#[test]
 fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = fixture_warehouse(tmp.path(), "2025-12-31");
@@ -743,4 +870,35 @@ fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
         rt().block_on(plan_for_target(&wh, q("2025Q1"), 2, 1.5, 200))
             .is_err()
     );
+    // Every rate the plan lists meets the target, the equity rates too, each release at its
+    // largest σ: σ = 0.08·200 / (1.96·√2) ≈ 5.77 for the equity release as well, so
+    // ρ = 6·3/(2σ²) ≈ 0.27 for it.
+    assert!(p.equity_rates.iter().all(|(_, h)| *h <= 0.08));
+    assert!(p.widest_rate() <= 0.08);
+    assert!(
+        (p.equity_sigma - 0.08 * 200.0 / (Z95 * 2f64.sqrt())).abs() < 0.01,
+        "{}",
+        p.equity_sigma
+    );
+    assert!(
+        (p.rho_equity - 6.0 * 3.0 / (2.0 * p.equity_sigma * p.equity_sigma)).abs()
+            <= 1e-9 * p.rho_equity
+    );
+    assert!((p.rho - p.rho_standard - p.rho_equity).abs() <= 1e-12);
+    let looser_equity = rt()
+        .block_on(plan_with(
+            &wh,
+            q("2025Q1"),
+            StandardNoise {
+                k: 2,
+                sigma: p.sigma,
+            },
+            StandardNoise {
+                k: EQUITY_NOISE.k,
+                sigma: p.equity_sigma * 1.01,
+            },
+            200,
+        ))
+        .unwrap();
+    assert!(looser_equity.equity_rates.iter().any(|(_, h)| *h > 0.08));
 }
