@@ -1099,6 +1099,10 @@ impl Ledger {
             .map_err(&e)?;
             begun.push(Begin::Fresh(id));
         }
+        if per_allocation.is_empty() {
+            // Every one was already released: nothing was written.
+            return Ok(begun);
+        }
         crate::failpoint::hit("ledger-before-commit");
         tx.commit().map_err(&e)?;
         crate::failpoint::hit("ledger-after-debit");

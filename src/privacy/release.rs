@@ -933,9 +933,8 @@ pub async fn release_all(
                 fresh: true,
                 public,
             }),
-            None => {
-                first_failure.get_or_insert(id);
-            }
+            None if first_failure.is_none() => first_failure = Some(id),
+            None => {}
         }
     }
     drop(claims);
