@@ -736,7 +736,7 @@ fn the_plan_lists_every_equity_count_and_rate_with_the_half_width_of_its_own_sig
             .collect::<Vec<_>>()
     );
     assert_eq!(
-        names(&p.equity_rates),
+        names(p.equity_rates.as_slice()),
         equity
             .rates
             .iter()
