@@ -19,7 +19,7 @@ use crate::privacy::spec::{
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::quarter::Quarter;
 use crate::queries::publish::{
-    EQUITY_NOISE, PublishOptions, StandardNoise, plan, plan_for_target, publish,
+    EQUITY_NOISE, PublishOptions, StandardNoise, plan_for_target, plan_with, publish,
 };
 use crate::queries::{self, Catalog};
 use crate::report::{self, Format};
@@ -149,6 +149,9 @@ enum Command {
         /// Most cohorts of one quarter a survivor counts in.
         #[arg(long, default_value_t = StandardNoise::default().k)]
         k: u32,
+        /// Noise scale σ of every count of the equity breakdowns.
+        #[arg(long, default_value_t = EQUITY_NOISE.sigma)]
+        equity_sigma: f64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -166,11 +169,15 @@ enum Command {
         /// Most cohorts of one quarter a survivor counts in.
         #[arg(long, default_value_t = StandardNoise::default().k)]
         k: u32,
+        /// Noise scale σ of every count of the equity breakdowns.
+        #[arg(long, default_value_t = EQUITY_NOISE.sigma, conflicts_with = "target_halfwidth")]
+        equity_sigma: f64,
         /// The denominator (survivors) at which rate half-widths are shown.
         #[arg(long, default_value_t = 200)]
         at: u64,
-        /// Solve for the smallest budget whose every rate half-width at --at is within this.
-        #[arg(long)]
+        /// Solve for the smallest budget whose every rate half-width at --at is within this,
+        /// the equity rates' too (for --sigma and --equity-sigma).
+        #[arg(long, conflicts_with = "sigma")]
         target_halfwidth: Option<f64>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -771,6 +778,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             allow_incomplete,
             sigma,
             k,
+            equity_sigma,
             format,
         } => {
             let opts = PublishOptions {
@@ -779,7 +787,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 republish,
                 allow_incomplete,
                 noise: StandardNoise { k, sigma },
-                equity_noise: EQUITY_NOISE,
+                equity_noise: StandardNoise {
+                    k: EQUITY_NOISE.k,
+                    sigma: equity_sigma,
+                },
             };
             let published = runtime().block_on(publish(&warehouse, &opts))?;
             print!("{}", report::publication(&published, format));
@@ -789,6 +800,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             quarter,
             sigma,
             k,
+            equity_sigma,
             at,
             target_halfwidth,
             format,
@@ -796,7 +808,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             let plan = runtime().block_on(async {
                 match target_halfwidth {
                     Some(t) => plan_for_target(&warehouse, quarter, k, t, at).await,
-                    None => plan(&warehouse, quarter, StandardNoise { k, sigma }, at).await,
+                    None => {
+                        plan_with(
+                            &warehouse,
+                            quarter,
+                            StandardNoise { k, sigma },
+                            StandardNoise {
+                                k: EQUITY_NOISE.k,
+                                sigma: equity_sigma,
+                            },
+                            at,
+                        )
+                        .await
+                    }
                 }
             })?;
             print!("{}", report::plan(&plan, format));

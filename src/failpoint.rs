@@ -8,6 +8,14 @@
 //! `release-panic-after-debit`, and `outreach report`'s template fail at `report-template`.
 //! Costs one environment look-up per point passed.
 //!
+//! **Hooks.** A test that must change the warehouse at an exact moment of another command
+//! (an ingest between a publication's snapshot of the manifest and its releases) registers
+//! a function with [`set_hook`] for a point and a warehouse folder; the command calls
+//! [`hook`] there, which runs it once. Keyed by the folder, so tests running at once in one
+//! process never run each other's hooks. Points: `publish-after-snapshot` (publish, right
+//! after it read the manifest) and `release-between` (after each release of a group paid
+//! together, before the next is run).
+//!
 //! **Why a cargo feature.** A fail point spends privacy budget on purpose (a release that
 //! fails after its debit stays spent) or crashes the warehouse mid-write. Read from the
 //! environment at run time, a stray `OUTREACH_FAIL_POINT` on a production host would do
@@ -52,3 +60,48 @@ pub fn armed(point: &str) -> bool {
 pub fn armed(_point: &str) -> bool {
     false
 }
+
+/// A function a test runs at a point ([`set_hook`]).
+#[cfg(feature = "failpoints")]
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// The registered hooks: (point, warehouse folder, function).
+#[cfg(feature = "failpoints")]
+static HOOKS: std::sync::Mutex<Vec<(String, std::path::PathBuf, Hook)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Registers `f` to run once, the next time this process passes `point` while working on
+/// the warehouse at `warehouse` (the path as the command was given it). Tests only.
+#[cfg(feature = "failpoints")]
+pub fn set_hook(point: &str, warehouse: &std::path::Path, f: impl FnOnce() + Send + 'static) {
+    HOOKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push((
+            point.to_string(),
+            warehouse.to_path_buf(),
+            Box::new(f) as Hook,
+        ));
+}
+
+/// Runs (and forgets) the hook registered for `point` and `warehouse`, if any.
+#[cfg(feature = "failpoints")]
+pub fn hook(point: &str, warehouse: &std::path::Path) {
+    let found = {
+        let mut hooks = HOOKS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = hooks
+            .iter()
+            .position(|(p, w, _)| p == point && w == warehouse);
+        at.map(|i| hooks.remove(i).2)
+    };
+    if let Some(f) = found {
+        f();
+    }
+}
+
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hook(_point: &str, _warehouse: &std::path::Path) {}

@@ -515,35 +515,61 @@ pub fn exact_values(values: &[crate::queries::exact::ExactValue], format: Format
 /// the whole stored document as JSON, or every figure as CSV.
 pub fn publication(p: &crate::queries::publish::Published, format: Format) -> String {
     let doc = &p.publication;
+    let loss = &p.loss;
     match format {
-        Format::Json => serde_json::to_string_pretty(doc).expect("publications serialise") + "\n",
+        Format::Json => {
+            // The stored document, with the quarter's loss beside it.
+            let mut v = serde_json::to_value(doc).expect("publications serialise");
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "quarter_loss".into(),
+                    serde_json::to_value(loss).expect("losses serialise"),
+                );
+            }
+            serde_json::to_string_pretty(&v).expect("publications serialise") + "\n"
+        }
         Format::Csv => publication_csv(doc),
         Format::Table => {
             let mut out = String::new();
             let _ = writeln!(
                 out,
-                "{} {}: release {} from dataset {}, {} noise with scale {}, k = {}, rho = {:.4} (epsilon {:.3} at delta = {:e}); equity release {}, rho = {:.4}; rho of the publication {:.4}{}",
-                if p.fresh {
-                    "Published"
-                } else {
-                    "Already published (nothing spent)"
+                "{what} {quarter}: release {release} from dataset {version}, {distribution} noise with scale {scale}, k = {k}, rho = {rho:.4} (epsilon {epsilon:.3} alone); equity release {equity}, rho = {equity_rho:.4} (epsilon {equity_epsilon:.3} alone){superseded_part}{supersedes}",
+                what = match (p.fresh, p.superseded) {
+                    (true, _) => "Published",
+                    // The same releases, stored again with the declarations now in force.
+                    (false, Some(_)) => "Published again from its releases (nothing spent)",
+                    (false, None) => "Already published (nothing spent)",
                 },
-                doc.quarter,
-                doc.release_id,
-                doc.dataset_version,
-                doc.distribution,
-                doc.scale,
-                doc.k,
-                doc.rho,
-                doc.epsilon,
-                doc.display_delta,
-                doc.equity_release_id
+                quarter = doc.quarter,
+                release = doc.release_id,
+                version = doc.dataset_version,
+                distribution = doc.distribution,
+                scale = doc.scale,
+                k = doc.k,
+                rho = loss.standard_rho,
+                epsilon = loss.standard_epsilon,
+                equity = doc
+                    .equity_release_id
                     .map_or("-".to_string(), |id| id.to_string()),
-                doc.equity_rho,
-                doc.rho + doc.equity_rho,
-                p.superseded
+                equity_rho = loss.equity_rho,
+                equity_epsilon = loss.equity_epsilon,
+                superseded_part = if loss.superseded_rho > 0.0 {
+                    format!(
+                        "; releases of superseded publications, rho = {:.4}",
+                        loss.superseded_rho
+                    )
+                } else {
+                    String::new()
+                },
+                supersedes = p
+                    .superseded
                     .map(|s| format!("; supersedes publication {s}"))
                     .unwrap_or_default(),
+            );
+            let _ = writeln!(
+                out,
+                "The quarter's privacy loss: rho = {:.4} (epsilon {:.3} at delta = {:e}), every release that published it.",
+                loss.rho, loss.epsilon, loss.epsilon_delta
             );
             let shown = [
                 "reach_7d",
@@ -697,7 +723,8 @@ pub fn publication_csv(doc: &crate::queries::publish::Publication) -> String {
     out
 }
 
-/// A plan: what a quarter's publication would cost and how precise it would be.
+/// A plan: what a quarter's publication would cost and how precise it would be, for every
+/// figure it would publish, the equity breakdowns' at their own σ.
 pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(p).expect("plans serialise") + "\n",
@@ -709,14 +736,30 @@ pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
             for (r, h) in &p.rates {
                 let _ = writeln!(out, "rate_at_{},{r},{h}", p.at);
             }
+            for (s, h) in &p.equity_counts {
+                let _ = writeln!(out, "equity_count,{s},{h}");
+            }
+            for (r, h) in &p.equity_rates {
+                let _ = writeln!(out, "equity_rate_at_{},{r},{h}", p.at);
+            }
             out
         }
         Format::Table => {
             let mut out = String::new();
             let _ = writeln!(
                 out,
-                "Publishing {} with sigma = {} and k = {} would cost rho = {:.4}, delta = {} (epsilon {:.3} at delta = {:e}). Nothing is spent by this plan.",
-                p.quarter, p.sigma, p.k, p.rho, p.delta, p.epsilon, p.display_delta
+                "Publishing {} with sigma = {} and k = {} (equity breakdowns: sigma = {}, k = {}) would cost rho = {:.4} (standard release {:.4}, equity release {:.4}), delta = {} (epsilon {:.3} at delta = {:e}). Nothing is spent by this plan.",
+                p.quarter,
+                p.sigma,
+                p.k,
+                p.equity_sigma,
+                p.equity_k,
+                p.rho,
+                p.rho_standard,
+                p.rho_equity,
+                p.delta,
+                p.epsilon,
+                p.display_delta
             );
             let mut rows = vec![vec!["figure".to_string(), "95% half-width".to_string()]];
             for (s, h) in &p.counts {
@@ -728,7 +771,28 @@ pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
                     format!("±{:.3} (at most, for any true rate)", h),
                 ]);
             }
+            for (s, h) in &p.equity_counts {
+                rows.push(vec![
+                    format!("equity count {s} (one breakdown value)"),
+                    format!("±{h}"),
+                ]);
+            }
+            for (r, h) in &p.equity_rates {
+                rows.push(vec![
+                    format!(
+                        "equity rate {r} at {} survivors of one breakdown value",
+                        p.at
+                    ),
+                    format!("±{:.3} (at most, for any true rate)", h),
+                ]);
+            }
             out.push_str(&align(&rows));
+            let _ = writeln!(
+                out,
+                "Every rate listed is within ±{:.3} at {} survivors.",
+                p.widest_rate(),
+                p.at
+            );
             out
         }
     }

@@ -98,9 +98,15 @@ csv_row!(Quarter {
     approver,
     supersedes,
     rho,
-    equity_rho,
     epsilon,
     display_delta,
+    epsilon_delta,
+    standard_rho,
+    standard_epsilon,
+    equity_rho,
+    equity_epsilon,
+    superseded_rho,
+    superseded_epsilon,
 });
 csv_row!(ReleaseSummary {
     id,

@@ -18,7 +18,7 @@ use crate::ledger::Ledger;
 use crate::ledger::publications::StoredPublication;
 use crate::privacy::PublicRelease;
 use crate::queries::Catalog;
-use crate::queries::publish::{DocumentError, Publication};
+use crate::queries::publish::{DocumentError, Publication, QuarterLoss, quarter_loss};
 use crate::requests::researcher_of;
 use crate::warehouse::{Warehouse, hex};
 
@@ -83,12 +83,14 @@ impl Rendered {
     }
 }
 
-/// A quarter's current publication, parsed.
+/// A quarter's current publication, parsed, with the quarter's privacy loss.
 #[derive(Debug, Clone)]
 pub struct QuarterPublication {
     /// As stored, but `published_at` is the day only (`YYYY-MM-DD`).
     pub stored: StoredPublication,
     pub doc: Publication,
+    /// Every release that has published the quarter, current and superseded.
+    pub loss: QuarterLoss,
 }
 
 /// A stored publication whose document this build cannot read (corrupt, or a version from
@@ -252,6 +254,14 @@ impl Snapshot {
             ..Snapshot::default()
         };
 
+        // What each release spent, for the quarters' losses.
+        let stored_releases = ledger.releases()?;
+        let debits: HashMap<i64, (f64, f64)> = stored_releases
+            .iter()
+            .map(|r| (r.id, (r.debit_rho, r.debit_delta)))
+            .collect();
+        let display_delta = ledger.config()?.display_delta;
+
         // Publications: the current one per quarter; which release superseded which.
         let mut quarter_of: HashMap<i64, String> = HashMap::new();
         let mut superseded_by: HashMap<i64, i64> = HashMap::new();
@@ -262,7 +272,11 @@ impl Snapshot {
             // and its successor.
             quarter_of.insert(p.release_id, p.quarter.clone());
             let next = p.superseded_by.and_then(|n| by_id.get(&n));
-            if let Some(next) = next {
+            // A publication that supersedes one with the same releases (later declarations
+            // changed which figures are complete) replaces no release.
+            if let Some(next) = next
+                && next.release_id != p.release_id
+            {
                 superseded_by.insert(p.release_id, next.release_id);
             }
             let doc = match Publication::from_document(&p.document) {
@@ -291,21 +305,28 @@ impl Snapshot {
             if let Some(next) = next
                 && let Ok(next_doc) = Publication::from_document(&next.document)
                 && let (Some(old), Some(new)) = (doc.equity_release_id, next_doc.equity_release_id)
+                && old != new
             {
                 superseded_by.insert(old, new);
             }
             if p.superseded_by.is_none() {
+                let of_quarter: Vec<StoredPublication> = all
+                    .iter()
+                    .filter(|o| o.quarter == p.quarter && o.id <= p.id)
+                    .cloned()
+                    .collect();
+                let loss = quarter_loss(&of_quarter, |id| debits.get(&id).copied(), display_delta)?;
                 // Everything public reads a publication from here (the quarter routes, the
                 // dashboard, the report): its time is the day only.
                 let mut stored = p.clone();
                 stored.published_at = crate::report::day(&stored.published_at);
                 snap.quarters
-                    .insert(p.quarter.clone(), QuarterPublication { stored, doc });
+                    .insert(p.quarter.clone(), QuarterPublication { stored, doc, loss });
             }
         }
 
         // Releases: public unless a researcher's and not made public.
-        for stored in ledger.releases()? {
+        for stored in stored_releases {
             let Some(public) = PublicRelease::from_stored(&stored) else {
                 continue;
             };
@@ -348,24 +369,7 @@ impl Snapshot {
             "/v1/programs".into(),
             Rendered::new(&programs, csv::rows(&programs), Live),
         );
-        let quarters: Vec<views::Quarter> = self
-            .quarters
-            .values()
-            .map(|q| views::Quarter {
-                quarter: q.doc.quarter.clone(),
-                publication_id: q.stored.id,
-                release_id: q.doc.release_id,
-                equity_release_id: q.doc.equity_release_id,
-                dataset_version: q.doc.dataset_version.clone(),
-                published_at: q.stored.published_at.clone(),
-                approver: q.stored.approver.clone(),
-                supersedes: q.stored.supersedes,
-                rho: q.doc.rho,
-                equity_rho: q.doc.equity_rho,
-                epsilon: q.doc.epsilon,
-                display_delta: q.doc.display_delta,
-            })
-            .collect();
+        let quarters: Vec<views::Quarter> = self.quarters.values().map(views::quarter).collect();
         self.put(
             "/v1/quarters".into(),
             Rendered::new(&quarters, csv::rows(&quarters), Live),

@@ -5,13 +5,14 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::snapshot::QuarterPublication;
 use crate::ledger::publications::StoredPublication;
 use crate::ledger::{BudgetView, StoredRelease};
 use crate::privacy::PublicRelease;
 use crate::privacy::mechanism::epsilon_at;
 use crate::queries::Catalog;
 use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{Completeness, ProgramInfo, Publication};
+use crate::queries::publish::{Completeness, ProgramInfo, Publication, ReleaseLoss};
 use crate::requests::researcher_of;
 
 /// `GET /healthz`.
@@ -101,7 +102,12 @@ pub fn metrics(catalog: &Catalog) -> Vec<Metric> {
     out
 }
 
-/// A quarter that has a publication: the current one.
+/// A quarter that has a publication: the current one, with the quarter's privacy loss.
+///
+/// The loss is the quarter's, not one release's: the standard and the equity release of the
+/// current publication, plus every release of a publication it superseded (what those
+/// revealed stays revealed). zCDP ρ add up; each ε is its ρ converted at `display_delta`
+/// through OpenDP, the total's from the total ρ.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Quarter {
     pub quarter: String,
@@ -115,13 +121,55 @@ pub struct Quarter {
     /// publications of one batch are each quarter's run time.
     pub published_at: String,
     pub approver: String,
-    /// The publication this one replaced, after new data.
+    /// The publication this one replaced: after new data, or with the same releases when
+    /// later declarations changed which figures are complete.
     pub supersedes: Option<i64>,
+    /// ρ of the quarter: the sum of `standard_rho`, `equity_rho` and `superseded_rho`.
     pub rho: f64,
-    pub equity_rho: f64,
-    /// ε of the standard release at `display_delta`.
+    /// ε of `rho` at `display_delta` (with δ = `epsilon_delta`).
     pub epsilon: f64,
     pub display_delta: f64,
+    /// The δ of `epsilon`: the display δ plus the releases' own δ (none for the standard
+    /// metrics).
+    pub epsilon_delta: f64,
+    /// The current publication's standard release: its ρ and its ε alone.
+    pub standard_rho: f64,
+    pub standard_epsilon: f64,
+    /// The current publication's equity release.
+    pub equity_rho: f64,
+    pub equity_epsilon: f64,
+    /// The releases of superseded publications that the current one does not name.
+    pub superseded_rho: f64,
+    pub superseded_epsilon: f64,
+    /// Every release of the quarter with its ρ, δ and ε, current and superseded (JSON only).
+    #[schema(value_type = Vec<Object>)]
+    pub releases: Vec<ReleaseLoss>,
+}
+
+/// The `/v1/quarters` entry of a quarter's current publication.
+pub fn quarter(q: &QuarterPublication) -> Quarter {
+    let loss = &q.loss;
+    Quarter {
+        quarter: q.doc.quarter.clone(),
+        publication_id: q.stored.id,
+        release_id: q.doc.release_id,
+        equity_release_id: q.doc.equity_release_id,
+        dataset_version: q.doc.dataset_version.clone(),
+        published_at: q.stored.published_at.clone(),
+        approver: q.stored.approver.clone(),
+        supersedes: q.stored.supersedes,
+        rho: loss.rho,
+        epsilon: loss.epsilon,
+        display_delta: loss.display_delta,
+        epsilon_delta: loss.epsilon_delta,
+        standard_rho: loss.standard_rho,
+        standard_epsilon: loss.standard_epsilon,
+        equity_rho: loss.equity_rho,
+        equity_epsilon: loss.equity_epsilon,
+        superseded_rho: loss.superseded_rho,
+        superseded_epsilon: loss.superseded_epsilon,
+        releases: loss.releases.clone(),
+    }
 }
 
 /// One published figure with everything needed to read it: its value, 95% interval, the

@@ -522,7 +522,9 @@ struct DashboardPage {
     small_cell: Option<f64>,
 }
 
-/// The privacy parameters behind a quarter's figures.
+/// The privacy parameters behind a quarter's figures, and the quarter's loss: its current
+/// standard and equity releases and the releases of superseded publications (their ρ add;
+/// each ε is its ρ at the display δ, the total's from the total ρ).
 #[derive(Debug, Clone, Serialize)]
 pub struct Privacy {
     pub release_id: i64,
@@ -530,26 +532,45 @@ pub struct Privacy {
     pub dataset_version: String,
     pub distribution: String,
     pub scale: f64,
+    pub equity_scale: f64,
     pub k: u32,
+    pub equity_k: u32,
+    /// The quarter's loss, and the δ its ε goes with.
     pub rho: f64,
     pub epsilon: f64,
+    pub epsilon_delta: f64,
+    /// The parts.
+    pub standard_rho: f64,
+    pub standard_epsilon: f64,
     pub equity_rho: f64,
+    pub equity_epsilon: f64,
+    pub superseded_rho: f64,
+    pub superseded_epsilon: f64,
     pub display_delta: f64,
     pub published_at: String,
 }
 
 pub fn privacy_of(q: &QuarterPublication) -> Privacy {
+    let loss = &q.loss;
     Privacy {
         release_id: q.doc.release_id,
         equity_release_id: q.doc.equity_release_id,
         dataset_version: q.doc.dataset_version.clone(),
         distribution: q.doc.distribution.clone(),
         scale: q.doc.scale,
+        equity_scale: q.doc.equity_scale,
         k: q.doc.k,
-        rho: q.doc.rho,
-        epsilon: q.doc.epsilon,
-        equity_rho: q.doc.equity_rho,
-        display_delta: q.doc.display_delta,
+        equity_k: q.doc.equity_k,
+        rho: loss.rho,
+        epsilon: loss.epsilon,
+        epsilon_delta: loss.epsilon_delta,
+        standard_rho: loss.standard_rho,
+        standard_epsilon: loss.standard_epsilon,
+        equity_rho: loss.equity_rho,
+        equity_epsilon: loss.equity_epsilon,
+        superseded_rho: loss.superseded_rho,
+        superseded_epsilon: loss.superseded_epsilon,
+        display_delta: loss.display_delta,
         published_at: q.stored.published_at.clone(),
     }
 }

@@ -1012,11 +1012,24 @@ impl Ledger {
     /// same idempotency key was already released. Callers that may run the same key at once
     /// hold its [`Ledger::claim_release`] around this and the outcome.
     pub fn begin_release(&mut self, r: &ReleaseStart) -> Result<Begin> {
-        if !(r.rho.is_finite() && r.rho > 0.0 && r.delta.is_finite() && r.delta >= 0.0) {
-            return Err(LedgerError::Invalid(format!(
-                "a release must debit a positive rho (got {}, delta {})",
-                r.rho, r.delta
-            )));
+        let mut begun = self.begin_releases(std::slice::from_ref(r))?;
+        Ok(begun.pop().expect("one outcome per release"))
+    }
+
+    /// [`Ledger::begin_release`] for several releases that are paid together, such as the
+    /// two releases of a quarter's publication: in one IMMEDIATE transaction, every release
+    /// whose key was already released is returned as [`Begin::Existing`] (free), and the
+    /// others are checked *together* against what their allocations and the budget have
+    /// left, then recorded with their debits. Either every fresh one is debited or none is:
+    /// a publication is never left half paid because its second release did not fit.
+    pub fn begin_releases(&mut self, starts: &[ReleaseStart]) -> Result<Vec<Begin>> {
+        for r in starts {
+            if !(r.rho.is_finite() && r.rho > 0.0 && r.delta.is_finite() && r.delta >= 0.0) {
+                return Err(LedgerError::Invalid(format!(
+                    "a release must debit a positive rho (got {}, delta {})",
+                    r.rho, r.delta
+                )));
+            }
         }
         let path = self.path.clone();
         let e = sql_err(&path);
@@ -1024,56 +1037,76 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT r.id FROM releases r JOIN release_outcomes o ON o.release_id = r.id
-                 WHERE r.idempotency_key = ?1 AND r.allocation = ?2 AND o.status = 'released'
-                 ORDER BY r.id LIMIT 1",
-                // The allocation is not in the key (keys of existing releases stay valid), so
-                // it is matched here: an identical spec from another allocation (another
-                // researcher) is a release of its own, never this one handed over.
-                params![r.idempotency_key, r.allocation],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(&e)?;
-        if let Some(id) = existing {
-            return Ok(Begin::Existing(id));
+        let mut existing: Vec<Option<i64>> = Vec::with_capacity(starts.len());
+        for r in starts {
+            existing.push(released_with_key(&tx, &r.idempotency_key, &r.allocation).map_err(&e)?);
         }
-        check_budget(&tx, &path, &r.allocation, r.rho, r.delta)?;
+        // What the fresh releases cost together, per allocation: each allocation (and the
+        // budget with it) must have room for its whole sum, so the refusal names the sum.
+        let mut per_allocation: Vec<(&str, f64, f64)> = Vec::new();
+        for (r, _) in starts.iter().zip(&existing).filter(|(_, id)| id.is_none()) {
+            match per_allocation
+                .iter_mut()
+                .find(|(a, _, _)| *a == r.allocation.as_str())
+            {
+                Some(sum) => {
+                    sum.1 += r.rho;
+                    sum.2 += r.delta;
+                }
+                None => per_allocation.push((r.allocation.as_str(), r.rho, r.delta)),
+            }
+        }
+        for (allocation, rho, delta) in &per_allocation {
+            check_budget(&tx, &path, allocation, *rho, *delta)?;
+        }
         let period = current_period(&tx).map_err(&e)?;
         let at = now();
-        tx.execute(
-            "INSERT INTO releases (idempotency_key, name, budget_id, allocation, spec, query_hashes,
-               dataset_version, measure, d_in, d_out, approver, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                r.idempotency_key,
-                r.name,
-                period.id,
-                r.allocation,
-                r.spec_json,
-                serde_json::to_string(&r.query_hashes).expect("strings serialise"),
-                r.dataset_version,
-                r.measure,
-                r.d_in_json,
-                r.d_out_json,
-                r.approver,
-                at
-            ],
-        )
-        .map_err(&e)?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO debits (budget_id, allocation, release_id, rho, delta, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![period.id, r.allocation, id, r.rho, r.delta, at],
-        )
-        .map_err(&e)?;
+        let mut begun = Vec::with_capacity(starts.len());
+        for (r, id) in starts.iter().zip(existing) {
+            if let Some(id) = id {
+                begun.push(Begin::Existing(id));
+                continue;
+            }
+            // Checked again one by one, after the debits before it in this transaction:
+            // across several allocations, the budget's total must hold their sum too.
+            check_budget(&tx, &path, &r.allocation, r.rho, r.delta)?;
+            tx.execute(
+                "INSERT INTO releases (idempotency_key, name, budget_id, allocation, spec, query_hashes,
+                   dataset_version, measure, d_in, d_out, approver, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    r.idempotency_key,
+                    r.name,
+                    period.id,
+                    r.allocation,
+                    r.spec_json,
+                    serde_json::to_string(&r.query_hashes).expect("strings serialise"),
+                    r.dataset_version,
+                    r.measure,
+                    r.d_in_json,
+                    r.d_out_json,
+                    r.approver,
+                    at
+                ],
+            )
+            .map_err(&e)?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO debits (budget_id, allocation, release_id, rho, delta, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![period.id, r.allocation, id, r.rho, r.delta, at],
+            )
+            .map_err(&e)?;
+            begun.push(Begin::Fresh(id));
+        }
+        if per_allocation.is_empty() {
+            // Every one was already released: nothing was written.
+            return Ok(begun);
+        }
         crate::failpoint::hit("ledger-before-commit");
         tx.commit().map_err(&e)?;
         crate::failpoint::hit("ledger-after-debit");
-        Ok(Begin::Fresh(id))
+        Ok(begun)
     }
 
     /// Records that release `id` was published with `result` (public) and `diagnostics`
@@ -1266,6 +1299,25 @@ impl Ledger {
         }
         Ok(problems)
     }
+}
+
+/// The release already released with this idempotency key from `allocation`, if any: asking
+/// for it again spends nothing. The allocation is not in the key (keys of existing releases
+/// stay valid), so it is matched here: an identical spec from another allocation (another
+/// researcher) is a release of its own, never this one handed over.
+fn released_with_key(
+    conn: &Connection,
+    idempotency_key: &str,
+    allocation: &str,
+) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT r.id FROM releases r JOIN release_outcomes o ON o.release_id = r.id
+         WHERE r.idempotency_key = ?1 AND r.allocation = ?2 AND o.status = 'released'
+         ORDER BY r.id LIMIT 1",
+        params![idempotency_key, allocation],
+        |row| row.get(0),
+    )
+    .optional()
 }
 
 /// The latest budget period: the one releases debit.

@@ -2,6 +2,12 @@
 //! and which publication superseded which. Append-only like the rest of the ledger: a
 //! republication adds a row that names the one it supersedes; nothing is updated.
 //!
+//! A publication's document is more than its releases' numbers: it also says which figures
+//! are complete, from the steward's declarations in force when it was made. So a later
+//! `complete-through` followed by `publish` adds a row with the same releases (nothing
+//! debited) and the new document, superseding the old one; only a document identical to the
+//! latest one is recognised as already stored.
+//!
 //! The table is created by the first publication (`CREATE … IF NOT EXISTS`), so ledgers made
 //! before it need no migration; a ledger without it simply has no publications.
 
@@ -34,7 +40,8 @@ pub struct StoredPublication {
     pub quarter: String,
     pub release_id: i64,
     pub dataset_version: String,
-    /// The publication this one replaced, after new data (`publish --republish`).
+    /// The publication this one replaced: after new data (`publish --republish`), or with
+    /// the same releases when later declarations changed which figures are complete.
     pub supersedes: Option<i64>,
     /// The publication that replaced this one, if any.
     pub superseded_by: Option<i64>,
@@ -58,28 +65,33 @@ pub struct NewPublication<'a> {
 
 impl Ledger {
     /// Records a quarter's publication in one IMMEDIATE transaction. When the quarter's
-    /// latest publication already points at the same release, nothing is added and its id is
-    /// returned; otherwise the new row supersedes the latest one.
+    /// latest publication already points at the same release *and* holds the same document
+    /// (byte for byte, as stored), nothing is added and its id is returned; otherwise the new
+    /// row supersedes the latest one. The same releases with another document (a later
+    /// `complete-through` made more figures complete) are a new row, which spends nothing:
+    /// the debits belong to the releases.
     pub fn record_publication(&mut self, p: &NewPublication<'_>) -> Result<i64> {
         let path = self.path.clone();
         let e = sql_err(&path);
+        let document = serde_json::to_string(p.document).expect("documents serialise");
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
         tx.execute_batch(SCHEMA).map_err(&e)?;
-        let latest: Option<(i64, i64)> = tx
+        let latest: Option<(i64, i64, String)> = tx
             .query_row(
-                "SELECT id, release_id FROM publications WHERE quarter = ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id, release_id, document FROM publications WHERE quarter = ?1 ORDER BY id DESC LIMIT 1",
                 params![p.quarter],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(&e)?;
-        if let Some((id, release)) = latest
-            && release == p.release_id
+        if let Some((id, release, stored)) = &latest
+            && *release == p.release_id
+            && *stored == document
         {
-            return Ok(id);
+            return Ok(*id);
         }
         tx.execute(
             "INSERT INTO publications (quarter, release_id, dataset_version, supersedes, approver, published_at, document)
@@ -88,10 +100,10 @@ impl Ledger {
                 p.quarter,
                 p.release_id,
                 p.dataset_version,
-                latest.map(|(id, _)| id),
+                latest.map(|(id, _, _)| id),
                 p.approver,
                 now(),
-                serde_json::to_string(p.document).expect("documents serialise"),
+                document,
             ],
         )
         .map_err(&e)?;

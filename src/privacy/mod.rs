@@ -22,7 +22,7 @@ pub mod spec;
 
 pub use analyser::{Refusal, Rule};
 pub use mechanism::{Loss, NoiseKind, NoisePlan, Sensitivity};
-pub use release::{PublicRelease, ReleaseOutcome, ReleaseRequest, release};
+pub use release::{PublicRelease, ReleaseOutcome, ReleaseRequest, release, release_all};
 pub use spec::{CheckedSpec, ReleaseSpec};
 
 use crate::fault::Fault;

@@ -46,7 +46,7 @@ use super::mechanism::{self, NoisePlan};
 use super::spec::{self, CheckedSpec, ReleaseSpec, StatisticKind};
 use super::{PrivacyError, Result, functions};
 use crate::ledger::{Begin, Ledger, ReleaseStart, StoredRelease};
-use crate::warehouse::{Warehouse, hex, open_session_at};
+use crate::warehouse::{Manifest, Warehouse, hex, open_session_at};
 
 /// A request to release.
 #[derive(Debug, Clone)]
@@ -850,53 +850,124 @@ pub fn bind_to_content(key: &str, content_hash: &str) -> String {
 /// nothing but the release id: a failed release discloses one bit (that it failed), never
 /// the error's text (module docs).
 pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOutcome> {
+    let manifest = Warehouse::open(warehouse)?.manifest()?;
+    let mut out = release_all(warehouse, &manifest, std::slice::from_ref(req)).await?;
+    Ok(out.pop().expect("one outcome per request"))
+}
+
+/// Releases several specs as one unit, over one snapshot of the warehouse: `manifest`, which
+/// the caller read once, so every release reads and records the same dataset version even if
+/// a load commits meanwhile (the files a manifest names are never removed by a later load).
+///
+/// Every spec is prepared (checked, analysed, priced) before anything is spent, and the
+/// fresh ones are debited together ([`Ledger::begin_releases`]): either all are paid or none
+/// is. Specs already released with the same key return their stored numbers for free. Then
+/// each fresh release reads the data and draws its noise in turn. If one fails after the
+/// debit, the others still run (their debits are spent too, and their numbers stored, so a
+/// retry replays them), and the first failure is returned as
+/// [`PrivacyError::FailedAfterDebit`]. The outcomes come in the order of `reqs`.
+pub async fn release_all(
+    warehouse: &Path,
+    manifest: &Manifest,
+    reqs: &[ReleaseRequest],
+) -> Result<Vec<ReleaseOutcome>> {
     let wh = Warehouse::open(warehouse)?;
-    let manifest = wh.manifest()?;
     let version = manifest.version().to_string();
     let mut ledger = Ledger::open(warehouse)?;
     let config = ledger.config()?;
-    let ctx = open_session_at(&wh, &manifest)?;
+    let ctx = open_session_at(&wh, manifest)?;
     functions::register(&ctx);
-    let mut prepared = prepare(&ctx, &req.spec, &version, &config).await?;
-    keep_filters_that_narrow(&mut prepared.spec, &req.spec, &manifest.quarters());
-    prepared.idempotency_key = bind_to_content(&prepared.idempotency_key, &manifest.content_hash());
-    // Held until this function returns: an identical request waits here for this one.
-    let _claim = ledger.claim_release(&prepared.idempotency_key, CLAIM_WAIT)?;
-    let start = ReleaseStart {
-        idempotency_key: prepared.idempotency_key.clone(),
-        name: prepared.spec.name.clone(),
-        allocation: prepared.spec.allocation.clone(),
-        spec_json: to_json(&prepared.spec),
-        query_hashes: prepared
-            .spec
-            .queries
+    let quarters = manifest.quarters();
+    let content = manifest.content_hash();
+    let mut prepared: Vec<PreparedRelease> = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let mut p = prepare(&ctx, &req.spec, &version, &config).await?;
+        keep_filters_that_narrow(&mut p.spec, &req.spec, &quarters);
+        p.idempotency_key = bind_to_content(&p.idempotency_key, &content);
+        if prepared
             .iter()
-            .map(|q| q.sha256.clone())
-            .collect(),
-        dataset_version: version.clone(),
-        measure: config.noise.measure().into(),
-        d_in_json: to_json(&prepared.d_in),
-        d_out_json: to_json(&prepared.d_out),
-        rho: prepared.loss.rho,
-        delta: prepared.loss.delta,
-        approver: req.approver.clone(),
-    };
-    let id = match ledger.begin_release(&start)? {
-        Begin::Existing(id) => {
-            let public = public_view(&ledger, id)?;
-            return Ok(ReleaseOutcome {
-                id,
-                fresh: false,
-                public,
+            .any(|q| q.idempotency_key == p.idempotency_key)
+        {
+            return Err(PrivacyError::Spec {
+                message: format!("`{}` is asked twice in one group of releases", p.spec.name),
             });
         }
-        Begin::Fresh(id) => id,
-    };
+        prepared.push(p);
+    }
+    // Held until this function returns: an identical request waits here for this one.
+    let mut claims = Vec::with_capacity(prepared.len());
+    for p in &prepared {
+        claims.push(ledger.claim_release(&p.idempotency_key, CLAIM_WAIT)?);
+    }
+    let starts: Vec<ReleaseStart> = prepared
+        .iter()
+        .zip(reqs)
+        .map(|(p, req)| ReleaseStart {
+            idempotency_key: p.idempotency_key.clone(),
+            name: p.spec.name.clone(),
+            allocation: p.spec.allocation.clone(),
+            spec_json: to_json(&p.spec),
+            query_hashes: p.spec.queries.iter().map(|q| q.sha256.clone()).collect(),
+            dataset_version: version.clone(),
+            measure: config.noise.measure().into(),
+            d_in_json: to_json(&p.d_in),
+            d_out_json: to_json(&p.d_out),
+            rho: p.loss.rho,
+            delta: p.loss.delta,
+            approver: req.approver.clone(),
+        })
+        .collect();
+    let begun = ledger.begin_releases(&starts)?;
+    let mut outcomes = Vec::with_capacity(prepared.len());
+    let mut first_failure: Option<i64> = None;
+    let mut ran = 0usize;
+    for (p, begin) in prepared.iter().zip(begun) {
+        let id = match begin {
+            Begin::Existing(id) => {
+                outcomes.push(ReleaseOutcome {
+                    id,
+                    fresh: false,
+                    public: public_view(&ledger, id)?,
+                });
+                continue;
+            }
+            Begin::Fresh(id) => id,
+        };
+        if ran > 0 {
+            crate::failpoint::hook("release-between", warehouse);
+        }
+        ran += 1;
+        match run_after_debit(&ctx, p, &mut ledger, id).await? {
+            Some(public) => outcomes.push(ReleaseOutcome {
+                id,
+                fresh: true,
+                public,
+            }),
+            None if first_failure.is_none() => first_failure = Some(id),
+            None => {}
+        }
+    }
+    drop(claims);
+    match first_failure {
+        Some(id) => Err(PrivacyError::FailedAfterDebit { id }),
+        None => Ok(outcomes),
+    }
+}
+
+/// Reads the data, bounds it and draws the noise of release `id`, already debited, and
+/// stores its outcome: its public view, or `None` when it failed (the error is stored for
+/// the steward only; module docs).
+async fn run_after_debit(
+    ctx: &SessionContext,
+    prepared: &PreparedRelease,
+    ledger: &mut Ledger,
+    id: i64,
+) -> Result<Option<PublicRelease>> {
     // From here on the data is read: no panic message may reach stderr, and every failure
     // ends as a fixed message (module docs).
     let guard = panic_guard::Guard::new();
     let choice_key = ledger.cell_choice_key().map_err(|e| e.to_string());
-    let outcome = AssertUnwindSafe(after_debit(&ctx, &prepared, choice_key))
+    let outcome = AssertUnwindSafe(after_debit(ctx, prepared, choice_key))
         .catch_unwind()
         .await;
     let outcome = match outcome {
@@ -917,16 +988,11 @@ pub async fn release(warehouse: &Path, req: &ReleaseRequest) -> Result<ReleaseOu
             let diagnostics =
                 serde_json::to_value(&bounded.diagnostics).expect("diagnostics serialise");
             ledger.finish_released(id, &result_json, &diagnostics)?;
-            let public = public_view(&ledger, id)?;
-            Ok(ReleaseOutcome {
-                id,
-                fresh: true,
-                public,
-            })
+            Ok(Some(public_view(ledger, id)?))
         }
         Err(message) => {
             ledger.finish_failed(id, &message)?;
-            Err(PrivacyError::FailedAfterDebit { id })
+            Ok(None)
         }
     }
 }

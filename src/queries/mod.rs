@@ -57,6 +57,20 @@ pub enum QueriesError {
         release: i64,
         now: String,
     },
+    /// `publish` and `plan` under a pure ε-DP (Laplace) budget: their noise is calibrated
+    /// for zCDP only, so they refuse before anything is prepared or spent.
+    #[error(
+        "publish's calibration is for zCDP: every standard count gets discrete Gaussian noise \
+         of scale sigma, debited as rho = k * sum of B^2 / (2 sigma^2). This warehouse's budget \
+         uses pure epsilon-DP discrete Laplace noise (`budget init --noise laplace`), under \
+         which sigma would be taken as the Laplace scale and every statistic would compose its \
+         own epsilon (at the default sigma the standard release alone would ask for about \
+         rho = 11), so a Laplace budget is not supported for publish or plan. Use `outreach \
+         release --spec FILE` with `rho`, which calibrates Laplace noise itself (scale b = \
+         k * sum of B / epsilon, epsilon = sqrt(2 rho)), or a warehouse whose budget uses \
+         Gaussian noise"
+    )]
+    LaplaceNotSupported,
     #[error(transparent)]
     Privacy(#[from] crate::privacy::PrivacyError),
     #[error(transparent)]
@@ -68,7 +82,8 @@ impl QueriesError {
         match self {
             QueriesError::Declaration { .. }
             | QueriesError::Incomplete { .. }
-            | QueriesError::AlreadyPublished { .. } => Fault::BadInput,
+            | QueriesError::AlreadyPublished { .. }
+            | QueriesError::LaplaceNotSupported => Fault::BadInput,
             QueriesError::Read { .. } | QueriesError::Run { .. } => Fault::Internal,
             QueriesError::Privacy(e) => e.fault(),
             QueriesError::Warehouse(e) => e.fault(),

@@ -11,6 +11,11 @@
 //! Publishing a quarter again on the same dataset version replays the stored release and
 //! spends nothing. After new data the quarter is refused unless `--republish`, which makes a
 //! new, debited release whose publication supersedes the old one; both stay in the store.
+//!
+//! A publication reads the manifest once and works on that snapshot throughout (the
+//! republish guard, completeness, the programs and both releases), and its two releases
+//! are priced before anything is spent and debited together, in one transaction: a quarter
+//! is published whole, from one dataset version, or not at all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +30,7 @@ use crate::ledger::publications::NewPublication;
 use crate::privacy::mechanism::{epsilon_at, noise_variance};
 use crate::privacy::release::{PublicRelease, prepare};
 use crate::privacy::spec::{CellSpec, DomainSpec, QuerySpec, StatisticKind, StatisticSpec};
-use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, functions, release};
+use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, functions, release_all};
 use crate::quarter::Quarter;
 use crate::warehouse::{Warehouse, open_session_at};
 use crate::{Error, Result};
@@ -56,7 +61,9 @@ pub struct StandardNoise {
 impl Default for StandardNoise {
     /// k = 2 and σ = 5.5: with 15 flags of which two exclusive pairs (Σ B² = 13), ρ = k·13 /
     /// (2σ²) ≈ 0.43 per quarter, and a rate at n = 200 has a 95% half-width of at most
-    /// 1.96·5.5·√2 / 200 ≈ 0.076, under ±8 points for any true rate.
+    /// 1.96·√(2·31.5) / 200 ≈ 0.078 (31.5 = (11/1.96)², the counts' whole-number
+    /// half-width, exceeds σ²), under ±8 points for any true rate. The equity breakdowns'
+    /// rates, at [`EQUITY_NOISE`], are wider: ±0.113 at n = 200 (`plan` lists both).
     fn default() -> Self {
         StandardNoise { k: 2, sigma: 5.5 }
     }
@@ -796,15 +803,185 @@ pub struct Published {
     pub fresh: bool,
     pub superseded: Option<i64>,
     pub publication: Publication,
+    /// The quarter's privacy loss: this publication's releases and every superseded one's.
+    pub loss: QuarterLoss,
+}
+
+/// One release that published a quarter, with what its debit spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseLoss {
+    pub release_id: i64,
+    /// `standard` or `equity`.
+    pub part: String,
+    /// The publication that first named it.
+    pub publication_id: i64,
+    /// Whether the quarter's current publication names it; false once a republication
+    /// replaced it (its figures are no longer shown, but what it revealed stays revealed).
+    pub current: bool,
+    pub rho: f64,
+    pub delta: f64,
+    /// ε of this release alone at the display δ.
+    pub epsilon: f64,
+}
+
+/// A quarter's privacy loss: every release that has published it, current and superseded,
+/// each counted once (a publication stored again with the same releases spends nothing).
+/// Their zCDP ρ add up (composition), and so do their δ; every ε is its ρ converted at the
+/// display δ through OpenDP ([`epsilon_at`]), the total's from the total ρ, never a sum of
+/// ε.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarterLoss {
+    /// ρ of every release of the quarter.
+    pub rho: f64,
+    /// δ of every release of the quarter (0 for the standard metrics).
+    pub delta: f64,
+    /// ε of `rho` at `display_delta`.
+    pub epsilon: f64,
+    /// The δ that goes with `epsilon`: the display δ plus `delta`.
+    pub epsilon_delta: f64,
+    pub display_delta: f64,
+    /// The parts: the current publication's standard and equity releases, and the releases
+    /// of superseded publications that the current one does not name.
+    pub standard_rho: f64,
+    pub standard_epsilon: f64,
+    pub equity_rho: f64,
+    pub equity_epsilon: f64,
+    pub superseded_rho: f64,
+    pub superseded_epsilon: f64,
+    /// Every release, in the order they were first published.
+    pub releases: Vec<ReleaseLoss>,
+}
+
+/// The loss of a quarter from its publications (oldest first, as
+/// [`Ledger::publications`] gives them), the debit (ρ, δ) of each release (`debit`; a
+/// release it does not know counts what its publication document says), and the display
+/// δ.
+pub fn quarter_loss(
+    publications: &[crate::ledger::publications::StoredPublication],
+    debit: impl Fn(i64) -> Option<(f64, f64)>,
+    display_delta: f64,
+) -> Result<QuarterLoss> {
+    // (release id, part, publication, what its document says it spent)
+    let mut named: Vec<(i64, &str, i64, f64)> = Vec::new();
+    let mut current: Vec<i64> = Vec::new();
+    for (i, p) in publications.iter().enumerate() {
+        let doc = serde_json::from_value::<Publication>(p.document.clone()).ok();
+        let mut parts = vec![(
+            p.release_id,
+            "standard",
+            doc.as_ref().map_or(f64::NAN, |d| d.rho),
+        )];
+        if let Some(d) = &doc
+            && let Some(e) = d.equity_release_id
+        {
+            parts.push((e, "equity", d.equity_rho));
+        }
+        if i + 1 == publications.len() {
+            current = parts.iter().map(|(id, _, _)| *id).collect();
+        }
+        for (id, part, rho) in parts {
+            if !named.iter().any(|n| n.0 == id) {
+                named.push((id, part, p.id, rho));
+            }
+        }
+    }
+    let eps = |rho: f64| -> Result<f64> {
+        if !rho.is_finite() {
+            return Ok(f64::NAN);
+        }
+        Ok(epsilon_at(rho.max(0.0), display_delta)?)
+    };
+    let mut releases = Vec::with_capacity(named.len());
+    for (release_id, part, publication_id, documented) in named {
+        let (rho, delta) = debit(release_id).unwrap_or((documented, 0.0));
+        releases.push(ReleaseLoss {
+            release_id,
+            part: part.to_string(),
+            publication_id,
+            current: current.contains(&release_id),
+            rho,
+            delta,
+            epsilon: eps(rho)?,
+        });
+    }
+    let rho: f64 = releases.iter().map(|r| r.rho).sum();
+    let delta: f64 = releases.iter().map(|r| r.delta).sum();
+    let current_rho = |part: &str| -> f64 {
+        releases
+            .iter()
+            .filter(|r| r.current && r.part == part)
+            .map(|r| r.rho)
+            .sum()
+    };
+    let standard_rho = current_rho("standard");
+    let equity_rho = current_rho("equity");
+    let superseded_rho: f64 = releases.iter().filter(|r| !r.current).map(|r| r.rho).sum();
+    Ok(QuarterLoss {
+        rho,
+        delta,
+        epsilon: eps(rho)?,
+        epsilon_delta: display_delta + delta,
+        display_delta,
+        standard_rho,
+        standard_epsilon: eps(standard_rho)?,
+        equity_rho,
+        equity_epsilon: eps(equity_rho)?,
+        superseded_rho,
+        superseded_epsilon: eps(superseded_rho)?,
+        releases,
+    })
+}
+
+/// [`quarter_loss`] of `quarter` from the ledger: its publications and its releases' debits.
+pub fn quarter_loss_in(ledger: &Ledger, quarter: &str) -> Result<QuarterLoss> {
+    let publications = ledger.publications(Some(quarter))?;
+    let mut debits: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+    for p in &publications {
+        let equity = serde_json::from_value::<Publication>(p.document.clone())
+            .ok()
+            .and_then(|d| d.equity_release_id);
+        for id in std::iter::once(p.release_id).chain(equity) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = debits.entry(id) {
+                match ledger.release(id) {
+                    Ok(r) => {
+                        slot.insert((r.debit_rho, r.debit_delta));
+                    }
+                    // Counted as its publication document says ([`quarter_loss`]).
+                    Err(crate::ledger::LedgerError::NoSuchRelease(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    let display_delta = ledger.config()?.display_delta;
+    quarter_loss(&publications, |id| debits.get(&id).copied(), display_delta)
+}
+
+/// Refuses a warehouse whose noise is not zCDP's discrete Gaussian: `publish` and `plan`
+/// give every standard count a σ and price it as zCDP, and under a pure ε-DP (Laplace)
+/// budget that σ would be taken as the Laplace scale, each statistic composing its own ε
+/// (ρ ≈ 11 for the standard release at the default σ), always over budget. Refused before
+/// anything is prepared or spent.
+fn zcdp_only(config: &crate::ledger::PrivacyConfig) -> Result<()> {
+    match config.noise {
+        NoiseKind::DiscreteGaussian => Ok(()),
+        NoiseKind::DiscreteLaplace => Err(QueriesError::LaplaceNotSupported.into()),
+    }
 }
 
 /// Publishes the standard metrics of one quarter (module docs).
 pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Published> {
     let catalog = Catalog::standard()?;
     let wh = Warehouse::open(warehouse)?;
+    // The one snapshot of the whole publication: the republish guard, completeness, the
+    // programs and both releases all read this manifest, so a load committed meanwhile is
+    // neither published without --republish nor mixed into one of the two releases.
     let manifest = wh.manifest()?;
+    crate::failpoint::hook("publish-after-snapshot", warehouse);
     let version = manifest.version().to_string();
     let q = opts.quarter.to_string();
+    let ledger = Ledger::open(warehouse)?;
+    zcdp_only(&ledger.config()?)?;
     let completeness = completeness(&catalog, &manifest, opts.quarter);
     let incomplete: Vec<String> = completeness
         .iter()
@@ -832,7 +1009,6 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         }
         .into());
     }
-    let ledger = Ledger::open(warehouse)?;
     let current = ledger.current_publication(&q)?;
     if let Some(cur) = &current
         && cur.dataset_version != version
@@ -847,28 +1023,25 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         .into());
     }
     drop(ledger);
-    let spec = standard_spec(&catalog, opts.quarter, opts.noise);
-    let out = release(
-        warehouse,
-        &ReleaseRequest {
+    // Both releases are priced before either is debited, and debited together: a quarter is
+    // never left half published with its budget spent (`release_all`).
+    let mut requests = vec![ReleaseRequest {
+        spec: standard_spec(&catalog, opts.quarter, opts.noise),
+        approver: opts.approver.clone(),
+    }];
+    if let Some(spec) = equity_spec(&catalog, opts.quarter, opts.equity_noise) {
+        requests.push(ReleaseRequest {
             spec,
             approver: opts.approver.clone(),
-        },
-    )
-    .await?;
-    let equity = match equity_spec(&catalog, opts.quarter, opts.equity_noise) {
-        Some(spec) => Some(
-            release(
-                warehouse,
-                &ReleaseRequest {
-                    spec,
-                    approver: opts.approver.clone(),
-                },
-            )
-            .await?,
-        ),
-        None => None,
-    };
+        });
+    }
+    let mut outcomes = release_all(warehouse, &manifest, &requests)
+        .await?
+        .into_iter();
+    let out = outcomes
+        .next()
+        .expect("release_all gives one outcome per request");
+    let equity = outcomes.next();
     let ctx = open_session_at(&wh, &manifest)?;
     let programs = programs(&ctx).await?;
     let (per_program, groups) =
@@ -918,15 +1091,18 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         document: &document,
     })?;
     let superseded = current.filter(|c| c.id != id).map(|c| c.id);
+    let loss = quarter_loss_in(&ledger, &q)?;
     Ok(Published {
         publication_id: id,
         fresh: out.fresh || equity.as_ref().is_some_and(|e| e.fresh),
         superseded,
         publication,
+        loss,
     })
 }
 
-/// What a publication would cost and how precise it would be, before anything is spent.
+/// What a publication would cost and how precise it would be, before anything is spent:
+/// every figure it would publish, the equity breakdowns' too, at their own noise.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub quarter: String,
@@ -936,51 +1112,61 @@ pub struct Plan {
     pub rho: f64,
     /// ρ of the standard release alone.
     pub rho_standard: f64,
-    /// ρ of the equity release (its own k and σ, [`EQUITY_NOISE`]).
+    /// ρ of the equity release (its own k and σ: `equity_k`, `equity_sigma`).
     pub rho_equity: f64,
     pub delta: f64,
     pub epsilon: f64,
     pub display_delta: f64,
-    /// Per count: the 95% noise half-width (OpenDP's accuracy helper).
+    /// Per count of the standard release: the 95% noise half-width (OpenDP's accuracy
+    /// helper).
     pub counts: Vec<(String, i64)>,
     /// The denominator at which rate half-widths are given.
     pub at: u64,
-    /// Per rate: the largest 95% half-width at `at`, over every true rate in [0, 1].
+    /// Per rate of the standard release: the largest 95% half-width at `at`, over every true
+    /// rate in [0, 1].
     pub rates: Vec<(String, f64)>,
+    /// The equity release's k and σ.
+    pub equity_k: u32,
+    pub equity_sigma: f64,
+    /// Per count of the equity release (one program's breakdown value): its 95% half-width
+    /// at `equity_sigma`.
+    pub equity_counts: Vec<(String, i64)>,
+    /// Per rate of the equity release: the largest 95% half-width at `at` survivors of one
+    /// breakdown value of one program, from `equity_sigma`.
+    pub equity_rates: Vec<(String, f64)>,
 }
 
-/// The plan of a quarter's publication at `noise`, through the same [`prepare`] as
-/// `publish`: the same spec, the same noise plan, the same OpenDP map.
-pub async fn plan(
-    warehouse: &Path,
-    quarter: Quarter,
-    noise: StandardNoise,
+impl Plan {
+    /// The widest rate half-width at `at` over every rate the plan lists, standard and
+    /// equity: what a target such as ±8 points must hold for.
+    pub fn widest_rate(&self) -> f64 {
+        self.rates
+            .iter()
+            .chain(&self.equity_rates)
+            .map(|(_, h)| *h)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// The counts' half-widths and the rates' largest half-widths at `at` of a prepared release,
+/// exactly as publish computes them: a count enters a rate with its noise variance, or
+/// (h/1.96)² for its whole-number half-width h if that is larger (`for_rate`).
+fn planned_figures<'a>(
+    prepared: &crate::privacy::release::PreparedRelease,
+    rates: impl Iterator<Item = &'a super::RateDef>,
     at: u64,
-) -> Result<Plan> {
-    let catalog = Catalog::standard()?;
-    let wh = Warehouse::open(warehouse)?;
-    let manifest = wh.manifest()?;
-    let ledger = Ledger::open(warehouse)?;
-    let config = ledger.config()?;
-    let ctx = open_session_at(&wh, &manifest)?;
-    functions::register(&ctx);
-    let spec = standard_spec(&catalog, quarter, noise);
-    let prepared = prepare(&ctx, &spec, &manifest.version().to_string(), &config).await?;
+) -> Result<(Vec<(String, i64)>, Vec<(String, f64)>)> {
     let mut counts = Vec::new();
     for (j, s) in prepared.spec.statistics.iter().enumerate() {
         counts.push((s.name.clone(), prepared.noise.half_width(j)?));
     }
-    // As in publish (`for_rate`): a count enters a rate with its noise variance, or
-    // (h/1.96)² for its whole-number half-width h if that is larger.
     let variance_of = |name: &str| {
         let j = prepared.spec.statistics.iter().position(|s| s.name == name);
         j.map_or(f64::NAN, |j| {
             rate_variance(1, prepared.noise.variance(j), counts[j].1 as f64)
         })
     };
-    let rates = catalog
-        .per_program()
-        .flat_map(|f| &f.rates)
+    let rates: Vec<(String, f64)> = rates
         .map(|r| {
             (
                 r.name.clone(),
@@ -992,15 +1178,54 @@ pub async fn plan(
             )
         })
         .collect();
+    Ok((counts, rates))
+}
+
+/// The plan of a quarter's publication at `noise` and the default equity noise
+/// ([`EQUITY_NOISE`]); see [`plan_with`].
+pub async fn plan(
+    warehouse: &Path,
+    quarter: Quarter,
+    noise: StandardNoise,
+    at: u64,
+) -> Result<Plan> {
+    plan_with(warehouse, quarter, noise, EQUITY_NOISE, at).await
+}
+
+/// The plan of a quarter's publication at `noise` (the standard release) and `equity_noise`
+/// (the equity release), through the same [`prepare`] as `publish`: the same specs, the same
+/// noise plans, the same OpenDP maps.
+pub async fn plan_with(
+    warehouse: &Path,
+    quarter: Quarter,
+    noise: StandardNoise,
+    equity_noise: StandardNoise,
+    at: u64,
+) -> Result<Plan> {
+    let catalog = Catalog::standard()?;
+    let wh = Warehouse::open(warehouse)?;
+    let manifest = wh.manifest()?;
+    let ledger = Ledger::open(warehouse)?;
+    let config = ledger.config()?;
+    zcdp_only(&config)?;
+    let ctx = open_session_at(&wh, &manifest)?;
+    functions::register(&ctx);
+    let version = manifest.version().to_string();
+    let spec = standard_spec(&catalog, quarter, noise);
+    let prepared = prepare(&ctx, &spec, &version, &config).await?;
+    let (counts, rates) =
+        planned_figures(&prepared, catalog.per_program().flat_map(|f| &f.rates), at)?;
     let rho_standard = prepared.loss.rho;
-    let rho_equity = match equity_spec(&catalog, quarter, EQUITY_NOISE) {
-        Some(spec) => {
-            prepare(&ctx, &spec, &manifest.version().to_string(), &config)
-                .await?
-                .loss
-                .rho
+    let (rho_equity, equity_counts, equity_rates) = match (
+        equity_spec(&catalog, quarter, equity_noise),
+        catalog.files.iter().find(|f| f.is_breakdown()),
+    ) {
+        (Some(spec), Some(file)) => {
+            let equity = prepare(&ctx, &spec, &version, &config).await?;
+            let (counts, rates) = planned_figures(&equity, file.rates.iter(), at)?;
+            (equity.loss.rho, counts, rates)
         }
-        None => 0.0,
+        _ => (0.0, Vec::new(), Vec::new()),
     };
     // Composition of the two releases: their ρ add (zCDP).
     let rho = rho_standard + rho_equity;
@@ -1017,6 +1242,10 @@ pub async fn plan(
         counts,
         at,
         rates,
+        equity_k: equity_noise.k,
+        equity_sigma: equity_noise.sigma,
+        equity_counts,
+        equity_rates,
     })
 }
 
@@ -1026,8 +1255,10 @@ pub fn rate_half_width(var_num: f64, var_den: f64, n: f64) -> f64 {
     super::figures::Z95 * (var_num + var_den).sqrt() / n
 }
 
-/// The plan with the largest σ (so the smallest ρ) whose every rate half-width at `at` is
-/// within `target`; refused when that σ is below the warehouse's minimum scale.
+/// The plan with the largest σ of each release (so the smallest ρ) whose every rate
+/// half-width at `at` is within `target`: the standard release's σ for its rates, the equity
+/// release's (at its k, [`EQUITY_NOISE`]) for the equity rates, since every rate the plan
+/// lists must meet it. Refused when a σ would be below the warehouse's minimum scale.
 pub async fn plan_for_target(
     warehouse: &Path,
     quarter: Quarter,
@@ -1042,14 +1273,33 @@ pub async fn plan_for_target(
         }
         .into());
     }
-    // With one σ for every statistic the worst rate's half-width is 1.96·σ·√2/n.
-    let mut sigma = target * at as f64 / (super::figures::Z95 * 2f64.sqrt());
+    // With one σ for every statistic of a release, its worst rate's half-width is
+    // 1.96·σ·√2/n: the same closed form for both releases.
+    let closed = target * at as f64 / (super::figures::Z95 * 2f64.sqrt());
+    let (mut sigma, mut equity_sigma) = (closed, closed);
     loop {
-        let p = plan(warehouse, quarter, StandardNoise { k, sigma }, at).await?;
-        if p.rates.iter().all(|(_, h)| *h <= target) {
+        let p = plan_with(
+            warehouse,
+            quarter,
+            StandardNoise { k, sigma },
+            StandardNoise {
+                k: EQUITY_NOISE.k,
+                sigma: equity_sigma,
+            },
+            at,
+        )
+        .await?;
+        let standard_met = p.rates.iter().all(|(_, h)| *h <= target);
+        let equity_met = p.equity_rates.iter().all(|(_, h)| *h <= target);
+        if standard_met && equity_met {
             return Ok(p);
         }
         // Rounding of the closed form: step down until the plan itself meets the target.
-        sigma *= 0.999;
+        if !standard_met {
+            sigma *= 0.999;
+        }
+        if !equity_met {
+            equity_sigma *= 0.999;
+        }
     }
 }

@@ -795,6 +795,255 @@ async fn a_superseded_release_names_its_successor_and_the_quarter_routes_serve_t
     assert!(ids.contains(&new) && !ids.contains(&old), "{ids:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_complete_through_is_published_without_new_spending_and_the_api_shows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = tmp.path().join("wh");
+    // Complete through 2025-05-15: 2025Q1's 90- and 120-day windows are not.
+    ingest(&wh, &fixture_files(), &fixture_opts("2025-05-15")).expect("the fixture loads");
+    let mut l = Ledger::init(
+        &wh,
+        &BudgetInit {
+            total_rho: 20.0,
+            total_delta: 0.0,
+            horizon_days: 365,
+            config: PrivacyConfig::default(),
+        },
+    )
+    .unwrap();
+    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
+    drop(l);
+    let mut incomplete = opts("2025Q1");
+    incomplete.allow_incomplete = true;
+    let first = publish(&wh, &incomplete).await.unwrap();
+    assert!(first.publication.completeness.iter().any(|c| !c.complete));
+    let spent = Ledger::open(&wh).unwrap().show().unwrap().spent_rho;
+    // The steward declares every table complete, as the README says: `complete-through`.
+    for file in fixture_files() {
+        let table = file.file_stem().unwrap().to_str().unwrap().to_string();
+        outreach(&wh, &["complete-through", &table, "2025-12-31"]);
+    }
+    // Publishing again needs no --allow-incomplete, replays both releases, and stores a new
+    // document that supersedes the old one.
+    let again = publish(&wh, &opts("2025Q1")).await.unwrap();
+    assert!(!again.fresh, "the same releases: nothing drawn");
+    assert_eq!(again.publication.release_id, first.publication.release_id);
+    assert_eq!(
+        again.publication.equity_release_id,
+        first.publication.equity_release_id
+    );
+    assert!(again.publication.completeness.iter().all(|c| c.complete));
+    assert_ne!(again.publication_id, first.publication_id);
+    assert_eq!(again.superseded, Some(first.publication_id));
+    let ledger = Ledger::open(&wh).unwrap();
+    assert_eq!(
+        ledger.show().unwrap().spent_rho,
+        spent,
+        "nothing is debited"
+    );
+    assert_eq!(ledger.releases().unwrap().len(), 2);
+    drop(ledger);
+    let doc = current_doc(&wh, "2025Q1");
+    assert!(
+        doc["completeness"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["complete"] == true),
+        "the stored figures are the complete ones"
+    );
+
+    // The API serves what the CLI printed: complete figures, from the same releases.
+    let app = app(state(&wh, roomy()).await);
+    let quarters = get(&app, "/v1/quarters").await.json();
+    assert_eq!(quarters[0]["publication_id"], again.publication_id);
+    assert_eq!(quarters[0]["supersedes"], first.publication_id);
+    assert_eq!(quarters[0]["release_id"], first.publication.release_id);
+    let page = get(&app, "/v1/quarters/2025Q1/programs/P1").await.json();
+    assert_eq!(page["publication_id"], again.publication_id);
+    assert!(
+        page["completeness"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["complete"] == true),
+        "{}",
+        page["completeness"]
+    );
+    let figures = page["figures"].as_array().unwrap();
+    assert!(!figures.is_empty());
+    assert!(figures.iter().all(|f| f["complete"] == true));
+    let budget = get(&app, "/v1/budget").await.json();
+    assert!((budget["spent_rho"].as_f64().unwrap() - spent).abs() <= 1e-12);
+    // Neither release was replaced: both are current.
+    for id in [
+        first.publication.release_id,
+        first.publication.equity_release_id.unwrap(),
+    ] {
+        let r = get(&app, &format!("/v1/releases/{id}")).await.json();
+        assert!(r["superseded_by"].is_null(), "{id}: {}", r["superseded_by"]);
+    }
+    let current = get(&app, "/v1/releases?quarter=2025Q1&current=true")
+        .await
+        .json();
+    assert_eq!(current.as_array().unwrap().len(), 2);
+
+    // Once more: the stored document is the same, so nothing new is stored.
+    let third = publish(&wh, &opts("2025Q1")).await.unwrap();
+    assert_eq!(third.publication_id, again.publication_id);
+    assert_eq!(third.superseded, None);
+    assert_eq!(
+        Ledger::open(&wh)
+            .unwrap()
+            .publications(Some("2025Q1"))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// A number as the templates print it (minijinja's `round(places)`).
+fn shown(x: f64, places: i32) -> String {
+    let p = 10f64.powi(places);
+    let mut s = ((p * x).round() / p).to_string();
+    if !s.contains('.') {
+        s.push_str(".0");
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quarter_view_shows_the_quarters_whole_loss_superseded_releases_included() {
+    use outreach_warehouse::privacy::mechanism::epsilon_at;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let first = current_doc(&wh, "2025Q1");
+    republish_2025q1_after_new_data(tmp.path(), &wh).await;
+    let second = current_doc(&wh, "2025Q1");
+    let ledger = Ledger::open(&wh).unwrap();
+    let debit = |id: &Value| ledger.release(id.as_i64().unwrap()).unwrap().debit_rho;
+    let (s1, e1) = (
+        debit(&first["release_id"]),
+        debit(&first["equity_release_id"]),
+    );
+    let (s2, e2) = (
+        debit(&second["release_id"]),
+        debit(&second["equity_release_id"]),
+    );
+    // Every release that published 2025Q1: the current two and the superseded two.
+    let total = s1 + e1 + s2 + e2;
+    let app = app(state(&wh, roomy()).await);
+    let quarters = get(&app, "/v1/quarters").await.json();
+    let of = |quarter: &str| {
+        quarters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["quarter"] == quarter)
+            .unwrap()
+            .clone()
+    };
+    let q1 = of("2025Q1");
+    let num = |k: &str| {
+        q1[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing from {q1}"))
+    };
+    let rho = num("rho");
+    assert!(
+        (rho - total).abs() <= 1e-12,
+        "{rho} != {s1} + {e1} + {s2} + {e2}"
+    );
+    assert!((num("standard_rho") - s2).abs() <= 1e-15);
+    assert!((num("equity_rho") - e2).abs() <= 1e-15);
+    assert!((num("superseded_rho") - (s1 + e1)).abs() <= 1e-12);
+    // ε of the whole, and of each part alone, converted at the display δ as everywhere.
+    let delta = num("display_delta");
+    assert_eq!(
+        num("epsilon_delta"),
+        delta,
+        "the standard metrics spend no δ"
+    );
+    // (JSON numbers may come back an ulp off: compare closely, not exactly.)
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+    assert!(near(num("epsilon"), epsilon_at(rho, delta).unwrap()));
+    for part in ["standard", "equity", "superseded"] {
+        assert!(
+            near(
+                num(&format!("{part}_epsilon")),
+                epsilon_at(num(&format!("{part}_rho")), delta).unwrap()
+            ),
+            "{part}"
+        );
+    }
+    // It is more than the standard release's ε, which is all that was shown before.
+    assert!(num("epsilon") > second["epsilon"].as_f64().unwrap());
+    // Every release is listed once with its ρ; the superseded ones are not current.
+    let listed = q1["releases"].as_array().unwrap();
+    let ids: Vec<i64> = listed
+        .iter()
+        .map(|r| r["release_id"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = [
+        &first["release_id"],
+        &first["equity_release_id"],
+        &second["release_id"],
+        &second["equity_release_id"],
+    ]
+    .iter()
+    .map(|v| v.as_i64().unwrap())
+    .collect();
+    assert_eq!(ids, expected);
+    let listed_rho: f64 = listed.iter().map(|r| r["rho"].as_f64().unwrap()).sum();
+    assert!((listed_rho - rho).abs() <= 1e-12);
+    for r in listed {
+        let current = r["release_id"] == second["release_id"]
+            || r["release_id"] == second["equity_release_id"];
+        assert_eq!(r["current"], current, "{r}");
+    }
+    // 2025Q2 was published once: its two releases, nothing superseded.
+    let q2 = of("2025Q2");
+    let q2_doc = current_doc(&wh, "2025Q2");
+    let q2_total = debit(&q2_doc["release_id"]) + debit(&q2_doc["equity_release_id"]);
+    assert!((q2["rho"].as_f64().unwrap() - q2_total).abs() <= 1e-12);
+    assert_eq!(q2["superseded_rho"].as_f64().unwrap(), 0.0);
+    drop(ledger);
+    // The CSV carries the total and its parts.
+    let csv = get(&app, "/v1/quarters?format=csv").await.text();
+    assert!(
+        csv.lines().next().unwrap().contains(
+            "rho,epsilon,display_delta,epsilon_delta,standard_rho,standard_epsilon,equity_rho,equity_epsilon,superseded_rho,superseded_epsilon"
+        ),
+        "{csv}"
+    );
+    // The dashboard and the report show the quarter's loss, not the standard release's.
+    let total_text = format!(
+        "zCDP &rho; = {} (&epsilon; = {}",
+        shown(rho, 4),
+        shown(num("epsilon"), 3)
+    );
+    let page = get(&app, "/?quarter=2025Q1").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let html = page.text();
+    assert!(
+        html.contains("Privacy loss of 2025Q1") && html.contains(&total_text),
+        "{total_text}"
+    );
+    let (report, _) =
+        outreach_warehouse::dashboard::report::render(&wh, "2025Q1".parse().unwrap(), "report.csv")
+            .await
+            .unwrap();
+    assert!(
+        report.contains(&format!(
+            "zCDP &rho; = {}, &epsilon; = {}",
+            shown(rho, 4),
+            shown(num("epsilon"), 3)
+        )),
+        "the report's total"
+    );
+    assert!(report.contains("Superseded publications"));
+}
+
 /// The ledger file's bytes (and its WAL's, if any).
 fn ledger_bytes(wh: &Path) -> Vec<Vec<u8>> {
     ["ledger.sqlite", "ledger.sqlite-wal"]

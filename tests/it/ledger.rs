@@ -175,6 +175,55 @@ fn an_idempotency_key_already_released_spends_nothing_but_a_failed_one_is_a_new_
 }
 
 #[test]
+fn releases_paid_together_are_debited_together_or_not_at_all() {
+    // A quarter's publication is two releases from one allocation: either both are paid or
+    // neither is, and what is already released is free and not checked again.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = init(tmp.path(), 1.0);
+    l.allocate("std", 0.5).unwrap();
+    // Room for the first (0.43) but not for both (0.57): refused, nothing debited, and the
+    // refusal names what the two cost together.
+    let e = l
+        .begin_releases(&[start("s", "std", 0.43), start("e", "std", 0.14)])
+        .unwrap_err();
+    assert!(matches!(e, LedgerError::OverBudget { .. }), "{e}");
+    assert_eq!(e.fault(), Fault::BudgetExhausted);
+    assert!(e.to_string().contains("0.570000"), "{e}");
+    assert!(l.releases().unwrap().is_empty());
+    assert_eq!(l.show().unwrap().spent_rho, 0.0);
+    // Both fit: both are debited.
+    let begun = l
+        .begin_releases(&[start("s", "std", 0.3), start("e", "std", 0.15)])
+        .unwrap();
+    let [Begin::Fresh(s), Begin::Fresh(e)] = begun.as_slice() else {
+        panic!("{begun:?}")
+    };
+    let (s, e) = (*s, *e);
+    assert!(close(l.show().unwrap().spent_rho, 0.45));
+    l.finish_released(s, &serde_json::json!({}), &serde_json::json!({}))
+        .unwrap();
+    l.finish_failed(e, "disk full").unwrap();
+    // Again: the released one is free, the failed one a new debit that does not fit (0.05
+    // left): refused, nothing more debited.
+    assert!(
+        l.begin_releases(&[start("s", "std", 0.3), start("e", "std", 0.15)])
+            .is_err()
+    );
+    assert!(close(l.show().unwrap().spent_rho, 0.45));
+    assert_eq!(l.releases().unwrap().len(), 2);
+    // One that fits beside the free one.
+    let begun = l
+        .begin_releases(&[start("s", "std", 0.3), start("e2", "std", 0.05)])
+        .unwrap();
+    assert!(
+        matches!(begun.as_slice(), [Begin::Existing(x), Begin::Fresh(_)] if *x == s),
+        "{begun:?}"
+    );
+    assert!(close(l.show().unwrap().spent_rho, 0.5));
+    assert!(l.check().unwrap().is_empty());
+}
+
+#[test]
 fn a_hundred_concurrent_threads_never_overspend() {
     let tmp = tempfile::tempdir().unwrap();
     let mut l = init(tmp.path(), 1.0);

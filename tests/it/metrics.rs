@@ -9,14 +9,14 @@ use std::process::Command;
 use chrono::NaiveDate;
 use outreach_warehouse::Fault;
 use outreach_warehouse::ingest::{IngestOptions, ingest};
-use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
 use outreach_warehouse::privacy::release::plan_query;
 use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::queries::exact::exact;
 use outreach_warehouse::queries::figures::Z95;
 use outreach_warehouse::queries::publish::{
     EQUITY_NOISE, PublishOptions, STANDARD_ALLOCATION, StandardNoise, completeness, plan,
-    plan_for_target, publish, standard_spec,
+    plan_for_target, plan_with, publish, standard_spec,
 };
 use outreach_warehouse::queries::{Catalog, MetricFile, docs};
 use outreach_warehouse::warehouse::{Warehouse, open_session};
@@ -43,6 +43,17 @@ pub(crate) fn fixture_opts(through: &str) -> IngestOptions {
 
 /// The fixture warehouse, every table declared complete through `through`, with a budget.
 fn fixture_warehouse(tmp: &Path, through: &str) -> PathBuf {
+    fixture_warehouse_with(tmp, through, 10.0, PrivacyConfig::default())
+}
+
+/// The fixture warehouse with `standard_rho` in `standard-releases` (of a total ρ of 10)
+/// and the privacy configuration `config`.
+fn fixture_warehouse_with(
+    tmp: &Path,
+    through: &str,
+    standard_rho: f64,
+    config: PrivacyConfig,
+) -> PathBuf {
     let wh = tmp.join("wh");
     ingest(&wh, &fixture_files(), &fixture_opts(through)).expect("the fixture loads");
     let mut l = Ledger::init(
@@ -51,11 +62,11 @@ fn fixture_warehouse(tmp: &Path, through: &str) -> PathBuf {
             total_rho: 10.0,
             total_delta: 0.0,
             horizon_days: 365,
-            config: PrivacyConfig::default(),
+            config,
         },
     )
     .unwrap();
-    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
+    l.allocate(STANDARD_ALLOCATION, standard_rho).unwrap();
     wh
 }
 
@@ -495,6 +506,135 @@ fn new_data_needs_republish_which_supersedes_and_keeps_both() {
 }
 
 #[test]
+fn a_quarter_whose_two_releases_do_not_both_fit_is_refused_and_nothing_is_debited() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for the standard release (ρ = 2·13/(2·5.5²) = 0.4298) but not for both
+    // (+ 6·3/(2·8²) = 0.1406, 0.5704 in all).
+    let wh = fixture_warehouse_with(tmp.path(), "2025-12-31", 0.5, PrivacyConfig::default());
+    let standard = 2.0 * 13.0 / (2.0 * 5.5 * 5.5);
+    let both = standard + 6.0 * 3.0 / (2.0 * 8.0 * 8.0);
+    assert!(standard < 0.5 && both > 0.5);
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BudgetExhausted, "{e}");
+    let text = e.to_string();
+    // The refusal names what the two cost together, and the allocation.
+    assert!(
+        text.contains(&format!("{both:.6}")) && text.contains(STANDARD_ALLOCATION),
+        "{text}"
+    );
+    assert_eq!(spent(&wh), 0.0, "nothing is debited");
+    let l = Ledger::open(&wh).unwrap();
+    assert!(l.releases().unwrap().is_empty(), "no release is recorded");
+    assert!(l.publications(None).unwrap().is_empty());
+    drop(l);
+    // With room for both, the quarter is published whole.
+    Ledger::open(&wh)
+        .unwrap()
+        .allocate(STANDARD_ALLOCATION, 0.1)
+        .unwrap();
+    let p = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    assert!(p.fresh && p.publication.equity_release_id.is_some());
+    assert!((spent(&wh) - both).abs() <= 1e-9, "{}", spent(&wh));
+}
+
+#[test]
+fn both_releases_record_the_version_publish_read_even_if_data_arrive_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let read = Warehouse::open(&wh).unwrap().manifest().unwrap().version();
+    // Two loads commit while the quarter is published: one right after publish read the
+    // manifest, one between its two releases.
+    for (point, n) in [("publish-after-snapshot", 1), ("release-between", 2)] {
+        let file = tmp.path().join(format!("overdose_events-late{n}.csv"));
+        std::fs::write(
+            &file,
+            format!(
+                "event_id,person_key,program_id,event_date,source,fatal,naloxone_administered,transported_to_ed,age_band,sex,race_ethnicity\n\
+                 EL{n},KL{n},P1,2025-02-1{n},ems,false,true,false,25_34,male,unknown\n"
+            ),
+        )
+        .unwrap();
+        let target = wh.clone();
+        outreach_warehouse::failpoint::set_hook(point, &wh, move || {
+            ingest(&target, &[file], &fixture_opts("2025-12-31")).expect("the late load commits");
+        });
+    }
+    let p = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap();
+    let now = Warehouse::open(&wh).unwrap().manifest().unwrap().version();
+    assert_eq!(
+        now.0,
+        read.0 + 2,
+        "both loads committed during the publication"
+    );
+    let read = read.to_string();
+    assert_eq!(p.publication.dataset_version, read);
+    let l = Ledger::open(&wh).unwrap();
+    let releases = l.releases().unwrap();
+    assert_eq!(releases.len(), 2);
+    for r in &releases {
+        assert_eq!(r.dataset_version, read, "{}", r.name);
+    }
+    let stored = l.current_publication("2025Q1").unwrap().unwrap();
+    assert_eq!(stored.dataset_version, read);
+    drop(l);
+    // The new data are published only with --republish.
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput);
+    assert!(e.to_string().contains("--republish"), "{e}");
+}
+
+#[test]
+fn publish_and_plan_refuse_a_laplace_budget_up_front_and_spend_nothing() {
+    // Under a pure-DP budget, σ would be taken as the Laplace scale and every statistic
+    // would compose its own ε: ρ ≈ 11 a quarter, always over budget. Refused, saying why.
+    let tmp = tempfile::tempdir().unwrap();
+    let laplace = PrivacyConfig {
+        noise: NoiseKind::DiscreteLaplace,
+        ..PrivacyConfig::default()
+    };
+    let wh = fixture_warehouse_with(tmp.path(), "2025-12-31", 10.0, laplace);
+    let e = rt().block_on(publish(&wh, &opts("2025Q1"))).unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("calibration is for zCDP")
+            && text.contains("Laplace budget is not supported for publish")
+            && text.contains("outreach release"),
+        "{text}"
+    );
+    let e = rt()
+        .block_on(plan(&wh, q("2025Q1"), StandardNoise::default(), 200))
+        .unwrap_err();
+    assert_eq!(e.fault(), Fault::BadInput, "{e}");
+    assert!(e.to_string().contains("calibration is for zCDP"), "{e}");
+    // Through the command line: exit 2, the reason on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .args([
+            "--quiet",
+            "publish",
+            "--quarter",
+            "2025Q1",
+            "--approver",
+            "steward",
+        ])
+        .arg("--warehouse")
+        .arg(&wh)
+        .env_remove("OUTREACH_FAIL_POINT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Laplace budget is not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = Ledger::open(&wh).unwrap();
+    assert!(l.releases().unwrap().is_empty(), "nothing is recorded");
+    assert_eq!(l.show().unwrap().spent_rho, 0.0, "nothing is debited");
+    assert!(l.publications(None).unwrap().is_empty());
+}
+
+#[test]
 fn an_incomplete_quarter_is_refused_unless_allowed_and_then_says_which_windows() {
     let tmp = tempfile::tempdir().unwrap();
     // Complete through 2025-05-15: 2025Q1's quarter and 30-day windows are covered
@@ -572,6 +712,133 @@ fn plan_and_publish_use_the_same_noise_plan() {
 }
 
 #[test]
+fn the_plan_lists_every_equity_count_and_rate_with_the_half_width_of_its_own_sigma() {
+    use outreach_warehouse::privacy::mechanism::half_width;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let p = rt()
+        .block_on(plan(&wh, q("2025Q1"), StandardNoise::default(), 200))
+        .unwrap();
+    assert_eq!(spent(&wh), 0.0, "a plan spends nothing");
+    // Every figure of the equity release is listed.
+    let catalog = Catalog::standard().unwrap();
+    let equity = catalog.files.iter().find(|f| f.is_breakdown()).unwrap();
+    let names = |v: &[(String, f64)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        p.equity_counts
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>(),
+        equity
+            .statistics
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        names(p.equity_rates.as_slice()),
+        equity
+            .rates
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (p.equity_k, p.equity_sigma),
+        (EQUITY_NOISE.k, EQUITY_NOISE.sigma)
+    );
+    // At their own σ = 8: OpenDP's count half-width is 16 (the standard counts' is 11 at
+    // σ = 5.5), and a rate's worst half-width at n is 1.96·√(2v)/n with v the larger of σ²
+    // and (h/1.96)², as publish's equity figures use it.
+    let h = half_width(NoiseKind::DiscreteGaussian, 8.0, 0.05).unwrap();
+    assert_eq!(h, 16);
+    assert!(
+        p.equity_counts.iter().all(|(_, x)| *x == h),
+        "{:?}",
+        p.equity_counts
+    );
+    let v = (8.0f64 * 8.0).max((h as f64 / Z95) * (h as f64 / Z95));
+    for (name, hw) in &p.equity_rates {
+        assert!(
+            (hw - Z95 * (2.0 * v).sqrt() / 200.0).abs() < 1e-12,
+            "{name}: {hw}"
+        );
+        // Wider than the standard rates': ±0.113 at 200, not within ±8 points.
+        assert!(*hw > 0.08, "{name}: {hw}");
+    }
+    assert_eq!(p.widest_rate(), p.equity_rates[0].1);
+    // Another equity σ changes the equity figures and ρ only.
+    let other = rt()
+        .block_on(plan_with(
+            &wh,
+            q("2025Q1"),
+            StandardNoise::default(),
+            StandardNoise {
+                k: EQUITY_NOISE.k,
+                sigma: 4.0,
+            },
+            200,
+        ))
+        .unwrap();
+    assert_eq!(other.rates, p.rates);
+    assert_eq!(other.rho_standard, p.rho_standard);
+    let h4 = half_width(NoiseKind::DiscreteGaussian, 4.0, 0.05).unwrap();
+    assert!(other.equity_counts.iter().all(|(_, x)| *x == h4));
+    let v4 = (4.0f64 * 4.0).max((h4 as f64 / Z95) * (h4 as f64 / Z95));
+    for (_, hw) in &other.equity_rates {
+        assert!((hw - Z95 * (2.0 * v4).sqrt() / 200.0).abs() < 1e-12, "{hw}");
+    }
+    // ρ = k·Σ B² / (2σ²) with k = 6 and Σ B² = 3.
+    assert!((other.rho_equity - 6.0 * 3.0 / (2.0 * 16.0)).abs() <= 1e-9);
+    assert!((other.rho - other.rho_standard - other.rho_equity).abs() <= 1e-12);
+    // The command prints them, as CSV and in its table.
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
+            .args(["--quiet", "plan", "--quarter", "2025Q1", "--format", format])
+            .arg("--warehouse")
+            .arg(&wh)
+            .env_remove("OUTREACH_FAIL_POINT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let csv = run("csv");
+    let printed: Vec<(String, f64)> = csv
+        .lines()
+        .filter_map(|l| l.strip_prefix("equity_rate_at_200,"))
+        .map(|l| {
+            let (name, h) = l.split_once(',').unwrap();
+            (name.to_string(), h.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(printed, p.equity_rates, "{csv}");
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.starts_with("equity_count,"))
+            .count(),
+        p.equity_counts.len()
+    );
+    let table = run("table");
+    for (name, _) in &p.equity_rates {
+        assert!(
+            table.contains(&format!(
+                "equity rate {name} at 200 survivors of one breakdown value"
+            )),
+            "{table}"
+        );
+    }
+    assert!(
+        table.contains(&format!("within ±{:.3} at 200 survivors", p.widest_rate())),
+        "{table}"
+    );
+}
+
+#[test]
 fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = fixture_warehouse(tmp.path(), "2025-12-31");
@@ -603,4 +870,35 @@ fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
         rt().block_on(plan_for_target(&wh, q("2025Q1"), 2, 1.5, 200))
             .is_err()
     );
+    // Every rate the plan lists meets the target, the equity rates too, each release at its
+    // largest σ: σ = 0.08·200 / (1.96·√2) ≈ 5.77 for the equity release as well, so
+    // ρ = 6·3/(2σ²) ≈ 0.27 for it.
+    assert!(p.equity_rates.iter().all(|(_, h)| *h <= 0.08));
+    assert!(p.widest_rate() <= 0.08);
+    assert!(
+        (p.equity_sigma - 0.08 * 200.0 / (Z95 * 2f64.sqrt())).abs() < 0.01,
+        "{}",
+        p.equity_sigma
+    );
+    assert!(
+        (p.rho_equity - 6.0 * 3.0 / (2.0 * p.equity_sigma * p.equity_sigma)).abs()
+            <= 1e-9 * p.rho_equity
+    );
+    assert!((p.rho - p.rho_standard - p.rho_equity).abs() <= 1e-12);
+    let looser_equity = rt()
+        .block_on(plan_with(
+            &wh,
+            q("2025Q1"),
+            StandardNoise {
+                k: 2,
+                sigma: p.sigma,
+            },
+            StandardNoise {
+                k: EQUITY_NOISE.k,
+                sigma: p.equity_sigma * 1.01,
+            },
+            200,
+        ))
+        .unwrap();
+    assert!(looser_equity.equity_rates.iter().any(|(_, h)| *h > 0.08));
 }
