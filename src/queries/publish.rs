@@ -1148,6 +1148,10 @@ impl Plan {
     }
 }
 
+/// What [`planned_figures`] gives: each count's whole-number half-width, and each rate's
+/// largest half-width at `at`, by name.
+type PlannedFigures = (Vec<(String, i64)>, Vec<(String, f64)>);
+
 /// The counts' half-widths and the rates' largest half-widths at `at` of a prepared release,
 /// exactly as publish computes them: a count enters a rate with its noise variance, or
 /// (h/1.96)² for its whole-number half-width h if that is larger (`for_rate`).
@@ -1155,7 +1159,7 @@ fn planned_figures<'a>(
     prepared: &crate::privacy::release::PreparedRelease,
     rates: impl Iterator<Item = &'a super::RateDef>,
     at: u64,
-) -> Result<(Vec<(String, i64)>, Vec<(String, f64)>)> {
+) -> Result<PlannedFigures> {
     let mut counts = Vec::new();
     for (j, s) in prepared.spec.statistics.iter().enumerate() {
         counts.push((s.name.clone(), prepared.noise.half_width(j)?));

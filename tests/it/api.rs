@@ -1980,7 +1980,7 @@ async fn a_failed_run_stays_pending_to_the_researcher_and_the_steward_can_reject
         let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
             .arg("requests")
             .args(&args[..1])
-            .arg(id.to_string())
+            .arg(id)
             .args(&args[1..])
             .env("OUTREACH_WAREHOUSE", &wh)
             .output()
