@@ -217,6 +217,79 @@ mod tests {
     }
 
     #[test]
+    fn an_interval_wholly_outside_its_range_keeps_the_width_of_its_noise() {
+        // A rate whose noisy value is −20% with a standard error of 5 points: its whole
+        // interval, −29.8% to −10.2%, lies below zero. Clamping alone would show [0, 0].
+        let f = RateFigure::new(
+            "r",
+            "a",
+            "b",
+            Some(RateEstimate {
+                raw: -0.2,
+                variance: 0.05 * 0.05,
+            }),
+            true,
+        );
+        assert_eq!((f.value, f.lower), (Some(0.0), Some(0.0)));
+        assert!((f.upper.unwrap() - Z95 * 0.05).abs() < 1e-15, "{f:?}");
+        // Above one: the interval reaches its half-width down from 1.
+        let f = RateFigure::new(
+            "r",
+            "a",
+            "b",
+            Some(RateEstimate {
+                raw: 1.3,
+                variance: 0.05 * 0.05,
+            }),
+            true,
+        );
+        assert_eq!((f.value, f.upper), (Some(1.0), Some(1.0)));
+        assert!(
+            (f.lower.unwrap() - (1.0 - Z95 * 0.05)).abs() < 1e-15,
+            "{f:?}"
+        );
+        // A count of −30 with a half-width of 11: [0, 11], not [0, 0].
+        let c = CountFigure::new("c", -30.0, 11.0, true);
+        assert_eq!((c.value, c.lower, c.upper, c.raw), (0.0, 0.0, 11.0, -30.0));
+        // A difference wholly below −1.
+        let d = DifferenceFigure::new(
+            "d",
+            "a",
+            "b",
+            Some(RateEstimate {
+                raw: 0.1,
+                variance: 0.0,
+            }),
+            Some(RateEstimate {
+                raw: 1.5,
+                variance: 0.01,
+            }),
+            true,
+        );
+        assert_eq!((d.value, d.lower), (Some(-1.0), Some(-1.0)));
+        assert!(
+            (d.upper.unwrap() - (-1.0 + Z95 * 0.1)).abs() < 1e-12,
+            "{d:?}"
+        );
+        // Within the range nothing changes, and at the bound the two rules meet: the shown
+        // interval moves continuously with the noisy value.
+        assert_eq!(shown_interval(0.5, 0.1, 0.0, 1.0), (0.4, 0.6));
+        assert_eq!(shown_interval(0.05, 0.1, 0.0, 1.0).1, 0.05 + 0.1);
+        assert_eq!(shown_interval(0.0, 0.1, 0.0, 1.0), (0.0, 0.1));
+        assert_eq!(shown_interval(-1e-9, 0.1, 0.0, 1.0), (0.0, 0.1));
+        // Never narrower than the half-width, nor wider than the range.
+        for raw in [-3.0, -0.5, -0.1, 0.0, 0.02, 0.5, 0.97, 1.0, 1.2, 4.0] {
+            for h in [0.01, 0.1, 0.6, 2.0] {
+                let (lo, hi) = shown_interval(raw, h, 0.0, 1.0);
+                assert!(0.0 <= lo && lo <= hi && hi <= 1.0, "{raw} {h}");
+                assert!(hi - lo >= h.min(1.0) - 1e-12, "{raw} {h}: [{lo}, {hi}]");
+                // It holds what clamping alone shows: it covers the truth as often.
+                assert!(lo <= (raw - h).clamp(0.0, 1.0) && (raw + h).clamp(0.0, 1.0) <= hi);
+            }
+        }
+    }
+
+    #[test]
     fn the_delta_method_variance_is_the_hand_formula() {
         // r = 40/200 = 0.2; Var = (36 + 0.04·36) / 40000 = 37.44 / 40000.
         let e = rate(n(40.0, 6.0), n(200.0, 6.0)).unwrap();

@@ -315,3 +315,111 @@ async fn the_small_cell_rule_looks_at_a_rates_numerator_and_denominator() {
     }
     assert!(greyed_by_numerator > 0, "the case the rule is about occurs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_wholly_below_zero_is_shown_with_the_width_of_its_noise_on_every_page() {
+    use outreach_warehouse::ledger::Ledger;
+    use outreach_warehouse::ledger::publications::NewPublication;
+    use outreach_warehouse::queries::figures::{CountFigure, RateEstimate, RateFigure, Z95};
+    use outreach_warehouse::queries::publish::Publication;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    // Fabricated figures of P1 in 2025Q1, built by the publication's own code: an engagement
+    // rate whose noisy value is −20% with a standard error of 5 points, so that its whole 95%
+    // interval (−29.8% to −10.2%) lies below zero; and a count of −30 whose interval ±11
+    // lies below zero too. Clamping alone would show both as certain: 0.0% (0.0%–0.0%).
+    let mut doc = Publication::from_document(&crate::api::current_doc(&wh, "2025Q1")).unwrap();
+    let p1 = doc
+        .programs
+        .iter_mut()
+        .find(|p| p.program.program_id == "P1")
+        .unwrap();
+    let r = p1
+        .rates
+        .iter_mut()
+        .find(|r| r.name == "engagement_30d")
+        .unwrap();
+    let (num, den) = (r.numerator.clone(), r.denominator.clone());
+    *r = RateFigure::new(
+        "engagement_30d",
+        &num,
+        &den,
+        Some(RateEstimate {
+            raw: -0.2,
+            variance: 0.05 * 0.05,
+        }),
+        true,
+    );
+    assert_eq!((r.value, r.lower), (Some(0.0), Some(0.0)));
+    assert!((r.upper.unwrap() - Z95 * 0.05).abs() < 1e-12, "{r:?}");
+    let c = p1
+        .counts
+        .iter_mut()
+        .find(|c| c.statistic == "engaged_30d")
+        .unwrap();
+    *c = CountFigure::new("engaged_30d", -30.0, 11.0, true);
+    assert_eq!((c.value, c.lower, c.upper), (0.0, 0.0, 11.0));
+    // Stored as a new publication of the same releases, as `publish` stores one.
+    let document = serde_json::to_value(&doc).unwrap();
+    Ledger::open(&wh)
+        .unwrap()
+        .record_publication(&NewPublication {
+            quarter: "2025Q1",
+            release_id: doc.release_id,
+            dataset_version: &doc.dataset_version,
+            approver: &doc.approver,
+            document: &document,
+        })
+        .unwrap();
+    let shown = "0.0% (0.0%–9.8%)";
+    let app = app(state(&wh, roomy()).await);
+    // The API, in JSON and in CSV.
+    let page = get(&app, "/v1/quarters/2025Q1/programs/P1").await.json();
+    let f = page["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "engagement_30d" && f["kind"] == "rate" && f["breakdown"].is_null())
+        .unwrap();
+    assert_eq!(rate_text(f), shown);
+    let csv = get(&app, "/v1/quarters/2025Q1/programs/P1?format=csv")
+        .await
+        .text();
+    let row: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with("2025Q1,P1,program,rate,engagement_30d,,,"))
+        .unwrap()
+        .split(',')
+        .collect();
+    assert_eq!((row[7], row[8]), ("0", "0"), "{row:?}");
+    assert!((row[9].parse::<f64>().unwrap() - Z95 * 0.05).abs() < 1e-12);
+    // The dashboard, with the rule in its notes.
+    let rates = get(&app, "/?quarter=2025Q1&metric=rate:engagement_30d")
+        .await
+        .text();
+    assert!(rates.contains(shown), "{shown} not on the dashboard");
+    assert!(!rates.contains("(0.0%–0.0%)"));
+    assert!(
+        rates.contains("never narrower than"),
+        "the rule is explained"
+    );
+    let counts = get(&app, "/?quarter=2025Q1&metric=count:engaged_30d")
+        .await
+        .text();
+    assert!(counts.contains("0 (0–11)"));
+    // The report.
+    let out = tmp.path().join("2025Q1.html");
+    let ok = report_command(&wh, "2025Q1", &out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains(shown), "{shown} not in the report");
+    assert!(!html.contains("(0.0%–0.0%)"));
+    assert!(
+        html.contains("never narrower than"),
+        "the rule is explained"
+    );
+}
