@@ -26,6 +26,20 @@ pub const POLICE_DIFFERENCE: &str = "arrest_after_attempt_police_difference";
 /// The metric the dashboard opens with.
 pub const DEFAULT_METRIC: &str = "rate:engagement_30d";
 
+/// How a shown interval is kept honest at the edge of its range ([`shown_interval`]), for the
+/// notes of the dashboard and the methods of the report.
+///
+/// [`shown_interval`]: crate::queries::figures::shown_interval
+pub const INTERVAL_RULE: &str = "Shown values keep to what a figure can be: counts at zero or \
+     more, rates from 0% to 100%, differences of rates from -100 to +100 points. An interval is \
+     clamped to the same range, but never narrower than its noise's half-width: when the noisy \
+     value itself falls below zero (or a rate above 100%), its interval runs from the bound as \
+     far as the noise reaches, for example from 0% to about 10%, and never shrinks to a single \
+     point, which would read as certain. This interval still holds everything that clamping \
+     alone would show, so it covers the true value at least 95% of the time; it is unchanged \
+     while the noisy value is within the range and moves smoothly at the bound; and its width \
+     depends on the noise alone, never on the data.";
+
 /// The templates, parsed once.
 pub fn templates() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -519,6 +533,7 @@ struct DashboardPage {
     trend: ChartBlock,
     privacy: Privacy,
     note: String,
+    interval_rule: &'static str,
     small_cell: Option<f64>,
 }
 
@@ -692,6 +707,7 @@ pub fn dashboard(
         trend: trend_chart(snap, &program, kind, name, small_cell, 960),
         privacy: privacy_of(q),
         note: q.doc.note.clone(),
+        interval_rule: INTERVAL_RULE,
         small_cell,
     };
     templates()

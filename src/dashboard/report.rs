@@ -56,6 +56,7 @@ struct ReportPage {
     budget: Budget,
     metrics: Vec<Metric>,
     note: String,
+    interval_rule: &'static str,
     csv_name: String,
 }
 
@@ -177,6 +178,7 @@ pub async fn render(
         budget,
         metrics: views::metrics(&Catalog::standard()?),
         note: q.doc.note.clone(),
+        interval_rule: super::INTERVAL_RULE,
         csv_name: csv_name.to_string(),
     };
     // The fail point asks for a template that does not exist: the tests' way to make the

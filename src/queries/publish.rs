@@ -662,7 +662,8 @@ impl Publication {
 pub const PUBLICATION_NOTE: &str = "Counts are survivors in each program's cohort of the \
      quarter, with differentially private noise; shown counts are clamped at zero and rates \
      to [0, 1], while `raw` keeps the noisy value for sums. Intervals cover the privacy noise \
-     with probability at least 95%, not sampling error. Group and statewide figures are sums \
+     with probability at least 95%, not sampling error; they are clamped likewise, but never \
+     narrower than the noise's half-width. Group and statewide figures are sums \
      over programs (post-processing): a survivor in two programs' cohorts counts in both.";
 
 /// Builds the figures of a publication from its released numbers.

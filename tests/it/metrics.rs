@@ -411,7 +411,8 @@ fn published_figures_are_clamped_keep_raw_values_and_sum_over_groups() {
         // 1.96·√(3σ²) = 18.67, rounded up: the summed noise is a whole number.
         let half = (Z95 * (3.0 * 5.5f64 * 5.5).sqrt()).ceil();
         assert_eq!(half, 19.0);
-        assert!((c.upper - (c.raw + half).max(0.0)).abs() < 1e-9, "{c:?}");
+        // Clamped at zero, never narrower than the half-width (`shown_interval`).
+        assert!((c.upper - (c.raw + half).max(half)).abs() < 1e-9, "{c:?}");
     }
     // Every grouping is there, each program in exactly one group of each.
     for by in ["team_model", "police_on_visits", "warrant_check", "region"] {
