@@ -423,3 +423,94 @@ async fn a_value_wholly_below_zero_is_shown_with_the_width_of_its_noise_on_every
         "the rule is explained"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_csv_holds_every_figure_of_the_quarter_in_the_apis_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let out = tmp.path().join("2025Q1.html");
+    let ok = report_command(&wh, "2025Q1", &out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let all: Vec<&str> = lines.collect();
+    let rows: std::collections::HashSet<&str> = all.iter().copied().collect();
+    assert_eq!(rows.len(), all.len(), "no figure twice");
+    let app = app(state(&wh, roomy()).await);
+    // Every line of every CSV the API serves for the quarter is a row of report.csv, under
+    // the same header: each program's page (its equity breakdowns too), and each metric
+    // compared by program and by every grouping.
+    let mut served = 0;
+    let mut check = |body: String, what: &str| {
+        let mut lines = body.lines();
+        assert_eq!(lines.next(), Some(header), "the columns of {what}");
+        for l in lines {
+            assert!(rows.contains(l), "{what}: {l} is not in report.csv");
+            served += 1;
+        }
+    };
+    for p in get(&app, "/v1/programs").await.json().as_array().unwrap() {
+        let id = p["program_id"].as_str().unwrap();
+        let r = get(
+            &app,
+            &format!("/v1/quarters/2025Q1/programs/{id}?format=csv"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        check(r.text(), id);
+    }
+    for m in get(&app, "/v1/metrics").await.json().as_array().unwrap() {
+        for by in [
+            "program",
+            "team_model",
+            "police_on_visits",
+            "warrant_check",
+            "region",
+            "statewide",
+        ] {
+            let uri = format!(
+                "/v1/quarters/2025Q1/compare?metric={}&kind={}&by={by}&format=csv",
+                m["name"].as_str().unwrap(),
+                m["kind"].as_str().unwrap()
+            );
+            let r = get(&app, &uri).await;
+            // The equity metrics are not compared across programs.
+            if r.status == StatusCode::OK {
+                check(r.text(), &uri);
+            }
+        }
+    }
+    assert!(served > 0);
+    // And report.csv holds every figure of the publication: the equity breakdowns too,
+    // statewide ones included, which no API route lists one by one.
+    let doc = crate::api::current_doc(&wh, "2025Q1");
+    let len = |v: &Value, k: &str| v[k].as_array().map_or(0, Vec::len);
+    let figures: usize = doc["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(doc["groups"].as_array().unwrap())
+        .map(|p| len(p, "counts") + len(p, "rates") + len(p, "differences"))
+        .sum::<usize>()
+        + doc["equity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| len(b, "counts") + len(b, "rates"))
+            .sum::<usize>();
+    assert_eq!(rows.len(), figures);
+    let equity = |scope: &str| {
+        rows.iter()
+            .filter(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                f[1] == scope && !f[5].is_empty() && !f[6].is_empty()
+            })
+            .count()
+    };
+    assert!(equity("P1") > 0 && equity("statewide") > 0, "{csv}");
+}
