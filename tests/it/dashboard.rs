@@ -121,9 +121,11 @@ async fn the_dashboard_shows_the_comparison_the_police_difference_and_a_trend_wi
     )
     .await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
-    // The defaults: the latest quarter.
+    // The defaults: the newest quarter whose follow-up for the default metric is complete.
+    // 2026Q2 is the latest, but its 30-day windows run past the data declared complete
+    // (`the_dashboard_marks_incomplete_follow_up_and_opens_on_a_complete_quarter`).
     let default = get(&app, "/").await.text();
-    assert!(default.contains("Post-overdose outreach programs, 2026Q2"));
+    assert!(default.contains("Post-overdose outreach programs, 2026Q1"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,4 +515,100 @@ async fn the_report_csv_holds_every_figure_of_the_quarter_in_the_apis_columns() 
             .count()
     };
     assert!(equity("P1") > 0 && equity("statewide") > 0, "{csv}");
+}
+
+/// The part of a dashboard page from `from` to `to`.
+fn section<'a>(html: &'a str, from: &str, to: &str) -> &'a str {
+    let start = html.find(from).unwrap_or_else(|| panic!("no {from}"));
+    let rest = &html[start..];
+    &rest[..rest.find(to).unwrap_or(rest.len())]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_marks_incomplete_follow_up_and_opens_on_a_complete_quarter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = demo_warehouse(tmp.path()).await;
+    let app = app(state(&wh, roomy()).await);
+    // 2026Q2's 30-day windows run past the data declared complete; 2026Q1's do not.
+    let p002 = get(&app, "/v1/quarters/2026Q2/programs/P002").await.json();
+    let engaged = p002["completeness"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["statistic"] == "engaged_30d")
+        .unwrap();
+    assert_eq!(engaged["complete"], false);
+    let needs = engaged["needs_complete_through"].as_str().unwrap();
+
+    // Opened without choices: on 2026Q1, the newest quarter whose engagement rate is
+    // complete, saying that 2026Q2 is published but not yet complete.
+    let default = get(&app, "/").await.text();
+    assert!(default.contains("Post-overdose outreach programs, 2026Q1"));
+    assert!(default.contains("<option value=\"2026Q1\" selected>"));
+    assert!(
+        default.contains("the newest quarter whose follow-up for engagement_30d is complete"),
+        "the page says why it opened there"
+    );
+    assert!(default.contains("2026Q2"));
+    // A metric complete in 2026Q2 opens on 2026Q2.
+    let identified = get(&app, "/?metric=count:identified").await.text();
+    assert!(identified.contains("Post-overdose outreach programs, 2026Q2"));
+    let comparison = section(&identified, "id=\"comparison\"", "id=\"police-difference\"");
+    assert!(!comparison.contains("follow-up incomplete"));
+
+    // 2026Q2 chosen: the title, a plain statement with the date it needs, the chart's
+    // legend, a marker on every figure of its table with the footnote, and the trend.
+    let html = get(
+        &app,
+        "/?quarter=2026Q2&metric=rate:engagement_30d&program=P002",
+    )
+    .await
+    .text();
+    let title = section(&html, "<title>", "</title>");
+    assert!(title.contains("follow-up incomplete"), "{title}");
+    assert!(html.contains("<h2>engagement_30d: programs compared (follow-up incomplete)</h2>"));
+    assert!(html.contains("Follow-up for engagement_30d in 2026Q2 is not complete"));
+    assert!(html.contains(needs), "the date it needs, {needs}");
+    let comparison = section(&html, "id=\"comparison\"", "id=\"police-difference\"");
+    let svg = section(comparison, "<svg", "</svg>");
+    assert!(svg.contains("follow-up incomplete"), "the chart's legend");
+    assert!(
+        comparison.contains("(follow-up incomplete).</strong>"),
+        "the chart's title"
+    );
+    let cmp = get(
+        &app,
+        "/v1/quarters/2026Q2/compare?metric=engagement_30d&kind=rate",
+    )
+    .await
+    .json();
+    for f in cmp["figures"].as_array().unwrap() {
+        assert_eq!(f["complete"], false);
+        let marked = format!("{} †", rate_text(f));
+        assert!(comparison.contains(&marked), "{} {marked}", f["scope"]);
+    }
+    assert!(
+        comparison.contains("† Follow-up incomplete"),
+        "the table's footnote"
+    );
+    let trend = section(&html, "id=\"trend\"", "</figure>");
+    assert!(
+        section(trend, "<svg", "</svg>").contains("follow-up incomplete"),
+        "the trend's legend"
+    );
+    let row = section(trend, "<th scope=\"row\">2026Q2</th>", "</tr>");
+    assert!(row.contains('†') && row.contains(">no<"), "{row}");
+    let row = section(trend, "<th scope=\"row\">2025Q1</th>", "</tr>");
+    assert!(!row.contains('†'), "{row}");
+
+    // A complete quarter carries no mark in its comparison.
+    let complete = get(
+        &app,
+        "/?quarter=2025Q1&metric=rate:engagement_30d&program=P002",
+    )
+    .await
+    .text();
+    let comparison = section(&complete, "id=\"comparison\"", "id=\"police-difference\"");
+    assert!(!comparison.contains('†') && !comparison.contains("follow-up incomplete"));
+    assert!(!complete.contains("is not complete"));
 }
