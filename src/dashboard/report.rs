@@ -106,13 +106,17 @@ pub async fn render(
                 .map(String::from)
                 .to_vec(),
             rows: Vec::new(),
+            notes: Vec::new(),
         };
         for (kind, name) in HEADLINES {
             if let Some(cell) = set.cell(kind, name, None) {
+                if !cell.complete && table.notes.is_empty() {
+                    table.notes.push(super::INCOMPLETE_NOTE.to_string());
+                }
                 table.rows.push(Row {
                     cells: vec![
                         name.to_string(),
-                        cell.text,
+                        super::marked(&cell),
                         if cell.complete { "yes" } else { "no" }.into(),
                     ],
                     small: false,
@@ -148,6 +152,7 @@ pub async fn render(
         .map(String::from)
         .to_vec(),
         rows: Vec::new(),
+        notes: Vec::new(),
     };
     for c in &q.doc.completeness {
         completeness.rows.push(Row {
