@@ -612,3 +612,119 @@ async fn the_dashboard_marks_incomplete_follow_up_and_opens_on_a_complete_quarte
     assert!(!comparison.contains('†') && !comparison.contains("follow-up incomplete"));
     assert!(!complete.contains("is not complete"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_opens_with_a_summary_a_funder_reads_first() {
+    use outreach_warehouse::queries::figures::{DifferenceFigure, Noisy, RateEstimate, rate};
+    use outreach_warehouse::queries::publish::{Publication, rate_variance};
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = demo_warehouse(tmp.path()).await;
+    let out = tmp.path().join("2026Q2.html");
+    let ok = report_command(&wh, "2026Q2", &out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+    // What comes before the first program's table.
+    let first = &html[..html.find("id=\"program-").expect("program tables")];
+    assert!(first.contains("id=\"summary\""), "the summary comes first");
+    let doc = |q: &str| Publication::from_document(&crate::api::current_doc(&wh, q)).unwrap();
+    let (now, before) = (doc("2026Q2"), doc("2026Q1"));
+    let statewide = |d: &Publication| {
+        d.groups
+            .iter()
+            .find(|g| g.by == "statewide")
+            .unwrap()
+            .clone()
+    };
+    let (sw, sw_before) = (statewide(&now), statewide(&before));
+    fn json<T: serde::Serialize>(v: &T) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+    // The statewide headline metrics with their intervals.
+    let identified = sw
+        .counts
+        .iter()
+        .find(|c| c.statistic == "identified")
+        .unwrap();
+    let count = format!(
+        "{:.0} ({:.0}–{:.0})",
+        identified.value, identified.lower, identified.upper
+    );
+    assert!(first.contains(&count), "statewide identified {count}");
+    let engagement = sw
+        .rates
+        .iter()
+        .find(|r| r.name == "engagement_30d")
+        .unwrap();
+    assert!(
+        first.contains(&rate_text(&json(engagement))),
+        "statewide engagement"
+    );
+    // The police-present minus police-absent difference.
+    let diff = sw
+        .differences
+        .iter()
+        .find(|d| d.name == "arrest_after_attempt_police_difference")
+        .unwrap();
+    assert!(
+        first.contains(&rate_text(&json(diff))),
+        "the police difference"
+    );
+    // The change from the previous quarter: the difference of two independent noisy
+    // estimates, whose variances add. Each rate's variance is rebuilt here from its counts
+    // as `publish` computed it: σ² per program summed over the programs, no smaller than
+    // the covering half-width implies; one program's half-width is read off a count.
+    let estimate = |d: &Publication, g: &outreach_warehouse::queries::publish::GroupFigures| {
+        let h1 = d.programs[0]
+            .counts
+            .iter()
+            .find(|c| c.statistic == "identified")
+            .map(|c| c.upper - c.raw)
+            .unwrap();
+        let n = g.programs.len();
+        let noisy = |s: &str| {
+            let raw = g.counts.iter().find(|c| c.statistic == s).unwrap().raw;
+            Noisy {
+                raw,
+                variance: rate_variance(n, n as f64 * d.scale * d.scale, h1),
+            }
+        };
+        rate(noisy("engaged_30d"), noisy("identified")).unwrap()
+    };
+    let (a, b): (RateEstimate, RateEstimate) = (estimate(&now, &sw), estimate(&before, &sw_before));
+    let change = DifferenceFigure::new("c", "a", "b", Some(a), Some(b), false);
+    assert!((change.standard_error.unwrap() - (a.variance + b.variance).sqrt()).abs() < 1e-12);
+    let points = |x: Option<f64>| format!("{:+.1}", x.unwrap() * 100.0);
+    let text = format!(
+        "{} points ({} to {})",
+        points(change.value),
+        points(change.lower),
+        points(change.upper)
+    );
+    assert!(first.contains("change from 2026Q1"), "the change's column");
+    assert!(first.contains(&text), "the change of engagement, {text}");
+    // What is incomplete, with the date the data must reach.
+    let needs = now
+        .completeness
+        .iter()
+        .find(|c| c.statistic == "engaged_30d")
+        .unwrap();
+    assert!(!needs.complete);
+    let note = &first[first.find("<p class=\"incomplete\"").expect("the note")..];
+    let note = &note[..note.find("</p>").unwrap()];
+    assert!(note.contains("engagement_30d"), "{note}");
+    assert!(note.contains(&needs.needs_complete_through), "{note}");
+    // The programs compared on the headline metric, and the other charts, come first too.
+    assert!(first.contains("id=\"chart-engagement_30d\""));
+    assert!(first.contains("id=\"police-difference\""));
+
+    // The first quarter has no previous publication to compare with, and says so.
+    let out = tmp.path().join("2024Q3.html");
+    assert!(report_command(&wh, "2024Q3", &out).status.success());
+    let html = std::fs::read_to_string(&out).unwrap();
+    let first = &html[..html.find("id=\"program-").unwrap()];
+    assert!(first.contains("No publication of 2024Q2 to compare with"));
+}
