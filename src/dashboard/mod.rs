@@ -720,17 +720,19 @@ pub fn metric_complete(q: &QuarterPublication, kind: &str, name: &str) -> Option
     (!flags.is_empty()).then(|| flags.iter().all(|c| *c))
 }
 
-/// What a page says of a quarter whose metric's follow-up is incomplete, plainly: the date
-/// its windows need the data through, and what the tables are declared complete through.
-fn incomplete_statement(q: &QuarterPublication, kind: &str, name: &str) -> String {
-    let statistics = statistics_of(&q.doc, kind, name);
-    let open: Vec<&Completeness> = q
-        .doc
+/// Of `statistics`, the ones whose follow-up is incomplete in `doc`: the latest date their
+/// windows need the data through, and what their tables are declared complete through
+/// (added to `tables`, each once). `None` when all are complete.
+fn open_windows(
+    doc: &Publication,
+    statistics: &[String],
+    tables: &mut Vec<String>,
+) -> Option<String> {
+    let open: Vec<&Completeness> = doc
         .completeness
         .iter()
         .filter(|c| !c.complete && statistics.contains(&c.statistic))
         .collect();
-    let mut tables: Vec<String> = Vec::new();
     for t in open.iter().flat_map(|c| &c.incomplete_tables) {
         let declared = match &t.declared_through {
             Some(d) => format!("{} through {d}", t.table),
@@ -740,7 +742,15 @@ fn incomplete_statement(q: &QuarterPublication, kind: &str, name: &str) -> Strin
             tables.push(declared);
         }
     }
-    let needs = match open.iter().map(|c| c.needs_complete_through.as_str()).max() {
+    open.iter().map(|c| c.needs_complete_through.clone()).max()
+}
+
+/// What a page says of a quarter whose metric's follow-up is incomplete, plainly: the date
+/// its windows need the data through, and what the tables are declared complete through.
+fn incomplete_statement(q: &QuarterPublication, kind: &str, name: &str) -> String {
+    let mut tables = Vec::new();
+    let open = open_windows(&q.doc, &statistics_of(&q.doc, kind, name), &mut tables);
+    let needs = match open {
         Some(date) => format!(
             ": its window needs the data through {date}, and they are declared complete only so far ({})",
             tables.join(", ")
