@@ -193,7 +193,8 @@ pub struct Figure {
     /// The value to show: counts clamped at 0, rates to [0, 1]. Null when a rate's
     /// denominator is too noisy to divide by.
     pub value: Option<f64>,
-    /// The 95% interval of the noise.
+    /// The 95% interval of the noise, kept to the same range as `value` but never narrower
+    /// than the noise's half-width (`queries::figures::shown_interval`).
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     /// The unclamped noisy value, for sums.
