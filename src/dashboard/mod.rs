@@ -7,6 +7,11 @@
 //! its numbers one click away (`<details>`), so a screen reader or a printout loses nothing.
 //! An optional small-cell display rule (off by default) greys out figures whose noisy counts
 //! (a count's value, a rate's numerator or denominator) are below a configured number.
+//!
+//! A figure whose follow-up is incomplete (from the steward's declared dates, never from the
+//! data) is marked wherever it is shown: [`INCOMPLETE_MARK`] and [`INCOMPLETE_NOTE`] in its
+//! table, hatched bars or hollow trend points in its chart, and its quarter's title; the
+//! dashboard opens on the newest quarter whose chosen metric is complete ([`dashboard`]).
 
 pub mod charts;
 pub mod report;
