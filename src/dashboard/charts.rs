@@ -23,8 +23,9 @@ pub const PALETTE: [RGBColor; 3] = [
 /// for the yellow class in greyscale (a grey of 200 was within 20 of its luminance).
 const GREY: RGBColor = RGBColor(255, 255, 255);
 
-/// The legend of a mark whose follow-up is incomplete.
-pub const INCOMPLETE_LEGEND: &str = "follow-up incomplete: may rise as data arrive";
+/// The legend of a mark whose follow-up is incomplete (short: the bar chart's legend has
+/// room for about 30 characters after the three police classes).
+pub const INCOMPLETE_LEGEND: &str = "follow-up incomplete";
 
 /// One bar (or point) with its interval.
 #[derive(Debug, Clone)]
@@ -371,7 +372,7 @@ fn draw_trend(root: &Area<'_>, frame: &Frame, marks: &[Mark]) -> DrawResult {
         root.draw(&Circle::new((x + 15, y), 5, WHITE.filled()))?;
         root.draw(&Circle::new((x + 15, y), 5, PALETTE[0].stroke_width(3)))?;
         root.draw(&Text::new(
-            format!("hollow point, dashed line: {INCOMPLETE_LEGEND}"),
+            format!("hollow point, dashed line: {INCOMPLETE_LEGEND} (may rise as data arrive)"),
             (x + 40, y - 7),
             ("sans-serif", 12),
         ))?;
