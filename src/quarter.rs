@@ -67,6 +67,21 @@ impl Quarter {
         }
     }
 
+    /// The quarter before this one.
+    pub fn previous(self) -> Self {
+        if self.q == 1 {
+            Self {
+                year: self.year - 1,
+                q: 4,
+            }
+        } else {
+            Self {
+                year: self.year,
+                q: self.q - 1,
+            }
+        }
+    }
+
     /// This quarter and the `n - 1` that follow it.
     pub fn range(self, n: u32) -> Vec<Quarter> {
         std::iter::successors(Some(self), |q| Some(q.next()))
@@ -132,6 +147,18 @@ mod tests {
         assert_eq!(q4.next().to_string(), "2025Q1");
         assert_eq!(Quarter::of(d(2024, 6, 30)).to_string(), "2024Q2");
         assert_eq!(Quarter::of(d(2024, 7, 1)).to_string(), "2024Q3");
+    }
+
+    #[test]
+    fn the_previous_quarter_crosses_years() {
+        let q: Quarter = "2025Q1".parse().unwrap();
+        assert_eq!(q.previous().to_string(), "2024Q4");
+        assert_eq!(q.previous().next(), q);
+        assert_eq!(q.next().previous(), q);
+        assert_eq!(
+            "2025Q3".parse::<Quarter>().unwrap().previous().to_string(),
+            "2025Q2"
+        );
     }
 
     #[test]

@@ -655,72 +655,12 @@ pub fn publication(p: &crate::queries::publish::Published, format: Format) -> St
     }
 }
 
-/// Every figure of a publication as CSV: one row per (program or group, figure).
+/// Every figure of a publication as CSV, in the API's columns
+/// ([`crate::api::views::Figure`]): each program's, its equity breakdowns included, each
+/// group's, and the statewide equity breakdowns ([`crate::api::views::publication_figures`]).
+/// `report.csv` and `publish --format csv` print it.
 pub fn publication_csv(doc: &crate::queries::publish::Publication) -> String {
-    let mut out = String::from(
-        "quarter,release,dataset_version,scope,group,kind,name,value,raw,lower95,upper95,insufficient_data,complete\n",
-    );
-    let num = |x: Option<f64>| x.map(|v| format!("{v}")).unwrap_or_default();
-    let mut emit = |scope: &str,
-                    group: &str,
-                    counts: &[crate::queries::figures::CountFigure],
-                    rates: &[crate::queries::figures::RateFigure],
-                    diffs: &[crate::queries::figures::DifferenceFigure]| {
-        let head = format!(
-            "{},{},{},{},{}",
-            doc.quarter,
-            doc.release_id,
-            doc.dataset_version,
-            scope,
-            csv_field(group)
-        );
-        for c in counts {
-            let _ = writeln!(
-                out,
-                "{head},count,{},{},{},{},{},false,{}",
-                c.statistic, c.value, c.raw, c.lower, c.upper, c.complete
-            );
-        }
-        for r in rates {
-            let _ = writeln!(
-                out,
-                "{head},rate,{},{},{},{},{},{},{}",
-                r.name,
-                num(r.value),
-                num(r.raw),
-                num(r.lower),
-                num(r.upper),
-                r.insufficient_data,
-                r.complete
-            );
-        }
-        for d in diffs {
-            let _ = writeln!(
-                out,
-                "{head},difference,{},{},{},{},{},{},{}",
-                d.name,
-                num(d.value),
-                num(d.raw),
-                num(d.lower),
-                num(d.upper),
-                d.insufficient_data,
-                d.complete
-            );
-        }
-    };
-    for p in &doc.programs {
-        emit(
-            "program",
-            &p.program.program_id,
-            &p.counts,
-            &p.rates,
-            &p.differences,
-        );
-    }
-    for g in &doc.groups {
-        emit(&g.by, &g.group, &g.counts, &g.rates, &g.differences);
-    }
-    out
+    crate::api::csv::rows(&crate::api::views::publication_figures(doc))
 }
 
 /// A plan: what a quarter's publication would cost and how precise it would be, for every

@@ -12,7 +12,9 @@ use crate::privacy::PublicRelease;
 use crate::privacy::mechanism::epsilon_at;
 use crate::queries::Catalog;
 use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{Completeness, ProgramInfo, Publication, ReleaseLoss};
+use crate::queries::publish::{
+    Completeness, ProgramFigures, ProgramInfo, Publication, ReleaseLoss,
+};
 use crate::requests::researcher_of;
 
 /// `GET /healthz`.
@@ -191,7 +193,8 @@ pub struct Figure {
     /// The value to show: counts clamped at 0, rates to [0, 1]. Null when a rate's
     /// denominator is too noisy to divide by.
     pub value: Option<f64>,
-    /// The 95% interval of the noise.
+    /// The 95% interval of the noise, kept to the same range as `value` but never narrower
+    /// than the noise's half-width (`queries::figures::shown_interval`).
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     /// The unclamped noisy value, for sums.
@@ -326,6 +329,50 @@ pub struct ProgramQuarter {
     pub note: String,
 }
 
+/// The equity breakdowns of `scope` (a program id, or `statewide`), as figures `by` that.
+fn breakdowns(doc: &Publication, scope: &str, by: &str) -> Vec<Figure> {
+    let Some(eq) = equity_source(doc) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for b in doc.equity.iter().filter(|b| b.scope == scope) {
+        for f in eq.all(scope, by, &b.counts, &b.rates, &[]) {
+            out.push(Figure {
+                breakdown: Some(b.dimension.clone()),
+                breakdown_value: Some(b.value.clone()),
+                ..f
+            });
+        }
+    }
+    out
+}
+
+/// Every figure of one program: its standard figures, then its equity breakdowns.
+fn program_figures(doc: &Publication, p: &ProgramFigures) -> Vec<Figure> {
+    let id = p.program.program_id.as_str();
+    let mut figures = standard_source(doc).all(id, "program", &p.counts, &p.rates, &p.differences);
+    figures.extend(breakdowns(doc, id, "program"));
+    figures
+}
+
+/// Every figure of a publication, in the API's shape: each program's (as its page lists
+/// them), then each group's (as `compare` lists them), then the statewide equity
+/// breakdowns. `report.csv` and `publish --format csv` are these rows, so they have the
+/// API's columns and every line the API serves for the quarter is one of them.
+pub fn publication_figures(doc: &Publication) -> Vec<Figure> {
+    let src = standard_source(doc);
+    let mut out: Vec<Figure> = doc
+        .programs
+        .iter()
+        .flat_map(|p| program_figures(doc, p))
+        .collect();
+    for g in &doc.groups {
+        out.extend(src.all(&g.group, &g.by, &g.counts, &g.rates, &g.differences));
+    }
+    out.extend(breakdowns(doc, "statewide", "statewide"));
+    out
+}
+
 /// One program's figures in a publication, or `None` when it is not in it.
 pub fn program_quarter(
     publication: &StoredPublication,
@@ -336,19 +383,7 @@ pub fn program_quarter(
         .programs
         .iter()
         .find(|p| p.program.program_id == program_id)?;
-    let src = standard_source(doc);
-    let mut figures = src.all(program_id, "program", &p.counts, &p.rates, &p.differences);
-    if let Some(eq) = equity_source(doc) {
-        for b in doc.equity.iter().filter(|b| b.scope == program_id) {
-            for f in eq.all(program_id, "program", &b.counts, &b.rates, &[]) {
-                figures.push(Figure {
-                    breakdown: Some(b.dimension.clone()),
-                    breakdown_value: Some(b.value.clone()),
-                    ..f
-                });
-            }
-        }
-    }
+    let figures = program_figures(doc, p);
     Some(ProgramQuarter {
         quarter: doc.quarter.clone(),
         program: Program::from(&p.program),

@@ -2,6 +2,10 @@
 //! trend line. Colours come from the Okabe–Ito palette, chosen so that the three used for
 //! police presence also differ in lightness (they stay apart in greyscale), and every mark
 //! has a black outline; each chart is drawn beside a table of its numbers.
+//!
+//! A figure whose follow-up is incomplete is drawn so that it is not read as a final one: a
+//! bar lighter and hatched, a trend point hollow with a dashed line into it, each chart with a
+//! legend that says so. Hatching and hollowness survive greyscale and colour blindness.
 
 use plotters::coord::Shift;
 use plotters::coord::cartesian::Cartesian2d;
@@ -19,6 +23,10 @@ pub const PALETTE: [RGBColor; 3] = [
 /// for the yellow class in greyscale (a grey of 200 was within 20 of its luminance).
 const GREY: RGBColor = RGBColor(255, 255, 255);
 
+/// The legend of a mark whose follow-up is incomplete (short: the bar chart's legend has
+/// room for about 30 characters after the three police classes).
+pub const INCOMPLETE_LEGEND: &str = "follow-up incomplete";
+
 /// One bar (or point) with its interval.
 #[derive(Debug, Clone)]
 pub struct Mark {
@@ -30,6 +38,51 @@ pub struct Mark {
     pub class: usize,
     /// Drawn grey: below the small-cell display threshold.
     pub grey: bool,
+    /// Its follow-up is incomplete: a lighter, hatched bar, or a hollow point.
+    pub incomplete: bool,
+}
+
+/// A colour halfway to white: the fill of an incomplete bar, under its hatching.
+fn lighter(c: RGBColor) -> RGBColor {
+    RGBColor(c.0 / 2 + 128, c.1 / 2 + 128, c.2 / 2 + 128)
+}
+
+/// The colour of hatching lines.
+const HATCH: RGBColor = RGBColor(40, 40, 40);
+
+/// Diagonal hatching over the pixel rectangle between the corners `a` and `b`, lines
+/// `step` pixels apart, rising to the right (each line is x + y = s).
+fn hatch(root: &Area<'_>, a: (i32, i32), b: (i32, i32), step: i32) -> DrawResult {
+    let (x0, x1) = (a.0.min(b.0), a.0.max(b.0));
+    let (y0, y1) = (a.1.min(b.1), a.1.max(b.1));
+    let mut s = x0 + y0 + step;
+    while s < x1 + y1 {
+        let (xa, xb) = (x0.max(s - y1), x1.min(s - y0));
+        if xa < xb {
+            root.draw(&PathElement::new(
+                vec![(xa, s - xa), (xb, s - xb)],
+                HATCH.stroke_width(1),
+            ))?;
+        }
+        s += step;
+    }
+    Ok(())
+}
+
+/// A dashed straight line from `a` to `b` in pixels: dashes and gaps of 6 pixels.
+fn dashed(root: &Area<'_>, a: (i32, i32), b: (i32, i32), style: ShapeStyle) -> DrawResult {
+    let (dx, dy) = (f64::from(b.0 - a.0), f64::from(b.1 - a.1));
+    let len = dx.hypot(dy).max(1.0);
+    let at = |t: f64| {
+        let t = t.min(len) / len;
+        (a.0 + (dx * t).round() as i32, a.1 + (dy * t).round() as i32)
+    };
+    let mut t = 0.0;
+    while t < len {
+        root.draw(&PathElement::new(vec![at(t), at(t + 6.0)], style))?;
+        t += 12.0;
+    }
+    Ok(())
 }
 
 /// A chart's frame: size, title and the value axis.
@@ -151,6 +204,8 @@ fn draw_bars(
         let i = i as u32;
         let fill = if m.grey {
             GREY
+        } else if m.incomplete {
+            lighter(PALETTE[m.class % PALETTE.len()])
         } else {
             PALETTE[m.class % PALETTE.len()]
         };
@@ -169,6 +224,12 @@ fn draw_bars(
                 rect.clone(),
                 fill.filled(),
             ))))?;
+            if m.incomplete {
+                // The bar's corners in pixels, inside its 3-pixel gaps.
+                let (xa, ya) = chart.backend_coord(&(SegmentValue::Exact(i), base));
+                let (xb, yb) = chart.backend_coord(&(SegmentValue::Exact(i + 1), v));
+                hatch(root, (xa + 3, ya), (xb - 3, yb), 7)?;
+            }
             chart.draw_series(std::iter::once(gap(Rectangle::new(
                 rect,
                 BLACK.stroke_width(1),
@@ -201,9 +262,9 @@ fn draw_bars(
             BLACK.stroke_width(1),
         )))?;
     }
+    let y = frame.height as i32 - 14;
     for (k, (name, class)) in legend.iter().enumerate() {
         let x = 70 + 190 * k as i32;
-        let y = frame.height as i32 - 14;
         root.draw(&Rectangle::new(
             [(x, y - 9), (x + 14, y + 5)],
             PALETTE[class % PALETTE.len()].filled(),
@@ -218,6 +279,23 @@ fn draw_bars(
             ("sans-serif", 12),
         ))?;
     }
+    if marks.iter().any(|m| m.incomplete && m.value.is_some()) {
+        let x = 70 + 190 * legend.len() as i32;
+        root.draw(&Rectangle::new(
+            [(x, y - 9), (x + 14, y + 5)],
+            lighter(PALETTE[0]).filled(),
+        ))?;
+        hatch(root, (x, y - 9), (x + 14, y + 5), 5)?;
+        root.draw(&Rectangle::new(
+            [(x, y - 9), (x + 14, y + 5)],
+            BLACK.stroke_width(1),
+        ))?;
+        root.draw(&Text::new(
+            format!("hatched: {INCOMPLETE_LEGEND}"),
+            (x + 20, y - 8),
+            ("sans-serif", 12),
+        ))?;
+    }
     Ok(())
 }
 
@@ -227,13 +305,30 @@ pub fn trend(frame: &Frame, marks: &[Mark]) -> String {
 }
 
 fn draw_trend(root: &Area<'_>, frame: &Frame, marks: &[Mark]) -> DrawResult {
-    let (mut chart, _, _) = axes(root, frame, marks, 36, None)?;
-    let points: Vec<(SegmentValue<u32>, f64)> = marks
+    let incomplete = marks.iter().any(|m| m.incomplete && m.value.is_some());
+    // Room under the quarters for the legend of incomplete points.
+    let label_area = if incomplete { 52 } else { 36 };
+    let (mut chart, _, _) = axes(root, frame, marks, label_area, None)?;
+    // (index, value, incomplete) of each point that has a value.
+    let points: Vec<(u32, f64, bool)> = marks
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| m.value.map(|v| (SegmentValue::CenterOf(i as u32), v)))
+        .filter_map(|(i, m)| m.value.map(|v| (i as u32, v, m.incomplete)))
         .collect();
-    chart.draw_series(LineSeries::new(points.clone(), PALETTE[0].stroke_width(2)))?;
+    // The line: solid between complete points, dashed into or out of an incomplete one.
+    for pair in points.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let (pa, pb) = (
+            (SegmentValue::CenterOf(a.0), a.1),
+            (SegmentValue::CenterOf(b.0), b.1),
+        );
+        if a.2 || b.2 {
+            let (pa, pb) = (chart.backend_coord(&pa), chart.backend_coord(&pb));
+            dashed(root, pa, pb, PALETTE[0].stroke_width(2))?;
+        } else {
+            chart.draw_series(LineSeries::new(vec![pa, pb], PALETTE[0].stroke_width(2)))?;
+        }
+    }
     for (i, m) in marks.iter().enumerate() {
         let x = SegmentValue::CenterOf(i as u32);
         if let (Some(lo), Some(hi)) = (m.lower, m.upper) {
@@ -243,6 +338,21 @@ fn draw_trend(root: &Area<'_>, frame: &Frame, marks: &[Mark]) -> DrawResult {
             )))?;
         }
         if let Some(v) = m.value {
+            if m.incomplete {
+                // Hollow: white inside a thick ring of the line's colour (a small cell's
+                // point is white inside a thin black ring).
+                chart.draw_series(std::iter::once(Circle::new(
+                    (x.clone(), v),
+                    5,
+                    WHITE.filled(),
+                )))?;
+                chart.draw_series(std::iter::once(Circle::new(
+                    (x.clone(), v),
+                    5,
+                    PALETTE[0].stroke_width(3),
+                )))?;
+                continue;
+            }
             let fill = if m.grey { GREY } else { PALETTE[0] };
             chart.draw_series(std::iter::once(Circle::new(
                 (x.clone(), v),
@@ -255,6 +365,17 @@ fn draw_trend(root: &Area<'_>, frame: &Frame, marks: &[Mark]) -> DrawResult {
                 BLACK.stroke_width(1),
             )))?;
         }
+    }
+    if incomplete {
+        let (x, y) = (70, frame.height as i32 - 12);
+        dashed(root, (x, y), (x + 30, y), PALETTE[0].stroke_width(2))?;
+        root.draw(&Circle::new((x + 15, y), 5, WHITE.filled()))?;
+        root.draw(&Circle::new((x + 15, y), 5, PALETTE[0].stroke_width(3)))?;
+        root.draw(&Text::new(
+            format!("hollow point, dashed line: {INCOMPLETE_LEGEND} (may rise as data arrive)"),
+            (x + 40, y - 7),
+            ("sans-serif", 12),
+        ))?;
     }
     Ok(())
 }

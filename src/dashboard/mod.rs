@@ -7,6 +7,11 @@
 //! its numbers one click away (`<details>`), so a screen reader or a printout loses nothing.
 //! An optional small-cell display rule (off by default) greys out figures whose noisy counts
 //! (a count's value, a rate's numerator or denominator) are below a configured number.
+//!
+//! A figure whose follow-up is incomplete (from the steward's declared dates, never from the
+//! data) is marked wherever it is shown: [`INCOMPLETE_MARK`] and [`INCOMPLETE_NOTE`] in its
+//! table, hatched bars or hollow trend points in its chart, and its quarter's title; the
+//! dashboard opens on the newest quarter whose chosen metric is complete ([`dashboard`]).
 
 pub mod charts;
 pub mod report;
@@ -18,13 +23,29 @@ use serde::Serialize;
 
 use crate::api::snapshot::{QuarterPublication, Snapshot};
 use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{GroupFigures, ProgramFigures, ProgramInfo};
+use crate::queries::publish::{
+    Completeness, GroupFigures, ProgramFigures, ProgramInfo, Publication,
+};
 use charts::{Frame, Mark};
 
 /// The arrest-rate difference (police present minus absent) that every page shows.
 pub const POLICE_DIFFERENCE: &str = "arrest_after_attempt_police_difference";
 /// The metric the dashboard opens with.
 pub const DEFAULT_METRIC: &str = "rate:engagement_30d";
+
+/// How a shown interval is kept honest at the edge of its range ([`shown_interval`]), for the
+/// notes of the dashboard and the methods of the report.
+///
+/// [`shown_interval`]: crate::queries::figures::shown_interval
+pub const INTERVAL_RULE: &str = "Shown values keep to what a figure can be: counts at zero or \
+     more, rates from 0% to 100%, differences of rates from -100 to +100 points. An interval is \
+     clamped to the same range, but never narrower than its noise's half-width: when the noisy \
+     value itself falls below zero (or a rate above 100%), its interval runs from the bound as \
+     far as the noise reaches, for example from 0% to about 10%, and never shrinks to a single \
+     point, which would read as certain. This interval still holds everything that clamping \
+     alone would show, so it covers the true value at least 95% of the time; it is unchanged \
+     while the noisy value is within the range and moves smoothly at the bound; and its width \
+     depends on the noise alone, never on the data.";
 
 /// The templates, parsed once.
 pub fn templates() -> &'static Environment<'static> {
@@ -60,6 +81,21 @@ pub struct Cell {
     pub complete: bool,
     /// Greyed out by the small-cell display rule.
     pub small: bool,
+}
+
+/// The marker after a figure whose follow-up is incomplete, and its footnote.
+pub const INCOMPLETE_MARK: &str = "†";
+pub const INCOMPLETE_NOTE: &str = "† Follow-up incomplete: the figure's window runs past the \
+     data declared complete, so it may rise as the data arrive. Do not read it as a change \
+     from a complete quarter.";
+
+/// A figure's text with [`INCOMPLETE_MARK`] when its follow-up is incomplete.
+pub fn marked(cell: &Cell) -> String {
+    if cell.complete {
+        cell.text.clone()
+    } else {
+        format!("{} {INCOMPLETE_MARK}", cell.text)
+    }
 }
 
 fn percent(v: f64) -> String {
@@ -179,12 +215,14 @@ pub struct Choice {
     pub selected: bool,
 }
 
-/// A table: its header and rows of text, with a flag per row for the small-cell rule.
+/// A table: its header and rows of text, with a flag per row for the small-cell rule, and
+/// footnotes under it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Table {
     pub caption: String,
     pub header: Vec<String>,
     pub rows: Vec<Row>,
+    pub notes: Vec<String>,
 }
 
 impl Table {
@@ -322,7 +360,27 @@ fn mark(label: String, cell: &Cell, class: usize) -> Mark {
         upper: cell.upper,
         class,
         grey: cell.small,
+        incomplete: !cell.complete,
     }
+}
+
+/// What a chart's title adds when some of its figures have incomplete follow-up.
+const INCOMPLETE_TITLE: &str = " (follow-up incomplete)";
+
+/// The title's suffix, the table's footnote and the description's sentence for a chart
+/// whose figures with incomplete follow-up are labelled `incomplete`.
+fn incomplete_parts(incomplete: &[String], how: &str) -> (&'static str, Vec<String>, String) {
+    if incomplete.is_empty() {
+        return ("", Vec::new(), String::new());
+    }
+    (
+        INCOMPLETE_TITLE,
+        vec![INCOMPLETE_NOTE.to_string()],
+        format!(
+            " Follow-up incomplete ({how}, marked {INCOMPLETE_MARK} in the table): {}; these may rise as data arrive.",
+            incomplete.join(", ")
+        ),
+    )
 }
 
 /// The comparison of one metric across the programs of a quarter.
@@ -346,12 +404,17 @@ pub fn comparison_chart(
         .map(String::from)
         .to_vec(),
         rows: Vec::new(),
+        notes: Vec::new(),
     };
+    let mut incomplete = Vec::new();
     for p in sorted_programs(q) {
         let Some(cell) = FigureSet::of_program(p).cell(kind, name, small_cell) else {
             continue;
         };
         let info = &p.program;
+        if !cell.complete {
+            incomplete.push(info.program_id.clone());
+        }
         marks.push(mark(
             format!(
                 "{} {}",
@@ -367,18 +430,20 @@ pub fn comparison_chart(
                 info.program_name.clone(),
                 info.team_model.clone(),
                 info.police_on_visits.clone(),
-                cell.text.clone(),
+                marked(&cell),
             ],
             small: cell.small,
         });
     }
-    let title = format!("{name}, {}: programs compared", q.doc.quarter);
+    let (suffix, notes, said) = incomplete_parts(&incomplete, "hatched bars");
+    table.notes = notes;
+    let title = format!("{name}, {}: programs compared{suffix}", q.doc.quarter);
     let frame = metric_frame(width, 380, &title, kind);
     ChartBlock {
         id: "comparison".into(),
         svg: charts::bars(&frame, &marks, &police_legend()),
         description: format!(
-            "Bar chart of {name} for {} programs in {}, grouped by team model (the letters after each id: P police-led, C R co-responder, P H public-health-led, P E peer-led) and coloured by police presence on visits; whiskers are 95% intervals of the privacy noise. {}.",
+            "Bar chart of {name} for {} programs in {}, grouped by team model (the letters after each id: P police-led, C R co-responder, P H public-health-led, P E peer-led) and coloured by police presence on visits; whiskers are 95% intervals of the privacy noise.{said} {}.",
             marks.len(),
             q.doc.quarter,
             table.described(4)
@@ -404,7 +469,9 @@ pub fn police_difference_chart(
             .map(String::from)
             .to_vec(),
         rows: Vec::new(),
+        notes: Vec::new(),
     };
+    let mut incomplete = Vec::new();
     let groups = q
         .doc
         .groups
@@ -416,14 +483,19 @@ pub fn police_difference_chart(
         else {
             continue;
         };
+        if !cell.complete {
+            incomplete.push(g.group.clone());
+        }
         marks.push(mark(g.group.clone(), &cell, 0));
         table.rows.push(Row {
-            cells: vec![g.group.clone(), g.programs.join(" "), cell.text.clone()],
+            cells: vec![g.group.clone(), g.programs.join(" "), marked(&cell)],
             small: cell.small,
         });
     }
+    let (suffix, notes, said) = incomplete_parts(&incomplete, "hatched bars");
+    table.notes = notes;
     let title = format!(
-        "Police present minus absent: arrest rate, {}",
+        "Police present minus absent: arrest rate, {}{suffix}",
         q.doc.quarter
     );
     let frame = metric_frame(width, 340, &title, "difference");
@@ -431,7 +503,7 @@ pub fn police_difference_chart(
         id: "police-difference".into(),
         svg: charts::bars(&frame, &marks, &[]),
         description: format!(
-            "Bar chart of the difference in the share of survivors arrested within 90 days of an outreach attempt, attempts with police present minus attempts without, statewide and by team model, with 95% intervals; above zero means more arrests when police were present. {}.",
+            "Bar chart of the difference in the share of survivors arrested within 90 days of an outreach attempt, attempts with police present minus attempts without, statewide and by team model, with 95% intervals; above zero means more arrests when police were present.{said} {}.",
             table.described(2)
         ),
         title,
@@ -455,7 +527,9 @@ pub fn trend_chart(
             .map(String::from)
             .to_vec(),
         rows: Vec::new(),
+        notes: Vec::new(),
     };
+    let mut incomplete = Vec::new();
     for (quarter, q) in &snap.quarters {
         let Some(p) = q
             .doc
@@ -468,23 +542,28 @@ pub fn trend_chart(
         let Some(cell) = FigureSet::of_program(p).cell(kind, name, small_cell) else {
             continue;
         };
+        if !cell.complete {
+            incomplete.push(quarter.clone());
+        }
         marks.push(mark(quarter.clone(), &cell, 0));
         table.rows.push(Row {
             cells: vec![
                 quarter.clone(),
-                cell.text.clone(),
+                marked(&cell),
                 if cell.complete { "yes" } else { "no" }.into(),
             ],
             small: cell.small,
         });
     }
-    let title = format!("{name} of {program_id}, by quarter");
+    let (suffix, notes, said) = incomplete_parts(&incomplete, "hollow points, dashed line");
+    table.notes = notes;
+    let title = format!("{name} of {program_id}, by quarter{suffix}");
     let frame = metric_frame(width, 320, &title, kind);
     ChartBlock {
         id: "trend".into(),
         svg: charts::trend(&frame, &marks),
         description: format!(
-            "Line chart of {name} for program {program_id} over {} quarters, with 95% intervals. {}.",
+            "Line chart of {name} for program {program_id} over {} quarters, with 95% intervals.{said} {}.",
             marks.len(),
             table.described(1)
         ),
@@ -507,6 +586,12 @@ pub struct DashboardQuery {
 
 #[derive(Debug, Serialize)]
 struct DashboardPage {
+    /// The chosen metric's follow-up is incomplete in the chosen quarter.
+    incomplete: bool,
+    /// The plain statement of it.
+    incomplete_note: Option<String>,
+    /// Why the page opened on the quarter it did, when no quarter was asked.
+    opened_note: Option<String>,
     quarters: Vec<Choice>,
     metrics: Vec<Choice>,
     programs: Vec<Choice>,
@@ -519,6 +604,7 @@ struct DashboardPage {
     trend: ChartBlock,
     privacy: Privacy,
     note: String,
+    interval_rule: &'static str,
     small_cell: Option<f64>,
 }
 
@@ -596,33 +682,172 @@ fn definition(kind: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The statistics a metric reads: a count itself, a rate its numerator and denominator, a
+/// difference those of its two rates.
+fn statistics_of(doc: &Publication, kind: &str, name: &str) -> Vec<String> {
+    let Some(p) = doc.programs.first() else {
+        return Vec::new();
+    };
+    let rate = |r: &str| {
+        p.rates
+            .iter()
+            .find(|x| x.name == r)
+            .map(|x| vec![x.numerator.clone(), x.denominator.clone()])
+            .unwrap_or_default()
+    };
+    match kind {
+        "count" => vec![name.to_string()],
+        "rate" => rate(name),
+        _ => p
+            .differences
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| {
+                let mut v = rate(&d.minuend);
+                v.extend(rate(&d.subtrahend));
+                v
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Whether a metric's follow-up is complete in a quarter's publication: `None` when no
+/// program has the figure. The flag comes from the declared dates per statistic, so every
+/// program's figure carries the same one.
+pub fn metric_complete(q: &QuarterPublication, kind: &str, name: &str) -> Option<bool> {
+    let flags: Vec<bool> = q
+        .doc
+        .programs
+        .iter()
+        .filter_map(|p| FigureSet::of_program(p).cell(kind, name, None))
+        .map(|c| c.complete)
+        .collect();
+    (!flags.is_empty()).then(|| flags.iter().all(|c| *c))
+}
+
+/// Of `statistics`, the ones whose follow-up is incomplete in `doc`: the latest date their
+/// windows need the data through, and what their tables are declared complete through
+/// (added to `tables`, each once). `None` when all are complete.
+fn open_windows(
+    doc: &Publication,
+    statistics: &[String],
+    tables: &mut Vec<String>,
+) -> Option<String> {
+    let open: Vec<&Completeness> = doc
+        .completeness
+        .iter()
+        .filter(|c| !c.complete && statistics.contains(&c.statistic))
+        .collect();
+    for t in open.iter().flat_map(|c| &c.incomplete_tables) {
+        let declared = match &t.declared_through {
+            Some(d) => format!("{} through {d}", t.table),
+            None => format!("{} not at all", t.table),
+        };
+        if !tables.contains(&declared) {
+            tables.push(declared);
+        }
+    }
+    open.iter().map(|c| c.needs_complete_through.clone()).max()
+}
+
+/// What a page says of a quarter whose metric's follow-up is incomplete, plainly: the date
+/// its windows need the data through, and what the tables are declared complete through.
+fn incomplete_statement(q: &QuarterPublication, kind: &str, name: &str) -> String {
+    let mut tables = Vec::new();
+    let open = open_windows(&q.doc, &statistics_of(&q.doc, kind, name), &mut tables);
+    let needs = match open {
+        Some(date) => format!(
+            ": its window needs the data through {date}, and they are declared complete only so far ({})",
+            tables.join(", ")
+        ),
+        None => String::new(),
+    };
+    format!(
+        "Follow-up for {name} in {quarter} is not complete{needs}. Its figures (marked {INCOMPLETE_MARK} in the tables, hatched bars, hollow points in the trend) may rise as the data arrive: a lower value here is not yet a worse quarter.",
+        quarter = q.doc.quarter
+    )
+}
+
 /// Renders the dashboard page.
+///
+/// Without a quarter asked, it opens on the newest quarter whose chosen metric has complete
+/// follow-up, and says that newer quarters are published but not yet complete; when none is
+/// complete, on the newest, saying so. A quarter whose metric is incomplete says it in its
+/// title and in a plain sentence, and marks those figures in every chart and table.
 pub fn dashboard(
     snap: &Snapshot,
     query: &DashboardQuery,
     small_cell: Option<f64>,
 ) -> Result<String, PageError> {
+    let newest = snap
+        .quarters
+        .keys()
+        .next_back()
+        .cloned()
+        .ok_or(PageError::NothingPublished)?;
+    let asked =
+        match &query.quarter {
+            Some(k) => Some(snap.quarters.get(k).ok_or_else(|| {
+                PageError::BadChoice(format!("no publication for quarter {k:?}"))
+            })?),
+            None => None,
+        };
+    // The metric: the one asked, or the default among the asked (or newest) quarter's.
+    let metric = match &query.metric {
+        Some(m) => m.clone(),
+        None => {
+            let first = asked.unwrap_or(&snap.quarters[&newest]);
+            let choices = metric_choices(&first.doc);
+            if choices.iter().any(|(k, _)| k == DEFAULT_METRIC) {
+                DEFAULT_METRIC.to_string()
+            } else {
+                choices.first().map(|c| c.0.clone()).unwrap_or_default()
+            }
+        }
+    };
+    let mut opened_note = None;
     let quarter = match &query.quarter {
-        Some(q) => q.clone(),
-        None => snap
-            .quarters
-            .keys()
-            .next_back()
-            .cloned()
-            .ok_or(PageError::NothingPublished)?,
+        Some(k) => k.clone(),
+        None => match split_metric(&metric) {
+            // A metric that is not `kind:name` is refused below.
+            None => newest.clone(),
+            Some((kind, name)) => {
+                let complete = snap
+                    .quarters
+                    .iter()
+                    .rev()
+                    .find(|(_, q)| metric_complete(q, kind, name) == Some(true))
+                    .map(|(k, _)| k.clone());
+                match complete {
+                    Some(k) if k != newest => {
+                        let newer: Vec<&str> = snap
+                            .quarters
+                            .keys()
+                            .filter(|n| **n > k)
+                            .map(String::as_str)
+                            .collect();
+                        opened_note = Some(format!(
+                            "Opened on {k}, the newest quarter whose follow-up for {name} is complete. Newer quarters are published ({}), but their follow-up for {name} is not yet complete: choose one above to see its figures, marked as incomplete.",
+                            newer.join(", ")
+                        ));
+                        k
+                    }
+                    Some(k) => k,
+                    None => {
+                        opened_note = Some(format!(
+                            "No published quarter has complete follow-up for {name} yet: this is the newest, {newest}."
+                        ));
+                        newest.clone()
+                    }
+                }
+            }
+        },
     };
     let q = snap
         .quarters
         .get(&quarter)
         .ok_or_else(|| PageError::BadChoice(format!("no publication for quarter {quarter:?}")))?;
     let choices = metric_choices(&q.doc);
-    let metric = query.metric.clone().unwrap_or_else(|| {
-        if choices.iter().any(|(k, _)| k == DEFAULT_METRIC) {
-            DEFAULT_METRIC.to_string()
-        } else {
-            choices.first().map(|c| c.0.clone()).unwrap_or_default()
-        }
-    });
     if !choices.iter().any(|(k, _)| *k == metric) {
         return Err(PageError::BadChoice(format!(
             "metric {metric:?} is not one of this quarter's (kind:name, such as {DEFAULT_METRIC})"
@@ -656,7 +881,11 @@ pub fn dashboard(
             "program {program:?} is not in the publication of {quarter}"
         )));
     }
+    let incomplete = metric_complete(q, kind, name) == Some(false);
     let page = DashboardPage {
+        incomplete,
+        incomplete_note: incomplete.then(|| incomplete_statement(q, kind, name)),
+        opened_note,
         quarters: snap
             .quarters
             .keys()
@@ -692,6 +921,7 @@ pub fn dashboard(
         trend: trend_chart(snap, &program, kind, name, small_cell, 960),
         privacy: privacy_of(q),
         note: q.doc.note.clone(),
+        interval_rule: INTERVAL_RULE,
         small_cell,
     };
     templates()

@@ -463,6 +463,60 @@ pub fn rate_variance(programs: usize, variance: f64, single_half_width: f64) -> 
     variance.max(h * h)
 }
 
+/// The noise of a stored publication's counts, to rebuild from its document what
+/// [`figures`] computed, such as a rate's delta-method variance for the change of a figure
+/// between two quarters' publications. Every standard count of a publication has the
+/// document's distribution and scale, so one program's count has this variance and this
+/// OpenDP half-width, as the release reported them (`statistic_noise`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountNoise {
+    /// The noise variance of one program's count.
+    pub variance: f64,
+    /// OpenDP's 95% half-width of one program's count.
+    pub half_width: f64,
+}
+
+impl CountNoise {
+    /// The noise of `doc`'s counts, through the same OpenDP helpers as the release.
+    pub fn of(doc: &Publication) -> Result<CountNoise> {
+        let kind = match doc.distribution.as_str() {
+            "discrete_laplace" => NoiseKind::DiscreteLaplace,
+            _ => NoiseKind::DiscreteGaussian,
+        };
+        Ok(CountNoise {
+            variance: noise_variance(kind, doc.scale),
+            half_width: crate::privacy::mechanism::half_width(kind, doc.scale, 0.05)? as f64,
+        })
+    }
+
+    /// A count summed over `programs` programs with raw value `raw`, as it enters a rate
+    /// ([`for_rate`]). Its noise variance is summed one program at a time, as
+    /// [`Noisy::sum`] sums it, so the rebuilt figures are the stored ones to the last bit.
+    pub fn count(&self, raw: f64, programs: usize) -> Noisy {
+        let variance = (0..programs).fold(0.0, |v, _| v + self.variance);
+        Noisy {
+            raw,
+            variance: rate_variance(programs, variance, self.half_width),
+        }
+    }
+
+    /// The estimate of a stored rate whose counts, summed over `programs` programs, are
+    /// `counts`; `None` when its denominator is insufficient, or a count is missing.
+    pub fn rate(
+        &self,
+        counts: &[CountFigure],
+        programs: usize,
+        numerator: &str,
+        denominator: &str,
+    ) -> Option<RateEstimate> {
+        let raw = |s: &str| counts.iter().find(|c| c.statistic == s).map(|c| c.raw);
+        rate(
+            self.count(raw(numerator)?, programs),
+            self.count(raw(denominator)?, programs),
+        )
+    }
+}
+
 /// A breakdown's figures: one (dimension, value) of one program, or statewide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakdownFigures {
@@ -662,7 +716,8 @@ impl Publication {
 pub const PUBLICATION_NOTE: &str = "Counts are survivors in each program's cohort of the \
      quarter, with differentially private noise; shown counts are clamped at zero and rates \
      to [0, 1], while `raw` keeps the noisy value for sums. Intervals cover the privacy noise \
-     with probability at least 95%, not sampling error. Group and statewide figures are sums \
+     with probability at least 95%, not sampling error; they are clamped likewise, but never \
+     narrower than the noise's half-width. Group and statewide figures are sums \
      over programs (post-processing): a survivor in two programs' cohorts counts in both.";
 
 /// Builds the figures of a publication from its released numbers.

@@ -121,9 +121,11 @@ async fn the_dashboard_shows_the_comparison_the_police_difference_and_a_trend_wi
     )
     .await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
-    // The defaults: the latest quarter.
+    // The defaults: the newest quarter whose follow-up for the default metric is complete.
+    // 2026Q2 is the latest, but its 30-day windows run past the data declared complete
+    // (`the_dashboard_marks_incomplete_follow_up_and_opens_on_a_complete_quarter`).
     let default = get(&app, "/").await.text();
-    assert!(default.contains("Post-overdose outreach programs, 2026Q2"));
+    assert!(default.contains("Post-overdose outreach programs, 2026Q1"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -314,4 +316,415 @@ async fn the_small_cell_rule_looks_at_a_rates_numerator_and_denominator() {
         assert_eq!(table.contains(&row), small, "{p}: {num} of {den}");
     }
     assert!(greyed_by_numerator > 0, "the case the rule is about occurs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_wholly_below_zero_is_shown_with_the_width_of_its_noise_on_every_page() {
+    use outreach_warehouse::ledger::Ledger;
+    use outreach_warehouse::ledger::publications::NewPublication;
+    use outreach_warehouse::queries::figures::{CountFigure, RateEstimate, RateFigure, Z95};
+    use outreach_warehouse::queries::publish::Publication;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    // Fabricated figures of P1 in 2025Q1, built by the publication's own code: an engagement
+    // rate whose noisy value is −20% with a standard error of 5 points, so that its whole 95%
+    // interval (−29.8% to −10.2%) lies below zero; and a count of −30 whose interval ±11
+    // lies below zero too. Clamping alone would show both as certain: 0.0% (0.0%–0.0%).
+    let mut doc = Publication::from_document(&crate::api::current_doc(&wh, "2025Q1")).unwrap();
+    let p1 = doc
+        .programs
+        .iter_mut()
+        .find(|p| p.program.program_id == "P1")
+        .unwrap();
+    let r = p1
+        .rates
+        .iter_mut()
+        .find(|r| r.name == "engagement_30d")
+        .unwrap();
+    let (num, den) = (r.numerator.clone(), r.denominator.clone());
+    *r = RateFigure::new(
+        "engagement_30d",
+        &num,
+        &den,
+        Some(RateEstimate {
+            raw: -0.2,
+            variance: 0.05 * 0.05,
+        }),
+        true,
+    );
+    assert_eq!((r.value, r.lower), (Some(0.0), Some(0.0)));
+    assert!((r.upper.unwrap() - Z95 * 0.05).abs() < 1e-12, "{r:?}");
+    let c = p1
+        .counts
+        .iter_mut()
+        .find(|c| c.statistic == "engaged_30d")
+        .unwrap();
+    *c = CountFigure::new("engaged_30d", -30.0, 11.0, true);
+    assert_eq!((c.value, c.lower, c.upper), (0.0, 0.0, 11.0));
+    // Stored as a new publication of the same releases, as `publish` stores one.
+    let document = serde_json::to_value(&doc).unwrap();
+    Ledger::open(&wh)
+        .unwrap()
+        .record_publication(&NewPublication {
+            quarter: "2025Q1",
+            release_id: doc.release_id,
+            dataset_version: &doc.dataset_version,
+            approver: &doc.approver,
+            document: &document,
+        })
+        .unwrap();
+    let shown = "0.0% (0.0%–9.8%)";
+    let app = app(state(&wh, roomy()).await);
+    // The API, in JSON and in CSV.
+    let page = get(&app, "/v1/quarters/2025Q1/programs/P1").await.json();
+    let f = page["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "engagement_30d" && f["kind"] == "rate" && f["breakdown"].is_null())
+        .unwrap();
+    assert_eq!(rate_text(f), shown);
+    let csv = get(&app, "/v1/quarters/2025Q1/programs/P1?format=csv")
+        .await
+        .text();
+    let row: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with("2025Q1,P1,program,rate,engagement_30d,,,"))
+        .unwrap()
+        .split(',')
+        .collect();
+    assert_eq!((row[7], row[8]), ("0", "0"), "{row:?}");
+    assert!((row[9].parse::<f64>().unwrap() - Z95 * 0.05).abs() < 1e-12);
+    // The dashboard, with the rule in its notes.
+    let rates = get(&app, "/?quarter=2025Q1&metric=rate:engagement_30d")
+        .await
+        .text();
+    assert!(rates.contains(shown), "{shown} not on the dashboard");
+    assert!(!rates.contains("(0.0%–0.0%)"));
+    assert!(
+        rates.contains("never narrower than"),
+        "the rule is explained"
+    );
+    let counts = get(&app, "/?quarter=2025Q1&metric=count:engaged_30d")
+        .await
+        .text();
+    assert!(counts.contains("0 (0–11)"));
+    // The report.
+    let out = tmp.path().join("2025Q1.html");
+    let ok = report_command(&wh, "2025Q1", &out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains(shown), "{shown} not in the report");
+    assert!(!html.contains("(0.0%–0.0%)"));
+    assert!(
+        html.contains("never narrower than"),
+        "the rule is explained"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_csv_holds_every_figure_of_the_quarter_in_the_apis_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let out = tmp.path().join("2025Q1.html");
+    let ok = report_command(&wh, "2025Q1", &out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let csv = std::fs::read_to_string(out.with_extension("csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let all: Vec<&str> = lines.collect();
+    let rows: std::collections::HashSet<&str> = all.iter().copied().collect();
+    assert_eq!(rows.len(), all.len(), "no figure twice");
+    let app = app(state(&wh, roomy()).await);
+    // Every line of every CSV the API serves for the quarter is a row of report.csv, under
+    // the same header: each program's page (its equity breakdowns too), and each metric
+    // compared by program and by every grouping.
+    let mut served = 0;
+    let mut check = |body: String, what: &str| {
+        let mut lines = body.lines();
+        assert_eq!(lines.next(), Some(header), "the columns of {what}");
+        for l in lines {
+            assert!(rows.contains(l), "{what}: {l} is not in report.csv");
+            served += 1;
+        }
+    };
+    for p in get(&app, "/v1/programs").await.json().as_array().unwrap() {
+        let id = p["program_id"].as_str().unwrap();
+        let r = get(
+            &app,
+            &format!("/v1/quarters/2025Q1/programs/{id}?format=csv"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        check(r.text(), id);
+    }
+    for m in get(&app, "/v1/metrics").await.json().as_array().unwrap() {
+        for by in [
+            "program",
+            "team_model",
+            "police_on_visits",
+            "warrant_check",
+            "region",
+            "statewide",
+        ] {
+            let uri = format!(
+                "/v1/quarters/2025Q1/compare?metric={}&kind={}&by={by}&format=csv",
+                m["name"].as_str().unwrap(),
+                m["kind"].as_str().unwrap()
+            );
+            let r = get(&app, &uri).await;
+            // The equity metrics are not compared across programs.
+            if r.status == StatusCode::OK {
+                check(r.text(), &uri);
+            }
+        }
+    }
+    assert!(served > 0);
+    // And report.csv holds every figure of the publication: the equity breakdowns too,
+    // statewide ones included, which no API route lists one by one.
+    let doc = crate::api::current_doc(&wh, "2025Q1");
+    let len = |v: &Value, k: &str| v[k].as_array().map_or(0, Vec::len);
+    let figures: usize = doc["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(doc["groups"].as_array().unwrap())
+        .map(|p| len(p, "counts") + len(p, "rates") + len(p, "differences"))
+        .sum::<usize>()
+        + doc["equity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| len(b, "counts") + len(b, "rates"))
+            .sum::<usize>();
+    assert_eq!(rows.len(), figures);
+    let equity = |scope: &str| {
+        rows.iter()
+            .filter(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                f[1] == scope && !f[5].is_empty() && !f[6].is_empty()
+            })
+            .count()
+    };
+    assert!(equity("P1") > 0 && equity("statewide") > 0, "{csv}");
+}
+
+/// The part of a dashboard page from `from` to `to`.
+fn section<'a>(html: &'a str, from: &str, to: &str) -> &'a str {
+    let start = html.find(from).unwrap_or_else(|| panic!("no {from}"));
+    let rest = &html[start..];
+    &rest[..rest.find(to).unwrap_or(rest.len())]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_marks_incomplete_follow_up_and_opens_on_a_complete_quarter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = demo_warehouse(tmp.path()).await;
+    let app = app(state(&wh, roomy()).await);
+    // 2026Q2's 30-day windows run past the data declared complete; 2026Q1's do not.
+    let p002 = get(&app, "/v1/quarters/2026Q2/programs/P002").await.json();
+    let engaged = p002["completeness"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["statistic"] == "engaged_30d")
+        .unwrap();
+    assert_eq!(engaged["complete"], false);
+    let needs = engaged["needs_complete_through"].as_str().unwrap();
+
+    // Opened without choices: on 2026Q1, the newest quarter whose engagement rate is
+    // complete, saying that 2026Q2 is published but not yet complete.
+    let default = get(&app, "/").await.text();
+    assert!(default.contains("Post-overdose outreach programs, 2026Q1"));
+    assert!(default.contains("<option value=\"2026Q1\" selected>"));
+    assert!(
+        default.contains("the newest quarter whose follow-up for engagement_30d is complete"),
+        "the page says why it opened there"
+    );
+    assert!(default.contains("2026Q2"));
+    // A metric complete in 2026Q2 opens on 2026Q2.
+    let identified = get(&app, "/?metric=count:identified").await.text();
+    assert!(identified.contains("Post-overdose outreach programs, 2026Q2"));
+    let comparison = section(&identified, "id=\"comparison\"", "id=\"police-difference\"");
+    assert!(!comparison.contains("follow-up incomplete"));
+
+    // 2026Q2 chosen: the title, a plain statement with the date it needs, the chart's
+    // legend, a marker on every figure of its table with the footnote, and the trend.
+    let html = get(
+        &app,
+        "/?quarter=2026Q2&metric=rate:engagement_30d&program=P002",
+    )
+    .await
+    .text();
+    let title = section(&html, "<title>", "</title>");
+    assert!(title.contains("follow-up incomplete"), "{title}");
+    assert!(html.contains("<h2>engagement_30d: programs compared (follow-up incomplete)</h2>"));
+    assert!(html.contains("Follow-up for engagement_30d in 2026Q2 is not complete"));
+    assert!(html.contains(needs), "the date it needs, {needs}");
+    let comparison = section(&html, "id=\"comparison\"", "id=\"police-difference\"");
+    let svg = section(comparison, "<svg", "</svg>");
+    assert!(svg.contains("follow-up incomplete"), "the chart's legend");
+    assert!(
+        comparison.contains("(follow-up incomplete).</strong>"),
+        "the chart's title"
+    );
+    let cmp = get(
+        &app,
+        "/v1/quarters/2026Q2/compare?metric=engagement_30d&kind=rate",
+    )
+    .await
+    .json();
+    for f in cmp["figures"].as_array().unwrap() {
+        assert_eq!(f["complete"], false);
+        let marked = format!("{} †", rate_text(f));
+        assert!(comparison.contains(&marked), "{} {marked}", f["scope"]);
+    }
+    assert!(
+        comparison.contains("† Follow-up incomplete"),
+        "the table's footnote"
+    );
+    let trend = section(&html, "id=\"trend\"", "</figure>");
+    assert!(
+        section(trend, "<svg", "</svg>").contains("follow-up incomplete"),
+        "the trend's legend"
+    );
+    let row = section(trend, "<th scope=\"row\">2026Q2</th>", "</tr>");
+    assert!(row.contains('†') && row.contains(">no<"), "{row}");
+    let row = section(trend, "<th scope=\"row\">2025Q1</th>", "</tr>");
+    assert!(!row.contains('†'), "{row}");
+
+    // A complete quarter carries no mark in its comparison.
+    let complete = get(
+        &app,
+        "/?quarter=2025Q1&metric=rate:engagement_30d&program=P002",
+    )
+    .await
+    .text();
+    let comparison = section(&complete, "id=\"comparison\"", "id=\"police-difference\"");
+    assert!(!comparison.contains('†') && !comparison.contains("follow-up incomplete"));
+    assert!(!complete.contains("is not complete"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_opens_with_a_summary_a_funder_reads_first() {
+    use outreach_warehouse::queries::figures::{DifferenceFigure, Noisy, RateEstimate, rate};
+    use outreach_warehouse::queries::publish::{Publication, rate_variance};
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = demo_warehouse(tmp.path()).await;
+    let out = tmp.path().join("2026Q2.html");
+    let ok = report_command(&wh, "2026Q2", &out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+    // What comes before the first program's table.
+    let first = &html[..html.find("id=\"program-").expect("program tables")];
+    assert!(first.contains("id=\"summary\""), "the summary comes first");
+    let doc = |q: &str| Publication::from_document(&crate::api::current_doc(&wh, q)).unwrap();
+    let (now, before) = (doc("2026Q2"), doc("2026Q1"));
+    let statewide = |d: &Publication| {
+        d.groups
+            .iter()
+            .find(|g| g.by == "statewide")
+            .unwrap()
+            .clone()
+    };
+    let (sw, sw_before) = (statewide(&now), statewide(&before));
+    fn json<T: serde::Serialize>(v: &T) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+    // The statewide headline metrics with their intervals.
+    let identified = sw
+        .counts
+        .iter()
+        .find(|c| c.statistic == "identified")
+        .unwrap();
+    let count = format!(
+        "{:.0} ({:.0}–{:.0})",
+        identified.value, identified.lower, identified.upper
+    );
+    assert!(first.contains(&count), "statewide identified {count}");
+    let engagement = sw
+        .rates
+        .iter()
+        .find(|r| r.name == "engagement_30d")
+        .unwrap();
+    assert!(
+        first.contains(&rate_text(&json(engagement))),
+        "statewide engagement"
+    );
+    // The police-present minus police-absent difference.
+    let diff = sw
+        .differences
+        .iter()
+        .find(|d| d.name == "arrest_after_attempt_police_difference")
+        .unwrap();
+    assert!(
+        first.contains(&rate_text(&json(diff))),
+        "the police difference"
+    );
+    // The change from the previous quarter: the difference of two independent noisy
+    // estimates, whose variances add. Each rate's variance is rebuilt here from its counts
+    // as `publish` computed it: σ² per program summed over the programs, no smaller than
+    // the covering half-width implies; one program's half-width is read off a count.
+    let estimate = |d: &Publication, g: &outreach_warehouse::queries::publish::GroupFigures| {
+        let h1 = d.programs[0]
+            .counts
+            .iter()
+            .find(|c| c.statistic == "identified")
+            .map(|c| c.upper - c.raw)
+            .unwrap();
+        let n = g.programs.len();
+        let noisy = |s: &str| {
+            let raw = g.counts.iter().find(|c| c.statistic == s).unwrap().raw;
+            Noisy {
+                raw,
+                variance: rate_variance(n, n as f64 * d.scale * d.scale, h1),
+            }
+        };
+        rate(noisy("engaged_30d"), noisy("identified")).unwrap()
+    };
+    let (a, b): (RateEstimate, RateEstimate) = (estimate(&now, &sw), estimate(&before, &sw_before));
+    let change = DifferenceFigure::new("c", "a", "b", Some(a), Some(b), false);
+    assert!((change.standard_error.unwrap() - (a.variance + b.variance).sqrt()).abs() < 1e-12);
+    let points = |x: Option<f64>| format!("{:+.1}", x.unwrap() * 100.0);
+    let text = format!(
+        "{} points ({} to {})",
+        points(change.value),
+        points(change.lower),
+        points(change.upper)
+    );
+    assert!(first.contains("change from 2026Q1"), "the change's column");
+    assert!(first.contains(&text), "the change of engagement, {text}");
+    // What is incomplete, with the date the data must reach.
+    let needs = now
+        .completeness
+        .iter()
+        .find(|c| c.statistic == "engaged_30d")
+        .unwrap();
+    assert!(!needs.complete);
+    let note = &first[first.find("<p class=\"incomplete\"").expect("the note")..];
+    let note = &note[..note.find("</p>").unwrap()];
+    assert!(note.contains("engagement_30d"), "{note}");
+    assert!(note.contains(&needs.needs_complete_through), "{note}");
+    // The programs compared on the headline metric, and the other charts, come first too.
+    assert!(first.contains("id=\"chart-engagement_30d\""));
+    assert!(first.contains("id=\"police-difference\""));
+
+    // The first quarter has no previous publication to compare with, and says so.
+    let out = tmp.path().join("2024Q3.html");
+    assert!(report_command(&wh, "2024Q3", &out).status.success());
+    let html = std::fs::read_to_string(&out).unwrap();
+    let first = &html[..html.find("id=\"program-").unwrap()];
+    assert!(first.contains("No publication of 2024Q2 to compare with"));
 }

@@ -411,7 +411,8 @@ fn published_figures_are_clamped_keep_raw_values_and_sum_over_groups() {
         // 1.96·√(3σ²) = 18.67, rounded up: the summed noise is a whole number.
         let half = (Z95 * (3.0 * 5.5f64 * 5.5).sqrt()).ceil();
         assert_eq!(half, 19.0);
-        assert!((c.upper - (c.raw + half).max(0.0)).abs() < 1e-9, "{c:?}");
+        // Clamped at zero, never narrower than the half-width (`shown_interval`).
+        assert!((c.upper - (c.raw + half).max(half)).abs() < 1e-9, "{c:?}");
     }
     // Every grouping is there, each program in exactly one group of each.
     for by in ["team_model", "police_on_visits", "warrant_check", "region"] {
@@ -901,4 +902,47 @@ fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
         ))
         .unwrap();
     assert!(looser_equity.equity_rates.iter().any(|(_, h)| *h > 0.08));
+}
+
+#[test]
+fn a_stored_figures_estimate_is_rebuilt_from_its_counts_as_published() {
+    use outreach_warehouse::queries::figures::RateFigure;
+    use outreach_warehouse::queries::publish::CountNoise;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = fixture_warehouse(tmp.path(), "2025-12-31");
+    let doc = rt()
+        .block_on(publish(&wh, &opts("2025Q1")))
+        .unwrap()
+        .publication;
+    // The document's noise: OpenDP's half-width of one program's count at its scale.
+    let noise = CountNoise::of(&doc).unwrap();
+    assert_eq!(noise.variance, 5.5 * 5.5);
+    assert_eq!(noise.half_width, 11.0);
+    let units = doc.programs.iter().map(|p| (1, &p.counts, &p.rates)).chain(
+        doc.groups
+            .iter()
+            .map(|g| (g.programs.len(), &g.counts, &g.rates)),
+    );
+    let mut rebuilt = 0;
+    for (programs, counts, rates) in units {
+        for r in rates {
+            let e = noise.rate(counts, programs, &r.numerator, &r.denominator);
+            // The same figure, to the last bit, as `publish` stored it.
+            let again = RateFigure::new(&r.name, &r.numerator, &r.denominator, e, r.complete);
+            assert_eq!(&again, r);
+            rebuilt += 1;
+            // And its variance is what its stored interval says, where nothing is clamped.
+            if let (Some(e), Some(lo), Some(hi)) = (e, r.lower, r.upper)
+                && lo > 0.0
+                && hi < 1.0
+            {
+                let from_interval = ((hi - lo) / 2.0 / Z95).powi(2);
+                assert!(
+                    (e.variance - from_interval).abs() <= 1e-9 * e.variance,
+                    "{r:?}"
+                );
+            }
+        }
+    }
+    assert!(rebuilt > 0);
 }
