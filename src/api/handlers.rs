@@ -100,6 +100,8 @@ pub fn respond(r: &Rendered, format: Format, headers: &HeaderMap) -> Response {
         .expect("valid response")
 }
 
+/// A body every snapshot renders (the programs, the metrics, the quarters, the budget): one
+/// that is missing is a defect of the snapshot, never the client's, so it is no 404.
 fn rendered(
     state: &AppState,
     key: &str,
@@ -110,7 +112,7 @@ fn rendered(
     let r = snap
         .rendered
         .get(key)
-        .ok_or_else(|| ApiError::NotFound(format!("nothing is published at {key}")))?;
+        .ok_or_else(|| ApiError::Internal(format!("the snapshot has not rendered {key}")))?;
     Ok(respond(r, format, headers))
 }
 
@@ -150,6 +152,7 @@ pub async fn openapi(State(state): State<AppState>) -> Response {
 
 #[utoipa::path(get, path = "/v1/programs", tag = "catalog", params(FormatParam),
     responses((status = 200, description = "Public program metadata", body = [views::Program]),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody)))]
 pub async fn programs(
     State(state): State<AppState>,
@@ -162,6 +165,7 @@ pub async fn programs(
 
 #[utoipa::path(get, path = "/v1/metrics", tag = "catalog", params(FormatParam),
     responses((status = 200, description = "The metric catalog, in plain words", body = [views::Metric]),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody)))]
 pub async fn metrics(
     State(state): State<AppState>,
@@ -174,6 +178,7 @@ pub async fn metrics(
 
 #[utoipa::path(get, path = "/v1/quarters", tag = "metrics", params(FormatParam),
     responses((status = 200, description = "Quarters with a publication, the current one each", body = [views::Quarter]),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody)))]
 pub async fn quarters(
     State(state): State<AppState>,
@@ -238,6 +243,7 @@ pub struct CompareParams {
 #[utoipa::path(get, path = "/v1/quarters/{quarter}/compare", tag = "metrics",
     params(("quarter" = String, Path, description = "Such as 2025Q3"), CompareParams),
     responses((status = 200, description = "One metric across programs or program groups", body = views::Comparison),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad quarter, metric, grouping or format", body = ErrorBody),
               (status = 404, description = "No publication for this quarter", body = ErrorBody)))]
 pub async fn compare(
@@ -272,6 +278,7 @@ pub async fn compare(
 
 #[utoipa::path(get, path = "/v1/releases", tag = "releases", params(ReleaseFilter),
     responses((status = 200, description = "Public releases that pass the filters", body = [views::ReleaseSummary]),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad filter or format", body = ErrorBody)))]
 pub async fn releases(
     State(state): State<AppState>,
@@ -306,13 +313,18 @@ pub async fn release(
 ) -> ApiResult<Response> {
     let id = path(p)?;
     let f = format_of(query(q)?.format.as_deref(), &headers)?;
-    rendered(&state, &format!("/v1/releases/{id}"), f, &headers)
-        .map_err(|_| ApiError::NotFound(format!("no public release {id}")))
+    let snap = state.snapshot();
+    let r = snap
+        .rendered
+        .get(&format!("/v1/releases/{id}"))
+        .ok_or_else(|| ApiError::NotFound(format!("no public release {id}")))?;
+    Ok(respond(r, f, &headers))
 }
 
 #[utoipa::path(get, path = "/v1/budget", tag = "releases", params(FormatParam),
     security((), ("bearer" = [])),
     responses((status = 200, description = "The privacy budget: total, spent and remaining, per allocation (the researchers' summed into one row, `researchers`), in rho and epsilon; with a researcher's bearer token, also `own_allocation`, theirs", body = views::Budget),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody),
               (status = 401, description = "An Authorization header that is not an active researcher's bearer token", body = ErrorBody)))]
 pub async fn budget(
@@ -587,6 +599,7 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src '
 
 #[utoipa::path(get, path = "/", tag = "dashboard", params(crate::dashboard::DashboardQuery),
     responses((status = 200, description = "The dashboard: programs compared, the police-present minus absent arrest-rate difference, and a program's trend, with intervals; no JavaScript", content_type = "text/html"),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "A quarter, metric or program that is not published", body = ErrorBody),
               (status = 404, description = "Nothing is published yet", body = ErrorBody)))]
 pub async fn dashboard(

@@ -1,6 +1,11 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+//! The OpenAPI 3.1 document, generated from the handlers' annotations. What annotations
+//! cannot say is written in by [`Modify`] steps from the code: the statuses every route can
+//! answer from the router's layers ([`LayerResponses`]), and the CSV form of every answer
+//! that has one ([`CsvBodies`]).
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Header, Object, PathItem, Ref, RefOr, Response, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
@@ -22,13 +27,35 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Calls `f` with every operation of the document and its path.
+fn for_each_operation(doc: &mut utoipa::openapi::OpenApi, mut f: impl FnMut(&str, &mut Operation)) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let PathItem {
+            get,
+            put,
+            post,
+            delete,
+            options,
+            head,
+            patch,
+            trace,
+            ..
+        } = item;
+        for op in [get, put, post, delete, options, head, patch, trace]
+            .into_iter()
+            .flatten()
+        {
+            f(path.as_str(), op);
+        }
+    }
+}
+
 /// Sets the pattern of `/v1/requests/{id}`'s `id` from [`REQUEST_ID_PATTERN`], the form the
 /// handler checks with `requests::is_request_id`: one constant, not a copy in an annotation.
 struct RequestIdPattern;
 
 impl Modify for RequestIdPattern {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{RefOr, Schema};
         let Some(item) = doc.paths.paths.get_mut("/v1/requests/{id}") else {
             return;
         };
@@ -41,6 +68,75 @@ impl Modify for RequestIdPattern {
                 }
             }
         }
+    }
+}
+
+/// A JSON error answer ([`ErrorBody`]), with a `Retry-After` header when `retry_after`
+/// describes it.
+fn error_response(description: &str, retry_after: Option<&str>) -> RefOr<Response> {
+    let mut r = Response::new(description);
+    r.content.insert(
+        "application/json".to_string(),
+        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+    );
+    if let Some(retry_after) = retry_after {
+        let mut header = Header::new(Object::with_type(Type::Integer));
+        header.description = Some(retry_after.to_string());
+        r.headers.insert("Retry-After".to_string(), header);
+    }
+    RefOr::T(r)
+}
+
+/// The statuses every route can answer from the layers of [`super::routes::app`], whatever
+/// its handler does: 429 from the rate limits (per client IP on every route, and per token
+/// on the request routes), 504 from the timeout, and 500 from an internal error (a rate
+/// limiter that fails, as well as a handler's). An operation that describes one itself keeps
+/// its own description.
+struct LayerResponses;
+
+impl Modify for LayerResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for_each_operation(doc, |_, op| {
+            let responses = &mut op.responses.responses;
+            responses.entry("429".to_string()).or_insert_with(|| {
+                error_response(
+                    "Too many requests from this client, or on the request routes with this token (`too_many_requests`)",
+                    Some("Seconds to wait before trying again"),
+                )
+            });
+            responses.entry("500".to_string()).or_insert_with(|| {
+                error_response(
+                    "An internal error (`internal`): the server's log has the detail, the answer never does",
+                    None,
+                )
+            });
+            responses.entry("504".to_string()).or_insert_with(|| {
+                error_response(
+                    "The request took longer than the server allows (`timeout`); try again",
+                    None,
+                )
+            });
+        });
+    }
+}
+
+/// The CSV form of every answer that has one: an operation with a `format` parameter
+/// answers `text/csv` to `?format=csv` or `Accept: text/csv` ([`handlers::respond`]).
+struct CsvBodies;
+
+impl Modify for CsvBodies {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for_each_operation(doc, |_, op| {
+            if !op.parameters.iter().flatten().any(|p| p.name == "format") {
+                return;
+            }
+            if let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") {
+                ok.content.insert(
+                    "text/csv".to_string(),
+                    Content::new(Some(Object::with_type(Type::String))),
+                );
+            }
+        });
     }
 }
 
@@ -91,7 +187,7 @@ impl Modify for RequestIdPattern {
         ResearcherView,
         RequestSummary,
     )),
-    modifiers(&BearerAuth, &RequestIdPattern),
+    modifiers(&BearerAuth, &RequestIdPattern, &LayerResponses, &CsvBodies),
     tags(
         (name = "dashboard", description = "The dashboard page (HTML, no JavaScript)"),
         (name = "meta", description = "Health and this document"),
