@@ -18,7 +18,6 @@ use super::state::AppState;
 use super::views::{self, COMPARE_BY};
 use crate::ledger::Ledger;
 use crate::privacy::PublicRelease;
-use crate::quarter::Quarter;
 use crate::requests::{self, Quote, RequestSummary, ResearcherView, Submission};
 
 /// The response format: JSON unless `?format=csv` or `Accept: text/csv`.
@@ -27,6 +26,9 @@ pub enum Format {
     Json,
     Csv,
 }
+
+/// The values of `?format=`: the enumeration of the OpenAPI document.
+pub const FORMATS: &[&str] = &["json", "csv"];
 
 /// `?format=`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -42,7 +44,8 @@ fn format_of(param: Option<&str>, headers: &HeaderMap) -> ApiResult<Format> {
         Some("csv") => return Ok(Format::Csv),
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
-                "format must be `json` or `csv`, not {other:?}"
+                "format must be one of {}, not {other:?}",
+                FORMATS.join(", ")
             )));
         }
         None => {}
@@ -189,19 +192,26 @@ pub async fn quarters(
     rendered(&state, "/v1/quarters", f, &headers)
 }
 
+/// 400 unless `q` is written as [`crate::quarter::QUARTER_PATTERN`] says, the pattern the
+/// OpenAPI document states.
 fn check_quarter(q: &str) -> ApiResult<()> {
-    q.parse::<Quarter>()
-        .map(|_| ())
-        .map_err(|_| ApiError::BadRequest(format!("{q:?} is not a quarter such as 2025Q3")))
+    if crate::quarter::is_quarter(q) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{q:?} is not a quarter such as 2025Q3"
+        )))
+    }
 }
 
 #[utoipa::path(get, path = "/v1/quarters/{quarter}/programs/{program_id}", tag = "metrics",
+    // The patterns are set in `openapi.rs`, from the constants the checks use.
     params(("quarter" = String, Path, description = "Such as 2025Q3"),
-           ("program_id" = String, Path, description = "A program id from /v1/programs"),
+           ("program_id" = String, Path, description = "A program id from /v1/programs, of the form the data dictionary declares"),
            FormatParam),
     responses((status = 200, description = "Every standard metric of the program in the quarter", body = views::ProgramQuarter),
               (status = 304, description = "Not modified since the ETag given"),
-              (status = 400, description = "Bad quarter or format", body = ErrorBody),
+              (status = 400, description = "A quarter not written like 2025Q3, or a bad format", body = ErrorBody),
               (status = 404, description = "No publication for this quarter and program", body = ErrorBody)))]
 pub async fn program_quarter(
     State(state): State<AppState>,
@@ -229,7 +239,7 @@ pub async fn program_quarter(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CompareParams {
-    /// A count, rate or difference of the standard metrics (see /v1/metrics).
+    /// A count, rate or difference of the standard metrics (see /v1/metrics), by name.
     pub metric: String,
     /// `count`, `rate` or `difference`: needed when a name is both (such as `naloxone_30d`).
     pub kind: Option<String>,
@@ -241,10 +251,11 @@ pub struct CompareParams {
 }
 
 #[utoipa::path(get, path = "/v1/quarters/{quarter}/compare", tag = "metrics",
+    // The patterns and value lists are set in `openapi.rs`, from the constants the checks use.
     params(("quarter" = String, Path, description = "Such as 2025Q3"), CompareParams),
     responses((status = 200, description = "One metric across programs or program groups", body = views::Comparison),
               (status = 304, description = "Not modified since the ETag given"),
-              (status = 400, description = "Bad quarter, metric, grouping or format", body = ErrorBody),
+              (status = 400, description = "Bad quarter, metric, grouping or format; or a `kind` the metric is not, or none for a name that is both a count and a rate", body = ErrorBody),
               (status = 404, description = "No publication for this quarter", body = ErrorBody)))]
 pub async fn compare(
     State(state): State<AppState>,
@@ -279,7 +290,7 @@ pub async fn compare(
 #[utoipa::path(get, path = "/v1/releases", tag = "releases", params(ReleaseFilter),
     responses((status = 200, description = "Public releases that pass the filters", body = [views::ReleaseSummary]),
               (status = 304, description = "Not modified since the ETag given"),
-              (status = 400, description = "Bad filter or format", body = ErrorBody)))]
+              (status = 400, description = "Bad filter or format: a quarter not written like 2025Q3, a `since` that is not a day (or an RFC 3339 time), a `current` that is not true or false", body = ErrorBody)))]
 pub async fn releases(
     State(state): State<AppState>,
     q: Result<Query<ReleaseFilter>, QueryRejection>,
@@ -289,6 +300,13 @@ pub async fn releases(
     let f = format_of(filter.format.as_deref(), &headers)?;
     if let Some(q) = &filter.quarter {
         check_quarter(q)?;
+    }
+    if let Some(since) = &filter.since
+        && !super::snapshot::is_since(since)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "since {since:?} is not a day such as 2025-07-01 (or an RFC 3339 time)"
+        )));
     }
     let rows = state.snapshot().release_summaries(&filter);
     let csv = csv::rows(&rows);

@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations. What annotations
-//! cannot say is written in by [`Modify`] steps from the code: the statuses every route can
-//! answer from the router's layers ([`LayerResponses`]), and the CSV form of every answer
-//! that has one ([`CsvBodies`]).
+//! cannot say is written in by [`Modify`] steps from the code's own constants, never copied
+//! by hand: the pattern or value list of every parameter ([`ParameterValues`]), the statuses
+//! every route can answer from the router's layers ([`LayerResponses`]), and the CSV form of
+//! every answer that has one ([`CsvBodies`]).
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -9,8 +10,12 @@ use utoipa::openapi::{Content, Header, Object, PathItem, Ref, RefOr, Response, S
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::handlers::{self, Submitted};
-use super::views;
+use super::handlers::{self, FORMATS, Submitted};
+use super::snapshot::SINCE_PATTERN;
+use super::views::{self, COMPARE_BY, METRIC_KINDS};
+use crate::dictionary::{Dictionary, IdPattern};
+use crate::quarter::QUARTER_PATTERN;
+use crate::queries::Catalog;
 use crate::requests::{
     Quote, REQUEST_ID_PATTERN, RequestSummary, ResearcherView, StatisticAccuracy, Submission,
 };
@@ -50,24 +55,65 @@ fn for_each_operation(doc: &mut utoipa::openapi::OpenApi, mut f: impl FnMut(&str
     }
 }
 
-/// Sets the pattern of `/v1/requests/{id}`'s `id` from [`REQUEST_ID_PATTERN`], the form the
-/// handler checks with `requests::is_request_id`: one constant, not a copy in an annotation.
-struct RequestIdPattern;
+/// What a parameter takes.
+enum Values {
+    Pattern(String),
+    OneOf(Vec<String>),
+}
 
-impl Modify for RequestIdPattern {
+/// The pattern of a program id: the one the data dictionary declares for
+/// `programs.program_id`, which ingest checks every program id against.
+pub fn program_id_pattern() -> String {
+    Dictionary::builtin()
+        .ok()
+        .and_then(|d| d.table("programs"))
+        .and_then(|t| t.column("program_id"))
+        .and_then(|c| c.pattern.as_deref())
+        .and_then(|p| IdPattern::parse(p).ok())
+        .map(|p| p.regex())
+        .expect("the data dictionary declares the pattern of programs.program_id")
+}
+
+/// The pattern or the list of values of every path and query parameter, from what the
+/// handlers check it against: the form of a quarter ([`QUARTER_PATTERN`]), of a request id
+/// ([`REQUEST_ID_PATTERN`]), of a program id (the dictionary's), of `since`
+/// ([`SINCE_PATTERN`]); the formats ([`FORMATS`]), the groupings ([`COMPARE_BY`]), the kinds
+/// of figure ([`METRIC_KINDS`]) and the metrics of the catalog. `name` of `/v1/releases` is
+/// free text, and typed parameters (`current`, a release id) have their type.
+struct ParameterValues;
+
+impl Modify for ParameterValues {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        let Some(item) = doc.paths.paths.get_mut("/v1/requests/{id}") else {
-            return;
-        };
-        for op in item.get.iter_mut() {
+        let catalog = Catalog::standard().expect("the standard metrics are compiled in");
+        let (names, keys) = (views::metric_names(&catalog), views::metric_keys(&catalog));
+        let program_id = program_id_pattern();
+        let list = |values: &[&str]| Values::OneOf(values.iter().map(|v| v.to_string()).collect());
+        for_each_operation(doc, |path, op| {
             for p in op.parameters.iter_mut().flatten() {
-                if p.name == "id"
-                    && let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut()
-                {
-                    o.pattern = Some(REQUEST_ID_PATTERN.to_string());
+                let values = match (path, p.name.as_str()) {
+                    ("/v1/requests/{id}", "id") => Values::Pattern(REQUEST_ID_PATTERN.into()),
+                    (_, "quarter") => Values::Pattern(QUARTER_PATTERN.into()),
+                    (_, "program_id") | ("/", "program") => Values::Pattern(program_id.clone()),
+                    (_, "since") => Values::Pattern(SINCE_PATTERN.into()),
+                    (_, "format") => list(FORMATS),
+                    (_, "kind") => list(METRIC_KINDS),
+                    (_, "by") => list(COMPARE_BY),
+                    // The dashboard takes `kind:name`; `compare` a name, with `kind` beside it.
+                    ("/", "metric") => Values::OneOf(keys.clone()),
+                    (_, "metric") => Values::OneOf(names.clone()),
+                    _ => continue,
+                };
+                if let Some(RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+                    match values {
+                        Values::Pattern(pattern) => o.pattern = Some(pattern),
+                        Values::OneOf(values) => {
+                            o.enum_values =
+                                Some(values.into_iter().map(serde_json::Value::from).collect());
+                        }
+                    }
                 }
             }
-        }
+        });
     }
 }
 
@@ -187,7 +233,7 @@ impl Modify for CsvBodies {
         ResearcherView,
         RequestSummary,
     )),
-    modifiers(&BearerAuth, &RequestIdPattern, &LayerResponses, &CsvBodies),
+    modifiers(&BearerAuth, &ParameterValues, &LayerResponses, &CsvBodies),
     tags(
         (name = "dashboard", description = "The dashboard page (HTML, no JavaScript)"),
         (name = "meta", description = "Health and this document"),

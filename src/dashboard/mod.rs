@@ -271,7 +271,7 @@ pub fn metric_choices(doc: &crate::queries::publish::Publication) -> Vec<(String
 /// Splits `kind:name`.
 pub fn split_metric(metric: &str) -> Option<(&str, &str)> {
     let (kind, name) = metric.split_once(':')?;
-    ["count", "rate", "difference"]
+    crate::api::views::METRIC_KINDS
         .contains(&kind)
         .then_some((kind, name))
 }
