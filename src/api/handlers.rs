@@ -616,10 +616,11 @@ pub async fn method_not_allowed() -> ApiError {
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 #[utoipa::path(get, path = "/", tag = "dashboard", params(crate::dashboard::DashboardQuery),
+    // The patterns and value lists are set in `openapi.rs`, from the constants the checks use.
     responses((status = 200, description = "The dashboard: programs compared, the police-present minus absent arrest-rate difference, and a program's trend, with intervals; no JavaScript", content_type = "text/html"),
               (status = 304, description = "Not modified since the ETag given"),
-              (status = 400, description = "A quarter, metric or program that is not published", body = ErrorBody),
-              (status = 404, description = "Nothing is published yet", body = ErrorBody)))]
+              (status = 400, description = "A quarter not written like 2025Q3, or a metric that is not a standard metric's kind:name", body = ErrorBody),
+              (status = 404, description = "Nothing is published yet; or nothing for the quarter asked for, or the metric or the program is not in its publication", body = ErrorBody)))]
 pub async fn dashboard(
     State(state): State<AppState>,
     q: Result<Query<crate::dashboard::DashboardQuery>, QueryRejection>,
@@ -628,11 +629,11 @@ pub async fn dashboard(
     use crate::dashboard::PageError;
     let query = query(q)?;
     let snap = state.snapshot();
+    // A choice left out and one given empty are different pages: `?quarter=` is a 400, not
+    // the latest quarter's page.
     let key = format!(
-        "{}\u{0}{}\u{0}{}",
-        query.quarter.as_deref().unwrap_or(""),
-        query.metric.as_deref().unwrap_or(""),
-        query.program.as_deref().unwrap_or("")
+        "{:?}\u{0}{:?}\u{0}{:?}",
+        query.quarter, query.metric, query.program
     );
     let cached = snap
         .pages
@@ -660,6 +661,7 @@ pub async fn dashboard(
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| match e {
                 PageError::BadChoice(m) => ApiError::BadRequest(m),
+                PageError::NotPublished(m) => ApiError::NotFound(m),
                 PageError::NothingPublished => {
                     ApiError::NotFound("nothing is published yet".into())
                 }
