@@ -615,6 +615,54 @@ impl Step {
     fn accepts(&self, b: u8) -> bool {
         self.accepts[usize::from(b)]
     }
+
+    /// The step as a regular expression: a class of the bytes it accepts, runs of digits and
+    /// of letters of one case written as ranges, then its count.
+    fn regex(&self) -> String {
+        let mut class = String::from("[");
+        let mut b = 0u8;
+        while b < 128 {
+            if !self.accepts(b) {
+                b += 1;
+                continue;
+            }
+            let same_run = |x: u8, y: u8| {
+                (x.is_ascii_digit() && y.is_ascii_digit())
+                    || (x.is_ascii_lowercase() && y.is_ascii_lowercase())
+                    || (x.is_ascii_uppercase() && y.is_ascii_uppercase())
+            };
+            let mut end = b;
+            while end + 1 < 128 && self.accepts(end + 1) && same_run(b, end + 1) {
+                end += 1;
+            }
+            push_class_byte(&mut class, b);
+            if end > b {
+                class.push('-');
+                push_class_byte(&mut class, end);
+            }
+            b = end + 1;
+        }
+        class.push(']');
+        match (self.min, self.max) {
+            (1, 1) => class,
+            (m, n) if m == n => format!("{class}{{{m}}}"),
+            (m, n) => format!("{class}{{{m},{n}}}"),
+        }
+    }
+}
+
+/// Writes byte `b` inside a regular expression's class: letters and digits as themselves, the
+/// characters a class gives a meaning to escaped, and anything not printable as `\xNN`; each
+/// form means the same in ECMA-262 (the OpenAPI document's dialect), Rust's and Python's.
+fn push_class_byte(class: &mut String, b: u8) {
+    match b {
+        b'\\' | b']' | b'[' | b'^' | b'-' => {
+            class.push('\\');
+            class.push(char::from(b));
+        }
+        0x21..=0x7e => class.push(char::from(b)),
+        _ => class.push_str(&format!("\\x{b:02x}")),
+    }
 }
 
 /// Longest value an alternative of several steps can accept: positions are kept as bits of
@@ -641,6 +689,18 @@ impl IdPattern {
     /// Whether `v` matches one alternative whole.
     pub fn matches(&self, v: &[u8]) -> bool {
         v.len() <= ONE_STEP_MAX_LEN && self.alternatives.iter().any(|a| matches_steps(a, v))
+    }
+
+    /// The pattern as an ECMA-262 regular expression anchored at both ends, for the OpenAPI
+    /// document: written from the parsed steps, so that it accepts exactly what
+    /// [`IdPattern::matches`] accepts (each step's length bounds the value, as in `matches`).
+    pub fn regex(&self) -> String {
+        let alternatives: Vec<String> = self
+            .alternatives
+            .iter()
+            .map(|steps| steps.iter().map(Step::regex).collect())
+            .collect();
+        format!("^(?:{})$", alternatives.join("|"))
     }
 
     /// Whether some value the pattern accepts holds byte `b`.
@@ -813,6 +873,19 @@ fn invalid(file: &str, message: String) -> DictionaryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OpenAPI document states an id column's pattern as a regular expression written
+    /// from the parsed steps: same classes, same counts, anchored at both ends.
+    #[test]
+    fn a_pattern_is_written_as_an_anchored_regular_expression() {
+        let p = IdPattern::parse("[A-Za-z][A-Za-z0-9_.:-]{0,63}|[0-9]{1,8}").unwrap();
+        assert_eq!(
+            p.regex(),
+            r"^(?:[A-Za-z][\-.0-9:A-Z_a-z]{0,63}|[0-9]{1,8})$"
+        );
+        let p = IdPattern::parse(r"x?\.[\^-]{2}").unwrap();
+        assert_eq!(p.regex(), r"^(?:[x]{0,1}[.][\-\^]{2})$");
+    }
 
     /// The bit-set walk of every step, without the last step's shortcut.
     fn matches_steps_reference(steps: &[Step], v: &[u8]) -> bool {

@@ -101,6 +101,22 @@ impl fmt::Display for Quarter {
 #[error("'{0}' is not a quarter: write it as YYYYQn, for example 2025Q1")]
 pub struct ParseQuarterError(pub String);
 
+/// How the API writes a quarter, in its paths, its parameters and its OpenAPI document: four
+/// digits, `Q`, then 1 to 4. Parsing ([`Quarter::from_str`]) is kinder, for the command line
+/// (it trims, and takes a lowercase `q`); the API takes this form only, so that the pattern
+/// its document states is the whole rule.
+pub const QUARTER_PATTERN: &str = "^[0-9]{4}Q[1-4]$";
+
+/// Whether `s` is written as [`QUARTER_PATTERN`] says.
+pub fn is_quarter(s: &str) -> bool {
+    match s.as_bytes() {
+        [year @ .., b'Q', q] if year.len() == 4 => {
+            year.iter().all(u8::is_ascii_digit) && (b'1'..=b'4').contains(q)
+        }
+        _ => false,
+    }
+}
+
 impl FromStr for Quarter {
     type Err = ParseQuarterError;
 
@@ -180,5 +196,31 @@ mod tests {
             assert!(err.to_string().contains("YYYYQn"), "{bad}: {err}");
         }
         assert_eq!("2025q2".parse::<Quarter>().unwrap().to_string(), "2025Q2");
+    }
+
+    #[test]
+    fn the_apis_form_of_a_quarter_is_its_pattern_exactly() {
+        for good in ["2025Q1", "0000Q4", "9999Q2"] {
+            assert!(is_quarter(good), "{good}");
+            assert!(good.parse::<Quarter>().is_ok(), "{good}");
+        }
+        for bad in [
+            "2025q1",
+            " 2025Q1",
+            "2025Q1 ",
+            "2025Q1\n",
+            "2025Q5",
+            "2025Q0",
+            "+202Q1",
+            "-202Q1",
+            "20250Q1",
+            "225Q1",
+            "2025Q",
+            "Q1",
+            "",
+            "２０２５Q1",
+        ] {
+            assert!(!is_quarter(bad), "{bad:?}");
+        }
     }
 }

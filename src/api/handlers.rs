@@ -18,7 +18,6 @@ use super::state::AppState;
 use super::views::{self, COMPARE_BY};
 use crate::ledger::Ledger;
 use crate::privacy::PublicRelease;
-use crate::quarter::Quarter;
 use crate::requests::{self, Quote, RequestSummary, ResearcherView, Submission};
 
 /// The response format: JSON unless `?format=csv` or `Accept: text/csv`.
@@ -27,6 +26,9 @@ pub enum Format {
     Json,
     Csv,
 }
+
+/// The values of `?format=`: the enumeration of the OpenAPI document.
+pub const FORMATS: &[&str] = &["json", "csv"];
 
 /// `?format=`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -42,7 +44,8 @@ fn format_of(param: Option<&str>, headers: &HeaderMap) -> ApiResult<Format> {
         Some("csv") => return Ok(Format::Csv),
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
-                "format must be `json` or `csv`, not {other:?}"
+                "format must be one of {}, not {other:?}",
+                FORMATS.join(", ")
             )));
         }
         None => {}
@@ -100,6 +103,8 @@ pub fn respond(r: &Rendered, format: Format, headers: &HeaderMap) -> Response {
         .expect("valid response")
 }
 
+/// A body every snapshot renders (the programs, the metrics, the quarters, the budget): one
+/// that is missing is a defect of the snapshot, never the client's, so it is no 404.
 fn rendered(
     state: &AppState,
     key: &str,
@@ -110,7 +115,7 @@ fn rendered(
     let r = snap
         .rendered
         .get(key)
-        .ok_or_else(|| ApiError::NotFound(format!("nothing is published at {key}")))?;
+        .ok_or_else(|| ApiError::Internal(format!("the snapshot has not rendered {key}")))?;
     Ok(respond(r, format, headers))
 }
 
@@ -150,6 +155,7 @@ pub async fn openapi(State(state): State<AppState>) -> Response {
 
 #[utoipa::path(get, path = "/v1/programs", tag = "catalog", params(FormatParam),
     responses((status = 200, description = "Public program metadata", body = [views::Program]),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody)))]
 pub async fn programs(
     State(state): State<AppState>,
@@ -162,6 +168,7 @@ pub async fn programs(
 
 #[utoipa::path(get, path = "/v1/metrics", tag = "catalog", params(FormatParam),
     responses((status = 200, description = "The metric catalog, in plain words", body = [views::Metric]),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody)))]
 pub async fn metrics(
     State(state): State<AppState>,
@@ -174,6 +181,7 @@ pub async fn metrics(
 
 #[utoipa::path(get, path = "/v1/quarters", tag = "metrics", params(FormatParam),
     responses((status = 200, description = "Quarters with a publication, the current one each", body = [views::Quarter]),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody)))]
 pub async fn quarters(
     State(state): State<AppState>,
@@ -184,19 +192,26 @@ pub async fn quarters(
     rendered(&state, "/v1/quarters", f, &headers)
 }
 
+/// 400 unless `q` is written as [`crate::quarter::QUARTER_PATTERN`] says, the pattern the
+/// OpenAPI document states.
 fn check_quarter(q: &str) -> ApiResult<()> {
-    q.parse::<Quarter>()
-        .map(|_| ())
-        .map_err(|_| ApiError::BadRequest(format!("{q:?} is not a quarter such as 2025Q3")))
+    if crate::quarter::is_quarter(q) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{q:?} is not a quarter such as 2025Q3"
+        )))
+    }
 }
 
 #[utoipa::path(get, path = "/v1/quarters/{quarter}/programs/{program_id}", tag = "metrics",
+    // The patterns are set in `openapi.rs`, from the constants the checks use.
     params(("quarter" = String, Path, description = "Such as 2025Q3"),
-           ("program_id" = String, Path, description = "A program id from /v1/programs"),
+           ("program_id" = String, Path, description = "A program id from /v1/programs, of the form the data dictionary declares"),
            FormatParam),
     responses((status = 200, description = "Every standard metric of the program in the quarter", body = views::ProgramQuarter),
               (status = 304, description = "Not modified since the ETag given"),
-              (status = 400, description = "Bad quarter or format", body = ErrorBody),
+              (status = 400, description = "A quarter not written like 2025Q3, or a bad format", body = ErrorBody),
               (status = 404, description = "No publication for this quarter and program", body = ErrorBody)))]
 pub async fn program_quarter(
     State(state): State<AppState>,
@@ -224,7 +239,7 @@ pub async fn program_quarter(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CompareParams {
-    /// A count, rate or difference of the standard metrics (see /v1/metrics).
+    /// A count, rate or difference of the standard metrics (see /v1/metrics), by name.
     pub metric: String,
     /// `count`, `rate` or `difference`: needed when a name is both (such as `naloxone_30d`).
     pub kind: Option<String>,
@@ -236,9 +251,11 @@ pub struct CompareParams {
 }
 
 #[utoipa::path(get, path = "/v1/quarters/{quarter}/compare", tag = "metrics",
+    // The patterns and value lists are set in `openapi.rs`, from the constants the checks use.
     params(("quarter" = String, Path, description = "Such as 2025Q3"), CompareParams),
     responses((status = 200, description = "One metric across programs or program groups", body = views::Comparison),
-              (status = 400, description = "Bad quarter, metric, grouping or format", body = ErrorBody),
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "Bad quarter, metric, grouping or format; or a `kind` the metric is not, or none for a name that is both a count and a rate", body = ErrorBody),
               (status = 404, description = "No publication for this quarter", body = ErrorBody)))]
 pub async fn compare(
     State(state): State<AppState>,
@@ -272,7 +289,8 @@ pub async fn compare(
 
 #[utoipa::path(get, path = "/v1/releases", tag = "releases", params(ReleaseFilter),
     responses((status = 200, description = "Public releases that pass the filters", body = [views::ReleaseSummary]),
-              (status = 400, description = "Bad filter or format", body = ErrorBody)))]
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "Bad filter or format: a quarter not written like 2025Q3, a `since` that is not a day (or an RFC 3339 time), a `current` that is not true or false", body = ErrorBody)))]
 pub async fn releases(
     State(state): State<AppState>,
     q: Result<Query<ReleaseFilter>, QueryRejection>,
@@ -282,6 +300,13 @@ pub async fn releases(
     let f = format_of(filter.format.as_deref(), &headers)?;
     if let Some(q) = &filter.quarter {
         check_quarter(q)?;
+    }
+    if let Some(since) = &filter.since
+        && !super::snapshot::is_since(since)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "since {since:?} is not a day such as 2025-07-01 (or an RFC 3339 time)"
+        )));
     }
     let rows = state.snapshot().release_summaries(&filter);
     let csv = csv::rows(&rows);
@@ -306,13 +331,18 @@ pub async fn release(
 ) -> ApiResult<Response> {
     let id = path(p)?;
     let f = format_of(query(q)?.format.as_deref(), &headers)?;
-    rendered(&state, &format!("/v1/releases/{id}"), f, &headers)
-        .map_err(|_| ApiError::NotFound(format!("no public release {id}")))
+    let snap = state.snapshot();
+    let r = snap
+        .rendered
+        .get(&format!("/v1/releases/{id}"))
+        .ok_or_else(|| ApiError::NotFound(format!("no public release {id}")))?;
+    Ok(respond(r, f, &headers))
 }
 
 #[utoipa::path(get, path = "/v1/budget", tag = "releases", params(FormatParam),
     security((), ("bearer" = [])),
     responses((status = 200, description = "The privacy budget: total, spent and remaining, per allocation (the researchers' summed into one row, `researchers`), in rho and epsilon; with a researcher's bearer token, also `own_allocation`, theirs", body = views::Budget),
+              (status = 304, description = "Not modified since the ETag given"),
               (status = 400, description = "Bad format", body = ErrorBody),
               (status = 401, description = "An Authorization header that is not an active researcher's bearer token", body = ErrorBody)))]
 pub async fn budget(
@@ -586,9 +616,11 @@ pub async fn method_not_allowed() -> ApiError {
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 #[utoipa::path(get, path = "/", tag = "dashboard", params(crate::dashboard::DashboardQuery),
+    // The patterns and value lists are set in `openapi.rs`, from the constants the checks use.
     responses((status = 200, description = "The dashboard: programs compared, the police-present minus absent arrest-rate difference, and a program's trend, with intervals; no JavaScript", content_type = "text/html"),
-              (status = 400, description = "A quarter, metric or program that is not published", body = ErrorBody),
-              (status = 404, description = "Nothing is published yet", body = ErrorBody)))]
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "A quarter not written like 2025Q3, or a metric that is not a standard metric's kind:name", body = ErrorBody),
+              (status = 404, description = "Nothing is published yet; or nothing for the quarter asked for, or the metric or the program is not in its publication", body = ErrorBody)))]
 pub async fn dashboard(
     State(state): State<AppState>,
     q: Result<Query<crate::dashboard::DashboardQuery>, QueryRejection>,
@@ -597,11 +629,11 @@ pub async fn dashboard(
     use crate::dashboard::PageError;
     let query = query(q)?;
     let snap = state.snapshot();
+    // A choice left out and one given empty are different pages: `?quarter=` is a 400, not
+    // the latest quarter's page.
     let key = format!(
-        "{}\u{0}{}\u{0}{}",
-        query.quarter.as_deref().unwrap_or(""),
-        query.metric.as_deref().unwrap_or(""),
-        query.program.as_deref().unwrap_or("")
+        "{:?}\u{0}{:?}\u{0}{:?}",
+        query.quarter, query.metric, query.program
     );
     let cached = snap
         .pages
@@ -629,6 +661,7 @@ pub async fn dashboard(
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| match e {
                 PageError::BadChoice(m) => ApiError::BadRequest(m),
+                PageError::NotPublished(m) => ApiError::NotFound(m),
                 PageError::NothingPublished => {
                     ApiError::NotFound("nothing is published yet".into())
                 }

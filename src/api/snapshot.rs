@@ -453,16 +453,50 @@ impl Snapshot {
 pub struct ReleaseFilter {
     /// Only releases that publish this quarter, such as `2025Q3`.
     pub quarter: Option<String>,
-    /// Only releases whose name contains this (any case).
+    /// Any text: only releases whose name contains it (any case).
     pub name: Option<String>,
     /// Only releases published on or after this day (`YYYY-MM-DD`; of an RFC 3339 time, its
-    /// day counts: releases are published to the day).
+    /// day counts: releases are published to the day). Anything else is a 400.
     pub since: Option<String>,
     /// Only releases that nothing superseded.
     #[serde(default)]
     pub current: bool,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
+}
+
+/// The form of `/v1/releases?since=`, as the OpenAPI document states it: a day, `YYYY-MM-DD`,
+/// or an RFC 3339 time (`2025-07-01T12:00:00Z`, a fraction and an offset allowed), whose day
+/// counts. The digits are not checked as a calendar date: days compare as text.
+pub const SINCE_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:Z|[+-][0-9]{2}:[0-9]{2}))?$";
+
+/// Whether `since` is written as [`SINCE_PATTERN`] says.
+pub fn is_since(since: &str) -> bool {
+    // Every ASCII digit as `9`: the rest is a comparison with the shapes the pattern allows.
+    let shape: String = since
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    let Some(time) = shape.strip_prefix("9999-99-99") else {
+        return false;
+    };
+    if time.is_empty() {
+        return true;
+    }
+    let Some(rest) = time.strip_prefix("T99:99:99") else {
+        return false;
+    };
+    let zone = match rest.strip_prefix('.') {
+        Some(fraction) => {
+            let digits = fraction.len() - fraction.trim_start_matches('9').len();
+            if !(1..=9).contains(&digits) {
+                return false;
+            }
+            &fraction[digits..]
+        }
+        None => rest,
+    };
+    matches!(zone, "Z" | "+99:99" | "-99:99")
 }
 
 /// The figures of a comparison as CSV.

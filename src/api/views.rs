@@ -418,6 +418,54 @@ pub const COMPARE_BY: &[&str] = &[
     "statewide",
 ];
 
+/// The kinds of figure a metric name can be: the `kind` of `compare`, and the part before the
+/// colon of the dashboard's `metric` (`kind:name`).
+pub const METRIC_KINDS: &[&str] = &["count", "rate", "difference"];
+
+/// The (kind, name) of every figure the standard publication holds per program: the counts,
+/// rates and differences of the catalog's per-program files (breakdown files publish the same
+/// names by group), each once, in catalog order.
+fn program_figures(catalog: &Catalog) -> Vec<(&'static str, String)> {
+    let mut all: Vec<(&'static str, &str)> = Vec::new();
+    for f in catalog.per_program() {
+        all.extend(f.statistics.iter().map(|s| ("count", s.name.as_str())));
+        all.extend(f.rates.iter().map(|r| ("rate", r.name.as_str())));
+        all.extend(
+            f.differences
+                .iter()
+                .map(|d| ("difference", d.name.as_str())),
+        );
+    }
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for (kind, name) in all {
+        if !out.iter().any(|(k, n)| *k == kind && n.as_str() == name) {
+            out.push((kind, name.to_string()));
+        }
+    }
+    out
+}
+
+/// The names `compare` takes as `metric`, from the catalog: the enumeration of the OpenAPI
+/// document.
+pub fn metric_names(catalog: &Catalog) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (_, name) in program_figures(catalog) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The `kind:name` the dashboard takes as `metric`, from the catalog: the enumeration of the
+/// OpenAPI document.
+pub fn metric_keys(catalog: &Catalog) -> Vec<String> {
+    program_figures(catalog)
+        .into_iter()
+        .map(|(kind, name)| format!("{kind}:{name}"))
+        .collect()
+}
+
 /// A metric compared across programs (`by = program`) or across the groups that publish
 /// stored. `kind` (`count`, `rate`, `difference`) picks one when a name is both a count and
 /// a rate. The error says what is wrong with the metric, for a 400.

@@ -309,7 +309,7 @@ pub fn metric_choices(doc: &crate::queries::publish::Publication) -> Vec<(String
 /// Splits `kind:name`.
 pub fn split_metric(metric: &str) -> Option<(&str, &str)> {
     let (kind, name) = metric.split_once(':')?;
-    ["count", "rate", "difference"]
+    crate::api::views::METRIC_KINDS
         .contains(&kind)
         .then_some((kind, name))
 }
@@ -661,10 +661,17 @@ pub fn privacy_of(q: &QuarterPublication) -> Privacy {
     }
 }
 
-/// Why a dashboard cannot be drawn as asked: a bad choice (400) or nothing published (404).
+/// Why a dashboard cannot be drawn as asked: a choice that is not written as the OpenAPI
+/// document says (400), one that is but has nothing published (404), or nothing published at
+/// all (404).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PageError {
+    /// A quarter not written like `2025Q3`, or a metric that is not a standard metric's
+    /// `kind:name`.
     BadChoice(String),
+    /// A quarter with no publication, or a standard metric or a program that is not in the
+    /// quarter's publication.
+    NotPublished(String),
     NothingPublished,
     /// A template failed: a defect.
     Internal(String),
@@ -843,15 +850,29 @@ pub fn dashboard(
             }
         },
     };
-    let q = snap
-        .quarters
-        .get(&quarter)
-        .ok_or_else(|| PageError::BadChoice(format!("no publication for quarter {quarter:?}")))?;
+    if !crate::quarter::is_quarter(&quarter) {
+        return Err(PageError::BadChoice(format!(
+            "{quarter:?} is not a quarter such as 2025Q3"
+        )));
+    }
+    let q = snap.quarters.get(&quarter).ok_or_else(|| {
+        PageError::NotPublished(format!("no publication for quarter {quarter:?}"))
+    })?;
     let choices = metric_choices(&q.doc);
     if !choices.iter().any(|(k, _)| *k == metric) {
-        return Err(PageError::BadChoice(format!(
-            "metric {metric:?} is not one of this quarter's (kind:name, such as {DEFAULT_METRIC})"
-        )));
+        // A standard metric the quarter's publication lacks (one stored by an earlier
+        // catalog) is not there; anything else is not a metric at all.
+        let standard = crate::queries::Catalog::standard()
+            .is_ok_and(|c| crate::api::views::metric_keys(&c).contains(&metric));
+        return Err(if standard {
+            PageError::NotPublished(format!(
+                "metric {metric:?} is not in the publication of {quarter}"
+            ))
+        } else {
+            PageError::BadChoice(format!(
+                "metric {metric:?} is not a standard metric (kind:name, such as {DEFAULT_METRIC})"
+            ))
+        });
     }
     let (kind, name) = split_metric(&metric).expect("choices are kind:name");
     // The trend opens on the first program (by model and id) that has a value to show.
@@ -877,7 +898,7 @@ pub fn dashboard(
         .iter()
         .any(|p| p.program.program_id == program)
     {
-        return Err(PageError::BadChoice(format!(
+        return Err(PageError::NotPublished(format!(
             "program {program:?} is not in the publication of {quarter}"
         )));
     }

@@ -291,9 +291,10 @@ async fn the_dashboard_is_drawn_once_per_choice_and_gives_its_drawing_slot_back(
     assert_eq!(again.body, first.body);
     assert_eq!(again.header(header::ETAG), first.header(header::ETAG));
     assert_eq!(st.snapshot().pages.lock().unwrap().len(), 1);
-    // A bad choice is a 400 from the drawing thread, and nothing is kept for it.
+    // A choice with nothing published is a 404 from the drawing thread, and nothing is kept
+    // for it.
     let bad = get(&app, "/?quarter=1999Q1").await;
-    assert_error(&bad, StatusCode::BAD_REQUEST, "bad_request");
+    assert_error(&bad, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(st.snapshot().pages.lock().unwrap().len(), 1);
     assert_eq!(st.rendering().available_permits(), MAX_RENDERING);
 }

@@ -16,6 +16,7 @@ mod ingest_safety;
 mod ledger;
 mod metrics;
 mod metrics_utility;
+mod openapi_truth;
 mod parquet_roundtrip;
 mod privacy_allowlist_audit;
 mod privacy_analyser;
