@@ -425,7 +425,7 @@ pub const METRIC_KINDS: &[&str] = &["count", "rate", "difference"];
 /// The (kind, name) of every figure the standard publication holds per program: the counts,
 /// rates and differences of the catalog's per-program files (breakdown files publish the same
 /// names by group), each once, in catalog order.
-fn program_figures(catalog: &Catalog) -> Vec<(&'static str, String)> {
+fn catalog_figures(catalog: &Catalog) -> Vec<(&'static str, String)> {
     let mut all: Vec<(&'static str, &str)> = Vec::new();
     for f in catalog.per_program() {
         all.extend(f.statistics.iter().map(|s| ("count", s.name.as_str())));
@@ -449,7 +449,7 @@ fn program_figures(catalog: &Catalog) -> Vec<(&'static str, String)> {
 /// document.
 pub fn metric_names(catalog: &Catalog) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for (_, name) in program_figures(catalog) {
+    for (_, name) in catalog_figures(catalog) {
         if !names.contains(&name) {
             names.push(name);
         }
@@ -460,7 +460,7 @@ pub fn metric_names(catalog: &Catalog) -> Vec<String> {
 /// The `kind:name` the dashboard takes as `metric`, from the catalog: the enumeration of the
 /// OpenAPI document.
 pub fn metric_keys(catalog: &Catalog) -> Vec<String> {
-    program_figures(catalog)
+    catalog_figures(catalog)
         .into_iter()
         .map(|(kind, name)| format!("{kind}:{name}"))
         .collect()

@@ -792,10 +792,17 @@ pub fn dashboard(
         .next_back()
         .cloned()
         .ok_or(PageError::NothingPublished)?;
+    // A quarter written wrong is a bad choice (400); one written right but not published, a
+    // page that does not exist (404), as on the JSON routes.
     let asked =
         match &query.quarter {
+            Some(k) if !crate::quarter::is_quarter(k) => {
+                return Err(PageError::BadChoice(format!(
+                    "{k:?} is not a quarter such as 2025Q3"
+                )));
+            }
             Some(k) => Some(snap.quarters.get(k).ok_or_else(|| {
-                PageError::BadChoice(format!("no publication for quarter {k:?}"))
+                PageError::NotPublished(format!("no publication for quarter {k:?}"))
             })?),
             None => None,
         };
