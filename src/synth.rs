@@ -850,7 +850,7 @@ pub fn synth(out: &Path, cfg: &SynthConfig, progress: bool) -> Result<SynthSumma
             text,
             "{},{},{},{},{},{},{},{}",
             p.id,
-            crate::ingest::csv_field(&program_name(i, p)),
+            crate::csv_out::field(&program_name(i, p)),
             REGIONS[p.region],
             TEAM_MODELS[p.team_model],
             p.police_on_visits,

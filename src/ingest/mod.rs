@@ -624,27 +624,15 @@ fn refused_quarantine(
     Ok(dest)
 }
 
-/// The quarantine report: one line per rejected field.
+/// The quarantine report: one line per rejected field, the steward's own, written as it is
+/// (no formula guard).
 fn quarantine_csv(rejects: &[Reject]) -> Vec<u8> {
-    let mut out = String::from("line,column,reason\n");
+    let mut out = crate::csv_out::Writer::new();
+    out.line(["line", "column", "reason"]);
     for r in rejects {
-        out.push_str(&format!(
-            "{},{},{}\n",
-            r.line,
-            csv_field(&r.column),
-            csv_field(&r.reason)
-        ));
+        out.line([r.line.to_string(), r.column.clone(), r.reason.clone()]);
     }
-    out.into_bytes()
-}
-
-/// Quotes a CSV field when it needs it.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    out.finish().into_bytes()
 }
 
 /// Calls `each` with every stored batch of `table`, projected to `columns` (by name). A
