@@ -8,8 +8,13 @@
 //! debited) and the new document, superseding the old one; only a document identical to the
 //! latest one is recognised as already stored.
 //!
-//! The table is created by the first publication (`CREATE … IF NOT EXISTS`), so ledgers made
-//! before it need no migration; a ledger without it simply has no publications.
+//! The public programs table is part of what is published: `publish` stores a copy of it
+//! (`published_programs`) in the transaction that records the publication, whenever it
+//! differs from the copy stored last, so the API serves programs without reading any data.
+//!
+//! The tables are created by the first publication (`CREATE … IF NOT EXISTS`), so ledgers made
+//! before them need no migration; a ledger without them simply has no publications, or no
+//! stored programs.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -31,6 +36,15 @@ CREATE TRIGGER IF NOT EXISTS publications_no_update BEFORE UPDATE ON publication
 BEGIN SELECT RAISE(ABORT, 'publications are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS publications_no_delete BEFORE DELETE ON publications
 BEGIN SELECT RAISE(ABORT, 'publications are append-only'); END;
+CREATE TABLE IF NOT EXISTS published_programs (
+    id INTEGER PRIMARY KEY,
+    publication_id INTEGER NOT NULL,
+    programs TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS published_programs_no_update BEFORE UPDATE ON published_programs
+BEGIN SELECT RAISE(ABORT, 'published programs are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS published_programs_no_delete BEFORE DELETE ON published_programs
+BEGIN SELECT RAISE(ABORT, 'published programs are append-only'); END;
 ";
 
 /// A publication as stored: public, like the release it points to.
@@ -71,6 +85,25 @@ impl Ledger {
     /// `complete-through` made more figures complete) are a new row, which spends nothing:
     /// the debits belong to the releases.
     pub fn record_publication(&mut self, p: &NewPublication<'_>) -> Result<i64> {
+        self.store_publication(p, None)
+    }
+
+    /// [`Ledger::record_publication`], storing in the same transaction the public programs
+    /// table the publication was made from (`programs`, a JSON document) when it differs from
+    /// the one stored last ([`Ledger::published_programs`]).
+    pub fn record_publication_with_programs(
+        &mut self,
+        p: &NewPublication<'_>,
+        programs: &serde_json::Value,
+    ) -> Result<i64> {
+        self.store_publication(p, Some(programs))
+    }
+
+    fn store_publication(
+        &mut self,
+        p: &NewPublication<'_>,
+        programs: Option<&serde_json::Value>,
+    ) -> Result<i64> {
         let path = self.path.clone();
         let e = sql_err(&path);
         let document = serde_json::to_string(p.document).expect("documents serialise");
@@ -87,28 +120,51 @@ impl Ledger {
             )
             .optional()
             .map_err(&e)?;
-        if let Some((id, release, stored)) = &latest
-            && *release == p.release_id
-            && *stored == document
-        {
-            return Ok(*id);
+        // Nothing new to store leaves the transaction uncommitted, as if never begun.
+        let mut wrote = false;
+        let id = match &latest {
+            Some((id, release, stored)) if *release == p.release_id && *stored == document => *id,
+            _ => {
+                wrote = true;
+                tx.execute(
+                    "INSERT INTO publications (quarter, release_id, dataset_version, supersedes, approver, published_at, document)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        p.quarter,
+                        p.release_id,
+                        p.dataset_version,
+                        latest.as_ref().map(|(id, _, _)| *id),
+                        p.approver,
+                        now(),
+                        document,
+                    ],
+                )
+                .map_err(&e)?;
+                tx.last_insert_rowid()
+            }
+        };
+        if let Some(programs) = programs {
+            let programs = serde_json::to_string(programs).expect("documents serialise");
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT programs FROM published_programs ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&e)?;
+            if stored.as_ref() != Some(&programs) {
+                wrote = true;
+                tx.execute(
+                    "INSERT INTO published_programs (publication_id, programs) VALUES (?1, ?2)",
+                    params![id, programs],
+                )
+                .map_err(&e)?;
+            }
         }
-        tx.execute(
-            "INSERT INTO publications (quarter, release_id, dataset_version, supersedes, approver, published_at, document)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                p.quarter,
-                p.release_id,
-                p.dataset_version,
-                latest.map(|(id, _, _)| id),
-                p.approver,
-                now(),
-                document,
-            ],
-        )
-        .map_err(&e)?;
-        let id = tx.last_insert_rowid();
-        tx.commit().map_err(&e)?;
+        if wrote {
+            tx.commit().map_err(&e)?;
+        }
         Ok(id)
     }
 
@@ -159,5 +215,33 @@ impl Ledger {
     /// The quarter's current publication: the latest, which supersedes the others.
     pub fn current_publication(&self, quarter: &str) -> Result<Option<StoredPublication>> {
         Ok(self.publications(Some(quarter))?.pop())
+    }
+
+    /// The public programs table stored with the latest publication (a JSON document, as
+    /// `publish` gave it), or `None` when no publication stored one. Works on a read-only
+    /// ledger.
+    pub fn published_programs(&self) -> Result<Option<serde_json::Value>> {
+        let e = self.e();
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'published_programs'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(&e)?;
+        if !exists {
+            return Ok(None);
+        }
+        let stored: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT programs FROM published_programs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(&e)?;
+        Ok(stored.map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
     }
 }

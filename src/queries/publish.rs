@@ -276,8 +276,10 @@ pub fn completeness(
         .collect()
 }
 
-/// Public metadata of a program: the group keys of the aggregates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Public metadata of a program: the group keys of the aggregates, and a row of
+/// `/v1/programs` (its schema is named `Program`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Program)]
 pub struct ProgramInfo {
     pub program_id: String,
     pub program_name: String,
@@ -308,58 +310,51 @@ impl ProgramInfo {
     }
 }
 
-/// The public `programs` table.
+/// The public `programs` table, read as the dictionary declares it
+/// ([`crate::warehouse::programs`]).
 pub async fn programs(ctx: &datafusion::prelude::SessionContext) -> Result<Vec<ProgramInfo>> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::DataType;
-    let run = |e: datafusion::error::DataFusionError| {
+    let run = |message: String| {
         Error::from(QueriesError::Run {
             file: "programs".into(),
-            message: e.strip_backtrace(),
+            message,
         })
     };
-    let cols = [
+    let table = crate::warehouse::programs::read(ctx)
+        .await
+        .map_err(|e| run(e.to_string()))?;
+    let [id, name, region, model, police, warrant] = [
         "program_id",
         "program_name",
         "region",
         "team_model",
         "police_on_visits",
         "warrant_check",
-    ];
-    let sql = format!(
-        "SELECT {} FROM programs ORDER BY 1",
-        cols.iter()
-            .map(|c| format!("CAST({c} AS VARCHAR) AS {c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    ]
+    .map(|c| table.column(c).ok_or(c));
+    let missing = |c: &str| run(format!("the programs table has no column {c}"));
+    let (id, name, region, model, police, warrant) = (
+        id.map_err(missing)?,
+        name.map_err(missing)?,
+        region.map_err(missing)?,
+        model.map_err(missing)?,
+        police.map_err(missing)?,
+        warrant.map_err(missing)?,
     );
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(run)?
-        .collect()
-        .await
-        .map_err(run)?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let col = |i: usize| -> Result<datafusion::arrow::array::ArrayRef> {
-            datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8)
-                .map_err(|e| run(e.into()))
-        };
-        let c: Vec<_> = (0..cols.len()).map(col).collect::<Result<_>>()?;
-        for i in 0..b.num_rows() {
-            let v = |j: usize| c[j].as_string::<i32>().value(i).to_string();
-            out.push(ProgramInfo {
-                program_id: v(0),
-                program_name: v(1),
-                region: v(2),
-                team_model: v(3),
-                police_on_visits: v(4),
-                warrant_check: v(5),
-            });
-        }
-    }
-    Ok(out)
+    Ok(table
+        .rows
+        .iter()
+        .map(|r| {
+            let v = |i: usize| r[i].clone().unwrap_or_default();
+            ProgramInfo {
+                program_id: v(id),
+                program_name: v(name),
+                region: v(region),
+                team_model: v(model),
+                police_on_visits: v(police),
+                warrant_check: v(warrant),
+            }
+        })
+        .collect())
 }
 
 /// One program's published figures for a quarter.
@@ -1138,13 +1133,18 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
     };
     let document = serde_json::to_value(&publication).expect("publications serialise");
     let mut ledger = Ledger::open(warehouse)?;
-    let id = ledger.record_publication(&NewPublication {
-        quarter: &q,
-        release_id: out.id,
-        dataset_version: &publication.dataset_version,
-        approver: &publication.approver,
-        document: &document,
-    })?;
+    // The programs table goes with it: the API serves programs from the ledger alone.
+    let programs_table = serde_json::to_value(&programs).expect("programs serialise");
+    let id = ledger.record_publication_with_programs(
+        &NewPublication {
+            quarter: &q,
+            release_id: out.id,
+            dataset_version: &publication.dataset_version,
+            approver: &publication.approver,
+            document: &document,
+        },
+        &programs_table,
+    )?;
     let superseded = current.filter(|c| c.id != id).map(|c| c.id);
     let loss = quarter_loss_in(&ledger, &q)?;
     Ok(Published {

@@ -17,6 +17,7 @@
 //! created only in an empty or new folder.
 
 mod manifest;
+pub mod programs;
 mod session;
 mod status;
 
@@ -31,8 +32,8 @@ pub use manifest::{
     CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, Manifest, hex,
 };
 pub use session::{
-    MIN_QUERY_MEMORY, QUERY_MEMORY_SHARE, meminfo_total, open_session, open_session_at,
-    query_memory_limit, schema_session,
+    DATA_SESSIONS_OPENED, MIN_QUERY_MEMORY, QUERY_MEMORY_SHARE, meminfo_total, open_session,
+    open_session_at, query_memory_limit, schema_session,
 };
 pub use status::{Status, TableStatus, status};
 

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::catalog::TableProvider;
@@ -32,7 +33,13 @@ pub fn open_session_at(wh: &Warehouse, manifest: &Manifest) -> Result<SessionCon
     session_for(wh, manifest)
 }
 
+/// How many sessions over the warehouse's data this process has opened ([`open_session`],
+/// [`open_session_at`], `outreach status`); sessions of empty tables ([`schema_session`]) are
+/// not counted. The tests read it to show that serving the API opens none.
+pub static DATA_SESSIONS_OPENED: AtomicU64 = AtomicU64::new(0);
+
 pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<SessionContext> {
+    DATA_SESSIONS_OPENED.fetch_add(1, Ordering::Relaxed);
     let dict = dictionary()?;
     let config = SessionConfig::new().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime()?);
