@@ -12,6 +12,7 @@ use crate::api::{self, Limits};
 use crate::dictionary::Dictionary;
 use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
 use crate::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
+use crate::present::tables::{self as report, Format};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::{
     CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
@@ -22,7 +23,6 @@ use crate::queries::publish::{
     EQUITY_NOISE, PublishOptions, StandardNoise, plan_for_target, plan_with, publish,
 };
 use crate::queries::{self, Catalog};
-use crate::report::{self, Format};
 use crate::requests::{self, Queue, Role};
 use crate::synth::{SynthConfig, synth};
 use crate::warehouse::{Warehouse, status};
@@ -885,7 +885,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             out,
         } => {
             let written =
-                runtime().block_on(crate::dashboard::report::write(&warehouse, quarter, &out))?;
+                runtime().block_on(crate::present::quarterly::write(&warehouse, quarter, &out))?;
             println!(
                 "Wrote {} and {}.",
                 written.html.display(),
@@ -917,7 +917,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                         } else {
                             all.iter()
                                 .filter_map(PublicRelease::from_stored)
-                                .map(crate::api::views::to_the_day)
+                                .map(crate::present::views::to_the_day)
                                 .map(|r| serde_json::to_value(r).expect("json"))
                                 .collect()
                         };
@@ -973,7 +973,7 @@ fn is_public(r: &crate::ledger::StoredRelease, made_public: &[i64]) -> bool {
 /// A release's public view, with its time cut to the day like every public time (the
 /// steward's full record is `releases show --steward`).
 fn print_release(p: &PublicRelease, format: Format) {
-    let p = &crate::api::views::to_the_day(p.clone());
+    let p = &crate::present::views::to_the_day(p.clone());
     // Names and cell values come from specs that researchers write: every printer passes
     // them through `report::terminal_safe`.
     match format {

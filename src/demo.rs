@@ -148,7 +148,11 @@ impl std::fmt::Display for DemoReport {
             f,
             "Privacy budget: rho = {DEMO_TOTAL_RHO} for 730 days, {DEMO_STANDARD_RHO} allocated to {STANDARD_ALLOCATION}. The first DP release:"
         )?;
-        write!(f, "{}", crate::report::release_table(&self.release))?;
+        write!(
+            f,
+            "{}",
+            crate::present::tables::release_table(&self.release)
+        )?;
         writeln!(f)?;
         writeln!(f, "The standard metrics, published for every quarter:")?;
         for p in &self.publications {
@@ -186,7 +190,7 @@ impl std::fmt::Display for DemoReport {
             write!(
                 f,
                 "{}",
-                crate::report::publication(p, crate::report::Format::Table)
+                crate::present::tables::publication(p, crate::present::tables::Format::Table)
             )?;
         }
         writeln!(f)?;

@@ -7,6 +7,8 @@
 //!
 //! - [`dictionary`]: the data dictionary (`data-dictionary/*.toml`), the single source of
 //!   truth for tables, columns, types, allowed values and privacy classes.
+//! - [`csv_out`]: CSV as the warehouse writes it (quarantine reports, API bodies, listings),
+//!   with the guard against spreadsheet formulas.
 //! - [`synth`]: synthetic program exports that behave like real programs, for the demo, the
 //!   tests and the benchmarks.
 //! - [`ingest`]: validates program CSV exports against the dictionary, refuses files with
@@ -20,10 +22,11 @@
 //!   append-only, idempotent releases, and the public view of each release.
 //! - [`queries`]: the standard evaluation metrics (`queries/standard/*.sql`), their catalog,
 //!   the steward's exact mode and the generated `queries/README.md`.
-//! - [`report`]: published releases and the budget as text tables, JSON and CSV.
 //! - [`requests`]: researchers' requests, their tokens and the steward's decisions.
-//! - [`api`]: the read-only HTTP API (`outreach serve`) over stored releases.
-//! - [`dashboard`]: the dashboard page and the quarterly report, HTML with SVG charts.
+//! - [`present`]: what the public is shown, from the ledger alone: the snapshot of what is
+//!   published, the view model, text tables and CSV, the dashboard page and the quarterly
+//!   report (HTML with SVG charts).
+//! - [`api`]: the read-only HTTP API (`outreach serve`) over what [`present`] shows.
 //! - [`quarter`]: calendar quarters, the public time key.
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
@@ -37,7 +40,7 @@
 
 pub mod api;
 pub mod cli;
-pub mod dashboard;
+pub mod csv_out;
 pub mod demo;
 pub mod dictionary;
 pub mod error;
@@ -45,10 +48,10 @@ pub mod failpoint;
 pub mod fault;
 pub mod ingest;
 pub mod ledger;
+pub mod present;
 pub mod privacy;
 pub mod quarter;
 pub mod queries;
-pub mod report;
 pub mod requests;
 pub mod synth;
 pub mod warehouse;

@@ -125,7 +125,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let ApiError::Internal(detail) = &self {
             // The operator's terminal: the detail may quote a researcher's submission.
-            let detail = crate::report::terminal_safe(detail);
+            let detail = crate::present::tables::terminal_safe(detail);
             tracing::error!(target: "outreach::api", %detail, "internal error");
         }
         let body = ErrorBody {

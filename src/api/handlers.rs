@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::csv;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::snapshot::{Freshness, ReleaseFilter, Rendered};
+use super::pages::{Freshness, Rendered};
 use super::state::AppState;
-use super::views::{self, COMPARE_BY};
+use crate::csv_out as csv;
 use crate::ledger::Ledger;
+use crate::present::snapshot::ReleaseFilter;
+use crate::present::views::{self, COMPARE_BY};
 use crate::privacy::PublicRelease;
 use crate::requests::{self, Quote, RequestSummary, ResearcherView, Submission};
 
@@ -302,7 +303,7 @@ pub async fn releases(
         check_quarter(q)?;
     }
     if let Some(since) = &filter.since
-        && !super::snapshot::is_since(since)
+        && !crate::present::snapshot::is_since(since)
     {
         return Err(ApiError::BadRequest(format!(
             "since {since:?} is not a day such as 2025-07-01 (or an RFC 3339 time)"
@@ -568,7 +569,7 @@ pub async fn request_status(
             (stored.allocation == requests::allocation_of(&researcher.0.name))
                 .then(|| PublicRelease::from_stored(&stored))
                 .flatten()
-                .map(super::views::to_the_day)
+                .map(views::to_the_day)
         }
         _ => None,
     };
@@ -615,7 +616,7 @@ pub async fn method_not_allowed() -> ApiError {
 /// The dashboard's Content-Security-Policy: inline styles and SVG only, no script at all.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-#[utoipa::path(get, path = "/", tag = "dashboard", params(crate::dashboard::DashboardQuery),
+#[utoipa::path(get, path = "/", tag = "dashboard", params(crate::present::dashboard::DashboardQuery),
     // The patterns and value lists are set in `openapi.rs`, from the constants the checks use.
     responses((status = 200, description = "The dashboard: programs compared, the police-present minus absent arrest-rate difference, and a program's trend, with intervals; no JavaScript", content_type = "text/html"),
               (status = 304, description = "Not modified since the ETag given"),
@@ -623,10 +624,10 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src '
               (status = 404, description = "Nothing is published yet; or nothing for the quarter asked for, or the metric or the program is not in its publication", body = ErrorBody)))]
 pub async fn dashboard(
     State(state): State<AppState>,
-    q: Result<Query<crate::dashboard::DashboardQuery>, QueryRejection>,
+    q: Result<Query<crate::present::dashboard::DashboardQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    use crate::dashboard::PageError;
+    use crate::present::dashboard::PageError;
     let query = query(q)?;
     let snap = state.snapshot();
     // A choice left out and one given empty are different pages: `?quarter=` is a 400, not
@@ -654,7 +655,7 @@ pub async fn dashboard(
             let (on, small_cell) = (snap.clone(), state.limits().small_cell);
             let rendered = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                crate::dashboard::dashboard(&on, &query, small_cell)
+                crate::present::dashboard::dashboard(&on, &query, small_cell)
                     .map(|html| Rendered::page(html, Freshness::Published))
             })
             .await

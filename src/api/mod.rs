@@ -1,33 +1,32 @@
 //! The read-only HTTP API (`outreach serve`): published releases as JSON or CSV, the
 //! OpenAPI document, and researchers' requests.
 //!
-//! The server serves **stored releases only**. It never runs a query on data or draws
-//! noise on a request, and it never returns rows. It opens the ledger and the release store
-//! with SQLite's read-only flag and reads the warehouse's public program table; the only
-//! file it writes is the researchers' request queue ([`crate::requests`]). Releases never
-//! change once stored, so it renders every response once into a [`snapshot::Snapshot`],
-//! answers from memory with ETags, and reloads when the ledger changes.
+//! The server serves **what was published only**. It never runs a query on data, opens no
+//! DataFusion session and draws no noise on a request, and it never returns rows. It opens
+//! the ledger and the release store with SQLite's read-only flag, and reads the programs
+//! table from the copy stored with the latest publication; the only file it writes is the
+//! researchers' request queue ([`crate::requests`]). Releases never change once stored, so
+//! it renders every response once from the [`crate::present::snapshot::Snapshot`] into
+//! [`pages::Served`], answers from memory with ETags, and reloads when the ledger or the set
+//! of releases made public changes: loading data publishes nothing, so it reloads nothing.
 //!
 //! - [`routes`]: the router and its layers (rate limits per IP and per token, body limit,
 //!   timeout, compression, CORS for GET only, security headers, the access log).
 //! - [`handlers`]: one function per route.
-//! - [`views`]: the response types, built from stored publications and releases.
-//! - [`snapshot`]: what is served, rendered once.
+//! - [`pages`]: what is served, rendered once, with ETags and cache lifetimes, and the cache
+//!   of dashboard pages. The response types are [`crate::present::views`].
 //! - [`state`]: the shared state and the server's limits.
 //! - [`client`]: the client's address, from a trusted proxy's forwarding headers.
 //! - [`error`]: [`ApiError`], the JSON error that never shows internals on a 5xx.
 //! - [`openapi`]: the OpenAPI 3.1 document, from the handlers' annotations.
-//! - [`csv`]: CSV bodies.
 
 pub mod client;
-pub mod csv;
 pub mod error;
 pub mod handlers;
 pub mod openapi;
+pub mod pages;
 pub mod routes;
-pub mod snapshot;
 pub mod state;
-pub mod views;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -11,9 +11,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::handlers::{self, FORMATS, Submitted};
-use super::snapshot::SINCE_PATTERN;
-use super::views::{self, COMPARE_BY, METRIC_KINDS};
 use crate::dictionary::{Dictionary, IdPattern};
+use crate::present::snapshot::SINCE_PATTERN;
+use crate::present::views::{self, COMPARE_BY, METRIC_KINDS};
 use crate::quarter::QUARTER_PATTERN;
 use crate::queries::Catalog;
 use crate::requests::{

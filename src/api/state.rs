@@ -4,6 +4,7 @@
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::client::IpNet;
-use super::snapshot::Snapshot;
+use super::pages::Served;
 use crate::ledger::Ledger;
 use crate::requests::Queue;
 
@@ -56,7 +57,7 @@ impl Default for Limits {
             // mobile link and bound how long a half-sent request holds a connection.
             header_read_timeout: Duration::from_secs(10),
             // Half the usual soft limit of 1024 file descriptors: the rest stay for the
-            // warehouse's Parquet and SQLite files, which a reload opens.
+            // warehouse's SQLite files, which a reload opens.
             max_connections: 512,
             small_cell: None,
             trusted_proxies: Vec::new(),
@@ -70,9 +71,10 @@ impl Default for Limits {
 /// request answered 504 keeps its slot until its planning thread ends.
 pub const MAX_PLANNING: usize = 2;
 
-/// Dashboard pages drawn at once, each on a blocking thread; more wait for a slot. Drawing
-/// used to take an async worker (one per core); four keep a small host's cores busy without
-/// letting a burst of uncached pages start hundreds of blocking threads.
+/// Dashboard pages drawn at once, each on a blocking thread; more wait for a slot. Drawing on
+/// a blocking thread keeps the async workers (one per core) answering; four keep a small
+/// host's cores busy without letting a burst of uncached pages start hundreds of blocking
+/// threads.
 pub const MAX_RENDERING: usize = 4;
 
 /// One line of the access log.
@@ -157,7 +159,9 @@ impl AccessLog {
 
 struct Inner {
     warehouse: PathBuf,
-    snapshot: RwLock<Arc<Snapshot>>,
+    snapshot: RwLock<Arc<Served>>,
+    /// How many snapshots have been loaded: one when the server opens, one per reload.
+    loads: AtomicU64,
     queue: Mutex<Queue>,
     limits: Limits,
     access_log: AccessLog,
@@ -187,12 +191,13 @@ impl AppState {
     ) -> crate::Result<AppState> {
         let queue = Queue::open(warehouse)?;
         let made_public = queue.public_release_ids()?;
-        let snapshot = Snapshot::load(warehouse, &made_public).await?;
+        let snapshot = Served::load(warehouse, &made_public)?;
         let openapi =
             serde_json::to_vec(&super::openapi::document()).expect("the document serialises");
         Ok(AppState(Arc::new(Inner {
             warehouse: warehouse.to_path_buf(),
             snapshot: RwLock::new(Arc::new(snapshot)),
+            loads: AtomicU64::new(1),
             queue: Mutex::new(queue),
             limits,
             access_log,
@@ -260,7 +265,7 @@ impl AppState {
     }
 
     /// What is served now.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub fn snapshot(&self) -> Arc<Served> {
         self.0
             .snapshot
             .read()
@@ -268,23 +273,32 @@ impl AppState {
             .clone()
     }
 
+    /// How many snapshots have been loaded since the server opened, the first included: it
+    /// grows by one with each reload.
+    pub fn loads(&self) -> u64 {
+        self.0.loads.load(Ordering::Relaxed)
+    }
+
     /// The requests file, locked. Never hold it across an `.await`.
     pub fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.0.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads everything again: after a publication, an approval or new data.
+    /// Reads everything again: after a publication or an approval.
     pub async fn reload(&self) -> crate::Result<()> {
         let made_public = self.queue().public_release_ids()?;
-        let snapshot = Snapshot::load(&self.0.warehouse, &made_public).await?;
+        let snapshot = Served::load(&self.0.warehouse, &made_public)?;
         *self.0.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        self.0.loads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Reloads whenever the ledger, the manifest (new data) or the set of releases made
-    /// public changes; checks every `every`, until the process ends. A reload that fails is
-    /// tried again at the next check, and the previous snapshot is served meanwhile. A new
-    /// submission changes the requests file but nothing served, so it reloads nothing.
+    /// Reloads whenever the ledger (a publication, a release, a budget change) or the set of
+    /// releases made public changes; checks every `every`, until the process ends. Everything
+    /// served comes from those two, so new data, which changes neither until it is published,
+    /// reloads nothing; nor does a new submission, which changes the requests file but nothing
+    /// served. A reload that fails is tried again at the next check, and the previous
+    /// snapshot is served meanwhile.
     pub async fn watch(self, every: Duration) {
         let Ok(ledger) = Ledger::open_read_only(&self.0.warehouse) else {
             return;
@@ -292,17 +306,12 @@ impl AppState {
         let Ok(watch_queue) = Queue::open(&self.0.warehouse) else {
             return;
         };
-        let manifest = self.0.warehouse.join(crate::warehouse::MANIFEST_FILE);
         // In a mutex so that the task's future is `Send`; it is never held across an await.
         let conns = Mutex::new((ledger, watch_queue));
         let look = || {
             let c = conns.lock().unwrap_or_else(|e| e.into_inner());
-            let stamp = std::fs::metadata(&manifest)
-                .and_then(|m| Ok((m.modified()?, m.len())))
-                .ok();
             (
                 c.0.data_version().unwrap_or(-1),
-                stamp,
                 c.1.public_release_ids().unwrap_or_default(),
             )
         };
@@ -318,7 +327,7 @@ impl AppState {
                     // Tried again at the next check; the previous snapshot is served meanwhile.
                     Err(e) => {
                         let text = e.to_string();
-                        let error = crate::report::terminal_safe(&text);
+                        let error = crate::present::tables::terminal_safe(&text);
                         tracing::error!(
                             target: "outreach::api",
                             %error,

@@ -1,6 +1,7 @@
-//! The dashboard (`GET /`) and the quarterly report (`outreach report`): HTML pages with
-//! server-side SVG charts ([`charts`], `plotters`) from templates (`templates/*.html`,
-//! `minijinja`), built from the stored publications only.
+//! The dashboard page (`GET /`) and what it shares with the quarterly report
+//! ([`super::quarterly`]): HTML pages with server-side SVG charts ([`super::charts`],
+//! `plotters`) from templates (`templates/*.html`, `minijinja`), built from the stored
+//! publications only.
 //!
 //! Both work without JavaScript and without the network: styles and charts are inline, and
 //! the page's choices are a plain form. Every chart has a text description and the table of
@@ -13,20 +14,16 @@
 //! table, hatched bars or hollow trend points in its chart, and its quarter's title; the
 //! dashboard opens on the newest quarter whose chosen metric is complete ([`dashboard`]).
 
-pub mod charts;
-pub mod report;
-
 use std::sync::OnceLock;
 
 use minijinja::Environment;
 use serde::Serialize;
 
-use crate::api::snapshot::{QuarterPublication, Snapshot};
+use super::charts::{self, Frame, Mark};
+use super::snapshot::{QuarterPublication, Snapshot};
+use super::views::{self, Program, QuarterLoss};
 use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{
-    Completeness, GroupFigures, ProgramFigures, ProgramInfo, Publication,
-};
-use charts::{Frame, Mark};
+use crate::queries::publish::{Completeness, GroupFigures, ProgramFigures, Publication};
 
 /// The arrest-rate difference (police present minus absent) that every page shows.
 pub const POLICE_DIFFERENCE: &str = "arrest_after_attempt_police_difference";
@@ -256,7 +253,7 @@ pub struct ChartBlock {
 }
 
 /// The class of a program's police presence on visits: the bar colour.
-pub fn police_class(p: &ProgramInfo) -> usize {
+pub fn police_class(p: &Program) -> usize {
     match p.police_on_visits.as_str() {
         "always" => 0,
         "sometimes" => 1,
@@ -309,9 +306,7 @@ pub fn metric_choices(doc: &crate::queries::publish::Publication) -> Vec<(String
 /// Splits `kind:name`.
 pub fn split_metric(metric: &str) -> Option<(&str, &str)> {
     let (kind, name) = metric.split_once(':')?;
-    crate::api::views::METRIC_KINDS
-        .contains(&kind)
-        .then_some((kind, name))
+    views::METRIC_KINDS.contains(&kind).then_some((kind, name))
 }
 
 /// The frame of a chart of a metric of `kind` (`count`, `rate` or `difference`): counts on a
@@ -335,7 +330,7 @@ fn y_label(kind: &str) -> String {
 }
 
 /// Programs sorted by team model, then police presence, then id: bars come grouped by model.
-fn sorted_programs(q: &QuarterPublication) -> Vec<&ProgramFigures> {
+pub(crate) fn sorted_programs(q: &QuarterPublication) -> Vec<&ProgramFigures> {
     let mut programs: Vec<&ProgramFigures> = q.doc.programs.iter().collect();
     programs.sort_by(|a, b| {
         (
@@ -621,23 +616,14 @@ pub struct Privacy {
     pub equity_scale: f64,
     pub k: u32,
     pub equity_k: u32,
-    /// The quarter's loss, and the δ its ε goes with.
-    pub rho: f64,
-    pub epsilon: f64,
-    pub epsilon_delta: f64,
-    /// The parts.
-    pub standard_rho: f64,
-    pub standard_epsilon: f64,
-    pub equity_rho: f64,
-    pub equity_epsilon: f64,
-    pub superseded_rho: f64,
-    pub superseded_epsilon: f64,
-    pub display_delta: f64,
+    /// The quarter's loss, its parts, and the δ its ε goes with: its fields are this
+    /// object's in the templates.
+    #[serde(flatten)]
+    pub loss: QuarterLoss,
     pub published_at: String,
 }
 
 pub fn privacy_of(q: &QuarterPublication) -> Privacy {
-    let loss = &q.loss;
     Privacy {
         release_id: q.doc.release_id,
         equity_release_id: q.doc.equity_release_id,
@@ -647,16 +633,7 @@ pub fn privacy_of(q: &QuarterPublication) -> Privacy {
         equity_scale: q.doc.equity_scale,
         k: q.doc.k,
         equity_k: q.doc.equity_k,
-        rho: loss.rho,
-        epsilon: loss.epsilon,
-        epsilon_delta: loss.epsilon_delta,
-        standard_rho: loss.standard_rho,
-        standard_epsilon: loss.standard_epsilon,
-        equity_rho: loss.equity_rho,
-        equity_epsilon: loss.equity_epsilon,
-        superseded_rho: loss.superseded_rho,
-        superseded_epsilon: loss.superseded_epsilon,
-        display_delta: loss.display_delta,
+        loss: QuarterLoss::from(&q.loss),
         published_at: q.stored.published_at.clone(),
     }
 }
@@ -682,7 +659,7 @@ fn definition(kind: &str, name: &str) -> String {
     let Ok(catalog) = crate::queries::Catalog::standard() else {
         return String::new();
     };
-    crate::api::views::metrics(&catalog)
+    views::metrics(&catalog)
         .into_iter()
         .find(|m| m.kind == kind && m.name == name)
         .map(|m| m.definition)
@@ -691,7 +668,7 @@ fn definition(kind: &str, name: &str) -> String {
 
 /// The statistics a metric reads: a count itself, a rate its numerator and denominator, a
 /// difference those of its two rates.
-fn statistics_of(doc: &Publication, kind: &str, name: &str) -> Vec<String> {
+pub(crate) fn statistics_of(doc: &Publication, kind: &str, name: &str) -> Vec<String> {
     let Some(p) = doc.programs.first() else {
         return Vec::new();
     };
@@ -735,7 +712,7 @@ pub fn metric_complete(q: &QuarterPublication, kind: &str, name: &str) -> Option
 /// Of `statistics`, the ones whose follow-up is incomplete in `doc`: the latest date their
 /// windows need the data through, and what their tables are declared complete through
 /// (added to `tables`, each once). `None` when all are complete.
-fn open_windows(
+pub(crate) fn open_windows(
     doc: &Publication,
     statistics: &[String],
     tables: &mut Vec<String>,
@@ -870,7 +847,7 @@ pub fn dashboard(
         // A standard metric the quarter's publication lacks (one stored by an earlier
         // catalog) is not there; anything else is not a metric at all.
         let standard = crate::queries::Catalog::standard()
-            .is_ok_and(|c| crate::api::views::metric_keys(&c).contains(&metric));
+            .is_ok_and(|c| views::metric_keys(&c).contains(&metric));
         return Err(if standard {
             PageError::NotPublished(format!(
                 "metric {metric:?} is not in the publication of {quarter}"

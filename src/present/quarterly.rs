@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{
+use super::dashboard::{
     ChartBlock, FigureSet, INCOMPLETE_MARK, INCOMPLETE_NOTE, POLICE_DIFFERENCE, Privacy, Row,
     Table, comparison_chart, marked, open_windows, police_difference_chart, privacy_of,
-    statistics_of, templates,
+    sorted_programs, statistics_of, templates,
 };
-use crate::api::snapshot::{QuarterPublication, Snapshot};
-use crate::api::views::{self, Budget, Metric};
+use super::snapshot::{QuarterPublication, Snapshot};
+use super::views::{self, Budget, Metric};
 use crate::ledger::Ledger;
 use crate::quarter::Quarter;
 use crate::queries::Catalog;
@@ -282,7 +282,7 @@ pub async fn render(
     quarter: Quarter,
     csv_name: &str,
 ) -> crate::Result<(String, String)> {
-    let snap = Snapshot::load(warehouse, &[]).await?;
+    let snap = Snapshot::load(warehouse, &[])?;
     let key = quarter.to_string();
     // A quarter whose latest publication cannot be read is not "unpublished": say so.
     if !snap.quarters.contains_key(&key)
@@ -300,7 +300,7 @@ pub async fn render(
     })?;
     let budget = views::budget(&Ledger::open_read_only(warehouse)?.show()?)?;
     let mut programs = Vec::new();
-    for p in super::sorted_programs(q) {
+    for p in sorted_programs(q) {
         let set = FigureSet::of_program(p);
         let mut table = Table {
             caption: format!(
@@ -381,7 +381,7 @@ pub async fn render(
     let page = ReportPage {
         quarter: key.clone(),
         // The day only, like every public time.
-        generated_at: crate::report::day(&crate::warehouse::now_rfc3339()),
+        generated_at: super::tables::day(&crate::warehouse::now_rfc3339()),
         summary: summary(&snap, q, quarter)?,
         programs,
         charts,
@@ -390,7 +390,7 @@ pub async fn render(
         budget,
         metrics: views::metrics(&Catalog::standard()?),
         note: q.doc.note.clone(),
-        interval_rule: super::INTERVAL_RULE,
+        interval_rule: super::dashboard::INTERVAL_RULE,
         csv_name: csv_name.to_string(),
     };
     // The fail point asks for a template that does not exist: the tests' way to make the
@@ -405,7 +405,7 @@ pub async fn render(
         .get_template(name)
         .and_then(|t| t.render(minijinja::context! { page => page }))
         .map_err(|e| crate::Error::Internal(format!("the report template failed: {e}")))?;
-    Ok((html, crate::report::publication_csv(&q.doc)))
+    Ok((html, super::tables::publication_csv(&q.doc)))
 }
 
 /// Writes the report to `out` and the CSV of every figure beside it (`out` with `.csv`),

@@ -1,5 +1,6 @@
-//! Renders published releases and the budget as text tables and CSV. Only public views of
-//! releases and the steward's own budget figures pass through here.
+//! Published releases, publications, plans, the budget and the steward's lists as text
+//! tables, JSON and CSV, for the command line. Only public views of releases and the
+//! steward's own figures pass through here.
 //!
 //! Text that others wrote (a researcher's purpose, a spec's names and values, an error that
 //! quotes them) reaches the steward's terminal through [`terminal_safe`], the one helper
@@ -9,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
+use crate::csv_out::{self, defuse};
 use crate::ledger::{BudgetView, StoredRelease};
 use crate::privacy::mechanism::epsilon_at;
 use crate::privacy::release::{PublicRelease, RatioValue};
@@ -93,39 +95,22 @@ pub fn day(stamp: &str) -> String {
     stamp.get(..10).unwrap_or(stamp).to_string()
 }
 
-/// One text field of a CSV body: quoted when it holds a separator, a quote or a line break.
-/// Text that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first) is
-/// prefixed with `'`: cell values, column names and program names come from specs and
-/// suppliers. Numbers are written by their callers, never through this.
-pub(crate) fn csv_field(s: &str) -> String {
-    let guarded;
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        guarded = format!("'{s}");
-        guarded.as_str()
-    } else {
-        s
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// One row per (cell, statistic) of a release, as CSV.
+/// One row per (cell, statistic) of a release, as CSV. Cell values, column and statistic
+/// names come from specs: they are guarded against spreadsheet formulas ([`defuse`]).
 pub fn release_csv(r: &PublicRelease) -> String {
-    release_csv_with(r, csv_field)
+    release_csv_with(r, |s| defuse(s).into_owned())
 }
 
 /// [`release_csv`] for the terminal: every text field through [`terminal_safe`] too.
 pub fn release_csv_for_terminal(r: &PublicRelease) -> String {
-    release_csv_with(r, |s| csv_field(&terminal_safe(s)))
+    release_csv_with(r, |s| defuse(&terminal_safe(s)).into_owned())
 }
 
-/// A release as CSV, each text field written by `csv_field`.
-fn release_csv_with(r: &PublicRelease, csv_field: impl Fn(&str) -> String) -> String {
+/// A release as CSV, each text field from a spec written by `text`; numbers, the dataset
+/// version and the noise's name as they are.
+fn release_csv_with(r: &PublicRelease, text: impl Fn(&str) -> String) -> String {
     let res = &r.result;
-    let mut out = String::new();
+    let mut out = csv_out::Writer::new();
     let mut header: Vec<String> = vec!["release".into(), "dataset_version".into()];
     header.extend(res.cell_keys.iter().cloned());
     header.extend(
@@ -140,16 +125,14 @@ fn release_csv_with(r: &PublicRelease, csv_field: impl Fn(&str) -> String) -> St
         ]
         .map(String::from),
     );
-    let header: Vec<String> = header.iter().map(|h| csv_field(h.as_str())).collect();
-    out.push_str(&header.join(","));
-    out.push('\n');
+    out.line(header.iter().map(|h| text(h.as_str())));
     for (c, cell) in res.cells.iter().enumerate() {
         for s in &res.statistics {
             let v = &s.values[c];
             let mut row = vec![r.id.to_string(), r.dataset_version.clone()];
-            row.extend(cell.iter().map(|x| csv_field(x.as_str())));
+            row.extend(cell.iter().map(|x| text(x.as_str())));
             row.extend([
-                csv_field(s.name.as_str()),
+                text(s.name.as_str()),
                 v.display.to_string(),
                 v.raw.to_string(),
                 v.lower.to_string(),
@@ -157,13 +140,12 @@ fn release_csv_with(r: &PublicRelease, csv_field: impl Fn(&str) -> String) -> St
                 s.distribution.clone(),
                 format!("{}", s.scale),
             ]);
-            out.push_str(&row.join(","));
-            out.push('\n');
+            out.line(row);
         }
         for ratio in &res.ratios {
             let mut row = vec![r.id.to_string(), r.dataset_version.clone()];
-            row.extend(cell.iter().map(|x| csv_field(x.as_str())));
-            row.push(csv_field(ratio.name.as_str()));
+            row.extend(cell.iter().map(|x| text(x.as_str())));
+            row.push(text(ratio.name.as_str()));
             match &ratio.values[c] {
                 RatioValue::Estimate {
                     estimate,
@@ -186,11 +168,10 @@ fn release_csv_with(r: &PublicRelease, csv_field: impl Fn(&str) -> String) -> St
                     String::new(),
                 ]),
             }
-            out.push_str(&row.join(","));
-            out.push('\n');
+            out.line(row);
         }
     }
-    out
+    out.finish()
 }
 
 /// A release as a text table: a header, then one line per cell.
@@ -340,25 +321,34 @@ pub fn releases_table(all: &[StoredRelease], steward: bool) -> String {
 
 /// The release list as CSV (public releases only unless `steward`).
 pub fn releases_csv(all: &[StoredRelease], steward: bool) -> String {
-    let mut out = String::from("id,status,name,dataset_version,allocation,rho,approver,time\n");
+    let text = |s: &str| defuse(&terminal_safe(s)).into_owned();
+    let mut out = csv_out::Writer::new();
+    out.line([
+        "id",
+        "status",
+        "name",
+        "dataset_version",
+        "allocation",
+        "rho",
+        "approver",
+        "time",
+    ]);
     for r in all {
         if !steward && r.status != "released" {
             continue;
         }
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{}",
-            r.id,
-            r.status,
-            csv_field(&terminal_safe(&r.name)),
-            csv_field(&terminal_safe(&r.dataset_version)),
-            csv_field(&terminal_safe(&r.allocation)),
-            r.debit_rho,
-            csv_field(&terminal_safe(&r.approver)),
-            release_time(r, steward)
-        );
+        out.line([
+            r.id.to_string(),
+            r.status.clone(),
+            text(&r.name),
+            text(&r.dataset_version),
+            text(&r.allocation),
+            r.debit_rho.to_string(),
+            text(&r.approver),
+            release_time(r, steward),
+        ]);
     }
-    out
+    out.finish()
 }
 
 /// The budget as the steward sees it, with ε at the configured δ.
@@ -449,11 +439,11 @@ pub fn budget_table(b: &BudgetView) -> String {
 /// The metric catalog: one row per statistic, rate and difference (the rows the API serves
 /// at `/v1/metrics`).
 pub fn metric_catalog(catalog: &crate::queries::Catalog, format: Format) -> String {
-    let rows = crate::api::views::metrics(catalog);
+    let rows = super::views::metrics(catalog);
     let window = |w: Option<[i64; 2]>| w.map(|w| format!("{}-{}", w[0], w[1])).unwrap_or_default();
     match format {
         Format::Json => serde_json::to_string_pretty(&rows).expect("rows serialise") + "\n",
-        Format::Csv => crate::api::csv::rows(&rows),
+        Format::Csv => csv_out::rows(&rows),
         Format::Table => {
             let mut table = vec![
                 ["metric", "kind", "name", "days", "definition"]
@@ -479,18 +469,17 @@ pub fn exact_values(values: &[crate::queries::exact::ExactValue], format: Format
     match format {
         Format::Json => serde_json::to_string_pretty(values).expect("values serialise") + "\n",
         Format::Csv => {
-            let mut out = String::from("program_id,quarter,statistic,value\n");
+            let mut out = csv_out::Writer::new();
+            out.line(["program_id", "quarter", "statistic", "value"]);
             for v in values {
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{}",
-                    csv_field(&v.program_id),
-                    v.quarter,
-                    v.statistic,
-                    v.value
-                );
+                out.line([
+                    defuse(&v.program_id).into_owned(),
+                    v.quarter.clone(),
+                    v.statistic.clone(),
+                    v.value.to_string(),
+                ]);
             }
-            out
+            out.finish()
         }
         Format::Table => {
             let mut table = vec![
@@ -655,12 +644,12 @@ pub fn publication(p: &crate::queries::publish::Published, format: Format) -> St
     }
 }
 
-/// Every figure of a publication as CSV, in the API's columns
-/// ([`crate::api::views::Figure`]): each program's, its equity breakdowns included, each
-/// group's, and the statewide equity breakdowns ([`crate::api::views::publication_figures`]).
-/// `report.csv` and `publish --format csv` print it.
+/// Every figure of a publication as CSV, in the API's columns ([`super::views::Figure`]):
+/// each program's, its equity breakdowns included, each group's, and the statewide equity
+/// breakdowns ([`super::views::publication_figures`]). `report.csv` and
+/// `publish --format csv` print it.
 pub fn publication_csv(doc: &crate::queries::publish::Publication) -> String {
-    crate::api::csv::rows(&crate::api::views::publication_figures(doc))
+    csv_out::rows(&super::views::publication_figures(doc))
 }
 
 /// A plan: what a quarter's publication would cost and how precise it would be, for every
@@ -669,20 +658,21 @@ pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(p).expect("plans serialise") + "\n",
         Format::Csv => {
-            let mut out = String::from("kind,name,half_width_95\n");
+            let mut out = csv_out::Writer::new();
+            out.line(["kind", "name", "half_width_95"]);
             for (s, h) in &p.counts {
-                let _ = writeln!(out, "count,{s},{h}");
+                out.line(["count".to_string(), s.clone(), h.to_string()]);
             }
             for (r, h) in &p.rates {
-                let _ = writeln!(out, "rate_at_{},{r},{h}", p.at);
+                out.line([format!("rate_at_{}", p.at), r.clone(), h.to_string()]);
             }
             for (s, h) in &p.equity_counts {
-                let _ = writeln!(out, "equity_count,{s},{h}");
+                out.line(["equity_count".to_string(), s.clone(), h.to_string()]);
             }
             for (r, h) in &p.equity_rates {
-                let _ = writeln!(out, "equity_rate_at_{},{r},{h}", p.at);
+                out.line([format!("equity_rate_at_{}", p.at), r.clone(), h.to_string()]);
             }
-            out
+            out.finish()
         }
         Format::Table => {
             let mut out = String::new();
@@ -744,26 +734,34 @@ pub fn requests(list: &[crate::requests::StoredRequest], format: Format) -> Stri
     match format {
         Format::Json => json_for_terminal(&list) + "\n",
         Format::Csv => {
-            let mut out = String::from(
-                "id,researcher,token,state,rho_asked,rho,submitted_at,release_id,public,purpose\n",
-            );
+            let mut out = csv_out::Writer::new();
+            out.line([
+                "id",
+                "researcher",
+                "token",
+                "state",
+                "rho_asked",
+                "rho",
+                "submitted_at",
+                "release_id",
+                "public",
+                "purpose",
+            ]);
             for r in list {
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{},{}",
+                out.line([
                     safe(&r.id),
-                    csv_field(&safe(&r.researcher)),
+                    defuse(&safe(&r.researcher)).into_owned(),
                     r.token_id.map(|i| i.to_string()).unwrap_or_default(),
-                    r.state.as_str(),
-                    r.rho_asked,
-                    r.quote.rho,
+                    r.state.as_str().to_string(),
+                    r.rho_asked.to_string(),
+                    r.quote.rho.to_string(),
                     safe(&r.submitted_at),
                     r.release_id.map(|i| i.to_string()).unwrap_or_default(),
-                    r.public,
-                    csv_field(&safe(&r.purpose))
-                );
+                    r.public.to_string(),
+                    defuse(&safe(&r.purpose)).into_owned(),
+                ]);
             }
-            out
+            out.finish()
         }
         Format::Table => {
             let mut table = vec![

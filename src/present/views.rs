@@ -1,21 +1,26 @@
-//! What the API returns: the response types (their schemas go into `/openapi.json`) and how
-//! each is built from what `publish` and the ledger stored. Nothing here computes a
-//! statistic: every number is read from a stored release or publication.
+//! The public view model: what the public is shown of the published figures, the releases
+//! and the budget, as the API serves it (the response types, whose schemas go into
+//! `/openapi.json`), as the dashboard and the report read it, and as CSV (one line per row,
+//! [`crate::csv_out`]). Each view is built from what `publish` and the ledger stored. Nothing
+//! here computes a statistic: every number is read from a stored release or publication.
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::snapshot::QuarterPublication;
+use crate::csv_out::csv_row;
 use crate::ledger::publications::StoredPublication;
 use crate::ledger::{BudgetView, StoredRelease};
 use crate::privacy::PublicRelease;
 use crate::privacy::mechanism::epsilon_at;
 use crate::queries::Catalog;
 use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{
-    Completeness, ProgramFigures, ProgramInfo, Publication, ReleaseLoss,
-};
+use crate::queries::publish::{Completeness, ProgramFigures, Publication, ReleaseLoss};
 use crate::requests::researcher_of;
+
+/// Public metadata of a program, as every publication stores it: one type for the
+/// publication document, `/v1/programs` and the program pages.
+pub use crate::queries::publish::ProgramInfo as Program;
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -29,30 +34,6 @@ pub struct Health {
     /// Stored publications whose document this server cannot read: corrupt, or written by a
     /// newer version. The server's log names each one and why.
     pub unreadable_publications: usize,
-}
-
-/// Public metadata of a program.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct Program {
-    pub program_id: String,
-    pub program_name: String,
-    pub region: String,
-    pub team_model: String,
-    pub police_on_visits: String,
-    pub warrant_check: String,
-}
-
-impl From<&ProgramInfo> for Program {
-    fn from(p: &ProgramInfo) -> Program {
-        Program {
-            program_id: p.program_id.clone(),
-            program_name: p.program_name.clone(),
-            region: p.region.clone(),
-            team_model: p.team_model.clone(),
-            police_on_visits: p.police_on_visits.clone(),
-            warrant_check: p.warrant_check.clone(),
-        }
-    }
 }
 
 /// One entry of the metric catalog, in plain words.
@@ -104,28 +85,16 @@ pub fn metrics(catalog: &Catalog) -> Vec<Metric> {
     out
 }
 
-/// A quarter that has a publication: the current one, with the quarter's privacy loss.
-///
-/// The loss is the quarter's, not one release's: the standard and the equity release of the
-/// current publication, plus every release of a publication it superseded (what those
+/// A quarter's privacy loss as the public is shown it (`/v1/quarters`, the dashboard, the
+/// report): the quarter's, not one release's. It counts the standard and the equity release
+/// of the current publication, plus every release of a publication it superseded (what those
 /// revealed stays revealed). zCDP ρ add up; each ε is its ρ converted at `display_delta`
 /// through OpenDP, the total's from the total ρ.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Quarter {
-    pub quarter: String,
-    pub publication_id: i64,
-    /// The standard release.
-    pub release_id: i64,
-    /// The equity release.
-    pub equity_release_id: Option<i64>,
-    pub dataset_version: String,
-    /// The day it was published, `YYYY-MM-DD`: never the time, since the gaps between the
-    /// publications of one batch are each quarter's run time.
-    pub published_at: String,
-    pub approver: String,
-    /// The publication this one replaced: after new data, or with the same releases when
-    /// later declarations changed which figures are complete.
-    pub supersedes: Option<i64>,
+///
+/// The views that show it flatten it into their own fields, so that its fields sit where
+/// they are listed here, in JSON as in CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QuarterLoss {
     /// ρ of the quarter: the sum of `standard_rho`, `equity_rho` and `superseded_rho`.
     pub rho: f64,
     /// ε of `rho` at `display_delta` (with δ = `epsilon_delta`).
@@ -143,6 +112,48 @@ pub struct Quarter {
     /// The releases of superseded publications that the current one does not name.
     pub superseded_rho: f64,
     pub superseded_epsilon: f64,
+}
+
+impl From<&crate::queries::publish::QuarterLoss> for QuarterLoss {
+    fn from(loss: &crate::queries::publish::QuarterLoss) -> QuarterLoss {
+        QuarterLoss {
+            rho: loss.rho,
+            epsilon: loss.epsilon,
+            display_delta: loss.display_delta,
+            epsilon_delta: loss.epsilon_delta,
+            standard_rho: loss.standard_rho,
+            standard_epsilon: loss.standard_epsilon,
+            equity_rho: loss.equity_rho,
+            equity_epsilon: loss.equity_epsilon,
+            superseded_rho: loss.superseded_rho,
+            superseded_epsilon: loss.superseded_epsilon,
+        }
+    }
+}
+
+/// A quarter that has a publication: the current one, with the quarter's privacy loss
+/// ([`QuarterLoss`]).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Quarter {
+    pub quarter: String,
+    pub publication_id: i64,
+    /// The standard release.
+    pub release_id: i64,
+    /// The equity release.
+    pub equity_release_id: Option<i64>,
+    pub dataset_version: String,
+    /// The day it was published, `YYYY-MM-DD`: never the time, since the gaps between the
+    /// publications of one batch are each quarter's run time.
+    pub published_at: String,
+    pub approver: String,
+    /// The publication this one replaced: after new data, or with the same releases when
+    /// later declarations changed which figures are complete.
+    pub supersedes: Option<i64>,
+    /// The quarter's privacy loss: its fields are this object's, between `supersedes` and
+    /// `releases`.
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub loss: QuarterLoss,
     /// Every release of the quarter with its ρ, δ and ε, current and superseded (JSON only).
     #[schema(value_type = Vec<Object>)]
     pub releases: Vec<ReleaseLoss>,
@@ -150,7 +161,6 @@ pub struct Quarter {
 
 /// The `/v1/quarters` entry of a quarter's current publication.
 pub fn quarter(q: &QuarterPublication) -> Quarter {
-    let loss = &q.loss;
     Quarter {
         quarter: q.doc.quarter.clone(),
         publication_id: q.stored.id,
@@ -160,17 +170,8 @@ pub fn quarter(q: &QuarterPublication) -> Quarter {
         published_at: q.stored.published_at.clone(),
         approver: q.stored.approver.clone(),
         supersedes: q.stored.supersedes,
-        rho: loss.rho,
-        epsilon: loss.epsilon,
-        display_delta: loss.display_delta,
-        epsilon_delta: loss.epsilon_delta,
-        standard_rho: loss.standard_rho,
-        standard_epsilon: loss.standard_epsilon,
-        equity_rho: loss.equity_rho,
-        equity_epsilon: loss.equity_epsilon,
-        superseded_rho: loss.superseded_rho,
-        superseded_epsilon: loss.superseded_epsilon,
-        releases: loss.releases.clone(),
+        loss: QuarterLoss::from(&q.loss),
+        releases: q.loss.releases.clone(),
     }
 }
 
@@ -386,7 +387,7 @@ pub fn program_quarter(
     let figures = program_figures(doc, p);
     Some(ProgramQuarter {
         quarter: doc.quarter.clone(),
-        program: Program::from(&p.program),
+        program: p.program.clone(),
         publication_id: publication.id,
         release_id: doc.release_id,
         equity_release_id: doc.equity_release_id,
@@ -557,7 +558,7 @@ pub struct Release {
 
 /// A release's public view with its time cut to the day (`YYYY-MM-DD`).
 pub fn to_the_day(mut r: PublicRelease) -> PublicRelease {
-    r.published_at = crate::report::day(&r.published_at);
+    r.published_at = super::tables::day(&r.published_at);
     r
 }
 
@@ -701,8 +702,8 @@ pub fn budget(b: &BudgetView) -> crate::Result<Budget> {
     }
     let remaining = (b.period.total_rho - b.spent_rho).max(0.0);
     Ok(Budget {
-        period_starts: crate::report::day(&b.period.starts),
-        period_ends: crate::report::day(&b.period.ends),
+        period_starts: super::tables::day(&b.period.starts),
+        period_ends: super::tables::day(&b.period.ends),
         total_rho: b.period.total_rho,
         spent_rho: b.spent_rho,
         remaining_rho: remaining,
@@ -733,3 +734,84 @@ pub fn researcher_allocations(
     }
     Ok(out)
 }
+
+// The CSV lines of the views: one column per field, in the order the type declares them.
+
+csv_row!(Figure {
+    quarter,
+    scope,
+    by,
+    kind,
+    name,
+    breakdown,
+    breakdown_value,
+    value,
+    lower,
+    upper,
+    raw,
+    insufficient_data,
+    complete,
+    distribution,
+    scale,
+    release_id,
+    dataset_version,
+});
+csv_row!(Program {
+    program_id,
+    program_name,
+    region,
+    team_model,
+    police_on_visits,
+    warrant_check,
+});
+csv_row!(Metric {
+    metric,
+    kind,
+    name,
+    window_days,
+    definition,
+});
+csv_row!(QuarterLoss {
+    rho,
+    epsilon,
+    display_delta,
+    epsilon_delta,
+    standard_rho,
+    standard_epsilon,
+    equity_rho,
+    equity_epsilon,
+    superseded_rho,
+    superseded_epsilon,
+});
+csv_row!(Quarter {
+    quarter,
+    publication_id,
+    release_id,
+    equity_release_id,
+    dataset_version,
+    published_at,
+    approver,
+    supersedes,
+} + loss: QuarterLoss);
+csv_row!(ReleaseSummary {
+    id,
+    name,
+    quarter,
+    dataset_version,
+    approver,
+    published_at,
+    rho,
+    delta,
+    statistics,
+    cells,
+    superseded_by,
+});
+csv_row!(AllocationBudget {
+    name,
+    rho,
+    spent_rho,
+    remaining_rho,
+    epsilon,
+    spent_epsilon,
+    remaining_epsilon,
+});

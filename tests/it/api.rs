@@ -1029,10 +1029,13 @@ async fn the_quarter_view_shows_the_quarters_whole_loss_superseded_releases_incl
         html.contains("Privacy loss of 2025Q1") && html.contains(&total_text),
         "{total_text}"
     );
-    let (report, _) =
-        outreach_warehouse::dashboard::report::render(&wh, "2025Q1".parse().unwrap(), "report.csv")
-            .await
-            .unwrap();
+    let (report, _) = outreach_warehouse::present::quarterly::render(
+        &wh,
+        "2025Q1".parse().unwrap(),
+        "report.csv",
+    )
+    .await
+    .unwrap();
     assert!(
         report.contains(&format!(
             "zCDP &rho; = {}, &epsilon; = {}",

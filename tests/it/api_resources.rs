@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use outreach_warehouse::api::client::client_addr;
-use outreach_warehouse::api::snapshot::{Freshness, PageCache, Rendered};
+use outreach_warehouse::api::pages::{Freshness, PageCache, Rendered};
 use outreach_warehouse::api::{IpNet, Limits, MAX_PLANNING, MAX_RENDERING, app};
 use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::privacy::ReleaseSpec;

@@ -251,7 +251,7 @@ async fn outreach_report_writes_a_self_contained_html_and_the_csv_of_every_figur
     // The CSV holds every figure of the publication.
     assert_eq!(
         csv,
-        outreach_warehouse::report::publication_csv(&serde_json::from_value(doc).unwrap())
+        outreach_warehouse::present::tables::publication_csv(&serde_json::from_value(doc).unwrap())
     );
 }
 

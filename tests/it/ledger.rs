@@ -395,7 +395,7 @@ fn renewal_sets_delta_and_show_lists_lifetime_delta() {
     assert!(close(v.lifetime_delta, 5e-6), "{}", v.lifetime_delta);
     assert_eq!(v.spent_delta, 0.0);
     // The steward's table says it too.
-    let text = outreach_warehouse::report::budget_table(&v);
+    let text = outreach_warehouse::present::tables::budget_table(&v);
     assert!(
         text.contains("lifetime delta over all periods: 5.000e-6"),
         "{text}"

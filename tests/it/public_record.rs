@@ -92,10 +92,13 @@ async fn publication_times_are_days_in_the_api_the_dashboard_the_report_and_the_
         "the dashboard shows the day"
     );
     public.push(("the dashboard", dashboard));
-    let (report, _) =
-        outreach_warehouse::dashboard::report::render(&wh, "2025Q1".parse().unwrap(), "report.csv")
-            .await
-            .unwrap();
+    let (report, _) = outreach_warehouse::present::quarterly::render(
+        &wh,
+        "2025Q1".parse().unwrap(),
+        "report.csv",
+    )
+    .await
+    .unwrap();
     assert!(report.contains(&format!("published {}", &stamps[0].1[..10])));
     public.push(("the report", report));
     let budget = get(&app, "/v1/budget").await.json();
