@@ -2060,6 +2060,133 @@ async fn a_running_server_shows_a_new_publication_and_new_programs_within_second
     assert!(new_program, "the new program was not served");
 }
 
+/// Set, for the test below, to the warehouse that [`serving_in_a_process_of_its_own`]
+/// serves: only then does that test do anything.
+const SERVING_CHILD: &str = "OUTREACH_TEST_SERVING_CHILD";
+
+/// Loading what is published, serving every route (a researcher's submission and a dashboard
+/// page included) and reloading open no DataFusion session over the data. The count of such
+/// sessions is the process's, so the test runs alone in a child process of this test binary,
+/// where no other test opens one meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn serving_opens_no_datafusion_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "api::serving_in_a_process_of_its_own",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SERVING_CHILD, &wh)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+}
+
+/// The child of [`serving_opens_no_datafusion_session`]; without [`SERVING_CHILD`] it does
+/// nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn serving_in_a_process_of_its_own() {
+    use outreach_warehouse::warehouse::DATA_SESSIONS_OPENED;
+    use std::sync::atomic::Ordering;
+    let Some(wh) = std::env::var_os(SERVING_CHILD).map(PathBuf::from) else {
+        return;
+    };
+    let before = DATA_SESSIONS_OPENED.load(Ordering::SeqCst);
+    let (st, token) = with_researcher(&wh, "nell", 0.5, roomy()).await;
+    let app = app(st.clone());
+    let release = current_doc(&wh, "2025Q1")["release_id"].to_string();
+    for (_, path) in ROUTES.iter().filter(|(m, _)| *m == "GET") {
+        let uri = path
+            .replace("{quarter}", "2025Q1")
+            .replace("{program_id}", "P1")
+            .replace("{id}", &release);
+        let uri = if uri.ends_with("/compare") {
+            format!("{uri}?metric=identified")
+        } else {
+            uri
+        };
+        assert_ne!(get(&app, &uri).await.status, StatusCode::NOT_FOUND, "{uri}");
+        get(&app, &format!("{uri}?format=csv")).await;
+    }
+    assert_eq!(get(&app, "/?quarter=2025Q2").await.status, StatusCode::OK);
+    let r = submit(&app, &token, &submission(0.1)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    st.reload().await.unwrap();
+    assert_eq!(
+        DATA_SESSIONS_OPENED.load(Ordering::SeqCst),
+        before,
+        "serving opened a DataFusion session over the data"
+    );
+}
+
+/// What is served changes only with what is published: an ingest that publishes nothing
+/// (a new program) leaves the served snapshot as it was, not even reloaded, and the next
+/// publication brings the new program with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_that_publishes_nothing_reloads_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = published(tmp.path()).await;
+    let st = state(&wh, roomy()).await;
+    let app = app(st.clone());
+    let every = std::time::Duration::from_millis(20);
+    tokio::spawn(st.clone().watch(every));
+    // The watcher loads once as it starts.
+    for _ in 0..500 {
+        if st.loads() >= 2 {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+    assert_eq!(st.loads(), 2);
+    let before = get(&app, "/v1/programs").await;
+    let etag = before.header(header::ETAG);
+    assert!(!etag.is_empty());
+    let programs = tmp.path().join("programs-more.csv");
+    std::fs::write(
+        &programs,
+        "program_id,program_name,region,team_model,police_on_visits,warrant_check,start_date,end_date\n\
+         P4,Fixture Peer Team,Western,peer_led,never,none,2024-01-01,\n",
+    )
+    .unwrap();
+    ingest(&wh, &[programs], &fixture_opts("2025-12-31")).unwrap();
+    // Many checks of the watcher later, nothing was loaded again.
+    tokio::time::sleep(every * 25).await;
+    assert_eq!(
+        st.loads(),
+        2,
+        "an ingest that published nothing reloaded the snapshot"
+    );
+    let after = get(&app, "/v1/programs").await;
+    assert_eq!(after.header(header::ETAG), etag);
+    assert_eq!(after.body, before.body);
+    assert!(!after.text().contains("\"P4\""));
+    // A publication is served, and the programs table it was made from with it.
+    let mut q3 = opts("2025Q3");
+    q3.allow_incomplete = true;
+    publish(&wh, &q3).await.unwrap();
+    let mut shown = false;
+    for _ in 0..500 {
+        if get(&app, "/v1/quarters")
+            .await
+            .text()
+            .contains("\"2025Q3\"")
+        {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+    assert!(shown, "the new publication was not served");
+    assert!(st.loads() > 2);
+    assert!(get(&app, "/v1/programs").await.text().contains("\"P4\""));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_that_takes_too_long_gets_a_json_504() {
     let tmp = tempfile::tempdir().unwrap();
