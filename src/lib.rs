@@ -18,8 +18,11 @@
 //!   the noise, and every number carries its 95% interval.
 //! - [`ledger`]: the privacy-budget ledger and release store (SQLite): debit before noise,
 //!   append-only, idempotent releases, and the public view of each release.
-//! - [`queries`]: the standard evaluation metrics (`queries/standard/*.sql`), their catalog,
+//! - [`metrics`]: the standard evaluation metrics (`queries/standard/*.sql`), their catalog,
 //!   the steward's exact mode and the generated `queries/README.md`.
+//! - [`publication`]: publishing the metrics each quarter: the release specs built from
+//!   them, `plan` and `publish`, the figures funders read, and the publication document,
+//!   stored in the ledger.
 //! - [`report`]: published releases and the budget as text tables, JSON and CSV.
 //! - [`requests`]: researchers' requests, their tokens and the steward's decisions.
 //! - [`api`]: the read-only HTTP API (`outreach serve`) over stored releases.
@@ -45,9 +48,10 @@ pub mod failpoint;
 pub mod fault;
 pub mod ingest;
 pub mod ledger;
+pub mod metrics;
 pub mod privacy;
+pub mod publication;
 pub mod quarter;
-pub mod queries;
 pub mod report;
 pub mod requests;
 pub mod synth;

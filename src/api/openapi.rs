@@ -14,8 +14,8 @@ use super::handlers::{self, FORMATS, Submitted};
 use super::snapshot::SINCE_PATTERN;
 use super::views::{self, COMPARE_BY, METRIC_KINDS};
 use crate::dictionary::{Dictionary, IdPattern};
+use crate::metrics::Catalog;
 use crate::quarter::QUARTER_PATTERN;
-use crate::queries::Catalog;
 use crate::requests::{
     Quote, REQUEST_ID_PATTERN, RequestSummary, ResearcherView, StatisticAccuracy, Submission,
 };

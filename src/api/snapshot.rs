@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use super::csv;
 use super::views::{self, Figure, Program, ProgramQuarter, Release, ReleaseSummary};
 use crate::ledger::Ledger;
-use crate::ledger::publications::StoredPublication;
+use crate::metrics::Catalog;
 use crate::privacy::PublicRelease;
-use crate::queries::Catalog;
-use crate::queries::publish::{DocumentError, Publication, QuarterLoss, quarter_loss};
+use crate::publication::StoredPublication;
+use crate::publication::{DocumentError, Publication, QuarterLoss, quarter_loss};
 use crate::requests::researcher_of;
 use crate::warehouse::{Warehouse, hex};
 
@@ -240,7 +240,7 @@ impl Snapshot {
         let wh = Warehouse::open(warehouse)?;
         let manifest = wh.manifest()?;
         let ctx = crate::warehouse::open_session_at(&wh, &manifest)?;
-        let programs_table = crate::queries::publish::programs(&ctx).await?;
+        let programs_table = crate::publication::programs(&ctx).await?;
         // Opened after the last await: a SQLite connection is not `Sync`.
         let ledger = Ledger::open_read_only(warehouse)?;
         let catalog = Catalog::standard()?;

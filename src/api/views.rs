@@ -6,15 +6,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::snapshot::QuarterPublication;
-use crate::ledger::publications::StoredPublication;
 use crate::ledger::{BudgetView, StoredRelease};
+use crate::metrics::Catalog;
 use crate::privacy::PublicRelease;
 use crate::privacy::mechanism::epsilon_at;
-use crate::queries::Catalog;
-use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{
-    Completeness, ProgramFigures, ProgramInfo, Publication, ReleaseLoss,
-};
+use crate::publication::StoredPublication;
+use crate::publication::figures::{CountFigure, DifferenceFigure, RateFigure};
+use crate::publication::{Completeness, ProgramFigures, ProgramInfo, Publication, ReleaseLoss};
 use crate::requests::researcher_of;
 
 /// `GET /healthz`.
@@ -194,7 +192,7 @@ pub struct Figure {
     /// denominator is too noisy to divide by.
     pub value: Option<f64>,
     /// The 95% interval of the noise, kept to the same range as `value` but never narrower
-    /// than the noise's half-width (`queries::figures::shown_interval`).
+    /// than the noise's half-width (`publication::figures::shown_interval`).
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     /// The unclamped noisy value, for sums.

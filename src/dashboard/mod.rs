@@ -22,10 +22,8 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use crate::api::snapshot::{QuarterPublication, Snapshot};
-use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{
-    Completeness, GroupFigures, ProgramFigures, ProgramInfo, Publication,
-};
+use crate::publication::figures::{CountFigure, DifferenceFigure, RateFigure};
+use crate::publication::{Completeness, GroupFigures, ProgramFigures, ProgramInfo, Publication};
 use charts::{Frame, Mark};
 
 /// The arrest-rate difference (police present minus absent) that every page shows.
@@ -36,7 +34,7 @@ pub const DEFAULT_METRIC: &str = "rate:engagement_30d";
 /// How a shown interval is kept honest at the edge of its range ([`shown_interval`]), for the
 /// notes of the dashboard and the methods of the report.
 ///
-/// [`shown_interval`]: crate::queries::figures::shown_interval
+/// [`shown_interval`]: crate::publication::figures::shown_interval
 pub const INTERVAL_RULE: &str = "Shown values keep to what a figure can be: counts at zero or \
      more, rates from 0% to 100%, differences of rates from -100 to +100 points. An interval is \
      clamped to the same range, but never narrower than its noise's half-width: when the noisy \
@@ -283,7 +281,7 @@ fn team_abbreviation(model: &str) -> String {
 
 /// The metrics a page can compare: every count, rate and difference of the standard
 /// release, as (`kind:name`, label).
-pub fn metric_choices(doc: &crate::queries::publish::Publication) -> Vec<(String, String)> {
+pub fn metric_choices(doc: &crate::publication::Publication) -> Vec<(String, String)> {
     let Some(p) = doc.programs.first() else {
         return Vec::new();
     };
@@ -679,7 +677,7 @@ pub enum PageError {
 
 /// The definition of a metric in plain words, from the catalog.
 fn definition(kind: &str, name: &str) -> String {
-    let Ok(catalog) = crate::queries::Catalog::standard() else {
+    let Ok(catalog) = crate::metrics::Catalog::standard() else {
         return String::new();
     };
     crate::api::views::metrics(&catalog)
@@ -869,7 +867,7 @@ pub fn dashboard(
     if !choices.iter().any(|(k, _)| *k == metric) {
         // A standard metric the quarter's publication lacks (one stored by an earlier
         // catalog) is not there; anything else is not a metric at all.
-        let standard = crate::queries::Catalog::standard()
+        let standard = crate::metrics::Catalog::standard()
             .is_ok_and(|c| crate::api::views::metric_keys(&c).contains(&metric));
         return Err(if standard {
             PageError::NotPublished(format!(

@@ -31,7 +31,6 @@
 //!   (`outreach budget allocate NAME 0 --delta D`). A ledger of a newer version is refused.
 
 pub mod noise;
-pub mod publications;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -484,8 +483,8 @@ pub struct StoredRelease {
 
 /// An open ledger.
 pub struct Ledger {
-    path: PathBuf,
-    conn: Connection,
+    pub(crate) path: PathBuf,
+    pub(crate) conn: Connection,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -494,7 +493,7 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
     move |source| match source.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
             LedgerError::Busy
@@ -506,7 +505,7 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     crate::warehouse::now_rfc3339()
 }
 
@@ -682,7 +681,7 @@ impl Ledger {
         Ok(Ledger { path, conn })
     }
 
-    fn e(&self) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+    pub(crate) fn e(&self) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
         sql_err(&self.path)
     }
 
