@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{
     Ledger, LedgerError, NoiseKind, Result, SCHEMA_VERSION, create_schema, now, secret, sql_err,
 };
+use crate::sqlite;
 
 /// Slack for floating-point sums of ρ when comparing with a total: 1e-12 relative.
 const SLACK: f64 = 1e-12;
@@ -102,34 +103,31 @@ impl Ledger {
         let path = Self::path_in(warehouse);
         let mut conn = Self::connect(&path)?;
         let e = sql_err(&path);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        sqlite::immediate(&mut conn, &e, |tx| {
+            create_schema(tx).map_err(&e)?;
+            let existing: i64 = tx
+                .query_row("SELECT count(*) FROM budgets", [], |r| r.get(0))
+                .map_err(&e)?;
+            if existing > 0 {
+                return Err(LedgerError::AlreadyInitialised(warehouse.to_path_buf()));
+            }
+            secret::create(tx, &path)?;
+            let config = serde_json::to_string(&init.config).expect("config serialises");
+            tx.execute(
+                "INSERT INTO config (key, value) VALUES ('privacy', ?1)",
+                params![config],
+            )
             .map_err(&e)?;
-        create_schema(&tx).map_err(&e)?;
-        let existing: i64 = tx
-            .query_row("SELECT count(*) FROM budgets", [], |r| r.get(0))
+            insert_period(
+                tx,
+                init.total_rho,
+                init.total_delta,
+                init.horizon_days,
+                "initial budget",
+            )
             .map_err(&e)?;
-        if existing > 0 {
-            return Err(LedgerError::AlreadyInitialised(warehouse.to_path_buf()));
-        }
-        secret::create(&tx, &path)?;
-        let config = serde_json::to_string(&init.config).expect("config serialises");
-        tx.execute(
-            "INSERT INTO config (key, value) VALUES ('privacy', ?1)",
-            params![config],
-        )
-        .map_err(&e)?;
-        insert_period(
-            &tx,
-            init.total_rho,
-            init.total_delta,
-            init.horizon_days,
-            "initial budget",
-        )
-        .map_err(&e)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(&e)?;
-        tx.commit().map_err(&e)?;
+            sqlite::set_schema_version(tx, SCHEMA_VERSION).map_err(&e)
+        })?;
         drop(e);
         Ok(Ledger { path, conn })
     }
@@ -195,71 +193,69 @@ impl Ledger {
         }
         let path = self.path.clone();
         let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let period = current_period(&tx).map_err(&e)?;
-        let exists: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM allocations WHERE budget_id = ?1 AND name = ?2",
-                params![period.id, name],
-                |r| r.get(0),
-            )
-            .map_err(&e)?;
-        if exists == 0 && rho == 0.0 {
-            return Err(LedgerError::Invalid(format!(
-                "there is no allocation '{name}' yet: a new allocation needs a positive rho"
-            )));
-        }
-        let at = now();
-        if rho > 0.0 {
-            let allocated: f64 = tx
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            let period = current_period(tx).map_err(&e)?;
+            let exists: i64 = tx
                 .query_row(
-                    "SELECT coalesce(sum(rho), 0) FROM allocations WHERE budget_id = ?1",
-                    params![period.id],
+                    "SELECT count(*) FROM allocations WHERE budget_id = ?1 AND name = ?2",
+                    params![period.id, name],
                     |r| r.get(0),
                 )
                 .map_err(&e)?;
-            if allocated + rho > period.total_rho * (1.0 + SLACK) {
-                return Err(LedgerError::OverBudget {
-                    quantity: "rho",
-                    scope: "the budget (unallocated part)".into(),
-                    needed: rho,
-                    remaining: period.total_rho - allocated,
-                    total: period.total_rho,
-                });
+            if exists == 0 && rho == 0.0 {
+                return Err(LedgerError::Invalid(format!(
+                    "there is no allocation '{name}' yet: a new allocation needs a positive rho"
+                )));
             }
-            tx.execute(
-                "INSERT INTO allocations (budget_id, name, rho, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![period.id, name, rho, at],
-            )
-            .map_err(&e)?;
-        }
-        if delta > 0.0 {
-            let allocated: f64 = tx
-                .query_row(
-                    "SELECT coalesce(sum(delta), 0) FROM allocation_deltas WHERE budget_id = ?1",
-                    params![period.id],
-                    |r| r.get(0),
+            let at = now();
+            if rho > 0.0 {
+                let allocated: f64 = tx
+                    .query_row(
+                        "SELECT coalesce(sum(rho), 0) FROM allocations WHERE budget_id = ?1",
+                        params![period.id],
+                        |r| r.get(0),
+                    )
+                    .map_err(&e)?;
+                if allocated + rho > period.total_rho * (1.0 + SLACK) {
+                    return Err(LedgerError::OverBudget {
+                        quantity: "rho",
+                        scope: "the budget (unallocated part)".into(),
+                        needed: rho,
+                        remaining: period.total_rho - allocated,
+                        total: period.total_rho,
+                    });
+                }
+                tx.execute(
+                    "INSERT INTO allocations (budget_id, name, rho, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![period.id, name, rho, at],
                 )
                 .map_err(&e)?;
-            if allocated + delta > period.total_delta * (1.0 + SLACK) {
-                return Err(LedgerError::OverBudget {
-                    quantity: "delta",
-                    scope: "the delta budget (unallocated part)".into(),
-                    needed: delta,
-                    remaining: (period.total_delta - allocated).max(0.0),
-                    total: period.total_delta,
-                });
             }
-            tx.execute(
-                "INSERT INTO allocation_deltas (budget_id, name, delta, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![period.id, name, delta, at],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
+            if delta > 0.0 {
+                let allocated: f64 = tx
+                    .query_row(
+                        "SELECT coalesce(sum(delta), 0) FROM allocation_deltas WHERE budget_id = ?1",
+                        params![period.id],
+                        |r| r.get(0),
+                    )
+                    .map_err(&e)?;
+                if allocated + delta > period.total_delta * (1.0 + SLACK) {
+                    return Err(LedgerError::OverBudget {
+                        quantity: "delta",
+                        scope: "the delta budget (unallocated part)".into(),
+                        needed: delta,
+                        remaining: (period.total_delta - allocated).max(0.0),
+                        total: period.total_delta,
+                    });
+                }
+                tx.execute(
+                    "INSERT INTO allocation_deltas (budget_id, name, delta, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![period.id, name, delta, at],
+                )
+                .map_err(&e)?;
+            }
+            Ok(())
+        })
     }
 
     /// Starts a new budget period: a recorded steward action, with a new total ρ, δ or
@@ -279,69 +275,66 @@ impl Ledger {
         }
         let path = self.path.clone();
         let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let old = current_period(&tx).map_err(&e)?;
-        let total = total_rho.unwrap_or(old.total_rho);
-        let delta = total_delta.unwrap_or(old.total_delta);
-        let days = match horizon_days {
-            Some(d) => d,
-            None => horizon_of(&old),
-        };
-        validate_total(total, delta, days)?;
-        let id = insert_period(&tx, total, delta, days, why).map_err(&e)?;
-        let factor = (total / old.total_rho).min(1.0);
-        let delta_factor = if old.total_delta > 0.0 {
-            (delta / old.total_delta).min(1.0)
-        } else {
-            0.0
-        };
-        let carried = |sql: &str| -> Result<Vec<(String, f64)>> {
-            let mut stmt = tx.prepare(sql).map_err(&e)?;
-            let rows: Vec<(String, f64)> = stmt
-                .query_map(params![old.id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
-                })
-                .map_err(&e)?
-                .collect::<Result<_, _>>()
-                .map_err(&e)?;
-            Ok(rows)
-        };
-        let allocations = carried(
-            "SELECT name, sum(rho) FROM allocations WHERE budget_id = ?1 GROUP BY name ORDER BY min(id)",
-        )?;
-        let deltas = carried(
-            "SELECT name, sum(delta) FROM allocation_deltas WHERE budget_id = ?1 GROUP BY name ORDER BY min(id)",
-        )?;
-        let at = now();
-        for (name, rho) in allocations {
-            tx.execute(
-                "INSERT INTO allocations (budget_id, name, rho, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![id, name, rho * factor, at],
-            )
-            .map_err(&e)?;
-        }
-        for (name, d) in deltas {
-            let d = d * delta_factor;
-            if d > 0.0 && d < 1.0 {
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            let old = current_period(tx).map_err(&e)?;
+            let total = total_rho.unwrap_or(old.total_rho);
+            let delta = total_delta.unwrap_or(old.total_delta);
+            let days = match horizon_days {
+                Some(d) => d,
+                None => horizon_of(&old),
+            };
+            validate_total(total, delta, days)?;
+            let id = insert_period(tx, total, delta, days, why).map_err(&e)?;
+            let factor = (total / old.total_rho).min(1.0);
+            let delta_factor = if old.total_delta > 0.0 {
+                (delta / old.total_delta).min(1.0)
+            } else {
+                0.0
+            };
+            let carried = |sql: &str| -> Result<Vec<(String, f64)>> {
+                let mut stmt = tx.prepare(sql).map_err(&e)?;
+                let rows: Vec<(String, f64)> = stmt
+                    .query_map(params![old.id], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?))
+                    })
+                    .map_err(&e)?
+                    .collect::<Result<_, _>>()
+                    .map_err(&e)?;
+                Ok(rows)
+            };
+            let allocations = carried(
+                "SELECT name, sum(rho) FROM allocations WHERE budget_id = ?1 GROUP BY name ORDER BY min(id)",
+            )?;
+            let deltas = carried(
+                "SELECT name, sum(delta) FROM allocation_deltas WHERE budget_id = ?1 GROUP BY name ORDER BY min(id)",
+            )?;
+            let at = now();
+            for (name, rho) in allocations {
                 tx.execute(
-                    "INSERT INTO allocation_deltas (budget_id, name, delta, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, name, d, at],
+                    "INSERT INTO allocations (budget_id, name, rho, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, name, rho * factor, at],
                 )
                 .map_err(&e)?;
             }
-        }
-        let period = tx
-            .query_row(
-                "SELECT id, total_rho, total_delta, starts, ends, why FROM budgets WHERE id = ?1",
-                params![id],
-                period_row,
-            )
-            .map_err(&e)?;
-        tx.commit().map_err(&e)?;
-        Ok(period)
+            for (name, d) in deltas {
+                let d = d * delta_factor;
+                if d > 0.0 && d < 1.0 {
+                    tx.execute(
+                        "INSERT INTO allocation_deltas (budget_id, name, delta, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![id, name, d, at],
+                    )
+                    .map_err(&e)?;
+                }
+            }
+            let period = tx
+                .query_row(
+                    "SELECT id, total_rho, total_delta, starts, ends, why FROM budgets WHERE id = ?1",
+                    params![id],
+                    period_row,
+                )
+                .map_err(&e)?;
+            Ok(period)
+        })
     }
 
     /// The budget, its allocations and what they have spent.

@@ -56,9 +56,10 @@ mod secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use crate::fault::Fault;
+use crate::sqlite::{self, Migration};
 pub use budget::{AllocationView, BudgetInit, BudgetPeriod, BudgetView, PrivacyConfig};
 pub use claims::{CLAIMS_DIR, ReleaseClaim};
 pub use noise::NoiseKind;
@@ -252,19 +253,17 @@ fn create_schema(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     append_only(tx, APPEND_ONLY)
 }
 
-/// The schema version of an open ledger.
-fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-}
+/// The migrations that bring a ledger of an older schema up to [`SCHEMA_VERSION`]. They only
+/// add tables and triggers: no row is updated or deleted.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    apply: to_v1,
+}];
 
-/// Brings a ledger of an older schema up to [`SCHEMA_VERSION`], inside `tx`. Only adds
-/// tables and triggers: no row is updated or deleted.
-fn upgrade(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
-    if from < 1 {
-        tx.execute_batch(SCHEMA_V1)?;
-        append_only(tx, &["allocation_deltas"])?;
-    }
-    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+/// Version 1: the table of allocations' δ, append-only like the rest.
+fn to_v1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(SCHEMA_V1)?;
+    append_only(tx, &["allocation_deltas"])
 }
 
 /// An open ledger.
@@ -279,15 +278,18 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// Maps SQLite's errors on the ledger at `path`: busy (another writer held it past the
+/// timeout) is [`LedgerError::Busy`], anything else [`LedgerError::Sqlite`].
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
-    move |source| match source.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+    move |source| {
+        if sqlite::is_busy(&source) {
             LedgerError::Busy
+        } else {
+            LedgerError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            }
         }
-        _ => LedgerError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        },
     }
 }
 
@@ -310,17 +312,9 @@ impl Ledger {
         warehouse.join(LEDGER_FILE)
     }
 
+    /// Opens the ledger file for writing; a writer waits up to two minutes for another.
     fn connect(path: &Path) -> Result<Connection> {
-        let conn = Connection::open(path).map_err(sql_err(path))?;
-        conn.busy_timeout(Duration::from_secs(120))
-            .map_err(sql_err(path))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql_err(path))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql_err(path))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(sql_err(path))?;
-        Ok(conn)
+        sqlite::open(path, Duration::from_secs(120)).map_err(sql_err(path))
     }
 
     /// Opens the ledger of a warehouse; it must have been initialised.
@@ -358,7 +352,7 @@ impl Ledger {
         if ledger.current_period_opt()?.is_none() {
             return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
         }
-        let found = schema_version(&ledger.conn).map_err(ledger.e())?;
+        let found = sqlite::schema_version(&ledger.conn).map_err(ledger.e())?;
         if found != SCHEMA_VERSION {
             return Err(LedgerError::Corrupt {
                 path: ledger.path.clone(),
@@ -373,9 +367,7 @@ impl Ledger {
     /// SQLite's `data_version`: it changes whenever another connection commits to the
     /// ledger, so a reader can tell cheaply that it must reload.
     pub fn data_version(&self) -> Result<i64> {
-        self.conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(self.e())
+        sqlite::data_version(&self.conn).map_err(self.e())
     }
 
     /// Whether this connection was opened read-only ([`Ledger::open_read_only`]).
@@ -386,7 +378,7 @@ impl Ledger {
     /// Upgrades an older ledger's schema in place (see the module docs), under the write
     /// lock, or refuses a newer one. A ledger already current is only read.
     fn migrate(&mut self) -> Result<()> {
-        let found = schema_version(&self.conn).map_err(self.e())?;
+        let found = sqlite::schema_version(&self.conn).map_err(self.e())?;
         if found > SCHEMA_VERSION {
             return Err(LedgerError::NewerSchema {
                 path: self.path.clone(),
@@ -398,16 +390,14 @@ impl Ledger {
         }
         let path = self.path.clone();
         let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        // Another process may have upgraded it meanwhile.
-        let found = schema_version(&tx).map_err(&e)?;
-        if found < SCHEMA_VERSION {
-            upgrade(&tx, found).map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            // Another process may have upgraded it meanwhile.
+            let found = sqlite::schema_version(tx).map_err(&e)?;
+            if found < SCHEMA_VERSION {
+                sqlite::upgrade(tx, found, SCHEMA_VERSION, MIGRATIONS).map_err(&e)?;
+            }
+            Ok(())
+        })
     }
 
     fn e(&self) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {

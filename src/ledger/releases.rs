@@ -2,11 +2,12 @@
 //! IMMEDIATE transaction, its outcome (released with its public result, or failed), and the
 //! stored releases as the steward reads them.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::budget::{check_budget, current_period};
 use super::{Ledger, LedgerError, Result, now, sql_err};
+use crate::sqlite;
 
 /// What a release records with its debit.
 #[derive(Debug, Clone)]
@@ -85,79 +86,82 @@ impl Ledger {
         }
         let path = self.path.clone();
         let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let mut existing: Vec<Option<i64>> = Vec::with_capacity(starts.len());
-        for r in starts {
-            existing.push(released_with_key(&tx, &r.idempotency_key, &r.allocation).map_err(&e)?);
-        }
-        // What the fresh releases cost together, per allocation: each allocation (and the
-        // budget with it) must have room for its whole sum, so the refusal names the sum.
-        let mut per_allocation: Vec<(&str, f64, f64)> = Vec::new();
-        for (r, _) in starts.iter().zip(&existing).filter(|(_, id)| id.is_none()) {
-            match per_allocation
-                .iter_mut()
-                .find(|(a, _, _)| *a == r.allocation.as_str())
-            {
-                Some(sum) => {
-                    sum.1 += r.rho;
-                    sum.2 += r.delta;
+        // Commits when something was debited; the fail points around the commit are passed
+        // only then.
+        let (begun, debited) = sqlite::immediate(&mut self.conn, &e, |tx| {
+            let mut existing: Vec<Option<i64>> = Vec::with_capacity(starts.len());
+            for r in starts {
+                existing
+                    .push(released_with_key(tx, &r.idempotency_key, &r.allocation).map_err(&e)?);
+            }
+            // What the fresh releases cost together, per allocation: each allocation (and the
+            // budget with it) must have room for its whole sum, so the refusal names the sum.
+            let mut per_allocation: Vec<(&str, f64, f64)> = Vec::new();
+            for (r, _) in starts.iter().zip(&existing).filter(|(_, id)| id.is_none()) {
+                match per_allocation
+                    .iter_mut()
+                    .find(|(a, _, _)| *a == r.allocation.as_str())
+                {
+                    Some(sum) => {
+                        sum.1 += r.rho;
+                        sum.2 += r.delta;
+                    }
+                    None => per_allocation.push((r.allocation.as_str(), r.rho, r.delta)),
                 }
-                None => per_allocation.push((r.allocation.as_str(), r.rho, r.delta)),
             }
-        }
-        for (allocation, rho, delta) in &per_allocation {
-            check_budget(&tx, &path, allocation, *rho, *delta)?;
-        }
-        let period = current_period(&tx).map_err(&e)?;
-        let at = now();
-        let mut begun = Vec::with_capacity(starts.len());
-        for (r, id) in starts.iter().zip(existing) {
-            if let Some(id) = id {
-                begun.push(Begin::Existing(id));
-                continue;
+            for (allocation, rho, delta) in &per_allocation {
+                check_budget(tx, &path, allocation, *rho, *delta)?;
             }
-            // Checked again one by one, after the debits before it in this transaction:
-            // across several allocations, the budget's total must hold their sum too.
-            check_budget(&tx, &path, &r.allocation, r.rho, r.delta)?;
-            tx.execute(
-                "INSERT INTO releases (idempotency_key, name, budget_id, allocation, spec, query_hashes,
+            let period = current_period(tx).map_err(&e)?;
+            let at = now();
+            let mut begun = Vec::with_capacity(starts.len());
+            for (r, id) in starts.iter().zip(existing) {
+                if let Some(id) = id {
+                    begun.push(Begin::Existing(id));
+                    continue;
+                }
+                // Checked again one by one, after the debits before it in this transaction:
+                // across several allocations, the budget's total must hold their sum too.
+                check_budget(tx, &path, &r.allocation, r.rho, r.delta)?;
+                tx.execute(
+                    "INSERT INTO releases (idempotency_key, name, budget_id, allocation, spec, query_hashes,
                    dataset_version, measure, d_in, d_out, approver, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    r.idempotency_key,
-                    r.name,
-                    period.id,
-                    r.allocation,
-                    r.spec_json,
-                    serde_json::to_string(&r.query_hashes).expect("strings serialise"),
-                    r.dataset_version,
-                    r.measure,
-                    r.d_in_json,
-                    r.d_out_json,
-                    r.approver,
-                    at
-                ],
-            )
-            .map_err(&e)?;
-            let id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO debits (budget_id, allocation, release_id, rho, delta, created_at)
+                    params![
+                        r.idempotency_key,
+                        r.name,
+                        period.id,
+                        r.allocation,
+                        r.spec_json,
+                        serde_json::to_string(&r.query_hashes).expect("strings serialise"),
+                        r.dataset_version,
+                        r.measure,
+                        r.d_in_json,
+                        r.d_out_json,
+                        r.approver,
+                        at
+                    ],
+                )
+                .map_err(&e)?;
+                let id = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT INTO debits (budget_id, allocation, release_id, rho, delta, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![period.id, r.allocation, id, r.rho, r.delta, at],
-            )
-            .map_err(&e)?;
-            begun.push(Begin::Fresh(id));
+                    params![period.id, r.allocation, id, r.rho, r.delta, at],
+                )
+                .map_err(&e)?;
+                begun.push(Begin::Fresh(id));
+            }
+            if per_allocation.is_empty() {
+                // Every one was already released: nothing was written.
+                return Ok((begun, false));
+            }
+            crate::failpoint::hit("ledger-before-commit");
+            Ok((begun, true))
+        })?;
+        if debited {
+            crate::failpoint::hit("ledger-after-debit");
         }
-        if per_allocation.is_empty() {
-            // Every one was already released: nothing was written.
-            return Ok(begun);
-        }
-        crate::failpoint::hit("ledger-before-commit");
-        tx.commit().map_err(&e)?;
-        crate::failpoint::hit("ledger-after-debit");
         Ok(begun)
     }
 
