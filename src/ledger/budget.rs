@@ -7,13 +7,11 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::spend::{Quantity, SLACK, Spend};
 use super::{
     Ledger, LedgerError, NoiseKind, Result, SCHEMA_VERSION, create_schema, now, secret, sql_err,
 };
 use crate::sqlite;
-
-/// Slack for floating-point sums of ρ when comparing with a total: 1e-12 relative.
-const SLACK: f64 = 1e-12;
 
 /// How the warehouse adds noise, fixed at `budget init`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -394,23 +392,23 @@ impl Ledger {
         })
     }
 
-    /// Checks that a release debiting (`rho`, `delta`) from `allocation` would be paid now,
-    /// without debiting anything: the same checks as [`Ledger::begin_release`]. Works on a
-    /// read-only ledger.
-    pub fn check_affordable(&self, allocation: &str, rho: f64, delta: f64) -> Result<()> {
-        check_budget(&self.conn, &self.path, allocation, rho, delta)
+    /// Checks that a release debiting `spend` from `allocation` would be paid now, without
+    /// debiting anything: the same checks as [`Ledger::begin_release`]. Works on a read-only
+    /// ledger.
+    pub fn check_affordable(&self, allocation: &str, spend: Spend) -> Result<()> {
+        check_budget(&self.conn, &self.path, allocation, spend)
     }
 }
 
-/// Whether `allocation` and the warehouse budget can pay (`rho`, `delta`) now: the checks of
+/// Whether `allocation` and the warehouse budget can pay `asked` now: the checks of
 /// [`Ledger::begin_release`], run inside its transaction, and by
-/// [`Ledger::check_affordable`] for a plan that spends nothing.
+/// [`Ledger::check_affordable`] for a plan that spends nothing. What each has spent plus
+/// `asked` must fit within its cap ([`Spend::fits_within`]), in ρ and in δ.
 pub(super) fn check_budget(
     conn: &Connection,
     path: &Path,
     allocation: &str,
-    rho: f64,
-    delta: f64,
+    asked: Spend,
 ) -> Result<()> {
     let e = sql_err(path);
     let period = current_period(conn).map_err(&e)?;
@@ -463,43 +461,67 @@ pub(super) fn check_budget(
             |row| row.get(0),
         )
         .map_err(&e)?;
-    if spent_alloc + rho > allocated * (1.0 + SLACK) {
-        return Err(LedgerError::OverBudget {
-            quantity: "rho",
-            scope: format!("allocation '{}'", allocation),
-            needed: rho,
-            remaining: (allocated - spent_alloc).max(0.0),
-            total: allocated,
-        });
-    }
-    if spent_total + rho > period.total_rho * (1.0 + SLACK) {
-        return Err(LedgerError::OverBudget {
-            quantity: "rho",
-            scope: "the warehouse budget".into(),
-            needed: rho,
-            remaining: (period.total_rho - spent_total).max(0.0),
-            total: period.total_rho,
-        });
-    }
-    if spent_delta + delta > period.total_delta * (1.0 + SLACK) + f64::MIN_POSITIVE {
-        return Err(LedgerError::OverBudget {
-            quantity: "delta",
-            scope: "the warehouse delta budget".into(),
-            needed: delta,
-            remaining: (period.total_delta - spent_delta).max(0.0),
-            total: period.total_delta,
-        });
-    }
-    if delta > 0.0
-        && spent_alloc_delta + delta > allocated_delta * (1.0 + SLACK) + f64::MIN_POSITIVE
-    {
-        return Err(LedgerError::OverBudget {
-            quantity: "delta",
-            scope: format!("the delta budget of allocation '{}'", allocation),
-            needed: delta,
-            remaining: (allocated_delta - spent_alloc_delta).max(0.0),
-            total: allocated_delta,
-        });
+    let as_spend = |rho, delta| {
+        Spend::new(rho, delta).map_err(|source| LedgerError::BadSpend {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let allocation_spent = as_spend(spent_alloc, spent_alloc_delta)?;
+    let allocation_cap = as_spend(allocated, allocated_delta)?;
+    let warehouse_spent = as_spend(spent_total, spent_delta)?;
+    let warehouse_cap = as_spend(period.total_rho, period.total_delta)?;
+    // Each limit is one component of what a scope has spent and its cap, in the order they
+    // are reported. An allocation's δ is checked only when δ is asked for: a release that
+    // spends none is never refused for its allocation's δ.
+    let limits = [
+        (
+            Quantity::Rho,
+            format!("allocation '{}'", allocation),
+            allocation_spent,
+            allocation_cap,
+            true,
+        ),
+        (
+            Quantity::Rho,
+            "the warehouse budget".to_string(),
+            warehouse_spent,
+            warehouse_cap,
+            true,
+        ),
+        (
+            Quantity::Delta,
+            "the warehouse delta budget".to_string(),
+            warehouse_spent,
+            warehouse_cap,
+            true,
+        ),
+        (
+            Quantity::Delta,
+            format!("the delta budget of allocation '{}'", allocation),
+            allocation_spent,
+            allocation_cap,
+            asked.delta() > 0.0,
+        ),
+    ];
+    for (quantity, scope, spent, cap, applies) in limits {
+        let (spent, cap, needed) = (
+            spent.only(quantity),
+            cap.only(quantity),
+            asked.only(quantity),
+        );
+        let fits = spent
+            .checked_add(needed)
+            .is_some_and(|after| after.fits_within(&cap));
+        if applies && !fits {
+            return Err(LedgerError::OverBudget {
+                quantity: quantity.name(),
+                scope,
+                needed: needed.get(quantity),
+                remaining: (cap.get(quantity) - spent.get(quantity)).max(0.0),
+                total: cap.get(quantity),
+            });
+        }
     }
     Ok(())
 }

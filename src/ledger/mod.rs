@@ -41,6 +41,7 @@
 //! - `claims.rs`: the per-key lock that makes identical releases wait for each other
 //!   ([`Ledger::claim_release`]).
 //! - `secret.rs`: the warehouse's secret, the key of the cell-choice hash.
+//! - `spend.rs`: [`Spend`], a privacy spend (ρ and δ) as one checked value.
 //! - `integrity.rs`: the steward's check of the ledger's invariants ([`Ledger::check`]).
 //! - `publications.rs`: which release publishes each quarter.
 //! - `noise.rs`: the noise a warehouse uses ([`NoiseKind`]).
@@ -52,6 +53,7 @@ pub mod noise;
 pub mod publications;
 mod releases;
 mod secret;
+mod spend;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +66,8 @@ pub use budget::{AllocationView, BudgetInit, BudgetPeriod, BudgetView, PrivacyCo
 pub use claims::{CLAIMS_DIR, ReleaseClaim};
 pub use noise::NoiseKind;
 pub use releases::{Begin, ReleaseStart, StoredRelease};
+use spend::amount;
+pub use spend::{Spend, SpendError};
 
 /// The ledger's file name inside the warehouse folder.
 pub const LEDGER_FILE: &str = "ledger.sqlite";
@@ -128,6 +132,9 @@ pub enum LedgerError {
     },
     #[error("ledger {path} holds bad JSON: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// Sums read from the ledger that are no privacy spend (an infinite total).
+    #[error("ledger {path} holds amounts that are not a privacy spend: {source}")]
+    BadSpend { path: PathBuf, source: SpendError },
 }
 
 impl LedgerError {
@@ -142,6 +149,7 @@ impl LedgerError {
             LedgerError::Busy | LedgerError::ReleaseInProgress => Fault::Busy,
             LedgerError::Sqlite { .. }
             | LedgerError::Corrupt { .. }
+            | LedgerError::BadSpend { .. }
             | LedgerError::Lock { .. }
             | LedgerError::NewerSchema { .. } => Fault::Internal,
         }
@@ -295,15 +303,6 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
 
 fn now() -> String {
     crate::warehouse::now_rfc3339()
-}
-
-/// A budget amount for messages: ρ to six places, δ in scientific notation.
-fn amount(quantity: &str, x: f64) -> String {
-    if quantity == "delta" {
-        format!("{x:.3e}")
-    } else {
-        format!("{x:.6}")
-    }
 }
 
 impl Ledger {

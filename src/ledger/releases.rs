@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::budget::{check_budget, current_period};
-use super::{Ledger, LedgerError, Result, now, sql_err};
+use super::{Ledger, LedgerError, Result, Spend, now, sql_err};
 use crate::sqlite;
 
 /// What a release records with its debit.
@@ -21,8 +21,8 @@ pub struct ReleaseStart {
     pub measure: String,
     pub d_in_json: String,
     pub d_out_json: String,
-    pub rho: f64,
-    pub delta: f64,
+    /// What it debits: the loss the privacy engine measured.
+    pub spend: Spend,
     pub approver: String,
 }
 
@@ -77,10 +77,11 @@ impl Ledger {
     /// a publication is never left half paid because its second release did not fit.
     pub fn begin_releases(&mut self, starts: &[ReleaseStart]) -> Result<Vec<Begin>> {
         for r in starts {
-            if !(r.rho.is_finite() && r.rho > 0.0 && r.delta.is_finite() && r.delta >= 0.0) {
+            if r.spend.rho() <= 0.0 {
                 return Err(LedgerError::Invalid(format!(
                     "a release must debit a positive rho (got {}, delta {})",
-                    r.rho, r.delta
+                    r.spend.rho(),
+                    r.spend.delta()
                 )));
             }
         }
@@ -96,21 +97,24 @@ impl Ledger {
             }
             // What the fresh releases cost together, per allocation: each allocation (and the
             // budget with it) must have room for its whole sum, so the refusal names the sum.
-            let mut per_allocation: Vec<(&str, f64, f64)> = Vec::new();
+            let mut per_allocation: Vec<(&str, Spend)> = Vec::new();
             for (r, _) in starts.iter().zip(&existing).filter(|(_, id)| id.is_none()) {
                 match per_allocation
                     .iter_mut()
-                    .find(|(a, _, _)| *a == r.allocation.as_str())
+                    .find(|(a, _)| *a == r.allocation.as_str())
                 {
-                    Some(sum) => {
-                        sum.1 += r.rho;
-                        sum.2 += r.delta;
+                    Some((allocation, sum)) => {
+                        *sum = sum.checked_add(r.spend).ok_or_else(|| {
+                            LedgerError::Invalid(format!(
+                                "the releases of allocation '{allocation}' together spend more than any budget holds"
+                            ))
+                        })?;
                     }
-                    None => per_allocation.push((r.allocation.as_str(), r.rho, r.delta)),
+                    None => per_allocation.push((r.allocation.as_str(), r.spend)),
                 }
             }
-            for (allocation, rho, delta) in &per_allocation {
-                check_budget(tx, &path, allocation, *rho, *delta)?;
+            for (allocation, sum) in &per_allocation {
+                check_budget(tx, &path, allocation, *sum)?;
             }
             let period = current_period(tx).map_err(&e)?;
             let at = now();
@@ -122,7 +126,7 @@ impl Ledger {
                 }
                 // Checked again one by one, after the debits before it in this transaction:
                 // across several allocations, the budget's total must hold their sum too.
-                check_budget(tx, &path, &r.allocation, r.rho, r.delta)?;
+                check_budget(tx, &path, &r.allocation, r.spend)?;
                 tx.execute(
                     "INSERT INTO releases (idempotency_key, name, budget_id, allocation, spec, query_hashes,
                    dataset_version, measure, d_in, d_out, approver, created_at)
@@ -147,7 +151,14 @@ impl Ledger {
                 tx.execute(
                     "INSERT INTO debits (budget_id, allocation, release_id, rho, delta, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![period.id, r.allocation, id, r.rho, r.delta, at],
+                    params![
+                        period.id,
+                        r.allocation,
+                        id,
+                        r.spend.rho(),
+                        r.spend.delta(),
+                        at
+                    ],
                 )
                 .map_err(&e)?;
                 begun.push(Begin::Fresh(id));
