@@ -13,6 +13,8 @@
 //!   direct identifiers, quarantines bad rows, and commits Parquet atomically.
 //! - [`warehouse`]: the warehouse folder, its manifest and dataset versions, the DataFusion
 //!   session over it, and the steward's `status`.
+//! - [`sqlite`]: what the ledger and the requests file share about SQLite: opening a file
+//!   with the same settings, IMMEDIATE write transactions and numbered schema migrations.
 //! - [`privacy`]: the privacy engine. A release spec's person-level SQL passes the
 //!   person-locality analyser, the engine bounds each person's contribution, OpenDP adds
 //!   the noise, and every number carries its 95% interval.
@@ -54,6 +56,7 @@ pub mod publication;
 pub mod quarter;
 pub mod report;
 pub mod requests;
+pub mod sqlite;
 pub mod synth;
 pub mod warehouse;
 

@@ -165,8 +165,7 @@ pub async fn release_all(
             measure: config.noise.measure().into(),
             d_in_json: to_json(&p.d_in),
             d_out_json: to_json(&p.d_out),
-            rho: p.loss.rho,
-            delta: p.loss.delta,
+            spend: p.loss.spend,
             approver: req.approver.clone(),
         })
         .collect();
