@@ -19,12 +19,12 @@ use common::{child_peak_mib, median, peak_rss_mib};
 
 use outreach_warehouse::ingest::{IngestOptions, ingest};
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
-use outreach_warehouse::quarter::Quarter;
-use outreach_warehouse::queries::Catalog;
-use outreach_warehouse::queries::exact::exact;
-use outreach_warehouse::queries::publish::{
+use outreach_warehouse::metrics::Catalog;
+use outreach_warehouse::metrics::exact::exact;
+use outreach_warehouse::publication::{
     EQUITY_NOISE, PublishOptions, STANDARD_ALLOCATION, StandardNoise, publish,
 };
+use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::synth::{SynthConfig, synth};
 use outreach_warehouse::warehouse::{Warehouse, open_session};
 

@@ -12,17 +12,17 @@ use crate::api::{self, Limits};
 use crate::dictionary::Dictionary;
 use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
 use crate::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
+use crate::metrics::{self, Catalog};
 use crate::present::tables::{self as report, Format};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::{
     CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
 };
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
-use crate::quarter::Quarter;
-use crate::queries::publish::{
+use crate::publication::{
     EQUITY_NOISE, PublishOptions, StandardNoise, plan_for_target, plan_with, publish,
 };
-use crate::queries::{self, Catalog};
+use crate::quarter::Quarter;
 use crate::requests::{self, Queue, Role};
 use crate::synth::{SynthConfig, synth};
 use crate::warehouse::{Warehouse, status};
@@ -834,7 +834,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let catalog = Catalog::standard()?;
             if markdown {
-                print!("{}", queries::docs::to_markdown(&catalog));
+                print!("{}", metrics::docs::to_markdown(&catalog));
             } else if exact {
                 let (Some(warehouse), Some(quarter)) = (warehouse, quarter) else {
                     unreachable!("clap requires --warehouse and --quarter with --exact");
@@ -843,11 +843,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let values = runtime().block_on(async {
                     let ctx = crate::warehouse::open_session(&wh).await?;
                     crate::privacy::functions::register(&ctx);
-                    queries::exact::exact(&ctx, &catalog, quarter)
+                    metrics::exact::exact(&ctx, &catalog, quarter)
                         .await
                         .map_err(Error::from)
                 })?;
-                eprintln!("{}", queries::exact::BANNER);
+                eprintln!("{}", metrics::exact::BANNER);
                 print!("{}", report::exact_values(&values, format));
             } else {
                 print!("{}", report::metric_catalog(&catalog, format));

@@ -15,7 +15,7 @@ use crate::ledger::{BudgetInit, Ledger, PrivacyConfig};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::DomainSpec;
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
-use crate::queries::publish::{
+use crate::publication::{
     DEFAULT_ANNUAL_RHO, DEFAULT_STANDARD_RHO, EQUITY_NOISE, PublishOptions, Published,
     STANDARD_ALLOCATION, StandardNoise, publish,
 };

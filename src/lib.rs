@@ -15,13 +15,18 @@
 //!   direct identifiers, quarantines bad rows, and commits Parquet atomically.
 //! - [`warehouse`]: the warehouse folder, its manifest and dataset versions, the DataFusion
 //!   session over it, and the steward's `status`.
+//! - [`sqlite`]: what the ledger and the requests file share about SQLite: opening a file
+//!   with the same settings, IMMEDIATE write transactions and numbered schema migrations.
 //! - [`privacy`]: the privacy engine. A release spec's person-level SQL passes the
 //!   person-locality analyser, the engine bounds each person's contribution, OpenDP adds
 //!   the noise, and every number carries its 95% interval.
 //! - [`ledger`]: the privacy-budget ledger and release store (SQLite): debit before noise,
 //!   append-only, idempotent releases, and the public view of each release.
-//! - [`queries`]: the standard evaluation metrics (`queries/standard/*.sql`), their catalog,
+//! - [`metrics`]: the standard evaluation metrics (`queries/standard/*.sql`), their catalog,
 //!   the steward's exact mode and the generated `queries/README.md`.
+//! - [`publication`]: publishing the metrics each quarter: the release specs built from
+//!   them, `plan` and `publish`, the figures funders read, and the publication document,
+//!   stored in the ledger.
 //! - [`requests`]: researchers' requests, their tokens and the steward's decisions.
 //! - [`present`]: what the public is shown, from the ledger alone: the snapshot of what is
 //!   published, the view model, text tables and CSV, the dashboard page and the quarterly
@@ -48,11 +53,13 @@ pub mod failpoint;
 pub mod fault;
 pub mod ingest;
 pub mod ledger;
+pub mod metrics;
 pub mod present;
 pub mod privacy;
+pub mod publication;
 pub mod quarter;
-pub mod queries;
 pub mod requests;
+pub mod sqlite;
 pub mod synth;
 pub mod warehouse;
 

@@ -12,10 +12,10 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ErrorBody, ErrorDetail};
 use super::handlers::{self, FORMATS, Submitted};
 use crate::dictionary::{Dictionary, IdPattern};
+use crate::metrics::Catalog;
 use crate::present::snapshot::SINCE_PATTERN;
 use crate::present::views::{self, COMPARE_BY, METRIC_KINDS};
 use crate::quarter::QUARTER_PATTERN;
-use crate::queries::Catalog;
 use crate::requests::{
     Quote, REQUEST_ID_PATTERN, RequestSummary, ResearcherView, StatisticAccuracy, Submission,
 };

@@ -16,10 +16,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::csv_out as csv;
+use crate::metrics::Catalog;
 use crate::present::snapshot::Snapshot;
 use crate::present::tables::release_csv;
 use crate::present::views::{self, ProgramQuarter};
-use crate::queries::Catalog;
 use crate::warehouse::hex;
 
 /// How long clients and proxies may keep a response before revalidating it.

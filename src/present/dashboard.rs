@@ -22,8 +22,8 @@ use serde::Serialize;
 use super::charts::{self, Frame, Mark};
 use super::snapshot::{QuarterPublication, Snapshot};
 use super::views::{self, Program, QuarterLoss};
-use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{Completeness, GroupFigures, ProgramFigures, Publication};
+use crate::publication::figures::{CountFigure, DifferenceFigure, RateFigure};
+use crate::publication::{Completeness, GroupFigures, ProgramFigures, Publication};
 
 /// The arrest-rate difference (police present minus absent) that every page shows.
 pub const POLICE_DIFFERENCE: &str = "arrest_after_attempt_police_difference";
@@ -33,7 +33,7 @@ pub const DEFAULT_METRIC: &str = "rate:engagement_30d";
 /// How a shown interval is kept honest at the edge of its range ([`shown_interval`]), for the
 /// notes of the dashboard and the methods of the report.
 ///
-/// [`shown_interval`]: crate::queries::figures::shown_interval
+/// [`shown_interval`]: crate::publication::figures::shown_interval
 pub const INTERVAL_RULE: &str = "Shown values keep to what a figure can be: counts at zero or \
      more, rates from 0% to 100%, differences of rates from -100 to +100 points. An interval is \
      clamped to the same range, but never narrower than its noise's half-width: when the noisy \
@@ -280,7 +280,7 @@ fn team_abbreviation(model: &str) -> String {
 
 /// The metrics a page can compare: every count, rate and difference of the standard
 /// release, as (`kind:name`, label).
-pub fn metric_choices(doc: &crate::queries::publish::Publication) -> Vec<(String, String)> {
+pub fn metric_choices(doc: &crate::publication::Publication) -> Vec<(String, String)> {
     let Some(p) = doc.programs.first() else {
         return Vec::new();
     };
@@ -656,7 +656,7 @@ pub enum PageError {
 
 /// The definition of a metric in plain words, from the catalog.
 fn definition(kind: &str, name: &str) -> String {
-    let Ok(catalog) = crate::queries::Catalog::standard() else {
+    let Ok(catalog) = crate::metrics::Catalog::standard() else {
         return String::new();
     };
     views::metrics(&catalog)
@@ -846,7 +846,7 @@ pub fn dashboard(
     if !choices.iter().any(|(k, _)| *k == metric) {
         // A standard metric the quarter's publication lacks (one stored by an earlier
         // catalog) is not there; anything else is not a metric at all.
-        let standard = crate::queries::Catalog::standard()
+        let standard = crate::metrics::Catalog::standard()
             .is_ok_and(|c| views::metric_keys(&c).contains(&metric));
         return Err(if standard {
             PageError::NotPublished(format!(

@@ -19,10 +19,10 @@ use super::dashboard::{
 use super::snapshot::{QuarterPublication, Snapshot};
 use super::views::{self, Budget, Metric};
 use crate::ledger::Ledger;
+use crate::metrics::Catalog;
+use crate::publication::figures::{DifferenceFigure, RateEstimate};
+use crate::publication::{CountNoise, GroupFigures, Publication};
 use crate::quarter::Quarter;
-use crate::queries::Catalog;
-use crate::queries::figures::{DifferenceFigure, RateEstimate};
-use crate::queries::publish::{CountNoise, GroupFigures, Publication};
 use crate::requests::RequestsError;
 
 /// The headline figures of each program, in this order.

@@ -12,9 +12,9 @@ use std::path::Path;
 
 use super::views::{self, Program, Release, ReleaseSummary};
 use crate::ledger::Ledger;
-use crate::ledger::publications::StoredPublication;
 use crate::privacy::PublicRelease;
-use crate::queries::publish::{DocumentError, Publication, QuarterLoss, quarter_loss};
+use crate::publication::StoredPublication;
+use crate::publication::{DocumentError, Publication, QuarterLoss, quarter_loss};
 use crate::requests::researcher_of;
 use crate::warehouse::Warehouse;
 

@@ -438,7 +438,7 @@ pub fn budget_table(b: &BudgetView) -> String {
 
 /// The metric catalog: one row per statistic, rate and difference (the rows the API serves
 /// at `/v1/metrics`).
-pub fn metric_catalog(catalog: &crate::queries::Catalog, format: Format) -> String {
+pub fn metric_catalog(catalog: &crate::metrics::Catalog, format: Format) -> String {
     let rows = super::views::metrics(catalog);
     let window = |w: Option<[i64; 2]>| w.map(|w| format!("{}-{}", w[0], w[1])).unwrap_or_default();
     match format {
@@ -465,7 +465,7 @@ pub fn metric_catalog(catalog: &crate::queries::Catalog, format: Format) -> Stri
 }
 
 /// The steward's exact counts (`outreach metrics --exact`).
-pub fn exact_values(values: &[crate::queries::exact::ExactValue], format: Format) -> String {
+pub fn exact_values(values: &[crate::metrics::exact::ExactValue], format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(values).expect("values serialise") + "\n",
         Format::Csv => {
@@ -502,7 +502,7 @@ pub fn exact_values(values: &[crate::queries::exact::ExactValue], format: Format
 
 /// A publication: the summary table per program (the main rates with their intervals), or
 /// the whole stored document as JSON, or every figure as CSV.
-pub fn publication(p: &crate::queries::publish::Published, format: Format) -> String {
+pub fn publication(p: &crate::publication::Published, format: Format) -> String {
     let doc = &p.publication;
     let loss = &p.loss;
     match format {
@@ -574,7 +574,7 @@ pub fn publication(p: &crate::queries::publish::Published, format: Format) -> St
                 h.push("arrest_diff_police".into());
                 h
             }];
-            let rate_text = |r: Option<&crate::queries::figures::RateFigure>| match r {
+            let rate_text = |r: Option<&crate::publication::figures::RateFigure>| match r {
                 Some(r) if !r.insufficient_data => format!(
                     "{:.2} [{:.2},{:.2}]{}",
                     r.value.unwrap_or(0.0),
@@ -648,13 +648,13 @@ pub fn publication(p: &crate::queries::publish::Published, format: Format) -> St
 /// each program's, its equity breakdowns included, each group's, and the statewide equity
 /// breakdowns ([`super::views::publication_figures`]). `report.csv` and
 /// `publish --format csv` print it.
-pub fn publication_csv(doc: &crate::queries::publish::Publication) -> String {
+pub fn publication_csv(doc: &crate::publication::Publication) -> String {
     csv_out::rows(&super::views::publication_figures(doc))
 }
 
 /// A plan: what a quarter's publication would cost and how precise it would be, for every
 /// figure it would publish, the equity breakdowns' at their own σ.
-pub fn plan(p: &crate::queries::publish::Plan, format: Format) -> String {
+pub fn plan(p: &crate::publication::Plan, format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(p).expect("plans serialise") + "\n",
         Format::Csv => {

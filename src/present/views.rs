@@ -9,18 +9,18 @@ use utoipa::ToSchema;
 
 use super::snapshot::QuarterPublication;
 use crate::csv_out::csv_row;
-use crate::ledger::publications::StoredPublication;
 use crate::ledger::{BudgetView, StoredRelease};
+use crate::metrics::Catalog;
 use crate::privacy::PublicRelease;
 use crate::privacy::mechanism::epsilon_at;
-use crate::queries::Catalog;
-use crate::queries::figures::{CountFigure, DifferenceFigure, RateFigure};
-use crate::queries::publish::{Completeness, ProgramFigures, Publication, ReleaseLoss};
+use crate::publication::StoredPublication;
+use crate::publication::figures::{CountFigure, DifferenceFigure, RateFigure};
+use crate::publication::{Completeness, ProgramFigures, Publication, ReleaseLoss};
 use crate::requests::researcher_of;
 
 /// Public metadata of a program, as every publication stores it: one type for the
 /// publication document, `/v1/programs` and the program pages.
-pub use crate::queries::publish::ProgramInfo as Program;
+pub use crate::publication::ProgramInfo as Program;
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -114,8 +114,8 @@ pub struct QuarterLoss {
     pub superseded_epsilon: f64,
 }
 
-impl From<&crate::queries::publish::QuarterLoss> for QuarterLoss {
-    fn from(loss: &crate::queries::publish::QuarterLoss) -> QuarterLoss {
+impl From<&crate::publication::QuarterLoss> for QuarterLoss {
+    fn from(loss: &crate::publication::QuarterLoss) -> QuarterLoss {
         QuarterLoss {
             rho: loss.rho,
             epsilon: loss.epsilon,
@@ -195,7 +195,7 @@ pub struct Figure {
     /// denominator is too noisy to divide by.
     pub value: Option<f64>,
     /// The 95% interval of the noise, kept to the same range as `value` but never narrower
-    /// than the noise's half-width (`queries::figures::shown_interval`).
+    /// than the noise's half-width (`publication::figures::shown_interval`).
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     /// The unclamped noisy value, for sums.

@@ -5,10 +5,10 @@
 //! partitioning (its physical optimizer may remove a repartition it finds unneeded): every
 //! row goes to a shard chosen by a fixed hash of its `person_key`, so all of a person's rows
 //! meet in one shard. Each row is folded into its person's record as it arrives, under its
-//! shard's lock (a shard gathers up to [`FOLD_ROWS`] rows and folds them together, which keeps
-//! its person table in the CPU's cache); no other row is kept. A person's record holds at most
-//! `k` cells, so the bounder's memory grows with the persons and `k`, never with the rows
-//! (plus a constant fold buffer): a person-local self-join
+//! shard's lock (a shard gathers rows and folds them together, which keeps its person table in the CPU's
+//! cache: [`fold_at`]); no other row is kept. A person's record holds at most `k` cells, so
+//! the bounder's memory grows with the persons and `k`, never with the rows (the rows waiting
+//! to be folded are at most 8 per person held, plus 512 per shard): a person-local self-join
 //! that multiplies one person's rows (400 attempts joined with themselves twice is 6.4e7
 //! rows) costs that person no more than one record ([`Bounder::retained`]). The fold gives
 //! exactly what collapsing all of a person's rows at the end gave, in any order of rows:
@@ -248,16 +248,29 @@ struct Shard {
     k: usize,
     m: usize,
     arena: Vec<u8>,
-    /// Rows not yet folded into the records, at most [`FOLD_ROWS`] (public cell keys only).
+    /// Rows not yet folded into the records, at most [`fold_at`] (public cell keys only).
     pending: RowBuffer,
 }
 
-/// Rows a shard gathers before it folds them into its records. Folding a few hundred rows
-/// at once touches one shard's person table (a few thousand persons in a 1M-person release,
-/// which stays in the CPU's cache) instead of one row's worth of every shard in turn; a
-/// release of 4.3M rows bounded twice as fast this way. The buffer is a constant, whatever
-/// the rows: 256 shards × 512 rows of a key, a cell and the statistics, a few MiB.
+/// Rows a shard gathers at least before it folds them into its records.
 const FOLD_ROWS: usize = 512;
+
+/// Rows a shard gathers per person it already holds before it folds them.
+const FOLD_ROWS_PER_PERSON: usize = 8;
+
+/// How many rows a shard holding `persons` gathers before folding them: [`FOLD_ROWS`], or
+/// [`FOLD_ROWS_PER_PERSON`] for each person it holds if that is more.
+///
+/// A 1M-person release keeps 64 MiB of person records, far more than the CPU's cache, so a
+/// row folded on its own fetches its person's record from memory. A shard that folds many
+/// rows at once brings its few thousand records into the cache once for all of them: a
+/// shard that folded every 512 rows made a 4.3M-row release about 20% slower than one that
+/// folds up to 8 rows a person (`cargo bench --bench release_vs_exact`). The buffer follows
+/// the persons, never one person's rows: at most 8 rows per person held plus 512 rows a
+/// shard, each row its key, its cell and its statistics.
+fn fold_at(persons: usize) -> usize {
+    FOLD_ROWS.max(FOLD_ROWS_PER_PERSON.saturating_mul(persons))
+}
 
 /// Rows gathered by a shard, in arrival order, until it folds them ([`Shard::fold`]).
 #[derive(Default)]
@@ -301,7 +314,7 @@ impl Shard {
     }
 
     /// Gathers one row (see [`Shard::add`]) and folds the gathered rows once there are
-    /// [`FOLD_ROWS`]. Only for public cell keys: the choice hash of a gathered row is made
+    /// [`fold_at`] of them. Only for public cell keys: the choice hash of a gathered row is made
     /// from its cell's index with `rules`.
     fn gather(&mut self, rules: &BoundingRules, hash: u64, person: &[u8], cell: u64, row: &[i64]) {
         let b = &mut self.pending;
@@ -310,7 +323,7 @@ impl Shard {
         b.values.extend_from_slice(row);
         b.keys.extend_from_slice(person);
         b.key_ends.push(b.keys.len());
-        if b.hashes.len() >= FOLD_ROWS {
+        if b.hashes.len() >= fold_at(self.persons()) {
             self.fold(rules);
         }
     }
@@ -738,7 +751,7 @@ impl Bounder {
             let mut shard = shard
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // What it holds once its gathered rows are folded (at most FOLD_ROWS rows a
+            // What it holds once its gathered rows are folded (at most `fold_at` rows a
             // shard wait to be).
             shard.fold(&self.rules);
             let r = shard.retained();
@@ -793,26 +806,28 @@ impl Bounder {
         if let Some(values) = private_values {
             return finish_sparse(rules, values, shards, diagnostics);
         }
-        let shards: Vec<Shard> = shards
+        let mut shards: Vec<Shard> = shards
             .into_iter()
-            .map(|m| {
-                let mut shard = m.into_inner().expect("no other user");
-                shard.fold(&rules);
-                shard
-            })
+            .map(|m| m.into_inner().expect("no other user"))
             .collect();
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
             .min(shards.len());
+        // Each thread folds the rows its shards still gather, then sums their records: the
+        // rows left in the shards' buffers at the end are a few hundred per shard, and
+        // folding them all on one thread left the other cores idle.
+        let per_thread = shards.len().div_ceil(threads);
         let parts: Vec<(Vec<i64>, Diagnostics)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (rules, shards) = (&rules, &shards);
+            let handles: Vec<_> = shards
+                .chunks_mut(per_thread)
+                .map(|part| {
+                    let rules = &rules;
                     scope.spawn(move || {
                         let mut values = vec![0i64; rules.n_cells() * rules.statistics.len()];
                         let mut diag = Diagnostics::default();
-                        for shard in shards.iter().skip(t).step_by(threads) {
+                        for shard in part.iter_mut() {
+                            shard.fold(rules);
                             let (v, d) = finish_shard(rules, shard);
                             for (a, b) in values.iter_mut().zip(&v) {
                                 *a += b;
@@ -965,4 +980,53 @@ fn as_i64(array: &ArrayRef) -> Result<Int64Array, String> {
     let v = cast(array, &DataType::Int64).map_err(|e| format!("internal: value as Int64: {e}"))?;
     Ok(v.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
         .clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> BoundingRules {
+        BoundingRules {
+            k: 2,
+            cells: vec![CellKey {
+                column: "cell".into(),
+                values: (0..10).map(|i| format!("c{i}")).collect(),
+                private: false,
+                filter_in_plan: false,
+            }],
+            statistics: vec![Statistic {
+                name: "a".into(),
+                column: "a".into(),
+                kind: StatisticKind::Count,
+                lower: 0,
+                upper: 1,
+            }],
+            exclusive: vec![],
+            key: CellChoiceKey(*b"0123456789abcdef"),
+        }
+    }
+
+    /// The rows waiting to be folded follow the persons a shard holds, never one person's
+    /// rows: a survivor with 100,000 rows leaves at most 512 waiting, and a shard of 4,000
+    /// persons folds after 32,000 rows.
+    #[test]
+    fn rows_waiting_to_be_folded_follow_the_persons_not_the_rows() {
+        assert_eq!(fold_at(0), 512);
+        assert_eq!(fold_at(64), 512);
+        assert_eq!(fold_at(4_000), 32_000);
+        assert_eq!(fold_at(usize::MAX), usize::MAX);
+        let rules = rules();
+        let mut shard = Shard::new(rules.k, 1);
+        let mut most = 0;
+        for i in 0..100_000u64 {
+            shard.gather(&rules, 7, b"survivor-1", i % 10, &[1]);
+            most = most.max(shard.pending.hashes.len());
+        }
+        assert!(most <= FOLD_ROWS, "{most} rows waited for one person");
+        shard.fold(&rules);
+        assert_eq!(shard.persons(), 1);
+        assert_eq!(shard.used(0), 2);
+        assert!(shard.over_k(0));
+    }
 }

@@ -55,6 +55,7 @@ use super::{PrivacyError, Result};
 /// The noise the warehouse config picks for every release. It lives in the ledger (the
 /// warehouse's config), below the engine, so that the ledger never imports the engine.
 pub use crate::ledger::NoiseKind;
+use crate::ledger::{Spend, SpendError};
 
 /// A release's sensitivity under add/remove-one-person.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -158,16 +159,64 @@ pub struct Threshold {
 /// Largest threshold the search tries: far beyond any useful one.
 const MAX_THRESHOLD: i64 = 1 << 40;
 
-/// The privacy loss of a release, from OpenDP's maps.
+/// The privacy loss of a release, from OpenDP's maps: the [`Spend`] the ledger debits, and
+/// ε for a pure-DP release. It dereferences to its spend, so `loss.rho()` and `loss.delta()`
+/// read it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(into = "LossFields", try_from = "LossFields")]
 pub struct Loss {
-    /// The zCDP ρ debited.
-    pub rho: f64,
+    /// The zCDP ρ debited, and the δ of approximate parts (private partition selection; 0
+    /// otherwise).
+    pub spend: Spend,
     /// ε of a pure-DP release (ρ = ε²/2); none for zCDP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon: Option<f64>,
-    /// δ of approximate parts (private partition selection); 0 here.
-    pub delta: f64,
+}
+
+impl std::ops::Deref for Loss {
+    type Target = Spend;
+    fn deref(&self) -> &Spend {
+        &self.spend
+    }
+}
+
+/// A loss as it is written: `{ "rho": …, "epsilon": …, "delta": … }`, without `epsilon` for
+/// zCDP.
+#[derive(Serialize, Deserialize)]
+struct LossFields {
+    rho: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epsilon: Option<f64>,
+    delta: f64,
+}
+
+impl From<Loss> for LossFields {
+    fn from(l: Loss) -> LossFields {
+        LossFields {
+            rho: l.spend.rho(),
+            epsilon: l.epsilon,
+            delta: l.spend.delta(),
+        }
+    }
+}
+
+impl TryFrom<LossFields> for Loss {
+    type Error = SpendError;
+    fn try_from(f: LossFields) -> std::result::Result<Loss, SpendError> {
+        Ok(Loss {
+            spend: Spend::new(f.rho, f.delta)?,
+            epsilon: f.epsilon,
+        })
+    }
+}
+
+/// The spend of a loss that OpenDP's maps gave: refused when it is no finite, non-negative
+/// pair, which only noise scales far too small for their sensitivity can cause.
+fn loss_spend(rho: f64, delta: f64) -> Result<Spend> {
+    Spend::new(rho, delta).map_err(|e| PrivacyError::Spec {
+        message: format!(
+            "the privacy loss of these noise scales is not a budget amount ({e}): use larger scales"
+        ),
+    })
 }
 
 fn odp(e: opendp::error::Error) -> PrivacyError {
@@ -421,15 +470,13 @@ impl NoisePlan {
             let (d, delta) = self.threshold_map(t.value)?;
             return Ok(match self.kind {
                 NoiseKind::DiscreteGaussian => Loss {
-                    rho: d,
+                    spend: loss_spend(d, delta)?,
                     epsilon: None,
-                    delta,
                 },
                 // (ε, δ)-DP is δ-approximate (ε²/2)-zCDP.
                 NoiseKind::DiscreteLaplace => Loss {
-                    rho: (d * d / 2.0).next_up(),
+                    spend: loss_spend((d * d / 2.0).next_up(), delta)?,
                     epsilon: Some(d),
-                    delta,
                 },
             });
         }
@@ -450,9 +497,8 @@ impl NoisePlan {
                     }
                 };
                 Ok(Loss {
-                    rho,
+                    spend: loss_spend(rho, 0.0)?,
                     epsilon: None,
-                    delta: 0.0,
                 })
             }
             NoiseKind::DiscreteLaplace => {
@@ -488,9 +534,8 @@ impl NoisePlan {
                     }
                 };
                 Ok(Loss {
-                    rho,
+                    spend: loss_spend(rho, 0.0)?,
                     epsilon: Some(epsilon),
-                    delta: 0.0,
                 })
             }
         }

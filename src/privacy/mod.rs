@@ -9,6 +9,14 @@
 //! - [`release`]: the whole path: plan, analyse, debit, bound, noise, store; and the public
 //!   view of a release. A release that fails after its debit reports only that it failed
 //!   (one bit, which may itself depend on one person), never why; the why is the steward's.
+//!   Its files follow a release's life:
+//!   - `release/plan.rs`: the checks and the planning before any spend (queries analysed,
+//!     spec checked, noise priced, the idempotency key);
+//!   - `release/rows.rs`: after the debit, the person-level rows and the bounding driver;
+//!   - `release/result.rs`: the published numbers, ratios and the public view of a release;
+//!   - `release/panic_guard.rs`: keeps panic messages off stderr after the debit;
+//!   - `release/mod.rs`: the request, the orchestration and the post-debit guard, in one
+//!     place.
 //!
 //! [`NoiseKind`] is defined in the ledger (the warehouse's config), below this module, and
 //! re-exported here; the ledger never imports the engine.

@@ -4,7 +4,7 @@ use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use super::{RequestsError, Result, allocation_of};
-use crate::ledger::{Ledger, LedgerError, PrivacyConfig};
+use crate::ledger::{Ledger, LedgerError, PrivacyConfig, Spend};
 use crate::privacy::release::{distribution_name, prepare_with_programs};
 use crate::privacy::{PrivacyError, ReleaseSpec};
 
@@ -163,7 +163,9 @@ pub async fn quote(
 /// other allocations.
 pub fn affordable(ledger: &Ledger, quote: &Quote) -> Result<()> {
     let allocation = &quote.allocation;
-    match ledger.check_affordable(allocation, quote.rho, quote.delta) {
+    let spend =
+        Spend::new(quote.rho, quote.delta).map_err(|e| RequestsError::Internal(e.to_string()))?;
+    match ledger.check_affordable(allocation, spend) {
         Ok(()) => Ok(()),
         Err(LedgerError::UnknownAllocation { .. }) => Err(RequestsError::OverBudget(format!(
             "no budget is allocated to '{allocation}'; ask the data steward to allocate one"

@@ -13,12 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Quote, RequestsError, Result, allocation_of};
 use crate::privacy::{PrivacyError, PublicRelease, ReleaseRequest, ReleaseSpec, release};
+use crate::sqlite::{self, Migration};
 use crate::warehouse::hex;
 
 /// The requests file of a warehouse folder.
@@ -111,15 +112,24 @@ WHEN NEW.public_id IS NULL
 BEGIN SELECT RAISE(ABORT, 'a request needs its public id'); END;
 ";
 
-/// Brings a requests file of an older schema up to [`SCHEMA_VERSION`], inside `tx`.
-fn upgrade(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
-    if from < 1 {
-        tx.execute_batch(MIGRATE_V1)?;
-    }
-    if from < 2 {
-        tx.execute_batch(MIGRATE_V2)?;
-    }
-    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+/// The migrations that bring a requests file of an older schema up to [`SCHEMA_VERSION`].
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        apply: to_v1,
+    },
+    Migration {
+        version: 2,
+        apply: to_v2,
+    },
+];
+
+fn to_v1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(MIGRATE_V1)
+}
+
+fn to_v2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(MIGRATE_V2)
 }
 
 const SCHEMA: &str = "
@@ -344,15 +354,18 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+/// Maps SQLite's errors on the requests file at `path`: busy (another writer held it past the
+/// timeout) is [`RequestsError::Busy`], anything else [`RequestsError::Sqlite`].
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> RequestsError + '_ {
-    move |source| match source.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+    move |source| {
+        if sqlite::is_busy(&source) {
             RequestsError::Busy
+        } else {
+            RequestsError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            }
         }
-        _ => RequestsError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        },
     }
 }
 
@@ -405,33 +418,24 @@ impl Queue {
         }
         let path = Self::path_in(warehouse);
         let e = sql_err(&path);
-        let mut conn = Connection::open(&path).map_err(&e)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(&e)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(&e)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(&e)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        // Read under the write lock: another process may have upgraded it meanwhile.
-        let found: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(&e)?;
-        if found > SCHEMA_VERSION {
-            return Err(RequestsError::NewerSchema {
-                path: path.clone(),
-                found,
-            });
-        }
-        // A new file gets the first version's tables and then every migration, like an old
-        // one: one way to the current schema.
-        tx.execute_batch(SCHEMA).map_err(&e)?;
-        if found < SCHEMA_VERSION {
-            upgrade(&tx, found).map_err(&e)?;
-        }
-        tx.commit().map_err(&e)?;
+        let mut conn = sqlite::open(&path, Duration::from_secs(30)).map_err(&e)?;
+        sqlite::immediate(&mut conn, &e, |tx| {
+            // Read under the write lock: another process may have upgraded it meanwhile.
+            let found = sqlite::schema_version(tx).map_err(&e)?;
+            if found > SCHEMA_VERSION {
+                return Err(RequestsError::NewerSchema {
+                    path: path.clone(),
+                    found,
+                });
+            }
+            // A new file gets the first version's tables and then every migration, like an
+            // old one: one way to the current schema.
+            tx.execute_batch(SCHEMA).map_err(&e)?;
+            if found < SCHEMA_VERSION {
+                sqlite::upgrade(tx, found, SCHEMA_VERSION, MIGRATIONS).map_err(&e)?;
+            }
+            Ok(())
+        })?;
         drop(e);
         Ok(Queue { path, conn })
     }
@@ -449,31 +453,29 @@ impl Queue {
         let token = format!("{TOKEN_PREFIX}{}", hex(&secret));
         let path = self.path.clone();
         let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let active: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
-                params![name],
-                |r| r.get(0),
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            let active: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .map_err(&e)?;
+            if active > 0 {
+                return Err(RequestsError::TokenExists(name.to_string()));
+            }
+            tx.execute(
+                "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    name,
+                    role.as_str(),
+                    hex(&token_hash(&token)),
+                    crate::warehouse::now_rfc3339()
+                ],
             )
             .map_err(&e)?;
-        if active > 0 {
-            return Err(RequestsError::TokenExists(name.to_string()));
-        }
-        tx.execute(
-            "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                name,
-                role.as_str(),
-                hex(&token_hash(&token)),
-                crate::warehouse::now_rfc3339()
-            ],
-        )
-        .map_err(&e)?;
-        tx.commit().map_err(&e)?;
+            Ok(())
+        })?;
         Ok(token)
     }
 
@@ -494,9 +496,7 @@ impl Queue {
 
     /// SQLite's `data_version`: it changes whenever another connection commits.
     pub fn data_version(&self) -> Result<i64> {
-        self.conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(self.e())
+        sqlite::data_version(&self.conn).map_err(self.e())
     }
 
     /// Every token ever created, oldest first.
@@ -576,34 +576,32 @@ impl Queue {
         let id = new_request_id()?;
         let path = self.path.clone();
         let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let pending: i64 = tx
-            .query_row(COUNT_PENDING, params![holder.name], |r| r.get(0))
-            .map_err(&e)?;
-        if pending >= MAX_PENDING_PER_RESEARCHER as i64 {
-            return Err(RequestsError::TooManyPending {
-                limit: MAX_PENDING_PER_RESEARCHER,
-            });
-        }
-        tx.execute(
-            "INSERT INTO requests (public_id, researcher, token_id, purpose, rho_asked, spec, quote, submitted_at)
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            let pending: i64 = tx
+                .query_row(COUNT_PENDING, params![holder.name], |r| r.get(0))
+                .map_err(&e)?;
+            if pending >= MAX_PENDING_PER_RESEARCHER as i64 {
+                return Err(RequestsError::TooManyPending {
+                    limit: MAX_PENDING_PER_RESEARCHER,
+                });
+            }
+            tx.execute(
+                "INSERT INTO requests (public_id, researcher, token_id, purpose, rho_asked, spec, quote, submitted_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                id,
-                holder.name,
-                holder.token_id,
-                purpose,
-                rho_asked,
-                serde_json::to_string(spec).expect("specs serialise"),
-                serde_json::to_string(quote).expect("quotes serialise"),
-                crate::warehouse::now_rfc3339()
-            ],
-        )
-        .map_err(&e)?;
-        tx.commit().map_err(&e)?;
+                params![
+                    id,
+                    holder.name,
+                    holder.token_id,
+                    purpose,
+                    rho_asked,
+                    serde_json::to_string(spec).expect("specs serialise"),
+                    serde_json::to_string(quote).expect("quotes serialise"),
+                    crate::warehouse::now_rfc3339()
+                ],
+            )
+            .map_err(&e)?;
+            Ok(())
+        })?;
         Ok(id)
     }
 
@@ -699,55 +697,53 @@ impl Queue {
     pub fn decide(&mut self, id: &str, decision: &Decision, steward: &str) -> Result<()> {
         let path = self.path.clone();
         let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        // The decision refers to the request's row id, which never leaves this file.
-        let found: Option<(i64, Option<String>)> = tx
-            .query_row(
-                "SELECT q.id,
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            // The decision refers to the request's row id, which never leaves this file.
+            let found: Option<(i64, Option<String>)> = tx
+                .query_row(
+                    "SELECT q.id,
                         (SELECT d.state FROM decisions d WHERE d.request_id = q.id ORDER BY d.id DESC LIMIT 1)
                  FROM requests q WHERE q.public_id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(&e)?;
-        let row = match found {
-            None => return Err(RequestsError::NoSuchRequest(id.to_string())),
-            // A run that failed after its debit is the steward's to close: reject it, or run
-            // it again (a new debit). Every other decision is final.
-            Some((_, Some(state))) if state != "failed" => {
-                return Err(RequestsError::NotPending {
-                    id: id.to_string(),
-                    state,
-                });
-            }
-            Some((row, _)) => row,
-        };
-        let (state, why, release, public) = match decision {
-            Decision::Reject { why } => ("rejected", Some(why.as_str()), None, false),
-            Decision::Released { release_id, public } => {
-                ("released", None, Some(*release_id), *public)
-            }
-            Decision::Failed { release_id } => ("failed", None, Some(*release_id), false),
-        };
-        tx.execute(
-            "INSERT INTO decisions (request_id, state, why, release_id, public, decided_by, decided_at)
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(&e)?;
+            let row = match found {
+                None => return Err(RequestsError::NoSuchRequest(id.to_string())),
+                // A run that failed after its debit is the steward's to close: reject it, or run
+                // it again (a new debit). Every other decision is final.
+                Some((_, Some(state))) if state != "failed" => {
+                    return Err(RequestsError::NotPending {
+                        id: id.to_string(),
+                        state,
+                    });
+                }
+                Some((row, _)) => row,
+            };
+            let (state, why, release, public) = match decision {
+                Decision::Reject { why } => ("rejected", Some(why.as_str()), None, false),
+                Decision::Released { release_id, public } => {
+                    ("released", None, Some(*release_id), *public)
+                }
+                Decision::Failed { release_id } => ("failed", None, Some(*release_id), false),
+            };
+            tx.execute(
+                "INSERT INTO decisions (request_id, state, why, release_id, public, decided_by, decided_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                row,
-                state,
-                why,
-                release,
-                public as i64,
-                steward,
-                crate::warehouse::now_rfc3339()
-            ],
-        )
-        .map_err(&e)?;
-        tx.commit().map_err(&e)
+                params![
+                    row,
+                    state,
+                    why,
+                    release,
+                    public as i64,
+                    steward,
+                    crate::warehouse::now_rfc3339()
+                ],
+            )
+            .map_err(&e)?;
+            Ok(())
+        })
     }
 }
 

@@ -10,9 +10,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use outreach_warehouse::api::{AccessLog, AppState, Limits, ROUTES, app};
 use outreach_warehouse::ingest::ingest;
-use outreach_warehouse::ledger::publications::NewPublication;
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
-use outreach_warehouse::queries::publish::{STANDARD_ALLOCATION, publish};
+use outreach_warehouse::publication::NewPublication;
+use outreach_warehouse::publication::{STANDARD_ALLOCATION, publish};
 use outreach_warehouse::requests::{Queue, Role, constant_time_eq};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -2236,7 +2236,7 @@ fn shape_of(v: &Value) -> std::collections::BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_version_1_publication_still_loads_and_is_served() {
-    use outreach_warehouse::queries::publish::{PUBLICATION_VERSION, Publication};
+    use outreach_warehouse::publication::{PUBLICATION_VERSION, Publication};
     let fixture: Value = serde_json::from_str(PUBLICATION_V1).unwrap();
     // The fixture is the stored text exactly: compact, keys sorted, numbers as serde_json
     // writes them.
@@ -2298,7 +2298,7 @@ async fn a_stored_version_1_publication_still_loads_and_is_served() {
 
 #[test]
 fn a_document_of_an_unknown_version_or_not_an_object_is_an_error_not_a_default() {
-    use outreach_warehouse::queries::publish::{DocumentError, Publication};
+    use outreach_warehouse::publication::{DocumentError, Publication};
     let v1: Value = serde_json::from_str(PUBLICATION_V1).unwrap();
     let with = |version: Value| {
         let mut d = v1.clone();

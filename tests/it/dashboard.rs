@@ -325,9 +325,9 @@ async fn the_small_cell_rule_looks_at_a_rates_numerator_and_denominator() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_value_wholly_below_zero_is_shown_with_the_width_of_its_noise_on_every_page() {
     use outreach_warehouse::ledger::Ledger;
-    use outreach_warehouse::ledger::publications::NewPublication;
-    use outreach_warehouse::queries::figures::{CountFigure, RateEstimate, RateFigure, Z95};
-    use outreach_warehouse::queries::publish::Publication;
+    use outreach_warehouse::publication::NewPublication;
+    use outreach_warehouse::publication::Publication;
+    use outreach_warehouse::publication::figures::{CountFigure, RateEstimate, RateFigure, Z95};
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     // Fabricated figures of P1 in 2025Q1, built by the publication's own code: an engagement
@@ -619,8 +619,8 @@ async fn the_dashboard_marks_incomplete_follow_up_and_opens_on_a_complete_quarte
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_report_opens_with_a_summary_a_funder_reads_first() {
-    use outreach_warehouse::queries::figures::{DifferenceFigure, Noisy, RateEstimate, rate};
-    use outreach_warehouse::queries::publish::{Publication, rate_variance};
+    use outreach_warehouse::publication::figures::{DifferenceFigure, Noisy, RateEstimate, rate};
+    use outreach_warehouse::publication::{Publication, rate_variance};
     let tmp = tempfile::tempdir().unwrap();
     let wh = demo_warehouse(tmp.path()).await;
     let out = tmp.path().join("2026Q2.html");
@@ -681,7 +681,7 @@ async fn the_report_opens_with_a_summary_a_funder_reads_first() {
     // estimates, whose variances add. Each rate's variance is rebuilt here from its counts
     // as `publish` computed it: σ² per program summed over the programs, no smaller than
     // the covering half-width implies; one program's half-width is read off a count.
-    let estimate = |d: &Publication, g: &outreach_warehouse::queries::publish::GroupFigures| {
+    let estimate = |d: &Publication, g: &outreach_warehouse::publication::GroupFigures| {
         let h1 = d.programs[0]
             .counts
             .iter()

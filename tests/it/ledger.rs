@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use outreach_warehouse::Fault;
 use outreach_warehouse::ledger::{
-    Begin, BudgetInit, Ledger, LedgerError, PrivacyConfig, ReleaseStart, SCHEMA_VERSION,
+    Begin, BudgetInit, Ledger, LedgerError, PrivacyConfig, ReleaseStart, SCHEMA_VERSION, Spend,
 };
 
 use crate::common::privacy_warehouse;
@@ -42,7 +42,7 @@ fn init_with_delta(dir: &Path, total: f64, delta: f64) -> Ledger {
 /// A release that also spends `delta` (private partition selection).
 fn start_delta(key: &str, allocation: &str, rho: f64, delta: f64) -> ReleaseStart {
     ReleaseStart {
-        delta,
+        spend: Spend::new(rho, delta).unwrap(),
         ..start(key, allocation, rho)
     }
 }
@@ -62,8 +62,7 @@ fn start(key: &str, allocation: &str, rho: f64) -> ReleaseStart {
         measure: "zCDP".into(),
         d_in_json: "{}".into(),
         d_out_json: "{}".into(),
-        rho,
-        delta: 0.0,
+        spend: Spend::new(rho, 0.0).unwrap(),
         approver: "test".into(),
     }
 }

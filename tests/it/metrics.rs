@@ -10,15 +10,15 @@ use chrono::NaiveDate;
 use outreach_warehouse::Fault;
 use outreach_warehouse::ingest::{IngestOptions, ingest};
 use outreach_warehouse::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
+use outreach_warehouse::metrics::exact::exact;
+use outreach_warehouse::metrics::{Catalog, MetricFile, docs};
 use outreach_warehouse::privacy::release::plan_query;
-use outreach_warehouse::quarter::Quarter;
-use outreach_warehouse::queries::exact::exact;
-use outreach_warehouse::queries::figures::Z95;
-use outreach_warehouse::queries::publish::{
+use outreach_warehouse::publication::figures::Z95;
+use outreach_warehouse::publication::{
     EQUITY_NOISE, PublishOptions, STANDARD_ALLOCATION, StandardNoise, completeness, plan,
     plan_for_target, plan_with, publish, standard_spec,
 };
-use outreach_warehouse::queries::{Catalog, MetricFile, docs};
+use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::warehouse::{Warehouse, open_session};
 
 pub(crate) fn fixture_files() -> Vec<PathBuf> {
@@ -906,8 +906,8 @@ fn a_target_half_width_solves_for_the_smallest_budget_that_meets_it() {
 
 #[test]
 fn a_stored_figures_estimate_is_rebuilt_from_its_counts_as_published() {
-    use outreach_warehouse::queries::figures::RateFigure;
-    use outreach_warehouse::queries::publish::CountNoise;
+    use outreach_warehouse::publication::CountNoise;
+    use outreach_warehouse::publication::figures::RateFigure;
     let tmp = tempfile::tempdir().unwrap();
     let wh = fixture_warehouse(tmp.path(), "2025-12-31");
     let doc = rt()

@@ -17,23 +17,23 @@ use std::time::Instant;
 use chrono::NaiveDate;
 use outreach_warehouse::ingest::{FileOutcome, IngestOptions, ingest};
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::metrics::Catalog;
+use outreach_warehouse::metrics::exact::exact;
 use outreach_warehouse::privacy::PublicRelease;
 use outreach_warehouse::privacy::bounding::{BoundingRules, CellChoiceKey};
 use outreach_warehouse::privacy::mechanism::noise_variance;
 use outreach_warehouse::privacy::release::{
     PreparedRelease, bound, build_result, person_rows, prepare,
 };
-use outreach_warehouse::quarter::Quarter;
-use outreach_warehouse::queries::Catalog;
-use outreach_warehouse::queries::exact::exact;
-use outreach_warehouse::queries::figures::{
+use outreach_warehouse::publication::figures::{
     CountFigure, DifferenceFigure, Noisy, RateEstimate, RateFigure, Z95, rate,
 };
-use outreach_warehouse::queries::publish::rate_variance;
-use outreach_warehouse::queries::publish::{
+use outreach_warehouse::publication::rate_variance;
+use outreach_warehouse::publication::{
     Completeness, EQUITY_NOISE, ProgramInfo, Publication, PublishOptions, STANDARD_ALLOCATION,
     StandardNoise, completeness, figures, programs, publish, standard_spec,
 };
+use outreach_warehouse::quarter::Quarter;
 use outreach_warehouse::synth::{SynthConfig, SynthParams, synth};
 use outreach_warehouse::warehouse::Warehouse;
 
@@ -47,7 +47,7 @@ use crate::common::privacy_session;
 // noise is drawn again, DRAWS times. Each draw goes through `build_result` and `figures`, as
 // `publish` does, and every published interval is checked against the exact value: for each
 // program and each group of programs (team model, police on visits, warrant policy, region,
-// statewide), every count (target: the exact count of `queries::exact`, summed over the
+// statewide), every count (target: the exact count of `metrics::exact`, summed over the
 // group's programs) and every rate whose exact denominator is at least MIN_DEN (target: the
 // exact ratio of exact counts). A *quantity* is one (program or group, count or rate). Its
 // coverage p̂ is the share of draws whose interval holds the target; the test fails when

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{StatusCode, header};
 use outreach_warehouse::api::{Limits, app};
+use outreach_warehouse::metrics::Catalog;
 use outreach_warehouse::present::views::COMPARE_BY;
-use outreach_warehouse::queries::Catalog;
 use serde_json::Value;
 
 use super::api::{

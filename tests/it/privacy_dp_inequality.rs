@@ -360,7 +360,7 @@ fn profile(p: &PreparedRelease) -> Vec<(f64, f64)> {
     match p.noise.kind {
         NoiseKind::DiscreteGaussian => {
             let curve =
-                <ZeroConcentratedDivergence as ConcentratedMeasure>::convert(p.loss.rho).unwrap();
+                <ZeroConcentratedDivergence as ConcentratedMeasure>::convert(p.loss.rho()).unwrap();
             EPSILONS
                 .iter()
                 .map(|&e| (e, curve.delta(e).unwrap()))
@@ -405,7 +405,7 @@ fn dp_inequality_end_to_end(kind: NoiseKind, spec: &ReleaseSpec, scale: f64, cha
     if kind == NoiseKind::DiscreteGaussian {
         // At the largest δ checked, the engine's own conversion shows ε = 1.
         let (_, delta) = profile[profile.len() - 1];
-        let e = epsilon_at(p.loss.rho, delta).unwrap();
+        let e = epsilon_at(p.loss.rho(), delta).unwrap();
         assert!((e - 1.0).abs() < 1e-6, "ε = {e} at δ = {delta}");
     }
     let region = Region::of(kind);

@@ -133,8 +133,12 @@ fn gaussian_scale_from_rho_and_the_debit_from_opendp() {
     let plan = NoisePlan::choose(&s, NoiseKind::DiscreteGaussian, 1.0).unwrap();
     assert!(close(plan.scale_of(0), 80f64.sqrt()) && close(plan.scale_of(1), 80f64.sqrt()));
     let loss = plan.loss().unwrap();
-    assert!(loss.rho >= 0.25 && loss.rho - 0.25 < 1e-12, "{}", loss.rho);
-    assert_eq!(loss.delta, 0.0);
+    assert!(
+        loss.rho() >= 0.25 && loss.rho() - 0.25 < 1e-12,
+        "{}",
+        loss.rho()
+    );
+    assert_eq!(loss.delta(), 0.0);
 }
 
 #[test]
@@ -149,7 +153,7 @@ fn per_statistic_scales_compose_by_the_formula() {
         Some(vec![2.0, 4.0]),
     );
     let plan = NoisePlan::choose(&s, NoiseKind::DiscreteGaussian, 1.0).unwrap();
-    let rho = plan.loss().unwrap().rho;
+    let rho = plan.loss().unwrap().rho();
     assert!(rho >= 0.625 && rho - 0.625 < 1e-12, "{rho}");
     // A sum with B = 5 and σ = 10, k = 2, with a count at σ = 1: 2·(25/200 + 1/2) = 1.25.
     let s = spec(
@@ -164,7 +168,7 @@ fn per_statistic_scales_compose_by_the_formula() {
         .unwrap()
         .loss()
         .unwrap()
-        .rho;
+        .rho();
     assert!(rho >= 1.25 && rho - 1.25 < 1e-12, "{rho}");
 }
 
@@ -249,7 +253,7 @@ fn per_block_losses_compose_without_rounding_below_the_true_sum() {
         let s = spec(3, 2, vec![count("a")], vec![], None, Some(vec![scale]));
         let loss = NoisePlan::choose(&s, kind, 1.0).unwrap().loss().unwrap();
         match kind {
-            NoiseKind::DiscreteGaussian => loss.rho,
+            NoiseKind::DiscreteGaussian => loss.rho(),
             NoiseKind::DiscreteLaplace => loss.epsilon.unwrap(),
         }
     };
@@ -269,7 +273,7 @@ fn per_block_losses_compose_without_rounding_below_the_true_sum() {
             );
             let loss = NoisePlan::choose(&s, kind, 1.0).unwrap().loss().unwrap();
             let total = match kind {
-                NoiseKind::DiscreteGaussian => loss.rho,
+                NoiseKind::DiscreteGaussian => loss.rho(),
                 NoiseKind::DiscreteLaplace => loss.epsilon.unwrap(),
             };
             assert!(total >= sum, "{kind:?}: {total} below {a} + {b}");
@@ -283,9 +287,9 @@ fn per_block_losses_compose_without_rounding_below_the_true_sum() {
             if kind == NoiseKind::DiscreteLaplace {
                 // ρ = ε²/2, rounded up, from the composed ε.
                 assert!(
-                    loss.rho >= total * total / 2.0,
+                    loss.rho() >= total * total / 2.0,
                     "{kind:?}: rho {}",
-                    loss.rho
+                    loss.rho()
                 );
             }
         }
@@ -305,7 +309,7 @@ fn laplace_is_pure_dp_debited_as_half_epsilon_squared() {
     assert!(close(plan.scale_of(0), 4.0));
     let loss = plan.loss().unwrap();
     assert!(close(loss.epsilon.unwrap(), 1.0));
-    assert!(loss.rho >= 0.5 && loss.rho - 0.5 < 1e-12);
+    assert!(loss.rho() >= 0.5 && loss.rho() - 0.5 < 1e-12);
     // Scales 4 and 8, k = 2: ε = 2/4 + 2/8 = 0.75, ρ = 0.28125.
     let s = spec(
         2,
@@ -320,7 +324,7 @@ fn laplace_is_pure_dp_debited_as_half_epsilon_squared() {
         .loss()
         .unwrap();
     assert!(close(loss.epsilon.unwrap(), 0.75));
-    assert!(loss.rho >= 0.28125 && loss.rho - 0.28125 < 1e-12);
+    assert!(loss.rho() >= 0.28125 && loss.rho() - 0.28125 < 1e-12);
 }
 
 #[test]
@@ -571,11 +575,11 @@ fn partition_selection_debits_rho_by_the_formula_and_delta_over_k_cells() {
     assert!(close(plan.blocks[0].scale, 5.0), "{}", plan.blocks[0].scale);
     let t = plan.threshold.expect("a private key gets a threshold");
     let loss = plan.loss().unwrap();
-    assert!(close(loss.rho, 0.06), "rho {}", loss.rho);
+    assert!(close(loss.rho(), 0.06), "rho {}", loss.rho());
     assert!(
-        loss.delta > 0.0 && loss.delta <= target,
+        loss.delta() > 0.0 && loss.delta() <= target,
         "delta {}",
-        loss.delta
+        loss.delta()
     );
 
     // The threshold is the smallest that meets the target: one less does not.
@@ -584,19 +588,19 @@ fn partition_selection_debits_rho_by_the_formula_and_delta_over_k_cells() {
         value: t.value - 1,
         ..t
     });
-    assert!(lower.loss().unwrap().delta > target);
+    assert!(lower.loss().unwrap().delta() > target);
 
     // l0 = k: a person touches up to k cells, each of which may cross the threshold, so
     // δ_k = 1 − (1 − δ_1)^k at the same σ and threshold.
     let mut one = plan.clone();
     one.k = 1;
     one.blocks[0].scale = 5.0;
-    let d1 = one.loss().unwrap().delta;
+    let d1 = one.loss().unwrap().delta();
     let dk = 1.0 - (1.0 - d1).powi(3);
     assert!(
-        (loss.delta - dk).abs() <= 1e-9 * dk,
+        (loss.delta() - dk).abs() <= 1e-9 * dk,
         "delta {} for k = 3, {} for k = 1",
-        loss.delta,
+        loss.delta(),
         d1
     );
     // l∞ = 1: δ_1 bounds P(noise ≥ threshold − 1), the chance that a cell only the person
@@ -618,8 +622,8 @@ fn partition_selection_under_pure_dp_debits_half_epsilon_squared() {
     .unwrap();
     let loss = plan.loss().unwrap();
     assert!(close(loss.epsilon.unwrap(), 0.5), "{:?}", loss.epsilon);
-    assert!(close(loss.rho, 0.125), "{}", loss.rho);
-    assert!(loss.delta > 0.0 && loss.delta <= 1e-6);
+    assert!(close(loss.rho(), 0.125), "{}", loss.rho());
+    assert!(loss.delta() > 0.0 && loss.delta() <= 1e-6);
 }
 
 // A person alone in a cell. Neighbouring inputs: {cell: 1} (the person is there) and {}
@@ -647,7 +651,7 @@ fn a_cell_only_one_person_holds_is_published_with_probability_at_most_delta() {
             .filter(|_| p.draw_thresholded(&lone).unwrap().contains_key(&7))
             .count() as f64
     };
-    let mu = n as f64 * plan.loss().unwrap().delta;
+    let mu = n as f64 * plan.loss().unwrap().delta();
     let l = 1e7f64.ln();
     let t = (2.0 / 3.0 * l + ((2.0 / 3.0 * l).powi(2) + 8.0 * l * mu).sqrt()) / 2.0;
     let limit = mu + t;

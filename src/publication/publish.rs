@@ -1,5 +1,6 @@
-//! The quarterly publication of the standard metrics (`outreach publish`), and its plan
-//! (`outreach plan`), which shares the one noise plan so the two never disagree.
+//! The quarterly publication of the standard metrics (`outreach publish`): the figures
+//! computed from its releases, the publication recorded in the ledger, and the quarter's
+//! privacy loss.
 //!
 //! A publication is one joint release of the per-program metric files for one quarter, every
 //! program a cell, debited from the `standard-releases` allocation. Its rates, rate
@@ -23,225 +24,21 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::document::{
+    BreakdownFigures, Completeness, GroupFigures, IncompleteTable, PUBLICATION_NOTE,
+    PUBLICATION_VERSION, ProgramFigures, Publication,
+};
 use super::figures::{CountFigure, DifferenceFigure, Noisy, RateEstimate, RateFigure, rate};
-use super::{Catalog, QueriesError};
+use super::specs::{StandardNoise, breakdown_values, equity_spec, standard_spec};
+use super::stored::{NewPublication, StoredPublication};
 use crate::ledger::Ledger;
-use crate::ledger::publications::NewPublication;
+use crate::metrics::{Catalog, QueriesError};
 use crate::privacy::mechanism::{epsilon_at, noise_variance};
-use crate::privacy::release::{PublicRelease, prepare};
-use crate::privacy::spec::{CellSpec, DomainSpec, QuerySpec, StatisticKind, StatisticSpec};
-use crate::privacy::{NoiseKind, ReleaseRequest, ReleaseSpec, functions, release_all};
+use crate::privacy::release::PublicRelease;
+use crate::privacy::{NoiseKind, ReleaseRequest, release_all};
 use crate::quarter::Quarter;
 use crate::warehouse::{Warehouse, open_session_at};
 use crate::{Error, Result};
-
-/// The allocation the standard publications debit.
-pub const STANDARD_ALLOCATION: &str = "standard-releases";
-
-/// The default annual budget (zCDP ρ) and its split; see the README's "Privacy settings".
-/// Four quarterly publications cost 4 × (0.430 + 0.141) = 2.28.
-pub const DEFAULT_ANNUAL_RHO: f64 = 2.5;
-/// The part of [`DEFAULT_ANNUAL_RHO`] for the four quarterly standard publications; the
-/// rest (0.15) is for researchers' approved requests.
-pub const DEFAULT_STANDARD_RHO: f64 = 2.35;
-
-/// The noise of the equity release: each survivor counts in three margins (age band, sex,
-/// race and ethnicity) of each of up to two programs, so k = 6; three flags (Σ B² = 3) at
-/// σ = 8 cost ρ = 6·3 / (2·64) ≈ 0.14 per quarter.
-pub const EQUITY_NOISE: StandardNoise = StandardNoise { k: 6, sigma: 8.0 };
-
-/// The noise of the standard publication: one σ for every statistic, and `k`, the most
-/// cohorts of one quarter a survivor counts in (two programs).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StandardNoise {
-    pub k: u32,
-    pub sigma: f64,
-}
-
-impl Default for StandardNoise {
-    /// k = 2 and σ = 5.5: with 15 flags of which two exclusive pairs (Σ B² = 13), ρ = k·13 /
-    /// (2σ²) ≈ 0.43 per quarter, and a rate at n = 200 has a 95% half-width of at most
-    /// 1.96·√(2·31.5) / 200 ≈ 0.078 (31.5 = (11/1.96)², the counts' whole-number
-    /// half-width, exceeds σ²), under ±8 points for any true rate. The equity breakdowns'
-    /// rates, at [`EQUITY_NOISE`], are wider: ±0.113 at n = 200 (`plan` lists both).
-    fn default() -> Self {
-        StandardNoise { k: 2, sigma: 5.5 }
-    }
-}
-
-/// The standard release spec of a quarter: the per-program metric files, every program and
-/// the one quarter as cells, every statistic a count with noise σ.
-pub fn standard_spec(catalog: &Catalog, quarter: Quarter, noise: StandardNoise) -> ReleaseSpec {
-    let statistics: Vec<String> = catalog
-        .per_program_statistics()
-        .iter()
-        .map(|(_, s)| s.name.clone())
-        .collect();
-    let q = quarter.to_string();
-    ReleaseSpec {
-        name: format!("standard metrics {q}"),
-        queries: catalog
-            .per_program()
-            .map(|f| QuerySpec {
-                file: None,
-                sql: Some(f.sql.clone()),
-            })
-            .collect(),
-        cells: vec![
-            CellSpec {
-                column: "program_id".into(),
-                domain: DomainSpec::Programs,
-            },
-            CellSpec {
-                column: "quarter".into(),
-                domain: DomainSpec::Quarters {
-                    from: q.clone(),
-                    to: q,
-                },
-            },
-        ],
-        statistics: statistics
-            .iter()
-            .map(|s| StatisticSpec {
-                name: s.clone(),
-                column: None,
-                kind: StatisticKind::Count,
-                lower: None,
-                upper: None,
-            })
-            .collect(),
-        exclusive: exclusive_groups(&statistics),
-        k: noise.k,
-        rho: None,
-        scales: statistics
-            .iter()
-            .map(|s| (s.clone(), noise.sigma))
-            .collect(),
-        allocation: STANDARD_ALLOCATION.into(),
-        // The rates are the publication's own post-processing (`figures`), with intervals
-        // that cover whole-number noise; the release stores the counts only.
-        ratios: Vec::new(),
-        delta: None,
-    }
-}
-
-/// The equity release of a quarter: the breakdown file's flags per (program, quarter,
-/// dimension, value), every dimension's values a public domain from the dictionary, and `None`
-/// when the catalog has no breakdown file.
-pub fn equity_spec(
-    catalog: &Catalog,
-    quarter: Quarter,
-    noise: StandardNoise,
-) -> Option<ReleaseSpec> {
-    let f = catalog.files.iter().find(|f| f.is_breakdown())?;
-    let q = quarter.to_string();
-    let mut values: Vec<String> = Vec::new();
-    for (_, vs) in breakdown_values(f) {
-        for v in vs {
-            if !values.contains(&v) {
-                values.push(v);
-            }
-        }
-    }
-    let statistics: Vec<String> = f.statistics.iter().map(|s| s.name.clone()).collect();
-    Some(ReleaseSpec {
-        name: format!("equity breakdowns {q}"),
-        queries: vec![QuerySpec {
-            file: None,
-            sql: Some(f.sql.clone()),
-        }],
-        cells: vec![
-            CellSpec {
-                column: "program_id".into(),
-                domain: DomainSpec::Programs,
-            },
-            CellSpec {
-                column: "quarter".into(),
-                domain: DomainSpec::Quarters {
-                    from: q.clone(),
-                    to: q,
-                },
-            },
-            CellSpec {
-                column: "dimension".into(),
-                domain: DomainSpec::Values(f.breakdowns.clone()),
-            },
-            CellSpec {
-                column: "value".into(),
-                domain: DomainSpec::Values(values),
-            },
-        ],
-        statistics: statistics
-            .iter()
-            .map(|s| StatisticSpec {
-                name: s.clone(),
-                column: None,
-                kind: StatisticKind::Count,
-                lower: None,
-                upper: None,
-            })
-            .collect(),
-        exclusive: Vec::new(),
-        k: noise.k,
-        rho: None,
-        scales: statistics
-            .iter()
-            .map(|s| (s.clone(), noise.sigma))
-            .collect(),
-        allocation: STANDARD_ALLOCATION.into(),
-        ratios: Vec::new(),
-        delta: None,
-    })
-}
-
-/// Each breakdown dimension of a file with its public values (the dictionary's enum values of
-/// that `overdose_events` column).
-fn breakdown_values(f: &super::MetricFile) -> Vec<(String, Vec<String>)> {
-    let dict = crate::dictionary::Dictionary::builtin().ok();
-    f.breakdowns
-        .iter()
-        .map(|b| {
-            let values = dict
-                .and_then(|d| d.table("overdose_events"))
-                .and_then(|t| t.column(b))
-                .map(|c| c.values.clone())
-                .unwrap_or_default();
-            (b.clone(), values)
-        })
-        .collect()
-}
-
-/// Pairs `X_present` / `X_absent` of statistics: a survivor is on one side only (the first
-/// attempt had police or not), so each pair is one exclusive group.
-fn exclusive_groups(statistics: &[String]) -> Vec<Vec<String>> {
-    statistics
-        .iter()
-        .filter_map(|s| {
-            let stem = s.strip_suffix("_present")?;
-            let other = format!("{stem}_absent");
-            statistics.contains(&other).then(|| vec![s.clone(), other])
-        })
-        .collect()
-}
-
-/// Whether one statistic's follow-up is complete for a quarter (privacy model §6): every
-/// table it reads is declared complete through the quarter's last day plus its window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Completeness {
-    pub statistic: String,
-    pub complete: bool,
-    /// The date every table must be complete through (`YYYY-MM-DD`).
-    pub needs_complete_through: String,
-    /// The tables that are not, with the date they are declared complete through, if any.
-    pub incomplete_tables: Vec<IncompleteTable>,
-}
-
-/// A table whose declared completeness does not cover a statistic's window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncompleteTable {
-    pub table: String,
-    pub declared_through: Option<String>,
-}
 
 /// The completeness of every per-program statistic for `quarter`, from the manifest's
 /// declared dates, never from the data.
@@ -355,27 +152,6 @@ pub async fn programs(ctx: &datafusion::prelude::SessionContext) -> Result<Vec<P
             }
         })
         .collect())
-}
-
-/// One program's published figures for a quarter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProgramFigures {
-    pub program: ProgramInfo,
-    pub counts: Vec<CountFigure>,
-    pub rates: Vec<RateFigure>,
-    pub differences: Vec<DifferenceFigure>,
-}
-
-/// Figures summed over a group of programs (post-processing; counts are person-cells).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GroupFigures {
-    /// `team_model`, `police_on_visits`, `warrant_check`, `region` or `statewide`.
-    pub by: String,
-    pub group: String,
-    pub programs: Vec<String>,
-    pub counts: Vec<CountFigure>,
-    pub rates: Vec<RateFigure>,
-    pub differences: Vec<DifferenceFigure>,
 }
 
 /// Per statistic of a release: the variance of its noise and OpenDP's 95% half-width.
@@ -512,17 +288,6 @@ impl CountNoise {
     }
 }
 
-/// A breakdown's figures: one (dimension, value) of one program, or statewide.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BreakdownFigures {
-    /// A program id, or `statewide` (the sum over programs).
-    pub scope: String,
-    pub dimension: String,
-    pub value: String,
-    pub counts: Vec<CountFigure>,
-    pub rates: Vec<RateFigure>,
-}
-
 /// Builds the equity figures from the equity release: only (dimension, value) pairs whose
 /// value belongs to that dimension, per program and statewide.
 pub fn breakdown_figures(
@@ -616,104 +381,6 @@ pub fn breakdown_figures(
     }
     out
 }
-
-/// The format of the publication document that `publish` writes now. A document is stored
-/// once and read by every later build, so a change to [`Publication`] that older documents
-/// do not fit is a new version, and [`Publication::from_document`] keeps reading the older
-/// ones. `tests/fixtures/publication-v1.json` is a version 1 document as the ledger stores it.
-pub const PUBLICATION_VERSION: u32 = 1;
-
-/// Documents written before the version field are version 1.
-fn version_1() -> u32 {
-    1
-}
-
-/// Why a stored publication document cannot be read: the steward's to see in the log (and
-/// `/healthz` says how many), never a reason to skip the document silently.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DocumentError {
-    /// Not a JSON object; the ledger reads stored text that is not JSON as `null`.
-    #[error("the document is not a JSON object (or not JSON at all)")]
-    NotAnObject,
-    /// A version this build does not know: written by a newer build, or damaged.
-    #[error(
-        "the document's version {0} is not one this build reads (it reads 1 to {max})",
-        max = PUBLICATION_VERSION
-    )]
-    UnknownVersion(String),
-    /// A known version whose content does not fit it.
-    #[error("the version {version} document does not parse: {message}")]
-    Malformed { version: u32, message: String },
-}
-
-/// Everything a quarter's publication shows, stored with it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Publication {
-    /// The document's format, [`PUBLICATION_VERSION`] when written; absent (version 1) in
-    /// documents written before versions.
-    #[serde(default = "version_1")]
-    pub version: u32,
-    pub quarter: String,
-    pub release_id: i64,
-    pub dataset_version: String,
-    pub approver: String,
-    /// The noise of every count: `discrete_gaussian` or `discrete_laplace`, and its scale.
-    pub distribution: String,
-    pub scale: f64,
-    pub k: u32,
-    /// ρ of the standard release.
-    pub rho: f64,
-    /// ε of the standard release at the display δ.
-    pub epsilon: f64,
-    pub display_delta: f64,
-    pub completeness: Vec<Completeness>,
-    pub programs: Vec<ProgramFigures>,
-    pub groups: Vec<GroupFigures>,
-    /// The equity release: its id, ρ, noise scale and `k`.
-    pub equity_release_id: Option<i64>,
-    pub equity_rho: f64,
-    pub equity_scale: f64,
-    pub equity_k: u32,
-    /// Identified, attempted and engaged by age band, sex, and race and ethnicity.
-    pub equity: Vec<BreakdownFigures>,
-    pub note: String,
-}
-
-impl Publication {
-    /// A stored document, of any version this build reads: a missing `version` is 1.
-    pub fn from_document(
-        doc: &serde_json::Value,
-    ) -> std::result::Result<Publication, DocumentError> {
-        let object = doc.as_object().ok_or(DocumentError::NotAnObject)?;
-        let version = match object.get("version") {
-            None => 1,
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| (1..=PUBLICATION_VERSION).contains(n))
-                .ok_or_else(|| DocumentError::UnknownVersion(v.to_string()))?,
-        };
-        match version {
-            // Today's format. A version 2 adds its arm here and turns a version 1 document
-            // into its own struct.
-            1 => serde_json::from_value::<Publication>(doc.clone()).map_err(|e| {
-                DocumentError::Malformed {
-                    version,
-                    message: e.to_string(),
-                }
-            }),
-            other => Err(DocumentError::UnknownVersion(other.to_string())),
-        }
-    }
-}
-
-/// What the publication's note says, for every reader.
-pub const PUBLICATION_NOTE: &str = "Counts are survivors in each program's cohort of the \
-     quarter, with differentially private noise; shown counts are clamped at zero and rates \
-     to [0, 1], while `raw` keeps the noisy value for sums. Intervals cover the privacy noise \
-     with probability at least 95%, not sampling error; they are clamped likewise, but never \
-     narrower than the noise's half-width. Group and statewide figures are sums \
-     over programs (post-processing): a survivor in two programs' cohorts counts in both.";
 
 /// Builds the figures of a publication from its released numbers.
 pub fn figures(
@@ -840,7 +507,7 @@ pub struct PublishOptions {
     pub republish: bool,
     pub allow_incomplete: bool,
     pub noise: StandardNoise,
-    /// The equity release's noise ([`EQUITY_NOISE`] by default).
+    /// The equity release's noise ([`EQUITY_NOISE`](super::EQUITY_NOISE) by default).
     pub equity_noise: StandardNoise,
 }
 
@@ -907,7 +574,7 @@ pub struct QuarterLoss {
 /// release it does not know counts what its publication document says), and the display
 /// δ.
 pub fn quarter_loss(
-    publications: &[crate::ledger::publications::StoredPublication],
+    publications: &[StoredPublication],
     debit: impl Fn(i64) -> Option<(f64, f64)>,
     display_delta: f64,
 ) -> Result<QuarterLoss> {
@@ -1012,7 +679,7 @@ pub fn quarter_loss_in(ledger: &Ledger, quarter: &str) -> Result<QuarterLoss> {
 /// budget that σ would be taken as the Laplace scale, each statistic composing its own ε
 /// (ρ ≈ 11 for the standard release at the default σ), always over budget. Refused before
 /// anything is prepared or spent.
-fn zcdp_only(config: &crate::ledger::PrivacyConfig) -> Result<()> {
+pub(super) fn zcdp_only(config: &crate::ledger::PrivacyConfig) -> Result<()> {
     match config.noise {
         NoiseKind::DiscreteGaussian => Ok(()),
         NoiseKind::DiscreteLaplace => Err(QueriesError::LaplaceNotSupported.into()),
@@ -1154,211 +821,4 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         publication,
         loss,
     })
-}
-
-/// What a publication would cost and how precise it would be, before anything is spent:
-/// every figure it would publish, the equity breakdowns' too, at their own noise.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Plan {
-    pub quarter: String,
-    pub k: u32,
-    pub sigma: f64,
-    /// ρ of the whole publication: the standard release plus the equity release.
-    pub rho: f64,
-    /// ρ of the standard release alone.
-    pub rho_standard: f64,
-    /// ρ of the equity release (its own k and σ: `equity_k`, `equity_sigma`).
-    pub rho_equity: f64,
-    pub delta: f64,
-    pub epsilon: f64,
-    pub display_delta: f64,
-    /// Per count of the standard release: the 95% noise half-width (OpenDP's accuracy
-    /// helper).
-    pub counts: Vec<(String, i64)>,
-    /// The denominator at which rate half-widths are given.
-    pub at: u64,
-    /// Per rate of the standard release: the largest 95% half-width at `at`, over every true
-    /// rate in [0, 1].
-    pub rates: Vec<(String, f64)>,
-    /// The equity release's k and σ.
-    pub equity_k: u32,
-    pub equity_sigma: f64,
-    /// Per count of the equity release (one program's breakdown value): its 95% half-width
-    /// at `equity_sigma`.
-    pub equity_counts: Vec<(String, i64)>,
-    /// Per rate of the equity release: the largest 95% half-width at `at` survivors of one
-    /// breakdown value of one program, from `equity_sigma`.
-    pub equity_rates: Vec<(String, f64)>,
-}
-
-impl Plan {
-    /// The widest rate half-width at `at` over every rate the plan lists, standard and
-    /// equity: what a target such as ±8 points must hold for.
-    pub fn widest_rate(&self) -> f64 {
-        self.rates
-            .iter()
-            .chain(&self.equity_rates)
-            .map(|(_, h)| *h)
-            .fold(0.0, f64::max)
-    }
-}
-
-/// What [`planned_figures`] gives: each count's whole-number half-width, and each rate's
-/// largest half-width at `at`, by name.
-type PlannedFigures = (Vec<(String, i64)>, Vec<(String, f64)>);
-
-/// The counts' half-widths and the rates' largest half-widths at `at` of a prepared release,
-/// exactly as publish computes them: a count enters a rate with its noise variance, or
-/// (h/1.96)² for its whole-number half-width h if that is larger (`for_rate`).
-fn planned_figures<'a>(
-    prepared: &crate::privacy::release::PreparedRelease,
-    rates: impl Iterator<Item = &'a super::RateDef>,
-    at: u64,
-) -> Result<PlannedFigures> {
-    let mut counts = Vec::new();
-    for (j, s) in prepared.spec.statistics.iter().enumerate() {
-        counts.push((s.name.clone(), prepared.noise.half_width(j)?));
-    }
-    let variance_of = |name: &str| {
-        let j = prepared.spec.statistics.iter().position(|s| s.name == name);
-        j.map_or(f64::NAN, |j| {
-            rate_variance(1, prepared.noise.variance(j), counts[j].1 as f64)
-        })
-    };
-    let rates: Vec<(String, f64)> = rates
-        .map(|r| {
-            (
-                r.name.clone(),
-                rate_half_width(
-                    variance_of(&r.numerator),
-                    variance_of(&r.denominator),
-                    at as f64,
-                ),
-            )
-        })
-        .collect();
-    Ok((counts, rates))
-}
-
-/// The plan of a quarter's publication at `noise` and the default equity noise
-/// ([`EQUITY_NOISE`]); see [`plan_with`].
-pub async fn plan(
-    warehouse: &Path,
-    quarter: Quarter,
-    noise: StandardNoise,
-    at: u64,
-) -> Result<Plan> {
-    plan_with(warehouse, quarter, noise, EQUITY_NOISE, at).await
-}
-
-/// The plan of a quarter's publication at `noise` (the standard release) and `equity_noise`
-/// (the equity release), through the same [`prepare`] as `publish`: the same specs, the same
-/// noise plans, the same OpenDP maps.
-pub async fn plan_with(
-    warehouse: &Path,
-    quarter: Quarter,
-    noise: StandardNoise,
-    equity_noise: StandardNoise,
-    at: u64,
-) -> Result<Plan> {
-    let catalog = Catalog::standard()?;
-    let wh = Warehouse::open(warehouse)?;
-    let manifest = wh.manifest()?;
-    let ledger = Ledger::open(warehouse)?;
-    let config = ledger.config()?;
-    zcdp_only(&config)?;
-    let ctx = open_session_at(&wh, &manifest)?;
-    functions::register(&ctx);
-    let version = manifest.version().to_string();
-    let spec = standard_spec(&catalog, quarter, noise);
-    let prepared = prepare(&ctx, &spec, &version, &config).await?;
-    let (counts, rates) =
-        planned_figures(&prepared, catalog.per_program().flat_map(|f| &f.rates), at)?;
-    let rho_standard = prepared.loss.rho;
-    let (rho_equity, equity_counts, equity_rates) = match (
-        equity_spec(&catalog, quarter, equity_noise),
-        catalog.files.iter().find(|f| f.is_breakdown()),
-    ) {
-        (Some(spec), Some(file)) => {
-            let equity = prepare(&ctx, &spec, &version, &config).await?;
-            let (counts, rates) = planned_figures(&equity, file.rates.iter(), at)?;
-            (equity.loss.rho, counts, rates)
-        }
-        _ => (0.0, Vec::new(), Vec::new()),
-    };
-    // Composition of the two releases: their ρ add (zCDP).
-    let rho = rho_standard + rho_equity;
-    Ok(Plan {
-        quarter: quarter.to_string(),
-        k: noise.k,
-        sigma: noise.sigma,
-        rho,
-        rho_standard,
-        rho_equity,
-        delta: prepared.loss.delta,
-        epsilon: epsilon_at(rho, config.display_delta)?,
-        display_delta: config.display_delta,
-        counts,
-        at,
-        rates,
-        equity_k: equity_noise.k,
-        equity_sigma: equity_noise.sigma,
-        equity_counts,
-        equity_rates,
-    })
-}
-
-/// The largest 95% half-width of a rate at denominator `n` over true rates p in [0, 1]:
-/// 1.96·√(Var N + p²·Var D)/n, largest at p = 1 (the variances as a rate uses them).
-pub fn rate_half_width(var_num: f64, var_den: f64, n: f64) -> f64 {
-    super::figures::Z95 * (var_num + var_den).sqrt() / n
-}
-
-/// The plan with the largest σ of each release (so the smallest ρ) whose every rate
-/// half-width at `at` is within `target`: the standard release's σ for its rates, the equity
-/// release's (at its k, [`EQUITY_NOISE`]) for the equity rates, since every rate the plan
-/// lists must meet it. Refused when a σ would be below the warehouse's minimum scale.
-pub async fn plan_for_target(
-    warehouse: &Path,
-    quarter: Quarter,
-    k: u32,
-    target: f64,
-    at: u64,
-) -> Result<Plan> {
-    if !(target > 0.0 && target < 1.0) {
-        return Err(QueriesError::Declaration {
-            file: "plan".into(),
-            message: format!("--target-halfwidth {target} must be in (0, 1)"),
-        }
-        .into());
-    }
-    // With one σ for every statistic of a release, its worst rate's half-width is
-    // 1.96·σ·√2/n: the same closed form for both releases.
-    let closed = target * at as f64 / (super::figures::Z95 * 2f64.sqrt());
-    let (mut sigma, mut equity_sigma) = (closed, closed);
-    loop {
-        let p = plan_with(
-            warehouse,
-            quarter,
-            StandardNoise { k, sigma },
-            StandardNoise {
-                k: EQUITY_NOISE.k,
-                sigma: equity_sigma,
-            },
-            at,
-        )
-        .await?;
-        let standard_met = p.rates.iter().all(|(_, h)| *h <= target);
-        let equity_met = p.equity_rates.iter().all(|(_, h)| *h <= target);
-        if standard_met && equity_met {
-            return Ok(p);
-        }
-        // Rounding of the closed form: step down until the plan itself meets the target.
-        if !standard_met {
-            sigma *= 0.999;
-        }
-        if !equity_met {
-            equity_sigma *= 0.999;
-        }
-    }
 }

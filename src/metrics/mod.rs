@@ -5,21 +5,17 @@
 //!   compiled into the binary, so `publish` and the demo never depend on the working folder.
 //! - [`exact`]: the steward's exact mode, which validates the SQL on known data and never
 //!   feeds a release.
-//! - [`publish`]: the quarterly publication and its plan; [`figures`]: rates, differences
-//!   and group sums, the post-processing of released counts.
 //! - [`docs`]: `queries/README.md`, generated from the catalog for non-programmers.
 //!
 //! A metric file declares its name, title and description, the tables it reads, its
 //! statistics (0/1 counts of persons, each with its window in days after the index overdose
 //! and, where it differs, its own tables), the rates that are post-processing of those
 //! counts (numerator ÷ denominator, in the file's statistic names), and rate differences.
-//! The joint releases that combine the files are declared once, by `publish`, in the
-//! engine's one spec format.
+//! The joint releases that combine the files are declared once, by the `publication`
+//! stage that follows this one, in the engine's one spec format; nothing here publishes.
 
 pub mod docs;
 pub mod exact;
-pub mod figures;
-pub mod publish;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,7 +24,9 @@ use serde::Deserialize;
 
 use crate::fault::Fault;
 
-/// Errors of the metric catalog.
+/// Errors of the metric catalog and the steward's exact mode, and the refusals of the
+/// `publication` stage that publishes the metrics (`Incomplete`, `AlreadyPublished`,
+/// `LaplaceNotSupported`).
 #[derive(Debug, thiserror::Error)]
 pub enum QueriesError {
     #[error("{file}: {message}")]

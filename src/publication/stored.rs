@@ -1,6 +1,8 @@
 //! The publication record of the standard metrics: which release publishes each quarter,
-//! and which publication superseded which. Append-only like the rest of the ledger: a
-//! republication adds a row that names the one it supersedes; nothing is updated.
+//! and which publication superseded which. It lives in the ledger's SQLite file, beside the
+//! releases it points to, and these are [`Ledger`] methods on the ledger's connection.
+//! Append-only like the rest of the ledger: a republication adds a row that names the one it
+//! supersedes; nothing is updated.
 //!
 //! A publication's document is more than its releases' numbers: it also says which figures
 //! are complete, from the steward's declarations in force when it was made. So a later
@@ -19,7 +21,7 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Ledger, Result, now, sql_err};
+use crate::ledger::{Ledger, Result, now, sql_err};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS publications (
@@ -62,8 +64,8 @@ pub struct StoredPublication {
     pub approver: String,
     pub published_at: String,
     /// The published figures: per program, aggregates, completeness (JSON), read with
-    /// `queries::publish::Publication::from_document`, which knows their versions. Stored
-    /// text that is not JSON reads as `null`, which that refuses.
+    /// [`Publication::from_document`](super::Publication::from_document), which knows their
+    /// versions. Stored text that is not JSON reads as `null`, which that refuses.
     pub document: serde_json::Value,
 }
 
