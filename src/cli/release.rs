@@ -8,12 +8,11 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::WAREHOUSE_ENV;
+use super::values::{flag_form, parse_cell, parse_named_scale, parse_ratio, parse_statistic};
 use crate::Error;
 use crate::ledger::Ledger;
 use crate::privacy::release::PublicRelease;
-use crate::privacy::spec::{
-    CellSpec, DomainSpec, QuerySpec, RatioSpec, StatisticKind, StatisticSpec,
-};
+use crate::privacy::spec::{CellSpec, QuerySpec, RatioSpec, StatisticSpec};
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::report::{self, Format};
 use crate::requests::{self, Queue};
@@ -31,17 +30,17 @@ pub(super) struct ReleaseArgs {
     query: Vec<PathBuf>,
     /// Cell key and its domain: COLUMN=programs, COLUMN=quarters:2024Q3..2026Q2, COLUMN=dictionary:TABLE.COLUMN,
     /// or COLUMN=private (no public domain: private partition selection, needs --delta).
-    #[arg(long)]
-    cell: Vec<String>,
+    #[arg(long, value_parser = flag_form(parse_cell))]
+    cell: Vec<CellSpec>,
     /// Statistic: NAME:count or NAME:sum:LOWER:UPPER.
-    #[arg(long)]
-    stat: Vec<String>,
+    #[arg(long, value_parser = flag_form(parse_statistic))]
+    stat: Vec<StatisticSpec>,
     /// Exclusive group of count statistics, comma-separated.
     #[arg(long)]
     exclusive: Vec<String>,
     /// Ratio NAME=NUMERATOR/DENOMINATOR of two statistics.
-    #[arg(long)]
-    ratio: Vec<String>,
+    #[arg(long, value_parser = flag_form(parse_ratio))]
+    ratio: Vec<RatioSpec>,
     /// Most cells one person may touch in the release.
     #[arg(long)]
     k: Option<u32>,
@@ -52,8 +51,8 @@ pub(super) struct ReleaseArgs {
     #[arg(long)]
     delta: Option<f64>,
     /// Noise scale of a statistic, NAME=SCALE (instead of, or agreeing with, --rho).
-    #[arg(long)]
-    scale: Vec<String>,
+    #[arg(long, value_parser = flag_form(parse_named_scale))]
+    scale: Vec<(String, f64)>,
     /// Allocation to debit.
     #[arg(long)]
     allocation: Option<String>,
@@ -202,13 +201,14 @@ fn print_release(p: &PublicRelease, format: Format) {
     }
 }
 
-/// A flag of the release's flag form that cannot be read: the command line's fault, not a
+/// A flag of the release's flag form that is missing: the command line's fault, not a
 /// release spec's.
 fn bad_flag(message: String) -> Error {
     Error::Usage(message)
 }
 
-/// The release spec from `--spec`, or built from the flag form.
+/// The release spec from `--spec`, or built from the flag form, whose values clap has
+/// already read ([`super::values`]).
 fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, Error> {
     if let Some(path) = path {
         return Ok(ReleaseSpec::from_file(&path)?);
@@ -218,106 +218,6 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
             "give --spec FILE, or --query FILE with --cell, --stat, --k and --allocation".into(),
         ));
     }
-    let cells = a
-        .cell
-        .iter()
-        .map(|c| {
-            let (column, domain) = c
-                .split_once('=')
-                .ok_or_else(|| bad_flag(format!("--cell {c}: write COLUMN=DOMAIN")))?;
-            let domain = match domain.split_once(':') {
-                None if domain == "programs" => DomainSpec::Programs,
-                None if domain == "private" => DomainSpec::Private,
-                Some(("dictionary", d)) => DomainSpec::Dictionary(d.into()),
-                Some(("values", list)) => {
-                    DomainSpec::Values(list.split(',').map(String::from).collect())
-                }
-                Some(("quarters", range)) => {
-                    let (from, to) = range.split_once("..").ok_or_else(|| {
-                        bad_flag(format!("--cell {c}: write quarters:FROM..TO"))
-                    })?;
-                    DomainSpec::Quarters {
-                        from: from.into(),
-                        to: to.into(),
-                    }
-                }
-                _ => {
-                    return Err(bad_flag(format!(
-                        "--cell {c}: unknown cell domain; use programs, quarters:FROM..TO, dictionary:TABLE.COLUMN, values:A,B,C or private"
-                    )));
-                }
-            };
-            Ok(CellSpec {
-                column: column.into(),
-                domain,
-            })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let statistics = a
-        .stat
-        .iter()
-        .map(|s| {
-            let parts: Vec<&str> = s.split(':').collect();
-            match parts.as_slice() {
-                [name, "count"] => Ok(StatisticSpec {
-                    name: (*name).into(),
-                    column: None,
-                    kind: StatisticKind::Count,
-                    lower: None,
-                    upper: None,
-                }),
-                [name, "sum", lower, upper] => {
-                    let num = |x: &str| {
-                        x.parse::<i64>()
-                            .map_err(|_| bad_flag(format!("--stat {s}: bounds must be integers")))
-                    };
-                    Ok(StatisticSpec {
-                        name: (*name).into(),
-                        column: None,
-                        kind: StatisticKind::Sum,
-                        lower: Some(num(lower)?),
-                        upper: Some(num(upper)?),
-                    })
-                }
-                [_, "sum", ..] => Err(bad_flag(format!(
-                    "--stat {s}: missing bounds; write NAME:sum:LOWER:UPPER"
-                ))),
-                _ => Err(bad_flag(format!(
-                    "--stat {s}: write NAME:count or NAME:sum:LOWER:UPPER"
-                ))),
-            }
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let scales = a
-        .scale
-        .iter()
-        .map(|s| {
-            let (name, v) = s
-                .split_once('=')
-                .ok_or_else(|| bad_flag(format!("--scale {s}: write NAME=SCALE")))?;
-            let v: f64 = v
-                .parse()
-                .map_err(|_| bad_flag(format!("--scale {s}: the scale must be a number")))?;
-            Ok((name.to_string(), v))
-        })
-        .collect::<Result<_, Error>>()?;
-    let ratios = a
-        .ratio
-        .iter()
-        .map(|r| {
-            let (name, rest) = r.split_once('=').ok_or_else(|| {
-                bad_flag(format!("--ratio {r}: write NAME=NUMERATOR/DENOMINATOR"))
-            })?;
-            let (num, den) = rest.split_once('/').ok_or_else(|| {
-                bad_flag(format!("--ratio {r}: write NAME=NUMERATOR/DENOMINATOR"))
-            })?;
-            Ok(RatioSpec {
-                name: name.into(),
-                numerator: num.into(),
-                denominator: den.into(),
-            })
-        })
-        .collect::<Result<_, Error>>()?;
     Ok(ReleaseSpec {
         name: a.name.clone().unwrap_or_else(|| {
             a.query
@@ -334,8 +234,8 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
                 sql: None,
             })
             .collect(),
-        cells,
-        statistics,
+        cells: a.cell.clone(),
+        statistics: a.stat.clone(),
         exclusive: a
             .exclusive
             .iter()
@@ -346,10 +246,10 @@ fn release_spec(path: Option<PathBuf>, a: &ReleaseArgs) -> Result<ReleaseSpec, E
         })?,
         rho: a.rho,
         delta: a.delta,
-        scales,
+        scales: a.scale.iter().cloned().collect(),
         allocation: a.allocation.clone().ok_or_else(|| {
             bad_flag("--allocation is required: the budget allocation to debit".into())
         })?,
-        ratios,
+        ratios: a.ratio.clone(),
     })
 }

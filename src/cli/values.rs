@@ -1,6 +1,15 @@
 //! The values the command line takes, each read and checked as clap parses the flags: the
 //! server's limits (rates, bursts, byte sizes, connections, timeouts). A bad value is clap's
 //! usage error, exit 2, naming the flag and what it accepts; `NaN` and infinities never pass.
+//! The release's flag form (cell keys, statistics, noise scales and ratios) is read here too,
+//! and a release spec built from it is checked again like one from a file.
+
+use std::ffi::OsStr;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+
+use crate::privacy::spec::{CellSpec, DomainSpec, RatioSpec, StatisticKind, StatisticSpec};
 
 /// The shortest `--timeout-seconds`: a shorter one rounds to no time at all, and every
 /// request would be answered 504.
@@ -77,5 +86,187 @@ pub(super) fn parse_small_cell(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err("the small-cell threshold must be a number of at least 0".into())
+    }
+}
+
+/// A value of the release's flag form, read by `parse`. When `parse` refuses it, the error
+/// is the command line's, exit 2, and its message starts with the flag and the value as
+/// written (`--cell program_id: write COLUMN=DOMAIN`), passed through
+/// [`crate::report::terminal_safe`] since it is printed as given.
+#[derive(Clone)]
+pub(super) struct FlagForm<T>(fn(&str) -> Result<T, String>);
+
+/// A [`FlagForm`] parser for clap's `value_parser`.
+pub(super) fn flag_form<T>(parse: fn(&str) -> Result<T, String>) -> FlagForm<T> {
+    FlagForm(parse)
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for FlagForm<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let Some(text) = value.to_str() else {
+            return Err(clap::Error::new(ErrorKind::InvalidUtf8).with_cmd(cmd));
+        };
+        (self.0)(text).map_err(|why| {
+            let flag = arg.map_or_else(String::new, |a| match a.get_long() {
+                Some(long) => format!("--{long}"),
+                None => a.get_id().to_string(),
+            });
+            let message = format!("{flag} {text}: {why}");
+            cmd.clone().error(
+                ErrorKind::ValueValidation,
+                crate::report::terminal_safe(&message),
+            )
+        })
+    }
+}
+
+/// `--cell COLUMN=DOMAIN`: a cell key and its public domain, `programs`,
+/// `quarters:FROM..TO`, `dictionary:TABLE.COLUMN`, `values:A,B,C` or `private`.
+pub(super) fn parse_cell(c: &str) -> Result<CellSpec, String> {
+    let (column, domain) = c
+        .split_once('=')
+        .ok_or_else(|| "write COLUMN=DOMAIN".to_string())?;
+    let domain = match domain.split_once(':') {
+        None if domain == "programs" => DomainSpec::Programs,
+        None if domain == "private" => DomainSpec::Private,
+        Some(("dictionary", d)) => DomainSpec::Dictionary(d.into()),
+        Some(("values", list)) => DomainSpec::Values(list.split(',').map(String::from).collect()),
+        Some(("quarters", range)) => {
+            let (from, to) = range
+                .split_once("..")
+                .ok_or_else(|| "write quarters:FROM..TO".to_string())?;
+            DomainSpec::Quarters {
+                from: from.into(),
+                to: to.into(),
+            }
+        }
+        _ => {
+            return Err(
+                "unknown cell domain; use programs, quarters:FROM..TO, dictionary:TABLE.COLUMN, values:A,B,C or private"
+                    .into(),
+            );
+        }
+    };
+    Ok(CellSpec {
+        column: column.into(),
+        domain,
+    })
+}
+
+/// `--stat NAME:count` or `--stat NAME:sum:LOWER:UPPER`, with whole-number bounds.
+pub(super) fn parse_statistic(s: &str) -> Result<StatisticSpec, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        [name, "count"] => Ok(StatisticSpec {
+            name: (*name).into(),
+            column: None,
+            kind: StatisticKind::Count,
+            lower: None,
+            upper: None,
+        }),
+        [name, "sum", lower, upper] => {
+            let num = |x: &str| {
+                x.parse::<i64>().map_err(|_| {
+                    format!("bounds must be integers, from {} to {}", i64::MIN, i64::MAX)
+                })
+            };
+            Ok(StatisticSpec {
+                name: (*name).into(),
+                column: None,
+                kind: StatisticKind::Sum,
+                lower: Some(num(lower)?),
+                upper: Some(num(upper)?),
+            })
+        }
+        [_, "sum", ..] => Err("missing bounds; write NAME:sum:LOWER:UPPER".into()),
+        _ => Err("write NAME:count or NAME:sum:LOWER:UPPER".into()),
+    }
+}
+
+/// `--scale NAME=SCALE`: a statistic's noise scale, finite and more than 0.
+pub(super) fn parse_named_scale(s: &str) -> Result<(String, f64), String> {
+    let (name, v) = s
+        .split_once('=')
+        .ok_or_else(|| "write NAME=SCALE".to_string())?;
+    let v: f64 = v
+        .parse()
+        .map_err(|_| "the scale must be a number".to_string())?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err("the scale must be a finite number more than 0".into());
+    }
+    Ok((name.to_string(), v))
+}
+
+/// `--ratio NAME=NUMERATOR/DENOMINATOR`: a ratio of two statistics.
+pub(super) fn parse_ratio(r: &str) -> Result<RatioSpec, String> {
+    let write = || "write NAME=NUMERATOR/DENOMINATOR".to_string();
+    let (name, rest) = r.split_once('=').ok_or_else(write)?;
+    let (num, den) = rest.split_once('/').ok_or_else(write)?;
+    Ok(RatioSpec {
+        name: name.into(),
+        numerator: num.into(),
+        denominator: den.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_form_reads_what_it_always_read() {
+        assert_eq!(
+            parse_cell("quarter=quarters:2024Q3..2026Q2").unwrap(),
+            CellSpec {
+                column: "quarter".into(),
+                domain: DomainSpec::Quarters {
+                    from: "2024Q3".into(),
+                    to: "2026Q2".into()
+                }
+            }
+        );
+        assert_eq!(
+            parse_cell("g=values:a,b").unwrap().domain,
+            DomainSpec::Values(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(parse_cell("p=private").unwrap().domain, DomainSpec::Private);
+        assert_eq!(
+            parse_cell("p=dictionary:t.c").unwrap().domain,
+            DomainSpec::Dictionary("t.c".into())
+        );
+        assert!(parse_cell("program_id").is_err());
+        assert!(parse_cell("program_id=everything").is_err());
+        assert!(parse_cell("q=quarters:2024Q3").is_err());
+        let sum = parse_statistic("days:sum:0:30").unwrap();
+        assert_eq!((sum.lower, sum.upper), (Some(0), Some(30)));
+        assert_eq!(
+            parse_statistic("n:count").unwrap().kind,
+            StatisticKind::Count
+        );
+        assert!(parse_statistic("n:median").is_err());
+        assert!(parse_statistic("n:sum:0:x").is_err());
+        assert!(parse_statistic("n:sum:0").is_err());
+        assert_eq!(parse_named_scale("n=2.5"), Ok(("n".into(), 2.5)));
+        for bad in ["n=wide", "n=NaN", "n=inf", "n=0", "n=-1", "n"] {
+            assert!(parse_named_scale(bad).is_err(), "{bad}");
+        }
+        let r = parse_ratio("rate=engaged/attempted").unwrap();
+        assert_eq!(
+            (
+                r.name.as_str(),
+                r.numerator.as_str(),
+                r.denominator.as_str()
+            ),
+            ("rate", "engaged", "attempted")
+        );
+        assert!(parse_ratio("r").is_err());
+        assert!(parse_ratio("r=a").is_err());
     }
 }
