@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::WAREHOUSE_ENV;
+use super::values::{
+    parse_delta, parse_display_delta, parse_horizon_days, parse_rho, parse_rho_to_add, parse_scale,
+};
 use crate::Error;
 use crate::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
 use crate::report::{self, Format};
@@ -20,22 +23,25 @@ pub(super) enum BudgetCommand {
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
         /// Total zCDP budget rho for the period.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
         total: f64,
         /// Length of the budget period in days.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
         horizon: u32,
         /// Total delta for approximate releases (private partition selection).
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0,
+            value_parser = parse_delta, allow_negative_numbers = true)]
         delta: f64,
         /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
         #[arg(long, default_value = "gaussian")]
         noise: NoiseKind,
         /// Delta at which rho is displayed as (epsilon, delta).
-        #[arg(long, default_value_t = PrivacyConfig::default().display_delta)]
+        #[arg(long, default_value_t = PrivacyConfig::default().display_delta,
+            value_parser = parse_display_delta, allow_negative_numbers = true)]
         display_delta: f64,
         /// The smallest noise scale any release may use.
-        #[arg(long, default_value_t = PrivacyConfig::default().min_scale)]
+        #[arg(long, default_value_t = PrivacyConfig::default().min_scale,
+            value_parser = parse_scale, allow_negative_numbers = true)]
         min_scale: f64,
     },
     /// Add rho (and delta) to a named allocation, such as standard-releases or researcher:ID.
@@ -46,9 +52,11 @@ pub(super) enum BudgetCommand {
         /// The allocation's name.
         name: String,
         /// Rho to add; 0 adds only delta to an existing allocation.
+        #[arg(value_parser = parse_rho_to_add, allow_negative_numbers = true)]
         rho: f64,
         /// Delta to add, for private partition selection (an allocation without delta spends none).
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0,
+            value_parser = parse_delta, allow_negative_numbers = true)]
         delta: f64,
     },
     /// Show the budget, what is spent and what is left, with epsilon at the configured delta.
@@ -68,13 +76,13 @@ pub(super) enum BudgetCommand {
         #[arg(long)]
         why: String,
         /// New total rho [default: the current one].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
         total: Option<f64>,
         /// New total delta [default: the current one].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_delta, allow_negative_numbers = true)]
         delta: Option<f64>,
         /// New horizon in days [default: the current one].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
         horizon: Option<u32>,
     },
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 
 use super::WAREHOUSE_ENV;
+use super::values::parse_share;
 use crate::Error;
 use crate::dictionary::Dictionary;
 use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
@@ -22,7 +23,8 @@ pub(super) struct IngestArgs {
     #[arg(long)]
     table: Option<String>,
     /// Share of rows (0 to 1) that may fail validation before a file is refused.
-    #[arg(long, default_value_t = DEFAULT_MAX_REJECT_RATE)]
+    #[arg(long, default_value_t = DEFAULT_MAX_REJECT_RATE,
+        value_parser = parse_share, allow_negative_numbers = true)]
     max_reject_rate: f64,
     /// Declare the loaded tables complete through this date (YYYY-MM-DD).
     #[arg(long)]

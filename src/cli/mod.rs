@@ -2,8 +2,8 @@
 //! command family, and the exit code of each error. It lives in the library so that the
 //! binary (`src/main.rs`) only hands over to [`main`], and its code is compiled once.
 //!
-//! - `values`: the server's limits, checked as clap parses them (a bad one is a usage error
-//!   that names the flag).
+//! - `values`: the privacy budget's numbers, the server's limits and the release's flag form,
+//!   checked as clap parses them (a bad one is a usage error that names the flag).
 //! - `demo`, `synth`: the demo job and synthetic exports.
 //! - `ingest`: `ingest`, `complete-through`, `status` and `dictionary`.
 //! - `metrics`: the standard metrics and their exact counts.

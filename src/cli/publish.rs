@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::WAREHOUSE_ENV;
+use super::values::{parse_halfwidth, parse_k, parse_scale, parse_survivors};
 use crate::Error;
 use crate::quarter::Quarter;
 use crate::queries::publish::{
@@ -32,13 +33,16 @@ pub(super) struct PublishArgs {
     #[arg(long)]
     allow_incomplete: bool,
     /// Noise scale σ of every count.
-    #[arg(long, default_value_t = StandardNoise::default().sigma)]
+    #[arg(long, default_value_t = StandardNoise::default().sigma,
+        value_parser = parse_scale, allow_negative_numbers = true)]
     sigma: f64,
     /// Most cohorts of one quarter a survivor counts in.
-    #[arg(long, default_value_t = StandardNoise::default().k)]
+    #[arg(long, default_value_t = StandardNoise::default().k,
+        value_parser = parse_k, allow_negative_numbers = true)]
     k: u32,
     /// Noise scale σ of every count of the equity breakdowns.
-    #[arg(long, default_value_t = EQUITY_NOISE.sigma)]
+    #[arg(long, default_value_t = EQUITY_NOISE.sigma,
+        value_parser = parse_scale, allow_negative_numbers = true)]
     equity_sigma: f64,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -53,20 +57,25 @@ pub(super) struct PlanArgs {
     #[arg(long)]
     quarter: Quarter,
     /// Noise scale σ of every count.
-    #[arg(long, default_value_t = StandardNoise::default().sigma)]
+    #[arg(long, default_value_t = StandardNoise::default().sigma,
+        value_parser = parse_scale, allow_negative_numbers = true)]
     sigma: f64,
     /// Most cohorts of one quarter a survivor counts in.
-    #[arg(long, default_value_t = StandardNoise::default().k)]
+    #[arg(long, default_value_t = StandardNoise::default().k,
+        value_parser = parse_k, allow_negative_numbers = true)]
     k: u32,
     /// Noise scale σ of every count of the equity breakdowns.
-    #[arg(long, default_value_t = EQUITY_NOISE.sigma, conflicts_with = "target_halfwidth")]
+    #[arg(long, default_value_t = EQUITY_NOISE.sigma, conflicts_with = "target_halfwidth",
+        value_parser = parse_scale, allow_negative_numbers = true)]
     equity_sigma: f64,
     /// The denominator (survivors) at which rate half-widths are shown.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200,
+        value_parser = parse_survivors, allow_negative_numbers = true)]
     at: u64,
     /// Solve for the smallest budget whose every rate half-width at --at is within this,
     /// the equity rates' too (for --sigma and --equity-sigma).
-    #[arg(long, conflicts_with = "sigma")]
+    #[arg(long, conflicts_with = "sigma",
+        value_parser = parse_halfwidth, allow_negative_numbers = true)]
     target_halfwidth: Option<f64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,

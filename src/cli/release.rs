@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::WAREHOUSE_ENV;
-use super::values::{flag_form, parse_cell, parse_named_scale, parse_ratio, parse_statistic};
+use super::values::{
+    flag_form, parse_cell, parse_delta, parse_k, parse_named_scale, parse_ratio, parse_rho,
+    parse_statistic,
+};
 use crate::Error;
 use crate::ledger::Ledger;
 use crate::privacy::release::PublicRelease;
@@ -42,13 +45,13 @@ pub(super) struct ReleaseArgs {
     #[arg(long, value_parser = flag_form(parse_ratio))]
     ratio: Vec<RatioSpec>,
     /// Most cells one person may touch in the release.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_k, allow_negative_numbers = true)]
     k: Option<u32>,
     /// Budget of the release (zCDP rho).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
     rho: Option<f64>,
     /// Delta that private partition selection may spend (with a COLUMN=private cell).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_delta, allow_negative_numbers = true)]
     delta: Option<f64>,
     /// Noise scale of a statistic, NAME=SCALE (instead of, or agreeing with, --rho).
     #[arg(long, value_parser = flag_form(parse_named_scale))]

@@ -1,15 +1,21 @@
 //! The values the command line takes, each read and checked as clap parses the flags: the
-//! server's limits (rates, bursts, byte sizes, connections, timeouts). A bad value is clap's
-//! usage error, exit 2, naming the flag and what it accepts; `NaN` and infinities never pass.
-//! The release's flag form (cell keys, statistics, noise scales and ratios) is read here too,
-//! and a release spec built from it is checked again like one from a file.
+//! privacy budget (ρ, δ), noise scales (σ), the most cells a survivor counts in (k), shares,
+//! the server's limits (rates, bursts, byte sizes, connections, timeouts), and the release's
+//! flag form (cell keys, statistics, noise scales and ratios).
+//!
+//! A bad value is clap's usage error, exit 2, naming the flag and what it accepts; `NaN` and
+//! infinities never pass. The library checks the same values again, whoever calls it (a
+//! release spec from a file or a researcher's request, the ledger's own checks), so these
+//! parsers are the command line's early answer, never the only one. Quarters, dates,
+//! addresses and address blocks are parsed by their own types' `FromStr` (`Quarter`,
+//! `NaiveDate`, `SocketAddr`, `api::IpNet`).
 
 use std::ffi::OsStr;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 
-use crate::privacy::spec::{CellSpec, DomainSpec, RatioSpec, StatisticKind, StatisticSpec};
+use crate::privacy::spec::{CellSpec, DomainSpec, MAX_K, RatioSpec, StatisticKind, StatisticSpec};
 
 /// The shortest `--timeout-seconds`: a shorter one rounds to no time at all, and every
 /// request would be answered 504.
@@ -87,6 +93,100 @@ pub(super) fn parse_small_cell(s: &str) -> Result<f64, String> {
     } else {
         Err("the small-cell threshold must be a number of at least 0".into())
     }
+}
+
+/// A budget ρ (`budget init --total`, `budget renew --total`, `release --rho`): finite and
+/// more than 0.
+pub(super) fn parse_rho(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("rho must be a finite number more than 0".into())
+    }
+}
+
+/// The ρ added to an allocation (`budget allocate NAME RHO`): finite and at least 0, since 0
+/// adds only δ to an existing allocation.
+pub(super) fn parse_rho_to_add(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("rho must be a finite number of at least 0".into())
+    }
+}
+
+/// A δ (`budget init`, `allocate`, `renew` and `release --delta`): from 0 up to, not
+/// including, 1. A release's δ has a lower ceiling, which its spec check gives.
+pub(super) fn parse_delta(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("delta must be a number from 0 up to, not including, 1".into())
+    }
+}
+
+/// `--display-delta`, the δ at which ρ is shown as (ε, δ): more than 0 and less than 1.
+pub(super) fn parse_display_delta(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err("the display delta must be a number more than 0 and less than 1".into())
+    }
+}
+
+/// A noise scale (`--sigma`, `--equity-sigma`, `--min-scale`): finite and more than 0.
+pub(super) fn parse_scale(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("a noise scale must be a finite number more than 0".into())
+    }
+}
+
+/// `--k`, the most cells (or cohorts) one survivor may count in: 1 to [`MAX_K`], what the
+/// engine supports.
+pub(super) fn parse_k(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
+        _ => Err(format!("k must be a whole number from 1 to {MAX_K}")),
+    }
+}
+
+/// `--horizon`, the budget period in days: a whole number of at least 1 (the ledger sets
+/// the longest).
+pub(super) fn parse_horizon_days(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_positive_whole(s)?)
+        .map_err(|_| format!("the horizon is at most {} days", u32::MAX))
+}
+
+/// `--max-reject-rate`: a share, from 0 to 1.
+pub(super) fn parse_share(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("a share must be a number from 0 to 1".into())
+    }
+}
+
+/// `plan --target-halfwidth`, a rate's half-width: more than 0 and less than 1.
+pub(super) fn parse_halfwidth(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err("a rate's half-width must be a number more than 0 and less than 1".into())
+    }
+}
+
+/// `plan --at`, the survivors at which half-widths are shown: a whole number of at least 1.
+pub(super) fn parse_survivors(s: &str) -> Result<u64, String> {
+    parse_positive_whole(s)
 }
 
 /// A value of the release's flag form, read by `parse`. When `parse` refuses it, the error
@@ -219,6 +319,36 @@ pub(super) fn parse_ratio(r: &str) -> Result<RatioSpec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_refuse_nan_infinities_and_values_out_of_range() {
+        for bad in ["NaN", "inf", "-inf", "infinity", "-1", "0", "x", ""] {
+            assert!(parse_rho(bad).is_err(), "{bad}");
+            assert!(parse_scale(bad).is_err(), "{bad}");
+            assert!(parse_halfwidth(bad).is_err(), "{bad}");
+            assert!(parse_display_delta(bad).is_err(), "{bad}");
+        }
+        for bad in ["NaN", "inf", "-1", "1", "1.5"] {
+            assert!(parse_delta(bad).is_err(), "{bad}");
+        }
+        for bad in ["NaN", "inf", "-0.1", "1.01"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_rho_to_add("0"), Ok(0.0));
+        assert!(parse_rho_to_add("-0.5").is_err());
+        assert_eq!(parse_delta("0"), Ok(0.0));
+        assert_eq!(parse_delta("1e-5"), Ok(1e-5));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert_eq!(parse_k("1"), Ok(1));
+        assert_eq!(parse_k(&MAX_K.to_string()), Ok(MAX_K));
+        for bad in ["0", "-1", "1.5", "99999999999"] {
+            assert!(parse_k(bad).is_err(), "{bad}");
+        }
+        assert!(parse_k(&(MAX_K + 1).to_string()).is_err());
+        assert!(parse_horizon_days("0").is_err());
+        assert!(parse_horizon_days("4294967296").is_err());
+        assert!(parse_survivors("0").is_err());
+    }
 
     #[test]
     fn the_flag_form_reads_what_it_always_read() {
