@@ -1,0 +1,146 @@
+//! `outreach budget`: the warehouse's privacy budget. `init` sets it with its period and
+//! noise, `allocate` splits it into named allocations, `show` prints what is spent and what
+//! is left, and `renew` starts a new period.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::WAREHOUSE_ENV;
+use super::values::{
+    parse_delta, parse_display_delta, parse_horizon_days, parse_rho, parse_rho_to_add, parse_scale,
+};
+use crate::Error;
+use crate::ledger::{BudgetInit, Ledger, NoiseKind, PrivacyConfig};
+use crate::present::tables::{self as report, Format};
+use crate::warehouse::Warehouse;
+
+#[derive(Subcommand)]
+pub(super) enum BudgetCommand {
+    /// Set the warehouse's privacy budget, its horizon and noise; creates the ledger and the secret.
+    Init {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        /// Total zCDP budget rho for the period.
+        #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
+        total: f64,
+        /// Length of the budget period in days.
+        #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
+        horizon: u32,
+        /// Total delta for approximate releases (private partition selection).
+        #[arg(long, default_value_t = 0.0,
+            value_parser = parse_delta, allow_negative_numbers = true)]
+        delta: f64,
+        /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
+        #[arg(long, default_value = "gaussian")]
+        noise: NoiseKind,
+        /// Delta at which rho is displayed as (epsilon, delta).
+        #[arg(long, default_value_t = PrivacyConfig::default().display_delta,
+            value_parser = parse_display_delta, allow_negative_numbers = true)]
+        display_delta: f64,
+        /// The smallest noise scale any release may use.
+        #[arg(long, default_value_t = PrivacyConfig::default().min_scale,
+            value_parser = parse_scale, allow_negative_numbers = true)]
+        min_scale: f64,
+    },
+    /// Add rho (and delta) to a named allocation, such as standard-releases or researcher:ID.
+    Allocate {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        /// The allocation's name.
+        name: String,
+        /// Rho to add; 0 adds only delta to an existing allocation.
+        #[arg(value_parser = parse_rho_to_add, allow_negative_numbers = true)]
+        rho: f64,
+        /// Delta to add, for private partition selection (an allocation without delta spends none).
+        #[arg(long, default_value_t = 0.0,
+            value_parser = parse_delta, allow_negative_numbers = true)]
+        delta: f64,
+    },
+    /// Show the budget, what is spent and what is left, with epsilon at the configured delta.
+    Show {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Start a new budget period (a recorded steward action; lifetime loss grows with it).
+    Renew {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        /// Why the budget is renewed; recorded in the ledger.
+        #[arg(long)]
+        why: String,
+        /// New total rho [default: the current one].
+        #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
+        total: Option<f64>,
+        /// New total delta [default: the current one].
+        #[arg(long, value_parser = parse_delta, allow_negative_numbers = true)]
+        delta: Option<f64>,
+        /// New horizon in days [default: the current one].
+        #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
+        horizon: Option<u32>,
+    },
+}
+
+/// `outreach budget`.
+pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
+    match command {
+        BudgetCommand::Init {
+            warehouse,
+            total,
+            horizon,
+            delta,
+            noise,
+            display_delta,
+            min_scale,
+        } => {
+            Warehouse::open(&warehouse)?;
+            let init = BudgetInit {
+                total_rho: total,
+                total_delta: delta,
+                horizon_days: horizon,
+                config: PrivacyConfig {
+                    noise,
+                    display_delta,
+                    min_scale,
+                },
+            };
+            let ledger = Ledger::init(&warehouse, &init)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+        BudgetCommand::Allocate {
+            warehouse,
+            name,
+            rho,
+            delta,
+        } => {
+            let mut ledger = Ledger::open(&warehouse)?;
+            ledger.allocate_with_delta(&name, rho, delta)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+        BudgetCommand::Show { warehouse, format } => {
+            let view = Ledger::open(&warehouse)?.show()?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&view).expect("json")),
+                _ => print!("{}", report::budget_table(&view)),
+            }
+        }
+        BudgetCommand::Renew {
+            warehouse,
+            why,
+            total,
+            delta,
+            horizon,
+        } => {
+            let mut ledger = Ledger::open(&warehouse)?;
+            ledger.renew(&why, total, delta, horizon)?;
+            print!("{}", report::budget_table(&ledger.show()?));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Loading the warehouse: `outreach ingest` validates program exports and commits them as
+//! one dataset version, `complete-through` declares how far a table's data is complete,
+//! `status` shows the steward the exact contents, and `dictionary` prints the data
+//! dictionary the exports are checked against.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+
+use super::WAREHOUSE_ENV;
+use super::values::parse_share;
+use crate::Error;
+use crate::dictionary::Dictionary;
+use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
+use crate::warehouse::{Warehouse, status};
+
+#[derive(clap::Args)]
+pub(super) struct IngestArgs {
+    /// Warehouse folder; created if missing.
+    #[arg(long, env = WAREHOUSE_ENV)]
+    warehouse: PathBuf,
+    /// Load every file into this table instead of telling it from the file name.
+    #[arg(long)]
+    table: Option<String>,
+    /// Share of rows (0 to 1) that may fail validation before a file is refused.
+    #[arg(long, default_value_t = DEFAULT_MAX_REJECT_RATE,
+        value_parser = parse_share, allow_negative_numbers = true)]
+    max_reject_rate: f64,
+    /// Declare the loaded tables complete through this date (YYYY-MM-DD).
+    #[arg(long)]
+    complete_through: Option<NaiveDate>,
+    /// Latest plausible date in the data [default: today].
+    #[arg(long)]
+    max_date: Option<NaiveDate>,
+    /// CSV files, or folders of them.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub(super) struct CompleteThroughArgs {
+    /// Warehouse folder.
+    #[arg(long, env = WAREHOUSE_ENV)]
+    warehouse: PathBuf,
+    table: String,
+    date: NaiveDate,
+}
+
+#[derive(clap::Args)]
+pub(super) struct StatusArgs {
+    /// Warehouse folder.
+    #[arg(long, env = WAREHOUSE_ENV)]
+    warehouse: PathBuf,
+}
+
+/// `outreach ingest`.
+pub(super) fn run_ingest(args: IngestArgs, progress: bool) -> Result<(), Error> {
+    let IngestArgs {
+        warehouse,
+        table,
+        max_reject_rate,
+        complete_through,
+        max_date,
+        files,
+    } = args;
+    let mut opts = IngestOptions {
+        table,
+        max_reject_rate,
+        complete_through,
+        progress,
+        ..IngestOptions::default()
+    };
+    if let Some(d) = max_date {
+        opts.max_date = d;
+    }
+    let report = ingest(&warehouse, &files, &opts)?;
+    print!("{report}");
+    Ok(())
+}
+
+/// `outreach complete-through`.
+pub(super) fn run_complete_through(args: CompleteThroughArgs) -> Result<(), Error> {
+    let CompleteThroughArgs {
+        warehouse,
+        table,
+        date,
+    } = args;
+    let wh = Warehouse::open(&warehouse)?;
+    wh.declare_complete_through(&table, date)?;
+    println!("{table} is declared complete through {date}.");
+    Ok(())
+}
+
+/// `outreach status`.
+pub(super) fn run_status(args: StatusArgs) -> Result<(), Error> {
+    let wh = Warehouse::open(&args.warehouse)?;
+    let s = super::runtime().block_on(status(&wh))?;
+    print!("{s}");
+    Ok(())
+}
+
+/// `outreach dictionary`.
+pub(super) fn run_dictionary() -> Result<(), Error> {
+    print!("{}", Dictionary::builtin()?.to_markdown());
+    Ok(())
+}

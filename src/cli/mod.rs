@@ -1,0 +1,169 @@
+//! The `outreach` command line: the top-level arguments, the dispatch to one file per
+//! command family, and the exit code of each error. It lives in the library so that the
+//! binary (`src/main.rs`) only hands over to [`main`], and its code is compiled once.
+//!
+//! - `values`: the privacy budget's numbers, the server's limits and the release's flag form,
+//!   checked as clap parses them (a bad one is a usage error that names the flag).
+//! - `demo`, `synth`: the demo job and synthetic exports.
+//! - `ingest`: `ingest`, `complete-through`, `status` and `dictionary`.
+//! - `metrics`: the standard metrics and their exact counts.
+//! - `publish`: `publish` and `plan`, the quarterly publication.
+//! - `budget`: the privacy budget.
+//! - `release`: `release` and `releases`.
+//! - `serve`: the HTTP server and its limits.
+//! - `report`: the funders' quarterly report.
+//! - `requests`: researchers' requests and tokens.
+
+mod budget;
+mod demo;
+mod ingest;
+mod metrics;
+mod publish;
+mod release;
+mod report;
+mod requests;
+mod serve;
+mod synth;
+mod values;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::Error;
+use crate::present::tables::terminal_safe;
+
+pub use values::{MAX_REQUEST_RATE, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
+
+/// The environment variable that gives `--warehouse` when the flag is absent.
+pub const WAREHOUSE_ENV: &str = "OUTREACH_WAREHOUSE";
+
+#[derive(Parser)]
+#[command(
+    name = "outreach",
+    version,
+    about = "Evaluate post-overdose outreach programs and publish only differentially private figures"
+)]
+struct Cli {
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job on built-in synthetic data: synthesise, ingest, show the status.
+    Demo(demo::DemoArgs),
+    /// Write synthetic program exports, one CSV per table.
+    Synth(synth::SynthArgs),
+    /// Validate program exports and load them into a warehouse as Parquet.
+    Ingest(ingest::IngestArgs),
+    /// Declare a table's data complete through a date (public metadata).
+    CompleteThrough(ingest::CompleteThroughArgs),
+    /// Show tables, row counts, date ranges and the dataset version (steward only: exact figures).
+    Status(ingest::StatusArgs),
+    /// Print the data dictionary as Markdown.
+    Dictionary,
+    /// Publish the standard metrics of one quarter for every program, with DP.
+    Publish(publish::PublishArgs),
+    /// What publishing a quarter would cost and how precise it would be; spends nothing.
+    Plan(publish::PlanArgs),
+    /// List the standard metrics; with --exact, count them without noise (steward only).
+    Metrics(metrics::MetricsArgs),
+    /// The privacy budget: set it, split it into allocations, show it, renew it.
+    Budget {
+        #[command(subcommand)]
+        command: budget::BudgetCommand,
+    },
+    /// Release differentially private statistics: debit the budget, bound, add noise, store.
+    Release(Box<release::ReleaseArgs>),
+    /// Published releases (the steward's view adds failed ones, errors and diagnostics).
+    Releases {
+        #[command(subcommand)]
+        command: release::ReleasesCommand,
+    },
+    /// Serve the published releases over HTTP, read-only, until Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// Write the quarterly report: a self-contained HTML file and the CSV of every figure.
+    Report(report::ReportArgs),
+    /// Researchers' requests: list, show, approve (runs the release) or reject.
+    Requests {
+        #[command(subcommand)]
+        command: requests::RequestsCommand,
+    },
+    /// Researchers' bearer tokens for the API.
+    Tokens {
+        #[command(subcommand)]
+        command: requests::TokensCommand,
+    },
+}
+
+/// Parses the arguments, runs the command and maps its error to an exit code.
+///
+/// Logs (`RUST_LOG`) are the steward's, on the warehouse host, and off unless asked for:
+/// a library's log line could quote what a query read. A release that fails after its
+/// debit prints only a fixed message with its id (`PrivacyError::FailedAfterDebit`).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The server's internal errors are logged by default (its access log is written apart,
+    // as JSON lines on stderr); everything else is off unless asked for.
+    let serving = match &cli.command {
+        Command::Serve(_) => true,
+        Command::Demo(args) => !args.no_serve,
+        _ => false,
+    };
+    let default = if serving {
+        "off,outreach::api=info"
+    } else {
+        "off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // An error may quote a researcher's spec (a name, a column): each of its lines
+            // passes `terminal_safe`.
+            let text = e.to_string();
+            let lines: Vec<_> = text.lines().map(terminal_safe).collect();
+            eprintln!("error: {}", lines.join("\n"));
+            ExitCode::from(e.fault().exit_code())
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+/// Runs one command: each family's file holds its arguments and its run function.
+fn run(cli: Cli) -> Result<(), Error> {
+    let progress = !cli.quiet;
+    match cli.command {
+        Command::Demo(args) => demo::run_demo(args, progress),
+        Command::Synth(args) => synth::run_synth(args, progress),
+        Command::Ingest(args) => ingest::run_ingest(args, progress),
+        Command::CompleteThrough(args) => ingest::run_complete_through(args),
+        Command::Status(args) => ingest::run_status(args),
+        Command::Dictionary => ingest::run_dictionary(),
+        Command::Publish(args) => publish::run_publish(args),
+        Command::Plan(args) => publish::run_plan(args),
+        Command::Metrics(args) => metrics::run_metrics(args),
+        Command::Budget { command } => budget::run_budget(command),
+        Command::Release(args) => release::run_release(*args),
+        Command::Releases { command } => release::run_releases(command),
+        Command::Serve(args) => serve::run_serve(args),
+        Command::Report(args) => report::run_report(args),
+        Command::Requests { command } => requests::run_requests(command),
+        Command::Tokens { command } => requests::run_tokens(command),
+    }
+}

@@ -1,0 +1,402 @@
+//! The values the command line takes, each read and checked as clap parses the flags: the
+//! privacy budget (ρ, δ), noise scales (σ), the most cells a survivor counts in (k), shares,
+//! the server's limits (rates, bursts, byte sizes, connections, timeouts), and the release's
+//! flag form (cell keys, statistics, noise scales and ratios).
+//!
+//! A bad value is clap's usage error, exit 2, naming the flag and what it accepts; `NaN` and
+//! infinities never pass. The library checks the same values again, whoever calls it (a
+//! release spec from a file or a researcher's request, the ledger's own checks), so these
+//! parsers are the command line's early answer, never the only one. Quarters, dates,
+//! addresses and address blocks are parsed by their own types' `FromStr` (`Quarter`,
+//! `NaiveDate`, `SocketAddr`, `api::IpNet`).
+
+use std::ffi::OsStr;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+
+use crate::privacy::spec::{CellSpec, DomainSpec, MAX_K, RatioSpec, StatisticKind, StatisticSpec};
+
+/// The shortest `--timeout-seconds`: a shorter one rounds to no time at all, and every
+/// request would be answered 504.
+pub const MIN_TIMEOUT_SECONDS: f64 = 0.001;
+/// The longest `--timeout-seconds`: an hour. Far longer than any request takes; beyond it a
+/// value only hides a mistake (and past about 1.8e19 it cannot be a duration at all).
+pub const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
+/// The largest `--per-ip-per-second` and `--per-token-per-minute`: one request per
+/// nanosecond, the rate limiter's finest period. A larger rate rounds to a period of zero,
+/// which the limiter cannot take.
+pub const MAX_REQUEST_RATE: f64 = 1e9;
+
+/// A flag's value as a number; `NaN` and `inf` parse, and each check below refuses them.
+fn parse_number(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .map_err(|_| format!("{s:?} is not a number"))
+}
+
+/// A whole number of at least 1.
+fn parse_positive_whole(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// `--timeout-seconds`: finite, from [`MIN_TIMEOUT_SECONDS`] to [`MAX_TIMEOUT_SECONDS`].
+pub(super) fn parse_timeout_seconds(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "the timeout must be a number of seconds from {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS}"
+        ))
+    }
+}
+
+/// `--per-ip-per-second`, `--per-token-per-minute`: finite, more than 0, at most
+/// [`MAX_REQUEST_RATE`].
+pub(super) fn parse_request_rate(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 && v <= MAX_REQUEST_RATE {
+        Ok(v)
+    } else {
+        Err(format!(
+            "a request rate must be a number more than 0 and at most {MAX_REQUEST_RATE:e}"
+        ))
+    }
+}
+
+/// `--per-ip-burst`, `--per-token-burst`: a whole number of at least 1.
+pub(super) fn parse_burst(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_positive_whole(s)?).map_err(|_| format!("a burst is at most {}", u32::MAX))
+}
+
+/// `--max-body-bytes`: a whole number of at least 1.
+pub(super) fn parse_body_bytes(s: &str) -> Result<usize, String> {
+    usize::try_from(parse_positive_whole(s)?)
+        .map_err(|_| format!("the body limit is at most {}", usize::MAX))
+}
+
+/// `--max-connections`: a whole number of at least 1.
+pub(super) fn parse_connections(s: &str) -> Result<usize, String> {
+    usize::try_from(parse_positive_whole(s)?)
+        .map_err(|_| format!("the connection limit is at most {}", usize::MAX))
+}
+
+/// `--small-cell`: a finite number of at least 0.
+pub(super) fn parse_small_cell(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("the small-cell threshold must be a number of at least 0".into())
+    }
+}
+
+/// A budget ρ (`budget init --total`, `budget renew --total`, `release --rho`): finite and
+/// more than 0.
+pub(super) fn parse_rho(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("rho must be a finite number more than 0".into())
+    }
+}
+
+/// The ρ added to an allocation (`budget allocate NAME RHO`): finite and at least 0, since 0
+/// adds only δ to an existing allocation.
+pub(super) fn parse_rho_to_add(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("rho must be a finite number of at least 0".into())
+    }
+}
+
+/// A δ (`budget init`, `allocate`, `renew` and `release --delta`): from 0 up to, not
+/// including, 1. A release's δ has a lower ceiling, which its spec check gives.
+pub(super) fn parse_delta(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("delta must be a number from 0 up to, not including, 1".into())
+    }
+}
+
+/// `--display-delta`, the δ at which ρ is shown as (ε, δ): more than 0 and less than 1.
+pub(super) fn parse_display_delta(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err("the display delta must be a number more than 0 and less than 1".into())
+    }
+}
+
+/// A noise scale (`--sigma`, `--equity-sigma`, `--min-scale`): finite and more than 0.
+pub(super) fn parse_scale(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("a noise scale must be a finite number more than 0".into())
+    }
+}
+
+/// `--k`, the most cells (or cohorts) one survivor may count in: 1 to [`MAX_K`], what the
+/// engine supports.
+pub(super) fn parse_k(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
+        _ => Err(format!("k must be a whole number from 1 to {MAX_K}")),
+    }
+}
+
+/// `--horizon`, the budget period in days: a whole number of at least 1 (the ledger sets
+/// the longest).
+pub(super) fn parse_horizon_days(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_positive_whole(s)?)
+        .map_err(|_| format!("the horizon is at most {} days", u32::MAX))
+}
+
+/// `--max-reject-rate`: a share, from 0 to 1.
+pub(super) fn parse_share(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("a share must be a number from 0 to 1".into())
+    }
+}
+
+/// `plan --target-halfwidth`, a rate's half-width: more than 0 and less than 1.
+pub(super) fn parse_halfwidth(s: &str) -> Result<f64, String> {
+    let v = parse_number(s)?;
+    if v.is_finite() && v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err("a rate's half-width must be a number more than 0 and less than 1".into())
+    }
+}
+
+/// `plan --at`, the survivors at which half-widths are shown: a whole number of at least 1.
+pub(super) fn parse_survivors(s: &str) -> Result<u64, String> {
+    parse_positive_whole(s)
+}
+
+/// A value of the release's flag form, read by `parse`. When `parse` refuses it, the error
+/// is the command line's, exit 2, and its message starts with the flag and the value as
+/// written (`--cell program_id: write COLUMN=DOMAIN`), passed through
+/// [`crate::present::tables::terminal_safe`] since it is printed as given.
+#[derive(Clone)]
+pub(super) struct FlagForm<T>(fn(&str) -> Result<T, String>);
+
+/// A [`FlagForm`] parser for clap's `value_parser`.
+pub(super) fn flag_form<T>(parse: fn(&str) -> Result<T, String>) -> FlagForm<T> {
+    FlagForm(parse)
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for FlagForm<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let Some(text) = value.to_str() else {
+            return Err(clap::Error::new(ErrorKind::InvalidUtf8).with_cmd(cmd));
+        };
+        (self.0)(text).map_err(|why| {
+            let flag = arg.map_or_else(String::new, |a| match a.get_long() {
+                Some(long) => format!("--{long}"),
+                None => a.get_id().to_string(),
+            });
+            let message = format!("{flag} {text}: {why}");
+            cmd.clone().error(
+                ErrorKind::ValueValidation,
+                crate::present::tables::terminal_safe(&message),
+            )
+        })
+    }
+}
+
+/// `--cell COLUMN=DOMAIN`: a cell key and its public domain, `programs`,
+/// `quarters:FROM..TO`, `dictionary:TABLE.COLUMN`, `values:A,B,C` or `private`.
+pub(super) fn parse_cell(c: &str) -> Result<CellSpec, String> {
+    let (column, domain) = c
+        .split_once('=')
+        .ok_or_else(|| "write COLUMN=DOMAIN".to_string())?;
+    let domain = match domain.split_once(':') {
+        None if domain == "programs" => DomainSpec::Programs,
+        None if domain == "private" => DomainSpec::Private,
+        Some(("dictionary", d)) => DomainSpec::Dictionary(d.into()),
+        Some(("values", list)) => DomainSpec::Values(list.split(',').map(String::from).collect()),
+        Some(("quarters", range)) => {
+            let (from, to) = range
+                .split_once("..")
+                .ok_or_else(|| "write quarters:FROM..TO".to_string())?;
+            DomainSpec::Quarters {
+                from: from.into(),
+                to: to.into(),
+            }
+        }
+        _ => {
+            return Err(
+                "unknown cell domain; use programs, quarters:FROM..TO, dictionary:TABLE.COLUMN, values:A,B,C or private"
+                    .into(),
+            );
+        }
+    };
+    Ok(CellSpec {
+        column: column.into(),
+        domain,
+    })
+}
+
+/// `--stat NAME:count` or `--stat NAME:sum:LOWER:UPPER`, with whole-number bounds.
+pub(super) fn parse_statistic(s: &str) -> Result<StatisticSpec, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        [name, "count"] => Ok(StatisticSpec {
+            name: (*name).into(),
+            column: None,
+            kind: StatisticKind::Count,
+            lower: None,
+            upper: None,
+        }),
+        [name, "sum", lower, upper] => {
+            let num = |x: &str| {
+                x.parse::<i64>().map_err(|_| {
+                    format!("bounds must be integers, from {} to {}", i64::MIN, i64::MAX)
+                })
+            };
+            Ok(StatisticSpec {
+                name: (*name).into(),
+                column: None,
+                kind: StatisticKind::Sum,
+                lower: Some(num(lower)?),
+                upper: Some(num(upper)?),
+            })
+        }
+        [_, "sum", ..] => Err("missing bounds; write NAME:sum:LOWER:UPPER".into()),
+        _ => Err("write NAME:count or NAME:sum:LOWER:UPPER".into()),
+    }
+}
+
+/// `--scale NAME=SCALE`: a statistic's noise scale, finite and more than 0.
+pub(super) fn parse_named_scale(s: &str) -> Result<(String, f64), String> {
+    let (name, v) = s
+        .split_once('=')
+        .ok_or_else(|| "write NAME=SCALE".to_string())?;
+    let v: f64 = v
+        .parse()
+        .map_err(|_| "the scale must be a number".to_string())?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err("the scale must be a finite number more than 0".into());
+    }
+    Ok((name.to_string(), v))
+}
+
+/// `--ratio NAME=NUMERATOR/DENOMINATOR`: a ratio of two statistics.
+pub(super) fn parse_ratio(r: &str) -> Result<RatioSpec, String> {
+    let write = || "write NAME=NUMERATOR/DENOMINATOR".to_string();
+    let (name, rest) = r.split_once('=').ok_or_else(write)?;
+    let (num, den) = rest.split_once('/').ok_or_else(write)?;
+    Ok(RatioSpec {
+        name: name.into(),
+        numerator: num.into(),
+        denominator: den.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_refuse_nan_infinities_and_values_out_of_range() {
+        for bad in ["NaN", "inf", "-inf", "infinity", "-1", "0", "x", ""] {
+            assert!(parse_rho(bad).is_err(), "{bad}");
+            assert!(parse_scale(bad).is_err(), "{bad}");
+            assert!(parse_halfwidth(bad).is_err(), "{bad}");
+            assert!(parse_display_delta(bad).is_err(), "{bad}");
+        }
+        for bad in ["NaN", "inf", "-1", "1", "1.5"] {
+            assert!(parse_delta(bad).is_err(), "{bad}");
+        }
+        for bad in ["NaN", "inf", "-0.1", "1.01"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_rho_to_add("0"), Ok(0.0));
+        assert!(parse_rho_to_add("-0.5").is_err());
+        assert_eq!(parse_delta("0"), Ok(0.0));
+        assert_eq!(parse_delta("1e-5"), Ok(1e-5));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert_eq!(parse_k("1"), Ok(1));
+        assert_eq!(parse_k(&MAX_K.to_string()), Ok(MAX_K));
+        for bad in ["0", "-1", "1.5", "99999999999"] {
+            assert!(parse_k(bad).is_err(), "{bad}");
+        }
+        assert!(parse_k(&(MAX_K + 1).to_string()).is_err());
+        assert!(parse_horizon_days("0").is_err());
+        assert!(parse_horizon_days("4294967296").is_err());
+        assert!(parse_survivors("0").is_err());
+    }
+
+    #[test]
+    fn the_flag_form_reads_what_it_always_read() {
+        assert_eq!(
+            parse_cell("quarter=quarters:2024Q3..2026Q2").unwrap(),
+            CellSpec {
+                column: "quarter".into(),
+                domain: DomainSpec::Quarters {
+                    from: "2024Q3".into(),
+                    to: "2026Q2".into()
+                }
+            }
+        );
+        assert_eq!(
+            parse_cell("g=values:a,b").unwrap().domain,
+            DomainSpec::Values(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(parse_cell("p=private").unwrap().domain, DomainSpec::Private);
+        assert_eq!(
+            parse_cell("p=dictionary:t.c").unwrap().domain,
+            DomainSpec::Dictionary("t.c".into())
+        );
+        assert!(parse_cell("program_id").is_err());
+        assert!(parse_cell("program_id=everything").is_err());
+        assert!(parse_cell("q=quarters:2024Q3").is_err());
+        let sum = parse_statistic("days:sum:0:30").unwrap();
+        assert_eq!((sum.lower, sum.upper), (Some(0), Some(30)));
+        assert_eq!(
+            parse_statistic("n:count").unwrap().kind,
+            StatisticKind::Count
+        );
+        assert!(parse_statistic("n:median").is_err());
+        assert!(parse_statistic("n:sum:0:x").is_err());
+        assert!(parse_statistic("n:sum:0").is_err());
+        assert_eq!(parse_named_scale("n=2.5"), Ok(("n".into(), 2.5)));
+        for bad in ["n=wide", "n=NaN", "n=inf", "n=0", "n=-1", "n"] {
+            assert!(parse_named_scale(bad).is_err(), "{bad}");
+        }
+        let r = parse_ratio("rate=engaged/attempted").unwrap();
+        assert_eq!(
+            (
+                r.name.as_str(),
+                r.numerator.as_str(),
+                r.denominator.as_str()
+            ),
+            ("rate", "engaged", "attempted")
+        );
+        assert!(parse_ratio("r").is_err());
+        assert!(parse_ratio("r=a").is_err());
+    }
+}
