@@ -68,12 +68,20 @@ impl Writer {
 /// One field as a line would hold it, quoted if it needs it, for a line put together by
 /// hand (the synthetic exports).
 pub fn field(s: &str) -> String {
+    // A record of one empty field is written `""` (so that it is not an empty line); a
+    // field among others is written as nothing.
+    if s.is_empty() {
+        return String::new();
+    }
     let mut w = csv::WriterBuilder::new()
         .quote_style(csv::QuoteStyle::Necessary)
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
-    w.write_field(s).expect("writing CSV to memory cannot fail");
-    let bytes = w.into_inner().expect("writing CSV to memory cannot fail");
+    // A whole record, so that the writer closes a quoted field before it is read back.
+    w.write_record([s])
+        .expect("writing CSV to memory cannot fail");
+    let mut bytes = w.into_inner().expect("writing CSV to memory cannot fail");
+    bytes.pop();
     String::from_utf8(bytes).expect("the field is text")
 }
 
