@@ -117,28 +117,7 @@ fn grouped(catalog: &Catalog) -> Vec<(&super::MetricFile, Vec<String>)> {
 
 /// Every program id of the public `programs` table, in order.
 pub async fn program_ids(ctx: &SessionContext) -> Result<Vec<String>> {
-    let run = |e: datafusion::error::DataFusionError| QueriesError::Run {
-        file: "programs".into(),
-        message: e.strip_backtrace(),
-    };
-    let batches = ctx
-        .sql("SELECT DISTINCT CAST(program_id AS VARCHAR) AS program_id FROM programs ORDER BY 1")
-        .await
-        .map_err(run)?
-        .collect()
-        .await
-        .map_err(run)?;
-    let mut ids = Vec::new();
-    for b in &batches {
-        let a = cast_utf8(b.column(0)).map_err(run)?;
-        let a = a.as_string::<i32>();
-        ids.extend(
-            (0..a.len())
-                .filter(|&i| a.is_valid(i))
-                .map(|i| a.value(i).to_string()),
-        );
-    }
-    Ok(ids)
+    Ok(crate::warehouse::programs::read(ctx).await?.ids())
 }
 
 fn cast_utf8(

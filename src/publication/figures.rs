@@ -132,14 +132,8 @@ pub struct RateEstimate {
 /// a rate: ≤ 0, or within twice its own 95% half-width of zero.
 pub fn rate(num: Noisy, den: Noisy) -> Option<RateEstimate> {
     let den_half = Z95 * den.variance.sqrt();
-    // NaN fails every comparison: `is_nan` keeps a NaN denominator insufficient too.
-    if den.raw.is_nan() || den.raw <= 0.0 || den.raw <= 2.0 * den_half {
-        return None;
-    }
-    let r = num.raw / den.raw;
-    // Var(N/D) ≈ (Var N + r² Var D) / D² for independent noise.
-    let variance = (num.variance + r * r * den.variance) / (den.raw * den.raw);
-    Some(RateEstimate { raw: r, variance })
+    crate::privacy::release::delta_ratio(num.raw, den.raw, num.variance, den.variance, den_half)
+        .map(|(raw, variance)| RateEstimate { raw, variance })
 }
 
 impl RateFigure {

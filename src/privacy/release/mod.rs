@@ -49,7 +49,7 @@ pub use plan::{
 };
 pub use result::{
     NoisyValue, PartitionSelection, PublicRelease, RatioResult, RatioValue, ReleaseResult,
-    StatisticResult, build_result, build_selected_result, distribution_name, ratio,
+    StatisticResult, build_result, build_selected_result, delta_ratio, distribution_name, ratio,
 };
 pub use rows::{bound, person_rows};
 

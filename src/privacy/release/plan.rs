@@ -4,7 +4,6 @@
 //! the release's `d_in`, `d_out` and idempotency key are fixed. No person's rows are read
 //! here; a refusal from this module costs no budget.
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -103,42 +102,7 @@ pub async fn plan_query(ctx: &SessionContext, source: &str, sql: &str) -> Result
 /// The public `program_id`s, for the `programs` domain: the key of the public table that
 /// person rows reference, both named by the dictionary.
 pub async fn program_ids(ctx: &SessionContext) -> Result<Vec<String>> {
-    let dict = crate::warehouse::dictionary()?;
-    let (table, key) = dict
-        .tables()
-        .iter()
-        .find_map(|t| t.reference())
-        .and_then(|(_, name)| dict.table(name))
-        .map(|t| (t.name.as_str(), t.primary_key.as_str()))
-        .ok_or_else(|| {
-            PrivacyError::Warehouse(
-                datafusion::error::DataFusionError::Internal(
-                    "the data dictionary names no table that person rows reference".into(),
-                )
-                .into(),
-            )
-        })?;
-    let batches = ctx
-        .sql(&format!(
-            "SELECT DISTINCT \"{key}\" FROM \"{table}\" ORDER BY \"{key}\""
-        ))
-        .await
-        .map_err(|e| PrivacyError::Warehouse(e.into()))?
-        .collect()
-        .await
-        .map_err(|e| PrivacyError::Warehouse(e.into()))?;
-    let mut out = Vec::new();
-    for b in batches {
-        let col = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| {
-            PrivacyError::Warehouse(datafusion::error::DataFusionError::from(e).into())
-        })?;
-        let s = col
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>()
-            .expect("cast to Utf8");
-        out.extend(s.iter().flatten().map(str::to_string));
-    }
-    Ok(out)
+    Ok(crate::warehouse::programs::read(ctx).await?.ids())
 }
 
 /// Everything about a release that is fixed before the data is read.

@@ -292,14 +292,32 @@ pub fn build_selected_result(
 /// A ratio of noisy values with its delta-method interval (post-processing only). The
 /// denominator must clear twice its own 95% noise half-width, else there is nothing to say.
 pub fn ratio(num: f64, den: f64, var_num: f64, var_den: f64, den_half_width: f64) -> RatioValue {
-    if den <= 0.0 || den <= 2.0 * den_half_width {
+    let Some((r, variance)) = delta_ratio(num, den, var_num, var_den, den_half_width) else {
         return RatioValue::InsufficientData;
-    }
-    let r = num / den;
-    let sd = ((var_num + r * r * var_den) / (den * den)).sqrt();
+    };
+    let sd = variance.sqrt();
     RatioValue::Estimate {
         estimate: r,
         lower: r - 1.96 * sd,
         upper: r + 1.96 * sd,
     }
+}
+
+/// The one rate of the warehouse: `num ÷ den` of two independently noised values, with its
+/// delta-method variance `(Var N + r² Var D) / D²`. `None` when the noisy denominator cannot
+/// carry a rate: NaN, ≤ 0, or within `2 × den_half_width` of zero. A release's ratio
+/// ([`ratio`]) and a publication's rate (`publication::figures::rate`) both come from it.
+pub fn delta_ratio(
+    num: f64,
+    den: f64,
+    var_num: f64,
+    var_den: f64,
+    den_half_width: f64,
+) -> Option<(f64, f64)> {
+    // NaN fails every comparison: `is_nan` keeps a NaN denominator insufficient too.
+    if den.is_nan() || den <= 0.0 || den <= 2.0 * den_half_width {
+        return None;
+    }
+    let r = num / den;
+    Some((r, (var_num + r * r * var_den) / (den * den)))
 }
