@@ -1,6 +1,10 @@
 //! The crate's top-level error, classified by who is at fault ([`Fault`], from the
 //! leaf module [`crate::fault`]) so that a CLI exit code ([`Fault::exit_code`]) and an HTTP
 //! status (`api::error`) are one `match` each.
+//!
+//! It wraps one error per stage, each with its own fault, and is used only by the stages
+//! that face a person (presentation, the API, the demo and the command line): the stages
+//! of the pipeline before them return their own errors and never this one.
 
 pub use crate::fault::Fault;
 
@@ -9,6 +13,7 @@ use crate::ingest::IngestError;
 use crate::ledger::LedgerError;
 use crate::metrics::QueriesError;
 use crate::privacy::PrivacyError;
+use crate::publication::PublicationError;
 use crate::requests::RequestsError;
 use crate::synth::SynthError;
 use crate::warehouse::WarehouseError;
@@ -30,6 +35,8 @@ pub enum Error {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Queries(#[from] QueriesError),
+    #[error(transparent)]
+    Publication(#[from] PublicationError),
     #[error(transparent)]
     Requests(#[from] RequestsError),
     /// The API server cannot listen (address in use, no permission) or its socket failed.
@@ -58,6 +65,7 @@ impl Error {
             Error::Privacy(e) => e.fault(),
             Error::Ledger(e) => e.fault(),
             Error::Queries(e) => e.fault(),
+            Error::Publication(e) => e.fault(),
             Error::Requests(e) => e.fault(),
             Error::Listen { .. } => Fault::BadInput,
             Error::Usage(_) => Fault::Usage,

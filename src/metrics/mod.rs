@@ -24,9 +24,7 @@ use serde::Deserialize;
 
 use crate::fault::Fault;
 
-/// Errors of the metric catalog and the steward's exact mode, and the refusals of the
-/// `publication` stage that publishes the metrics (`Incomplete`, `AlreadyPublished`,
-/// `LaplaceNotSupported`).
+/// Errors of the metric catalog and the steward's exact mode.
 #[derive(Debug, thiserror::Error)]
 pub enum QueriesError {
     #[error("{file}: {message}")]
@@ -38,37 +36,6 @@ pub enum QueriesError {
     },
     #[error("{file}: {message}")]
     Run { file: String, message: String },
-    #[error(
-        "{quarter}: follow-up is not complete for {statistics}; declare the tables complete \
-         (`outreach complete-through`) once their data are in, or publish with \
-         --allow-incomplete, which marks those figures incomplete"
-    )]
-    Incomplete { quarter: String, statistics: String },
-    #[error(
-        "{quarter} was published from dataset version {version} (release {release}); the \
-         warehouse is now {now}. Publish it again with --republish: a new, debited release \
-         that supersedes the old one"
-    )]
-    AlreadyPublished {
-        quarter: String,
-        version: String,
-        release: i64,
-        now: String,
-    },
-    /// `publish` and `plan` under a pure ε-DP (Laplace) budget: their noise is calibrated
-    /// for zCDP only, so they refuse before anything is prepared or spent.
-    #[error(
-        "publish's calibration is for zCDP: every standard count gets discrete Gaussian noise \
-         of scale sigma, debited as rho = k * sum of B^2 / (2 sigma^2). This warehouse's budget \
-         uses pure epsilon-DP discrete Laplace noise (`budget init --noise laplace`), under \
-         which sigma would be taken as the Laplace scale and every statistic would compose its \
-         own epsilon (at the default sigma the standard release alone would ask for about \
-         rho = 11), so a Laplace budget is not supported for publish or plan. Use `outreach \
-         release --spec FILE` with `rho`, which calibrates Laplace noise itself (scale b = \
-         k * sum of B / epsilon, epsilon = sqrt(2 rho)), or a warehouse whose budget uses \
-         Gaussian noise"
-    )]
-    LaplaceNotSupported,
     #[error(transparent)]
     Privacy(#[from] crate::privacy::PrivacyError),
     #[error(transparent)]
@@ -78,10 +45,7 @@ pub enum QueriesError {
 impl QueriesError {
     pub fn fault(&self) -> Fault {
         match self {
-            QueriesError::Declaration { .. }
-            | QueriesError::Incomplete { .. }
-            | QueriesError::AlreadyPublished { .. }
-            | QueriesError::LaplaceNotSupported => Fault::BadInput,
+            QueriesError::Declaration { .. } => Fault::BadInput,
             QueriesError::Read { .. } | QueriesError::Run { .. } => Fault::Internal,
             QueriesError::Privacy(e) => e.fault(),
             QueriesError::Warehouse(e) => e.fault(),

@@ -12,6 +12,8 @@
 //!   post-processing of released counts.
 //! - [`document`]: the publication document, everything a publication shows, and its
 //!   versions.
+//! - [`error`]: what stops a publication or a plan ([`PublicationError`]): publishing's own
+//!   refusals, and the errors of the stages it runs through, each with its fault.
 //! - [`stored`]: the stored publications, append-only in the ledger's SQLite file, which
 //!   quarter each publishes and which superseded which, and the public programs table each
 //!   was made from (what the API lists, so that it reads no data).
@@ -20,6 +22,7 @@
 //! function and `crate::publication::Publication` the document.
 
 pub mod document;
+pub mod error;
 pub mod figures;
 pub mod plan;
 pub mod publish;
@@ -30,6 +33,7 @@ pub use document::{
     BreakdownFigures, Completeness, DocumentError, GroupFigures, IncompleteTable, PUBLICATION_NOTE,
     PUBLICATION_VERSION, ProgramFigures, Publication,
 };
+pub use error::{PublicationError, Result};
 pub use plan::{Plan, plan, plan_for_target, plan_with, rate_half_width};
 pub use publish::{
     CountNoise, GROUPINGS, ProgramInfo, PublishOptions, Published, QuarterLoss, ReleaseLoss,

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::error::{PublicationError, Result};
 use super::publish::{rate_variance, zcdp_only};
 use super::specs::{EQUITY_NOISE, StandardNoise, equity_spec, standard_spec};
-use crate::Result;
 use crate::ledger::Ledger;
-use crate::metrics::{Catalog, QueriesError, RateDef};
+use crate::metrics::{Catalog, RateDef};
 use crate::privacy::functions;
 use crate::privacy::mechanism::epsilon_at;
 use crate::privacy::release::prepare;
@@ -188,11 +188,7 @@ pub async fn plan_for_target(
     at: u64,
 ) -> Result<Plan> {
     if !(target > 0.0 && target < 1.0) {
-        return Err(QueriesError::Declaration {
-            file: "plan".into(),
-            message: format!("--target-halfwidth {target} must be in (0, 1)"),
-        }
-        .into());
+        return Err(PublicationError::TargetHalfWidth { target });
     }
     // With one σ for every statistic of a release, its worst rate's half-width is
     // 1.96·σ·√2/n: the same closed form for both releases.

@@ -28,17 +28,17 @@ use super::document::{
     BreakdownFigures, Completeness, GroupFigures, IncompleteTable, PUBLICATION_NOTE,
     PUBLICATION_VERSION, ProgramFigures, Publication,
 };
+use super::error::{PublicationError, Result};
 use super::figures::{CountFigure, DifferenceFigure, Noisy, RateEstimate, RateFigure, rate};
 use super::specs::{StandardNoise, breakdown_values, equity_spec, standard_spec};
 use super::stored::{NewPublication, StoredPublication};
 use crate::ledger::Ledger;
-use crate::metrics::{Catalog, QueriesError};
+use crate::metrics::Catalog;
 use crate::privacy::mechanism::{epsilon_at, noise_variance};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::{NoiseKind, ReleaseRequest, release_all};
 use crate::quarter::Quarter;
 use crate::warehouse::{Warehouse, open_session_at};
-use crate::{Error, Result};
 
 /// The completeness of every per-program statistic for `quarter`, from the manifest's
 /// declared dates, never from the data.
@@ -110,12 +110,7 @@ impl ProgramInfo {
 /// The public `programs` table, read as the dictionary declares it
 /// ([`crate::warehouse::programs`]).
 pub async fn programs(ctx: &datafusion::prelude::SessionContext) -> Result<Vec<ProgramInfo>> {
-    let run = |message: String| {
-        Error::from(QueriesError::Run {
-            file: "programs".into(),
-            message,
-        })
-    };
+    let run = PublicationError::Programs;
     let table = crate::warehouse::programs::read(ctx)
         .await
         .map_err(|e| run(e.to_string()))?;
@@ -682,7 +677,7 @@ pub fn quarter_loss_in(ledger: &Ledger, quarter: &str) -> Result<QuarterLoss> {
 pub(super) fn zcdp_only(config: &crate::ledger::PrivacyConfig) -> Result<()> {
     match config.noise {
         NoiseKind::DiscreteGaussian => Ok(()),
-        NoiseKind::DiscreteLaplace => Err(QueriesError::LaplaceNotSupported.into()),
+        NoiseKind::DiscreteLaplace => Err(PublicationError::LaplaceNotSupported),
     }
 }
 
@@ -720,24 +715,22 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         })
         .collect();
     if !incomplete.is_empty() && !opts.allow_incomplete {
-        return Err(QueriesError::Incomplete {
+        return Err(PublicationError::Incomplete {
             quarter: q,
             statistics: incomplete.join(", "),
-        }
-        .into());
+        });
     }
     let current = ledger.current_publication(&q)?;
     if let Some(cur) = &current
         && cur.dataset_version != version
         && !opts.republish
     {
-        return Err(QueriesError::AlreadyPublished {
+        return Err(PublicationError::AlreadyPublished {
             quarter: q,
             version: cur.dataset_version.clone(),
             release: cur.release_id,
             now: version,
-        }
-        .into());
+        });
     }
     drop(ledger);
     // Both releases are priced before either is debited, and debited together: a quarter is
@@ -761,13 +754,8 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
     let equity = outcomes.next();
     let ctx = open_session_at(&wh, &manifest)?;
     let programs = programs(&ctx).await?;
-    let (per_program, groups) =
-        figures(&catalog, &out.public, &programs, &completeness).map_err(|message| {
-            QueriesError::Run {
-                file: "publish".into(),
-                message,
-            }
-        })?;
+    let (per_program, groups) = figures(&catalog, &out.public, &programs, &completeness)
+        .map_err(PublicationError::Figures)?;
     let d_out = &out.public.d_out;
     let first = out.public.result.statistics.first();
     let publication = Publication {

@@ -86,6 +86,10 @@ pub enum RequestsError {
     Random(String),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    /// The release of an approved request was refused before its debit (over budget, a
+    /// spec that no longer plans) or failed after it; the privacy engine's words.
+    #[error(transparent)]
+    Release(#[from] crate::privacy::PrivacyError),
     /// A defect or an environment failure while checking a request.
     #[error("internal: {0}")]
     Internal(String),
@@ -104,6 +108,7 @@ impl RequestsError {
             RequestsError::OverBudget(_) => Fault::BudgetExhausted,
             RequestsError::Busy => Fault::Busy,
             RequestsError::Ledger(e) => e.fault(),
+            RequestsError::Release(e) => e.fault(),
             RequestsError::Sqlite { .. }
             | RequestsError::NewerSchema { .. }
             | RequestsError::Random(_)

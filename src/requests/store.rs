@@ -757,15 +757,14 @@ pub async fn approve(
     id: &str,
     steward: &str,
     public: bool,
-) -> crate::Result<(StoredRequest, Option<crate::privacy::ReleaseOutcome>)> {
+) -> Result<(StoredRequest, Option<crate::privacy::ReleaseOutcome>)> {
     let mut queue = Queue::open(warehouse)?;
     let request = queue.get(id)?;
     if !matches!(request.state, RequestState::Pending | RequestState::Failed) {
         return Err(RequestsError::NotPending {
             id: id.to_string(),
             state: request.state.as_str().to_string(),
-        }
-        .into());
+        });
     }
     let spec: ReleaseSpec = serde_json::from_value(request.spec.clone())
         .map_err(|e| RequestsError::Invalid(format!("request {id}'s stored spec: {e}")))?;
@@ -773,8 +772,7 @@ pub async fn approve(
         return Err(RequestsError::Invalid(format!(
             "request {id}'s spec names allocation '{}', not its researcher's",
             spec.allocation
-        ))
-        .into());
+        )));
     }
     let req = ReleaseRequest {
         spec,
@@ -787,8 +785,7 @@ pub async fn approve(
                 return Err(RequestsError::Invalid(format!(
                     "internal: release {} belongs to allocation '{}', not to request {id}'s researcher",
                     outcome.id, stored.allocation
-                ))
-                .into());
+                )));
             }
             queue.decide(
                 id,
