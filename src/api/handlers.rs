@@ -8,6 +8,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -71,15 +72,15 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
 }
 
-/// Whether `If-None-Match` names `etag` (or `*`).
+/// Whether the client's copy is current: `If-None-Match` is `*` or names `etag`, weak or
+/// strong (the weak comparison RFC 9110 asks of `If-None-Match`).
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == etag || t == "*")
+    let (Some(if_none_match), Ok(etag)) =
+        (headers.typed_get::<IfNoneMatch>(), etag.parse::<ETag>())
+    else {
+        return false;
+    };
+    !if_none_match.precondition_passes(&etag)
 }
 
 /// A rendered body in the asked format, with its ETag and caching headers; 304 when the

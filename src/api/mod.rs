@@ -10,15 +10,17 @@
 //! [`pages::Served`], answers from memory with ETags, and reloads when the ledger or the set
 //! of releases made public changes: loading data publishes nothing, so it reloads nothing.
 //!
-//! - [`routes`]: the router and its layers (rate limits per IP and per token, body limit,
-//!   timeout, compression, CORS for GET only, security headers, the access log).
+//! - [`routes`]: the routes, each declared once with its handler (the router and the OpenAPI
+//!   document are both built from them), and the router's layers (rate limits per IP and per
+//!   token, body limit, timeout, compression, CORS for GET only, security headers, the access
+//!   log).
 //! - [`handlers`]: one function per route.
 //! - [`pages`]: what is served, rendered once, with ETags and cache lifetimes, and the cache
 //!   of dashboard pages. The response types are [`crate::present::views`].
 //! - [`state`]: the shared state and the server's limits.
 //! - [`client`]: the client's address, from a trusted proxy's forwarding headers.
 //! - [`error`]: [`ApiError`], the JSON error that never shows internals on a 5xx.
-//! - [`openapi`]: the OpenAPI 3.1 document, from the handlers' annotations.
+//! - [`openapi`]: the OpenAPI 3.1 document, from the routes' handlers and their annotations.
 
 pub mod client;
 pub mod error;

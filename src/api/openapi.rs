@@ -1,8 +1,10 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations. What annotations
-//! cannot say is written in by [`Modify`] steps from the code's own constants, never copied
-//! by hand: the pattern or value list of every parameter ([`ParameterValues`]), the statuses
-//! every route can answer from the router's layers ([`LayerResponses`]), and the CSV form of
-//! every answer that has one ([`CsvBodies`]).
+//! The OpenAPI 3.1 document, generated from the handlers' annotations: its operations are
+//! those of the routes the server answers ([`super::routes::api_routes`]), its title, schemas
+//! and tags those of [`ApiDoc`]. What annotations cannot say is written in by [`Modify`]
+//! steps from the code's own constants, never copied by hand: the pattern or value list of
+//! every parameter ([`ParameterValues`]), the statuses every route can answer from the
+//! router's layers ([`LayerResponses`]), and the CSV form of every answer that has one
+//! ([`CsvBodies`]).
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -10,7 +12,8 @@ use utoipa::openapi::{Content, Header, Object, PathItem, Ref, RefOr, Response, S
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::handlers::{self, FORMATS, Submitted};
+use super::handlers::{FORMATS, Submitted};
+use super::routes::api_routes;
 use crate::dictionary::{Dictionary, IdPattern};
 use crate::metrics::Catalog;
 use crate::present::snapshot::SINCE_PATTERN;
@@ -167,7 +170,7 @@ impl Modify for LayerResponses {
 }
 
 /// The CSV form of every answer that has one: an operation with a `format` parameter
-/// answers `text/csv` to `?format=csv` or `Accept: text/csv` ([`handlers::respond`]).
+/// answers `text/csv` to `?format=csv` or `Accept: text/csv` ([`super::handlers::respond`]).
 struct CsvBodies;
 
 impl Modify for CsvBodies {
@@ -196,22 +199,6 @@ impl Modify for CsvBodies {
             that a data steward approves before anything runs.",
         license(name = "Apache-2.0")
     ),
-    paths(
-        handlers::dashboard,
-        handlers::health,
-        handlers::openapi,
-        handlers::programs,
-        handlers::metrics,
-        handlers::quarters,
-        handlers::program_quarter,
-        handlers::compare,
-        handlers::releases,
-        handlers::release,
-        handlers::budget,
-        handlers::submit,
-        handlers::my_requests,
-        handlers::request_status,
-    ),
     components(schemas(
         ErrorBody,
         ErrorDetail,
@@ -233,7 +220,6 @@ impl Modify for CsvBodies {
         ResearcherView,
         RequestSummary,
     )),
-    modifiers(&BearerAuth, &ParameterValues, &LayerResponses, &CsvBodies),
     tags(
         (name = "dashboard", description = "The dashboard page (HTML, no JavaScript)"),
         (name = "meta", description = "Health and this document"),
@@ -245,7 +231,13 @@ impl Modify for CsvBodies {
 )]
 pub struct ApiDoc;
 
-/// The document served at `/openapi.json`.
+/// The document served at `/openapi.json`: [`ApiDoc`] with the operation of every route
+/// ([`api_routes`]), then the [`Modify`] steps, which read those operations.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let (_, mut doc) = api_routes(|researcher| researcher).split_for_parts();
+    let steps: [&dyn Modify; 4] = [&BearerAuth, &ParameterValues, &LayerResponses, &CsvBodies];
+    for step in steps {
+        step.modify(&mut doc);
+    }
+    doc
 }

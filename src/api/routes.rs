@@ -1,5 +1,10 @@
 //! The router: routes, and the layers every request passes (the client's address, rate
 //! limits, body limit, timeout, compression, CORS, security headers, access log).
+//!
+//! Each route is declared once, in [`api_routes`], with the handler whose annotation
+//! describes it: the server's router ([`app`]) and the OpenAPI document
+//! ([`super::openapi::document`]) are both split from it, so no route can be answered and
+//! undocumented, or documented and not answered.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,7 +15,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tower_governor::GovernorLayer;
 use tower_governor::errors::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -19,14 +23,18 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::client::{ClientAddr, client_addr};
 use super::error::ApiError;
 use super::handlers;
+use super::openapi::ApiDoc;
 use super::state::{AccessRecord, AppState};
 
-/// Every route the server answers, as (method, path template): the OpenAPI test checks each
-/// is documented.
+/// Every route the server answers, as (method, path template): the list the tests hold the
+/// router and the OpenAPI document to.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/healthz"),
@@ -183,6 +191,33 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     r
 }
 
+/// Every route of the API, each declared once with its handler, which carries its OpenAPI
+/// operation; the document's title, schemas and tags come from [`ApiDoc`]. The researchers'
+/// routes (`/v1/requests`) pass through `researcher_layers` (the server's body limit and
+/// per-token rate limit; the document needs none), then join the public ones.
+pub fn api_routes(
+    researcher_layers: impl FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let researcher = researcher_layers(
+        OpenApiRouter::default()
+            .routes(routes!(handlers::submit, handlers::my_requests))
+            .routes(routes!(handlers::request_status)),
+    );
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::dashboard))
+        .routes(routes!(handlers::health))
+        .routes(routes!(handlers::openapi))
+        .routes(routes!(handlers::programs))
+        .routes(routes!(handlers::metrics))
+        .routes(routes!(handlers::quarters))
+        .routes(routes!(handlers::program_quarter))
+        .routes(routes!(handlers::compare))
+        .routes(routes!(handlers::releases))
+        .routes(routes!(handlers::release))
+        .routes(routes!(handlers::budget))
+        .merge(researcher)
+}
+
 /// The application: every route with its layers, over `state`.
 pub fn app(state: AppState) -> Router {
     app_with_routes(state, Router::new())
@@ -225,32 +260,14 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         });
     }
 
-    let researcher = Router::new()
-        .route(
-            "/v1/requests",
-            post(handlers::submit).get(handlers::my_requests),
-        )
-        .route("/v1/requests/{id}", get(handlers::request_status))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(GovernorLayer::new(per_token).error_handler(too_many));
+    let (api, _) = api_routes(|researcher| {
+        researcher
+            .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+            .layer(GovernorLayer::new(per_token).error_handler(too_many))
+    })
+    .split_for_parts();
 
-    Router::new()
-        .route("/", get(handlers::dashboard))
-        .route("/healthz", get(handlers::health))
-        .route("/openapi.json", get(handlers::openapi))
-        .route("/v1/programs", get(handlers::programs))
-        .route("/v1/metrics", get(handlers::metrics))
-        .route("/v1/quarters", get(handlers::quarters))
-        .route(
-            "/v1/quarters/{quarter}/programs/{program_id}",
-            get(handlers::program_quarter),
-        )
-        .route("/v1/quarters/{quarter}/compare", get(handlers::compare))
-        .route("/v1/releases", get(handlers::releases))
-        .route("/v1/releases/{id}", get(handlers::release))
-        .route("/v1/budget", get(handlers::budget))
-        .merge(researcher)
-        .merge(extra)
+    api.merge(extra)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(GovernorLayer::new(per_ip).error_handler(too_many))

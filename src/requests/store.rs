@@ -16,6 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::{Quote, RequestsError, Result, allocation_of};
 use crate::privacy::{PrivacyError, PublicRelease, ReleaseRequest, ReleaseSpec, release};
@@ -375,16 +376,10 @@ fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Compares two equal-length byte strings in time that does not depend on where they differ.
+/// Whether two byte strings are equal, compared in time that does not depend on where they
+/// differ (`subtle`'s constant-time equality); strings of different lengths are unequal.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
+    bool::from(a.ct_eq(b))
 }
 
 fn check_name(name: &str) -> Result<()> {
