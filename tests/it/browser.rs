@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::api::Served;
-use super::dashboard::{demo_warehouse, rate_text, report_command};
+use super::present::{demo_warehouse, rate_text, report_command};
 
 fn chromium() -> PathBuf {
     let path = std::env::var_os("CHROMIUM")

@@ -24,7 +24,7 @@ use outreach_warehouse::requests::{
     Decision, MAX_PENDING_PER_RESEARCHER, Queue, RequestsError, Role, reject,
 };
 
-use super::api::{
+use super::{
     Reply, Served, assert_error, get, published, roomy, send, state, submission, submit, submit_id,
     with_researcher,
 };

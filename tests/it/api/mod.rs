@@ -2,6 +2,10 @@
 //! (no socket), in JSON and CSV; the OpenAPI document; caching; the security items of the
 //! issue, each with its own test; and a researcher's round trip through the CLI and HTTP.
 
+mod openapi;
+mod public_record;
+mod resources;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,7 +21,7 @@ use outreach_warehouse::requests::{Queue, Role, constant_time_eq};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::metrics::{fixture_files, fixture_opts, opts};
+use crate::publication::{fixture_files, fixture_opts, opts};
 
 /// The fixture warehouse with 2025Q1 and 2025Q2 published, and ρ = 10 left unallocated for
 /// researchers.
@@ -2218,7 +2222,7 @@ async fn a_request_that_takes_too_long_gets_a_json_504() {
 
 /// A version 1 publication document, byte for byte as the ledger stored it before documents
 /// had a version: `serde_json::to_string` of the document's `Value` (compact, keys sorted).
-const PUBLICATION_V1: &str = include_str!("../fixtures/publication-v1.json");
+const PUBLICATION_V1: &str = include_str!("../../fixtures/publication-v1.json");
 
 /// Every key path of a JSON value, array elements as `[]`: its shape without the values.
 fn shape(v: &Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
@@ -2393,7 +2397,7 @@ async fn an_unreadable_publication_makes_healthz_503_and_is_logged_not_dropped()
     );
     // The report of such a quarter is an internal error naming it, not "publish it first".
     let out = tmp.path().join("2025Q3.html");
-    let report = crate::dashboard::report_command(&wh, "2025Q3", &out);
+    let report = crate::present::report_command(&wh, "2025Q3", &out);
     let stderr = String::from_utf8_lossy(&report.stderr);
     assert_eq!(report.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("2025Q3 cannot be read"), "{stderr}");

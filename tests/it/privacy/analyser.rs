@@ -700,11 +700,11 @@ description = "Region."
     let dict = Dictionary::parse(&[
         (
             "programs.toml",
-            include_str!("../../data-dictionary/programs.toml"),
+            include_str!("../../../data-dictionary/programs.toml"),
         ),
         (
             "overdose_events.toml",
-            include_str!("../../data-dictionary/overdose_events.toml"),
+            include_str!("../../../data-dictionary/overdose_events.toml"),
         ),
         ("regions.toml", REGIONS),
     ])

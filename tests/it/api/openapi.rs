@@ -11,13 +11,11 @@ use outreach_warehouse::metrics::Catalog;
 use outreach_warehouse::present::views::COMPARE_BY;
 use serde_json::Value;
 
-use super::api::{
-    assert_error, current_doc, get, get_as, published, roomy, state, with_researcher,
-};
+use super::{assert_error, current_doc, get, get_as, published, roomy, state, with_researcher};
 
-const HANDLERS: &str = include_str!("../../src/api/handlers.rs");
-const ERRORS: &str = include_str!("../../src/api/error.rs");
-const ROUTES_RS: &str = include_str!("../../src/api/routes.rs");
+const HANDLERS: &str = include_str!("../../../src/api/handlers.rs");
+const ERRORS: &str = include_str!("../../../src/api/error.rs");
+const ROUTES_RS: &str = include_str!("../../../src/api/routes.rs");
 
 /// The document as the server builds it.
 fn document() -> Value {

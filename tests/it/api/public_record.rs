@@ -9,7 +9,7 @@ use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::requests::{Quote, Role};
 use serde_json::{Value, json};
 
-use super::api::{
+use super::{
     assert_error, get, get_as, outreach, published, roomy, state, submission, submit, submit_id,
     with_researcher,
 };
