@@ -11,6 +11,7 @@ mod demo;
 mod dictionary;
 mod ingest;
 mod ledger;
+mod metrics;
 mod present;
 mod privacy;
 mod publication;

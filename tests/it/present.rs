@@ -154,8 +154,8 @@ async fn bad_choices_are_400_unpublished_ones_and_an_empty_warehouse_404() {
     let wh2 = tmp2.path().join("wh");
     outreach_warehouse::ingest::ingest(
         &wh2,
-        &super::publication::fixture_files(),
-        &super::publication::fixture_opts("2025-12-31"),
+        &crate::common::fixture::fixture_files(),
+        &crate::common::fixture::fixture_opts("2025-12-31"),
     )
     .unwrap();
     outreach_warehouse::ledger::Ledger::init(

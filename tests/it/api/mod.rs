@@ -21,7 +21,7 @@ use outreach_warehouse::requests::{Queue, Role, constant_time_eq};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::publication::{fixture_files, fixture_opts, opts};
+use crate::common::fixture::{fixture_files, fixture_opts, opts};
 
 /// The fixture warehouse with 2025Q1 and 2025Q2 published, and ρ = 10 left unallocated for
 /// researchers.
