@@ -11,7 +11,9 @@ use outreach_warehouse::metrics::Catalog;
 use outreach_warehouse::present::views::COMPARE_BY;
 use serde_json::Value;
 
-use super::{assert_error, current_doc, get, get_as, published, roomy, state, with_researcher};
+use crate::common::server::{
+    app_for, assert_error, current_doc, get, get_as, published, roomy, state, with_researcher,
+};
 
 const HANDLERS: &str = include_str!("../../../src/api/handlers.rs");
 const ERRORS: &str = include_str!("../../../src/api/error.rs");
@@ -453,7 +455,7 @@ fn every_parameter_states_a_pattern_or_its_values() {
 async fn every_csv_answer_is_documented_as_text_csv() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let release = current_doc(&wh, "2025Q1")["release_id"].to_string();
     let doc = document();
     let mut with_csv = 0;
@@ -544,7 +546,7 @@ async fn a_rate_limited_request_without_a_token_gets_a_status_the_document_lists
 async fn every_documented_value_is_answered_without_a_400() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     for format in ["json", "csv"] {
         for route in ["/v1/programs", "/v1/metrics", "/v1/quarters", "/v1/budget"] {
             let r = get(&app, &format!("{route}?format={format}")).await;

@@ -18,15 +18,14 @@ use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use outreach_warehouse::api::client::client_addr;
 use outreach_warehouse::api::pages::{Freshness, PageCache, Rendered};
 use outreach_warehouse::api::{IpNet, Limits, MAX_PLANNING, MAX_RENDERING, app};
-use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::privacy::ReleaseSpec;
 use outreach_warehouse::requests::{
-    Decision, MAX_PENDING_PER_RESEARCHER, Queue, RequestsError, Role, reject,
+    Decision, MAX_PENDING_PER_RESEARCHER, Queue, RequestsError, reject,
 };
 
-use super::{
-    Reply, Served, assert_error, get, published, roomy, send, state, submission, submit, submit_id,
-    with_researcher,
+use crate::common::server::{
+    Reply, Served, add_researcher, assert_error, get, published, roomy, send, state, submission,
+    submit, submit_id, with_researcher,
 };
 
 /// Where the planning hook waits until the test opens it, counting the planning threads
@@ -139,11 +138,7 @@ async fn a_researcher_with_the_most_pending_requests_is_refused_until_the_stewar
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let (st, alice) = with_researcher(&wh, "alice", 0.5, roomy()).await;
-    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
-    Ledger::open(&wh)
-        .unwrap()
-        .allocate("researcher:bob", 0.5)
-        .unwrap();
+    let bob = add_researcher(&st, &wh, "bob", 0.5);
     let app = app(st.clone());
     let body = submission(0.1);
     let mut ids = Vec::new();

@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests: small hand-made exports and warehouse snapshots.
 
 pub mod fixture;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
