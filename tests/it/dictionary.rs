@@ -1,4 +1,12 @@
-use outreach_warehouse::dictionary::Dictionary;
+use outreach_warehouse::Fault;
+use outreach_warehouse::dictionary::{Dictionary, DictionaryError};
+use outreach_warehouse::ingest::{IngestError, ingest};
+use outreach_warehouse::synth::SynthError;
+use outreach_warehouse::warehouse::WarehouseError;
+
+use crate::common::{
+    EVENTS_HEADER, csv, event, file_quarantine, lenient, warehouse_with_programs, write,
+};
 
 #[test]
 fn committed_readme_matches_the_dictionary() {
@@ -76,4 +84,109 @@ fn every_id_column_that_references_nothing_declares_its_pattern() {
             }
         }
     }
+}
+
+#[test]
+fn a_broken_dictionary_is_an_internal_error_everywhere() {
+    let e: &'static DictionaryError = Box::leak(Box::new(
+        Dictionary::parse(&[("t.toml", "name = [broken")]).unwrap_err(),
+    ));
+    let ingest_err = IngestError::Dictionary(e);
+    let warehouse_err = WarehouseError::Dictionary(e);
+    let synth_err = SynthError::Dictionary(e);
+    assert_eq!(ingest_err.fault(), Fault::Internal);
+    assert_eq!(warehouse_err.fault(), Fault::Internal);
+    assert_eq!(
+        IngestError::from(WarehouseError::Dictionary(e)).fault(),
+        Fault::Internal
+    );
+    // synth used to call it bad input: exit code 2.
+    assert_eq!(synth_err.fault(), Fault::Internal);
+    assert_eq!(outreach_warehouse::Error::from(e).fault(), Fault::Internal);
+    for msg in [
+        ingest_err.to_string(),
+        warehouse_err.to_string(),
+        synth_err.to_string(),
+    ] {
+        assert!(msg.contains("defect of this build"), "{msg}");
+        assert!(!msg.contains("manifest"), "{msg}");
+        assert!(!msg.contains("restore"), "{msg}");
+    }
+}
+
+#[test]
+fn references_and_start_dates_come_from_the_dictionary() {
+    let d = Dictionary::builtin().unwrap();
+    let programs = d.table("programs").unwrap();
+    assert_eq!(programs.start_column.as_deref(), Some("start_date"));
+    assert!(d.is_referenced("programs"));
+    for t in d.tables() {
+        if let Some((ci, referenced)) = t.reference() {
+            assert_eq!(referenced, "programs", "{}", t.name);
+            assert_eq!(
+                t.columns[ci].references.as_deref(),
+                Some("programs.program_id")
+            );
+        }
+    }
+    // The messages name the dictionary's columns.
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let f = write(
+        tmp.path(),
+        "overdose_events.csv",
+        csv(
+            EVENTS_HEADER,
+            &[
+                event("E1", "pk1", "P002", "2024-05-31"),
+                event("E2", "pk2", "P002", "2024-06-01"),
+            ],
+        ),
+    );
+    let r = ingest(&wh, &[f], &lenient()).unwrap();
+    assert_eq!(
+        file_quarantine(&r, 0),
+        [(
+            2,
+            "event_date".to_string(),
+            "'9999-99-99' is before the start_date 2024-06-01 of program_id 'P002'".to_string()
+        )]
+    );
+}
+
+#[test]
+fn the_privacy_engine_calls_a_broken_dictionary_internal_and_reads_its_table_names_from_it() {
+    // The privacy engine calls a broken dictionary a defect of the build (internal, not bad
+    // input), and reads the `programs` domain's table from the dictionary, never by name.
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in [
+        "src/privacy/release/mod.rs",
+        "src/privacy/release/plan.rs",
+        "src/privacy/release/rows.rs",
+        "src/privacy/release/result.rs",
+        "src/privacy/release/panic_guard.rs",
+        "src/privacy/analyser.rs",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !code.contains("Dictionary::builtin()"),
+            "{file} reads the built-in dictionary itself instead of through warehouse::dictionary()"
+        );
+        assert!(
+            !code.contains("FROM programs"),
+            "{file} names the programs table instead of reading it from the dictionary"
+        );
+    }
+    let e: &'static DictionaryError = Box::leak(Box::new(
+        Dictionary::parse(&[("t.toml", "name = [broken")]).unwrap_err(),
+    ));
+    let privacy_err =
+        outreach_warehouse::privacy::PrivacyError::from(WarehouseError::Dictionary(e));
+    assert_eq!(privacy_err.fault(), Fault::Internal);
+    assert!(privacy_err.to_string().contains("defect of this build"));
 }

@@ -17,5 +17,3 @@ mod privacy;
 mod publication;
 mod synth;
 mod warehouse;
-
-mod engine_hardening;

@@ -9,3 +9,27 @@ mod dp_inequality;
 mod functions;
 mod mechanism;
 mod release;
+mod spec;
+
+use std::path::Path;
+
+use outreach_warehouse::privacy::{
+    PrivacyError, ReleaseOutcome, ReleaseRequest, ReleaseSpec, release,
+};
+
+use crate::common::releases::{PERSONS_SQL, PERSONS_STAT, spec_toml};
+
+fn persons_spec(k: u32, rho: f64) -> ReleaseSpec {
+    toml::from_str(&spec_toml(k, rho, PERSONS_SQL, PERSONS_STAT)).unwrap()
+}
+
+fn run(wh: &Path, spec: &ReleaseSpec) -> Result<ReleaseOutcome, PrivacyError> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(release(
+        wh,
+        &ReleaseRequest {
+            spec: spec.clone(),
+            approver: "steward".into(),
+        },
+    ))
+}
