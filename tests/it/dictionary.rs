@@ -1,3 +1,7 @@
+//! The data dictionary (`src/dictionary.rs`, `data-dictionary/`): its generated README, every
+//! column documented, id patterns declared; a broken dictionary is a defect of the build in
+//! every stage; references, start dates and table names come from it.
+
 use outreach_warehouse::Fault;
 use outreach_warehouse::dictionary::{Dictionary, DictionaryError};
 use outreach_warehouse::ingest::{IngestError, ingest};
@@ -100,7 +104,7 @@ fn a_broken_dictionary_is_an_internal_error_everywhere() {
         IngestError::from(WarehouseError::Dictionary(e)).fault(),
         Fault::Internal
     );
-    // synth used to call it bad input: exit code 2.
+    // synth too: a broken dictionary is the build's fault, not bad input (exit code 2).
     assert_eq!(synth_err.fault(), Fault::Internal);
     assert_eq!(outreach_warehouse::Error::from(e).fault(), Fault::Internal);
     for msg in [

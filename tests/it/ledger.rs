@@ -1,5 +1,6 @@
-//! The budget ledger: overspend is refused, also under concurrent releases from threads and
-//! processes; it is append-only; a crash at any point leaves it consistent.
+//! The budget ledger (`src/ledger`): overspend is refused, also under concurrent releases from
+//! threads and processes; it is append-only; a crash at any point leaves it consistent; and it
+//! imports nothing of the privacy engine above it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

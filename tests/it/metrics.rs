@@ -51,7 +51,7 @@ fn the_compiled_catalog_is_the_files_under_queries_standard() {
         let on_disk = loaded.files.iter().find(|g| g.file == f.file).unwrap();
         assert_eq!(on_disk, f, "{} differs from the compiled copy", f.file);
     }
-    // The statistics, each once, with two exclusive pairs: Σ B² = 15 − 2 = 13.
+    // The standard statistics, each once, with two exclusive pairs: Σ B² = 15 − 2 = 13.
     let stats: Vec<String> = standard
         .per_program_statistics()
         .iter()

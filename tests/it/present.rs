@@ -1,6 +1,7 @@
-//! The dashboard page (`GET /`) and `outreach report`, through `oneshot` and the binary: what
-//! they show against what the API serves, without JavaScript or network, the small-cell
-//! display rule, and bad choices. The real-browser test is `browser.rs`.
+//! What the public is shown (`src/present`): the dashboard page (`GET /`) and `outreach
+//! report`, through `oneshot` and the binary: what they show against what the API serves,
+//! without JavaScript or network, the small-cell display rule, and bad choices. The
+//! real-browser tests are `browser`.
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,9 @@
-//! The read-only API: every route over a published fixture warehouse, through `oneshot`
-//! (no socket), in JSON and CSV; the OpenAPI document; caching; the security items of the
-//! issue, each with its own test; and a researcher's round trip through the CLI and HTTP.
+//! The read-only API (`src/api`): every route over a published fixture warehouse, through
+//! `oneshot` (no socket), in JSON and CSV; the OpenAPI document; caching; tokens, limits,
+//! headers and errors, each with its own test; a researcher's round trip through the CLI and
+//! HTTP; and serving, which reloads only what was published. The set-up is in
+//! `common::server`; the document against the code is `openapi`, the server under pressure
+//! `resources`, and what the public record shows `public_record`.
 
 mod openapi;
 mod public_record;
@@ -528,7 +531,8 @@ async fn comes_to_serve(app: &Router, id: i64) -> bool {
 }
 
 /// The watcher reloads what changed, also a change made between the server's first load and
-/// the watcher's first look (while the server starts), which it once took as the state served.
+/// the watcher's first look (while the server starts): that first look is not taken as the
+/// state served.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_watcher_reloads_a_change_made_while_the_server_was_starting() {
     let tmp = tempfile::tempdir().unwrap();
@@ -749,7 +753,7 @@ async fn the_quarter_view_shows_the_quarters_whole_loss_superseded_releases_incl
             "{part}"
         );
     }
-    // It is more than the standard release's ε, which is all that was shown before.
+    // It is more than the standard release's ε alone.
     assert!(num("epsilon") > second["epsilon"].as_f64().unwrap());
     // Every release is listed once with its ρ; the superseded ones are not current.
     let listed = q1["releases"].as_array().unwrap();
@@ -1411,10 +1415,9 @@ async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analy
     );
 }
 
-/// Issue 17: six columns of `repeat('a1', 300000000)` took the server to 6.1 GiB, because the
-/// optimiser folded them into literals before the allow-list looked. The submission is now
-/// refused by the function's name, from the plan as written, within a second, and nothing is
-/// queued.
+/// Six columns of `repeat('a1', 300000000)` would fold into 6.1 GiB of literals if the
+/// optimiser ran before the allow-list looked. The submission is refused by the function's
+/// name, from the plan as written, within a second, and nothing is queued.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_submission_whose_constants_would_fold_into_gigabytes_is_refused_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1926,8 +1929,8 @@ async fn a_request_that_takes_too_long_gets_a_json_504() {
     assert_eq!(r.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
 }
 
-/// A version 1 publication document, byte for byte as the ledger stored it before documents
-/// had a version: `serde_json::to_string` of the document's `Value` (compact, keys sorted).
+/// A version 1 publication document, byte for byte as a ledger stores a document without a
+/// version field: `serde_json::to_string` of the document's `Value` (compact, keys sorted).
 const PUBLICATION_V1: &str = include_str!("../../fixtures/publication-v1.json");
 
 /// Every key path of a JSON value, array elements as `[]`: its shape without the values.

@@ -1,4 +1,4 @@
-//! Issue 17 §3: the public record shows no timing and no identities (privacy model §10).
+//! The public record shows no timing and no identities (privacy model §10).
 //! Publication times are days everywhere the public looks; the public budget shows the
 //! researchers as one row; a request belongs to the token that made it, under an id that
 //! counts nothing; and a researcher's text cannot drive the steward's terminal.

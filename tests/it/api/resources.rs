@@ -1,9 +1,9 @@
-//! The server's resources under pressure (issue 17 §1): a researcher's submissions cannot
-//! hold more planning threads than there are slots, nor fill the request queue; the planning
-//! slot belongs to the work, not to the request; the dashboard's page cache is bounded and
-//! evicts the least recently used page; a client is known by its address, behind a trusted
-//! proxy by the one it forwards, and by no header anyone else sets; connections that do not
-//! send their header in time are closed, and no more than the cap are open at once.
+//! The server's resources under pressure: a researcher's submissions cannot hold more
+//! planning threads than there are slots, nor fill the request queue; the planning slot
+//! belongs to the work, not to the request; the dashboard's page cache is bounded and evicts
+//! the least recently used page; a client is known by its address, behind a trusted proxy by
+//! the one it forwards, and by no header anyone else sets; connections that do not send their
+//! header in time are closed, and no more than the cap are open at once.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -1,5 +1,7 @@
-//! File-level refusals: each bad-input class gets its own clear error, and nothing of the
-//! refused load reaches the warehouse.
+//! File-level refusals (`src/ingest/source.rs`): each bad-input class gets its own clear
+//! error, and nothing of the refused load reaches the warehouse; a quoted value with a line
+//! break refuses the file naming the line; each refusal keeps its own report; a warehouse
+//! path is read as written, never as a glob.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -95,7 +95,8 @@ fn refused_for_identifier(content: String) -> String {
 #[test]
 fn an_identifier_on_a_line_that_is_no_row_refuses_the_file() {
     // Rows with the wrong field count or broken quotes are not rows, but they are still
-    // scanned: one such line among 300 good ones used to load under the reject rate.
+    // scanned: one such line among 300 good ones refuses the file, where a quarantined row
+    // would load under the reject rate.
     let wide = format!(
         "{},123-45-6789,extra",
         event("E9", "pk9", "P001", "2025-01-01")
@@ -245,8 +246,8 @@ fn quarantine_shows_line_column_rule_and_a_redacted_value_never_the_value() {
 
 #[test]
 fn a_near_miss_that_is_a_phone_number_refuses_the_file_and_reaches_no_quarantine() {
-    // `617 555-0100` in an id column was quarantined verbatim; its digits make it a phone
-    // number, so the file is refused and nothing is written anywhere.
+    // `617 555-0100` in an id column is no id, and its digits make it a phone number: the file
+    // is refused and nothing is written anywhere, the quarantine included.
     let mut rows = events(300);
     rows.push(event("E9", "617 555-0100", "P001", "2025-01-01"));
     let msg = refused_for_identifier(csv(EVENTS_HEADER, &rows));
@@ -259,10 +260,10 @@ fn a_near_miss_that_is_a_phone_number_refuses_the_file_and_reaches_no_quarantine
 
 #[test]
 fn case_numbers_as_record_systems_write_them_load() {
-    // Issue 26: numbers were told by their count of digits once separators were stripped, so
-    // `2024-12345` in arrest_id was refused as an SSN (nine digits), `E-2025-000123` in
-    // event_id as a phone number (ten) and `odin-10000-7881` as an SSN, each refusing its
-    // whole file. Their groups form no written SSN or phone number: they are ids.
+    // Numbers are not told by their count of digits once separators are stripped:
+    // `2024-12345` in arrest_id has nine digits, `E-2025-000123` in event_id ten and
+    // `odin-10000-7881` nine, but their groups form no written SSN or phone number: they are
+    // ids, and load.
     let tmp = tempfile::tempdir().unwrap();
     let wh = warehouse_with_programs(tmp.path());
     let rows = vec![
@@ -356,8 +357,8 @@ fn readme_examples(opening: &str) -> Vec<String> {
 
 #[test]
 fn the_readme_examples_of_refused_numbers_and_loaded_ids_hold() {
-    // Issue 26: the README named `2024-12345` as accepted while the scan refused it. Its
-    // examples are now loaded here, so the docs and the rules cannot drift apart.
+    // The README's examples of refused numbers and of loaded ids are loaded here, so the docs
+    // and the rules cannot drift apart.
     let refused = readme_examples("Refused as an SSN or a phone number, in any column:");
     for value in &refused {
         let mut rows = events(3);
@@ -426,7 +427,7 @@ fn no_declared_pattern_accepts_an_ssn_or_phone_written_as_one() {
     }
     // Of the other ways to put one `-` in those digits, only the written shapes and the ones
     // that keep nine to eleven digits in a row are refused: `1234-56789` is an id to the scan
-    // (issue 26's trade-off, said in the README).
+    // (a trade-off the README states).
     let in_a_row = |g: &str| matches!(g.len(), 9 | 10) || (g.len() == 11 && g.starts_with('1'));
     for digits in ["123456789", "6175550100", "16175550100"] {
         for n in split_once_everywhere(digits) {
@@ -667,7 +668,7 @@ fn person_key_has_a_declared_format() {
         lines,
         [(3, "person_key"), (4, "person_key"), (5, "person_key")]
     );
-    // The reason names the forms a pseudonymous key takes (issue 18).
+    // The reason names the forms a pseudonymous key takes.
     assert!(
         q.iter()
             .all(|x| x.2.contains(
@@ -723,8 +724,8 @@ fn the_test_encoders_write_what_the_standards_say() {
 #[test]
 fn pseudonymous_keys_as_pseudonymisation_tools_write_them_load() {
     use sha2::{Digest, Sha256, Sha512};
-    // Issue 18: person_key had to start with a letter, so a program that writes SHA-256 hex
-    // digests had about 5 rows in 8 quarantined, and a real export lost 62% of its rows.
+    // Keys load as pseudonymisation tools write them, also those that start with a digit:
+    // about 5 SHA-256 hex digests in 8 do.
     let mut keys = Vec::new();
     for i in 0..200 {
         let d = Sha256::digest(format!("survivor-{i}").as_bytes());

@@ -20,8 +20,8 @@ fn day_in_quarter(q: u8, d: u8) -> String {
 
 #[test]
 fn a_repeat_dated_in_an_earlier_quarter_than_the_rows_before_it_is_rejected() {
-    // The file: a Q2 row, then E2 dated in Q1, then E2 again dated in Q2. Bucketed
-    // by quarter, the Q2 copy of E2 was admitted first and both copies loaded.
+    // A Q2 row, then E2 dated in Q1, then E2 again dated in Q2. Keys bucketed by quarter would
+    // admit the Q2 copy of E2 first and load both; in line order the second E2 is the repeat.
     let tmp = tempfile::tempdir().unwrap();
     let wh = warehouse_with_programs(tmp.path());
     let rows = vec![

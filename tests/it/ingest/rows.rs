@@ -207,7 +207,7 @@ fn programs_are_checked_too() {
 
 #[test]
 fn wrong_field_counts_and_quotes_are_row_errors() {
-    // A quote left open is a file error (see ingest_hardening); other broken quotes are rows.
+    // A quote left open is a file error (see `files`); other broken quotes are rows.
     let q = quarantined(&[
         "E9001,pk9001,P001,2025-01-05,ems,false,true".into(),
         "E9002,pk9002,P001,2025-01-05,ems,false,true,true,25_34,male,nh_white,extra".into(),

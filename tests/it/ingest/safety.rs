@@ -1,5 +1,6 @@
-//! Safety of ingest: direct identifiers refuse a file whole, re-loads add nothing, loads are
-//! all-or-nothing, a crash at any point leaves the warehouse as it was, and one writer at a time.
+//! Safety of ingest: re-loads add nothing (but the same bytes forced into another table are
+//! checked as that table), loads are all-or-nothing, a crash at any point leaves the warehouse
+//! as it was, and one writer at a time.
 
 use std::process::Command;
 

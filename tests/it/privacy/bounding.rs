@@ -1,6 +1,7 @@
-//! Contribution bounding: for random person-level rows, no person keeps more than `k` cells,
-//! no value leaves its bounds, and removing one person changes the statistic vector by at
-//! most the L1 and L2 that the engine declares.
+//! Contribution bounding (`src/privacy/bounding.rs`): for random person-level rows, no person
+//! keeps more than `k` cells, no value leaves its bounds, and removing one person changes the
+//! statistic vector by at most the L1 and L2 that the engine declares; rows are folded as they
+//! arrive, so a self-join that multiplies each person's rows holds `k` cells a person.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -289,8 +290,7 @@ const NO_VALUE: i64 = i64::MIN;
 /// What collapsing at the end keeps, with its exclusive conflicts and persons over `k`.
 type Collapsed = (Vec<(String, Vec<String>, Vec<i64>)>, u64, u64);
 
-/// The bounder before issue 17, written out plainly: every row of a person is gathered
-/// first, then each (person, cell) is the MAX of its clamped values (a NULL count is 0, a
+/// The bounder's result, computed plainly: every row of a person is gathered first, then each (person, cell) is the MAX of its clamped values (a NULL count is 0, a
 /// NULL sum no value), the person keeps the `k` cells with the smallest (keyed hash, cell),
 /// a sum with no value becomes 0 clamped, and an exclusive group is made one-hot, the first
 /// side listed winning. Gives what `Bounder::into_rows` gives.
@@ -374,8 +374,8 @@ fn collapse_at_the_end(rules: &BoundingRules, rows: &[Row]) -> Collapsed {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
-    /// Issue 17: each row is folded into its person's record as it arrives, instead of every
-    /// row being kept until the end. For random rows in a random order, cut into random
+    /// Each row is folded into its person's record as it arrives, instead of every row being
+    /// kept until the end. For random rows in a random order, cut into random
     /// batches over a random number of shards, the fold keeps exactly what collapsing all of
     /// a person's rows at the end keeps, for a public and a private key, with and without an
     /// exclusive group, down to the sums and the diagnostics; and after every batch it holds
@@ -490,8 +490,7 @@ fn wide_batch(rows: &[(usize, u16)]) -> RecordBatch {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
-    /// At k ≥ 256 (the bounder's per-person count once had 8 bits and wrapped there) a
-    /// person still keeps exactly the min(k, touched) cells with the smallest keyed hash,
+    /// At k ≥ 256 (past what an 8-bit per-person count holds) a person still keeps exactly the min(k, touched) cells with the smallest keyed hash,
     /// whatever the order in which the rows arrive.
     #[test]
     fn with_k_of_256_or_more_a_person_keeps_the_k_cells_with_the_smallest_keyed_hash(
@@ -645,12 +644,11 @@ fn batches_from_several_threads_meet_per_person() {
     assert_eq!(one, many);
 }
 
-/// Issue 17: a person-local self-join multiplies one person's rows (`a JOIN b JOIN c ON
-/// person_key`: n attempts give n³ rows; one survivor with 400 attempts gave 6.4e7), and the
-/// bounder kept every row until the end, after the debit. Rows are now folded into each
-/// person's record as they arrive: for 500 survivors with 12 attempts each (864,000 rows),
-/// what the bounder holds after every batch is at most k cells a person and fewer bytes than
-/// rows pushed, and the release itself finishes.
+/// A person-local self-join multiplies one person's rows (`a JOIN b JOIN c ON person_key`: n
+/// attempts give n³ rows; one survivor with 400 attempts gives 6.4e7), all after the debit.
+/// Rows are folded into each person's record as they arrive: for 500 survivors with 12
+/// attempts each (864,000 rows), what the bounder holds after every batch is at most k cells a
+/// person and fewer bytes than rows pushed, and the release itself finishes.
 #[test]
 fn a_self_join_that_multiplies_each_persons_rows_is_bounded_in_persons_times_k() {
     use futures::StreamExt;

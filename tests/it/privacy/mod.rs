@@ -1,6 +1,6 @@
-//! The privacy engine (`src/privacy`): the person-locality analyser, the allowed functions
-//! and their audit, contribution bounding, the noise mechanisms, releases end to end, and the
-//! DP inequality checked by sampling.
+//! The privacy engine (`src/privacy`): what a spec may ask for, the person-locality analyser,
+//! the allowed functions and their audit, contribution bounding, the noise mechanisms,
+//! releases end to end, and the DP inequality checked by sampling.
 
 mod allowlist_audit;
 mod analyser;

@@ -1,6 +1,8 @@
-//! Releases end to end: the numbers and intervals, refusals that spend nothing, the public
-//! view. The DP inequality between two warehouses that differ by one survivor is in
-//! `privacy_dp_inequality.rs`.
+//! Releases end to end (`src/privacy/release`): the numbers and intervals, refusals that
+//! spend nothing, the public view; idempotency, which binds what the warehouse stored;
+//! identical releases started together, which debit once; and a release that fails after its
+//! debit, which prints nothing that depends on the data. The DP inequality between two
+//! warehouses that differ by one survivor is in `dp_inequality`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -736,7 +738,7 @@ fn corrupt_events(wh: &Path) {
     }
 }
 
-// Defence in depth (issue 9 §1): whatever the allow-list misses, a run that fails after its
+// Defence in depth: whatever the allow-list misses, a run that fails after its
 // debit shows whoever runs it nothing but that it failed. Three failures after the debit,
 // each on two warehouses with different data: an injected error, a panic inside a query task
 // whose message quotes the data (as a defect in a kernel would), and a real execution error

@@ -15,8 +15,8 @@ use crate::common::{privacy_warehouse, write};
 #[test]
 fn k_above_64_is_refused_before_any_debit() {
     // The bounder keeps a fixed-size record of 5 + 2k + k·m words per person, allocated after
-    // the debit: at k = 1024 a million persons took about 25 GB and the process aborted with
-    // the budget spent. k is now at most 64.
+    // the debit: at k = 1024 a million persons would take about 25 GB and abort the process
+    // with the budget spent. k is at most 64.
     const { assert!(MAX_K <= 64, "MAX_K is above 64") };
     let tmp = tempfile::tempdir().unwrap();
     let wh = privacy_warehouse(tmp.path());
@@ -66,7 +66,7 @@ fn a_spec_whose_per_person_record_passes_4_kib_is_refused_before_any_debit() {
     assert!(run(&wh, &spec).unwrap().fresh);
 }
 
-/// Issue 17: what a spec may ask for is bounded before any of its SQL is parsed: the length
+/// What a spec may ask for is bounded before any of its SQL is parsed: the length
 /// of each query (64 KiB), the number of queries (16), and the values published, cells ×
 /// statistics (500,000). Each is a spec error, nothing is debited, and a query of exactly
 /// 64 KiB is still released.

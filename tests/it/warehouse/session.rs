@@ -3,7 +3,7 @@
 
 use crate::common::privacy_warehouse;
 
-/// Issue 17: DataFusion's runtime has a memory pool, half the machine's memory, in every
+/// DataFusion's runtime has a memory pool, half the machine's memory, in every
 /// session that reads data and in the API's planning sessions, so a join too large for the
 /// machine fails as DataFusion's "resources exhausted" instead of taking the host down.
 #[test]

@@ -1,4 +1,6 @@
-//! The warehouse as readers see it: dataset versions, status, complete-through declarations.
+//! The warehouse as readers see it (`src/warehouse/status.rs`): dataset versions, status,
+//! complete-through declarations, and one check that refuses a complete-through date in the
+//! future.
 
 use chrono::NaiveDate;
 use outreach_warehouse::Fault;
