@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::api::Served;
-use super::dashboard::{demo_warehouse, rate_text, report_command};
+use super::present::{demo_warehouse, rate_text, report_command};
+use crate::common::server::{Served, current_doc};
 
 fn chromium() -> PathBuf {
     let path = std::env::var_os("CHROMIUM")
@@ -132,7 +132,7 @@ async fn the_report_prints_to_pdf_offline_with_every_programs_headline_figures()
         .expect("pdftotext (Debian's poppler-utils) is needed");
     assert!(text.status.success());
     let text = String::from_utf8(text.stdout).unwrap();
-    let doc = crate::api::current_doc(&wh, "2025Q1");
+    let doc = current_doc(&wh, "2025Q1");
     for p in doc["programs"].as_array().unwrap() {
         let id = p["program"]["program_id"].as_str().unwrap();
         assert!(

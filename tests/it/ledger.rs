@@ -1,5 +1,6 @@
-//! The budget ledger: overspend is refused, also under concurrent releases from threads and
-//! processes; it is append-only; a crash at any point leaves it consistent.
+//! The budget ledger (`src/ledger`): overspend is refused, also under concurrent releases from
+//! threads and processes; it is append-only; a crash at any point leaves it consistent; and it
+//! imports nothing of the privacy engine above it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -847,4 +848,33 @@ fn a_crash_right_after_the_debit_keeps_the_budget_spent_and_publishes_nothing() 
     let l = Ledger::open(&wh).unwrap();
     assert_eq!(l.releases().unwrap().len(), 1);
     assert!(l.check().unwrap().is_empty());
+}
+
+#[test]
+fn the_ledger_does_not_import_the_privacy_engine() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ledger");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for needle in [
+                "crate::privacy",
+                "super::privacy",
+                "outreach_warehouse::privacy",
+            ] {
+                assert!(
+                    !text.contains(needle),
+                    "{} imports the privacy engine ({needle})",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files >= 1);
+    // The engine still offers the shared type under its names.
+    let kind = outreach_warehouse::ledger::NoiseKind::DiscreteLaplace;
+    let _: outreach_warehouse::privacy::NoiseKind = kind;
+    let _: outreach_warehouse::privacy::mechanism::NoiseKind = kind;
 }

@@ -3,41 +3,8 @@
 
 use outreach_warehouse::ingest::{FileOutcome, IngestOptions, ingest};
 
+use super::quarantined;
 use crate::common::*;
-
-/// Loads `bad` rows among 200 good ones (so the reject rate stays under the default limit)
-/// and returns the quarantine rows.
-fn quarantined(bad: &[String]) -> Vec<(u64, String, String)> {
-    let tmp = tempfile::tempdir().unwrap();
-    let wh = warehouse_with_programs(tmp.path());
-    let mut rows = bad.to_vec();
-    rows.extend(events(400));
-    let f = write(tmp.path(), "overdose_events.csv", csv(EVENTS_HEADER, &rows));
-    let opts = IngestOptions {
-        max_reject_rate: 0.05,
-        ..opts()
-    };
-    let r = ingest(&wh, &[f], &opts).unwrap();
-    match &r.files[0].outcome {
-        FileOutcome::Loaded {
-            rows_read,
-            rows_loaded,
-            rows_rejected,
-            ..
-        } => {
-            assert_eq!(*rows_read, rows.len() as u64);
-            assert_eq!(
-                rows_loaded + rows_rejected,
-                *rows_read,
-                "no row is silently dropped"
-            );
-            assert_eq!(*rows_loaded, 400);
-        }
-        o => panic!("{o:?}"),
-    }
-    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 400);
-    quarantine(&r)
-}
 
 fn one(bad: String) -> (u64, String, String) {
     let q = quarantined(&[bad]);
@@ -177,43 +144,6 @@ fn a_date_of_birth_in_a_date_column_never_reaches_the_quarantine() {
 }
 
 #[test]
-fn ids_must_be_unique_within_a_file() {
-    let q = quarantined(&[event("E0005", "pk9", "P001", "2025-01-01")]);
-    // The fixture's own E0005 comes later in the file (line 8) and repeats line 2.
-    assert_eq!(q.len(), 1);
-    assert_eq!(q[0].0, 8);
-    assert_eq!(q[0].1, "event_id");
-    assert_eq!(q[0].2, "event_id repeats line 2");
-}
-
-#[test]
-fn ids_must_be_unique_across_loads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let wh = warehouse_with_programs(tmp.path());
-    let first = write(
-        tmp.path(),
-        "overdose_events-1.csv",
-        csv(EVENTS_HEADER, &events(300)),
-    );
-    load(&wh, &first).unwrap();
-    let mut rows = events(300)[..2].to_vec();
-    rows.extend((0..300).map(|i| event(&format!("N{i}"), "pkx", "P002", "2025-01-01")));
-    let second = write(
-        tmp.path(),
-        "overdose_events-2.csv",
-        csv(EVENTS_HEADER, &rows),
-    );
-    let r = load(&wh, &second).unwrap();
-    let q = quarantine(&r);
-    assert_eq!(q.len(), 2);
-    assert_eq!(
-        q[0].2,
-        "event_id is already in the warehouse or an earlier file of this load"
-    );
-    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 600);
-}
-
-#[test]
 fn program_must_exist() {
     let (line, col, reason) = one(event("E9001", "pk9", "P999", "2025-01-01"));
     assert_eq!((line, col.as_str()), (2, "program_id"));
@@ -277,7 +207,7 @@ fn programs_are_checked_too() {
 
 #[test]
 fn wrong_field_counts_and_quotes_are_row_errors() {
-    // A quote left open is a file error (see ingest_hardening); other broken quotes are rows.
+    // A quote left open is a file error (see `files`); other broken quotes are rows.
     let q = quarantined(&[
         "E9001,pk9001,P001,2025-01-05,ems,false,true".into(),
         "E9002,pk9002,P001,2025-01-05,ems,false,true,true,25_34,male,nh_white,extra".into(),
@@ -330,114 +260,5 @@ fn quoted_fields_crlf_bom_and_column_order_are_accepted() {
             "SELECT count(*) FROM overdose_events WHERE person_key = 'pk1' AND fatal AND NOT naloxone_administered AND sex = 'female'"
         ),
         1
-    );
-}
-
-#[test]
-fn duplicates_across_chunks_keep_the_first_line() {
-    // About 13 MB: the body is validated in 4 MiB chunks by parallel workers, so the
-    // duplicates below land in different chunks, checked in any order.
-    let tmp = tempfile::tempdir().unwrap();
-    let wh = warehouse_with_programs(tmp.path());
-    let mut rows: Vec<String> = (0..150_000)
-        .map(|i| {
-            event(
-                &format!("E{i:07}"),
-                &format!("pk{i:07}"),
-                "P001",
-                "2025-02-03",
-            )
-        })
-        .collect();
-    rows[149_000] = event("E0000005", "pkdup", "P001", "2025-02-03");
-    rows[100_000] = event("E0000005", "pkdup", "P001", "2025-02-03");
-    rows[60_000] = event("E0149999", "pkdup", "P001", "2025-02-03");
-    let f = write(tmp.path(), "overdose_events.csv", csv(EVENTS_HEADER, &rows));
-    let opts = IngestOptions {
-        max_reject_rate: 0.01,
-        ..opts()
-    };
-    let r = ingest(&wh, &[f], &opts).unwrap();
-    let q = quarantine(&r);
-    let lines: Vec<u64> = q.iter().map(|x| x.0).collect();
-    // Data row i is on line i + 2. E0000005 first appears on line 7; E0149999 on line 60,002.
-    assert_eq!(lines, [100_002, 149_002, 150_001]);
-    assert!(q[0].2.contains("repeats line 7"), "{}", q[0].2);
-    assert_eq!(q[2].2, "event_id repeats line 60002");
-    assert_eq!(
-        scalar(&wh, "SELECT count(*) FROM overdose_events"),
-        150_000 - 3
-    );
-}
-
-#[test]
-fn many_repeats_of_stored_and_earlier_keys_are_all_caught() {
-    // 80,000 repeats: more than the collector holds back at once, so the suspects are
-    // settled several times while the file streams, against stored keys and earlier lines.
-    let tmp = tempfile::tempdir().unwrap();
-    let wh = warehouse_with_programs(tmp.path());
-    let id = |i: usize| format!("E{i:07}");
-    let stored: Vec<String> = (0..60_000)
-        .map(|i| event(&id(i), "pk", "P001", "2025-02-03"))
-        .collect();
-    let first = write(
-        tmp.path(),
-        "overdose_events-1.csv",
-        csv(EVENTS_HEADER, &stored),
-    );
-    load(&wh, &first).unwrap();
-    // Row r of the second file: even rows are new ids 100,000 + r; odd rows repeat stored
-    // id r / 2 when r < 120,000, and after that the new id of the row 40,000 rows earlier
-    // (whose line is that row's + 40,000).
-    let rows: Vec<String> = (0..160_000usize)
-        .map(|r| {
-            let i = match r {
-                r if r % 2 == 0 => 100_000 + r,
-                r if r < 120_000 => r / 2,
-                r => 100_000 + r - 1 - 40_000,
-            };
-            event(&id(i), "pk", "P002", "2025-03-03")
-        })
-        .collect();
-    let second = write(
-        tmp.path(),
-        "overdose_events-2.csv",
-        csv(EVENTS_HEADER, &rows),
-    );
-    let opts = IngestOptions {
-        max_reject_rate: 0.6,
-        ..opts()
-    };
-    let r = ingest(&wh, &[second], &opts).unwrap();
-    let q = quarantine(&r);
-    assert_eq!(q.len(), 80_000);
-    for (line, column, reason) in &q {
-        let row = (*line - 2) as usize;
-        assert_eq!(row % 2, 1, "only odd rows repeat: line {line}");
-        assert_eq!(column, "event_id");
-        if row < 120_000 {
-            assert_eq!(
-                reason, "event_id is already in the warehouse or an earlier file of this load",
-                "line {line}"
-            );
-        } else {
-            let earlier = row - 1 - 40_000;
-            assert_eq!(
-                reason,
-                &format!("event_id repeats line {}", earlier + 2),
-                "line {line}"
-            );
-        }
-    }
-    assert_eq!(
-        scalar(&wh, "SELECT count(*) FROM overdose_events"),
-        60_000 + 80_000
-    );
-    assert_eq!(
-        scalar(
-            &wh,
-            "SELECT count(*) FROM (SELECT event_id FROM overdose_events GROUP BY event_id HAVING count(*) > 1)"
-        ),
-        0
     );
 }

@@ -1,9 +1,9 @@
-//! The server's resources under pressure (issue 17 §1): a researcher's submissions cannot
-//! hold more planning threads than there are slots, nor fill the request queue; the planning
-//! slot belongs to the work, not to the request; the dashboard's page cache is bounded and
-//! evicts the least recently used page; a client is known by its address, behind a trusted
-//! proxy by the one it forwards, and by no header anyone else sets; connections that do not
-//! send their header in time are closed, and no more than the cap are open at once.
+//! The server's resources under pressure: a researcher's submissions cannot hold more
+//! planning threads than there are slots, nor fill the request queue; the planning slot
+//! belongs to the work, not to the request; the dashboard's page cache is bounded and evicts
+//! the least recently used page; a client is known by its address, behind a trusted proxy by
+//! the one it forwards, and by no header anyone else sets; connections that do not send their
+//! header in time are closed, and no more than the cap are open at once.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -18,15 +18,14 @@ use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use outreach_warehouse::api::client::client_addr;
 use outreach_warehouse::api::pages::{Freshness, PageCache, Rendered};
 use outreach_warehouse::api::{IpNet, Limits, MAX_PLANNING, MAX_RENDERING, app};
-use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::privacy::ReleaseSpec;
 use outreach_warehouse::requests::{
-    Decision, MAX_PENDING_PER_RESEARCHER, Queue, RequestsError, Role, reject,
+    Decision, MAX_PENDING_PER_RESEARCHER, Queue, RequestsError, reject,
 };
 
-use super::api::{
-    Reply, Served, assert_error, get, published, roomy, send, state, submission, submit, submit_id,
-    with_researcher,
+use crate::common::server::{
+    Reply, Served, add_researcher, assert_error, get, published, roomy, send, state, submission,
+    submit, submit_id, with_researcher,
 };
 
 /// Where the planning hook waits until the test opens it, counting the planning threads
@@ -139,11 +138,7 @@ async fn a_researcher_with_the_most_pending_requests_is_refused_until_the_stewar
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let (st, alice) = with_researcher(&wh, "alice", 0.5, roomy()).await;
-    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
-    Ledger::open(&wh)
-        .unwrap()
-        .allocate("researcher:bob", 0.5)
-        .unwrap();
+    let bob = add_researcher(&st, &wh, "bob", 0.5);
     let app = app(st.clone());
     let body = submission(0.1);
     let mut ids = Vec::new();

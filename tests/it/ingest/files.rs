@@ -1,6 +1,12 @@
-//! File-level refusals: each bad-input class gets its own clear error, and nothing of the
-//! refused load reaches the warehouse.
+//! File-level refusals (`src/ingest/source.rs`): each bad-input class gets its own clear
+//! error, and nothing of the refused load reaches the warehouse; a quoted value with a line
+//! break refuses the file naming the line; each refusal keeps its own report; a warehouse
+//! path is read as written, never as a glob.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use outreach_warehouse::Fault;
 use outreach_warehouse::ingest::{IngestError, IngestOptions, ingest};
 
 use crate::common::*;
@@ -286,4 +292,78 @@ fn table_is_told_from_the_file_name_or_forced() {
     .unwrap();
     assert_eq!(r.files[0].table, "arrests");
     assert_eq!(scalar(&wh, "SELECT count(*) FROM arrests"), 1);
+}
+
+#[test]
+fn a_warehouse_path_with_glob_characters_is_read_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Read as a glob, `wh [1]*?` matches `wh 1xy` and not itself.
+    let wh = tmp.path().join("wh [1]*?");
+    let decoy = tmp.path().join("wh 1xy");
+    let programs = write(tmp.path(), "programs.csv", PROGRAMS);
+    ingest(&decoy, std::slice::from_ref(&programs), &opts()).unwrap();
+    load(&decoy, &events_file(tmp.path(), 7)).unwrap();
+    ingest(&wh, &[programs], &opts()).unwrap();
+    let dir = tmp.path().join("exports");
+    std::fs::create_dir(&dir).unwrap();
+    load(&wh, &events_file(&dir, 20)).unwrap();
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 20);
+    assert_eq!(scalar(&wh, "SELECT count(*) FROM programs"), 3);
+    assert_eq!(scalar(&decoy, "SELECT count(*) FROM overdose_events"), 7);
+}
+
+#[test]
+fn a_quoted_value_with_a_line_break_refuses_the_file_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let before = tree(&wh);
+    let mut rows = events(300);
+    rows.push("E9,pk9,P001,2025-01-01,ems,false,true,true,25_34,male,\"nh\nwhite\"".into());
+    rows.extend(events(5).into_iter().map(|r| r.replacen('E', "F", 1)));
+    let f = write(tmp.path(), "overdose_events.csv", csv(EVENTS_HEADER, &rows));
+    let err = load(&wh, &f).unwrap_err();
+    assert!(
+        matches!(err, IngestError::MultilineField { line: 302, .. }),
+        "{err}"
+    );
+    assert_eq!(err.fault(), Fault::BadInput);
+    let msg = err.to_string();
+    assert!(msg.contains("overdose_events.csv, line 302"), "{msg}");
+    assert!(msg.contains("line breaks"), "{msg}");
+    assert_eq!(tree(&wh), before, "nothing written, not even quarantine");
+}
+
+#[test]
+fn two_refusals_in_one_second_keep_both_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let mut rows = events(10);
+    rows.push(event("X1", "pkx", "P404", "2025-01-01"));
+    let f = write(tmp.path(), "overdose_events.csv", csv(EVENTS_HEADER, &rows));
+    // Three refusals in quick succession: at least two fall in the same second.
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        match load(&wh, &f) {
+            Err(IngestError::TooManyRejects { quarantine, .. }) => reports.push(quarantine),
+            other => panic!("{other:?}"),
+        }
+    }
+    let distinct: HashSet<&PathBuf> = reports.iter().collect();
+    assert_eq!(distinct.len(), 3, "{reports:?}");
+    for r in &reports {
+        let q = parse_quarantine(&std::fs::read_to_string(r).unwrap());
+        assert_eq!(q.len(), 1);
+        assert_eq!((q[0].0, q[0].1.as_str()), (12, "program_id"));
+    }
+    let on_disk = std::fs::read_dir(wh.join("quarantine"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("refused-")
+        })
+        .count();
+    assert_eq!(on_disk, 3);
 }

@@ -1,10 +1,14 @@
 //! Fixtures shared by the integration tests: small hand-made exports and warehouse snapshots.
 
+pub mod fixture;
+pub mod releases;
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use outreach_warehouse::ingest::{IngestOptions, IngestReport, ingest};
+use outreach_warehouse::ingest::{FileOutcome, IngestOptions, IngestReport, ingest};
 
 pub const PROGRAMS: &str = "\
 program_id,program_name,region,team_model,police_on_visits,warrant_check,start_date,end_date
@@ -120,7 +124,6 @@ pub fn scalar(wh: &Path, sql: &str) -> i64 {
 
 /// The quarantine CSV of a report's first file, as (line, column, reason) rows.
 pub fn quarantine(report: &IngestReport) -> Vec<(u64, String, String)> {
-    use outreach_warehouse::ingest::FileOutcome;
     let q = report
         .files
         .iter()
@@ -218,4 +221,49 @@ pub async fn privacy_session(wh: &Path) -> datafusion::prelude::SessionContext {
 /// Loads `files` into `wh` with the test options; panics on a refusal.
 pub fn ingest_files(wh: &Path, files: &[PathBuf]) {
     ingest(wh, files, &opts()).unwrap();
+}
+
+/// An arrests row. Arrests reference no program, so a new warehouse takes them as they are.
+pub fn arrest(id: &str, person: &str, date: &str) -> String {
+    format!("{id},{person},{date},sheriff,property")
+}
+
+/// Options that never refuse a file for its rejects.
+pub fn lenient() -> IngestOptions {
+    IngestOptions {
+        max_reject_rate: 1.0,
+        ..opts()
+    }
+}
+
+/// The quarantine rows of file `i` of a report; none when it has no quarantine file.
+pub fn file_quarantine(report: &IngestReport, i: usize) -> Vec<(u64, String, String)> {
+    match &report.files[i].outcome {
+        FileOutcome::Loaded {
+            quarantine: Some(q),
+            ..
+        } => parse_quarantine(&std::fs::read_to_string(q).unwrap()),
+        _ => Vec::new(),
+    }
+}
+
+/// Every file below `dir` (dot files, quarantine and lock included), with its bytes.
+pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
 }

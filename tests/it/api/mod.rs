@@ -1,6 +1,13 @@
-//! The read-only API: every route over a published fixture warehouse, through `oneshot`
-//! (no socket), in JSON and CSV; the OpenAPI document; caching; the security items of the
-//! issue, each with its own test; and a researcher's round trip through the CLI and HTTP.
+//! The read-only API (`src/api`): every route over a published fixture warehouse, through
+//! `oneshot` (no socket), in JSON and CSV; the OpenAPI document; caching; tokens, limits,
+//! headers and errors, each with its own test; a researcher's round trip through the CLI and
+//! HTTP; and serving, which reloads only what was published. The set-up is in
+//! `common::server`; the document against the code is `openapi`, the server under pressure
+//! `resources`, and what the public record shows `public_record`.
+
+mod openapi;
+mod public_record;
+mod resources;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,225 +17,17 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use outreach_warehouse::api::{AccessLog, AppState, Limits, ROUTES, app};
 use outreach_warehouse::ingest::ingest;
-use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::publication::NewPublication;
-use outreach_warehouse::publication::{STANDARD_ALLOCATION, publish};
+use outreach_warehouse::publication::publish;
 use outreach_warehouse::requests::{Queue, Role, constant_time_eq};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use super::metrics::{fixture_files, fixture_opts, opts};
-
-/// The fixture warehouse with 2025Q1 and 2025Q2 published, and ρ = 10 left unallocated for
-/// researchers.
-pub(crate) async fn published(tmp: &Path) -> PathBuf {
-    let wh = tmp.join("wh");
-    ingest(&wh, &fixture_files(), &fixture_opts("2025-12-31")).expect("the fixture loads");
-    let mut l = Ledger::init(
-        &wh,
-        &BudgetInit {
-            total_rho: 20.0,
-            total_delta: 0.0,
-            horizon_days: 365,
-            config: PrivacyConfig::default(),
-        },
-    )
-    .unwrap();
-    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
-    drop(l);
-    publish(&wh, &opts("2025Q1")).await.unwrap();
-    publish(&wh, &opts("2025Q2")).await.unwrap();
-    wh
-}
-
-pub(crate) async fn state(wh: &Path, limits: Limits) -> AppState {
-    AppState::open(wh, limits, AccessLog::in_memory())
-        .await
-        .unwrap()
-}
-
-/// Limits high enough that no test but the rate-limit one meets them.
-pub(crate) fn roomy() -> Limits {
-    Limits {
-        per_ip_per_second: 1e6,
-        per_ip_burst: 1_000_000,
-        per_token_per_minute: 1e6,
-        per_token_burst: 1_000_000,
-        ..Limits::default()
-    }
-}
-
-pub(crate) struct Reply {
-    pub status: StatusCode,
-    pub headers: axum::http::HeaderMap,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).unwrap()
-    }
-    pub fn header(&self, name: header::HeaderName) -> String {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    }
-}
-
-pub(crate) async fn send(app: &Router, req: Request<Body>) -> Reply {
-    let r = app.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    let body = axum::body::to_bytes(r.into_body(), usize::MAX)
-        .await
-        .unwrap()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-pub(crate) async fn get(app: &Router, uri: &str) -> Reply {
-    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
-}
-
-pub(crate) async fn post(
-    app: &Router,
-    uri: &str,
-    token: Option<&str>,
-    body: impl Into<Body>,
-) -> Reply {
-    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
-    if let Some(t) = token {
-        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    send(app, b.body(body.into()).unwrap()).await
-}
-
-pub(crate) async fn get_as(app: &Router, uri: &str, token: &str) -> Reply {
-    send(
-        app,
-        Request::get(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-}
-
-/// The error body every failure has: JSON with a status and a stable code.
-pub(crate) fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
-    let v = r.json();
-    assert_eq!(v["error"]["status"], status.as_u16(), "{v}");
-    assert_eq!(v["error"]["code"], code, "{v}");
-    assert!(
-        r.header(header::CONTENT_TYPE)
-            .starts_with("application/json")
-    );
-}
-
-/// `outreach serve` on a free port of loopback, over `wh`; killed when dropped.
-pub(crate) struct Served {
-    child: std::process::Child,
-    pub addr: String,
-}
-
-impl Served {
-    /// Starts the binary and waits for the address it prints; its stderr (the access log)
-    /// is kept when `keep_log`.
-    pub fn start(wh: &Path, keep_log: bool) -> Served {
-        Served::start_with(wh, keep_log, &[])
-    }
-
-    /// [`Served::start`] with more arguments to `outreach serve`.
-    pub fn start_with(wh: &Path, keep_log: bool, args: &[&str]) -> Served {
-        use std::io::{BufRead, BufReader};
-        use std::process::Stdio;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .env("OUTREACH_WAREHOUSE", wh)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(if keep_log {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Served { child, addr }
-    }
-
-    /// The whole HTTP/1.1 response to `GET path`, status line first.
-    pub fn get(&self, path: &str) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    }
-
-    /// The JSON body of `GET path`.
-    pub fn get_json(&self, path: &str) -> Value {
-        let out = self.get(path);
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-
-    /// Stops the server and returns what it wrote to stderr (with `keep_log`).
-    pub fn stop(mut self) -> String {
-        use std::io::Read;
-        self.child.kill().unwrap();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut err).unwrap();
-        }
-        err
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Submits `body` as the holder of `token`.
-pub(crate) async fn submit(app: &Router, token: &str, body: &Value) -> Reply {
-    post(app, "/v1/requests", Some(token), body.to_string()).await
-}
-
-/// Submits `body` as the holder of `token` and returns the new request's id.
-pub(crate) async fn submit_id(app: &Router, token: &str, body: &Value) -> String {
-    let r = submit(app, token, body).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_string()
-}
+use crate::common::fixture::{fixture_files, fixture_opts, opts};
+use crate::common::server::{
+    Served, add_researcher, app_for, assert_error, budgeted, current_doc, get, get_as, outreach,
+    post, published, roomy, send, spec, state, submission, submit, submit_id, with_researcher,
+};
 
 /// One more survivor in 2025Q1 (a new dataset version), and the quarter published again.
 async fn republish_2025q1_after_new_data(tmp: &Path, wh: &Path) {
@@ -252,21 +51,11 @@ async fn republish_2025q1_with_survivor(tmp: &Path, wh: &Path, n: u32) {
     publish(wh, &o).await.unwrap();
 }
 
-/// The document of the quarter's current publication, as the ledger stores it.
-pub(crate) fn current_doc(wh: &Path, quarter: &str) -> Value {
-    Ledger::open(wh)
-        .unwrap()
-        .current_publication(quarter)
-        .unwrap()
-        .unwrap()
-        .document
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_answers_on_a_published_warehouse_in_json_and_csv() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let doc = current_doc(&wh, "2025Q1");
     let release_id = doc["release_id"].as_i64().unwrap();
 
@@ -474,7 +263,7 @@ async fn every_route_answers_on_a_published_warehouse_in_json_and_csv() {
 async fn bad_parameters_unknown_ids_and_routes_get_json_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     use StatusCode as S;
     for (uri, status, code) in [
         (
@@ -540,7 +329,7 @@ async fn bad_parameters_unknown_ids_and_routes_get_json_errors() {
 async fn the_openapi_document_is_3_1_documents_every_route_and_its_refs_resolve() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let doc = get(&app, "/openapi.json").await.json();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["info"]["title"].is_string());
@@ -625,7 +414,7 @@ async fn the_openapi_document_is_3_1_documents_every_route_and_its_refs_resolve(
 async fn releases_carry_etags_and_cache_headers_and_a_conditional_get_is_304() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let id = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
     let uri = format!("/v1/releases/{id}");
     let first = get(&app, &uri).await;
@@ -699,7 +488,7 @@ pub(crate) fn keys(v: &Value, out: &mut Vec<String>) {
 async fn the_public_release_view_never_holds_steward_only_fields() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let list = get(&app, "/v1/releases").await.json();
     let stored = Ledger::open(&wh).unwrap().releases().unwrap();
     assert!(
@@ -742,7 +531,8 @@ async fn comes_to_serve(app: &Router, id: i64) -> bool {
 }
 
 /// The watcher reloads what changed, also a change made between the server's first load and
-/// the watcher's first look (while the server starts), which it once took as the state served.
+/// the watcher's first look (while the server starts): that first look is not taken as the
+/// state served.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_watcher_reloads_a_change_made_while_the_server_was_starting() {
     let tmp = tempfile::tempdir().unwrap();
@@ -769,7 +559,7 @@ async fn a_superseded_release_names_its_successor_and_the_quarter_routes_serve_t
     republish_2025q1_after_new_data(tmp.path(), &wh).await;
     let new = current_doc(&wh, "2025Q1")["release_id"].as_i64().unwrap();
     assert_ne!(old, new);
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let old_view = get(&app, &format!("/v1/releases/{old}")).await.json();
     assert_eq!(old_view["superseded_by"], new);
     let new_view = get(&app, &format!("/v1/releases/{new}")).await.json();
@@ -798,21 +588,8 @@ async fn a_superseded_release_names_its_successor_and_the_quarter_routes_serve_t
 #[tokio::test(flavor = "multi_thread")]
 async fn a_later_complete_through_is_published_without_new_spending_and_the_api_shows_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let wh = tmp.path().join("wh");
     // Complete through 2025-05-15: 2025Q1's 90- and 120-day windows are not.
-    ingest(&wh, &fixture_files(), &fixture_opts("2025-05-15")).expect("the fixture loads");
-    let mut l = Ledger::init(
-        &wh,
-        &BudgetInit {
-            total_rho: 20.0,
-            total_delta: 0.0,
-            horizon_days: 365,
-            config: PrivacyConfig::default(),
-        },
-    )
-    .unwrap();
-    l.allocate(STANDARD_ALLOCATION, 10.0).unwrap();
-    drop(l);
+    let wh = budgeted(tmp.path(), "2025-05-15");
     let mut incomplete = opts("2025Q1");
     incomplete.allow_incomplete = true;
     let first = publish(&wh, &incomplete).await.unwrap();
@@ -854,7 +631,7 @@ async fn a_later_complete_through_is_published_without_new_spending_and_the_api_
     );
 
     // The API serves what the CLI printed: complete figures, from the same releases.
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let quarters = get(&app, "/v1/quarters").await.json();
     assert_eq!(quarters[0]["publication_id"], again.publication_id);
     assert_eq!(quarters[0]["supersedes"], first.publication_id);
@@ -932,7 +709,7 @@ async fn the_quarter_view_shows_the_quarters_whole_loss_superseded_releases_incl
     );
     // Every release that published 2025Q1: the current two and the superseded two.
     let total = s1 + e1 + s2 + e2;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let quarters = get(&app, "/v1/quarters").await.json();
     let of = |quarter: &str| {
         quarters
@@ -976,7 +753,7 @@ async fn the_quarter_view_shows_the_quarters_whole_loss_superseded_releases_incl
             "{part}"
         );
     }
-    // It is more than the standard release's ε, which is all that was shown before.
+    // It is more than the standard release's ε alone.
     assert!(num("epsilon") > second["epsilon"].as_f64().unwrap());
     // Every release is listed once with its ρ; the superseded ones are not current.
     let listed = q1["releases"].as_array().unwrap();
@@ -1080,12 +857,7 @@ async fn the_server_cannot_write_the_ledger_or_the_release_store() {
     drop(ro);
     // And serving every route, including submissions, leaves the ledger's bytes as they were.
     let before = ledger_bytes(&wh);
-    let st = state(&wh, roomy()).await;
-    let token = st.queue().create_token("rita", Role::Researcher).unwrap();
-    Ledger::open(&wh)
-        .unwrap()
-        .allocate("researcher:rita", 0.5)
-        .unwrap();
+    let (st, token) = with_researcher(&wh, "rita", 0.5, roomy()).await;
     let before_after_allocate = ledger_bytes(&wh);
     assert_ne!(before, before_after_allocate);
     let app = app(st);
@@ -1100,45 +872,6 @@ async fn the_server_cannot_write_the_ledger_or_the_release_store() {
     let r = submit(&app, &token, &submission(0.1)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(ledger_bytes(&wh), before_after_allocate);
-}
-
-/// A person-local count per program and quarter, inline SQL, no allocation.
-pub(crate) fn spec(sql: &str) -> Value {
-    json!({
-        "name": "persons with an attempt per program and quarter",
-        "k": 2,
-        "queries": [{"sql": sql}],
-        "cells": [
-            {"column": "program_id", "domain": "programs"},
-            {"column": "quarter", "domain": {"quarters": {"from": "2025Q1", "to": "2025Q2"}}}
-        ],
-        "statistics": [{"name": "attempted", "kind": "count"}]
-    })
-}
-
-pub(crate) const PERSON_LOCAL: &str = "SELECT person_key, program_id, quarter_of(attempt_date) AS quarter, true AS attempted \
-     FROM outreach_attempts GROUP BY person_key, program_id, quarter_of(attempt_date)";
-
-pub(crate) fn submission(rho: f64) -> Value {
-    json!({"purpose": "how many survivors each team reaches", "rho": rho, "spec": spec(PERSON_LOCAL)})
-}
-
-/// A state with a researcher `name` holding a token and `rho` of allocation.
-pub(crate) async fn with_researcher(
-    wh: &Path,
-    name: &str,
-    rho: f64,
-    limits: Limits,
-) -> (AppState, String) {
-    let st = state(wh, limits).await;
-    let token = st.queue().create_token(name, Role::Researcher).unwrap();
-    if rho > 0.0 {
-        Ledger::open(wh)
-            .unwrap()
-            .allocate(&format!("researcher:{name}"), rho)
-            .unwrap();
-    }
-    (st, token)
 }
 
 /// At most two submissions are planned at once. One more is answered 503 `busy` in JSON with
@@ -1497,21 +1230,6 @@ async fn security_headers_cors_for_get_only_and_an_access_log_line_per_request()
     );
 }
 
-pub(crate) fn outreach(wh: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_outreach"))
-        .args(args)
-        .env("OUTREACH_WAREHOUSE", wh)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "outreach {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_researcher_round_trip_through_the_cli_and_http() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1697,10 +1415,9 @@ async fn a_query_that_is_not_person_local_or_tries_ddl_is_refused_with_the_analy
     );
 }
 
-/// Issue 17: six columns of `repeat('a1', 300000000)` took the server to 6.1 GiB, because the
-/// optimiser folded them into literals before the allow-list looked. The submission is now
-/// refused by the function's name, from the plan as written, within a second, and nothing is
-/// queued.
+/// Six columns of `repeat('a1', 300000000)` would fold into 6.1 GiB of literals if the
+/// optimiser ran before the allow-list looked. The submission is refused by the function's
+/// name, from the plan as written, within a second, and nothing is queued.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_submission_whose_constants_would_fold_into_gigabytes_is_refused_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1758,11 +1475,7 @@ async fn two_researchers_with_the_same_spec_each_get_their_own_release_and_debit
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let (st, bob) = with_researcher(&wh, "bob", 0.5, roomy()).await;
-    let alice = st.queue().create_token("alice", Role::Researcher).unwrap();
-    Ledger::open(&wh)
-        .unwrap()
-        .allocate("researcher:alice", 0.5)
-        .unwrap();
+    let alice = add_researcher(&st, &wh, "alice", 0.5);
     let app = app(st.clone());
     let b = submit_id(&app, &bob, &submission(0.1)).await;
     outreach(&wh, &["requests", "approve", &b.to_string()]);
@@ -1820,7 +1533,7 @@ async fn csv_bodies_never_hand_a_spreadsheet_a_formula() {
     let file = tmp.path().join("spec.json");
     std::fs::write(&file, spec.to_string()).unwrap();
     outreach(&wh, &["release", "--spec", file.to_str().unwrap()]);
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let list = get(&app, "/v1/releases?name=tags").await.json();
     let id = list[0]["id"].as_i64().unwrap();
     let csv = get(&app, &format!("/v1/releases/{id}?format=csv"))
@@ -2216,9 +1929,9 @@ async fn a_request_that_takes_too_long_gets_a_json_504() {
     assert_eq!(r.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
 }
 
-/// A version 1 publication document, byte for byte as the ledger stored it before documents
-/// had a version: `serde_json::to_string` of the document's `Value` (compact, keys sorted).
-const PUBLICATION_V1: &str = include_str!("../fixtures/publication-v1.json");
+/// A version 1 publication document, byte for byte as a ledger stores a document without a
+/// version field: `serde_json::to_string` of the document's `Value` (compact, keys sorted).
+const PUBLICATION_V1: &str = include_str!("../../fixtures/publication-v1.json");
 
 /// Every key path of a JSON value, array elements as `[]`: its shape without the values.
 fn shape(v: &Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
@@ -2283,7 +1996,7 @@ async fn a_stored_version_1_publication_still_loads_and_is_served() {
             document: &fixture,
         })
         .unwrap();
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let health = get(&app, "/healthz").await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.text());
     assert_eq!(health.json()["status"], "ok");
@@ -2368,7 +2081,7 @@ async fn an_unreadable_publication_makes_healthz_503_and_is_logged_not_dropped()
     drop(conn);
 
     // Through oneshot: unhealthy, with a count and nothing internal.
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let health = get(&app, "/healthz").await;
     assert_eq!(
         health.status,
@@ -2393,7 +2106,7 @@ async fn an_unreadable_publication_makes_healthz_503_and_is_logged_not_dropped()
     );
     // The report of such a quarter is an internal error naming it, not "publish it first".
     let out = tmp.path().join("2025Q3.html");
-    let report = crate::dashboard::report_command(&wh, "2025Q3", &out);
+    let report = crate::present::report_command(&wh, "2025Q3", &out);
     let stderr = String::from_utf8_lossy(&report.stderr);
     assert_eq!(report.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("2025Q3 cannot be read"), "{stderr}");

@@ -1,70 +1,13 @@
-//! Safety of ingest: direct identifiers refuse a file whole, re-loads add nothing, loads are
-//! all-or-nothing, a crash at any point leaves the warehouse as it was, and one writer at a time.
+//! Safety of ingest: re-loads add nothing (but the same bytes forced into another table are
+//! checked as that table), loads are all-or-nothing, a crash at any point leaves the warehouse
+//! as it was, and one writer at a time.
 
 use std::process::Command;
 
-use outreach_warehouse::ingest::{FAIL_POINT_ENV, FileOutcome, IngestError, ingest};
+use outreach_warehouse::ingest::{FAIL_POINT_ENV, FileOutcome, IngestError, IngestOptions, ingest};
 use outreach_warehouse::warehouse::{DatasetVersion, Warehouse};
 
 use crate::common::*;
-
-fn identifier_refused(content: String, expect_place: &str, expect_kind: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let wh = warehouse_with_programs(tmp.path());
-    let before = snapshot(&wh);
-    let f = write(tmp.path(), "overdose_events.csv", content);
-    let err = load(&wh, &f).unwrap_err();
-    assert!(matches!(err, IngestError::DirectIdentifier { .. }), "{err}");
-    let msg = err.to_string();
-    assert!(msg.contains("refused whole, nothing was loaded"), "{msg}");
-    assert!(msg.contains(expect_place), "{msg}");
-    assert!(msg.contains(expect_kind), "{msg}");
-    assert!(msg.contains("de-identify"), "{msg}");
-    assert_eq!(snapshot(&wh), before);
-    // Not even a quarantine report: an identifier must not be copied anywhere.
-    assert!(!wh.join("quarantine").exists());
-}
-
-#[test]
-fn identifier_columns_refuse_the_file() {
-    for (col, kind) in [
-        ("first_name", "a person's name"),
-        ("DOB", "a date of birth"),
-        ("ssn", "a social security number"),
-        ("street_address", "a street address"),
-        ("phone", "a phone number"),
-        ("email", "an email address"),
-        ("MRN", "a medical record number"),
-        ("client_id", "a raw person identifier beside person_key"),
-    ] {
-        let header = format!("{EVENTS_HEADER},{col}");
-        let rows = vec![format!("{},x", event("E1", "pk1", "P001", "2025-01-01"))];
-        identifier_refused(csv(&header, &rows), &format!("column '{col}'"), kind);
-    }
-}
-
-#[test]
-fn identifier_values_refuse_the_file() {
-    let mut rows = events(50);
-    rows.push(event("E9", "jane.doe@example.org", "P001", "2025-01-01"));
-    identifier_refused(
-        csv(EVENTS_HEADER, &rows),
-        "a value in column 'person_key' on line 52",
-        "an email address",
-    );
-    let rows = vec![event("E1", "123-45-6789", "P001", "2025-01-01")];
-    identifier_refused(
-        csv(EVENTS_HEADER, &rows),
-        "column 'person_key' on line 2",
-        "a social security number",
-    );
-    let rows = vec![event("617-555-0100", "pk1", "P001", "2025-01-01")];
-    identifier_refused(
-        csv(EVENTS_HEADER, &rows),
-        "column 'event_id' on line 2",
-        "a phone number",
-    );
-}
 
 #[test]
 fn reloading_the_same_file_adds_nothing() {
@@ -277,5 +220,36 @@ fn a_released_lock_is_free_while_other_threads_spawn_processes() {
     assert_eq!(
         busy, 0,
         "the lock was busy {busy} times with nobody holding it"
+    );
+}
+
+#[test]
+fn the_same_bytes_loaded_as_another_table_are_not_already_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let f = events_file(tmp.path(), 5);
+    let first = load(&wh, &f).unwrap();
+    let sha = first.files[0].sha256.clone();
+    let manifest = Warehouse::open(&wh).unwrap().manifest().unwrap();
+    assert!(manifest.load_of_file("overdose_events", &sha).is_some());
+    assert!(manifest.load_of_file("arrests", &sha).is_none());
+    // Forced into arrests, the file is checked as an arrests export (and fails its header),
+    // not waved through as "already loaded".
+    let r = ingest(
+        &wh,
+        std::slice::from_ref(&f),
+        &IngestOptions {
+            table: Some("arrests".into()),
+            ..opts()
+        },
+    );
+    match r {
+        Err(IngestError::Header { table, .. }) => assert_eq!(table, "arrests"),
+        other => panic!("{other:?}"),
+    }
+    // Into its own table, it is.
+    assert_eq!(
+        load(&wh, &f).unwrap().files[0].outcome,
+        FileOutcome::AlreadyLoaded(DatasetVersion(2))
     );
 }

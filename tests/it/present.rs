@@ -1,6 +1,7 @@
-//! The dashboard page (`GET /`) and `outreach report`, through `oneshot` and the binary: what
-//! they show against what the API serves, without JavaScript or network, the small-cell
-//! display rule, and bad choices. The real-browser test is `browser.rs`.
+//! What the public is shown (`src/present`): the dashboard page (`GET /`) and `outreach
+//! report`, through `oneshot` and the binary: what they show against what the API serves,
+//! without JavaScript or network, the small-cell display rule, and bad choices. The
+//! real-browser tests are `browser`.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +10,10 @@ use axum::http::{StatusCode, header};
 use outreach_warehouse::api::{Limits, app};
 use serde_json::Value;
 
-use super::api::{assert_error, get, published, roomy, state};
+use crate::common::fixture::{fixture_files, fixture_opts};
+use crate::common::server::{
+    app_for, assert_error, current_doc, get, published, roomy, send, state,
+};
 
 /// A demo warehouse big enough for rates: 3,000 survivors in 4 programs, 8 quarters
 /// published from 2024Q3 to 2026Q2.
@@ -46,7 +50,7 @@ pub(crate) fn rate_text(f: &Value) -> String {
 async fn the_dashboard_shows_the_comparison_the_police_difference_and_a_trend_with_intervals() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = demo_warehouse(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let page = get(
         &app,
         "/?quarter=2025Q1&metric=rate:engagement_30d&program=P002",
@@ -112,7 +116,7 @@ async fn the_dashboard_shows_the_comparison_the_police_difference_and_a_trend_wi
     .await;
     assert_eq!(again.text(), html);
     let etag = page.header(header::ETAG);
-    let not_modified = super::api::send(
+    let not_modified = send(
         &app,
         axum::http::Request::get("/?quarter=2025Q1&metric=rate:engagement_30d&program=P002")
             .header(header::IF_NONE_MATCH, etag)
@@ -132,7 +136,7 @@ async fn the_dashboard_shows_the_comparison_the_police_difference_and_a_trend_wi
 async fn bad_choices_are_400_unpublished_ones_and_an_empty_warehouse_404() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     // A choice not written as the OpenAPI document says is a 400; one written right with
     // nothing published for it is a 404, as on the JSON routes.
     use StatusCode as S;
@@ -152,12 +156,8 @@ async fn bad_choices_are_400_unpublished_ones_and_an_empty_warehouse_404() {
     // A warehouse with a budget but nothing published.
     let tmp2 = tempfile::tempdir().unwrap();
     let wh2 = tmp2.path().join("wh");
-    outreach_warehouse::ingest::ingest(
-        &wh2,
-        &super::metrics::fixture_files(),
-        &super::metrics::fixture_opts("2025-12-31"),
-    )
-    .unwrap();
+    outreach_warehouse::ingest::ingest(&wh2, &fixture_files(), &fixture_opts("2025-12-31"))
+        .unwrap();
     outreach_warehouse::ledger::Ledger::init(
         &wh2,
         &outreach_warehouse::ledger::BudgetInit {
@@ -170,10 +170,6 @@ async fn bad_choices_are_400_unpublished_ones_and_an_empty_warehouse_404() {
     .unwrap();
     let empty = app_for(&wh2).await;
     assert_error(&get(&empty, "/").await, StatusCode::NOT_FOUND, "not_found");
-}
-
-async fn app_for(wh: &Path) -> axum::Router {
-    app(state(wh, roomy()).await)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,7 +225,7 @@ async fn outreach_report_writes_a_self_contained_html_and_the_csv_of_every_figur
     );
     assert!(html.contains("href=\"2025Q1.csv\""));
     // Headline metrics per program with intervals, the charts, completeness, the methods.
-    let doc = crate::api::current_doc(&wh, "2025Q1");
+    let doc = current_doc(&wh, "2025Q1");
     for p in doc["programs"].as_array().unwrap() {
         let id = p["program"]["program_id"].as_str().unwrap();
         assert!(html.contains(&format!("id=\"program-{id}\"")), "{id}");
@@ -334,7 +330,7 @@ async fn a_value_wholly_below_zero_is_shown_with_the_width_of_its_noise_on_every
     // rate whose noisy value is −20% with a standard error of 5 points, so that its whole 95%
     // interval (−29.8% to −10.2%) lies below zero; and a count of −30 whose interval ±11
     // lies below zero too. Clamping alone would show both as certain: 0.0% (0.0%–0.0%).
-    let mut doc = Publication::from_document(&crate::api::current_doc(&wh, "2025Q1")).unwrap();
+    let mut doc = Publication::from_document(&current_doc(&wh, "2025Q1")).unwrap();
     let p1 = doc
         .programs
         .iter_mut()
@@ -378,7 +374,7 @@ async fn a_value_wholly_below_zero_is_shown_with_the_width_of_its_noise_on_every
         })
         .unwrap();
     let shown = "0.0% (0.0%–9.8%)";
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     // The API, in JSON and in CSV.
     let page = get(&app, "/v1/quarters/2025Q1/programs/P1").await.json();
     let f = page["figures"]
@@ -447,7 +443,7 @@ async fn the_report_csv_holds_every_figure_of_the_quarter_in_the_apis_columns() 
     let all: Vec<&str> = lines.collect();
     let rows: std::collections::HashSet<&str> = all.iter().copied().collect();
     assert_eq!(rows.len(), all.len(), "no figure twice");
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     // Every line of every CSV the API serves for the quarter is a row of report.csv, under
     // the same header: each program's page (its equity breakdowns too), and each metric
     // compared by program and by every grouping.
@@ -494,7 +490,7 @@ async fn the_report_csv_holds_every_figure_of_the_quarter_in_the_apis_columns() 
     assert!(served > 0);
     // And report.csv holds every figure of the publication: the equity breakdowns too,
     // statewide ones included, which no API route lists one by one.
-    let doc = crate::api::current_doc(&wh, "2025Q1");
+    let doc = current_doc(&wh, "2025Q1");
     let len = |v: &Value, k: &str| v[k].as_array().map_or(0, Vec::len);
     let figures: usize = doc["programs"]
         .as_array()
@@ -532,7 +528,7 @@ fn section<'a>(html: &'a str, from: &str, to: &str) -> &'a str {
 async fn the_dashboard_marks_incomplete_follow_up_and_opens_on_a_complete_quarter() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = demo_warehouse(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     // 2026Q2's 30-day windows run past the data declared complete; 2026Q1's do not.
     let p002 = get(&app, "/v1/quarters/2026Q2/programs/P002").await.json();
     let engaged = p002["completeness"]
@@ -634,7 +630,7 @@ async fn the_report_opens_with_a_summary_a_funder_reads_first() {
     // What comes before the first program's table.
     let first = &html[..html.find("id=\"program-").expect("program tables")];
     assert!(first.contains("id=\"summary\""), "the summary comes first");
-    let doc = |q: &str| Publication::from_document(&crate::api::current_doc(&wh, q)).unwrap();
+    let doc = |q: &str| Publication::from_document(&current_doc(&wh, q)).unwrap();
     let (now, before) = (doc("2026Q2"), doc("2026Q1"));
     let statewide = |d: &Publication| {
         d.groups

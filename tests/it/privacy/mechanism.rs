@@ -206,8 +206,8 @@ fn rho_and_scales_must_agree_and_scales_respect_the_minimum() {
 
 #[test]
 fn bounds_near_the_specs_limit_are_a_spec_error_not_a_panic() {
-    // B = 2^32 + 1: B² overflows 64 bits. It used to panic (and, without overflow checks,
-    // wrap to a tiny L2 and noise about 46,000 times too small).
+    // B = 2^32 + 1: B² overflows 64 bits. Unchecked, it would panic (or, without overflow
+    // checks, wrap to a tiny L2 and noise about 46,000 times too small).
     let e = sensitivity(1, &[(1i64 << 32) + 1]).unwrap_err();
     assert!(matches!(e, PrivacyError::Spec { .. }), "{e}");
     assert!(e.to_string().contains("2^53"), "{e}");

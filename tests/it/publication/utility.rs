@@ -1,7 +1,7 @@
-//! Utility of the standard publication on seeded synthetic data with known truth (issue 10,
-//! "Utility tests"): the published 95% intervals cover the exact values as often as they
-//! claim, and the police-present minus police-absent arrest-rate difference, pooled over the
-//! demo's quarters, finds the effect the generator plants and stays near 0 when none is.
+//! Utility of the standard publication on seeded synthetic data with known truth: the
+//! published 95% intervals cover the exact values as often as they claim, and the
+//! police-present minus police-absent arrest-rate difference, pooled over the demo's quarters,
+//! finds the effect the generator plants and stays near 0 when none is.
 //!
 //! The tests go through the publication's own code: the standard spec, [`prepare`],
 //! [`person_rows`] and [`bound`] for the exact bounded vector, OpenDP's noise through the
@@ -61,24 +61,23 @@ use crate::common::privacy_session;
 // by 78 = 14σ, probability < 1e-40, so the count is 0 and the test asserts it).
 //
 // **Whole-number noise.** A single program's count uses OpenDP's half-width h (|noise| ≤ h
-// with probability ≥ 95%). A first version gave rates and group sums the normal quantile on
-// the noise variance itself; with integer noise, a rate near 0 then covered only 94.41%
-// (|Z| ≤ 10 for 1.96·σ ≈ 10.78) and a sum of 3 (19) programs 94.80% (94.76%). This test
-// found that; publish now rounds a sum's half-width up to a whole number and lets a count
-// enter a rate with variance max(σ², (h/1.96)²) (`rate_variance`), so the exact coverages
-// the test computes are what the published intervals give, and the tolerance below is set
-// by the sampling arithmetic alone.
+// with probability ≥ 95%). With integer noise, the normal quantile on the noise variance
+// itself under-covers: a rate near 0 would cover only 94.41% (|Z| ≤ 10 for 1.96·σ ≈ 10.78)
+// and a sum of 3 (19) programs 94.80% (94.76%). So publish rounds a sum's half-width up to a
+// whole number and lets a count enter a rate with variance max(σ², (h/1.96)²)
+// (`rate_variance`); the exact coverages the test computes are what the published intervals
+// give, and the tolerance below is set by the sampling arithmetic alone.
 //
 // **False alarms (a correct implementation fails with probability < 1e-6).** p̂ is a mean
 // of DRAWS independent indicators, so by Hoeffding P(p̂ ≤ p − t) ≤ exp(−2·DRAWS·t²). The
 // test fails on a quantity with true coverage p only if p̂ < 0.95 − TOL, i.e. t = p − 0.95 +
 // TOL. With DRAWS = 10,000 and TOL = 0.04 (0.95 − TOL = 0.91):
-//   p ≥ 0.95 (the claim):                exp(−2·10,000·0.04²)   = exp(−32)   = 1.3e-14;
-//   p ≥ 0.9441 (the first version's worst): exp(−2·10,000·0.0341²) = exp(−23.2) = 8.1e-11;
+//   p ≥ 0.95 (the claim):             exp(−2·10,000·0.04²)   = exp(−32)   = 1.3e-14;
+//   p ≥ 0.9441 (a rate near 0 above): exp(−2·10,000·0.0341²) = exp(−23.2) = 8.1e-11;
 // per quantity, and by the union bound over at most MAX_QUANTITIES = 1,000 quantities the
-// test fails with probability ≤ 1,000·8.1e-11 = 8.1e-8 < 1e-6 even for that version. (On
-// this data every exact coverage is now at least 0.9537.) The test also computes each quantity's exact
-// coverage p_q (the discrete Gaussian pmf, convolved over a group's programs, pushed through
+// test fails with probability ≤ 1,000·8.1e-11 = 8.1e-8 < 1e-6 even for intervals that
+// under-cover that much. (On this data every exact coverage is at least 0.9537.) The test
+// also computes each quantity's exact coverage p_q (the discrete Gaussian pmf, convolved over a group's programs, pushed through
 // the very `CountFigure`/`rate`/`RateFigure` code, with the bounded value as centre and the
 // exact value as target) and asserts Σ_q exp(−2·DRAWS·(p_q − 0.95 + TOL)²) < 1e-6 before it
 // looks at a single draw. (DRAWS is limited by OpenDP's exact sampler, about 16 µs per

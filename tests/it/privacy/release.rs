@@ -1,16 +1,22 @@
-//! Releases end to end: the numbers and intervals, refusals that spend nothing, the public
-//! view. The DP inequality between two warehouses that differ by one survivor is in
-//! `privacy_dp_inequality.rs`.
+//! Releases end to end (`src/privacy/release`): the numbers and intervals, refusals that
+//! spend nothing, the public view; idempotency, which binds what the warehouse stored;
+//! identical releases started together, which debit once; and a release that fails after its
+//! debit, which prints nothing that depends on the data. The DP inequality between two
+//! warehouses that differ by one survivor is in `dp_inequality`.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
-use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
+use outreach_warehouse::failpoint;
+use outreach_warehouse::ledger::{BudgetInit, LEDGER_FILE, Ledger, PrivacyConfig};
 use outreach_warehouse::privacy::release::{PublicRelease, RatioValue};
-use outreach_warehouse::privacy::{NoiseKind, PrivacyError, ReleaseRequest, ReleaseSpec, release};
+use outreach_warehouse::privacy::{NoiseKind, ReleaseSpec};
 
+use super::{persons_spec, run};
+use crate::common::releases::{PERSONS_SQL, PERSONS_STAT, budget, outreach, spec_toml};
 use crate::common::{
-    EVENTS_HEADER, csv, event, ingest_files, privacy_warehouse, warehouse_with_programs, write,
+    EVENTS_HEADER, csv, event, events, ingest_files, privacy_warehouse, warehouse_with_programs,
+    write,
 };
 
 fn ledger(wh: &Path, noise: NoiseKind, total: f64) {
@@ -87,20 +93,6 @@ denominator = "attempted"
 "#
     ))
     .unwrap()
-}
-
-fn run(
-    wh: &Path,
-    spec: &ReleaseSpec,
-) -> Result<outreach_warehouse::privacy::ReleaseOutcome, PrivacyError> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(release(
-        wh,
-        &ReleaseRequest {
-            spec: spec.clone(),
-            approver: "steward".into(),
-        },
-    ))
 }
 
 #[test]
@@ -509,4 +501,373 @@ kind = "count"
     // Not stored, and no part of what identifies a release.
     let json = serde_json::to_string(&narrowing).unwrap();
     assert!(!json.contains("filter_in_plan"), "{json}");
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+}
+
+#[test]
+fn fail_points_are_compiled_into_the_tests_and_their_binary() {
+    // Without the feature every crash test below would pass by testing nothing.
+    const {
+        assert!(
+            failpoint::ENABLED,
+            "the tests must build the crate with its `failpoints` feature (Cargo.toml's self dev-dependency)"
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    budget(&wh, 1.0);
+    let spec = write(
+        tmp.path(),
+        "spec.toml",
+        spec_toml(2, 0.1, PERSONS_SQL, PERSONS_STAT),
+    );
+    let out = outreach()
+        .args(["release", "--warehouse"])
+        .arg(&wh)
+        .arg("--spec")
+        .arg(&spec)
+        .env(failpoint::ENV, "ledger-before-commit")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fail point ledger-before-commit: aborting"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(Ledger::open(&wh).unwrap().releases().unwrap().is_empty());
+}
+
+#[test]
+fn a_warehouse_rebuilt_next_to_the_same_ledger_never_replays_another_warehouses_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = privacy_warehouse(&tmp.path().join("a"));
+    budget(&a, 1.0);
+    let spec = persons_spec(2, 0.1);
+    let first = run(&a, &spec).unwrap();
+    assert!(first.fresh);
+    assert!(!run(&a, &spec).unwrap().fresh, "the same data replays");
+    // Another warehouse with other data but the same dataset version (v2), next to a's
+    // ledger, as after a rebuild or a restore.
+    let b_dir = tmp.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b = warehouse_with_programs(&b_dir);
+    ingest_files(
+        &b,
+        &[write(
+            &b_dir,
+            "overdose_events.csv",
+            csv(EVENTS_HEADER, &events(30)),
+        )],
+    );
+    for suffix in ["", "-wal"] {
+        let from = a.join(format!("{LEDGER_FILE}{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, b.join(format!("{LEDGER_FILE}{suffix}"))).unwrap();
+        }
+    }
+    let second = run(&b, &spec).unwrap();
+    assert_eq!(
+        second.public.dataset_version, first.public.dataset_version,
+        "the test needs the same opaque version"
+    );
+    assert!(
+        second.fresh,
+        "release {} of other data was replayed",
+        first.id
+    );
+    assert_ne!(second.id, first.id);
+    let l = Ledger::open(&b).unwrap();
+    assert_eq!(l.releases().unwrap().len(), 2);
+    assert!(close(l.show().unwrap().spent_rho, 0.2));
+    // On its own data, b replays its own release.
+    let again = run(&b, &spec).unwrap();
+    assert!(!again.fresh);
+    assert_eq!(again.id, second.id);
+    // The content hash binds the key but is never published.
+    let hash = outreach_warehouse::warehouse::Warehouse::open(&b)
+        .unwrap()
+        .manifest()
+        .unwrap()
+        .content_hash();
+    assert!(
+        !serde_json::to_string(&second.public)
+            .unwrap()
+            .contains(&hash)
+    );
+}
+
+#[test]
+fn twenty_identical_releases_started_together_debit_once_and_print_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = privacy_warehouse(tmp.path());
+    budget(&wh, 1.0);
+    let spec = write(
+        tmp.path(),
+        "spec.toml",
+        spec_toml(2, 0.1, PERSONS_SQL, PERSONS_STAT),
+    );
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            outreach()
+                .args(["release", "--warehouse"])
+                .arg(&wh)
+                .arg("--spec")
+                .arg(&spec)
+                .args(["--format", "json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut printed = Vec::new();
+    let mut replayed = 0;
+    for out in &outs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {
+                printed.push(out.stdout.clone());
+                replayed += usize::from(stderr.contains("nothing spent"));
+            }
+            // Refused as busy: allowed, though with the default wait it does not happen.
+            Some(3) => assert!(stderr.contains("still running"), "{stderr}"),
+            other => panic!("exit {other:?}: {stderr}"),
+        }
+    }
+    assert!(!printed.is_empty());
+    assert!(
+        printed.iter().all(|p| p == &printed[0]),
+        "identical requests printed different numbers"
+    );
+    let l = Ledger::open(&wh).unwrap();
+    let all = l.releases().unwrap();
+    assert_eq!(all.len(), 1, "{} debits for one request", all.len());
+    assert_eq!(all[0].status, "released");
+    assert!(close(l.show().unwrap().spent_rho, 0.1));
+    assert_eq!(replayed, printed.len() - 1);
+}
+
+/// Two warehouses with different data, each with a budget: the fixture, and the fixture
+/// plus 40 more survivors.
+fn two_warehouses(tmp: &Path) -> [PathBuf; 2] {
+    let a = privacy_warehouse(&tmp.join("a"));
+    let b_dir = tmp.join("b");
+    let b = privacy_warehouse(&b_dir);
+    let extra = b_dir.join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    let rows: Vec<String> = (0..40)
+        .map(|i| {
+            event(
+                &format!("X{i:03}"),
+                &format!("extra{i:03}"),
+                if i % 2 == 0 { "P001" } else { "P002" },
+                &format!("2025-0{}-1{}", i % 6 + 1, i % 10),
+            )
+        })
+        .collect();
+    ingest_files(
+        &b,
+        &[write(
+            &extra,
+            "overdose_events.csv",
+            csv(EVENTS_HEADER, &rows),
+        )],
+    );
+    for wh in [&a, &b] {
+        budget(wh, 1.0);
+    }
+    [a, b]
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `outreach release --warehouse WH --spec SPEC`, with a fail point armed if given.
+fn release_with(wh: &Path, spec: &Path, point: Option<&str>) -> Output {
+    let mut c = outreach();
+    c.args(["release", "--warehouse"])
+        .arg(wh)
+        .arg("--spec")
+        .arg(spec);
+    if let Some(p) = point {
+        c.env(failpoint::ENV, p);
+    }
+    c.output().unwrap()
+}
+
+/// Overwrites every Parquet file of `overdose_events` with bytes of the same length and no
+/// Parquet footer: DataFusion fails when it reads them, after the debit.
+fn corrupt_events(wh: &Path) {
+    let files: Vec<PathBuf> = files_under(&wh.join("tables"))
+        .into_iter()
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "parquet")
+                && p.to_string_lossy().contains("overdose_events")
+        })
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "no overdose_events data under {}",
+        wh.display()
+    );
+    for f in files {
+        let len = std::fs::metadata(&f).unwrap().len() as usize;
+        std::fs::write(&f, vec![0x55u8; len]).unwrap();
+    }
+}
+
+// Defence in depth: whatever the allow-list misses, a run that fails after its
+// debit shows whoever runs it nothing but that it failed. Three failures after the debit,
+// each on two warehouses with different data: an injected error, a panic inside a query task
+// whose message quotes the data (as a defect in a kernel would), and a real execution error
+// from DataFusion (a data file that does not parse). The exit code, stdout and stderr must
+// be identical for the two warehouses (the release ids agree, since both ledgers run the
+// same sequence), and the steward's record must keep the error text.
+#[test]
+fn a_release_that_fails_after_its_debit_prints_nothing_that_depends_on_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let warehouses = two_warehouses(tmp.path());
+    let spec = write(
+        tmp.path(),
+        "spec.toml",
+        spec_toml(2, 0.1, PERSONS_SQL, PERSONS_STAT),
+    );
+    let cases: [(&str, Option<&str>, &str); 3] = [
+        (
+            "injected error",
+            Some("release-fail-after-debit"),
+            "injected failure",
+        ),
+        (
+            "panic in a query task",
+            Some("release-panic-after-debit"),
+            "release-panic-after-debit",
+        ),
+        ("unreadable data file", None, ""),
+    ];
+    for (n, (what, point, steward_sees)) in cases.into_iter().enumerate() {
+        if point.is_none() {
+            for wh in &warehouses {
+                corrupt_events(wh);
+            }
+        }
+        let outs: Vec<Output> = warehouses
+            .iter()
+            .map(|wh| release_with(wh, &spec, point))
+            .collect();
+        let id = n + 1;
+        for out in &outs {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+            assert!(out.stdout.is_empty(), "{what}: printed {:?}", out.stdout);
+            assert_eq!(
+                stderr,
+                format!(
+                    "error: release {id} failed after its debit (the budget stays spent; see `outreach releases show {id} --steward`)\n"
+                ),
+                "{what}"
+            );
+        }
+        assert_eq!(outs[0].stderr, outs[1].stderr, "{what}");
+        for wh in &warehouses {
+            let l = Ledger::open(wh).unwrap();
+            let r = l.release(id as i64).unwrap();
+            assert_eq!(r.status, "failed", "{what}");
+            let error = r.error.unwrap_or_default();
+            assert!(
+                !error.is_empty() && error.contains(steward_sees),
+                "{what}: the steward's record says {error:?}"
+            );
+            // The failure stays spent.
+            assert!(close(l.show().unwrap().spent_rho, 0.1 * id as f64));
+        }
+    }
+}
+
+#[test]
+fn a_warehouse_rebuilt_from_the_same_files_with_other_rows_never_replays() {
+    // The same CSVs loaded with another --max-date store other rows under the same vN: the
+    // idempotency key binds what was stored, not only the source files' hashes.
+    use outreach_warehouse::ingest::{IngestOptions, ingest};
+    let tmp = tempfile::tempdir().unwrap();
+    let exports = tmp.path().join("exports");
+    std::fs::create_dir_all(&exports).unwrap();
+    let events_csv = write(
+        &exports,
+        "overdose_events.csv",
+        csv(EVENTS_HEADER, &events(60)),
+    );
+    let build = |name: &str, max_date: (i32, u32, u32)| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let wh = warehouse_with_programs(&dir);
+        let opts = IngestOptions {
+            max_date: chrono::NaiveDate::from_ymd_opt(max_date.0, max_date.1, max_date.2).unwrap(),
+            max_reject_rate: 1.0,
+            ..IngestOptions::default()
+        };
+        ingest(&wh, std::slice::from_ref(&events_csv), &opts).unwrap();
+        wh
+    };
+    let a = build("a", (2026, 6, 30));
+    let b = build("b", (2025, 4, 30));
+    let manifest = |wh: &Path| {
+        outreach_warehouse::warehouse::Warehouse::open(wh)
+            .unwrap()
+            .manifest()
+            .unwrap()
+    };
+    let (ma, mb) = (manifest(&a), manifest(&b));
+    assert_eq!(ma.version(), mb.version(), "the test needs the same vN");
+    assert_eq!(
+        ma.loads[1].files[0].sha256, mb.loads[1].files[0].sha256,
+        "the same source file"
+    );
+    assert_ne!(
+        ma.loads[1].files[0].rows_loaded, mb.loads[1].files[0].rows_loaded,
+        "the test needs other rows stored"
+    );
+    assert_ne!(ma.content_hash(), mb.content_hash());
+
+    budget(&a, 1.0);
+    let spec = persons_spec(2, 0.1);
+    let first = run(&a, &spec).unwrap();
+    assert!(first.fresh);
+    for suffix in ["", "-wal"] {
+        let from = a.join(format!("{LEDGER_FILE}{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, b.join(format!("{LEDGER_FILE}{suffix}"))).unwrap();
+        }
+    }
+    let second = run(&b, &spec).unwrap();
+    assert!(
+        second.fresh,
+        "release {} of other rows was replayed",
+        first.id
+    );
+    assert_ne!(second.id, first.id);
+    // Each warehouse still replays its own release.
+    assert!(!run(&b, &spec).unwrap().fresh);
 }

@@ -1,4 +1,4 @@
-//! Issue 17 §4: the OpenAPI document is the whole truth. A schema-conformance fuzzer (CI runs
+//! The OpenAPI document is the whole truth. A schema-conformance fuzzer (CI runs
 //! schemathesis, `.ci/schemathesis.sh`) judges the server by `/openapi.json`: every status an
 //! operation can answer must be listed, and every parameter must say which values it takes,
 //! so that the values the document allows are answered and the others refused with a 400.
@@ -11,13 +11,13 @@ use outreach_warehouse::metrics::Catalog;
 use outreach_warehouse::present::views::COMPARE_BY;
 use serde_json::Value;
 
-use super::api::{
-    assert_error, current_doc, get, get_as, published, roomy, state, with_researcher,
+use crate::common::server::{
+    app_for, assert_error, current_doc, get, get_as, published, roomy, state, with_researcher,
 };
 
-const HANDLERS: &str = include_str!("../../src/api/handlers.rs");
-const ERRORS: &str = include_str!("../../src/api/error.rs");
-const ROUTES_RS: &str = include_str!("../../src/api/routes.rs");
+const HANDLERS: &str = include_str!("../../../src/api/handlers.rs");
+const ERRORS: &str = include_str!("../../../src/api/error.rs");
+const ROUTES_RS: &str = include_str!("../../../src/api/routes.rs");
 
 /// The document as the server builds it.
 fn document() -> Value {
@@ -284,7 +284,7 @@ fn every_operation_lists_each_status_its_handler_and_the_layers_can_answer() {
         [429, 500, 504].iter().all(|s| layers.contains(s)),
         "{layers:?}"
     );
-    // A sanity check of the reader on what the issue is about.
+    // A sanity check of the reader on the submission handler, which answers the most statuses.
     let submit = handlers.statuses("submit");
     for s in [201, 400, 401, 409, 413, 422, 429, 500, 503] {
         assert!(submit.contains(&s), "submit: {s} not read in {submit:?}");
@@ -364,10 +364,9 @@ fn catalog_metrics() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
     (kinds, keys)
 }
 
-/// The fuzzer sent values the document allowed and most were refused with a 400, since the
-/// document gave no pattern or list. Now every path and query parameter states one, from
-/// the code's own constants, the catalog and the data dictionary; the one free text
-/// parameter says so; typed ones have their type.
+/// A fuzzer sends the values the document allows, so every path and query parameter states a
+/// pattern or a list of values, from the code's own constants, the catalog and the data
+/// dictionary; the one free text parameter says so; typed ones have their type.
 #[test]
 fn every_parameter_states_a_pattern_or_its_values() {
     let doc = document();
@@ -455,7 +454,7 @@ fn every_parameter_states_a_pattern_or_its_values() {
 async fn every_csv_answer_is_documented_as_text_csv() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let release = current_doc(&wh, "2025Q1")["release_id"].to_string();
     let doc = document();
     let mut with_csv = 0;
@@ -492,8 +491,8 @@ async fn every_csv_answer_is_documented_as_text_csv() {
     assert_eq!(with_csv, 8);
 }
 
-/// What the fuzzer found: `GET /v1/requests/{id}` without a token, once the client's
-/// requests run out, is answered 429, and the document lists it.
+/// `GET /v1/requests/{id}` without a token, once the client's requests run out, is answered
+/// 429, and the document lists it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limited_request_without_a_token_gets_a_status_the_document_lists() {
     let tmp = tempfile::tempdir().unwrap();
@@ -546,7 +545,7 @@ async fn a_rate_limited_request_without_a_token_gets_a_status_the_document_lists
 async fn every_documented_value_is_answered_without_a_400() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     for format in ["json", "csv"] {
         for route in ["/v1/programs", "/v1/metrics", "/v1/quarters", "/v1/budget"] {
             let r = get(&app, &format!("{route}?format={format}")).await;
@@ -596,8 +595,8 @@ async fn every_documented_value_is_answered_without_a_400() {
 
 /// The values the document refuses are 400s: a quarter written otherwise than `2025Q3`
 /// (which the command line would take), a `since` that is not a day, empty choices of the
-/// dashboard, also once its default page is kept in memory (the page of no choice was
-/// served for `?quarter=`), and a metric that is not a standard one.
+/// dashboard, also once its default page is kept in memory (`?quarter=` is not the page of no
+/// choice), and a metric that is not a standard one.
 #[tokio::test(flavor = "multi_thread")]
 async fn values_the_document_refuses_are_400() {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 //! `add_days` all stay inside; no value of a row is cast to a date). An error that one person's
 //! value can trigger would be a channel, so an entry that can raise on data must not be on the
 //! list.
-//! `tests/it/privacy_allowlist_audit.rs` runs the same entries through the analyser.
+//! `allowlist_audit` runs the same entries through the analyser.
 
 use std::sync::Arc;
 

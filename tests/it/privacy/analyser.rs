@@ -357,7 +357,7 @@ const REFUSED: &[(&str, &str, Rule)] = &[
         "SELECT person_key, date_trunc(source, event_date) AS d FROM overdose_events",
         Rule::Function,
     ),
-    // Issue 9, section 1: data-dependent errors through the allow-list.
+    // Data-dependent errors through the allow-list.
     (
         "round of an integer to negative digits (raises on one person's extreme value)",
         "SELECT person_key, round(CASE WHEN event_id = 'E01' THEN 9223372036854775807 ELSE 0 END, -1) AS r FROM overdose_events",
@@ -438,8 +438,8 @@ const REFUSED: &[(&str, &str, Rule)] = &[
         "SELECT person_key, event_date - INTERVAL '30 days' AS d FROM overdose_events",
         Rule::Function,
     ),
-    // Issue 9, section 7: the nullable side of an outer join counts as the output key, but
-    // never to group, partition or join by.
+    // The nullable side of an outer join counts as the output key, but never to group,
+    // partition or join by.
     (
         "a window partitioned only by the nullable side's person_key",
         "SELECT a.person_key, row_number() OVER (PARTITION BY o.person_key ORDER BY a.attempt_date) AS n FROM outreach_attempts a LEFT JOIN overdose_events o ON a.person_key = o.person_key",
@@ -674,8 +674,8 @@ fn range_frames_with_offsets_are_refused() {
 
 #[test]
 fn subqueries_are_checked_against_the_dictionary_the_analyser_was_given() {
-    // The analyser used to read the built-in dictionary again for subqueries (and called a
-    // failure to read it a refusal, bad input). It now uses the dictionary it is given.
+    // Subqueries are checked against the dictionary the analyser is given, not the built-in
+    // one read again (whose failure would read as a refusal, bad input).
     use std::sync::Arc;
 
     use datafusion::arrow::array::{ArrayRef, Date32Array, StringArray};
@@ -700,11 +700,11 @@ description = "Region."
     let dict = Dictionary::parse(&[
         (
             "programs.toml",
-            include_str!("../../data-dictionary/programs.toml"),
+            include_str!("../../../data-dictionary/programs.toml"),
         ),
         (
             "overdose_events.toml",
-            include_str!("../../data-dictionary/overdose_events.toml"),
+            include_str!("../../../data-dictionary/overdose_events.toml"),
         ),
         ("regions.toml", REGIONS),
     ])
@@ -734,9 +734,9 @@ description = "Region."
     analyse(&plan, &dict).unwrap_or_else(|r| panic!("refused: {r}"));
 }
 
-/// Issue 17: the optimiser evaluates expressions of constants while it plans, so a function
-/// off the allow-list must be refused on the plan as written. `repeat('a1', 300000000)` was
-/// folded into a 600 MB literal before the analyser saw the optimized plan.
+/// The optimiser evaluates expressions of constants while it plans, so a function off the
+/// allow-list must be refused on the plan as written: `repeat('a1', 300000000)` would fold into
+/// a 600 MB literal before the analyser saw the optimised plan.
 #[test]
 fn repeat_of_a_large_literal_is_refused_by_name_before_the_optimiser_folds_it() {
     use std::time::{Duration, Instant};

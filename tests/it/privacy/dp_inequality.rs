@@ -35,11 +35,11 @@ use outreach_warehouse::privacy::mechanism::epsilon_at;
 use outreach_warehouse::privacy::release::{PreparedRelease, bound, person_rows, prepare};
 use outreach_warehouse::privacy::{NoiseKind, ReleaseSpec};
 
+use super::release::engagement_spec;
 use crate::common::{
     ATTEMPTS_HEADER, EVENTS_HEADER, csv, event, ingest_files, privacy_session, privacy_warehouse,
     write,
 };
-use crate::privacy_release::engagement_spec;
 
 // False alarms. Each estimate P̂ is a mean of N independent indicators, so by Hoeffding
 // P(|P̂ − P| > TOL) ≤ 2·exp(−2·N·TOL²). With N = 20,000 and TOL = √(ln(2/1e-8)/(2·20,000))

@@ -1,7 +1,7 @@
-//! The allow-list audit (issue 9, section 1): every allowed function, operator and cast,
-//! and the coercions DataFusion inserts around them, planned through the analyser and run on
-//! adversarial rows stored under the warehouse's own table names, in a session set up as the
-//! warehouse's (`open_session`'s configuration, with the safe functions registered).
+//! The allow-list audit: every allowed function, operator and cast, and the coercions
+//! DataFusion inserts around them, planned through the analyser and run on adversarial rows
+//! stored under the warehouse's own table names, in a session set up as the warehouse's
+//! (`open_session`'s configuration, with the safe functions registered).
 //!
 //! An entry either runs on every row without an error, or the analyser refuses it. The rows
 //! hold integer extremes (reached through `TRY_CAST` of text: there are no integer columns),

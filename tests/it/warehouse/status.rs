@@ -1,7 +1,10 @@
-//! The warehouse as readers see it: dataset versions, status, complete-through declarations.
+//! The warehouse as readers see it (`src/warehouse/status.rs`): dataset versions, status,
+//! complete-through declarations, and one check that refuses a complete-through date in the
+//! future.
 
 use chrono::NaiveDate;
-use outreach_warehouse::ingest::{IngestOptions, ingest};
+use outreach_warehouse::Fault;
+use outreach_warehouse::ingest::{IngestError, IngestOptions, ingest};
 use outreach_warehouse::warehouse::{DatasetVersion, Warehouse, WarehouseError, status};
 
 use crate::common::*;
@@ -125,4 +128,34 @@ async fn an_empty_warehouse_has_every_table_with_its_schema() {
         Warehouse::open(tmp.path().join("nowhere")),
         Err(WarehouseError::NotFound(_))
     ));
+}
+
+#[test]
+fn a_future_complete_through_date_is_refused_by_the_one_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let f = events_file(tmp.path(), 5);
+    let future = chrono::Utc::now().date_naive() + chrono::Days::new(2);
+    let err = ingest(
+        &wh,
+        std::slice::from_ref(&f),
+        &IngestOptions {
+            complete_through: Some(future),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IngestError::Warehouse(WarehouseError::FutureCompleteThrough { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.fault(), Fault::BadInput);
+    let direct = Warehouse::open(&wh)
+        .unwrap()
+        .declare_complete_through("overdose_events", future)
+        .unwrap_err();
+    assert_eq!(err.to_string(), direct.to_string());
 }

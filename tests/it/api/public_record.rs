@@ -1,4 +1,4 @@
-//! Issue 17 §3: the public record shows no timing and no identities (privacy model §10).
+//! The public record shows no timing and no identities (privacy model §10).
 //! Publication times are days everywhere the public looks; the public budget shows the
 //! researchers as one row; a request belongs to the token that made it, under an id that
 //! counts nothing; and a researcher's text cannot drive the steward's terminal.
@@ -6,12 +6,12 @@
 use axum::http::{StatusCode, header};
 use outreach_warehouse::api::app;
 use outreach_warehouse::ledger::Ledger;
-use outreach_warehouse::requests::{Quote, Role};
+use outreach_warehouse::requests::Quote;
 use serde_json::{Value, json};
 
-use super::api::{
-    assert_error, get, get_as, outreach, published, roomy, state, submission, submit, submit_id,
-    with_researcher,
+use crate::common::server::{
+    add_researcher, app_for, assert_error, get, get_as, outreach, published, roomy, submission,
+    submit, submit_id, with_researcher,
 };
 
 fn approx(v: &Value, want: f64) {
@@ -61,7 +61,7 @@ async fn publication_times_are_days_in_the_api_the_dashboard_the_report_and_the_
     }
     assert_eq!(finished.len(), 4);
 
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let quarters = get(&app, "/v1/quarters").await.json();
     for (i, (q, at)) in stamps.iter().enumerate() {
         assert_eq!(quarters[i]["quarter"], *q);
@@ -153,11 +153,7 @@ async fn the_public_budget_shows_researchers_as_one_row_and_a_token_holder_their
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let (st, rosa) = with_researcher(&wh, "rosa", 0.5, roomy()).await;
-    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
-    Ledger::open(&wh)
-        .unwrap()
-        .allocate("researcher:bob", 0.25)
-        .unwrap();
+    let bob = add_researcher(&st, &wh, "bob", 0.25);
     let app = app(st.clone());
     let id = submit_id(&app, &rosa, &submission(0.1)).await;
     outreach(&wh, &["requests", "approve", &id.to_string()]);
@@ -391,7 +387,7 @@ async fn stored_requests_go_to_the_token_active_when_they_were_submitted() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let t = old_requests_file(&wh);
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let mine = get_as(&app, "/v1/requests/3", &t.second_rosa).await;
     assert_eq!(mine.status, StatusCode::OK, "{}", mine.text());
     assert_eq!(mine.json()["purpose"], "the second rosa's question");
@@ -438,11 +434,7 @@ async fn request_ids_are_random_and_count_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
     let (st, alice) = with_researcher(&wh, "alice", 0.5, roomy()).await;
-    let bob = st.queue().create_token("bob", Role::Researcher).unwrap();
-    Ledger::open(&wh)
-        .unwrap()
-        .allocate("researcher:bob", 0.5)
-        .unwrap();
+    let bob = add_researcher(&st, &wh, "bob", 0.5);
     let app = app(st.clone());
     let mut ids = Vec::new();
     for token in [&alice, &bob, &bob, &bob, &alice] {
@@ -512,7 +504,7 @@ async fn sequential_ids_stored_before_keep_working() {
         .unwrap()
         .allocate("researcher:rosa", 0.5)
         .unwrap();
-    let app = app(state(&wh, roomy()).await);
+    let app = app_for(&wh).await;
     let old = get_as(&app, "/v1/requests/3", &t.second_rosa).await;
     assert_eq!(old.status, StatusCode::OK, "{}", old.text());
     assert_eq!(old.json()["id"], "3");

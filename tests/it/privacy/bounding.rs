@@ -1,16 +1,25 @@
-//! Contribution bounding: for random person-level rows, no person keeps more than `k` cells,
-//! no value leaves its bounds, and removing one person changes the statistic vector by at
-//! most the L1 and L2 that the engine declares.
+//! Contribution bounding (`src/privacy/bounding.rs`): for random person-level rows, no person
+//! keeps more than `k` cells, no value leaves its bounds, and removing one person changes the
+//! statistic vector by at most the L1 and L2 that the engine declares; rows are folded as they
+//! arrive, so a self-join that multiplies each person's rows holds `k` cells a person.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
+use outreach_warehouse::ledger::Ledger;
+use outreach_warehouse::privacy::ReleaseSpec;
 use outreach_warehouse::privacy::bounding::{Bounder, BoundingRules, CellChoiceKey};
 use outreach_warehouse::privacy::mechanism::sensitivity;
 use outreach_warehouse::privacy::spec::{CellKey, Statistic, StatisticKind};
 use proptest::prelude::*;
+
+use super::run;
+use crate::common::releases::{PERSONS_STAT, budget, spec_toml};
+use crate::common::{
+    ATTEMPTS_HEADER, csv, ingest_files, privacy_session, warehouse_with_programs, write,
+};
 
 /// A person-level row: person, program, quarter, flag a, flag b, amount.
 type Row = (u8, u8, u8, Option<i64>, Option<i64>, Option<i64>);
@@ -281,8 +290,7 @@ const NO_VALUE: i64 = i64::MIN;
 /// What collapsing at the end keeps, with its exclusive conflicts and persons over `k`.
 type Collapsed = (Vec<(String, Vec<String>, Vec<i64>)>, u64, u64);
 
-/// The bounder before issue 17, written out plainly: every row of a person is gathered
-/// first, then each (person, cell) is the MAX of its clamped values (a NULL count is 0, a
+/// The bounder's result, computed plainly: every row of a person is gathered first, then each (person, cell) is the MAX of its clamped values (a NULL count is 0, a
 /// NULL sum no value), the person keeps the `k` cells with the smallest (keyed hash, cell),
 /// a sum with no value becomes 0 clamped, and an exclusive group is made one-hot, the first
 /// side listed winning. Gives what `Bounder::into_rows` gives.
@@ -366,8 +374,8 @@ fn collapse_at_the_end(rules: &BoundingRules, rows: &[Row]) -> Collapsed {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
-    /// Issue 17: each row is folded into its person's record as it arrives, instead of every
-    /// row being kept until the end. For random rows in a random order, cut into random
+    /// Each row is folded into its person's record as it arrives, instead of every row being
+    /// kept until the end. For random rows in a random order, cut into random
     /// batches over a random number of shards, the fold keeps exactly what collapsing all of
     /// a person's rows at the end keeps, for a public and a private key, with and without an
     /// exclusive group, down to the sums and the diagnostics; and after every batch it holds
@@ -482,8 +490,7 @@ fn wide_batch(rows: &[(usize, u16)]) -> RecordBatch {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
-    /// At k ≥ 256 (the bounder's per-person count once had 8 bits and wrapped there) a
-    /// person still keeps exactly the min(k, touched) cells with the smallest keyed hash,
+    /// At k ≥ 256 (past what an 8-bit per-person count holds) a person still keeps exactly the min(k, touched) cells with the smallest keyed hash,
     /// whatever the order in which the rows arrive.
     #[test]
     fn with_k_of_256_or_more_a_person_keeps_the_k_cells_with_the_smallest_keyed_hash(
@@ -635,4 +642,102 @@ fn batches_from_several_threads_meet_per_person() {
     });
     let many = Arc::try_unwrap(b).ok().unwrap().finish().values;
     assert_eq!(one, many);
+}
+
+/// A person-local self-join multiplies one person's rows (`a JOIN b JOIN c ON person_key`: n
+/// attempts give n³ rows; one survivor with 400 attempts gives 6.4e7), all after the debit.
+/// Rows are folded into each person's record as they arrive: for 500 survivors with 12
+/// attempts each (864,000 rows), what the bounder holds after every batch is at most k cells a
+/// person and fewer bytes than rows pushed, and the release itself finishes.
+#[test]
+fn a_self_join_that_multiplies_each_persons_rows_is_bounded_in_persons_times_k() {
+    use futures::StreamExt;
+    use outreach_warehouse::privacy::bounding::{
+        Bounder, BoundingRules, CellChoiceKey, Retained, record_words,
+    };
+    use outreach_warehouse::privacy::release::{person_rows, prepare};
+
+    const SURVIVORS: usize = 500;
+    const ATTEMPTS: usize = 12;
+    const K: usize = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    // Three programs and two quarters: each survivor touches six cells, and keeps k = 2.
+    let attempts: Vec<String> = (0..SURVIVORS)
+        .flat_map(|p| {
+            (0..ATTEMPTS).map(move |j| {
+                let program = ["P001", "P002", "P003"][j % 3];
+                let date = if j % 2 == 0 { "2025-02-10" } else { "2025-05-10" };
+                format!(
+                    "A{p:03}x{j:02},pk{p:04},{program},E{p:04},{date},home_visit,engaged_survivor,false,false,false,true,false"
+                )
+            })
+        })
+        .collect();
+    let file = write(
+        tmp.path(),
+        "outreach_attempts.csv",
+        csv(ATTEMPTS_HEADER, &attempts),
+    );
+    ingest_files(&wh, &[file]);
+    budget(&wh, 1.0);
+    let sql = "SELECT a.person_key, a.program_id, quarter_of(a.attempt_date) AS quarter, true AS persons \
+               FROM outreach_attempts a \
+               JOIN outreach_attempts b ON b.person_key = a.person_key \
+               JOIN outreach_attempts c ON c.person_key = a.person_key";
+    let spec: ReleaseSpec = toml::from_str(&spec_toml(K as u32, 0.5, sql, PERSONS_STAT)).unwrap();
+
+    // The release's own plan and rows, into a bounder read after every batch.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (pushed, most, bounded) = rt.block_on(async {
+        let ctx = privacy_session(&wh).await;
+        let config = Ledger::open(&wh).unwrap().config().unwrap();
+        let prepared = prepare(&ctx, &spec, "v1", &config).await.unwrap();
+        let rules = BoundingRules {
+            k: prepared.spec.k as usize,
+            cells: prepared.spec.cells.clone(),
+            statistics: prepared.spec.statistics.clone(),
+            exclusive: prepared.spec.exclusive.clone(),
+            key: CellChoiceKey(*b"0123456789abcdef"),
+        };
+        let rows = person_rows(&ctx, &prepared.spec, &prepared.queries).unwrap();
+        let bounder = Bounder::new(&rules, 256);
+        let (mut pushed, mut most) = (0usize, Retained::default());
+        let mut stream = rows.execute_stream().await.unwrap();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            pushed += batch.num_rows();
+            bounder.push(&batch).unwrap();
+            let now = bounder.retained();
+            assert!(now.cells <= now.persons * K, "{now:?} after {pushed} rows");
+            most = Retained {
+                persons: most.persons.max(now.persons),
+                cells: most.cells.max(now.cells),
+                bytes: most.bytes.max(now.bytes),
+            };
+        }
+        (pushed, most, bounder.finish())
+    });
+    assert_eq!(pushed, SURVIVORS * ATTEMPTS.pow(3));
+    assert_eq!(most.persons, SURVIVORS);
+    assert_eq!(most.cells, SURVIVORS * K);
+    // One record of 5 + 2k + k·m words a person (Vec growth at most doubles it), a few bytes
+    // of index a person and per shard, whatever the rows: here under one byte a row.
+    let record = 8 * record_words(K, 1);
+    assert!(
+        most.bytes <= SURVIVORS * (2 * record + 64) + 256 * 64,
+        "{most:?}: more than the persons' records"
+    );
+    assert!(most.bytes < pushed, "{most:?} for {pushed} rows");
+    let d = &bounded.diagnostics;
+    assert_eq!(d.rows, pushed as u64);
+    assert_eq!(d.persons, SURVIVORS as u64);
+    assert_eq!(d.person_cells, (SURVIVORS * K) as u64);
+    assert_eq!(d.persons_over_k, SURVIVORS as u64);
+    assert_eq!(bounded.values.iter().sum::<i64>(), (SURVIVORS * K) as i64);
+
+    // The release finishes, with one debit.
+    let out = run(&wh, &spec).unwrap();
+    assert!(out.fresh);
+    assert_eq!(Ledger::open(&wh).unwrap().releases().unwrap().len(), 1);
 }
