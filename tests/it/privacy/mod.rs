@@ -13,9 +13,7 @@ mod spec;
 
 use std::path::Path;
 
-use outreach_warehouse::privacy::{
-    PrivacyError, ReleaseOutcome, ReleaseRequest, ReleaseSpec, release,
-};
+use outreach_warehouse::privacy::{PrivacyError, ReleaseOutcome, ReleaseRequest, ReleaseSpec};
 
 use crate::common::releases::{PERSONS_SQL, PERSONS_STAT, spec_toml};
 
@@ -25,7 +23,7 @@ fn persons_spec(k: u32, rho: f64) -> ReleaseSpec {
 
 fn run(wh: &Path, spec: &ReleaseSpec) -> Result<ReleaseOutcome, PrivacyError> {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(release(
+    rt.block_on(outreach_warehouse::privacy::release(
         wh,
         &ReleaseRequest {
             spec: spec.clone(),
