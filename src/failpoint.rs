@@ -25,7 +25,7 @@
 //! removes them), and the variable means nothing. The tests turn the feature on through a
 //! dev-dependency of the crate on itself (`Cargo.toml`), which changes this crate only: the
 //! dependency tree is compiled once for the tests, the benchmarks and the binary. A test
-//! (`tests/it/engine_hardening.rs`) checks that the feature is on in the tests, so the crash
+//! (`tests/it/privacy/release.rs`) checks that the feature is on in the tests, so the crash
 //! tests cannot pass by testing nothing.
 
 /// The environment variable that names the point to abort at.

@@ -3,7 +3,7 @@
 //! An error that one person's data can trigger is a channel: the release fails, or not,
 //! depending on that person. So every function, operator, cast and literal that the analyser
 //! lets through is on an allow-list here, and each entry is exercised by tests over
-//! adversarial values (`tests/it/privacy_functions.rs`, `tests/it/privacy_allowlist_audit.rs`)
+//! adversarial values (`tests/it/privacy/functions.rs`, `tests/it/privacy/allowlist_audit.rs`)
 //! that fail if the entry can raise an error on data.
 //!
 //! Refused on purpose, with the safe form to use instead:

@@ -8,7 +8,7 @@
 //! (coverage at least 95%); a sum over programs the normal approximation rounded up to a
 //! whole number; rates and differences the delta method with z = 1.96 on variances no
 //! smaller than those half-widths imply (`publish::rate_variance`). The last two are
-//! approximations; `tests/it/metrics_utility.rs` computes their exact coverage (at least
+//! approximations; `tests/it/publication/utility.rs` computes their exact coverage (at least
 //! 95.3% on its data, for denominators of 100 or more) and checks it by simulation.
 //!
 //! The interval shown is the noise interval brought into the figure's range by
