@@ -1068,7 +1068,7 @@ mod tests {
             "Route 9, exit 12345678",
             "x@y",
             // Case numbers as record systems write them: their digit groups form no written
-            // SSN or phone number, whatever their count of digits (issue 26).
+            // SSN or phone number, whatever their count of digits.
             "2024-12345",
             "2025-000123",
             "E-2025-000123",

@@ -239,8 +239,7 @@ pub const MAX_BOUNDED_K: usize = USED_MASK as usize;
 /// where meta holds the number of entries used (bits 0–14, so `k` up to
 /// [`MAX_BOUNDED_K`]), whether cells were dropped by the `k` bound (bit 15), the key's length
 /// (bits 16–31) and, for a key longer than 24 bytes, its offset in the arena (bits 32–63).
-/// (The count once had 8 bits: at k ≥ 256 it wrapped into the flag, and a person kept the
-/// last cells in arrival order instead of the k with the smallest keyed hash.)
+/// The count has 15 bits so that no `k` the spec accepts can wrap into the flag.
 struct Shard {
     index: hashbrown::HashTable<u32>,
     records: Vec<u64>,
