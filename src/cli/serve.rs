@@ -6,14 +6,19 @@ use std::path::PathBuf;
 
 use super::WAREHOUSE_ENV;
 use super::values::{
-    parse_body_bytes, parse_burst, parse_connections, parse_request_rate, parse_small_cell,
-    parse_timeout_seconds,
+    parse_body_bytes, parse_burst, parse_connections, parse_rate_per_minute, parse_rate_per_second,
+    parse_small_cell, parse_timeout_seconds,
 };
 use crate::Error;
 use crate::api::{self, Limits};
 
 /// Where and how `serve` listens.
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach serve --warehouse wh\n",
+    "  outreach serve --warehouse wh --addr 0.0.0.0:8080 --trusted-proxy 10.0.0.0/8 --small-cell 11",
+))]
 pub(super) struct ServeArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]
@@ -27,19 +32,19 @@ pub(super) struct ListenArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(super) addr: std::net::SocketAddr,
-    /// Requests per second each client IP may make, on average (more than 0, at most 1e9).
+    /// Requests per second each client IP may make, on average (1e-6 to 1e9).
     #[arg(long, default_value_t = Limits::default().per_ip_per_second,
-        value_parser = parse_request_rate, allow_negative_numbers = true)]
+        value_parser = parse_rate_per_second, allow_negative_numbers = true)]
     per_ip_per_second: f64,
-    /// Requests a client IP may make at once (at least 1).
+    /// Requests a client IP may make at once (1 to 4294967295).
     #[arg(long, default_value_t = Limits::default().per_ip_burst,
         value_parser = parse_burst, allow_negative_numbers = true)]
     per_ip_burst: u32,
-    /// Requests per minute per researcher token on the request routes (more than 0, at most 1e9).
+    /// Requests per minute per researcher token on the request routes (6e-5 to 1e9).
     #[arg(long, default_value_t = Limits::default().per_token_per_minute,
-        value_parser = parse_request_rate, allow_negative_numbers = true)]
+        value_parser = parse_rate_per_minute, allow_negative_numbers = true)]
     per_token_per_minute: f64,
-    /// Requests a token may make at once on the request routes (at least 1).
+    /// Requests a token may make at once on the request routes (1 to 4294967295).
     #[arg(long, default_value_t = Limits::default().per_token_burst,
         value_parser = parse_burst, allow_negative_numbers = true)]
     per_token_burst: u32,
@@ -56,7 +61,7 @@ pub(super) struct ListenArgs {
     #[arg(long, default_value_t = Limits::default().header_read_timeout.as_secs_f64(),
         value_parser = parse_timeout_seconds, allow_negative_numbers = true)]
     header_read_timeout_seconds: f64,
-    /// Connections open at once; more wait until one closes (at least 1).
+    /// Connections open at once; more wait until one closes (1 to 1048576).
     #[arg(long, default_value_t = Limits::default().max_connections,
         value_parser = parse_connections, allow_negative_numbers = true)]
     max_connections: usize,

@@ -1,14 +1,16 @@
 //! The values the command line takes, each read and checked as clap parses the flags: the
 //! privacy budget (ρ, δ), noise scales (σ), the most cells a survivor counts in (k), shares,
-//! the server's limits (rates, bursts, byte sizes, connections, timeouts), and the release's
-//! flag form (cell keys, statistics, noise scales and ratios).
+//! the server's limits (rates, bursts, byte sizes, connections, timeouts), the synthetic
+//! data's counts and seed, and the release's flag form (cell keys, statistics, noise scales
+//! and ratios).
 //!
-//! A bad value is clap's usage error, exit 2, naming the flag and what it accepts; `NaN` and
-//! infinities never pass. The library checks the same values again, whoever calls it (a
-//! release spec from a file or a researcher's request, the ledger's own checks), so these
-//! parsers are the command line's early answer, never the only one. Quarters, dates,
-//! addresses and address blocks are parsed by their own types' `FromStr` (`Quarter`,
-//! `NaiveDate`, `SocketAddr`, `api::IpNet`).
+//! A bad value is clap's usage error, exit 2, naming the flag and the range it accepts; `NaN`
+//! and infinities never pass, and neither does a value past what the code behind the flag
+//! can hold (a duration, a connection count, a number of quarters). The library checks the
+//! same values again, whoever calls it (a release spec from a file or a researcher's
+//! request, the ledger's own checks), so these parsers are the command line's early answer,
+//! never the only one. Quarters, dates, addresses and address blocks are parsed by their own
+//! types' `FromStr` (`Quarter`, `NaiveDate`, `SocketAddr`, `api::IpNet`).
 
 use std::ffi::OsStr;
 
@@ -27,166 +29,225 @@ pub const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
 /// nanosecond, the rate limiter's finest period. A larger rate rounds to a period of zero,
 /// which the limiter cannot take.
 pub const MAX_REQUEST_RATE: f64 = 1e9;
+/// The smallest `--per-ip-per-second`: one request in about eleven and a half days, the
+/// slowest rate the rate limiter counts (it takes any slower rate as this one).
+pub(super) const MIN_RATE_PER_SECOND: f64 = 1e-6;
+/// The smallest `--per-token-per-minute`: [`MIN_RATE_PER_SECOND`] in requests per minute.
+pub(super) const MIN_RATE_PER_MINUTE: f64 = 6e-5;
+/// The largest `--max-connections`: 2^20, Linux's ceiling on the files one process may have
+/// open, each connection being one. (The server's connection slots could not hold more than
+/// about 2.3e18 at all.)
+pub(super) const MAX_CONNECTIONS: usize = 1 << 20;
+/// The longest `--horizon`, the budget period in days: ten years, the longest the ledger
+/// takes.
+pub(super) const MAX_HORIZON_DAYS: u32 = 3650;
+/// The most `--programs` the synthetic data has: program ids have three digits.
+pub(super) const MAX_SYNTH_PROGRAMS: usize = 999;
+/// The most `--persons` the synthetic data has.
+pub(super) const MAX_SYNTH_PERSONS: usize = 9_999_999;
+/// The most `--quarters` the synthetic data spans: twenty years.
+pub(super) const MAX_SYNTH_QUARTERS: u32 = 80;
 
-/// A flag's value as a number; `NaN` and `inf` parse, and each check below refuses them.
-fn parse_number(s: &str) -> Result<f64, String> {
+/// A finite number that `fits`; anything else, not a number, `NaN`, an infinity or a number
+/// out of range, is refused with `message`, which says the range.
+fn number(
+    s: &str,
+    fits: impl Fn(f64) -> bool,
+    message: impl FnOnce() -> String,
+) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && fits(v) => Ok(v),
+        _ => Err(message()),
+    }
+}
+
+/// A whole number from `min` to `max` that fits a `T`; the message says what it counts
+/// (`what`) and the range.
+fn whole_number<T: TryFrom<u64>>(s: &str, min: u64, max: u64, what: &str) -> Result<T, String> {
     s.trim()
-        .parse::<f64>()
-        .map_err(|_| format!("{s:?} is not a number"))
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| format!("{what} must be a whole number from {min} to {max}"))
 }
 
-/// A whole number of at least 1.
-fn parse_positive_whole(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("{s:?} is not a whole number of at least 1")),
-    }
+/// The largest `usize`, as the `u64` [`whole_number`] compares with.
+fn usize_max() -> u64 {
+    u64::try_from(usize::MAX).unwrap_or(u64::MAX)
 }
 
-/// `--timeout-seconds`: finite, from [`MIN_TIMEOUT_SECONDS`] to [`MAX_TIMEOUT_SECONDS`].
+/// `--timeout-seconds`, `--header-read-timeout-seconds`: finite, from
+/// [`MIN_TIMEOUT_SECONDS`] to [`MAX_TIMEOUT_SECONDS`].
 pub(super) fn parse_timeout_seconds(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!(
-            "the timeout must be a number of seconds from {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS}"
-        ))
-    }
+    number(
+        s,
+        |v| (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&v),
+        || {
+            format!(
+                "the timeout must be a number of seconds from {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS}"
+            )
+        },
+    )
 }
 
-/// `--per-ip-per-second`, `--per-token-per-minute`: finite, more than 0, at most
-/// [`MAX_REQUEST_RATE`].
-pub(super) fn parse_request_rate(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && v > 0.0 && v <= MAX_REQUEST_RATE {
-        Ok(v)
-    } else {
-        Err(format!(
-            "a request rate must be a number more than 0 and at most {MAX_REQUEST_RATE:e}"
-        ))
-    }
+/// `--per-ip-per-second`: from [`MIN_RATE_PER_SECOND`] to [`MAX_REQUEST_RATE`].
+pub(super) fn parse_rate_per_second(s: &str) -> Result<f64, String> {
+    number(
+        s,
+        |v| (MIN_RATE_PER_SECOND..=MAX_REQUEST_RATE).contains(&v),
+        || {
+            format!(
+                "the rate must be a number of requests per second from {MIN_RATE_PER_SECOND:e} to {MAX_REQUEST_RATE:e}"
+            )
+        },
+    )
 }
 
-/// `--per-ip-burst`, `--per-token-burst`: a whole number of at least 1.
+/// `--per-token-per-minute`: from [`MIN_RATE_PER_MINUTE`] to [`MAX_REQUEST_RATE`].
+pub(super) fn parse_rate_per_minute(s: &str) -> Result<f64, String> {
+    number(
+        s,
+        |v| (MIN_RATE_PER_MINUTE..=MAX_REQUEST_RATE).contains(&v),
+        || {
+            format!(
+                "the rate must be a number of requests per minute from {MIN_RATE_PER_MINUTE:e} to {MAX_REQUEST_RATE:e}"
+            )
+        },
+    )
+}
+
+/// `--per-ip-burst`, `--per-token-burst`: a whole number from 1 to `u32::MAX`.
 pub(super) fn parse_burst(s: &str) -> Result<u32, String> {
-    u32::try_from(parse_positive_whole(s)?).map_err(|_| format!("a burst is at most {}", u32::MAX))
+    whole_number(s, 1, u64::from(u32::MAX), "a burst")
 }
 
-/// `--max-body-bytes`: a whole number of at least 1.
+/// `--max-body-bytes`: a whole number of bytes from 1 to `usize::MAX`.
 pub(super) fn parse_body_bytes(s: &str) -> Result<usize, String> {
-    usize::try_from(parse_positive_whole(s)?)
-        .map_err(|_| format!("the body limit is at most {}", usize::MAX))
+    whole_number(s, 1, usize_max(), "the body limit (bytes)")
 }
 
-/// `--max-connections`: a whole number of at least 1.
+/// `--max-connections`: a whole number from 1 to [`MAX_CONNECTIONS`].
 pub(super) fn parse_connections(s: &str) -> Result<usize, String> {
-    usize::try_from(parse_positive_whole(s)?)
-        .map_err(|_| format!("the connection limit is at most {}", usize::MAX))
+    whole_number(s, 1, MAX_CONNECTIONS as u64, "the connection limit")
 }
 
 /// `--small-cell`: a finite number of at least 0.
 pub(super) fn parse_small_cell(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err("the small-cell threshold must be a number of at least 0".into())
-    }
+    number(
+        s,
+        |v| v >= 0.0,
+        || "the small-cell threshold must be a finite number of at least 0".to_string(),
+    )
 }
 
 /// A budget ρ (`budget init --total`, `budget renew --total`, `release --rho`): finite and
 /// more than 0.
 pub(super) fn parse_rho(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err("rho must be a finite number more than 0".into())
-    }
+    number(
+        s,
+        |v| v > 0.0,
+        || "rho must be a finite number more than 0".to_string(),
+    )
 }
 
 /// The ρ added to an allocation (`budget allocate NAME RHO`): finite and at least 0, since 0
 /// adds only δ to an existing allocation.
 pub(super) fn parse_rho_to_add(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err("rho must be a finite number of at least 0".into())
-    }
+    number(
+        s,
+        |v| v >= 0.0,
+        || "rho must be a finite number of at least 0".to_string(),
+    )
 }
 
 /// A δ (`budget init`, `allocate`, `renew` and `release --delta`): from 0 up to, not
 /// including, 1. A release's δ has a lower ceiling, which its spec check gives.
 pub(super) fn parse_delta(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && (0.0..1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("delta must be a number from 0 up to, not including, 1".into())
-    }
+    number(
+        s,
+        |v| (0.0..1.0).contains(&v),
+        || "delta must be a number from 0 up to, not including, 1".to_string(),
+    )
 }
 
 /// `--display-delta`, the δ at which ρ is shown as (ε, δ): more than 0 and less than 1.
 pub(super) fn parse_display_delta(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && v > 0.0 && v < 1.0 {
-        Ok(v)
-    } else {
-        Err("the display delta must be a number more than 0 and less than 1".into())
-    }
+    number(
+        s,
+        |v| v > 0.0 && v < 1.0,
+        || "the display delta must be a number more than 0 and less than 1".to_string(),
+    )
 }
 
 /// A noise scale (`--sigma`, `--equity-sigma`, `--min-scale`): finite and more than 0.
 pub(super) fn parse_scale(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err("a noise scale must be a finite number more than 0".into())
-    }
+    number(
+        s,
+        |v| v > 0.0,
+        || "a noise scale must be a finite number more than 0".to_string(),
+    )
 }
 
 /// `--k`, the most cells (or cohorts) one survivor may count in: 1 to [`MAX_K`], what the
 /// engine supports.
 pub(super) fn parse_k(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<u32>() {
-        Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
-        _ => Err(format!("k must be a whole number from 1 to {MAX_K}")),
-    }
+    whole_number(s, 1, u64::from(MAX_K), "k")
 }
 
-/// `--horizon`, the budget period in days: a whole number of at least 1 (the ledger sets
-/// the longest).
+/// `--horizon`, the budget period in days: 1 to [`MAX_HORIZON_DAYS`].
 pub(super) fn parse_horizon_days(s: &str) -> Result<u32, String> {
-    u32::try_from(parse_positive_whole(s)?)
-        .map_err(|_| format!("the horizon is at most {} days", u32::MAX))
+    whole_number(s, 1, u64::from(MAX_HORIZON_DAYS), "the horizon (days)")
 }
 
 /// `--max-reject-rate`: a share, from 0 to 1.
 pub(super) fn parse_share(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("a share must be a number from 0 to 1".into())
-    }
+    number(
+        s,
+        |v| (0.0..=1.0).contains(&v),
+        || "a share must be a number from 0 to 1".to_string(),
+    )
 }
 
 /// `plan --target-halfwidth`, a rate's half-width: more than 0 and less than 1.
 pub(super) fn parse_halfwidth(s: &str) -> Result<f64, String> {
-    let v = parse_number(s)?;
-    if v.is_finite() && v > 0.0 && v < 1.0 {
-        Ok(v)
-    } else {
-        Err("a rate's half-width must be a number more than 0 and less than 1".into())
-    }
+    number(
+        s,
+        |v| v > 0.0 && v < 1.0,
+        || "a rate's half-width must be a number more than 0 and less than 1".to_string(),
+    )
 }
 
-/// `plan --at`, the survivors at which half-widths are shown: a whole number of at least 1.
+/// `plan --at`, the survivors at which half-widths are shown: a whole number from 1 to
+/// `u64::MAX`.
 pub(super) fn parse_survivors(s: &str) -> Result<u64, String> {
-    parse_positive_whole(s)
+    whole_number(s, 1, u64::MAX, "the number of survivors")
+}
+
+/// `synth --programs`, `demo --programs`: 1 to [`MAX_SYNTH_PROGRAMS`].
+pub(super) fn parse_synth_programs(s: &str) -> Result<usize, String> {
+    whole_number(s, 1, MAX_SYNTH_PROGRAMS as u64, "the number of programs")
+}
+
+/// `synth --persons`, `demo --persons`: 1 to [`MAX_SYNTH_PERSONS`].
+pub(super) fn parse_synth_persons(s: &str) -> Result<usize, String> {
+    whole_number(s, 1, MAX_SYNTH_PERSONS as u64, "the number of persons")
+}
+
+/// `synth --quarters`: 1 to [`MAX_SYNTH_QUARTERS`]. The period's last day is worked out from
+/// it before anything else, so a larger count must stop here.
+pub(super) fn parse_synth_quarters(s: &str) -> Result<u32, String> {
+    whole_number(
+        s,
+        1,
+        u64::from(MAX_SYNTH_QUARTERS),
+        "the number of quarters",
+    )
+}
+
+/// `synth --seed`, `demo --seed`: any whole number from 0 to `u64::MAX`.
+pub(super) fn parse_seed(s: &str) -> Result<u64, String> {
+    whole_number(s, 0, u64::MAX, "the seed")
 }
 
 /// A value of the release's flag form, read by `parse`. When `parse` refuses it, the error
@@ -348,6 +409,84 @@ mod tests {
         assert!(parse_horizon_days("0").is_err());
         assert!(parse_horizon_days("4294967296").is_err());
         assert!(parse_survivors("0").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_name_their_range_and_stop_where_the_code_behind_them_does() {
+        assert_eq!(parse_burst("1"), Ok(1));
+        assert_eq!(parse_burst(&u32::MAX.to_string()), Ok(u32::MAX));
+        assert_eq!(
+            parse_burst("4294967296"),
+            Err("a burst must be a whole number from 1 to 4294967295".to_string())
+        );
+        assert_eq!(
+            parse_connections(&MAX_CONNECTIONS.to_string()),
+            Ok(MAX_CONNECTIONS)
+        );
+        assert!(parse_connections(&(MAX_CONNECTIONS + 1).to_string()).is_err());
+        assert_eq!(parse_horizon_days("3650"), Ok(3650));
+        assert!(parse_horizon_days("3651").is_err());
+        assert_eq!(parse_synth_quarters("80"), Ok(80));
+        assert!(parse_synth_quarters("4294967295").is_err());
+        assert_eq!(parse_seed("0"), Ok(0));
+        assert_eq!(parse_seed(&u64::MAX.to_string()), Ok(u64::MAX));
+        for bad in ["1e300", "inf", "NaN", "-1", "1.5", ""] {
+            assert!(parse_seed(bad).is_err(), "{bad}");
+            assert!(parse_body_bytes(bad).is_err(), "{bad}");
+            assert!(parse_survivors(bad).is_err(), "{bad}");
+            assert!(parse_synth_persons(bad).is_err(), "{bad}");
+        }
+        for bad in ["0", "1e-7", "NaN", "inf", "1e300", "-1"] {
+            assert!(parse_rate_per_second(bad).is_err(), "{bad}");
+            assert!(parse_rate_per_minute(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_rate_per_second("1e-6"), Ok(1e-6));
+        assert_eq!(parse_rate_per_minute("6e-5"), Ok(6e-5));
+        assert!(parse_rate_per_minute("5e-5").is_err());
+        assert_eq!(parse_rate_per_minute("1e9"), Ok(1e9));
+    }
+
+    /// The command line's bounds are the library's: the ledger takes the longest horizon and
+    /// no longer, and the synthetic data refuses one program, person or quarter more.
+    #[test]
+    fn the_bounds_agree_with_the_checks_of_the_library() {
+        use crate::ledger::{BudgetInit, Ledger, PrivacyConfig};
+        use crate::synth::{SynthConfig, SynthError, synth};
+        let tmp = tempfile::tempdir().unwrap();
+        let init = |horizon_days| {
+            Ledger::init(
+                tmp.path(),
+                &BudgetInit {
+                    total_rho: 1.0,
+                    total_delta: 0.0,
+                    horizon_days,
+                    config: PrivacyConfig::default(),
+                },
+            )
+        };
+        assert!(init(MAX_HORIZON_DAYS + 1).is_err());
+        assert!(init(MAX_HORIZON_DAYS).is_ok());
+        let nowhere = tmp.path().join("never-written");
+        for cfg in [
+            SynthConfig {
+                programs: MAX_SYNTH_PROGRAMS + 1,
+                ..SynthConfig::default()
+            },
+            SynthConfig {
+                persons: MAX_SYNTH_PERSONS + 1,
+                ..SynthConfig::default()
+            },
+            SynthConfig {
+                quarters: MAX_SYNTH_QUARTERS + 1,
+                ..SynthConfig::default()
+            },
+        ] {
+            assert!(matches!(
+                synth(&nowhere, &cfg, false),
+                Err(SynthError::Invalid(_))
+            ));
+        }
+        assert!(!nowhere.exists());
     }
 
     #[test]
