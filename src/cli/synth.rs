@@ -5,25 +5,40 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 
+use super::values::{parse_seed, parse_synth_persons, parse_synth_programs, parse_synth_quarters};
 use crate::Error;
 use crate::quarter::Quarter;
 use crate::synth::{SynthConfig, synth};
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach synth --out exports\n",
+    "  outreach synth --out exports --persons 2000 --programs 5 --seed 7\n",
+    "  outreach synth --out exports --start 2025Q1 --quarters 4 --as-of 2025-12-31",
+))]
 pub(super) struct SynthArgs {
     /// Folder to write the CSV files into.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = SynthConfig::default().programs)]
+    /// Programs to synthesise (1 to 999).
+    #[arg(long, default_value_t = SynthConfig::default().programs,
+        value_parser = parse_synth_programs, allow_negative_numbers = true)]
     programs: usize,
-    #[arg(long, default_value_t = SynthConfig::default().persons)]
+    /// Survivors to synthesise (1 to 9999999).
+    #[arg(long, default_value_t = SynthConfig::default().persons,
+        value_parser = parse_synth_persons, allow_negative_numbers = true)]
     persons: usize,
     /// First quarter, such as 2025Q1.
     #[arg(long, default_value_t = SynthConfig::default().start)]
     start: Quarter,
-    #[arg(long, default_value_t = SynthConfig::default().quarters)]
+    /// Quarters the exports span, from --start (1 to 80).
+    #[arg(long, default_value_t = SynthConfig::default().quarters,
+        value_parser = parse_synth_quarters, allow_negative_numbers = true)]
     quarters: u32,
-    #[arg(long, default_value_t = SynthConfig::default().seed)]
+    /// Seed of the synthetic data: the same settings give byte-identical files.
+    #[arg(long, default_value_t = SynthConfig::default().seed,
+        value_parser = parse_seed, allow_negative_numbers = true)]
     seed: u64,
     /// Export date: nothing after it is generated [default: today, if the period reaches past it].
     #[arg(long)]
