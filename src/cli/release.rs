@@ -20,13 +20,35 @@ use crate::privacy::spec::{CellSpec, QuerySpec, RatioSpec, StatisticSpec};
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
 use crate::requests::{self, Queue};
 
+/// The flags of the release's flag form, by their ids: what a spec file gives instead, so
+/// each is refused beside `--spec` (`--approver` and `--format` apply to both forms).
+const SPEC_FLAGS: [&str; 11] = [
+    "query",
+    "cell",
+    "stat",
+    "exclusive",
+    "ratio",
+    "k",
+    "rho",
+    "delta",
+    "scale",
+    "allocation",
+    "name",
+];
+
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach release --warehouse wh --spec queries/persons_seen.toml\n",
+    "  outreach release --warehouse wh --query queries/persons_seen.sql --cell program_id=programs --cell quarter=quarters:2025Q1..2025Q4 --stat persons:count --k 4 --rho 0.05 --allocation standard-releases",
+))]
 pub(super) struct ReleaseArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]
     warehouse: PathBuf,
-    /// A release spec (TOML or JSON). Or give the flags below.
-    #[arg(long, conflicts_with_all = ["query", "cell", "stat"])]
+    /// A release spec (TOML or JSON). Or give the flags below, which a spec file replaces
+    /// whole: none of them is taken beside --spec.
+    #[arg(long, conflicts_with_all = SPEC_FLAGS)]
     spec: Option<PathBuf>,
     /// Person-level SQL file (repeat for several queries in one release).
     #[arg(long)]
@@ -72,6 +94,12 @@ pub(super) struct ReleaseArgs {
 #[derive(Subcommand)]
 pub(super) enum ReleasesCommand {
     /// List releases.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach releases list --warehouse wh\n",
+        "  outreach releases list --warehouse wh --format csv\n",
+        "  outreach releases list --warehouse wh --steward",
+    ))]
     List {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -83,6 +111,12 @@ pub(super) enum ReleasesCommand {
         steward: bool,
     },
     /// Show one release.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach releases show --warehouse wh 3\n",
+        "  outreach releases show --warehouse wh 3 --format json\n",
+        "  outreach releases show --warehouse wh 3 --steward",
+    ))]
     Show {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -90,8 +124,9 @@ pub(super) enum ReleasesCommand {
         id: i64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Show the steward's record: status, error text and diagnostics (exact figures).
-        #[arg(long)]
+        /// Show the steward's record: status, error text and diagnostics (exact figures), as
+        /// JSON, so --format is refused beside it.
+        #[arg(long, conflicts_with = "format")]
         steward: bool,
     },
 }
