@@ -18,6 +18,11 @@ use crate::warehouse::Warehouse;
 #[derive(Subcommand)]
 pub(super) enum BudgetCommand {
     /// Set the warehouse's privacy budget, its horizon and noise; creates the ledger and the secret.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach budget init --warehouse wh --total 5 --horizon 730\n",
+        "  outreach budget init --warehouse wh --total 5 --horizon 730 --delta 1e-6 --display-delta 1e-7",
+    ))]
     Init {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -45,6 +50,11 @@ pub(super) enum BudgetCommand {
         min_scale: f64,
     },
     /// Add rho (and delta) to a named allocation, such as standard-releases or researcher:ID.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach budget allocate --warehouse wh standard-releases 4.7\n",
+        "  outreach budget allocate --warehouse wh researcher:rosa 0.2 --delta 1e-7",
+    ))]
     Allocate {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -60,6 +70,11 @@ pub(super) enum BudgetCommand {
         delta: f64,
     },
     /// Show the budget, what is spent and what is left, with epsilon at the configured delta.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach budget show --warehouse wh\n",
+        "  outreach budget show --warehouse wh --format json",
+    ))]
     Show {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -68,6 +83,11 @@ pub(super) enum BudgetCommand {
         format: Format,
     },
     /// Start a new budget period (a recorded steward action; lifetime loss grows with it).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach budget renew --warehouse wh --why \"second funding period\"\n",
+        "  outreach budget renew --warehouse wh --why \"new grant\" --total 8 --horizon 730",
+    ))]
     Renew {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]

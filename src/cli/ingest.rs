@@ -15,6 +15,12 @@ use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
 use crate::warehouse::{Warehouse, status};
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach ingest --warehouse wh exports/\n",
+    "  outreach ingest --warehouse wh --complete-through 2025-09-30 exports/\n",
+    "  outreach ingest --warehouse wh --table overdose_events --max-reject-rate 0.05 march-events.csv",
+))]
 pub(super) struct IngestArgs {
     /// Warehouse folder; created if missing.
     #[arg(long, env = WAREHOUSE_ENV)]
@@ -38,6 +44,10 @@ pub(super) struct IngestArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach complete-through --warehouse wh overdose_events 2025-09-30",
+))]
 pub(super) struct CompleteThroughArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]
@@ -47,6 +57,10 @@ pub(super) struct CompleteThroughArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach status --warehouse wh",
+))]
 pub(super) struct StatusArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]

@@ -14,6 +14,12 @@ use crate::publication::{
 use crate::quarter::Quarter;
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach publish --warehouse wh --quarter 2025Q3 --approver \"J. Steward\"\n",
+    "  outreach publish --warehouse wh --quarter 2025Q3 --approver \"J. Steward\" --republish\n",
+    "  outreach publish --warehouse wh --quarter 2025Q4 --approver \"J. Steward\" --allow-incomplete --format csv",
+))]
 pub(super) struct PublishArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]
@@ -49,6 +55,12 @@ pub(super) struct PublishArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach plan --warehouse wh --quarter 2025Q3\n",
+    "  outreach plan --warehouse wh --quarter 2025Q3 --sigma 6 --equity-sigma 9 --at 100\n",
+    "  outreach plan --warehouse wh --quarter 2025Q3 --target-halfwidth 0.08 --at 200",
+))]
 pub(super) struct PlanArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]

@@ -8,6 +8,10 @@ use crate::Error;
 use crate::quarter::Quarter;
 
 #[derive(clap::Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  outreach report --warehouse wh --quarter 2025Q3 --out report-2025Q3.html",
+))]
 pub(super) struct ReportArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]

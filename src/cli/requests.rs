@@ -14,6 +14,11 @@ use crate::requests::{self, Queue, Role};
 #[derive(Subcommand)]
 pub(super) enum RequestsCommand {
     /// List every request with its state.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach requests list --warehouse wh\n",
+        "  outreach requests list --warehouse wh --format json",
+    ))]
     List {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -22,6 +27,10 @@ pub(super) enum RequestsCommand {
         format: Format,
     },
     /// Show one request: purpose, spec, cost and accuracy, decision.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach requests show --warehouse wh 5f0c1a7e9b2d4c6e8f1a3b5c7d9e0f21",
+    ))]
     Show {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -30,6 +39,11 @@ pub(super) enum RequestsCommand {
         id: String,
     },
     /// Approve a pending request: run its release, debited from `researcher:<name>`.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach requests approve --warehouse wh 5f0c1a7e9b2d4c6e8f1a3b5c7d9e0f21\n",
+        "  outreach requests approve --warehouse wh 5f0c1a7e9b2d4c6e8f1a3b5c7d9e0f21 --approver sam --public",
+    ))]
     Approve {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -43,6 +57,10 @@ pub(super) enum RequestsCommand {
         public: bool,
     },
     /// Reject a pending request; the researcher sees your words.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach requests reject --warehouse wh 5f0c1a7e9b2d4c6e8f1a3b5c7d9e0f21 --why \"too close to release 12\"",
+    ))]
     Reject {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -60,6 +78,10 @@ pub(super) enum RequestsCommand {
 #[derive(Subcommand)]
 pub(super) enum TokensCommand {
     /// Create a token; it is printed once and only its hash is kept.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach tokens create --warehouse wh --role researcher --name rosa",
+    ))]
     Create {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -71,6 +93,10 @@ pub(super) enum TokensCommand {
         name: String,
     },
     /// Revoke a researcher's token: it gets 401 from then on.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach tokens revoke --warehouse wh rosa",
+    ))]
     Revoke {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
@@ -79,6 +105,10 @@ pub(super) enum TokensCommand {
     },
     /// List tokens (names, ids and dates, never the tokens). A request belongs to the token
     /// that submitted it.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach tokens list --warehouse wh",
+    ))]
     List {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
