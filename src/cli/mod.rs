@@ -13,9 +13,14 @@
 //! - `serve`: the HTTP server and its limits.
 //! - `report`: the funders' quarterly report.
 //! - `requests`: researchers' requests and tokens.
+//! - `generated`: shell completions and manual pages, generated from these definitions.
+//!
+//! Flags that cannot apply together are refused by the parser, naming both, before anything
+//! is read or spent; every command's help ends with examples.
 
 mod budget;
 mod demo;
+mod generated;
 mod ingest;
 mod metrics;
 mod publish;
@@ -38,13 +43,22 @@ pub use values::{MAX_REQUEST_RATE, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 /// The environment variable that gives `--warehouse` when the flag is absent.
 pub const WAREHOUSE_ENV: &str = "OUTREACH_WAREHOUSE";
 
+/// The whole command line: its global flag and its commands. Public so that tests and
+/// tools walk the tree of commands and flags (`clap::CommandFactory::command`).
 #[derive(Parser)]
 #[command(
     name = "outreach",
     version,
-    about = "Evaluate post-overdose outreach programs and publish only differentially private figures"
+    about = "Evaluate post-overdose outreach programs and publish only differentially private figures",
+    after_help = concat!(
+        "Examples:\n",
+        "  outreach demo --dir /tmp/outreach-demo\n",
+        "  outreach ingest --warehouse wh exports/\n",
+        "  outreach publish --warehouse wh --quarter 2025Q3 --approver \"J. Steward\"\n",
+        "  outreach releases list --warehouse wh",
+    )
 )]
-struct Cli {
+pub struct Cli {
     /// Hide progress bars.
     #[arg(long, global = true)]
     quiet: bool,
@@ -65,6 +79,11 @@ enum Command {
     /// Show tables, row counts, date ranges and the dataset version (steward only: exact figures).
     Status(ingest::StatusArgs),
     /// Print the data dictionary as Markdown.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach dictionary\n",
+        "  outreach dictionary > data-dictionary.md",
+    ))]
     Dictionary,
     /// Publish the standard metrics of one quarter for every program, with DP.
     Publish(publish::PublishArgs),
@@ -73,6 +92,12 @@ enum Command {
     /// List the standard metrics; with --exact, count them without noise (steward only).
     Metrics(metrics::MetricsArgs),
     /// The privacy budget: set it, split it into allocations, show it, renew it.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach budget init --warehouse wh --total 5 --horizon 730\n",
+        "  outreach budget allocate --warehouse wh standard-releases 4.7\n",
+        "  outreach budget show --warehouse wh",
+    ))]
     Budget {
         #[command(subcommand)]
         command: budget::BudgetCommand,
@@ -80,6 +105,11 @@ enum Command {
     /// Release differentially private statistics: debit the budget, bound, add noise, store.
     Release(Box<release::ReleaseArgs>),
     /// Published releases (the steward's view adds failed ones, errors and diagnostics).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach releases list --warehouse wh\n",
+        "  outreach releases show --warehouse wh 3",
+    ))]
     Releases {
         #[command(subcommand)]
         command: release::ReleasesCommand,
@@ -89,15 +119,29 @@ enum Command {
     /// Write the quarterly report: a self-contained HTML file and the CSV of every figure.
     Report(report::ReportArgs),
     /// Researchers' requests: list, show, approve (runs the release) or reject.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach requests list --warehouse wh\n",
+        "  outreach requests approve --warehouse wh 5f0c1a7e9b2d4c6e8f1a3b5c7d9e0f21 --public",
+    ))]
     Requests {
         #[command(subcommand)]
         command: requests::RequestsCommand,
     },
     /// Researchers' bearer tokens for the API.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach tokens create --warehouse wh --role researcher --name rosa\n",
+        "  outreach tokens list --warehouse wh",
+    ))]
     Tokens {
         #[command(subcommand)]
         command: requests::TokensCommand,
     },
+    /// Print a shell's completion script for outreach (bash, zsh or fish).
+    Completions(generated::CompletionsArgs),
+    /// Write a manual page per command into a folder.
+    Man(generated::ManArgs),
 }
 
 /// Parses the arguments, runs the command and maps its error to an exit code.
@@ -165,5 +209,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Report(args) => report::run_report(args),
         Command::Requests { command } => requests::run_requests(command),
         Command::Tokens { command } => requests::run_tokens(command),
+        Command::Completions(args) => generated::run_completions(args),
+        Command::Man(args) => generated::run_man(args),
     }
 }
