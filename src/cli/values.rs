@@ -43,7 +43,8 @@ pub(super) const MAX_CONNECTIONS: usize = 1 << 20;
 pub(super) const MAX_HORIZON_DAYS: u32 = 3650;
 /// The most `--programs` the synthetic data has: program ids have three digits.
 pub(super) const MAX_SYNTH_PROGRAMS: usize = 999;
-/// The most `--persons` the synthetic data has.
+/// The most `--persons` the synthetic data has: a survivor's number has seven digits in the
+/// event ids.
 pub(super) const MAX_SYNTH_PERSONS: usize = 9_999_999;
 /// The most `--quarters` the synthetic data spans: twenty years.
 pub(super) const MAX_SYNTH_QUARTERS: u32 = 80;

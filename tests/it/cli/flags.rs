@@ -422,9 +422,10 @@ fn flags_with_defaults(words: &[&str]) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// `release --spec F --rho 0.02 --k 1` once debited the spec's ρ and k. Every flag of the
-/// flag form, the spec file's alternative, is refused beside `--spec`, naming both, and
-/// nothing is recorded or spent; `--approver` and `--format` apply to a spec file too.
+/// `release --spec F --rho 0.02 --k 1` must not run with the spec's ρ and k as if the flags
+/// were taken: every flag of the flag form, the spec file's alternative, is refused beside
+/// `--spec`, naming both, and nothing is recorded or spent; `--approver` and `--format`
+/// apply to a spec file too.
 #[test]
 fn release_refuses_every_flag_of_the_flag_form_beside_spec() {
     let tmp = tempfile::tempdir().unwrap();

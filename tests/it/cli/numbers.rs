@@ -167,7 +167,8 @@ fn bad_numbers_are_refused_naming_the_flag_and_its_range() {
             "from 1 to 9999999",
             &["1e300", "-1", "0", "10000000"],
         ),
-        // A period of 4294967295 quarters was worked out whole before synth's own check.
+        // `synth` works out the period's last day before its own checks: 4294967295 quarters
+        // must stop at the parser.
         case(
             synth,
             "--quarters",
