@@ -4,7 +4,7 @@
 
 use crate::common::releases::outreach;
 
-/// Every value of everything refused.
+/// Refused by every number: not finite.
 const NOT_NUMBERS: [&str; 3] = ["inf", "nan", "-inf"];
 
 /// A command, one of its numbers, the range its message must give, and values it refuses
