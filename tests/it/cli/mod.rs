@@ -7,3 +7,4 @@ mod commands;
 mod exit_codes;
 mod formats;
 mod output;
+mod public_listings;
