@@ -8,3 +8,4 @@ mod exit_codes;
 mod formats;
 mod output;
 mod public_listings;
+mod readme;
