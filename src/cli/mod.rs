@@ -13,6 +13,9 @@
 //! - `serve`: the HTTP server and its limits.
 //! - `report`: the funders' quarterly report.
 //! - `requests`: researchers' requests and tokens.
+//!
+//! Everything a command prints goes through `out` (standard output) or `note` (standard
+//! error): a reader that closes the pipe early ends the command quietly, never with a panic.
 
 mod budget;
 mod demo;
@@ -26,6 +29,7 @@ mod serve;
 mod synth;
 mod values;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,13 +42,16 @@ pub use values::{MAX_REQUEST_RATE, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 /// The environment variable that gives `--warehouse` when the flag is absent.
 pub const WAREHOUSE_ENV: &str = "OUTREACH_WAREHOUSE";
 
+/// The `outreach` command line as clap reads it: every command, flag and help text. Its
+/// tree (`clap::CommandFactory::command`) is what the README's command table is checked
+/// against.
 #[derive(Parser)]
 #[command(
     name = "outreach",
     version,
     about = "Evaluate post-overdose outreach programs and publish only differentially private figures"
 )]
-struct Cli {
+pub struct Cli {
     /// Hide progress bars.
     #[arg(long, global = true)]
     quiet: bool,
@@ -132,10 +139,43 @@ pub fn main() -> ExitCode {
             // passes `terminal_safe`.
             let text = e.to_string();
             let lines: Vec<_> = text.lines().map(terminal_safe).collect();
-            eprintln!("error: {}", lines.join("\n"));
+            note(&format!("error: {}", lines.join("\n")));
             ExitCode::from(e.fault().exit_code())
         }
     }
+}
+
+/// Writes `text` to standard output, whole, and flushes it: the one way a command prints.
+///
+/// A reader that closes the pipe before everything is written (`outreach releases list |
+/// head`) ends the process at once, quietly, with exit status 0, as `head`-friendly tools
+/// such as ripgrep do, rather than 141 (128 + SIGPIPE) as a tool killed by the signal would
+/// show: under `set -o pipefail` a script's `outreach … | head` then does not fail because
+/// the reader had read enough. Status 0 is also the truth about the command's work: what
+/// it commits (a debit, a release, a publication, a decision) is committed before it prints,
+/// so nothing is lost or half-done when the output is cut. Any other failure to write is an
+/// error, exit 1.
+fn out(text: &str) -> Result<(), Error> {
+    let written = {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+    };
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::Internal(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}
+
+/// Writes `line` and a line break to standard error, for the person at the terminal (a
+/// note, a warning, the error that ends a command). A standard error that cannot be written
+/// (closed, full) is ignored: the command's outcome and its exit status do not depend on it.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn runtime() -> tokio::runtime::Runtime {
