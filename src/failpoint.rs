@@ -38,7 +38,10 @@ pub const ENABLED: bool = cfg!(feature = "failpoints");
 #[cfg(feature = "failpoints")]
 pub fn hit(point: &str) {
     if std::env::var(ENV).is_ok_and(|v| v == point) {
-        eprintln!("fail point {point}: aborting");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("fail point {point}: aborting\n"),
+        );
         std::process::abort();
     }
 }

@@ -131,7 +131,7 @@ pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
                 },
             };
             let ledger = Ledger::init(&warehouse, &init)?;
-            print!("{}", report::budget_table(&ledger.show()?));
+            super::out(&report::budget_table(&ledger.show()?))?;
         }
         BudgetCommand::Allocate {
             warehouse,
@@ -141,14 +141,11 @@ pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
         } => {
             let mut ledger = Ledger::open(&warehouse)?;
             ledger.allocate_with_delta(&name, rho, delta)?;
-            print!("{}", report::budget_table(&ledger.show()?));
+            super::out(&report::budget_table(&ledger.show()?))?;
         }
         BudgetCommand::Show { warehouse, format } => {
             let view = Ledger::open(&warehouse)?.show()?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&view).expect("json")),
-                _ => print!("{}", report::budget_table(&view)),
-            }
+            super::out(&report::budget(&view, format))?;
         }
         BudgetCommand::Renew {
             warehouse,
@@ -159,7 +156,7 @@ pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
         } => {
             let mut ledger = Ledger::open(&warehouse)?;
             ledger.renew(&why, total, delta, horizon)?;
-            print!("{}", report::budget_table(&ledger.show()?));
+            super::out(&report::budget_table(&ledger.show()?))?;
         }
     }
     Ok(())

@@ -78,7 +78,7 @@ pub(super) fn run_demo(args: DemoArgs, progress: bool) -> Result<(), Error> {
     };
     let rt = super::runtime();
     let report = rt.block_on(crate::demo::run_demo(&dir, &cfg, progress))?;
-    print!("{report}");
+    super::out(&report.to_string())?;
     if !no_serve {
         let warehouse = report.dir.join("warehouse");
         rt.block_on(serve_until_ctrl_c(&warehouse, listen.addr, limits))?;

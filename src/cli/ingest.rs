@@ -87,9 +87,9 @@ pub(super) fn run_ingest(args: IngestArgs, progress: bool) -> Result<(), Error> 
     if let Some(d) = max_date {
         opts.max_date = d;
     }
+    // The load is committed before its report is printed.
     let report = ingest(&warehouse, &files, &opts)?;
-    print!("{report}");
-    Ok(())
+    super::out(&report.to_string())
 }
 
 /// `outreach complete-through`.
@@ -101,20 +101,17 @@ pub(super) fn run_complete_through(args: CompleteThroughArgs) -> Result<(), Erro
     } = args;
     let wh = Warehouse::open(&warehouse)?;
     wh.declare_complete_through(&table, date)?;
-    println!("{table} is declared complete through {date}.");
-    Ok(())
+    super::out(&format!("{table} is declared complete through {date}.\n"))
 }
 
 /// `outreach status`.
 pub(super) fn run_status(args: StatusArgs) -> Result<(), Error> {
     let wh = Warehouse::open(&args.warehouse)?;
     let s = super::runtime().block_on(status(&wh))?;
-    print!("{s}");
-    Ok(())
+    super::out(&s.to_string())
 }
 
 /// `outreach dictionary`.
 pub(super) fn run_dictionary() -> Result<(), Error> {
-    print!("{}", Dictionary::builtin()?.to_markdown());
-    Ok(())
+    super::out(&Dictionary::builtin()?.to_markdown())
 }

@@ -49,7 +49,7 @@ pub(super) fn run_metrics(args: MetricsArgs) -> Result<(), Error> {
     } = args;
     let catalog = Catalog::standard()?;
     if markdown {
-        print!("{}", metrics::docs::to_markdown(&catalog));
+        super::out(&metrics::docs::to_markdown(&catalog))?;
     } else if exact {
         let Some(quarter) = quarter else {
             unreachable!("clap requires --quarter with --exact");
@@ -69,10 +69,10 @@ pub(super) fn run_metrics(args: MetricsArgs) -> Result<(), Error> {
                 .await
                 .map_err(Error::from)
         })?;
-        eprintln!("{}", metrics::exact::BANNER);
-        print!("{}", report::exact_values(&values, format));
+        super::note(metrics::exact::BANNER);
+        super::out(&report::exact_values(&values, format))?;
     } else {
-        print!("{}", report::metric_catalog(&catalog, format));
+        super::out(&report::metric_catalog(&catalog, format))?;
     }
     Ok(())
 }

@@ -17,6 +17,9 @@
 //!
 //! Flags that cannot apply together are refused by the parser, naming both, before anything
 //! is read or spent; every command's help ends with examples.
+//!
+//! Everything a command prints goes through `out` (standard output) or `note` (standard
+//! error): a reader that closes the pipe early ends the command quietly, never with a panic.
 
 mod budget;
 mod demo;
@@ -31,6 +34,7 @@ mod serve;
 mod synth;
 mod values;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -43,8 +47,9 @@ pub use values::{MAX_REQUEST_RATE, MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 /// The environment variable that gives `--warehouse` when the flag is absent.
 pub const WAREHOUSE_ENV: &str = "OUTREACH_WAREHOUSE";
 
-/// The whole command line: its global flag and its commands. Public so that tests and
-/// tools walk the tree of commands and flags (`clap::CommandFactory::command`).
+/// The `outreach` command line as clap reads it: every command, flag and help text. Its
+/// tree (`clap::CommandFactory::command`) is what the README's command table, the tests of
+/// every flag, the completions and the manual pages are made from or checked against.
 #[derive(Parser)]
 #[command(
     name = "outreach",
@@ -176,10 +181,43 @@ pub fn main() -> ExitCode {
             // passes `terminal_safe`.
             let text = e.to_string();
             let lines: Vec<_> = text.lines().map(terminal_safe).collect();
-            eprintln!("error: {}", lines.join("\n"));
+            note(&format!("error: {}", lines.join("\n")));
             ExitCode::from(e.fault().exit_code())
         }
     }
+}
+
+/// Writes `text` to standard output, whole, and flushes it: the one way a command prints.
+///
+/// A reader that closes the pipe before everything is written (`outreach releases list |
+/// head`) ends the process at once, quietly, with exit status 0, as `head`-friendly tools
+/// such as ripgrep do, rather than 141 (128 + SIGPIPE) as a tool killed by the signal would
+/// show: under `set -o pipefail` a script's `outreach … | head` then does not fail because
+/// the reader had read enough. Status 0 is also the truth about the command's work: what
+/// it commits (a debit, a release, a publication, a decision) is committed before it prints,
+/// so nothing is lost or half-done when the output is cut. Any other failure to write is an
+/// error, exit 1.
+fn out(text: &str) -> Result<(), Error> {
+    let written = {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+    };
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::Internal(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}
+
+/// Writes `line` and a line break to standard error, for the person at the terminal (a
+/// note, a warning, the error that ends a command). A standard error that cannot be written
+/// (closed, full) is ignored: the command's outcome and its exit status do not depend on it.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn runtime() -> tokio::runtime::Runtime {

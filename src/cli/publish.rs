@@ -117,9 +117,9 @@ pub(super) fn run_publish(args: PublishArgs) -> Result<(), Error> {
             sigma: equity_sigma,
         },
     };
+    // Both releases are debited and the publication stored before anything is printed.
     let published = super::runtime().block_on(publish(&warehouse, &opts))?;
-    print!("{}", report::publication(&published, format));
-    Ok(())
+    super::out(&report::publication(&published, format))
 }
 
 /// `outreach plan`.
@@ -152,6 +152,5 @@ pub(super) fn run_plan(args: PlanArgs) -> Result<(), Error> {
             }
         }
     })?;
-    print!("{}", report::plan(&plan, format));
-    Ok(())
+    super::out(&report::plan(&plan, format))
 }

@@ -14,11 +14,12 @@ use super::values::{
 };
 use crate::Error;
 use crate::ledger::Ledger;
+use crate::present::snapshot::{ReleaseFilter, Snapshot};
 use crate::present::tables::{self as report, Format};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::spec::{CellSpec, QuerySpec, RatioSpec, StatisticSpec};
 use crate::privacy::{ReleaseRequest, ReleaseSpec, release};
-use crate::requests::{self, Queue};
+use crate::requests::Queue;
 
 /// The flags of the release's flag form, by their ids: what a spec file gives instead, so
 /// each is refused beside `--spec` (`--approver` and `--format` apply to both forms).
@@ -140,15 +141,15 @@ pub(super) fn run_release(args: ReleaseArgs) -> Result<(), Error> {
         spec,
         approver: args.approver.clone(),
     };
+    // The release is committed (debited, run, stored) before anything is printed.
     let outcome = super::runtime().block_on(release(&warehouse, &req))?;
     if !outcome.fresh {
-        eprintln!(
+        super::note(&format!(
             "release {} already holds these numbers (same queries, declarations, rho and dataset version): nothing spent",
             outcome.id
-        );
+        ));
     }
-    print_release(&outcome.public, format);
-    Ok(())
+    print_release(&outcome.public, format)
 }
 
 /// `outreach releases`.
@@ -159,28 +160,22 @@ pub(super) fn run_releases(command: ReleasesCommand) -> Result<(), Error> {
             format,
             steward,
         } => {
-            let mut all = Ledger::open(&warehouse)?.releases()?;
             if !steward {
-                let shown = made_public(&warehouse)?;
-                all.retain(|r| is_public(r, &shown));
+                let rows =
+                    public_snapshot(&warehouse)?.release_summaries(&ReleaseFilter::default());
+                return super::out(&report::release_summaries(&rows, format));
             }
+            let all = Ledger::open(&warehouse)?.releases()?;
             match format {
-                Format::Table => print!("{}", report::releases_table(&all, steward)),
-                Format::Csv => print!("{}", report::releases_csv(&all, steward)),
+                Format::Table => super::out(&report::releases_table(&all, steward))?,
+                Format::Csv => super::out(&report::releases_csv(&all, steward))?,
                 Format::Json => {
                     // Names and specs are researchers' text: `json_for_terminal`.
-                    let v: Vec<serde_json::Value> = if steward {
-                        all.iter()
-                            .map(|r| serde_json::to_value(r).expect("json"))
-                            .collect()
-                    } else {
-                        all.iter()
-                            .filter_map(PublicRelease::from_stored)
-                            .map(crate::present::views::to_the_day)
-                            .map(|r| serde_json::to_value(r).expect("json"))
-                            .collect()
-                    };
-                    println!("{}", report::json_for_terminal(&v));
+                    let v: Vec<serde_json::Value> = all
+                        .iter()
+                        .map(|r| serde_json::to_value(r).expect("json"))
+                        .collect();
+                    super::out(&format!("{}\n", report::json_for_terminal(&v)))?;
                 }
             }
         }
@@ -190,24 +185,30 @@ pub(super) fn run_releases(command: ReleasesCommand) -> Result<(), Error> {
             format,
             steward,
         } => {
-            let stored = Ledger::open(&warehouse)?.release(id)?;
             if steward {
-                println!("{}", report::json_for_terminal(&stored));
+                let stored = Ledger::open(&warehouse)?.release(id)?;
+                super::out(&format!("{}\n", report::json_for_terminal(&stored)))?;
             } else {
-                // A researcher's release not made public is answered like a missing one.
-                let shown = made_public(&warehouse)?;
-                let public =
-                    PublicRelease::from_stored(&stored).filter(|_| is_public(&stored, &shown));
-                match public {
-                    Some(p) => print_release(&p, format),
-                    None => {
-                        return Err(Error::Ledger(crate::ledger::LedgerError::NoSuchRelease(id)));
-                    }
-                }
+                // What `/v1/releases/{id}` serves: a failed release, or a researcher's release
+                // not made public, is answered like a missing one.
+                let snapshot = public_snapshot(&warehouse)?;
+                let Some(published) = snapshot.releases.get(&id) else {
+                    return Err(Error::Ledger(crate::ledger::LedgerError::NoSuchRelease(id)));
+                };
+                super::out(&report::published_release(published, format))?;
             }
         }
     }
     Ok(())
+}
+
+/// What the public is shown of the warehouse, exactly as the API loads it
+/// ([`Snapshot::load`]): its releases are those of `/v1/releases`, every release but a failed
+/// one and a researcher's that the steward did not make public, which is public as spend
+/// only (in the budget), never by its name, its requester or its numbers (privacy model
+/// §10); their times are days.
+fn public_snapshot(warehouse: &std::path::Path) -> Result<Snapshot, Error> {
+    Snapshot::load(warehouse, &made_public(warehouse)?)
 }
 
 /// The researchers' releases that the steward made public (`requests approve --public`).
@@ -219,24 +220,12 @@ fn made_public(warehouse: &std::path::Path) -> Result<Vec<i64>, Error> {
     Ok(Queue::open(warehouse)?.public_release_ids()?)
 }
 
-/// Whether anyone may see a release, as the API decides: every release but a researcher's
-/// that the steward did not make public, which is public as spend only (in the budget),
-/// never by its name, its requester or its numbers (privacy model §10).
-fn is_public(r: &crate::ledger::StoredRelease, made_public: &[i64]) -> bool {
-    requests::researcher_of(&r.allocation).is_none() || made_public.contains(&r.id)
-}
-
 /// A release's public view, with its time cut to the day like every public time (the
-/// steward's full record is `releases show --steward`).
-fn print_release(p: &PublicRelease, format: Format) {
-    let p = &crate::present::views::to_the_day(p.clone());
-    // Names and cell values come from specs that researchers write: every printer passes
-    // them through `report::terminal_safe`.
-    match format {
-        Format::Table => print!("{}", report::release_table(p)),
-        Format::Csv => print!("{}", report::release_csv_for_terminal(p)),
-        Format::Json => println!("{}", report::json_for_terminal(p)),
-    }
+/// steward's full record is `releases show --steward`). Names and cell values come from
+/// specs that researchers write: every printer passes them through `report::terminal_safe`.
+fn print_release(p: &PublicRelease, format: Format) -> Result<(), Error> {
+    let p = crate::present::views::to_the_day(p.clone());
+    super::out(&report::public_release(&p, format))
 }
 
 /// A flag of the release's flag form that is missing: the command line's fault, not a

@@ -33,10 +33,9 @@ pub(super) fn run_report(args: ReportArgs) -> Result<(), Error> {
     } = args;
     let written =
         super::runtime().block_on(crate::present::quarterly::write(&warehouse, quarter, &out))?;
-    println!(
-        "Wrote {} and {}.",
+    super::out(&format!(
+        "Wrote {} and {}.\n",
         written.html.display(),
         written.csv.display()
-    );
-    Ok(())
+    ))
 }

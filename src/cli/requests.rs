@@ -126,12 +126,12 @@ pub(super) fn run_requests(command: RequestsCommand) -> Result<(), Error> {
     match command {
         RequestsCommand::List { warehouse, format } => {
             let list = Queue::open(&warehouse)?.list()?;
-            print!("{}", report::requests(&list, format));
+            super::out(&report::requests(&list, format))?;
         }
         RequestsCommand::Show { warehouse, id } => {
             let r = Queue::open(&warehouse)?.get(&id)?;
             // The purpose and the spec are the researcher's text.
-            println!("{}", report::json_for_terminal(&r));
+            super::out(&format!("{}\n", report::json_for_terminal(&r)))?;
         }
         RequestsCommand::Approve {
             warehouse,
@@ -139,19 +139,21 @@ pub(super) fn run_requests(command: RequestsCommand) -> Result<(), Error> {
             approver,
             public,
         } => {
+            // The release is debited, run and stored, and the decision recorded, before
+            // anything is printed.
             let (r, outcome) =
                 super::runtime().block_on(requests::approve(&warehouse, &id, &approver, public))?;
             let release = outcome.map(|o| o.id).unwrap_or_default();
             let researcher = report::terminal_safe(&r.researcher);
-            println!(
-                "Request {} of {researcher} is released as release {release} ({}); it was debited from researcher:{researcher}.",
+            super::out(&format!(
+                "Request {} of {researcher} is released as release {release} ({}); it was debited from researcher:{researcher}.\n",
                 report::terminal_safe(&id),
                 if r.public {
                     "public"
                 } else {
                     "visible to the researcher only"
                 },
-            );
+            ))?;
         }
         RequestsCommand::Reject {
             warehouse,
@@ -160,11 +162,11 @@ pub(super) fn run_requests(command: RequestsCommand) -> Result<(), Error> {
             approver,
         } => {
             let r = requests::reject(&warehouse, &id, &approver, &why)?;
-            println!(
-                "Request {} of {} is rejected.",
+            super::out(&format!(
+                "Request {} of {} is rejected.\n",
                 report::terminal_safe(&id),
                 report::terminal_safe(&r.researcher)
-            );
+            ))?;
         }
     }
     Ok(())
@@ -182,26 +184,26 @@ pub(super) fn run_tokens(command: TokensCommand) -> Result<(), Error> {
                 TokenRole::Researcher => Role::Researcher,
             };
             let token = Queue::open(&warehouse)?.create_token(&name, role)?;
-            println!("{token}");
-            eprintln!(
+            super::out(&format!("{token}\n"))?;
+            super::note(&format!(
                 "This is {name}'s token; it is shown once and only its hash is kept. Give it to them over a safe channel; they send it as `Authorization: Bearer <token>`. Their releases are debited from the allocation researcher:{name} (`outreach budget allocate researcher:{name} RHO`)."
-            );
+            ));
         }
         TokensCommand::Revoke { warehouse, name } => {
             Queue::open(&warehouse)?.revoke_token(&name)?;
-            println!("{name}'s token is revoked.");
+            super::out(&format!("{name}'s token is revoked.\n"))?;
         }
         TokensCommand::List { warehouse } => {
             for t in Queue::open(&warehouse)?.tokens()? {
-                println!(
-                    "{}\ttoken {}\tcreated {}\t{}",
+                super::out(&format!(
+                    "{}\ttoken {}\tcreated {}\t{}\n",
                     t.name,
                     t.id,
                     t.created_at,
                     t.revoked_at
                         .map(|r| format!("revoked {r}"))
                         .unwrap_or_else(|| "active".into())
-                );
+                ))?;
             }
         }
     }

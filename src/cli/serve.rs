@@ -121,7 +121,12 @@ pub(super) async fn serve_until_ctrl_c(
         addr,
         limits,
         |bound| {
-            println!("Serving {} at http://{bound}/ (OpenAPI: http://{bound}/openapi.json). Ctrl-C stops.", warehouse.display());
+            // Closed pipe: `out` ends the process quietly. Any other failure to show the
+            // address leaves the server serving: it is found by the address it was given.
+            let _ = super::out(&format!(
+                "Serving {} at http://{bound}/ (OpenAPI: http://{bound}/openapi.json). Ctrl-C stops.\n",
+                warehouse.display()
+            ));
         },
         shutdown,
     )

@@ -67,20 +67,22 @@ pub(super) fn run_synth(args: SynthArgs, progress: bool) -> Result<(), Error> {
     };
     let today = chrono::Utc::now().date_naive();
     if cfg.as_of.is_none() && cfg.last_day() > today {
-        eprintln!(
+        super::note(&format!(
             "note: the period runs past today; generating an export as of {today} (pass --as-of for a fixed date)"
-        );
+        ));
         cfg.as_of = Some(today);
     }
     let started = std::time::Instant::now();
     let summary = synth(&out, &cfg, progress)?;
     for (table, path, rows) in &summary.files {
-        println!("{table:<18} {rows:>10} rows  {}", path.display());
+        super::out(&format!(
+            "{table:<18} {rows:>10} rows  {}\n",
+            path.display()
+        ))?;
     }
-    println!(
-        "{} rows in {:.1} s",
+    super::out(&format!(
+        "{} rows in {:.1} s\n",
         summary.total_rows(),
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ))
 }

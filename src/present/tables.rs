@@ -2,6 +2,11 @@
 //! tables, JSON and CSV, for the command line. Only public views of releases and the
 //! steward's own figures pass through here.
 //!
+//! The three formats of a listing carry the same facts: its JSON and its CSV hold every
+//! field its table shows, ε beside ρ, intervals and completeness included (the integration
+//! test `cli::formats` compares them). The public release list and a release's JSON are the
+//! API's bodies (`/v1/releases`, `/v1/releases/{id}`).
+//!
 //! Text that others wrote (a researcher's purpose, a spec's names and values, an error that
 //! quotes them) reaches the steward's terminal through [`terminal_safe`], the one helper
 //! every printing site uses: per field in tables and CSV, per string in JSON
@@ -10,7 +15,8 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use crate::csv_out::{self, defuse};
+use super::views::{Release, ReleaseSummary};
+use crate::csv_out::{self, CsvRow, defuse};
 use crate::ledger::{BudgetView, StoredRelease};
 use crate::privacy::mechanism::epsilon_at;
 use crate::privacy::release::{PublicRelease, RatioValue};
@@ -108,6 +114,11 @@ pub fn release_csv_for_terminal(r: &PublicRelease) -> String {
 
 /// A release as CSV, each text field from a spec written by `text`; numbers, the dataset
 /// version and the noise's name as they are.
+///
+/// One line per (cell, statistic or ratio): the cell's keys, the value with its 95% interval,
+/// the noise and its half-width, then what the table's header says of the whole release,
+/// repeated on every line: its name, day, approver, measure, ρ with ε and the δ that goes with
+/// ε, k, the threshold and δ of private partition selection (empty without), and the note.
 fn release_csv_with(r: &PublicRelease, text: impl Fn(&str) -> String) -> String {
     let res = &r.result;
     let mut out = csv_out::Writer::new();
@@ -122,10 +133,13 @@ fn release_csv_with(r: &PublicRelease, text: impl Fn(&str) -> String) -> String 
             "upper95",
             "distribution",
             "scale",
+            "half_width95",
         ]
         .map(String::from),
     );
+    header.extend(RELEASE_CSV_FACTS.map(String::from));
     out.line(header.iter().map(|h| text(h.as_str())));
+    let facts = release_facts(r, &text);
     for (c, cell) in res.cells.iter().enumerate() {
         for s in &res.statistics {
             let v = &s.values[c];
@@ -139,7 +153,9 @@ fn release_csv_with(r: &PublicRelease, text: impl Fn(&str) -> String) -> String 
                 v.upper.to_string(),
                 s.distribution.clone(),
                 format!("{}", s.scale),
+                s.half_width.to_string(),
             ]);
+            row.extend(facts.iter().cloned());
             out.line(row);
         }
         for ratio in &res.ratios {
@@ -158,6 +174,7 @@ fn release_csv_with(r: &PublicRelease, text: impl Fn(&str) -> String) -> String 
                     format!("{upper:.4}"),
                     "delta_method".into(),
                     String::new(),
+                    String::new(),
                 ]),
                 RatioValue::InsufficientData => row.extend([
                     "insufficient data".into(),
@@ -166,12 +183,82 @@ fn release_csv_with(r: &PublicRelease, text: impl Fn(&str) -> String) -> String 
                     String::new(),
                     String::new(),
                     String::new(),
+                    String::new(),
                 ]),
             }
+            row.extend(facts.iter().cloned());
             out.line(row);
         }
     }
     out.finish()
+}
+
+/// The columns of a release's CSV that hold what its table's header says of the whole
+/// release ([`release_facts`]), after the per-value columns.
+const RELEASE_CSV_FACTS: [&str; 11] = [
+    "name",
+    "published_at",
+    "approver",
+    "measure",
+    "rho",
+    "epsilon",
+    "epsilon_delta",
+    "k",
+    "threshold",
+    "selection_delta",
+    "note",
+];
+
+/// The fields of [`RELEASE_CSV_FACTS`], as [`release_table`] reads them: ρ and ε from the
+/// release's `d_out`, ε's δ the display δ plus the release's own (older records: the display
+/// δ), k from `d_in`. A number the record lacks is an empty field.
+fn release_facts(r: &PublicRelease, text: &impl Fn(&str) -> String) -> Vec<String> {
+    let number = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let out_f64 = |key: &str| r.d_out.get(key).and_then(|v| v.as_f64());
+    let epsilon_delta = out_f64("epsilon_delta")
+        .filter(|d| *d > 0.0)
+        .or_else(|| out_f64("display_delta"));
+    let selection = r.result.partition_selection.as_ref();
+    vec![
+        text(&r.name),
+        r.published_at.clone(),
+        text(&r.approver),
+        text(&r.measure),
+        number(out_f64("rho")),
+        number(out_f64("epsilon")),
+        number(epsilon_delta),
+        r.d_in
+            .get("k")
+            .and_then(|v| v.as_u64())
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
+        selection
+            .map(|s| s.threshold.to_string())
+            .unwrap_or_default(),
+        number(selection.map(|s| s.delta)),
+        text(&r.result.note),
+    ]
+}
+
+/// A release in `format`, as `outreach release` prints it: its table ([`release_table`]),
+/// its public view as JSON, or its CSV ([`release_csv_for_terminal`]); every text through
+/// [`terminal_safe`].
+pub fn public_release(r: &PublicRelease, format: Format) -> String {
+    match format {
+        Format::Table => release_table(r),
+        Format::Csv => release_csv_for_terminal(r),
+        Format::Json => json_for_terminal(r) + "\n",
+    }
+}
+
+/// A published release as `GET /v1/releases/{id}` serves it ([`Release`]: the public view
+/// with its debit, its quarter and what superseded it), for `releases show`: JSON is that
+/// body, the table and CSV are those of its public view ([`public_release`]).
+pub fn published_release(r: &Release, format: Format) -> String {
+    match format {
+        Format::Json => json_for_terminal(r) + "\n",
+        Format::Table | Format::Csv => public_release(&r.release, format),
+    }
 }
 
 /// A release as a text table: a header, then one line per cell.
@@ -351,6 +438,194 @@ pub fn releases_csv(all: &[StoredRelease], steward: bool) -> String {
     out.finish()
 }
 
+/// The public release list, row for row what `GET /v1/releases` serves
+/// ([`ReleaseSummary`]): JSON and CSV are its body, the table has the same columns under the
+/// same names (`-` for a release without a quarter or a successor). Every text passes
+/// [`terminal_safe`]; times are days, as the API gives them.
+pub fn release_summaries(rows: &[ReleaseSummary], format: Format) -> String {
+    let safe_rows: Vec<ReleaseSummary> = rows.iter().map(summary_for_terminal).collect();
+    match format {
+        Format::Json => json_for_terminal(&rows) + "\n",
+        Format::Csv => csv_out::rows(&safe_rows),
+        Format::Table => {
+            let header = ReleaseSummary::header();
+            let mut table = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+            for r in safe_rows {
+                table.push(vec![
+                    r.id.to_string(),
+                    r.name,
+                    r.quarter.unwrap_or_else(|| "-".into()),
+                    r.dataset_version,
+                    r.approver,
+                    r.published_at,
+                    format!("{:.6}", r.rho),
+                    r.delta.to_string(),
+                    r.statistics.to_string(),
+                    r.cells.to_string(),
+                    r.superseded_by
+                        .map_or_else(|| "-".to_string(), |s| s.to_string()),
+                ]);
+            }
+            align(&table)
+        }
+    }
+}
+
+/// A line of the public release list with every text through [`terminal_safe`].
+fn summary_for_terminal(r: &ReleaseSummary) -> ReleaseSummary {
+    ReleaseSummary {
+        name: safe(&r.name),
+        quarter: r.quarter.as_deref().map(safe),
+        dataset_version: safe(&r.dataset_version),
+        approver: safe(&r.approver),
+        published_at: safe(&r.published_at),
+        ..r.clone()
+    }
+}
+
+/// The budget in `format`: the steward's table ([`budget_table`]), or the same facts as
+/// JSON ([`budget_json`]) or CSV ([`budget_csv`]).
+pub fn budget(b: &BudgetView, format: Format) -> String {
+    match format {
+        Format::Table => budget_table(b),
+        Format::Json => {
+            serde_json::to_string_pretty(&budget_json(b)).expect("budgets serialise") + "\n"
+        }
+        Format::Csv => budget_csv(b),
+    }
+}
+
+/// ε of `rho` at the display δ `d`, as the budget's table shows it; `None` where OpenDP
+/// cannot convert (the table's `?`).
+fn budget_epsilon(rho: f64, d: f64) -> Option<f64> {
+    epsilon_at(rho, d).ok()
+}
+
+/// The budget as JSON: the ledger's view ([`BudgetView`]) and, beside each ρ, what the
+/// table shows with it, named as `GET /v1/budget` names them: at the top, `remaining_rho`,
+/// `total_epsilon`, `spent_epsilon`, `remaining_epsilon`, `lifetime_epsilon` and `renewals`;
+/// in each allocation, `remaining_rho`, `epsilon`, `spent_epsilon` and `remaining_epsilon`.
+/// Every ε is at `config.display_delta`, `null` where the table shows `?`.
+pub fn budget_json(b: &BudgetView) -> serde_json::Value {
+    use serde_json::json;
+    let d = b.config.display_delta;
+    let left = (b.period.total_rho - b.spent_rho).max(0.0);
+    let mut v = serde_json::to_value(b).expect("budgets serialise");
+    v["remaining_rho"] = json!(left);
+    v["total_epsilon"] = json!(budget_epsilon(b.period.total_rho, d));
+    v["spent_epsilon"] = json!(budget_epsilon(b.spent_rho, d));
+    v["remaining_epsilon"] = json!(budget_epsilon(left, d));
+    v["lifetime_epsilon"] = json!(budget_epsilon(b.lifetime_rho, d));
+    v["renewals"] = json!(b.periods.saturating_sub(1));
+    if let Some(rows) = v["allocations"].as_array_mut() {
+        for (row, a) in rows.iter_mut().zip(&b.allocations) {
+            let left = (a.rho - a.spent_rho).max(0.0);
+            row["remaining_rho"] = json!(left);
+            row["epsilon"] = json!(budget_epsilon(a.rho, d));
+            row["spent_epsilon"] = json!(budget_epsilon(a.spent_rho, d));
+            row["remaining_epsilon"] = json!(budget_epsilon(left, d));
+        }
+    }
+    v
+}
+
+/// The budget as CSV: one line per line of the table, `row` saying which: `total` (the
+/// period), `allocation` (named in `allocation`), `lifetime` (over every period: its ρ, ε
+/// and δ). Each holds ρ, spent and left, ε of the total and of the spent at the display δ,
+/// and δ with what is spent of it; then, on every line, what the table's header says: the
+/// display δ, the period's number, the number of periods (renewals + 1), its first and last
+/// day, its reason, the noise and the smallest noise scale. A number that does not apply, or
+/// an ε that cannot be converted (the table's `?`), is an empty field.
+pub fn budget_csv(b: &BudgetView) -> String {
+    let d = b.config.display_delta;
+    let number = |x: Option<f64>| x.map(|x| x.to_string()).unwrap_or_default();
+    let noise = serde_json::to_value(b.config.noise)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let period = [
+        d.to_string(),
+        b.period.id.to_string(),
+        b.periods.to_string(),
+        b.period.starts.clone(),
+        b.period.ends.clone(),
+        defuse(&safe(&b.period.why)).into_owned(),
+        noise,
+        b.config.min_scale.to_string(),
+    ];
+    let mut out = csv_out::Writer::new();
+    out.line([
+        "row",
+        "allocation",
+        "rho",
+        "spent_rho",
+        "remaining_rho",
+        "epsilon",
+        "spent_epsilon",
+        "delta",
+        "spent_delta",
+        "display_delta",
+        "period",
+        "periods",
+        "period_starts",
+        "period_ends",
+        "why",
+        "noise",
+        "min_scale",
+    ]);
+    let mut lines = vec![BudgetLine {
+        row: "total",
+        name: String::new(),
+        rho: b.period.total_rho,
+        spent: Some(b.spent_rho),
+        delta: b.period.total_delta,
+        spent_delta: Some(b.spent_delta),
+    }];
+    lines.extend(b.allocations.iter().map(|a| BudgetLine {
+        row: "allocation",
+        name: defuse(&safe(&a.name)).into_owned(),
+        rho: a.rho,
+        spent: Some(a.spent_rho),
+        delta: a.delta,
+        spent_delta: Some(a.spent_delta),
+    }));
+    lines.push(BudgetLine {
+        row: "lifetime",
+        name: String::new(),
+        rho: b.lifetime_rho,
+        spent: None,
+        delta: b.lifetime_delta,
+        spent_delta: None,
+    });
+    for l in lines {
+        let mut fields = vec![
+            l.row.to_string(),
+            l.name,
+            l.rho.to_string(),
+            number(l.spent),
+            number(l.spent.map(|s| (l.rho - s).max(0.0))),
+            number(budget_epsilon(l.rho, d)),
+            number(l.spent.and_then(|s| budget_epsilon(s, d))),
+            l.delta.to_string(),
+            number(l.spent_delta),
+        ];
+        fields.extend(period.iter().cloned());
+        out.line(fields);
+    }
+    out.finish()
+}
+
+/// A line of [`budget_csv`]: what it is (`total`, `allocation`, `lifetime`), the allocation's
+/// name, ρ and what is spent of it, δ and what is spent of it (nothing spent for `lifetime`).
+struct BudgetLine {
+    row: &'static str,
+    name: String,
+    rho: f64,
+    spent: Option<f64>,
+    delta: f64,
+    spent_delta: Option<f64>,
+}
+
 /// The budget as the steward sees it, with ε at the configured δ.
 pub fn budget_table(b: &BudgetView) -> String {
     let d = b.config.display_delta;
@@ -507,13 +782,18 @@ pub fn publication(p: &crate::publication::Published, format: Format) -> String 
     let loss = &p.loss;
     match format {
         Format::Json => {
-            // The stored document, with the quarter's loss beside it.
+            // The stored document, with the quarter's loss beside it and what the table's
+            // first line says of the publication: its id, whether this run published it
+            // (`fresh`, false when nothing was spent) and the publication it supersedes.
             let mut v = serde_json::to_value(doc).expect("publications serialise");
             if let Some(o) = v.as_object_mut() {
                 o.insert(
                     "quarter_loss".into(),
                     serde_json::to_value(loss).expect("losses serialise"),
                 );
+                o.insert("publication_id".into(), serde_json::json!(p.publication_id));
+                o.insert("fresh".into(), serde_json::json!(p.fresh));
+                o.insert("supersedes".into(), serde_json::json!(p.superseded));
             }
             serde_json::to_string_pretty(&v).expect("publications serialise") + "\n"
         }
@@ -654,12 +934,41 @@ pub fn publication_csv(doc: &crate::publication::Publication) -> String {
 
 /// A plan: what a quarter's publication would cost and how precise it would be, for every
 /// figure it would publish, the equity breakdowns' at their own σ.
+///
+/// JSON is the [`crate::publication::Plan`] with `widest_rate` beside it. CSV has the
+/// columns `kind,name,value`: first the lines of kind `plan`, what the table's first line and
+/// last line say (the quarter, σ and k of each release, the survivors rates are given at,
+/// ρ of the whole, the standard and the equity release, δ, ε and its display δ, and the
+/// widest rate half-width), named as the JSON names them; then one line per figure, whose
+/// value is its 95% half-width: kinds `count`, `rate_at_N`, `equity_count` and
+/// `equity_rate_at_N`, N the survivors.
 pub fn plan(p: &crate::publication::Plan, format: Format) -> String {
     match format {
-        Format::Json => serde_json::to_string_pretty(p).expect("plans serialise") + "\n",
+        Format::Json => {
+            let mut v = serde_json::to_value(p).expect("plans serialise");
+            v["widest_rate"] = serde_json::json!(p.widest_rate());
+            serde_json::to_string_pretty(&v).expect("plans serialise") + "\n"
+        }
         Format::Csv => {
             let mut out = csv_out::Writer::new();
-            out.line(["kind", "name", "half_width_95"]);
+            out.line(["kind", "name", "value"]);
+            for (name, value) in [
+                ("quarter", p.quarter.clone()),
+                ("sigma", p.sigma.to_string()),
+                ("k", p.k.to_string()),
+                ("equity_sigma", p.equity_sigma.to_string()),
+                ("equity_k", p.equity_k.to_string()),
+                ("at", p.at.to_string()),
+                ("rho", p.rho.to_string()),
+                ("rho_standard", p.rho_standard.to_string()),
+                ("rho_equity", p.rho_equity.to_string()),
+                ("delta", p.delta.to_string()),
+                ("epsilon", p.epsilon.to_string()),
+                ("display_delta", p.display_delta.to_string()),
+                ("widest_rate", p.widest_rate().to_string()),
+            ] {
+                out.line(["plan".to_string(), name.to_string(), value]);
+            }
             for (s, h) in &p.counts {
                 out.line(["count".to_string(), s.clone(), h.to_string()]);
             }
