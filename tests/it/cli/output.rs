@@ -131,6 +131,8 @@ fn printing_commands(
     let id = release_id.to_string();
     vec![
         words(&["dictionary"]),
+        words(&["completions", "bash"]),
+        words(&["man", "--dir", &path_arg(&fresh("man"))]),
         words(&["metrics"]),
         words(&["metrics", "--markdown"]),
         words(&["metrics", "--format", "json"]),

@@ -7,12 +7,6 @@ use std::collections::BTreeSet;
 use clap::CommandFactory;
 use outreach_warehouse::cli::Cli;
 
-/// Commands that the table lists before this parser has them: `completions` and `man`,
-/// generated from the same definitions, come from the branch that adds them. A name here is
-/// excused only while the tree lacks it; nothing else may be in the table and not in the
-/// tree. Empty this list once both are in the tree.
-const COMING: [&str; 2] = ["completions", "man"];
-
 /// Every command of the tree that runs (a leaf), as the words that follow `outreach`
 /// (`budget show`); clap's own `help` is left out.
 fn leaves(cmd: &clap::Command, path: &mut Vec<String>, out: &mut BTreeSet<String>) {
@@ -112,10 +106,7 @@ fn the_readme_command_table_names_every_command_of_the_parser_and_no_other() {
         missing.is_empty(),
         "commands of the parser that the README's table does not name: {missing:?}"
     );
-    let unknown: Vec<&String> = table
-        .difference(&tree)
-        .filter(|c| !COMING.contains(&c.as_str()))
-        .collect();
+    let unknown: Vec<&String> = table.difference(&tree).collect();
     assert!(
         unknown.is_empty(),
         "commands in the README's table that the parser does not have: {unknown:?}"
