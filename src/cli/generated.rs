@@ -2,14 +2,13 @@
 //! the command line parses with, so neither can drift from the flags: `outreach completions`
 //! prints a shell's completion script, and `outreach man` writes a manual page per command.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::CommandFactory;
 
 use super::Cli;
 use crate::Error;
-use crate::warehouse::{WarehouseError, create_dir_synced, write_atomic};
+use crate::warehouse::{create_dir_synced, write_atomic};
 
 /// A shell that `outreach completions` writes a script for.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -54,7 +53,9 @@ pub(super) fn run_completions(args: CompletionsArgs) -> Result<(), Error> {
     };
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "outreach", &mut script);
-    to_stdout(&script)
+    let script = String::from_utf8(script)
+        .map_err(|e| Error::Internal(format!("the completion script is not UTF-8: {e}")))?;
+    super::out(&script)
 }
 
 /// `outreach man`: one page per command, each written whole or not at all (a temporary
@@ -65,14 +66,11 @@ pub(super) fn run_man(args: ManArgs) -> Result<(), Error> {
     for (name, page) in &pages {
         write_atomic(&args.dir.join(name), page)?;
     }
-    to_stdout(
-        format!(
-            "Wrote {} manual pages to {}.\n",
-            pages.len(),
-            args.dir.display()
-        )
-        .as_bytes(),
-    )
+    super::out(&format!(
+        "Wrote {} manual pages to {}.\n",
+        pages.len(),
+        args.dir.display()
+    ))
 }
 
 /// Every command's page, with its file name (`outreach.1`, `outreach-release.1`, …): the
@@ -99,19 +97,4 @@ fn add_pages(cmd: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) -> Result<
         add_pages(sub, pages)?;
     }
     Ok(())
-}
-
-/// Writes `bytes` to stdout. A reader that stops early (`outreach completions bash | head`)
-/// ends the command quietly, as standard tools do; any other failure is the environment's.
-fn to_stdout(bytes: &[u8]) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::Warehouse(WarehouseError::Io {
-                path: PathBuf::from("stdout"),
-                source: e,
-            }))
-        }
-        _ => Ok(()),
-    }
 }
