@@ -9,8 +9,8 @@
 //!
 //! Text that others wrote (a researcher's purpose, a spec's names and values, an error that
 //! quotes them) reaches the steward's terminal through [`terminal_safe`], the one helper
-//! every printing site uses: per field in tables and CSV, per string in JSON
-//! ([`terminal_safe_json`]).
+//! every printing site uses per field in tables and CSV; JSON escapes the same characters
+//! as JSON escapes, so that it still means what the API serves ([`json_for_terminal`]).
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -66,31 +66,33 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// [`terminal_safe`] on every string of a JSON value, keys included, for printing it.
-/// (`serde_json` escapes C0 controls itself, but not DEL, C1 or the bidi controls.)
-pub fn terminal_safe_json(v: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => Value::String(terminal_safe(&s).into_owned()),
-        Value::Array(a) => Value::Array(a.into_iter().map(terminal_safe_json).collect()),
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, x)| (terminal_safe(&k).into_owned(), terminal_safe_json(x)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
 /// [`terminal_safe`], owned: a cell of a table or a CSV field.
 fn safe(s: &str) -> String {
     terminal_safe(s).into_owned()
 }
 
-/// `value` as pretty JSON for the terminal: every string through [`terminal_safe`].
+/// `value` as pretty JSON that is safe on a terminal and means exactly what the API serves:
+/// `serde_json` escapes the C0 controls inside strings itself, and every other character of
+/// [`is_unsafe_on_terminal`] (DEL, C1, the bidi controls) is written as a JSON escape,
+/// `\u009b`, which a JSON reader turns back into the same character. Outside strings pretty
+/// JSON holds only ASCII and its own line breaks, so every such character is in a string.
 pub fn json_for_terminal<T: serde::Serialize>(value: &T) -> String {
-    let v = serde_json::to_value(value).expect("values serialise");
-    serde_json::to_string_pretty(&terminal_safe_json(v)).expect("JSON values serialise")
+    let text = serde_json::to_string_pretty(value).expect("values serialise");
+    if !text.chars().any(|c| c != '\n' && is_unsafe_on_terminal(c)) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c != '\n' && is_unsafe_on_terminal(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A public time cut to its day, `YYYY-MM-DD` (privacy model §10). The time of day of a
@@ -1156,8 +1158,9 @@ mod tests {
                 .any(is_unsafe_on_terminal),
             "{text}"
         );
+        // A JSON reader gets back exactly the value: what the API serves.
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(back["purpose\\u{202e}"][0], "a\\u{9b}b");
-        assert_eq!(back["k"], 1);
+        assert_eq!(back, v);
+        assert!(text.contains("a\\u009bb"), "{text}");
     }
 }
