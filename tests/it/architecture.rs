@@ -80,7 +80,7 @@ fn modules_named(line: &str) -> Vec<String> {
             };
             out.push(module);
         }
-        rest = &after[..];
+        rest = after;
     }
     out
 }
@@ -210,7 +210,7 @@ fn the_readme_draws_the_tree_as_it_is() {
     let mut dir: Vec<String> = Vec::new();
     for line in block.lines().filter(|l| !l.trim().is_empty()) {
         let indent = line.len() - line.trim_start().len();
-        let name = line.trim_start().split_whitespace().next().unwrap();
+        let name = line.split_whitespace().next().unwrap();
         let depth = indent / 2;
         dir.truncate(depth);
         let path = format!("{}{name}", dir.concat());
