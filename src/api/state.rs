@@ -308,17 +308,21 @@ impl AppState {
         };
         // In a mutex so that the task's future is `Send`; it is never held across an await.
         let conns = Mutex::new((ledger, watch_queue));
+        // `None` when either file could not be read just now (busy, say): that says nothing
+        // about a change, so the look is skipped, not taken for one.
         let look = || {
             let c = conns.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                c.0.data_version().unwrap_or(-1),
-                c.1.public_release_ids().unwrap_or_default(),
-            )
+            Some((c.0.data_version().ok()?, c.1.public_release_ids().ok()?))
         };
         // Each look comes before the load it triggers, so a change made while loading is
         // seen at the next look. The snapshot being served was loaded before the first look:
         // a change in between would pass for the state served, so it is loaded again.
-        let mut served = look();
+        let mut served = loop {
+            if let Some(now) = look() {
+                break now;
+            }
+            tokio::time::sleep(every).await;
+        };
         let mut must_load = true;
         loop {
             if must_load {
@@ -337,7 +341,9 @@ impl AppState {
                 }
             }
             tokio::time::sleep(every).await;
-            let now = look();
+            let Some(now) = look() else {
+                continue;
+            };
             if now != served {
                 served = now;
                 must_load = true;
