@@ -43,13 +43,18 @@ use tokio::sync::{Semaphore, watch};
 pub use client::{ClientAddr, IpNet};
 pub use error::ApiError;
 pub use routes::{ROUTES, app, app_with_routes};
-pub use state::{AccessLog, AccessRecord, AppState, Limits, MAX_PLANNING, MAX_RENDERING};
+pub use state::{
+    AccessLog, AccessRecord, AppState, Limits, MAX_CONNECTIONS, MAX_PLANNING, MAX_RENDERING,
+    MAX_REQUEST_RATE, MAX_TIMEOUT_SECONDS, MIN_RATE_PER_MINUTE, MIN_RATE_PER_SECOND,
+    MIN_TIMEOUT_SECONDS,
+};
 
 /// How often the server checks whether the ledger or the requests file changed.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// Serves a warehouse on `addr` until `shutdown` completes. `ready` is called with the
-/// bound address (port 0 picks a free one) once the server accepts connections.
+/// bound address (port 0 picks a free one) once the server accepts connections. Limits the
+/// server cannot keep are a usage error ([`Limits::check`]), before anything is opened.
 pub async fn serve(
     warehouse: &Path,
     addr: SocketAddr,
@@ -57,6 +62,7 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
+    limits.check().map_err(crate::Error::Usage)?;
     let log = AccessLog::to_writer(Box::new(std::io::stderr()));
     let (header_read_timeout, max_connections) =
         (limits.header_read_timeout, limits.max_connections);

@@ -16,6 +16,25 @@ use super::pages::Served;
 use crate::ledger::Ledger;
 use crate::requests::Queue;
 
+/// The shortest `timeout`: a shorter one rounds to no time at all, and every
+/// request would be answered 504.
+pub const MIN_TIMEOUT_SECONDS: f64 = 0.001;
+/// The longest `timeout`: an hour. Far longer than any request takes; beyond it a
+/// value only hides a mistake (and past about 1.8e19 it cannot be a duration at all).
+pub const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
+/// The largest rate: one request per
+/// nanosecond, the rate limiter's finest period. A larger rate rounds to a period of zero,
+/// which the limiter cannot take.
+pub const MAX_REQUEST_RATE: f64 = 1e9;
+/// The smallest per-IP rate: one request in about eleven and a half days, the
+/// slowest rate the rate limiter counts (it takes any slower rate as this one).
+pub const MIN_RATE_PER_SECOND: f64 = 1e-6;
+/// The smallest per-token rate: [`MIN_RATE_PER_SECOND`] in requests per minute.
+pub const MIN_RATE_PER_MINUTE: f64 = 6e-5;
+/// The largest connection limit: 2^20, Linux's ceiling on the files one process may have
+/// open, each connection being one. (The server's connection slots could not hold more than
+/// about 2.3e18 at all.)
+pub const MAX_CONNECTIONS: usize = 1 << 20;
 /// The server's limits; every one can be set on `outreach serve`.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -61,6 +80,73 @@ impl Default for Limits {
             max_connections: 512,
             small_cell: None,
             trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Limits {
+    /// Whether every limit is one the server can keep, or what is wrong and the range it
+    /// takes. `outreach serve` refuses each flag as it reads it (with the same bounds);
+    /// [`super::serve`] checks again, so that a library caller cannot make the server panic
+    /// (a connection limit past what its semaphore holds) or silently round a rate.
+    pub fn check(&self) -> Result<(), String> {
+        let seconds = |d: Duration| d.as_secs_f64();
+        let mut wrong = Vec::new();
+        if !(MIN_RATE_PER_SECOND..=MAX_REQUEST_RATE).contains(&self.per_ip_per_second) {
+            wrong.push(format!(
+                "per_ip_per_second (--per-ip-per-second) is {}, not from {MIN_RATE_PER_SECOND:e} to {MAX_REQUEST_RATE:e}",
+                self.per_ip_per_second
+            ));
+        }
+        if !(MIN_RATE_PER_MINUTE..=MAX_REQUEST_RATE).contains(&self.per_token_per_minute) {
+            wrong.push(format!(
+                "per_token_per_minute (--per-token-per-minute) is {}, not from {MIN_RATE_PER_MINUTE:e} to {MAX_REQUEST_RATE:e}",
+                self.per_token_per_minute
+            ));
+        }
+        for (name, flag, burst) in [
+            ("per_ip_burst", "--per-ip-burst", self.per_ip_burst),
+            ("per_token_burst", "--per-token-burst", self.per_token_burst),
+        ] {
+            if burst == 0 {
+                wrong.push(format!("{name} ({flag}) is 0, not at least 1"));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            wrong.push("max_body_bytes (--max-body-bytes) is 0, not at least 1".into());
+        }
+        for (name, flag, d) in [
+            ("timeout", "--timeout-seconds", self.timeout),
+            (
+                "header_read_timeout",
+                "--header-read-timeout-seconds",
+                self.header_read_timeout,
+            ),
+        ] {
+            if !(MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&seconds(d)) {
+                wrong.push(format!(
+                    "{name} ({flag}) is {} s, not from {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS}",
+                    seconds(d)
+                ));
+            }
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            wrong.push(format!(
+                "max_connections (--max-connections) is {}, not from 1 to {MAX_CONNECTIONS}",
+                self.max_connections
+            ));
+        }
+        if let Some(n) = self.small_cell
+            && !(n.is_finite() && n >= 0.0)
+        {
+            wrong.push(format!(
+                "small_cell (--small-cell) is {n}, not a number of at least 0"
+            ));
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the server's limits: {}", wrong.join("; ")))
         }
     }
 }

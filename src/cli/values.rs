@@ -19,25 +19,10 @@ use clap::error::ErrorKind;
 
 use crate::privacy::spec::{CellSpec, DomainSpec, MAX_K, RatioSpec, StatisticKind, StatisticSpec};
 
-/// The shortest `--timeout-seconds`: a shorter one rounds to no time at all, and every
-/// request would be answered 504.
-pub const MIN_TIMEOUT_SECONDS: f64 = 0.001;
-/// The longest `--timeout-seconds`: an hour. Far longer than any request takes; beyond it a
-/// value only hides a mistake (and past about 1.8e19 it cannot be a duration at all).
-pub const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
-/// The largest `--per-ip-per-second` and `--per-token-per-minute`: one request per
-/// nanosecond, the rate limiter's finest period. A larger rate rounds to a period of zero,
-/// which the limiter cannot take.
-pub const MAX_REQUEST_RATE: f64 = 1e9;
-/// The smallest `--per-ip-per-second`: one request in about eleven and a half days, the
-/// slowest rate the rate limiter counts (it takes any slower rate as this one).
-pub(super) const MIN_RATE_PER_SECOND: f64 = 1e-6;
-/// The smallest `--per-token-per-minute`: [`MIN_RATE_PER_SECOND`] in requests per minute.
-pub(super) const MIN_RATE_PER_MINUTE: f64 = 6e-5;
-/// The largest `--max-connections`: 2^20, Linux's ceiling on the files one process may have
-/// open, each connection being one. (The server's connection slots could not hold more than
-/// about 2.3e18 at all.)
-pub(super) const MAX_CONNECTIONS: usize = 1 << 20;
+pub use crate::api::{
+    MAX_CONNECTIONS, MAX_REQUEST_RATE, MAX_TIMEOUT_SECONDS, MIN_RATE_PER_MINUTE,
+    MIN_RATE_PER_SECOND, MIN_TIMEOUT_SECONDS,
+};
 /// The longest `--horizon`, the budget period in days: ten years, the longest the ledger
 /// takes.
 pub(super) const MAX_HORIZON_DAYS: u32 = 3650;

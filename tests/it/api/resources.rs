@@ -816,3 +816,71 @@ async fn outreach_serve_takes_the_connection_limits_and_trusted_proxies_from_its
         .collect();
     assert_eq!(clients, [serde_json::json!("198.51.100.77")], "{log}");
 }
+
+/// `api::serve` called as a library checks its limits as `outreach serve` checks its flags:
+/// a connection limit past what the server's slots hold panicked, and a rate below the
+/// limiter's slowest was silently raised. Each is now a usage error naming the field, the
+/// flag and the range, before anything is opened or bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_limits_it_cannot_keep_before_opening_anything() {
+    use outreach_warehouse::Fault;
+    assert_eq!(Limits::default().check(), Ok(()));
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-warehouse-here");
+    let cases: [(Limits, &str); 5] = [
+        (
+            Limits {
+                max_connections: usize::MAX,
+                ..Limits::default()
+            },
+            "max_connections (--max-connections) is 18446744073709551615, not from 1 to 1048576",
+        ),
+        (
+            Limits {
+                max_connections: 0,
+                ..Limits::default()
+            },
+            "max_connections (--max-connections) is 0",
+        ),
+        (
+            Limits {
+                per_ip_per_second: 1e-9,
+                ..Limits::default()
+            },
+            "per_ip_per_second (--per-ip-per-second) is 0.000000001, not from 1e-6 to 1e9",
+        ),
+        (
+            Limits {
+                timeout: Duration::MAX,
+                ..Limits::default()
+            },
+            "timeout (--timeout-seconds) is",
+        ),
+        (
+            Limits {
+                small_cell: Some(f64::NAN),
+                per_token_burst: 0,
+                ..Limits::default()
+            },
+            "per_token_burst (--per-token-burst) is 0, not at least 1",
+        ),
+    ];
+    for (limits, message) in cases {
+        let bound = Arc::new(AtomicUsize::new(0));
+        let seen = bound.clone();
+        let out = outreach_warehouse::api::serve(
+            &missing,
+            "127.0.0.1:0".parse().unwrap(),
+            limits,
+            move |_| {
+                seen.fetch_add(1, SeqCst);
+            },
+            async {},
+        )
+        .await;
+        let e = out.expect_err(message);
+        assert_eq!(e.fault(), Fault::Usage, "{e}");
+        assert!(e.to_string().contains(message), "{e}");
+        assert_eq!(bound.load(SeqCst), 0, "{message}: the server was bound");
+    }
+}
