@@ -249,6 +249,9 @@ struct Shard {
     arena: Vec<u8>,
     /// Rows not yet folded into the records, at most [`fold_at`] (public cell keys only).
     pending: RowBuffer,
+    /// [`fold_at`] of the persons held since the last fold: only a fold adds persons to a
+    /// shard that gathers, so the limit is worked out once a fold, not once a row.
+    fold_after: usize,
 }
 
 /// Rows a shard gathers at least before it folds them into its records.
@@ -309,6 +312,7 @@ impl Shard {
             m,
             arena: Vec::new(),
             pending: RowBuffer::default(),
+            fold_after: fold_at(0),
         }
     }
 
@@ -322,7 +326,7 @@ impl Shard {
         b.values.extend_from_slice(row);
         b.keys.extend_from_slice(person);
         b.key_ends.push(b.keys.len());
-        if b.hashes.len() >= fold_at(self.persons()) {
+        if b.hashes.len() >= self.fold_after {
             self.fold(rules);
         }
     }
@@ -347,6 +351,7 @@ impl Shard {
         }
         buf.clear();
         self.pending = buf;
+        self.fold_after = fold_at(self.persons());
     }
 
     fn persons(&self) -> usize {
