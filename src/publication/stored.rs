@@ -18,7 +18,7 @@
 //! before them need no migration; a ledger without them simply has no publications, or no
 //! stored programs.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::{Ledger, Result, now, sql_err};
@@ -109,65 +109,58 @@ impl Ledger {
         let path = self.path.clone();
         let e = sql_err(&path);
         let document = serde_json::to_string(p.document).expect("documents serialise");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        tx.execute_batch(SCHEMA).map_err(&e)?;
-        let latest: Option<(i64, i64, String)> = tx
-            .query_row(
-                "SELECT id, release_id, document FROM publications WHERE quarter = ?1 ORDER BY id DESC LIMIT 1",
-                params![p.quarter],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(&e)?;
-        // Nothing new to store leaves the transaction uncommitted, as if never begun.
-        let mut wrote = false;
-        let id = match &latest {
-            Some((id, release, stored)) if *release == p.release_id && *stored == document => *id,
-            _ => {
-                wrote = true;
-                tx.execute(
-                    "INSERT INTO publications (quarter, release_id, dataset_version, supersedes, approver, published_at, document)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        p.quarter,
-                        p.release_id,
-                        p.dataset_version,
-                        latest.as_ref().map(|(id, _, _)| *id),
-                        p.approver,
-                        now(),
-                        document,
-                    ],
-                )
-                .map_err(&e)?;
-                tx.last_insert_rowid()
-            }
-        };
-        if let Some(programs) = programs {
-            let programs = serde_json::to_string(programs).expect("documents serialise");
-            let stored: Option<String> = tx
+        crate::sqlite::immediate(&mut self.conn, &e, |tx| {
+            tx.execute_batch(SCHEMA).map_err(&e)?;
+            let latest: Option<(i64, i64, String)> = tx
                 .query_row(
-                    "SELECT programs FROM published_programs ORDER BY id DESC LIMIT 1",
-                    [],
-                    |r| r.get(0),
+                    "SELECT id, release_id, document FROM publications WHERE quarter = ?1 ORDER BY id DESC LIMIT 1",
+                    params![p.quarter],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(&e)?;
-            if stored.as_ref() != Some(&programs) {
-                wrote = true;
-                tx.execute(
-                    "INSERT INTO published_programs (publication_id, programs) VALUES (?1, ?2)",
-                    params![id, programs],
-                )
-                .map_err(&e)?;
+            let id = match &latest {
+                Some((id, release, stored)) if *release == p.release_id && *stored == document => {
+                    *id
+                }
+                _ => {
+                    tx.execute(
+                        "INSERT INTO publications (quarter, release_id, dataset_version, supersedes, approver, published_at, document)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            p.quarter,
+                            p.release_id,
+                            p.dataset_version,
+                            latest.as_ref().map(|(id, _, _)| *id),
+                            p.approver,
+                            now(),
+                            document,
+                        ],
+                    )
+                    .map_err(&e)?;
+                    tx.last_insert_rowid()
+                }
+            };
+            if let Some(programs) = programs {
+                let programs = serde_json::to_string(programs).expect("documents serialise");
+                let stored: Option<String> = tx
+                    .query_row(
+                        "SELECT programs FROM published_programs ORDER BY id DESC LIMIT 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(&e)?;
+                if stored.as_ref() != Some(&programs) {
+                    tx.execute(
+                        "INSERT INTO published_programs (publication_id, programs) VALUES (?1, ?2)",
+                        params![id, programs],
+                    )
+                    .map_err(&e)?;
+                }
             }
-        }
-        if wrote {
-            tx.commit().map_err(&e)?;
-        }
-        Ok(id)
+            Ok(id)
+        })
     }
 
     /// Every publication, oldest first, optionally of one quarter.
