@@ -76,23 +76,11 @@ pub fn standard_spec(catalog: &Catalog, quarter: Quarter, noise: StandardNoise) 
                 },
             },
         ],
-        statistics: statistics
-            .iter()
-            .map(|s| StatisticSpec {
-                name: s.clone(),
-                column: None,
-                kind: StatisticKind::Count,
-                lower: None,
-                upper: None,
-            })
-            .collect(),
+        statistics: counts(&statistics),
         exclusive: exclusive_groups(&statistics),
         k: noise.k,
         rho: None,
-        scales: statistics
-            .iter()
-            .map(|s| (s.clone(), noise.sigma))
-            .collect(),
+        scales: scales(&statistics, noise),
         allocation: STANDARD_ALLOCATION.into(),
         // The rates are the publication's own post-processing (`figures`), with intervals
         // that cover whole-number noise; the release stores the counts only.
@@ -147,27 +135,38 @@ pub fn equity_spec(
                 domain: DomainSpec::Values(values),
             },
         ],
-        statistics: statistics
-            .iter()
-            .map(|s| StatisticSpec {
-                name: s.clone(),
-                column: None,
-                kind: StatisticKind::Count,
-                lower: None,
-                upper: None,
-            })
-            .collect(),
+        statistics: counts(&statistics),
         exclusive: Vec::new(),
         k: noise.k,
         rho: None,
-        scales: statistics
-            .iter()
-            .map(|s| (s.clone(), noise.sigma))
-            .collect(),
+        scales: scales(&statistics, noise),
         allocation: STANDARD_ALLOCATION.into(),
         ratios: Vec::new(),
         delta: None,
     })
+}
+
+/// The statistics of a standard or equity release: each a count of the query's column of its
+/// name, with the spec's default bounds.
+fn counts(statistics: &[String]) -> Vec<StatisticSpec> {
+    statistics
+        .iter()
+        .map(|s| StatisticSpec {
+            name: s.clone(),
+            column: None,
+            kind: StatisticKind::Count,
+            lower: None,
+            upper: None,
+        })
+        .collect()
+}
+
+/// Every statistic's noise scale: the one σ of `noise`.
+fn scales(statistics: &[String], noise: StandardNoise) -> std::collections::BTreeMap<String, f64> {
+    statistics
+        .iter()
+        .map(|s| (s.clone(), noise.sigma))
+        .collect()
 }
 
 /// Each breakdown dimension of a file with its public values (the dictionary's enum values of
