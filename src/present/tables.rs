@@ -632,9 +632,9 @@ struct BudgetLine {
 pub fn budget_table(b: &BudgetView) -> String {
     let d = b.config.display_delta;
     let eps = |rho: f64| {
-        epsilon_at(rho, d)
+        budget_epsilon(rho, d)
             .map(|e| format!("{e:.3}"))
-            .unwrap_or_else(|_| "?".into())
+            .unwrap_or_else(|| "?".into())
     };
     let mut out = String::new();
     let _ = writeln!(
