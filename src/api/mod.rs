@@ -66,6 +66,8 @@ pub async fn serve(
     let log = AccessLog::to_writer(Box::new(std::io::stderr()));
     let (header_read_timeout, max_connections) =
         (limits.header_read_timeout, limits.max_connections);
+    // The server reads no data, but it does not start over a warehouse that lost some.
+    crate::warehouse::Warehouse::open(warehouse)?.vouched_manifest()?;
     let state = AppState::open(warehouse, limits, log.clone()).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

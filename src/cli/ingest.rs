@@ -12,7 +12,7 @@ use super::values::parse_share;
 use crate::Error;
 use crate::dictionary::Dictionary;
 use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
-use crate::warehouse::{Warehouse, status};
+use crate::warehouse::{Warehouse, WarehouseError, status};
 
 #[derive(clap::Args)]
 #[command(after_help = concat!(
@@ -59,12 +59,17 @@ pub(super) struct CompleteThroughArgs {
 #[derive(clap::Args)]
 #[command(after_help = concat!(
     "Examples:\n",
-    "  outreach status --warehouse wh",
+    "  outreach status --warehouse wh\n",
+    "  outreach status --warehouse wh --verify",
 ))]
 pub(super) struct StatusArgs {
     /// Warehouse folder.
     #[arg(long, env = WAREHOUSE_ENV)]
     warehouse: PathBuf,
+    /// First re-hash every data file against the SHA-256 its manifest records, list each one
+    /// missing, truncated or changed, and exit 2 if any is (a scrub to run on a schedule).
+    #[arg(long)]
+    verify: bool,
 }
 
 /// `outreach ingest`.
@@ -104,11 +109,35 @@ pub(super) fn run_complete_through(args: CompleteThroughArgs) -> Result<(), Erro
     super::out(&format!("{table} is declared complete through {date}.\n"))
 }
 
-/// `outreach status`.
+/// `outreach status`; with `--verify`, the scrub first (`Warehouse::scrub`): every damaged
+/// data file on a line of its own on stderr and exit 2, or the status and how much was
+/// checked.
 pub(super) fn run_status(args: StatusArgs) -> Result<(), Error> {
     let wh = Warehouse::open(&args.warehouse)?;
+    let scrub = if args.verify {
+        let scrub = wh.scrub(&wh.manifest()?)?;
+        if !scrub.damaged.is_empty() {
+            // On stderr, with the error: a cut pipe must not hide a damaged file.
+            for d in &scrub.damaged {
+                super::note(&d.to_string());
+            }
+            return Err(WarehouseError::ScrubFailed {
+                root: wh.root().to_path_buf(),
+                damaged: scrub.damaged.len(),
+                checked: scrub.files,
+            }
+            .into());
+        }
+        Some(scrub)
+    } else {
+        None
+    };
     let s = super::runtime().block_on(status(&wh))?;
-    super::out(&s.to_string())
+    super::out(&s.to_string())?;
+    match scrub {
+        Some(scrub) => super::out(&format!("\n{scrub}")),
+        None => Ok(()),
+    }
 }
 
 /// `outreach dictionary`.

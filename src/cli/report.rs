@@ -31,6 +31,7 @@ pub(super) fn run_report(args: ReportArgs) -> Result<(), Error> {
         quarter,
         out,
     } = args;
+    crate::warehouse::Warehouse::open(&warehouse)?.vouched_manifest()?;
     let written =
         super::runtime().block_on(crate::present::quarterly::write(&warehouse, quarter, &out))?;
     super::out(&format!(

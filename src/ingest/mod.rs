@@ -378,6 +378,8 @@ pub fn ingest(
     let recovery = wh.recover(&lock)?;
     let (recovered_files, trash) = (recovery.moved, recovery.trash);
     let mut manifest = wh.manifest()?;
+    // The unique keys are checked against the stored files: each must be there, whole.
+    wh.check_data_files(&manifest)?;
     let staging = wh.staging_dir(&lock)?;
 
     let result = stage_all(dict, &wh, &lock, &manifest, &planned, &staging, opts);

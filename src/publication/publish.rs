@@ -689,6 +689,7 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
     // programs and both releases all read this manifest, so a load committed meanwhile is
     // neither published without --republish nor mixed into one of the two releases.
     let manifest = wh.manifest()?;
+    wh.check_data_files(&manifest)?;
     crate::failpoint::hook("publish-after-snapshot", warehouse);
     let version = manifest.version().to_string();
     let q = opts.quarter.to_string();

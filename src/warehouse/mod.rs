@@ -1,5 +1,6 @@
 //! The warehouse folder: Parquet files per table and quarter, the manifest that commits them,
-//! the write lock, crash recovery, and the DataFusion session over it all.
+//! the write lock, crash recovery, the DataFusion session over it all, and the checks that
+//! vouch for the data files before anything reads them (`vouch`).
 //!
 //! ```text
 //! WAREHOUSE/
@@ -20,6 +21,7 @@ mod manifest;
 pub mod programs;
 mod session;
 mod status;
+mod vouch;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -36,6 +38,7 @@ pub use session::{
     open_session_at, query_memory_limit, schema_session,
 };
 pub use status::{Status, TableStatus, status};
+pub use vouch::{DamagedFile, DamagedFiles, FileProblem, Scrub};
 
 use crate::dictionary::{Dictionary, DictionaryError};
 use crate::fault::Fault;
@@ -79,6 +82,21 @@ pub enum WarehouseError {
     Dictionary(&'static DictionaryError),
     #[error("query engine: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
+    #[error(
+        "the warehouse at {root} does not hold the data its manifest.json names: {damaged}. Nothing was read and nothing was spent. Put the files back from a backup; `outreach status --warehouse {root} --verify` lists every damaged file"
+    )]
+    DamagedData {
+        root: PathBuf,
+        damaged: DamagedFiles,
+    },
+    #[error(
+        "{damaged} of the {checked} data files of the warehouse at {root} are missing or changed (listed above). Put them back from a backup: until then every command that reads the data refuses"
+    )]
+    ScrubFailed {
+        root: PathBuf,
+        damaged: usize,
+        checked: usize,
+    },
 }
 
 impl WarehouseError {
@@ -87,7 +105,9 @@ impl WarehouseError {
             WarehouseError::NotFound(_)
             | WarehouseError::NotEmpty(_)
             | WarehouseError::UnknownTable { .. }
-            | WarehouseError::FutureCompleteThrough { .. } => Fault::BadInput,
+            | WarehouseError::FutureCompleteThrough { .. }
+            | WarehouseError::DamagedData { .. }
+            | WarehouseError::ScrubFailed { .. } => Fault::BadInput,
             WarehouseError::Busy(_) => Fault::Busy,
             WarehouseError::Io { .. }
             | WarehouseError::CorruptManifest { .. }

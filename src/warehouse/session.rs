@@ -21,7 +21,9 @@ use super::{Manifest, Result, Warehouse, dictionary, io_err};
 /// A DataFusion session over the warehouse as of its last committed manifest. Each table is
 /// registered under its dictionary name with the dictionary's schema, reading exactly the
 /// Parquet files that the manifest names, so a load that is not committed is never seen. A
-/// table with no data is registered empty, with its schema.
+/// table with no data is registered empty, with its schema. A data file that is missing, of
+/// another size or with other rows than the manifest records refuses the session
+/// ([`Warehouse::check_data_files`]), before anything is read.
 pub async fn open_session(wh: &Warehouse) -> Result<SessionContext> {
     let manifest = wh.manifest()?;
     session_for(wh, &manifest)
@@ -39,6 +41,9 @@ pub fn open_session_at(wh: &Warehouse, manifest: &Manifest) -> Result<SessionCon
 pub static DATA_SESSIONS_OPENED: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn session_for(wh: &Warehouse, manifest: &Manifest) -> Result<SessionContext> {
+    // Every reader of the data opens its session here: the one place that vouches for the
+    // files before a query, and so before any debit, can read them.
+    wh.check_data_files(manifest)?;
     DATA_SESSIONS_OPENED.fetch_add(1, Ordering::Relaxed);
     let dict = dictionary()?;
     let config = SessionConfig::new().with_information_schema(false);

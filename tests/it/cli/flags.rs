@@ -57,6 +57,7 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach complete-through", "table", INGEST),
     ("outreach complete-through", "date", INGEST),
     ("outreach status", "--warehouse", WAREHOUSE),
+    ("outreach status", "--verify", VERIFY),
     ("outreach publish", "--warehouse", PUBLISH),
     ("outreach publish", "--quarter", PUBLISH),
     ("outreach publish", "--approver", PUBLISH),
@@ -202,6 +203,8 @@ const REPORT: &str = "outreach_report_writes_a_self_contained_html_and_the_csv_o
 const ROUND_TRIP: &str = "a_researcher_round_trip_through_the_cli_and_http";
 const REJECT_AND_TOKENS: &str =
     "requests_reject_records_its_approver_and_tokens_list_shows_each_token";
+const VERIFY: &str =
+    "status_verify_checks_every_file_of_an_untouched_warehouse_and_finds_changed_bytes";
 
 /// Every command of the tree with the words that run it after `outreach` (none for the
 /// root), parents before their subcommands; clap's own `help` subcommand left out.

@@ -717,8 +717,10 @@ fn release_with(wh: &Path, spec: &Path, point: Option<&str>) -> Output {
     c.output().unwrap()
 }
 
-/// Overwrites every Parquet file of `overdose_events` with bytes of the same length and no
-/// Parquet footer: DataFusion fails when it reads them, after the debit.
+/// Overwrites the data pages of every Parquet file of `overdose_events` (every byte between
+/// the leading magic and the footer) with garbage, keeping the size and the footer, so the
+/// check before the debit (size and footer rows) passes and DataFusion fails when it reads
+/// the pages, after the debit. Only the scrub (`status --verify`) sees such damage first.
 fn corrupt_events(wh: &Path) {
     let files: Vec<PathBuf> = files_under(&wh.join("tables"))
         .into_iter()
@@ -733,8 +735,14 @@ fn corrupt_events(wh: &Path) {
         wh.display()
     );
     for f in files {
-        let len = std::fs::metadata(&f).unwrap().len() as usize;
-        std::fs::write(&f, vec![0x55u8; len]).unwrap();
+        let mut bytes = std::fs::read(&f).unwrap();
+        let len = bytes.len();
+        // A Parquet file ends with its footer, the footer's length (4 bytes) and `PAR1`.
+        let footer = u32::from_le_bytes(bytes[len - 8..len - 4].try_into().unwrap()) as usize;
+        let pages = 4..len - 8 - footer;
+        assert!(!pages.is_empty(), "{} has no data pages", f.display());
+        bytes[pages].fill(0x55);
+        std::fs::write(&f, bytes).unwrap();
     }
 }
 
@@ -742,9 +750,9 @@ fn corrupt_events(wh: &Path) {
 // debit shows whoever runs it nothing but that it failed. Three failures after the debit,
 // each on two warehouses with different data: an injected error, a panic inside a query task
 // whose message quotes the data (as a defect in a kernel would), and a real execution error
-// from DataFusion (a data file that does not parse). The exit code, stdout and stderr must
-// be identical for the two warehouses (the release ids agree, since both ledgers run the
-// same sequence), and the steward's record must keep the error text.
+// from DataFusion (data pages that do not parse behind an intact footer). The exit code,
+// stdout and stderr must be identical for the two warehouses (the release ids agree, since
+// both ledgers run the same sequence), and the steward's record must keep the error text.
 #[test]
 fn a_release_that_fails_after_its_debit_prints_nothing_that_depends_on_the_data() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,8 +1,9 @@
 //! The warehouse folder (`src/warehouse`): dataset versions, status and complete-through
-//! declarations as readers see them, the manifest, recovery and durability, and the
-//! DataFusion session.
+//! declarations as readers see them, the manifest, recovery and durability, the
+//! DataFusion session, and the data files it vouches for.
 
 mod manifest;
 mod recovery;
 mod session;
 mod status;
+mod vouch;
