@@ -248,6 +248,9 @@ pub struct Feed {
     when: Option<(String, Test)>,
     pub first_per_key: bool,
     columns: Vec<ColumnRule>,
+    /// The mapping file, as errors name it, and its SHA-256, as the manifest records it.
+    pub mapping_path: PathBuf,
+    pub mapping_sha256: String,
 }
 
 impl Feed {
@@ -614,6 +617,8 @@ impl Mapping {
                 when,
                 first_per_key: f.first_per_key,
                 columns,
+                mapping_path: path.to_path_buf(),
+                mapping_sha256: sha256.clone(),
             });
         }
         if let Some(s) = sources.iter().find(|s| s.feeds.is_empty()) {

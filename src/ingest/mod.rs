@@ -400,16 +400,7 @@ pub fn ingest(
     let mut manifest = wh.manifest()?;
     let staging = wh.staging_dir(&lock)?;
 
-    let result = stage_all(
-        dict,
-        &wh,
-        &lock,
-        &manifest,
-        &planned,
-        mapping.as_ref(),
-        &staging,
-        opts,
-    );
+    let result = stage_all(dict, &wh, &lock, &manifest, &planned, &staging, opts);
     let (reports, staged) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -532,7 +523,6 @@ fn stage_all(
     lock: &WriteLock,
     manifest: &crate::warehouse::Manifest,
     planned: &[Planned],
-    mapping: Option<&Mapping>,
     staging: &Path,
     opts: &IngestOptions,
 ) -> Result<Staged, IngestError> {
@@ -553,7 +543,7 @@ fn stage_all(
             sha256: String::new(),
             bytes: size,
             outcome: FileOutcome::RepeatedInCommand,
-            mapping: feed.and(mapping).map(|m| m.sha256.clone()),
+            mapping: feed.map(|f| f.mapping_sha256.clone()),
         };
         // Only a file of the same size can repeat one: hash those first, and hash the others
         // while reading them. A repeat is the same bytes loaded into the same table.
@@ -575,9 +565,9 @@ fn stage_all(
         }
         sizes_here.push(size);
         let header = source::read_header(path)?;
-        let bound = match (feed, mapping) {
-            (Some(f), Some(m)) => Some(f.bind(&m.path, path, &header)?),
-            _ => None,
+        let bound = match feed {
+            Some(f) => Some(f.bind(&f.mapping_path, path, &header)?),
+            None => None,
         };
         // A mapped file's lines reach the row rules in the table's own column order.
         let (positions, n_fields): (Vec<usize>, usize) = match &bound {
