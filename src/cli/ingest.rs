@@ -19,7 +19,8 @@ use crate::warehouse::{Warehouse, WarehouseError, status};
     "Examples:\n",
     "  outreach ingest --warehouse wh exports/\n",
     "  outreach ingest --warehouse wh --complete-through 2025-09-30 exports/\n",
-    "  outreach ingest --warehouse wh --table overdose_events --max-reject-rate 0.05 march-events.csv",
+    "  outreach ingest --warehouse wh --table overdose_events --max-reject-rate 0.05 march-events.csv\n",
+    "  outreach ingest --warehouse wh --mapping police_incidents.toml police_incidents-2025-09.csv",
 ))]
 pub(super) struct IngestArgs {
     /// Warehouse folder; created if missing.
@@ -38,6 +39,9 @@ pub(super) struct IngestArgs {
     /// Latest plausible date in the data [default: today].
     #[arg(long)]
     max_date: Option<NaiveDate>,
+    /// A source mapping (TOML): files it recognises are read through it; see `mapping check`.
+    #[arg(long)]
+    mapping: Option<PathBuf>,
     /// CSV files, or folders of them.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -80,6 +84,7 @@ pub(super) fn run_ingest(args: IngestArgs, progress: bool) -> Result<(), Error> 
         max_reject_rate,
         complete_through,
         max_date,
+        mapping,
         files,
     } = args;
     let mut opts = IngestOptions {
@@ -87,6 +92,7 @@ pub(super) fn run_ingest(args: IngestArgs, progress: bool) -> Result<(), Error> 
         max_reject_rate,
         complete_through,
         progress,
+        mapping,
         ..IngestOptions::default()
     };
     if let Some(d) = max_date {

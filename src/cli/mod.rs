@@ -6,6 +6,7 @@
 //!   checked as clap parses them (a bad one is a usage error that names the flag).
 //! - `demo`, `synth`: the demo job and synthetic exports.
 //! - `ingest`: `ingest`, `complete-through`, `status` and `dictionary`.
+//! - `mapping`: `mapping check`, what a source mapping makes of source exports.
 //! - `metrics`: the standard metrics and their exact counts.
 //! - `publish`: `publish` and `plan`, the quarterly publication.
 //! - `budget`: the privacy budget.
@@ -25,6 +26,7 @@ mod budget;
 mod demo;
 mod generated;
 mod ingest;
+mod mapping;
 mod metrics;
 mod publish;
 mod release;
@@ -83,6 +85,15 @@ enum Command {
     CompleteThrough(ingest::CompleteThroughArgs),
     /// Show tables, row counts, date ranges and the dataset version (steward only: exact figures).
     Status(ingest::StatusArgs),
+    /// Source mappings: check one against the dictionary and source files, loading nothing.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach mapping check --mapping police_incidents.toml police_incidents-2025-09.csv",
+    ))]
+    Mapping {
+        #[command(subcommand)]
+        command: mapping::MappingCommand,
+    },
     /// Print the data dictionary as Markdown.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -237,6 +248,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::CompleteThrough(args) => ingest::run_complete_through(args),
         Command::Status(args) => ingest::run_status(args),
         Command::Dictionary => ingest::run_dictionary(),
+        Command::Mapping { command } => mapping::run_mapping(command),
         Command::Publish(args) => publish::run_publish(args),
         Command::Plan(args) => publish::run_plan(args),
         Command::Metrics(args) => metrics::run_metrics(args),

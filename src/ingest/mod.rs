@@ -16,6 +16,7 @@
 
 mod identifiers;
 mod keys;
+mod mapping;
 mod pipeline;
 mod rows;
 mod source;
@@ -34,6 +35,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use crate::dictionary::{epoch_days, from_epoch_days};
 pub use identifiers::{IdentifierKind, identifier_column, identifier_value};
+pub use mapping::{CheckReport, Mapping, MappingError, check as check_mapping};
 pub use rows::{Reject, redacted};
 
 use crate::dictionary::{Dictionary, DictionaryError, Table};
@@ -143,6 +145,8 @@ pub enum IngestError {
     Dictionary(&'static DictionaryError),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
 }
 
 impl IngestError {
@@ -152,6 +156,7 @@ impl IngestError {
                 Fault::Internal
             }
             IngestError::Warehouse(e) => e.fault(),
+            IngestError::Mapping(e) => e.fault(),
             _ => Fault::BadInput,
         }
     }
@@ -216,6 +221,8 @@ pub struct IngestOptions {
     pub max_date: NaiveDate,
     /// Show progress bars on the terminal.
     pub progress: bool,
+    /// A source mapping file: files it recognises are loaded through it.
+    pub mapping: Option<PathBuf>,
 }
 
 impl Default for IngestOptions {
@@ -227,6 +234,7 @@ impl Default for IngestOptions {
             min_date: NaiveDate::from_ymd_opt(2000, 1, 1).expect("valid"),
             max_date: chrono::Utc::now().date_naive(),
             progress: false,
+            mapping: None,
         }
     }
 }
@@ -254,6 +262,8 @@ pub struct FileReport {
     pub sha256: String,
     pub bytes: u64,
     pub outcome: FileOutcome,
+    /// SHA-256 of the mapping the file was read through, if any.
+    pub mapping: Option<String>,
 }
 
 /// The result of one `outreach ingest`.
@@ -364,14 +374,24 @@ pub fn ingest(
         check_complete_through(d)?;
     }
     let dict = Dictionary::builtin().map_err(IngestError::Dictionary)?;
+    // A bad mapping is refused before the warehouse is opened or created.
+    let mapping = opts.mapping.as_deref().map(Mapping::load).transpose()?;
     let files = expand_inputs(inputs)?;
-    let mut planned: Vec<(&Table, PathBuf)> = files
-        .into_iter()
-        .map(|p| Ok((source::detect_table(dict, &p, opts.table.as_deref())?, p)))
-        .collect::<Result<_, IngestError>>()?;
+    let mut planned: Vec<Planned> = Vec::new();
+    for p in files {
+        match mapping.as_ref().and_then(|m| m.source_of(&p)) {
+            // One planned load per table the source feeds.
+            Some(src) => planned.extend(src.feeds.iter().map(|f| (f.table, p.clone(), Some(f)))),
+            None => planned.push((
+                source::detect_table(dict, &p, opts.table.as_deref())?,
+                p,
+                None,
+            )),
+        }
+    }
     // programs first: person rows are checked against the programs they name.
     let order = |t: &Table| dict.tables().iter().position(|x| x.name == t.name);
-    planned.sort_by_key(|(t, _)| order(t));
+    planned.sort_by_key(|(t, _, _)| order(t));
 
     let wh = Warehouse::open_or_create(root)?;
     let lock = wh.lock()?;
@@ -454,6 +474,7 @@ pub fn ingest(
             rows_rejected: sf.rows_rejected,
             quarantine,
             data_files,
+            mapping_sha256: report.mapping.clone(),
         });
     }
     fail_point("after-data-rename");
@@ -493,6 +514,9 @@ fn declare_complete(
 
 type Staged = (Vec<FileReport>, Vec<(usize, StagedFile)>);
 
+/// A file to load into a table, with the mapping feed it is read through, if any.
+type Planned<'d> = (&'d Table, PathBuf, Option<&'d mapping::Feed>);
+
 /// Checks and stages every planned file. Returns each file's report and the staged files
 /// (with the index of their report).
 fn stage_all(
@@ -500,7 +524,7 @@ fn stage_all(
     wh: &Warehouse,
     lock: &WriteLock,
     manifest: &crate::warehouse::Manifest,
-    planned: &[(&Table, PathBuf)],
+    planned: &[Planned],
     staging: &Path,
     opts: &IngestOptions,
 ) -> Result<Staged, IngestError> {
@@ -511,7 +535,7 @@ fn stage_all(
     let mut reports = Vec::new();
     let mut staged = Vec::new();
     let mut sizes_here: Vec<u64> = Vec::new();
-    for (table, path) in planned {
+    for (table, path, feed) in planned {
         let size = std::fs::metadata(path)
             .map_err(IngestError::io(path))?
             .len();
@@ -521,27 +545,40 @@ fn stage_all(
             sha256: String::new(),
             bytes: size,
             outcome: FileOutcome::RepeatedInCommand,
+            mapping: feed.map(|f| f.mapping_sha256.clone()),
         };
         // Only a file of the same size can repeat one: hash those first, and hash the others
         // while reading them. A repeat is the same bytes loaded into the same table.
         if manifest.may_hold_file_of_size(size) || sizes_here.contains(&size) {
             report.sha256 = source::sha256_file(path)?;
-            if let Some((load, _)) = manifest.load_of_file(&table.name, &report.sha256) {
+            if let Some((load, _)) =
+                manifest.load_of(&table.name, &report.sha256, report.mapping.as_deref())
+            {
                 report.outcome = FileOutcome::AlreadyLoaded(load.version);
                 reports.push(report);
                 continue;
             }
-            if reports
-                .iter()
-                .any(|r: &FileReport| r.sha256 == report.sha256 && r.table == report.table)
-            {
+            if reports.iter().any(|r: &FileReport| {
+                r.sha256 == report.sha256 && r.table == report.table && r.mapping == report.mapping
+            }) {
                 reports.push(report);
                 continue;
             }
         }
         sizes_here.push(size);
         let header = source::read_header(path)?;
-        let positions = source::map_columns(path, table, &header)?;
+        let bound = match feed {
+            Some(f) => Some(f.bind(&f.mapping_path, path, &header)?),
+            None => None,
+        };
+        // A mapped file's lines reach the row rules in the table's own column order.
+        let (positions, n_fields): (Vec<usize>, usize) = match &bound {
+            Some(_) => ((0..table.columns.len()).collect(), table.columns.len()),
+            None => (
+                source::map_columns(path, table, &header)?,
+                header.fields.len(),
+            ),
+        };
         if !seen_by_table.contains_key(&table.name) {
             let keys = stored_keys(wh, manifest, table)?;
             seen_by_table.insert(table.name.clone(), keys);
@@ -569,7 +606,7 @@ fn stage_all(
             let rules = RowRules::new(
                 table,
                 positions,
-                header.fields.len(),
+                n_fields,
                 referenced,
                 keep_starts,
                 opts.min_date,
@@ -582,9 +619,14 @@ fn stage_all(
                 &file_staging,
                 seen,
                 &progress,
+                bound.as_ref(),
             )?
         };
         progress.finish_and_clear();
+        let mut sf = sf;
+        if let Some(b) = &bound {
+            b.describe_rejects(&mut sf.rejects);
+        }
         if sf.rows_read == 0 {
             return Err(IngestError::HeaderOnly { file: path.clone() });
         }

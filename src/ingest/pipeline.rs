@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::IngestError;
 use super::keys::SeenKeys;
+use super::mapping::BoundFeed;
 use super::rows::{Bucket, ChunkResult, Reject, RowRules, validate_chunk};
 use crate::dictionary::ColumnType;
 use crate::quarter::Quarter;
@@ -87,7 +88,8 @@ struct Chunk {
     last_unterminated: bool,
 }
 
-/// Validates and stages the body of `path`.
+/// Validates and stages the body of `path`. With `mapping`, each chunk of source lines is
+/// first mapped into the table's dictionary form (see [`super::mapping`]).
 pub fn stage_file(
     path: &Path,
     body_offset: u64,
@@ -95,6 +97,7 @@ pub fn stage_file(
     staging: &Path,
     seen: &mut SeenKeys,
     progress: &ProgressBar,
+    mapping: Option<&BoundFeed>,
 ) -> Result<StagedFile, IngestError> {
     std::fs::create_dir_all(staging).map_err(IngestError::io(staging))?;
     // Size the key filter once from the size (a row is about 64 bytes or more), so it is
@@ -124,15 +127,25 @@ pub fn stage_file(
             let tx = result_tx.clone();
             let spare_tx = spare_tx.clone();
             scope.spawn(move || {
+                let mut mapped = Vec::new();
                 loop {
                     let next = rx.lock().map(|r| r.recv());
                     let Ok(Ok(chunk)) = next else { break };
-                    let result = validate_chunk(
-                        rules,
-                        &chunk.bytes,
-                        chunk.first_line,
-                        chunk.last_unterminated,
-                    );
+                    let result = match mapping {
+                        None => validate_chunk(
+                            rules,
+                            &chunk.bytes,
+                            chunk.first_line,
+                            chunk.last_unterminated,
+                        ),
+                        Some(m) => m.validate_chunk(
+                            rules,
+                            &chunk.bytes,
+                            chunk.first_line,
+                            chunk.last_unterminated,
+                            &mut mapped,
+                        ),
+                    };
                     let bytes = chunk.bytes.len();
                     // The reader may have stopped: then the buffer is simply dropped.
                     let _ = spare_tx.send(chunk.bytes);
@@ -146,7 +159,16 @@ pub fn stage_file(
         drop(result_tx);
         drop(chunk_rx);
 
-        let outcome = collect(path, rules, staging, seen, progress, result_rx);
+        let fold_repeats = mapping.is_some_and(|m| m.feed.first_per_key);
+        let outcome = collect(
+            path,
+            rules,
+            staging,
+            seen,
+            progress,
+            result_rx,
+            fold_repeats,
+        );
         if outcome.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
@@ -296,6 +318,9 @@ struct Output<'scope, 'env, 'a> {
     staged: StagedFile,
     held: Vec<Held>,
     held_rows: usize,
+    /// A mapping's `first_per_key`: a later row of a key this file already holds is dropped
+    /// (and not counted as read), not rejected.
+    fold_repeats: bool,
 }
 
 impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
@@ -379,6 +404,11 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
                     keep.push(true);
                     continue;
                 };
+                if first != 0 && self.fold_repeats {
+                    self.staged.rows_read -= 1;
+                    keep.push(false);
+                    continue;
+                }
                 // The line names the row; the id itself stays out of the quarantine.
                 let reason = if first == 0 {
                     format!(
@@ -474,6 +504,7 @@ fn collect(
     seen: &mut SeenKeys,
     progress: &ProgressBar,
     results: mpsc::Receiver<(usize, usize, ChunkResult)>,
+    fold_repeats: bool,
 ) -> Result<StagedFile, IngestError> {
     // Ids and free text are nearly unique: dictionary encoding them only costs time. Neither
     // they nor enums (every value shows up in every row group) could ever prune a row group
@@ -522,6 +553,7 @@ fn collect(
             },
             held: Vec::new(),
             held_rows: 0,
+            fold_repeats,
         };
         let mut pending: BTreeMap<usize, (usize, ChunkResult)> = BTreeMap::new();
         let mut next = 0usize;

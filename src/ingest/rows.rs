@@ -363,14 +363,14 @@ pub(super) fn bytes_equal(w: u64, b: u8) -> u64 {
 /// quoted-field parser is needed) or an `@` (the email test is). Eight bytes at a time:
 /// fields are short, and a search call per field cost more than the line's bytes.
 #[derive(Debug, Default)]
-struct LineScan {
+pub(super) struct LineScan {
     commas: Vec<usize>,
     has_quote: bool,
-    has_at: bool,
+    pub(super) has_at: bool,
 }
 
 impl LineScan {
-    fn scan(&mut self, line: &[u8]) {
+    pub(super) fn scan(&mut self, line: &[u8]) {
         self.commas.clear();
         let mut specials = 0u64;
         let words = line.chunks_exact(8);
@@ -398,7 +398,7 @@ impl LineScan {
 
 /// Why a line does not split into fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SplitError {
+pub(super) enum SplitError {
     /// A quoted field is not closed on its line: a value with a line break, or an open quote.
     OpenQuote,
     TextAfterQuote,
@@ -406,7 +406,7 @@ enum SplitError {
 }
 
 impl SplitError {
-    fn reason(self) -> &'static str {
+    pub(super) fn reason(self) -> &'static str {
         match self {
             SplitError::OpenQuote => "a quoted field is not closed on its line",
             SplitError::TextAfterQuote => "text follows a closing quote",
@@ -419,7 +419,7 @@ impl SplitError {
 /// Unquoted fields are trimmed of spaces; a quoted field may hold commas and doubled quotes.
 /// Returns the buffer the ranges point into: the line itself, or `scratch` when a quoted field
 /// had to be unescaped.
-fn split_fields<'a>(
+pub(super) fn split_fields<'a>(
     line: &'a [u8],
     scan: &LineScan,
     scratch: &'a mut Vec<u8>,
@@ -605,7 +605,7 @@ fn identifier_in_fields(
 
 /// The first direct identifier in a line that does not split into fields (broken quotes):
 /// every stretch between commas and quotes is scanned, trimmed of spaces.
-fn identifier_in_raw(text: &[u8], has_at: bool, line: u64) -> Option<FileProblem> {
+pub(super) fn identifier_in_raw(text: &[u8], has_at: bool, line: u64) -> Option<FileProblem> {
     text.split(|b| *b == b',' || *b == b'"').find_map(|piece| {
         let (s, e) = trim(piece, 0, piece.len());
         identifier_value(&piece[s..e], has_at).map(|kind| FileProblem::Identifier {

@@ -63,6 +63,11 @@ pub struct LoadedFile {
     /// Warehouse-relative path of the quarantine CSV, when rows were rejected.
     pub quarantine: Option<String>,
     pub data_files: Vec<DataFile>,
+    /// SHA-256 of the source mapping the file was read through (`ingest --mapping`); absent
+    /// for a file in the dictionary's form. The same bytes through another mapping are
+    /// another load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_sha256: Option<String>,
 }
 
 /// One Parquet file written by a load.
@@ -123,10 +128,25 @@ impl Manifest {
     /// The load that already holds a file with this SHA-256 in `table`, if any. The same
     /// bytes loaded into another table (with `--table`) are not the same load.
     pub fn load_of_file(&self, table: &str, sha256: &str) -> Option<(&Load, &LoadedFile)> {
+        self.load_of(table, sha256, None)
+    }
+
+    /// The load that already holds a file with this SHA-256 in `table`, read through the
+    /// mapping with this SHA-256 (`None`: in the dictionary's form).
+    pub fn load_of(
+        &self,
+        table: &str,
+        sha256: &str,
+        mapping_sha256: Option<&str>,
+    ) -> Option<(&Load, &LoadedFile)> {
         self.loads
             .iter()
             .flat_map(|l| l.files.iter().map(move |f| (l, f)))
-            .find(|(_, f)| f.sha256 == sha256 && f.table == table)
+            .find(|(_, f)| {
+                f.sha256 == sha256
+                    && f.table == table
+                    && f.mapping_sha256.as_deref() == mapping_sha256
+            })
     }
 
     /// Records a steward's declaration that `table` is complete through `through`.
@@ -259,6 +279,7 @@ mod tests {
                     sha256: format!("{p}-sha"),
                 })
                 .collect(),
+            mapping_sha256: None,
         }
     }
 
@@ -392,5 +413,25 @@ mod tests {
         // Written back, it holds no empty fields.
         let again = serde_json::to_string(&m).unwrap();
         assert!(!again.contains("\"sha256\":\"\""), "{again}");
+        // Nor a mapping field for a file loaded without one.
+        assert!(m.loads[0].files[0].mapping_sha256.is_none());
+        assert!(!again.contains("mapping_sha256"), "{again}");
+    }
+
+    #[test]
+    fn the_same_bytes_through_another_mapping_are_another_load() {
+        let mut m = Manifest::new();
+        let mut mapped = file("arrests", "aa", &["a/1.parquet"]);
+        mapped.mapping_sha256 = Some("m1".into());
+        m.loads.push(Load {
+            version: DatasetVersion(1),
+            loaded_at: "t".into(),
+            files: vec![mapped],
+        });
+        assert!(m.load_of("arrests", "aa", Some("m1")).is_some());
+        assert!(m.load_of("arrests", "aa", Some("m2")).is_none());
+        assert!(m.load_of_file("arrests", "aa").is_none());
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"mapping_sha256\":\"m1\""), "{text}");
     }
 }

@@ -441,6 +441,7 @@ mod tests {
                     rows_loaded: d.rows,
                     rows_rejected: 0,
                     quarantine: None,
+                    mapping_sha256: None,
                     data_files: vec![d.clone()],
                 })
                 .collect(),

@@ -53,6 +53,14 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach ingest", "--complete-through", INGEST),
     ("outreach ingest", "--max-date", INGEST),
     ("outreach ingest", "files", INGEST),
+    (
+        "outreach ingest",
+        "--mapping",
+        "ingest_through_a_mapping_from_the_command_line_loads_the_police_fixture",
+    ),
+    ("outreach mapping check", "--mapping", MAPPING_CHECK),
+    ("outreach mapping check", "--format", MAPPING_CHECK),
+    ("outreach mapping check", "files", MAPPING_CHECK),
     ("outreach complete-through", "--warehouse", INGEST),
     ("outreach complete-through", "table", INGEST),
     ("outreach complete-through", "date", INGEST),
@@ -186,6 +194,8 @@ const WAREHOUSE: &str = "the_warehouse_comes_from_outreach_warehouse_when_the_fl
 const PUBLISH: &str = "publish_takes_its_noise_approver_and_permissions_from_its_flags";
 const PLAN: &str = "plan_takes_its_noise_survivors_and_target_from_its_flags";
 const FORMAT: &str = "format_chooses_json_csv_or_a_table";
+const MAPPING_CHECK: &str =
+    "mapping_check_reports_unmapped_codes_unused_columns_and_refusals_and_writes_nothing";
 const METRICS: &str = "metrics_prints_markdown_and_reads_a_warehouse_only_for_exact";
 const EXACT: &str = "the_exact_command_prints_its_banner_on_stderr_and_json_on_stdout";
 const BUDGET: &str = "budget_commands_set_what_their_flags_say";

@@ -4,6 +4,7 @@
 mod files;
 mod identifiers;
 mod keys;
+mod mapping;
 mod parquet;
 mod rows;
 mod safety;
