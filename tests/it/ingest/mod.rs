@@ -5,6 +5,7 @@ mod files;
 mod identifiers;
 mod keys;
 mod parquet;
+mod reexport;
 mod rows;
 mod safety;
 
