@@ -123,6 +123,9 @@ pub(super) struct StagedRevision {
     pub written: Vec<StagedData>,
 }
 
+/// Every stored row of a table by the hash of its key.
+type StoredRows = HashMap<u128, StoredRow, ahash::RandomState>;
+
 /// A stored row, as a revision needs it.
 #[derive(Debug, Clone, Copy)]
 struct StoredRow {
@@ -149,7 +152,7 @@ pub(super) struct TableRevision<'a> {
     /// or `None` when the table is one whole.
     program_column: Option<usize>,
     /// Every stored row by key hash, read once, at the first re-sent row or for a snapshot.
-    stored: Option<HashMap<u128, StoredRow, ahash::RandomState>>,
+    stored: Option<StoredRows>,
     /// The programs of the stored rows ("" for a table that is one whole).
     scopes: Vec<String>,
     /// Stored rows to drop, per file: superseded by a correction, or retracted.
@@ -275,15 +278,12 @@ impl<'a> TableRevision<'a> {
     }
 
     /// Every stored row of the table, read at the first call.
-    fn stored_rows(
-        &mut self,
-    ) -> Result<&HashMap<u128, StoredRow, ahash::RandomState>, IngestError> {
+    fn stored_rows(&mut self) -> Result<&StoredRows, IngestError> {
         if self.stored.is_none() {
-            let mut rows: HashMap<u128, StoredRow, ahash::RandomState> =
-                HashMap::with_capacity_and_hasher(
-                    self.files.iter().map(|f| f.rows as usize).sum(),
-                    ahash::RandomState::new(),
-                );
+            let mut rows: StoredRows = HashMap::with_capacity_and_hasher(
+                self.files.iter().map(|f| f.rows as usize).sum(),
+                ahash::RandomState::new(),
+            );
             let mut scope_of: HashMap<String, u32> = HashMap::new();
             let table = self.table;
             let pk = &table.primary_key;
@@ -371,7 +371,7 @@ impl<'a> TableRevision<'a> {
             }
             if !self.force_retract {
                 let mut order: Vec<usize> = (0..self.scopes.len()).collect();
-                order.sort_by(|a, b| self.scopes[*a].cmp(&self.scopes[*b]));
+                order.sort_by_key(|s| self.scopes[*s].as_str());
                 for s in order {
                     if gone[s] as f64 > self.max_retract_rate * held[s] as f64 {
                         return Err(RevisionError::TooManyRetractions {
