@@ -11,7 +11,7 @@ use super::WAREHOUSE_ENV;
 use super::values::parse_share;
 use crate::Error;
 use crate::dictionary::Dictionary;
-use crate::ingest::{DEFAULT_MAX_REJECT_RATE, IngestOptions, ingest};
+use crate::ingest::{DEFAULT_MAX_REJECT_RATE, DEFAULT_MAX_RETRACT_RATE, IngestOptions, ingest};
 use crate::warehouse::{Warehouse, WarehouseError, status};
 
 #[derive(clap::Args)]
@@ -20,7 +20,9 @@ use crate::warehouse::{Warehouse, WarehouseError, status};
     "  outreach ingest --warehouse wh exports/\n",
     "  outreach ingest --warehouse wh --complete-through 2025-09-30 exports/\n",
     "  outreach ingest --warehouse wh --table overdose_events --max-reject-rate 0.05 march-events.csv\n",
-    "  outreach ingest --warehouse wh --mapping police_incidents.toml police_incidents-2025-09.csv",
+    "  outreach ingest --warehouse wh --mapping police_incidents.toml police_incidents-2025-09.csv\n",
+    "  outreach ingest --warehouse wh --corrections --snapshot monthly-export/\n",
+    "  outreach ingest --warehouse wh --snapshot --max-retract-rate 0.1 overdose_events.csv",
 ))]
 pub(super) struct IngestArgs {
     /// Warehouse folder; created if missing.
@@ -42,6 +44,23 @@ pub(super) struct IngestArgs {
     /// A source mapping (TOML): files it recognises are read through it; see `mapping check`.
     #[arg(long)]
     mapping: Option<PathBuf>,
+    /// A row that changes the stored row under its key corrects it (the stored row is kept as
+    /// history, never read) instead of being rejected.
+    #[arg(long)]
+    corrections: bool,
+    /// Each table's files are the whole table of every program they name: stored rows of
+    /// those programs that they do not hold are retracted (kept as history, never read).
+    #[arg(long)]
+    snapshot: bool,
+    /// Share of a program's stored rows in a table (0 to 1) that a snapshot may retract
+    /// before the load is refused.
+    #[arg(long, default_value_t = DEFAULT_MAX_RETRACT_RATE, requires = "snapshot",
+        conflicts_with = "force_retract",
+        value_parser = parse_share, allow_negative_numbers = true)]
+    max_retract_rate: f64,
+    /// Retract whatever share of a program's stored rows the snapshot lacks.
+    #[arg(long, requires = "snapshot")]
+    force_retract: bool,
     /// CSV files, or folders of them.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -85,6 +104,10 @@ pub(super) fn run_ingest(args: IngestArgs, progress: bool) -> Result<(), Error> 
         complete_through,
         max_date,
         mapping,
+        corrections,
+        snapshot,
+        max_retract_rate,
+        force_retract,
         files,
     } = args;
     let mut opts = IngestOptions {
@@ -93,6 +116,10 @@ pub(super) fn run_ingest(args: IngestArgs, progress: bool) -> Result<(), Error> 
         complete_through,
         progress,
         mapping,
+        corrections,
+        snapshot,
+        max_retract_rate,
+        force_retract,
         ..IngestOptions::default()
     };
     if let Some(d) = max_date {

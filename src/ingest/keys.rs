@@ -6,11 +6,15 @@
 //! quarter buckets, never bucket by bucket), so a row the filter calls new is the first of its
 //! key, and its rows go straight to the writer. A row the filter calls maybe seen is a *suspect*: it
 //! is held back until the list is scanned for the smallest line holding its key. A suspect is
-//! then either a real repeat (rejected, naming that line) or a false alarm of the filter (kept).
+//! then either a real repeat (rejected, naming that line), the re-sending of a row already
+//! stored (which [`super::revision`] compares with the stored row: unchanged, a correction, or
+//! a reject), or a false alarm of the filter (kept).
 //!
-//! This replaced a hash map of every key, which cost a cache miss or two in a table of a few
-//! hundred MiB per row: the filter is about 12 bits a key and mostly stays in the cache, and
-//! the list is only appended to.
+//! Lines tell where a key was taken: [`STORED`] for a row in the warehouse, [`EARLIER_FILE`]
+//! for a row of an earlier file of this load, and the line itself (2 and on) in this file.
+//!
+//! The filter costs about 12 bits a key and mostly stays in the cache, where a hash map of
+//! every key cost a cache miss or two per row; the list is only appended to.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -110,8 +114,24 @@ impl KeyFilter {
     }
 }
 
-/// Primary-key hashes already taken, with the line that took each (0: stored in the
-/// warehouse or in an earlier file of this load). Owned by the collector of one table.
+/// The line of a key stored in the warehouse.
+pub const STORED: u64 = 0;
+/// The line of a key taken by an earlier file of this load (line 1 is a header, never a row).
+pub const EARLIER_FILE: u64 = 1;
+
+/// Where a suspect's key was taken before its own line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Earlier {
+    /// A row stored in the warehouse, and nowhere before in this load.
+    Stored,
+    /// A row of an earlier file of this load.
+    EarlierFile,
+    /// An earlier line of this file.
+    Line(u64),
+}
+
+/// Primary-key hashes already taken, with the line that took each ([`STORED`],
+/// [`EARLIER_FILE`], or a line of this file). Owned by the collector of one table.
 pub struct SeenKeys {
     filter: KeyFilter,
     keys: Vec<(KeyHash, u64)>,
@@ -148,7 +168,7 @@ impl SeenKeys {
         }
     }
 
-    /// Records the keys of consecutive lines, in line order (0 for a stored key). Each is
+    /// Records the keys of consecutive lines, in line order ([`STORED`] for a stored key). Each is
     /// `true` if its key may have been taken before: the row is a suspect until
     /// [`SeenKeys::first_lines`] settles it. The filter blocks are fetched a few keys ahead,
     /// since each is a likely cache miss and the keys' blocks are known up front.
@@ -178,32 +198,52 @@ impl SeenKeys {
         self.keys.len()
     }
 
-    /// For each suspect `(hash, line)`: the smallest line holding its key when that line is
-    /// smaller than the suspect's own (0: stored or an earlier file), else `None` (the suspect
-    /// is the first of its key). Every line before the suspects' must have been admitted.
-    pub fn first_lines(&self, suspects: &[(u128, u64)]) -> Vec<Option<u64>> {
-        let mut smallest: HashMap<KeyHash, u64, BuildHasherDefault<PassThroughHasher>> = suspects
-            .iter()
-            .map(|(h, _)| (KeyHash::from(*h), u64::MAX))
-            .collect();
+    /// For each suspect `(hash, line)`: where its key was taken before that line. A repeat
+    /// within this load wins over a stored row: the first line of the key in this load is
+    /// the row that re-sends the stored one, and every later line repeats that line. `None`:
+    /// the suspect is the first of its key (a false alarm of the filter). Every line before
+    /// the suspects' must have been admitted.
+    pub fn first_lines(&self, suspects: &[(u128, u64)]) -> Vec<Option<Earlier>> {
+        // Per key: whether it is stored, and its smallest line in this load.
+        let mut found: HashMap<KeyHash, (bool, u64), BuildHasherDefault<PassThroughHasher>> =
+            suspects
+                .iter()
+                .map(|(h, _)| (KeyHash::from(*h), (false, u64::MAX)))
+                .collect();
         for (k, line) in &self.keys {
-            if let Some(s) = smallest.get_mut(k) {
-                *s = (*s).min(*line);
+            if let Some((stored, smallest)) = found.get_mut(k) {
+                if *line == STORED {
+                    *stored = true;
+                } else {
+                    *smallest = (*smallest).min(*line);
+                }
             }
         }
         suspects
             .iter()
             .map(|(h, line)| {
-                let first = smallest[&KeyHash::from(*h)];
-                (first < *line).then_some(first)
+                let (stored, smallest) = found[&KeyHash::from(*h)];
+                if smallest < *line {
+                    Some(if smallest == EARLIER_FILE {
+                        Earlier::EarlierFile
+                    } else {
+                        Earlier::Line(smallest)
+                    })
+                } else if stored {
+                    Some(Earlier::Stored)
+                } else {
+                    None
+                }
             })
             .collect()
     }
 
-    /// After a file is staged, its keys count as earlier for the next file.
+    /// After a file is staged, its keys count as an earlier file's for the next file.
     pub fn end_file(&mut self) {
         for (_, line) in &mut self.keys {
-            *line = 0;
+            if *line != STORED {
+                *line = EARLIER_FILE;
+            }
         }
     }
 }
@@ -227,15 +267,37 @@ mod tests {
         assert!(seen.admit(7, 60));
         assert_eq!(
             seen.first_lines(&[(7, 50), (7, 60), (8, 11)]),
-            [Some(10), Some(10), None]
+            [Some(Earlier::Line(10)), Some(Earlier::Line(10)), None]
         );
-        // Keys of a staged file count as earlier for the next file.
+        // Keys of a staged file count as an earlier file's for the next file.
         seen.end_file();
         assert!(seen.admit(7, 2));
-        assert_eq!(seen.first_lines(&[(7, 2)]), [Some(0)]);
-        seen.admit(9, 0);
+        assert_eq!(seen.first_lines(&[(7, 2)]), [Some(Earlier::EarlierFile)]);
+        seen.admit(9, STORED);
         assert!(seen.admit(9, 3));
-        assert_eq!(seen.first_lines(&[(9, 3)]), [Some(0)]);
+        assert_eq!(seen.first_lines(&[(9, 3)]), [Some(Earlier::Stored)]);
+    }
+
+    #[test]
+    fn a_stored_key_is_re_sent_by_its_first_line_and_repeated_by_every_later_one() {
+        let mut seen = SeenKeys::default();
+        seen.admit_all(&[(5, STORED), (6, STORED)]);
+        // In this file: key 5 on lines 4 and 9, key 6 on line 7.
+        assert!(seen.admit(5, 4));
+        assert!(seen.admit(6, 7));
+        assert!(seen.admit(5, 9));
+        assert_eq!(
+            seen.first_lines(&[(5, 4), (6, 7), (5, 9)]),
+            [
+                Some(Earlier::Stored),
+                Some(Earlier::Stored),
+                Some(Earlier::Line(4))
+            ]
+        );
+        // In the next file of the load, a stored key re-sent by the earlier file repeats it.
+        seen.end_file();
+        assert!(seen.admit(6, 2));
+        assert_eq!(seen.first_lines(&[(6, 2)]), [Some(Earlier::EarlierFile)]);
     }
 
     #[test]
@@ -261,7 +323,7 @@ mod tests {
             firsts
                 .iter()
                 .zip(3_000u64..)
-                .all(|(f, i)| *f == Some(i - 3_000 + 2))
+                .all(|(f, i)| *f == Some(Earlier::Line(i - 3_000 + 2)))
         );
     }
 

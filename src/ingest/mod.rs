@@ -13,11 +13,15 @@
 //! 5. staged files are renamed into place, every new folder is flushed into its parent, and
 //!    the manifest is written last, by atomic rename: that write is the commit. A crash
 //!    before it leaves only files no manifest names, which the next write moves to `trash/`.
+//!
+//! A row whose key is stored is skipped when unchanged, and corrects the stored row when the
+//! load says so; a snapshot retracts the stored rows it no longer holds ([`revision`]).
 
 mod identifiers;
 mod keys;
 mod mapping;
 mod pipeline;
+mod revision;
 mod rows;
 mod source;
 
@@ -36,17 +40,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub use crate::dictionary::{epoch_days, from_epoch_days};
 pub use identifiers::{IdentifierKind, identifier_column, identifier_value};
 pub use mapping::{CheckReport, Mapping, MappingError, check as check_mapping};
+pub use revision::{DEFAULT_MAX_RETRACT_RATE, RevisedTable, RevisionError};
 pub use rows::{Reject, redacted};
 
 use crate::dictionary::{Dictionary, DictionaryError, Table};
 use crate::fault::Fault;
 use crate::warehouse::{
-    DataFile, DatasetVersion, Load, LoadedFile, QUARANTINE_DIR, Warehouse, WarehouseError,
-    WriteLock, check_complete_through, data_file_path, now_rfc3339, quarantine_path, sync_dir,
-    write_atomic,
+    DataFile, DatasetVersion, Load, LoadedFile, QUARANTINE_DIR, Revision, Warehouse,
+    WarehouseError, WriteLock, check_complete_through, data_file_path, now_rfc3339,
+    quarantine_path, sync_dir, write_atomic,
 };
 use keys::SeenKeys;
 use pipeline::{StagedFile, stage_file};
+use revision::{StagedRevision, TableRevision};
 use rows::{FileProblem, Referenced, RowRules, key_hash};
 
 /// Default share of rows that may fail validation before a file is refused.
@@ -147,6 +153,8 @@ pub enum IngestError {
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    #[error(transparent)]
+    Revision(#[from] RevisionError),
 }
 
 impl IngestError {
@@ -157,6 +165,7 @@ impl IngestError {
             }
             IngestError::Warehouse(e) => e.fault(),
             IngestError::Mapping(e) => e.fault(),
+            IngestError::Revision(e) => e.fault(),
             _ => Fault::BadInput,
         }
     }
@@ -223,6 +232,17 @@ pub struct IngestOptions {
     pub progress: bool,
     /// A source mapping file: files it recognises are loaded through it.
     pub mapping: Option<PathBuf>,
+    /// A row that changes the stored row under its key corrects it (instead of being
+    /// rejected): the load declares itself a correction.
+    pub corrections: bool,
+    /// Each table's files are each of their programs' whole table: stored rows of those
+    /// programs that they do not hold are retracted.
+    pub snapshot: bool,
+    /// Share of a program's stored rows in a table (0 to 1) that a snapshot may retract
+    /// before the load is refused.
+    pub max_retract_rate: f64,
+    /// Retract whatever share a snapshot would retract.
+    pub force_retract: bool,
 }
 
 impl Default for IngestOptions {
@@ -235,6 +255,10 @@ impl Default for IngestOptions {
             max_date: chrono::Utc::now().date_naive(),
             progress: false,
             mapping: None,
+            corrections: false,
+            snapshot: false,
+            max_retract_rate: DEFAULT_MAX_RETRACT_RATE,
+            force_retract: false,
         }
     }
 }
@@ -244,9 +268,14 @@ impl Default for IngestOptions {
 pub enum FileOutcome {
     Loaded {
         rows_read: u64,
+        /// New rows and corrections.
         rows_loaded: u64,
         rows_rejected: u64,
         quarantine: Option<PathBuf>,
+        /// Rows identical to the stored row under their key: skipped, not rejected.
+        rows_unchanged: u64,
+        /// Rows that corrected the stored row under their key; among `rows_loaded`.
+        rows_corrected: u64,
     },
     /// The same bytes were loaded before, in this version.
     AlreadyLoaded(DatasetVersion),
@@ -276,6 +305,8 @@ pub struct IngestReport {
     pub recovered_files: usize,
     /// The folder under `trash/` they were moved to.
     pub trash: Option<PathBuf>,
+    /// The stored rows the load corrected or retracted, per table.
+    pub revisions: Vec<RevisedTable>,
 }
 
 impl IngestReport {
@@ -303,8 +334,8 @@ impl fmt::Display for IngestReport {
         }
         writeln!(
             f,
-            "{:<40} {:<18} {:>10} {:>10} {:>9}  result",
-            "file", "table", "read", "loaded", "rejected"
+            "{:<40} {:<18} {:>10} {:>10} {:>9} {:>10} {:>9}  result",
+            "file", "table", "read", "loaded", "rejected", "unchanged", "corrected"
         )?;
         for r in &self.files {
             let name = r.source.display().to_string();
@@ -328,9 +359,11 @@ impl fmt::Display for IngestReport {
                     rows_loaded,
                     rows_rejected,
                     quarantine,
+                    rows_unchanged,
+                    rows_corrected,
                 } => writeln!(
                     f,
-                    "{name:<40} {:<18} {rows_read:>10} {rows_loaded:>10} {rows_rejected:>9}  {}",
+                    "{name:<40} {:<18} {rows_read:>10} {rows_loaded:>10} {rows_rejected:>9} {rows_unchanged:>10} {rows_corrected:>9}  {}",
                     r.table,
                     quarantine
                         .as_ref()
@@ -341,15 +374,27 @@ impl fmt::Display for IngestReport {
                 )?,
                 FileOutcome::AlreadyLoaded(v) => writeln!(
                     f,
-                    "{name:<40} {:<18} {:>10} {:>10} {:>9}  already loaded in {v}; nothing added",
-                    r.table, "-", "-", "-"
+                    "{name:<40} {:<18} {:>10} {:>10} {:>9} {:>10} {:>9}  already loaded in {v}; nothing added",
+                    r.table, "-", "-", "-", "-", "-"
                 )?,
                 FileOutcome::RepeatedInCommand => writeln!(
                     f,
-                    "{name:<40} {:<18} {:>10} {:>10} {:>9}  same bytes as an earlier file here; skipped",
-                    r.table, "-", "-", "-"
+                    "{name:<40} {:<18} {:>10} {:>10} {:>9} {:>10} {:>9}  same bytes as an earlier file here; skipped",
+                    r.table, "-", "-", "-", "-", "-"
                 )?,
             }
+        }
+        for r in &self.revisions {
+            let quarters = if r.quarters.is_empty() {
+                String::new()
+            } else {
+                format!(" (quarters {})", r.quarters.join(", "))
+            };
+            writeln!(
+                f,
+                "{}: {} stored rows superseded by corrections and {} retracted{quarters}; they are kept as history and no longer read. `outreach publish` names the published quarters this touches.",
+                r.table, r.corrected, r.retracted
+            )?;
         }
         match self.version {
             Some(v) => writeln!(f, "Committed dataset version {v}.")?,
@@ -369,6 +414,9 @@ pub fn ingest(
 ) -> Result<IngestReport, IngestError> {
     if !(0.0..=1.0).contains(&opts.max_reject_rate) {
         return Err(IngestError::BadRejectRate(opts.max_reject_rate));
+    }
+    if !(0.0..=1.0).contains(&opts.max_retract_rate) {
+        return Err(RevisionError::BadRetractRate(opts.max_retract_rate).into());
     }
     if let Some(d) = opts.complete_through {
         check_complete_through(d)?;
@@ -403,7 +451,7 @@ pub fn ingest(
     let staging = wh.staging_dir(&lock)?;
 
     let result = stage_all(dict, &wh, &lock, &manifest, &planned, &staging, opts);
-    let (reports, staged) = match result {
+    let (reports, staged, revisions) = match result {
         Ok(x) => x,
         Err(e) => {
             wh.drop_staging(&staging)?;
@@ -412,7 +460,17 @@ pub fn ingest(
     };
     fail_point("after-staging");
 
-    if staged.is_empty() {
+    // A load whose rows are all unchanged re-sends (a re-export with nothing new) changes
+    // nothing: it makes no new dataset version.
+    let changes = revisions.iter().any(|r| !r.replaced.is_empty())
+        || staged
+            .iter()
+            .any(|(_, sf)| sf.rows_loaded > 0 || sf.rows_rejected > 0);
+    if staged.is_empty() || !changes {
+        let mut reports = reports;
+        for (report_idx, sf) in &staged {
+            reports[*report_idx].outcome = loaded_outcome(sf, None);
+        }
         wh.drop_staging(&staging)?;
         // Nothing new, but a completeness declaration still counts.
         if let Some(through) = opts.complete_through {
@@ -424,6 +482,7 @@ pub fn ingest(
             version: None,
             recovered_files,
             trash,
+            revisions: Vec::new(),
         });
     }
 
@@ -448,6 +507,7 @@ pub fn ingest(
                 rows: d.rows,
                 bytes: d.bytes,
                 sha256: d.sha256.clone(),
+                replaced_in: None,
             });
         }
         let quarantine = if sf.rejects.is_empty() {
@@ -458,12 +518,7 @@ pub fn ingest(
             write_atomic(&wh.path(&rel), &quarantine_csv(&sf.rejects))?;
             Some(rel)
         };
-        report.outcome = FileOutcome::Loaded {
-            rows_read: sf.rows_read,
-            rows_loaded: sf.rows_loaded,
-            rows_rejected: sf.rows_rejected,
-            quarantine: quarantine.as_ref().map(|q| wh.path(q)),
-        };
+        report.outcome = loaded_outcome(&sf, quarantine.as_ref().map(|q| wh.path(q)));
         loaded.push(LoadedFile {
             source: report.source.display().to_string(),
             sha256: report.sha256.clone(),
@@ -475,8 +530,13 @@ pub fn ingest(
             quarantine,
             data_files,
             mapping_sha256: report.mapping.clone(),
+            rows_unchanged: sf.rows_unchanged,
+            rows_corrected: sf.rows_corrected,
         });
     }
+    let next_file_no = loaded.len();
+    let (load_revisions, summaries) =
+        commit_revisions(&wh, &mut manifest, revisions, version, next_file_no)?;
     fail_point("after-data-rename");
     let now = now_rfc3339();
     if let Some(through) = opts.complete_through {
@@ -486,6 +546,7 @@ pub fn ingest(
         version,
         loaded_at: now,
         files: loaded,
+        revisions: load_revisions,
     });
     wh.commit_manifest(&lock, &manifest)?;
     wh.drop_staging(&staging)?;
@@ -494,7 +555,65 @@ pub fn ingest(
         version: Some(version),
         recovered_files,
         trash,
+        revisions: summaries,
     })
+}
+
+/// A staged file's outcome.
+fn loaded_outcome(sf: &StagedFile, quarantine: Option<PathBuf>) -> FileOutcome {
+    FileOutcome::Loaded {
+        rows_read: sf.rows_read,
+        rows_loaded: sf.rows_loaded,
+        rows_rejected: sf.rows_rejected,
+        quarantine,
+        rows_unchanged: sf.rows_unchanged,
+        rows_corrected: sf.rows_corrected,
+    }
+}
+
+/// Moves each staged revision's files into place as data files of `version`, numbered from
+/// `file_no` on (after the load's source files), every new folder flushed, and marks the
+/// files they replace in `manifest`. The manifest is not written here: until the commit,
+/// the replaced files are what every reader reads.
+fn commit_revisions(
+    wh: &Warehouse,
+    manifest: &mut crate::warehouse::Manifest,
+    revisions: Vec<StagedRevision>,
+    version: DatasetVersion,
+    mut file_no: usize,
+) -> Result<(Vec<Revision>, Vec<RevisedTable>), IngestError> {
+    let mut out = Vec::new();
+    let mut summaries = Vec::new();
+    for r in revisions {
+        let mut data_files = Vec::new();
+        for d in &r.written {
+            let rel = data_file_path(&r.summary.table, d.quarter, version, file_no);
+            file_no += 1;
+            let (rel_dir, _) = rel.rsplit_once('/').expect("a data file has a folder");
+            wh.create_dir(rel_dir)?;
+            let dest = wh.path(&rel);
+            let dir = dest.parent().expect("a data file has a folder");
+            std::fs::rename(&d.path, &dest).map_err(IngestError::io(&dest))?;
+            sync_dir(dir)?;
+            data_files.push(DataFile {
+                path: rel,
+                rows: d.rows,
+                bytes: d.bytes,
+                sha256: d.sha256.clone(),
+                replaced_in: None,
+            });
+        }
+        manifest.replace_files(&r.replaced, version);
+        out.push(Revision {
+            table: r.summary.table.clone(),
+            corrected: r.summary.corrected,
+            retracted: r.summary.retracted,
+            quarters: r.summary.quarters.clone(),
+            data_files,
+        });
+        summaries.push(r.summary);
+    }
+    Ok((out, summaries))
 }
 
 /// Records `--complete-through` for every table the command's files belong to.
@@ -512,7 +631,11 @@ fn declare_complete(
     }
 }
 
-type Staged = (Vec<FileReport>, Vec<(usize, StagedFile)>);
+type Staged = (
+    Vec<FileReport>,
+    Vec<(usize, StagedFile)>,
+    Vec<StagedRevision>,
+);
 
 /// A file to load into a table, with the mapping feed it is read through, if any.
 type Planned<'d> = (&'d Table, PathBuf, Option<&'d mapping::Feed>);
@@ -532,6 +655,8 @@ fn stage_all(
     // and staged so far.
     let mut starts: HashMap<String, HashMap<String, i32>> = HashMap::new();
     let mut seen_by_table: HashMap<String, SeenKeys> = HashMap::new();
+    // Each table's revision of its stored rows, in the order its first file came.
+    let mut revisions: Vec<TableRevision<'_>> = Vec::new();
     let mut reports = Vec::new();
     let mut staged = Vec::new();
     let mut sizes_here: Vec<u64> = Vec::new();
@@ -584,6 +709,14 @@ fn stage_all(
             seen_by_table.insert(table.name.clone(), keys);
         }
         let seen = seen_by_table.get_mut(&table.name).expect("inserted above");
+        let revision = match revisions.iter().position(|r| r.table_name() == table.name) {
+            Some(i) => &mut revisions[i],
+            None => {
+                let referenced = dict.is_referenced(&table.name);
+                revisions.push(TableRevision::new(wh, manifest, table, referenced, opts));
+                revisions.last_mut().expect("pushed above")
+            }
+        };
         // The table this one's rows reference, and this one when others reference it.
         let reference = table.reference().map(|(_, r)| r);
         let keep_starts = dict.is_referenced(&table.name);
@@ -618,6 +751,7 @@ fn stage_all(
                 &rules,
                 &file_staging,
                 seen,
+                revision,
                 &progress,
                 bound.as_ref(),
             )?
@@ -630,15 +764,28 @@ fn stage_all(
         if sf.rows_read == 0 {
             return Err(IngestError::HeaderOnly { file: path.clone() });
         }
-        if sf.rows_rejected as f64 > opts.max_reject_rate * sf.rows_read as f64 {
+        // Unchanged rows are neither rejects nor part of the share's base: a re-export of
+        // every stored row does not dilute the rejects of its new ones.
+        let judged = sf.rows_read - sf.rows_unchanged;
+        if sf.rows_rejected as f64 > opts.max_reject_rate * judged as f64 {
             let q = refused_quarantine(wh, lock, path, &sf)?;
             return Err(IngestError::TooManyRejects {
                 file: path.clone(),
                 rejected: sf.rows_rejected,
-                read: sf.rows_read,
+                read: judged,
                 max_rate: opts.max_reject_rate,
                 quarantine: q,
             });
+        }
+        if opts.snapshot && sf.rows_invalid > 0 {
+            let q = refused_quarantine(wh, lock, path, &sf)?;
+            return Err(RevisionError::InvalidRowsInSnapshot {
+                file: path.clone(),
+                invalid: sf.rows_invalid,
+                read: sf.rows_read,
+                quarantine: q,
+            }
+            .into());
         }
         seen.end_file();
         if keep_starts {
@@ -651,7 +798,13 @@ fn stage_all(
         staged.push((reports.len(), sf));
         reports.push(report);
     }
-    Ok((reports, staged))
+    // Retractions are known once every file of a table is read; each table's replaced
+    // files are rewritten into the staging folder.
+    let mut staged_revisions = Vec::new();
+    for r in revisions {
+        staged_revisions.extend(r.finish(staging)?);
+    }
+    Ok((reports, staged, staged_revisions))
 }
 
 /// Writes the reasons of a refused file where the steward can read them, under a name no

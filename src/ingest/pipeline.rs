@@ -2,6 +2,8 @@
 //! workers validate chunks in parallel, and the collector takes their results in file order,
 //! enforces unique keys across the file, earlier files and the warehouse (see [`super::keys`]),
 //! and writes the valid rows as zstd Parquet, one file per quarter, into the staging folder.
+//! A row that re-sends a stored key is settled by [`super::revision`]: skipped when unchanged,
+//! written when it corrects the stored row, or rejected.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,10 +23,11 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::IngestError;
-use super::keys::SeenKeys;
+use super::keys::{Earlier, SeenKeys};
 use super::mapping::BoundFeed;
+use super::revision::{Resent, TableRevision};
 use super::rows::{Bucket, ChunkResult, Reject, RowRules, validate_chunk};
-use crate::dictionary::ColumnType;
+use crate::dictionary::{ColumnType, Table};
 use crate::quarter::Quarter;
 use crate::warehouse::hex;
 
@@ -72,6 +75,13 @@ pub struct StagedFile {
     pub rows_read: u64,
     pub rows_loaded: u64,
     pub rows_rejected: u64,
+    /// Rows rejected by a row rule, whose keys are not known (the rest of the rejects repeat
+    /// a key).
+    pub rows_invalid: u64,
+    /// Rows identical to the stored row under their key: skipped.
+    pub rows_unchanged: u64,
+    /// Rows that correct the stored row under their key; among `rows_loaded`.
+    pub rows_corrected: u64,
     /// Rejected fields, by line.
     pub rejects: Vec<Reject>,
     /// For a table that others reference (programs): each loaded row's key and start date
@@ -96,6 +106,7 @@ pub fn stage_file(
     rules: &RowRules,
     staging: &Path,
     seen: &mut SeenKeys,
+    revision: &mut TableRevision<'_>,
     progress: &ProgressBar,
     mapping: Option<&BoundFeed>,
 ) -> Result<StagedFile, IngestError> {
@@ -165,6 +176,7 @@ pub fn stage_file(
             rules,
             staging,
             seen,
+            revision,
             progress,
             result_rx,
             fold_repeats,
@@ -293,6 +305,40 @@ fn spawn_writer<'scope>(
     Ok(QuarterWriter { tx, handle })
 }
 
+/// Writes `batches` to a new Parquet file at `path`, synchronously, and returns it as staged:
+/// how the rows a revision keeps of a stored file are written.
+pub(super) fn write_parquet(
+    path: PathBuf,
+    quarter: Option<Quarter>,
+    schema: SchemaRef,
+    props: WriterProperties,
+    batches: impl IntoIterator<Item = RecordBatch>,
+) -> Result<StagedData, IngestError> {
+    let file = File::create(&path).map_err(IngestError::io(&path))?;
+    let file = HashingFile {
+        file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, schema, Some(props)).map_err(IngestError::parquet(&path))?;
+    let mut rows = 0u64;
+    for batch in batches {
+        writer.write(&batch).map_err(IngestError::parquet(&path))?;
+        rows += batch.num_rows() as u64;
+    }
+    let mut file = writer.into_inner().map_err(IngestError::parquet(&path))?;
+    std::io::Write::flush(&mut file).map_err(IngestError::io(&path))?;
+    file.file.sync_all().map_err(IngestError::io(&path))?;
+    Ok(StagedData {
+        quarter,
+        path,
+        rows,
+        bytes: file.bytes,
+        sha256: hex(&file.hasher.finalize()),
+    })
+}
+
 /// Rows whose key the filter has maybe seen, held back until the key list settles them.
 struct Held {
     quarter: Option<Quarter>,
@@ -333,7 +379,9 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
         keys: &[(u128, u64)],
         order: &[u32],
         seen: &mut SeenKeys,
+        revision: &mut TableRevision<'_>,
     ) -> Result<(), IngestError> {
+        revision.note_rows(keys, &buckets);
         let suspect = seen.admit_all(keys);
         if !suspect.contains(&true) {
             for bucket in buckets {
@@ -389,33 +437,69 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
     }
 
     /// Settles every held suspect against the key list: repeats are rejected with the line
-    /// they repeat, false alarms are written. Every line up to the suspects' has been
+    /// they repeat, a row that re-sends a stored one is skipped, written or rejected as the
+    /// revision decides, and false alarms are written. Every line up to the suspects' has been
     /// admitted, since the collector takes chunks in file order.
-    fn settle_suspects(&mut self, seen: &SeenKeys) -> Result<(), IngestError> {
+    fn settle_suspects(
+        &mut self,
+        seen: &SeenKeys,
+        revision: &mut TableRevision<'_>,
+    ) -> Result<(), IngestError> {
         let held = std::mem::take(&mut self.held);
         self.held_rows = 0;
         let suspects: Vec<(u128, u64)> = held.iter().flat_map(|h| h.keys.iter().copied()).collect();
         let mut firsts = seen.first_lines(&suspects).into_iter();
         let key_name = &self.rules.table.primary_key;
         for h in held {
+            let earlier: Vec<Option<Earlier>> = h
+                .keys
+                .iter()
+                .map(|_| firsts.next().expect("one answer per suspect"))
+                .collect();
+            // Each row's content, to compare with the stored row, when one re-sends a key.
+            let contents = if earlier.contains(&Some(Earlier::Stored)) {
+                revision.contents(&h.batch)?
+            } else {
+                Vec::new()
+            };
             let mut keep = Vec::with_capacity(h.keys.len());
-            for (_, line) in &h.keys {
-                let Some(first) = firsts.next().expect("one answer per suspect") else {
-                    keep.push(true);
-                    continue;
-                };
-                if first != 0 && self.fold_repeats {
-                    self.staged.rows_read -= 1;
-                    keep.push(false);
-                    continue;
-                }
+            for (i, ((key, line), first)) in h.keys.iter().zip(earlier).enumerate() {
                 // The line names the row; the id itself stays out of the quarantine.
-                let reason = if first == 0 {
-                    format!(
-                        "{key_name} is already in the warehouse or an earlier file of this load"
-                    )
-                } else {
-                    format!("{key_name} repeats line {first}")
+                let reason = match first {
+                    None => {
+                        keep.push(true);
+                        continue;
+                    }
+                    Some(Earlier::Stored) => {
+                        match revision.resent(
+                            *key,
+                            contents[i],
+                            h.quarter,
+                            self.rules.keep_starts,
+                        )? {
+                            Resent::Unchanged => {
+                                self.staged.rows_unchanged += 1;
+                                keep.push(false);
+                                continue;
+                            }
+                            Resent::Corrected => {
+                                self.staged.rows_corrected += 1;
+                                keep.push(true);
+                                continue;
+                            }
+                            Resent::Refused(reason) => reason,
+                        }
+                    }
+                    Some(Earlier::EarlierFile) => {
+                        format!("{key_name} is already in an earlier file of this load")
+                    }
+                    Some(Earlier::Line(_)) if self.fold_repeats => {
+                        // A mapping's "first row per key": the repeat is folded, not rejected.
+                        self.staged.rows_read -= 1;
+                        keep.push(false);
+                        continue;
+                    }
+                    Some(Earlier::Line(first)) => format!("{key_name} repeats line {first}"),
                 };
                 self.staged.rejects.push(Reject {
                     line: *line,
@@ -496,21 +580,12 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
     }
 }
 
-/// Takes chunk results in file order, removes duplicate keys and writes the rest.
-fn collect(
-    path: &Path,
-    rules: &RowRules,
-    staging: &Path,
-    seen: &mut SeenKeys,
-    progress: &ProgressBar,
-    results: mpsc::Receiver<(usize, usize, ChunkResult)>,
-    fold_repeats: bool,
-) -> Result<StagedFile, IngestError> {
+/// How a table's Parquet files are written, by a load and by a revision alike.
+pub(super) fn writer_properties(table: &Table) -> WriterProperties {
     // Ids and free text are nearly unique: dictionary encoding them only costs time. Neither
     // they nor enums (every value shows up in every row group) could ever prune a row group
     // by min and max, and computing those compares every value; dates and booleans keep theirs.
-    let props = rules
-        .table
+    table
         .columns
         .iter()
         .fold(WriterProperties::builder(), |b, c| {
@@ -528,7 +603,21 @@ fn collect(
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("outreach-warehouse {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .build()
+}
+
+/// Takes chunk results in file order, removes duplicate keys and writes the rest.
+fn collect(
+    path: &Path,
+    rules: &RowRules,
+    staging: &Path,
+    seen: &mut SeenKeys,
+    revision: &mut TableRevision<'_>,
+    progress: &ProgressBar,
+    results: mpsc::Receiver<(usize, usize, ChunkResult)>,
+    fold_repeats: bool,
+) -> Result<StagedFile, IngestError> {
+    let props = writer_properties(rules.table);
     let pk = rules
         .table
         .column_index(&rules.table.primary_key)
@@ -547,6 +636,9 @@ fn collect(
                 rows_read: 0,
                 rows_loaded: 0,
                 rows_rejected: 0,
+                rows_invalid: 0,
+                rows_unchanged: 0,
+                rows_corrected: 0,
                 rejects: Vec::new(),
                 starts: Vec::new(),
                 sha256: String::new(),
@@ -567,14 +659,15 @@ fn collect(
                 }
                 out.staged.rows_read += result.rows_read;
                 out.staged.rows_rejected += result.rows_rejected;
+                out.staged.rows_invalid += result.rows_rejected;
                 out.staged.rejects.extend(result.rejects);
-                out.take_chunk(result.buckets, &result.keys, &result.order, seen)?;
+                out.take_chunk(result.buckets, &result.keys, &result.order, seen, revision)?;
                 if out.holds_enough(seen) {
-                    out.settle_suspects(seen)?;
+                    out.settle_suspects(seen, revision)?;
                 }
             }
         }
-        out.settle_suspects(seen)?;
+        out.settle_suspects(seen, revision)?;
         out.finish()
     })
 }

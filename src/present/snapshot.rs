@@ -14,7 +14,7 @@ use super::views::{self, Program, Release, ReleaseSummary};
 use crate::ledger::Ledger;
 use crate::privacy::PublicRelease;
 use crate::publication::StoredPublication;
-use crate::publication::{DocumentError, Publication, QuarterLoss, quarter_loss};
+use crate::publication::{DocumentError, Publication, QuarterLoss, corrected_after, quarter_loss};
 use crate::requests::researcher_of;
 use crate::warehouse::Warehouse;
 
@@ -26,6 +26,10 @@ pub struct QuarterPublication {
     pub doc: Publication,
     /// Every release that has published the quarter, current and superseded.
     pub loss: QuarterLoss,
+    /// Whether a load after this publication's dataset version corrected or retracted rows
+    /// of the quarter (read from the manifest when the snapshot loads): the figures stand as
+    /// published until the quarter is published again.
+    pub corrected_after_publication: bool,
 }
 
 /// A stored publication whose document this build cannot read (corrupt, or a version from
@@ -155,8 +159,17 @@ impl Snapshot {
                 // dashboard, the report): its time is the day only.
                 let mut stored = p.clone();
                 stored.published_at = super::tables::day(&stored.published_at);
-                snap.quarters
-                    .insert(p.quarter.clone(), QuarterPublication { stored, doc, loss });
+                let corrected_after_publication =
+                    corrected_after(&manifest, &p.quarter, &p.dataset_version).is_some();
+                snap.quarters.insert(
+                    p.quarter.clone(),
+                    QuarterPublication {
+                        stored,
+                        doc,
+                        loss,
+                        corrected_after_publication,
+                    },
+                );
             }
         }
 

@@ -796,6 +796,10 @@ pub fn publication(p: &crate::publication::Published, format: Format) -> String 
                 o.insert("publication_id".into(), serde_json::json!(p.publication_id));
                 o.insert("fresh".into(), serde_json::json!(p.fresh));
                 o.insert("supersedes".into(), serde_json::json!(p.superseded));
+                o.insert(
+                    "corrected_quarters".into(),
+                    serde_json::to_value(&p.corrected).expect("quarters serialise"),
+                );
             }
             serde_json::to_string_pretty(&v).expect("publications serialise") + "\n"
         }
@@ -842,6 +846,7 @@ pub fn publication(p: &crate::publication::Published, format: Format) -> String 
                 "The quarter's privacy loss: rho = {:.4} (epsilon {:.3} at delta = {:e}), every release that published it.",
                 loss.rho, loss.epsilon, loss.epsilon_delta
             );
+            out.push_str(&corrected_note(&p.corrected));
             let shown = [
                 "reach_7d",
                 "timely_contact_72h",
@@ -983,6 +988,13 @@ pub fn plan(p: &crate::publication::Plan, format: Format) -> String {
             for (r, h) in &p.equity_rates {
                 out.line([format!("equity_rate_at_{}", p.at), r.clone(), h.to_string()]);
             }
+            for c in &p.corrected {
+                out.line([
+                    "corrected_quarter".to_string(),
+                    c.quarter.clone(),
+                    c.corrected_in.clone(),
+                ]);
+            }
             out.finish()
         }
         Format::Table => {
@@ -1034,9 +1046,31 @@ pub fn plan(p: &crate::publication::Plan, format: Format) -> String {
                 p.widest_rate(),
                 p.at
             );
+            out.push_str(&corrected_note(&p.corrected));
             out
         }
     }
+}
+
+/// The steward's note of the published quarters whose rows a load corrected or retracted
+/// after their publication (empty when there are none).
+fn corrected_note(corrected: &[crate::publication::CorrectedQuarter]) -> String {
+    if corrected.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = corrected
+        .iter()
+        .map(|c| {
+            format!(
+                "{} (published from {}, corrected in {})",
+                c.quarter, c.published_from, c.corrected_in
+            )
+        })
+        .collect();
+    format!(
+        "Rows of published quarters were corrected or retracted after their publication: {}. Publish each again with `outreach publish --quarter Q --republish` (a new debit).\n",
+        list.join(", ")
+    )
 }
 
 /// The steward's list of researchers' requests. Purposes and specs are researchers' text:

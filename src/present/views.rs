@@ -149,8 +149,12 @@ pub struct Quarter {
     /// The publication this one replaced: after new data, or with the same releases when
     /// later declarations changed which figures are complete.
     pub supersedes: Option<i64>,
-    /// The quarter's privacy loss: its fields are this object's, between `supersedes` and
-    /// `releases`.
+    /// True when the quarter's data were corrected after this publication (a supplier
+    /// corrected or retracted records): the figures are as published, and the quarter is due
+    /// to be published again. It says nothing of which records or how many.
+    pub corrected_after_publication: bool,
+    /// The quarter's privacy loss: its fields are this object's, between
+    /// `corrected_after_publication` and `releases`.
     #[serde(flatten)]
     #[schema(inline)]
     pub loss: QuarterLoss,
@@ -170,6 +174,7 @@ pub fn quarter(q: &QuarterPublication) -> Quarter {
         published_at: q.stored.published_at.clone(),
         approver: q.stored.approver.clone(),
         supersedes: q.stored.supersedes,
+        corrected_after_publication: q.corrected_after_publication,
         loss: QuarterLoss::from(&q.loss),
         releases: q.loss.releases.clone(),
     }
@@ -792,6 +797,7 @@ csv_row!(Quarter {
     published_at,
     approver,
     supersedes,
+    corrected_after_publication,
 } + loss: QuarterLoss);
 csv_row!(ReleaseSummary {
     id,

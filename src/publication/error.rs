@@ -30,14 +30,17 @@ pub enum PublicationError {
     /// asked for.
     #[error(
         "{quarter} was published from dataset version {version} (release {release}); the \
-         warehouse is now {now}. Publish it again with --republish: a new, debited release \
-         that supersedes the old one"
+         warehouse is now {now}.{corrected} Publish it again with --republish: a new, debited \
+         release that supersedes the old one"
     )]
     AlreadyPublished {
         quarter: String,
         version: String,
         release: i64,
         now: String,
+        /// Empty, or a sentence saying that the quarter's rows were corrected or retracted
+        /// after the publication (never which rows or how many).
+        corrected: String,
     },
     /// `publish` and `plan` under a pure ε-DP (Laplace) budget: their noise is calibrated
     /// for zCDP only, so they refuse before anything is prepared or spent.

@@ -36,9 +36,9 @@ pub use document::{
 pub use error::{PublicationError, Result};
 pub use plan::{Plan, plan, plan_for_target, plan_with, rate_half_width};
 pub use publish::{
-    CountNoise, GROUPINGS, ProgramInfo, PublishOptions, Published, QuarterLoss, ReleaseLoss,
-    breakdown_figures, completeness, figures, programs, publish, quarter_loss, quarter_loss_in,
-    rate_variance,
+    CorrectedQuarter, CountNoise, GROUPINGS, ProgramInfo, PublishOptions, Published, QuarterLoss,
+    ReleaseLoss, breakdown_figures, completeness, corrected_after, corrected_quarters, figures,
+    programs, publish, quarter_loss, quarter_loss_in, rate_variance,
 };
 pub use specs::{
     DEFAULT_ANNUAL_RHO, DEFAULT_STANDARD_RHO, EQUITY_NOISE, STANDARD_ALLOCATION, StandardNoise,

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::error::{PublicationError, Result};
-use super::publish::{rate_variance, zcdp_only};
+use super::publish::{CorrectedQuarter, corrected_quarters, rate_variance, zcdp_only};
 use super::specs::{EQUITY_NOISE, StandardNoise, equity_spec, standard_spec};
 use crate::ledger::Ledger;
 use crate::metrics::{Catalog, RateDef};
@@ -51,6 +51,9 @@ pub struct Plan {
     /// Per rate of the equity release: the largest 95% half-width at `at` survivors of one
     /// breakdown value of one program, from `equity_sigma`.
     pub equity_rates: Vec<(String, f64)>,
+    /// Published quarters whose rows a load corrected or retracted after their current
+    /// publication, to publish again with `--republish`.
+    pub corrected: Vec<CorrectedQuarter>,
 }
 
 impl Plan {
@@ -129,6 +132,7 @@ pub async fn plan_with(
     let ledger = Ledger::open(warehouse)?;
     let config = ledger.config()?;
     zcdp_only(&config)?;
+    let corrected = corrected_quarters(&ledger, &manifest)?;
     let ctx = open_session_at(&wh, &manifest)?;
     functions::register(&ctx);
     let version = manifest.version().to_string();
@@ -167,6 +171,7 @@ pub async fn plan_with(
         equity_sigma: equity_noise.sigma,
         equity_counts,
         equity_rates,
+        corrected,
     })
 }
 

@@ -13,6 +13,11 @@
 //! spends nothing. After new data the quarter is refused unless `--republish`, which makes a
 //! new, debited release whose publication supersedes the old one; both stay in the store.
 //!
+//! A load that corrects or retracts stored rows after a quarter was published marks that
+//! quarter in the manifest ([`crate::warehouse::Manifest::quarters_revised_after`]):
+//! `publish`, `plan` and the API say which published quarters it touched
+//! ([`corrected_quarters`]), so the steward republishes them (`--republish`, a new debit).
+//!
 //! A publication reads the manifest once and works on that snapshot throughout (the
 //! republish guard, completeness, the programs and both releases), and its two releases
 //! are priced before anything is spent and debited together, in one transaction: a quarter
@@ -38,7 +43,7 @@ use crate::privacy::mechanism::{epsilon_at, noise_variance};
 use crate::privacy::release::PublicRelease;
 use crate::privacy::{NoiseKind, ReleaseRequest, release_all};
 use crate::quarter::Quarter;
-use crate::warehouse::{Warehouse, open_session_at};
+use crate::warehouse::{DatasetVersion, Manifest, Warehouse, open_session_at};
 
 /// The completeness of every per-program statistic for `quarter`, from the manifest's
 /// declared dates, never from the data.
@@ -517,6 +522,57 @@ pub struct Published {
     pub publication: Publication,
     /// The quarter's privacy loss: this publication's releases and every superseded one's.
     pub loss: QuarterLoss,
+    /// Published quarters whose rows a load corrected or retracted after their current
+    /// publication, to publish again with `--republish`.
+    pub corrected: Vec<CorrectedQuarter>,
+}
+
+/// A published quarter whose stored rows a load corrected or retracted after its current
+/// publication's dataset version: its published figures no longer match the data. It says
+/// which versions, never which rows or how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectedQuarter {
+    pub quarter: String,
+    /// The dataset version the current publication was made from.
+    pub published_from: String,
+    /// The first later version whose load corrected or retracted rows of the quarter.
+    pub corrected_in: String,
+}
+
+/// The first dataset version after `published_version` (`v7`, as a publication records
+/// it) whose load corrected or retracted rows of `quarter`, if any.
+pub fn corrected_after(
+    manifest: &Manifest,
+    quarter: &str,
+    published_version: &str,
+) -> Option<DatasetVersion> {
+    let quarter: Quarter = quarter.parse().ok()?;
+    let published = DatasetVersion(published_version.strip_prefix('v')?.parse().ok()?);
+    manifest
+        .quarters_revised_after(published)
+        .get(&quarter)
+        .copied()
+}
+
+/// Every quarter whose current publication a later correction or retraction touched, in
+/// quarter order.
+pub fn corrected_quarters(ledger: &Ledger, manifest: &Manifest) -> Result<Vec<CorrectedQuarter>> {
+    let mut out: Vec<CorrectedQuarter> = ledger
+        .publications(None)?
+        .into_iter()
+        .filter(|p| p.superseded_by.is_none())
+        .filter_map(|p| {
+            let v = corrected_after(manifest, &p.quarter, &p.dataset_version)?;
+            Some(CorrectedQuarter {
+                quarter: p.quarter,
+                published_from: p.dataset_version,
+                corrected_in: v.to_string(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.quarter.cmp(&b.quarter));
+    out.dedup_by(|a, b| a.quarter == b.quarter);
+    Ok(out)
 }
 
 /// One release that published a quarter, with what its debit spent.
@@ -726,11 +782,19 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
         && cur.dataset_version != version
         && !opts.republish
     {
+        let corrected = corrected_after(&manifest, &q, &cur.dataset_version)
+            .map(|v| {
+                format!(
+                    " Rows of {q} were corrected or retracted after that publication (in {v}), so its published figures no longer match the data."
+                )
+            })
+            .unwrap_or_default();
         return Err(PublicationError::AlreadyPublished {
             quarter: q,
             version: cur.dataset_version.clone(),
             release: cur.release_id,
             now: version,
+            corrected,
         });
     }
     drop(ledger);
@@ -803,11 +867,13 @@ pub async fn publish(warehouse: &Path, opts: &PublishOptions) -> Result<Publishe
     )?;
     let superseded = current.filter(|c| c.id != id).map(|c| c.id);
     let loss = quarter_loss_in(&ledger, &q)?;
+    let corrected = corrected_quarters(&ledger, &manifest)?;
     Ok(Published {
         publication_id: id,
         fresh: out.fresh || equity.as_ref().is_some_and(|e| e.fresh),
         superseded,
         publication,
         loss,
+        corrected,
     })
 }

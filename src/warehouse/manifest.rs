@@ -44,6 +44,32 @@ pub struct Load {
     /// RFC 3339 time of the commit.
     pub loaded_at: String,
     pub files: Vec<LoadedFile>,
+    /// The stored rows this load corrected or retracted, per table: the data files it wrote
+    /// in place of those it replaced (see [`DataFile::replaced_in`]). Empty for a load that
+    /// only added rows, and in manifests written before corrections existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<Revision>,
+}
+
+/// What one load changed in one table's stored rows. Stored Parquet files are never edited:
+/// a file holding a superseded row is replaced by a new file of the same table and quarter
+/// without it, and the old file stays on disk as history, named in the manifest but never
+/// read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revision {
+    pub table: String,
+    /// Stored rows replaced by a corrected row under the same key (the corrected rows
+    /// themselves are in the load's source files' data files).
+    pub corrected: u64,
+    /// Stored rows a snapshot no longer held, and so retracted.
+    pub retracted: u64,
+    /// The quarters whose rows changed: those of the replaced rows and those the corrected
+    /// rows moved to (`2025Q1`; empty for a table without dates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarters: Vec<String>,
+    /// The files written in place of the replaced ones: their rows without the superseded
+    /// ones (a replaced file none of whose rows remain has no successor).
+    pub data_files: Vec<DataFile>,
 }
 
 /// One source file of a load.
@@ -68,6 +94,14 @@ pub struct LoadedFile {
     /// another load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping_sha256: Option<String>,
+    /// Rows identical to the stored row under their key: skipped, neither loaded nor
+    /// rejected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_unchanged: u64,
+    /// Rows that replaced the stored row under their key (`--corrections`); they are among
+    /// `rows_loaded`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_corrected: u64,
 }
 
 /// One Parquet file written by a load.
@@ -82,6 +116,26 @@ pub struct DataFile {
     /// SHA-256 of the file, as written; empty in manifests written before it was recorded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    /// The dataset version whose load replaced this file (it corrected or retracted some of
+    /// its rows): from then on the file is history, kept on disk and named here, but no
+    /// reader reads it. `None` while the file is live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_in: Option<DatasetVersion>,
+}
+
+impl DataFile {
+    /// Whether readers read this file: it is not replaced.
+    pub fn is_live(&self) -> bool {
+        self.replaced_in.is_none()
+    }
+
+    /// The quarter whose folder holds the file (`tables/<t>/quarter=2025Q1/…`), if any.
+    pub fn quarter(&self) -> Option<crate::quarter::Quarter> {
+        self.path
+            .split('/')
+            .find_map(|part| part.strip_prefix("quarter="))
+            .and_then(|q| q.parse().ok())
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -109,19 +163,11 @@ impl Manifest {
         self.loads.last().map_or(DatasetVersion(0), |l| l.version)
     }
 
-    /// Every quarter that a data file is filed under (`tables/<t>/quarter=2025Q1/…`), over
-    /// every table.
+    /// Every quarter that a live data file is filed under (`tables/<t>/quarter=2025Q1/…`),
+    /// over every table.
     pub fn quarters(&self) -> std::collections::BTreeSet<crate::quarter::Quarter> {
-        self.loads
-            .iter()
-            .flat_map(|l| &l.files)
-            .flat_map(|f| &f.data_files)
-            .filter_map(|d| {
-                d.path
-                    .split('/')
-                    .find_map(|part| part.strip_prefix("quarter="))
-                    .and_then(|q| q.parse().ok())
-            })
+        self.all_data_files()
+            .filter_map(DataFile::quarter)
             .collect()
     }
 
@@ -174,21 +220,79 @@ impl Manifest {
             .any(|f| f.bytes == bytes || f.bytes == 0)
     }
 
-    /// Every data file of `table`, oldest first.
+    /// Every live data file of `table`, oldest first: what readers of the table read.
     pub fn data_files(&self, table: &str) -> impl Iterator<Item = &DataFile> {
-        self.loads
-            .iter()
-            .flat_map(|l| l.files.iter())
-            .filter(move |f| f.table == table)
-            .flat_map(|f| f.data_files.iter())
+        self.every_data_file()
+            .filter(move |(t, _)| *t == table)
+            .map(|(_, d)| d)
+            .filter(|d| d.is_live())
     }
 
-    /// Every data file of every table: what a reader may depend on.
+    /// Every live data file of every table: what a reader may depend on.
     pub fn all_data_files(&self) -> impl Iterator<Item = &DataFile> {
+        self.every_data_file()
+            .map(|(_, d)| d)
+            .filter(|d| d.is_live())
+    }
+
+    /// Every data file the manifest names, live or replaced (history), with its table,
+    /// oldest first: what recovery must never move away.
+    pub fn every_data_file(&self) -> impl Iterator<Item = (&str, &DataFile)> {
+        self.loads.iter().flat_map(|l| {
+            l.files
+                .iter()
+                .flat_map(|f| f.data_files.iter().map(move |d| (f.table.as_str(), d)))
+                .chain(
+                    l.revisions
+                        .iter()
+                        .flat_map(|r| r.data_files.iter().map(move |d| (r.table.as_str(), d))),
+                )
+        })
+    }
+
+    /// Marks the named data files as replaced by the load of `version`. Returns how many it
+    /// marked; a path it does not name, or names as replaced already, is not counted.
+    pub fn replace_files(&mut self, paths: &[String], version: DatasetVersion) -> usize {
+        let mut marked = 0;
+        for l in &mut self.loads {
+            let files = l.files.iter_mut().flat_map(|f| f.data_files.iter_mut());
+            let revised = l.revisions.iter_mut().flat_map(|r| r.data_files.iter_mut());
+            for d in files.chain(revised) {
+                if d.replaced_in.is_none() && paths.contains(&d.path) {
+                    d.replaced_in = Some(version);
+                    marked += 1;
+                }
+            }
+        }
+        marked
+    }
+
+    /// Stored rows corrected and retracted in `table` over every load, for the steward's
+    /// status.
+    pub fn revised_rows(&self, table: &str) -> (u64, u64) {
         self.loads
             .iter()
-            .flat_map(|l| l.files.iter())
-            .flat_map(|f| f.data_files.iter())
+            .flat_map(|l| &l.revisions)
+            .filter(|r| r.table == table)
+            .fold((0, 0), |(c, r), x| (c + x.corrected, r + x.retracted))
+    }
+
+    /// The quarters whose stored rows a load after `version` corrected or retracted, with
+    /// the first such version for each: a publication made from `version` no longer shows
+    /// what the warehouse holds for them.
+    pub fn quarters_revised_after(
+        &self,
+        version: DatasetVersion,
+    ) -> BTreeMap<crate::quarter::Quarter, DatasetVersion> {
+        let mut out = BTreeMap::new();
+        for l in self.loads.iter().filter(|l| l.version > version) {
+            for r in &l.revisions {
+                for q in r.quarters.iter().filter_map(|q| q.parse().ok()) {
+                    out.entry(q).or_insert(l.version);
+                }
+            }
+        }
+        out
     }
 
     /// The "data complete through" date in force for `table`.
@@ -218,16 +322,44 @@ impl Manifest {
                 h.update(f.rows_rejected.to_le_bytes());
                 h.update((f.data_files.len() as u64).to_le_bytes());
                 for d in &f.data_files {
-                    h.update(d.path.as_bytes());
-                    h.update([0]);
-                    h.update(d.rows.to_le_bytes());
-                    h.update(d.bytes.to_le_bytes());
-                    h.update(d.sha256.as_bytes());
-                    h.update([0]);
+                    hash_data_file(&mut h, d);
+                }
+                // Written only by loads that revise rows, so a manifest without revisions
+                // keeps the hash it always had (releases bind their keys to it).
+                if f.rows_unchanged != 0 || f.rows_corrected != 0 {
+                    h.update(b"revised\0");
+                    h.update(f.rows_unchanged.to_le_bytes());
+                    h.update(f.rows_corrected.to_le_bytes());
+                }
+            }
+            for r in &l.revisions {
+                h.update(b"revision\0");
+                h.update(r.table.as_bytes());
+                h.update([0]);
+                h.update(r.corrected.to_le_bytes());
+                h.update(r.retracted.to_le_bytes());
+                h.update((r.data_files.len() as u64).to_le_bytes());
+                for d in &r.data_files {
+                    hash_data_file(&mut h, d);
                 }
             }
         }
         hex(&h.finalize())
+    }
+}
+
+/// A data file's part of [`Manifest::content_hash`]: path, rows, size and SHA-256, and the
+/// version that replaced it, if one did.
+fn hash_data_file(h: &mut Sha256, d: &DataFile) {
+    h.update(d.path.as_bytes());
+    h.update([0]);
+    h.update(d.rows.to_le_bytes());
+    h.update(d.bytes.to_le_bytes());
+    h.update(d.sha256.as_bytes());
+    h.update([0]);
+    if let Some(v) = d.replaced_in {
+        h.update(b"replaced\0");
+        h.update(v.0.to_le_bytes());
     }
 }
 
@@ -270,6 +402,8 @@ mod tests {
             rows_loaded: 2,
             rows_rejected: 0,
             quarantine: None,
+            rows_unchanged: 0,
+            rows_corrected: 0,
             data_files: paths
                 .iter()
                 .map(|p| DataFile {
@@ -277,6 +411,7 @@ mod tests {
                     rows: 1,
                     bytes: 100,
                     sha256: format!("{p}-sha"),
+                    replaced_in: None,
                 })
                 .collect(),
             mapping_sha256: None,
@@ -290,11 +425,13 @@ mod tests {
         m.loads.push(Load {
             version: DatasetVersion(1),
             loaded_at: "t".into(),
+            revisions: Vec::new(),
             files: vec![file("arrests", "aa", &["a/1.parquet", "a/2.parquet"])],
         });
         m.loads.push(Load {
             version: DatasetVersion(2),
             loaded_at: "t".into(),
+            revisions: Vec::new(),
             files: vec![
                 file("arrests", "bb", &["a/3.parquet"]),
                 file("referrals", "cc", &["r/1.parquet"]),
@@ -337,6 +474,7 @@ mod tests {
         a.loads.push(Load {
             version: DatasetVersion(1),
             loaded_at: "t".into(),
+            revisions: Vec::new(),
             files: vec![file("arrests", "aa", &[])],
         });
         let mut b = a.clone();
@@ -352,6 +490,7 @@ mod tests {
         a.loads.push(Load {
             version: DatasetVersion(1),
             loaded_at: "t".into(),
+            revisions: Vec::new(),
             files: vec![file("arrests", "aa", &["a/1.parquet", "a/2.parquet"])],
         });
         let changed: [fn(&mut LoadedFile); 6] = [
@@ -377,6 +516,7 @@ mod tests {
         m.loads.push(Load {
             version: DatasetVersion(1),
             loaded_at: "t".into(),
+            revisions: Vec::new(),
             files: vec![
                 file(
                     "arrests",
@@ -393,6 +533,7 @@ mod tests {
         m.loads.push(Load {
             version: DatasetVersion(2),
             loaded_at: "t".into(),
+            revisions: Vec::new(),
             files: vec![file(
                 "referrals",
                 "cc",
@@ -427,11 +568,93 @@ mod tests {
             version: DatasetVersion(1),
             loaded_at: "t".into(),
             files: vec![mapped],
+            revisions: Vec::new(),
         });
         assert!(m.load_of("arrests", "aa", Some("m1")).is_some());
         assert!(m.load_of("arrests", "aa", Some("m2")).is_none());
         assert!(m.load_of_file("arrests", "aa").is_none());
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains("\"mapping_sha256\":\"m1\""), "{text}");
+    }
+
+    #[test]
+    fn replaced_files_are_history_named_but_never_read() {
+        let mut m = Manifest::new();
+        m.loads.push(Load {
+            version: DatasetVersion(1),
+            loaded_at: "t".into(),
+            revisions: Vec::new(),
+            files: vec![file(
+                "arrests",
+                "aa",
+                &[
+                    "tables/arrests/quarter=2025Q1/v0001-00.parquet",
+                    "tables/arrests/quarter=2025Q2/v0001-00.parquet",
+                ],
+            )],
+        });
+        let before = m.content_hash();
+        let written = DataFile {
+            path: "tables/arrests/quarter=2025Q1/v0002-01.parquet".into(),
+            rows: 1,
+            bytes: 90,
+            sha256: "new".into(),
+            replaced_in: None,
+        };
+        m.loads.push(Load {
+            version: DatasetVersion(2),
+            loaded_at: "t".into(),
+            files: vec![file("arrests", "bb", &[])],
+            revisions: vec![Revision {
+                table: "arrests".into(),
+                corrected: 1,
+                retracted: 0,
+                quarters: vec!["2025Q1".into(), "2025Q3".into()],
+                data_files: vec![written],
+            }],
+        });
+        let replaced = vec!["tables/arrests/quarter=2025Q1/v0001-00.parquet".to_string()];
+        assert_eq!(m.replace_files(&replaced, DatasetVersion(2)), 1);
+        // A file is replaced once: the second call marks nothing.
+        assert_eq!(m.replace_files(&replaced, DatasetVersion(3)), 0);
+        let live: Vec<_> = m.data_files("arrests").map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            live,
+            [
+                "tables/arrests/quarter=2025Q2/v0001-00.parquet",
+                "tables/arrests/quarter=2025Q1/v0002-01.parquet"
+            ]
+        );
+        assert_eq!(m.all_data_files().count(), 2);
+        // Recovery still sees the history file as the warehouse's own.
+        assert_eq!(m.every_data_file().count(), 3);
+        assert_eq!(m.revised_rows("arrests"), (1, 0));
+        assert_eq!(m.revised_rows("referrals"), (0, 0));
+        let q = |s: &str| s.parse::<crate::quarter::Quarter>().unwrap();
+        let revised = m.quarters_revised_after(DatasetVersion(1));
+        assert_eq!(
+            revised.into_iter().collect::<Vec<_>>(),
+            [
+                (q("2025Q1"), DatasetVersion(2)),
+                (q("2025Q3"), DatasetVersion(2))
+            ]
+        );
+        assert!(m.quarters_revised_after(DatasetVersion(2)).is_empty());
+        assert_ne!(m.content_hash(), before);
+        let round: Manifest = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(round, m);
+        // A manifest without revisions writes none of their fields.
+        m.loads.truncate(1);
+        m.loads[0].files[0].data_files[0].replaced_in = None;
+        let text = serde_json::to_string(&m).unwrap();
+        for field in [
+            "revisions",
+            "replaced_in",
+            "rows_unchanged",
+            "rows_corrected",
+        ] {
+            assert!(!text.contains(field), "{field}: {text}");
+        }
+        assert_eq!(m.content_hash(), before);
     }
 }

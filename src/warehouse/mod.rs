@@ -8,6 +8,7 @@
 //!   .lock                              held by the one writer at a time
 //!   tables/<table>/quarter=2025Q1/v0003-00.parquet
 //!   tables/programs/v0001-00.parquet
+//!                                      (a file a later load replaced stays, as history)
 //!   quarantine/v0003-00-<file>.csv     rejected rows of a load: line, column, rule, redacted value
 //!   quarantine/refused-<time>-<file>.csv  the same for a refused file
 //!   trash/<time>/                      what recovery moved out of the way, never deleted
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 
 pub use manifest::{
-    CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, Manifest, hex,
+    CompletenessDeclaration, DataFile, DatasetVersion, Load, LoadedFile, Manifest, Revision, hex,
 };
 pub use session::{
     DATA_SESSIONS_OPENED, MIN_QUERY_MEMORY, QUERY_MEMORY_SHARE, meminfo_total, open_session,
@@ -275,7 +276,11 @@ impl Warehouse {
             return Ok(Recovery::default());
         }
         let manifest = self.manifest()?;
-        let named: HashSet<&str> = manifest.all_data_files().map(|f| f.path.as_str()).collect();
+        // Replaced files are history the manifest still names: never moved.
+        let named: HashSet<&str> = manifest
+            .every_data_file()
+            .map(|(_, f)| f.path.as_str())
+            .collect();
         let mut leftovers: Vec<String> = Vec::new();
         for t in dictionary()?.tables() {
             let dir = format!("{TABLES_DIR}/{}", t.name);

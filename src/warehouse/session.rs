@@ -20,7 +20,8 @@ use super::{Manifest, Result, Warehouse, dictionary, io_err};
 
 /// A DataFusion session over the warehouse as of its last committed manifest. Each table is
 /// registered under its dictionary name with the dictionary's schema, reading exactly the
-/// Parquet files that the manifest names, so a load that is not committed is never seen. A
+/// live Parquet files that the manifest names, so a load that is not committed is never seen,
+/// and a file a later load replaced (history of corrected or retracted rows) is never read. A
 /// table with no data is registered empty, with its schema. A data file that is missing, of
 /// another size or with other rows than the manifest records refuses the session
 /// ([`Warehouse::check_data_files`]), before anything is read.

@@ -1,4 +1,6 @@
 //! `outreach status`: the steward's exact view of their own warehouse. Never published.
+//! Rows and files are the live ones, what queries read; the corrected and retracted counts
+//! are the stored rows that loads replaced, kept on disk as history.
 
 use std::fmt;
 
@@ -29,6 +31,10 @@ pub struct TableStatus {
     pub first_date: Option<NaiveDate>,
     pub last_date: Option<NaiveDate>,
     pub complete_through: Option<NaiveDate>,
+    /// Stored rows replaced by corrections, over every load.
+    pub corrected: u64,
+    /// Stored rows retracted by snapshots, over every load.
+    pub retracted: u64,
 }
 
 /// Reads the warehouse's status through the same DataFusion session the queries use.
@@ -54,6 +60,7 @@ pub async fn status(wh: &Warehouse) -> Result<Status> {
             let a = b.column(i).as_primitive::<Date32Type>();
             (!a.is_null(0)).then(|| from_epoch_days(a.value(0)))
         };
+        let (corrected, retracted) = manifest.revised_rows(&t.name);
         tables.push(TableStatus {
             table: t.name.clone(),
             rows: b.column(0).as_primitive::<Int64Type>().value(0) as u64,
@@ -61,6 +68,8 @@ pub async fn status(wh: &Warehouse) -> Result<Status> {
             first_date: date(1),
             last_date: date(2),
             complete_through: manifest.complete_through(&t.name),
+            corrected,
+            retracted,
         });
     }
     Ok(Status {
@@ -84,21 +93,30 @@ impl fmt::Display for Status {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<18} {:>10} {:>6}  {:<10}  {:<10}  {:<16}",
-            "table", "rows", "files", "first date", "last date", "complete through"
+            "{:<18} {:>10} {:>6}  {:<10}  {:<10}  {:<16}  {:>9} {:>9}",
+            "table",
+            "rows",
+            "files",
+            "first date",
+            "last date",
+            "complete through",
+            "corrected",
+            "retracted"
         )?;
         let d = |x: Option<NaiveDate>| x.map_or("-".to_string(), |d| d.to_string());
         for t in &self.tables {
             writeln!(
                 f,
-                "{:<18} {:>10} {:>6}  {:<10}  {:<10}  {:<16}",
+                "{:<18} {:>10} {:>6}  {:<10}  {:<10}  {:<16}  {:>9} {:>9}",
                 t.table,
                 t.rows,
                 t.files,
                 d(t.first_date),
                 d(t.last_date),
                 t.complete_through
-                    .map_or("not declared".to_string(), |d| d.to_string())
+                    .map_or("not declared".to_string(), |d| d.to_string()),
+                t.corrected,
+                t.retracted
             )?;
         }
         Ok(())

@@ -421,6 +421,7 @@ mod tests {
             rows: rows as u64,
             bytes: bytes.len() as u64,
             sha256: hex(&Sha256::digest(&bytes)),
+            replaced_in: None,
         }
     }
 
@@ -443,8 +444,11 @@ mod tests {
                     quarantine: None,
                     mapping_sha256: None,
                     data_files: vec![d.clone()],
+                    rows_unchanged: 0,
+                    rows_corrected: 0,
                 })
                 .collect(),
+            revisions: Vec::new(),
         });
         m
     }

@@ -75,6 +75,7 @@ fn shared_warehouse() -> &'static Path {
                 rows_loaded,
                 rows_rejected,
                 quarantine,
+                ..
             } = &f.outcome
             else {
                 panic!("{f:?}")

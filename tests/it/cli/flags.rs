@@ -61,6 +61,10 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach mapping check", "--mapping", MAPPING_CHECK),
     ("outreach mapping check", "--format", MAPPING_CHECK),
     ("outreach mapping check", "files", MAPPING_CHECK),
+    ("outreach ingest", "--corrections", REEXPORT),
+    ("outreach ingest", "--snapshot", REEXPORT),
+    ("outreach ingest", "--max-retract-rate", REEXPORT),
+    ("outreach ingest", "--force-retract", REEXPORT),
     ("outreach complete-through", "--warehouse", INGEST),
     ("outreach complete-through", "table", INGEST),
     ("outreach complete-through", "date", INGEST),
@@ -189,6 +193,8 @@ const DEMO: &str = "demo_builds_its_warehouse_from_its_flags_and_stops_with_no_s
 const NO_SERVE: &str = "demo_refuses_the_servers_flags_beside_no_serve";
 const SYNTH: &str = "synth_writes_what_its_flags_ask_for";
 const INGEST: &str = "ingest_and_complete_through_take_tables_dates_and_rates_from_their_flags";
+const REEXPORT: &str =
+    "ingest_takes_corrections_snapshots_and_the_retract_threshold_from_its_flags";
 /// `--warehouse`, or `OUTREACH_WAREHOUSE` in its place, on every command that takes one.
 const WAREHOUSE: &str = "the_warehouse_comes_from_outreach_warehouse_when_the_flag_is_absent";
 const PUBLISH: &str = "publish_takes_its_noise_approver_and_permissions_from_its_flags";

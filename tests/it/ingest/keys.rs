@@ -201,8 +201,7 @@ fn check_against_model(files: &[Vec<GenRow>]) -> Result<(), TestCaseError> {
                 let reason = if f0 == fi {
                     format!("arrest_id repeats line {l0}")
                 } else {
-                    "arrest_id is already in the warehouse or an earlier file of this load"
-                        .to_string()
+                    "arrest_id is already in an earlier file of this load".to_string()
                 };
                 rejects.push((line, "arrest_id".to_string(), reason));
             }
@@ -271,7 +270,11 @@ fn ids_must_be_unique_across_loads() {
         csv(EVENTS_HEADER, &events(300)),
     );
     load(&wh, &first).unwrap();
-    let mut rows = events(300)[..2].to_vec();
+    // Two stored ids again, with other values: without --corrections they are rejected.
+    let mut rows = vec![
+        event("E0000", "pkx", "P002", "2025-01-01"),
+        event("E0001", "pkx", "P002", "2025-01-01"),
+    ];
     rows.extend((0..300).map(|i| event(&format!("N{i}"), "pkx", "P002", "2025-01-01")));
     let second = write(
         tmp.path(),
@@ -283,7 +286,7 @@ fn ids_must_be_unique_across_loads() {
     assert_eq!(q.len(), 2);
     assert_eq!(
         q[0].2,
-        "event_id is already in the warehouse or an earlier file of this load"
+        "event_id is already in the warehouse with other values; if this row corrects the stored one, load the file with --corrections"
     );
     assert_eq!(scalar(&wh, "SELECT count(*) FROM overdose_events"), 600);
 }
@@ -371,8 +374,10 @@ fn many_repeats_of_stored_and_earlier_keys_are_all_caught() {
         assert_eq!(row % 2, 1, "only odd rows repeat: line {line}");
         assert_eq!(column, "event_id");
         if row < 120_000 {
+            // Stored ids with other values (program and date), and no --corrections.
             assert_eq!(
-                reason, "event_id is already in the warehouse or an earlier file of this load",
+                reason,
+                "event_id is already in the warehouse with other values; if this row corrects the stored one, load the file with --corrections",
                 "line {line}"
             );
         } else {

@@ -6,6 +6,7 @@ mod identifiers;
 mod keys;
 mod mapping;
 mod parquet;
+mod reexport;
 mod rows;
 mod safety;
 
