@@ -53,7 +53,7 @@ const KEY_ALPHABET: &[u8; 16] = b"abcdefghijklmnop";
 /// key over other data; `v1` changes if the keyed text ever does.
 const DOMAIN: &[u8] = b"outreach-warehouse person_key v1";
 
-/// Rows whose problems an error lists; the rest are counted.
+/// Problems of rows that an error lists; the rest are counted.
 const LISTED_ROW_ERRORS: usize = 20;
 
 /// Output lines written to the file at a time.
@@ -95,7 +95,7 @@ pub enum PseudonymizeError {
 /// The message of [`PseudonymizeError::Rows`]: the listed rows' problems, then how many more.
 fn rows_message(path: &Path, count: u64, lines: &[String]) -> String {
     let mut m = format!(
-        "{}: {count} row(s) cannot be keyed, so nothing was written:\n  {}",
+        "{}: {count} problem(s) in its rows, so nothing was written:\n  {}",
         path.display(),
         lines.join("\n  ")
     );
