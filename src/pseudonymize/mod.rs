@@ -188,7 +188,7 @@ impl LinkageKey {
         let mut key = [0u8; KEY_BYTES];
         for (i, pair) in hex.chunks_exact(2).enumerate() {
             let nibble = |c: u8| (c as char).to_digit(16).expect("checked hex digit") as u8;
-            key[i] = nibble(pair[0]) << 4 | nibble(pair[1]);
+            key[i] = (nibble(pair[0]) << 4) | nibble(pair[1]);
         }
         if key.iter().all(|b| *b == 0) {
             return Err(wrong("holds a key of zeros"));

@@ -175,17 +175,17 @@ pub fn date(s: &str, order: DateOrder, today: NaiveDate) -> Result<Option<String
                     return Err(Unreadable::Date);
                 };
                 let (yw, dw) = if p.len() == 4 { (p, q) } else { (q, p) };
-                let y = num(yw).ok_or(Unreadable::Date)?;
-                let d = num(dw).ok_or(Unreadable::Date)?;
+                let y = num(yw.as_str()).ok_or(Unreadable::Date)?;
+                let d = num(dw.as_str()).ok_or(Unreadable::Date)?;
                 if dw.len() > 2 {
                     return Err(Unreadable::Date);
                 }
                 (y, mo, d, yw.len())
             } else {
                 let (x, y, z) = (
-                    num(a).ok_or(Unreadable::Date)?,
-                    num(b).ok_or(Unreadable::Date)?,
-                    num(c).ok_or(Unreadable::Date)?,
+                    num(a.as_str()).ok_or(Unreadable::Date)?,
+                    num(b.as_str()).ok_or(Unreadable::Date)?,
+                    num(c.as_str()).ok_or(Unreadable::Date)?,
                 );
                 if a.len() == 4 {
                     (x, y, z, 4)
