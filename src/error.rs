@@ -13,6 +13,7 @@ use crate::ingest::IngestError;
 use crate::ledger::LedgerError;
 use crate::metrics::QueriesError;
 use crate::privacy::PrivacyError;
+use crate::pseudonymize::PseudonymizeError;
 use crate::publication::PublicationError;
 use crate::requests::RequestsError;
 use crate::synth::SynthError;
@@ -39,6 +40,8 @@ pub enum Error {
     Publication(#[from] PublicationError),
     #[error(transparent)]
     Requests(#[from] RequestsError),
+    #[error(transparent)]
+    Pseudonymize(#[from] PseudonymizeError),
     /// The API server cannot listen (address in use, no permission) or its socket failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -67,6 +70,7 @@ impl Error {
             Error::Queries(e) => e.fault(),
             Error::Publication(e) => e.fault(),
             Error::Requests(e) => e.fault(),
+            Error::Pseudonymize(e) => e.fault(),
             Error::Listen { .. } => Fault::BadInput,
             Error::Usage(_) => Fault::Usage,
             Error::Internal(_) => Fault::Internal,

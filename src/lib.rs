@@ -18,6 +18,10 @@
 //!   with the guard against spreadsheet formulas.
 //! - [`sqlite`]: what the ledger and the requests file share about SQLite: opening a file
 //!   with the same settings, IMMEDIATE write transactions and numbered schema migrations.
+//! - [`pseudonymize`]: runs at each program, before the warehouse sees a file: normalises
+//!   the linkage fields of a raw export and keys each survivor by HMAC-SHA-256 under the
+//!   state's shared key, so one human has one `person_key` in every program; it writes the
+//!   export without any identifier column.
 //! - [`warehouse`]: the warehouse folder, its manifest and dataset versions, the DataFusion
 //!   session over it, the programs table as the dictionary declares it, and `status`.
 //! - [`ingest`]: validates program CSV exports against the dictionary, refuses files with
@@ -61,6 +65,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod present;
 pub mod privacy;
+pub mod pseudonymize;
 pub mod publication;
 pub mod quarter;
 pub mod requests;

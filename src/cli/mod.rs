@@ -14,6 +14,7 @@
 //! - `serve`: the HTTP server and its limits.
 //! - `report`: the funders' quarterly report.
 //! - `requests`: researchers' requests and tokens.
+//! - `pseudonymize`: the program's pseudonymisation of a raw export, and the state's key file.
 //! - `generated`: shell completions and manual pages, generated from these definitions.
 //!
 //! Flags that cannot apply together are refused by the parser, naming both, before anything
@@ -28,6 +29,7 @@ mod generated;
 mod ingest;
 mod mapping;
 mod metrics;
+mod pseudonymize;
 mod publish;
 mod release;
 mod report;
@@ -154,6 +156,8 @@ enum Command {
         #[command(subcommand)]
         command: requests::TokensCommand,
     },
+    /// At a program: replace a raw export's identifiers by the state's keyed person_key.
+    Pseudonymize(pseudonymize::PseudonymizeArgs),
     /// Print a shell's completion script for outreach (bash, zsh or fish).
     Completions(generated::CompletionsArgs),
     /// Write a manual page per command into a folder.
@@ -259,6 +263,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Report(args) => report::run_report(args),
         Command::Requests { command } => requests::run_requests(command),
         Command::Tokens { command } => requests::run_tokens(command),
+        Command::Pseudonymize(args) => pseudonymize::run_pseudonymize(args),
         Command::Completions(args) => generated::run_completions(args),
         Command::Man(args) => generated::run_man(args),
     }

@@ -11,6 +11,7 @@
 //! the NAMEs (all of them without one). Every record of a file runs, even after a failure, so
 //! one run reports every mismatch. The process exits non-zero when a file fails.
 //! `OUTREACH_SLT_QUERIES=DIR` reads the query files from DIR instead of `queries/standard`.
+//! The cross-program queries (`queries/cross_program/*.sql`) are registered the same way.
 
 use std::error::Error;
 use std::future::Future;
@@ -94,6 +95,9 @@ async fn run(filters: &[String]) -> Result<bool, BoxError> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("queries/standard"));
     let views_ok = register_standard_queries(&ctx, &queries).await?;
+    // The statistics that follow survivors across programs (`queries/cross_program`).
+    let views_ok =
+        register_standard_queries(&ctx, &root.join("queries/cross_program")).await? && views_ok;
 
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &slt_files {

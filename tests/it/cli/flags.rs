@@ -187,7 +187,18 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
         "--dir",
         "man_writes_a_page_for_every_command",
     ),
+    ("outreach pseudonymize", "--key-file", PSEUDONYMIZE),
+    ("outreach pseudonymize", "--config", PSEUDONYMIZE),
+    ("outreach pseudonymize", "input", PSEUDONYMIZE),
+    ("outreach pseudonymize", "--out", PSEUDONYMIZE),
+    (
+        "outreach pseudonymize",
+        "--new-key-file",
+        "key_files_are_made_once_private_and_checked",
+    ),
 ];
+
+const PSEUDONYMIZE: &str = "one_survivor_written_differently_in_two_programs_gets_one_key";
 
 const DEMO: &str = "demo_builds_its_warehouse_from_its_flags_and_stops_with_no_serve";
 const NO_SERVE: &str = "demo_refuses_the_servers_flags_beside_no_serve";
