@@ -17,4 +17,5 @@ mod present;
 mod privacy;
 mod publication;
 mod synth;
+mod verify;
 mod warehouse;
