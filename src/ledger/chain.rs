@@ -58,7 +58,7 @@
 //!
 //! ## One function keeps it right
 //!
-//! [`extend`] runs at the end of every write transaction of the ledger and the publication
+//! `extend` runs at the end of every write transaction of the ledger and the publication
 //! store: it appends, in a fixed order (periods, allocations, debits, outcomes,
 //! publications), an entry for every row not yet chained, then signs the new head. So an event
 //! and its entry commit together or not at all: a refused release, or one whose transaction
@@ -77,7 +77,8 @@ use super::{Ledger, LedgerError, Result, now, sql_err};
 pub(super) const SCHEMA_V2: &str = r#"
 CREATE TABLE IF NOT EXISTS signing_key (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    key BLOB NOT NULL CHECK (length(key) = 32)
+    key BLOB NOT NULL CHECK (length(key) = 32),
+    public_key BLOB NOT NULL CHECK (length(public_key) = 32)
 );
 CREATE TABLE IF NOT EXISTS public_chain (
     seq INTEGER PRIMARY KEY CHECK (seq >= 0),
@@ -142,11 +143,11 @@ pub const HEAD_CONTEXT: &[u8] = b"outreach-warehouse ledger head v1";
 /// 0x00 || body)`.
 pub fn entry_hash(prev_hash: &[u8; 32], seq: u64, kind: &str, body: &str) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update([0x00]);
+    h.update([0x00u8]);
     h.update(prev_hash);
     h.update(seq.to_be_bytes());
     h.update(kind.as_bytes());
-    h.update([0x00]);
+    h.update([0x00u8]);
     h.update(body.as_bytes());
     h.finalize().into()
 }
@@ -285,9 +286,12 @@ pub(super) fn create_signing_key(tx: &Transaction<'_>, path: &Path) -> Result<()
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
         .map_err(|err| LedgerError::Invalid(format!("the OS random generator failed: {err}")))?;
+    // The public key is stored beside it, so that a reader (the API server) never reads the
+    // signing key.
+    let public_key = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
     tx.execute(
-        "INSERT INTO signing_key (id, key) VALUES (1, ?1)",
-        params![&seed[..]],
+        "INSERT INTO signing_key (id, key, public_key) VALUES (1, ?1, ?2)",
+        params![&seed[..], &public_key[..]],
     )
     .map_err(&e)?;
     Ok(())
@@ -547,7 +551,7 @@ pub(crate) fn extend(tx: &Transaction<'_>, path: &Path) -> Result<()> {
         tx,
         path,
         "SELECT o.release_id FROM release_outcomes o JOIN releases r ON r.id = o.release_id
-         WHERE o.release_id > ?1 AND o.status = 'released' AND r.allocation NOT LIKE 'researcher:%'
+         WHERE o.release_id > ?1 AND o.status = 'released' AND substr(r.allocation, 1, 11) <> 'researcher:'
            AND NOT EXISTS (SELECT 1 FROM public_chain c WHERE c.source_table = 'release_outcomes' AND c.source_id = o.release_id)
          ORDER BY o.finished_at, o.release_id",
         cutoff,
@@ -841,10 +845,20 @@ impl Ledger {
     }
 
     /// The public key of the warehouse's signing key, in hex: what `outreach key show` prints
-    /// and readers check the signed head with. The signing key itself never leaves the ledger.
+    /// and readers check the signed head with. It is read from its own column: the signing
+    /// key itself is read only to sign, and never leaves the ledger.
     pub fn public_key_hex(&self) -> Result<String> {
-        let key = signing_key(&self.conn, &self.path)?;
-        Ok(to_hex(key.verifying_key().as_bytes()))
+        let key: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT public_key FROM signing_key WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.e())?;
+        key.map(|k| to_hex(&k)).ok_or_else(|| LedgerError::Corrupt {
+            path: self.path.clone(),
+            message: "the ledger has no signing key for its public chain".into(),
+        })
     }
 }
 

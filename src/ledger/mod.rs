@@ -292,7 +292,7 @@ fn to_v1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 }
 
 /// Version 2: the tables of the public chain and its signing key, append-only like the rest.
-/// [`Ledger::migrate`] then draws the key and starts the chain in the same transaction.
+/// `Ledger::migrate` then draws the key and starts the chain in the same transaction.
 fn to_v2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(chain::SCHEMA_V2)?;
     append_only(tx, chain::TABLES_V2)

@@ -25,6 +25,9 @@ const BUDGET: &str = "v1/budget.json";
 const RELEASES: &str = "v1/releases.json";
 const QUARTERS: &str = "v1/quarters.json";
 
+/// What a missing field reads as.
+static NULL: Value = Value::Null;
+
 /// Checks the public record against the warehouse's public key `key` (see the module docs of
 /// `verify`): a report of what was checked, or the first thing that does not hold.
 pub fn verify(record: &dyn PublicRecord, key: &VerifyingKey) -> Result<VerifyReport, VerifyError> {
@@ -670,7 +673,7 @@ fn check_releases(
                 &e.kind,
                 format!(
                     "release {id} is served ({route}) with ledger_entry {}, not this entry's hash {}",
-                    release.get("ledger_entry").unwrap_or(&Value::Null),
+                    release.get("ledger_entry").unwrap_or(&NULL),
                     e.hash
                 ),
             ));
@@ -715,8 +718,8 @@ fn check_releases(
                     &e.kind,
                     format!(
                         "release {id} is served ({route}) with {served_field} {}, but this entry says {}",
-                        release.get(served_field).unwrap_or(&Value::Null),
-                        e.body.get(chain_field).unwrap_or(&Value::Null)
+                        release.get(served_field).unwrap_or(&NULL),
+                        e.body.get(chain_field).unwrap_or(&NULL)
                     ),
                 ));
             }
@@ -787,8 +790,8 @@ fn check_publications(
         };
         let e = &entries[at];
         for field in ["quarter", "release_id", "equity_release_id", "supersedes"] {
-            let served = q.get(field).unwrap_or(&Value::Null);
-            let chained = e.body.get(field).unwrap_or(&Value::Null);
+            let served = q.get(field).unwrap_or(&NULL);
+            let chained = e.body.get(field).unwrap_or(&NULL);
             if served != chained {
                 return Err(entry_error(
                     e.seq,
@@ -805,7 +808,7 @@ fn check_publications(
                 &e.kind,
                 format!(
                     "publication {id} is served ({QUARTERS}) with ledger_entry {}, not this entry's hash {}",
-                    q.get("ledger_entry").unwrap_or(&Value::Null),
+                    q.get("ledger_entry").unwrap_or(&NULL),
                     e.hash
                 ),
             ));
