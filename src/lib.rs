@@ -46,6 +46,10 @@
 //!   report (HTML with SVG charts).
 //! - [`api`]: the read-only HTTP API (`outreach serve`) over what [`present`] shows; it
 //!   reads no data, only what was published.
+//! - [`verify`]: anyone's check of the public record (the API or a static copy of it) against
+//!   the warehouse's public key: the signed head, the hash chain, every total, and every
+//!   served release and publication against its entry. A client: it reads public routes
+//!   only, never the ledger's file.
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
 //!
@@ -71,6 +75,7 @@ pub mod quarter;
 pub mod requests;
 pub mod sqlite;
 pub mod synth;
+pub mod verify;
 pub mod warehouse;
 
 pub use error::{Error, Result};

@@ -376,6 +376,59 @@ pub async fn budget(
     Ok(r)
 }
 
+#[utoipa::path(get, path = "/v1/ledger", tag = "ledger", params(FormatParam),
+    responses((status = 200, description = "The public ledger chain in brief: its entries, pages and head hash, with relative links to the first page and the signed head", body = views::LedgerSummary),
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "Bad format", body = ErrorBody)))]
+pub async fn ledger(
+    State(state): State<AppState>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    rendered(&state, "/v1/ledger", f, &headers)
+}
+
+#[utoipa::path(get, path = "/v1/ledger/pages/{page}", tag = "ledger",
+    params(("page" = i64, Path, description = "A page number, from 1"), FormatParam),
+    responses((status = 200, description = "Up to 500 entries of the public ledger chain, in order, each with its seq, kind, day, body (the canonical JSON its hash covers), previous hash and hash; `next` is the next page, relative", body = views::LedgerPage),
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "A page that is not a whole number, or a bad format", body = ErrorBody),
+              (status = 404, description = "No such page: the pages are numbered from 1 to the count /v1/ledger gives", body = ErrorBody)))]
+pub async fn ledger_page(
+    State(state): State<AppState>,
+    p: Result<Path<i64>, PathRejection>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let page = path(p)?;
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    let snap = state.snapshot();
+    let r = snap
+        .rendered
+        .get(&format!("/v1/ledger/pages/{page}"))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no ledger page {page}: the pages are numbered from 1 to {}",
+                snap.ledger.summary.pages
+            ))
+        })?;
+    Ok(respond(r, f, &headers))
+}
+
+#[utoipa::path(get, path = "/v1/ledger/head", tag = "ledger", params(FormatParam),
+    responses((status = 200, description = "The chain's head (size and hash) signed with the warehouse's Ed25519 key, with the public key; all hex", body = views::LedgerHead),
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "Bad format", body = ErrorBody)))]
+pub async fn ledger_head(
+    State(state): State<AppState>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    rendered(&state, "/v1/ledger/head", f, &headers)
+}
+
 /// A researcher, identified by the bearer token of the request: the token's id (what their
 /// requests belong to) and their name (what their allocation is named after).
 #[derive(Debug, Clone)]

@@ -213,6 +213,10 @@ impl Modify for CsvBodies {
         views::ReleaseSummary,
         views::Budget,
         views::AllocationBudget,
+        views::LedgerSummary,
+        views::LedgerPage,
+        views::LedgerEntry,
+        views::LedgerHead,
         Submission,
         Submitted,
         Quote,
@@ -226,6 +230,7 @@ impl Modify for CsvBodies {
         (name = "catalog", description = "Programs and metric definitions"),
         (name = "metrics", description = "The standard metrics per quarter: the funder's and the agency's calls"),
         (name = "releases", description = "Every public release and the privacy budget"),
+        (name = "ledger", description = "The public ledger chain: every public event, hash-chained, its head signed with the warehouse's Ed25519 key"),
         (name = "requests", description = "Researchers' requests (bearer token)")
     )
 )]

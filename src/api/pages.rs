@@ -242,7 +242,8 @@ impl Served {
         for (q, publ) in &self.quarters {
             for p in &publ.doc.programs {
                 let id = &p.program.program_id;
-                if let Some(view) = views::program_quarter(&publ.stored, &publ.doc, id) {
+                if let Some(mut view) = views::program_quarter(&publ.stored, &publ.doc, id) {
+                    view.ledger_entry = publ.ledger_entry.clone();
                     pages.push((format!("/v1/quarters/{q}/programs/{id}"), view));
                 }
             }
@@ -269,5 +270,30 @@ impl Served {
             "/v1/budget".into(),
             Rendered::new(&budget, csv::rows(&budget.allocations), Live),
         );
+        // The public ledger chain: its summary and head change with every event, a full page
+        // never (the chain is append-only), the last page as entries join it.
+        let ledger = self.ledger.clone();
+        self.put(
+            "/v1/ledger".into(),
+            Rendered::new(
+                &ledger.summary,
+                csv::rows(std::slice::from_ref(&ledger.summary)),
+                Live,
+            ),
+        );
+        self.put(
+            "/v1/ledger/head".into(),
+            Rendered::new(
+                &ledger.head,
+                csv::rows(std::slice::from_ref(&ledger.head)),
+                Live,
+            ),
+        );
+        for page in &ledger.pages {
+            self.put(
+                format!("/v1/ledger/pages/{}", page.page),
+                Rendered::new(page, csv::rows(&page.entries), Live),
+            );
+        }
     }
 }

@@ -47,6 +47,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/releases"),
     ("GET", "/v1/releases/{id}"),
     ("GET", "/v1/budget"),
+    ("GET", "/v1/ledger"),
+    ("GET", "/v1/ledger/pages/{page}"),
+    ("GET", "/v1/ledger/head"),
     ("POST", "/v1/requests"),
     ("GET", "/v1/requests"),
     ("GET", "/v1/requests/{id}"),
@@ -215,6 +218,9 @@ pub fn api_routes(
         .routes(routes!(handlers::releases))
         .routes(routes!(handlers::release))
         .routes(routes!(handlers::budget))
+        .routes(routes!(handlers::ledger))
+        .routes(routes!(handlers::ledger_page))
+        .routes(routes!(handlers::ledger_head))
         .merge(researcher)
 }
 

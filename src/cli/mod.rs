@@ -10,6 +10,7 @@
 //! - `metrics`: the standard metrics and their exact counts.
 //! - `publish`: `publish` and `plan`, the quarterly publication.
 //! - `budget`: the privacy budget.
+//! - `key`: the public key of the ledger chain's signing key.
 //! - `release`: `release` and `releases`.
 //! - `serve`: the HTTP server and its limits.
 //! - `report`: the funders' quarterly report.
@@ -28,6 +29,7 @@ mod demo;
 mod generated;
 mod ingest;
 mod mapping;
+mod key;
 mod metrics;
 mod pseudonymize;
 mod publish;
@@ -119,6 +121,16 @@ enum Command {
     Budget {
         #[command(subcommand)]
         command: budget::BudgetCommand,
+    },
+    /// The signing key of the public ledger chain: show its public key, to publish elsewhere.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  outreach key show --warehouse wh\n",
+        "  outreach key show --warehouse wh > ledger-key.txt",
+    ))]
+    Key {
+        #[command(subcommand)]
+        command: key::KeyCommand,
     },
     /// Release differentially private statistics: debit the budget, bound, add noise, store.
     Release(Box<release::ReleaseArgs>),
@@ -257,6 +269,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Plan(args) => publish::run_plan(args),
         Command::Metrics(args) => metrics::run_metrics(args),
         Command::Budget { command } => budget::run_budget(command),
+        Command::Key { command } => key::run_key(command),
         Command::Release(args) => release::run_release(*args),
         Command::Releases { command } => release::run_releases(command),
         Command::Serve(args) => serve::run_serve(args),

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::spend::{Quantity, SLACK, Spend};
 use super::{
-    Ledger, LedgerError, NoiseKind, Result, SCHEMA_VERSION, create_schema, now, secret, sql_err,
+    Ledger, LedgerError, NoiseKind, Result, SCHEMA_VERSION, chain, create_schema, now, secret,
+    sql_err,
 };
 use crate::sqlite;
 
@@ -124,6 +125,8 @@ impl Ledger {
                 "initial budget",
             )
             .map_err(&e)?;
+            // The signing key and the public chain, which starts with this ledger.
+            chain::start_new(tx, &path)?;
             sqlite::set_schema_version(tx, SCHEMA_VERSION).map_err(&e)
         })?;
         drop(e);
@@ -252,7 +255,7 @@ impl Ledger {
                 )
                 .map_err(&e)?;
             }
-            Ok(())
+            chain::extend(tx, &path)
         })
     }
 
@@ -331,6 +334,7 @@ impl Ledger {
                     period_row,
                 )
                 .map_err(&e)?;
+            chain::extend(tx, &path)?;
             Ok(period)
         })
     }

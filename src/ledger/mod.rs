@@ -24,11 +24,18 @@
 //!   outcome was interrupted; its debit stays spent.
 //! - **Secret.** The key of the cell-choice hash is created at `budget init` from the OS
 //!   generator and never leaves this file.
+//! - **Public chain.** Every event the public may know is also an entry of a hash-chained,
+//!   append-only list whose head is signed with the warehouse's Ed25519 key (created at
+//!   `budget init` from the OS generator, kept in this file beside the secret): see
+//!   [`chain`]. Each write transaction appends its events' entries before it commits.
 //! - **Schema versions** (`PRAGMA user_version`). 0: the first ledgers, whose allocations
 //!   had no δ. 1: `allocation_deltas`, an allocation's δ. [`Ledger::open`] migrates an older
 //!   ledger in place, adding tables only (so the append-only triggers never fire); its
 //!   allocations then have δ 0 until the steward gives them some
-//!   (`outreach budget allocate NAME 0 --delta D`). A ledger of a newer version is refused.
+//!   (`outreach budget allocate NAME 0 --delta D`). 2: the public chain (`public_chain`,
+//!   `chain_heads`, `chain_start`) and its signing key (`signing_key`); a ledger migrated to it
+//!   gets a signing key and a chain that starts with a `genesis` entry recording its state
+//!   then. A ledger of a newer version is refused.
 //!
 //! ## Files
 //!
@@ -41,11 +48,14 @@
 //! - `claims.rs`: the per-key lock that makes identical releases wait for each other
 //!   ([`Ledger::claim_release`]).
 //! - `secret.rs`: the warehouse's secret, the key of the cell-choice hash.
+//! - `chain.rs`: the public chain of ledger events, its hash, its signed heads and its
+//!   signing key.
 //! - `spend.rs`: [`Spend`], a privacy spend (ρ and δ) as one checked value.
 //! - `integrity.rs`: the steward's check of the ledger's invariants ([`Ledger::check`]).
 //! - `noise.rs`: the noise a warehouse uses ([`NoiseKind`]).
 
 mod budget;
+pub mod chain;
 mod claims;
 mod integrity;
 pub mod noise;
@@ -61,6 +71,7 @@ use rusqlite::Connection;
 use crate::fault::Fault;
 use crate::sqlite::{self, Migration};
 pub use budget::{AllocationView, BudgetInit, BudgetPeriod, BudgetView, PrivacyConfig};
+pub use chain::{ChainEntry, SignedHead};
 pub use claims::{CLAIMS_DIR, ReleaseClaim};
 pub use noise::NoiseKind;
 pub use releases::{Begin, ReleaseStart, StoredRelease};
@@ -71,7 +82,7 @@ pub use spend::{Spend, SpendError};
 pub const LEDGER_FILE: &str = "ledger.sqlite";
 
 /// The ledger's schema version (`PRAGMA user_version`); see the module docs.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Errors of the ledger layer.
 #[derive(Debug, thiserror::Error)]
@@ -256,20 +267,35 @@ fn append_only(tx: &rusqlite::Transaction<'_>, tables: &[&str]) -> rusqlite::Res
 fn create_schema(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(SCHEMA_V1)?;
-    append_only(tx, APPEND_ONLY)
+    tx.execute_batch(chain::SCHEMA_V2)?;
+    append_only(tx, APPEND_ONLY)?;
+    append_only(tx, chain::TABLES_V2)
 }
 
 /// The migrations that bring a ledger of an older schema up to [`SCHEMA_VERSION`]. They only
 /// add tables and triggers: no row is updated or deleted.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    apply: to_v1,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        apply: to_v1,
+    },
+    Migration {
+        version: 2,
+        apply: to_v2,
+    },
+];
 
 /// Version 1: the table of allocations' δ, append-only like the rest.
 fn to_v1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(SCHEMA_V1)?;
     append_only(tx, &["allocation_deltas"])
+}
+
+/// Version 2: the tables of the public chain and its signing key, append-only like the rest.
+/// `Ledger::migrate` then draws the key and starts the chain in the same transaction.
+fn to_v2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(chain::SCHEMA_V2)?;
+    append_only(tx, chain::TABLES_V2)
 }
 
 /// An open ledger.
@@ -392,6 +418,9 @@ impl Ledger {
             let found = sqlite::schema_version(tx).map_err(&e)?;
             if found < SCHEMA_VERSION {
                 sqlite::upgrade(tx, found, SCHEMA_VERSION, MIGRATIONS).map_err(&e)?;
+                // A ledger from before the public chain: its signing key and the chain's
+                // start, which records the state it starts from.
+                chain::start_migrated(tx, &path)?;
             }
             Ok(())
         })

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::budget::{check_budget, current_period};
-use super::{Ledger, LedgerError, Result, Spend, now, sql_err};
+use super::{Ledger, LedgerError, Result, Spend, chain, now, sql_err};
 use crate::sqlite;
 
 /// What a release records with its debit.
@@ -167,6 +167,8 @@ impl Ledger {
                 // Every one was already released: nothing was written.
                 return Ok((begun, false));
             }
+            // The debits' entries on the public chain, in the same transaction.
+            chain::extend(tx, &path)?;
             crate::failpoint::hit("ledger-before-commit");
             Ok((begun, true))
         })?;
@@ -177,34 +179,41 @@ impl Ledger {
     }
 
     /// Records that release `id` was published with `result` (public) and `diagnostics`
-    /// (steward only).
+    /// (steward only); a public release's numbers go on the public chain in the same
+    /// transaction.
     pub fn finish_released(
         &mut self,
         id: i64,
         result: &serde_json::Value,
         diagnostics: &serde_json::Value,
     ) -> Result<()> {
-        self.conn
-            .execute(
+        let path = self.path.clone();
+        let e = sql_err(&path);
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            tx.execute(
                 "INSERT INTO release_outcomes (release_id, status, result, diagnostics, finished_at)
                  VALUES (?1, 'released', ?2, ?3, ?4)",
                 params![id, result.to_string(), diagnostics.to_string(), now()],
             )
-            .map_err(self.e())?;
-        Ok(())
+            .map_err(&e)?;
+            chain::extend(tx, &path)
+        })
     }
 
-    /// Records that release `id` failed after its debit; the debit stays spent. The error
-    /// text is for the steward only.
+    /// Records that release `id` failed after its debit; the debit stays spent, and so does
+    /// its entry on the public chain. The error text is for the steward only.
     pub fn finish_failed(&mut self, id: i64, error: &str) -> Result<()> {
-        self.conn
-            .execute(
+        let path = self.path.clone();
+        let e = sql_err(&path);
+        sqlite::immediate(&mut self.conn, &e, |tx| {
+            tx.execute(
                 "INSERT INTO release_outcomes (release_id, status, error, finished_at)
                  VALUES (?1, 'failed', ?2, ?3)",
                 params![id, error, now()],
             )
-            .map_err(self.e())?;
-        Ok(())
+            .map_err(&e)?;
+            chain::extend(tx, &path)
+        })
     }
 
     /// Every release, newest last.

@@ -2,7 +2,9 @@
 //! and the release store alone, for the API, the dashboard and the quarterly report.
 //!
 //! It holds each quarter's current publication with the quarter's privacy loss, the public
-//! releases, the public budget, and the programs table stored with the latest publication.
+//! releases, the public budget, the programs table stored with the latest publication, and
+//! the public ledger chain with its signed head; each release and publication carries the
+//! hash of its entry on the chain.
 //! Nothing here reads the warehouse's data: the programs are the copy that `publish` stored
 //! in the ledger, so what is shown changes only when something is published (or a
 //! researcher's release is made public), never when data is loaded.
@@ -11,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::views::{self, Program, Release, ReleaseSummary};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, chain};
 use crate::privacy::PublicRelease;
 use crate::publication::StoredPublication;
 use crate::publication::{DocumentError, Publication, QuarterLoss, corrected_after, quarter_loss};
@@ -30,6 +32,9 @@ pub struct QuarterPublication {
     /// of the quarter (read from the manifest when the snapshot loads): the figures stand as
     /// published until the quarter is published again.
     pub corrected_after_publication: bool,
+    /// The hash of its entry on the public ledger chain; none for a publication stored
+    /// before the ledger had its chain.
+    pub ledger_entry: Option<String>,
 }
 
 /// A stored publication whose document this build cannot read (corrupt, or a version from
@@ -66,6 +71,8 @@ pub struct Snapshot {
     pub researcher_allocations: HashMap<String, views::AllocationBudget>,
     /// Stored publications whose document cannot be read, oldest first.
     pub unreadable: Vec<UnreadablePublication>,
+    /// The public ledger chain, paged, and its signed head (`/v1/ledger`).
+    pub ledger: views::PublicLedger,
 }
 
 impl Snapshot {
@@ -99,6 +106,29 @@ impl Snapshot {
             .map(|r| (r.id, (r.debit_rho, r.debit_delta)))
             .collect();
         let display_delta = ledger.config()?.display_delta;
+
+        // The public chain, and the entry of each release's numbers and of each publication.
+        let entries = ledger.chain()?;
+        let mut release_entries: HashMap<i64, String> = HashMap::new();
+        let mut publication_entries: HashMap<i64, String> = HashMap::new();
+        for entry in &entries {
+            let body = serde_json::from_str::<serde_json::Value>(&entry.body).ok();
+            let field_id = |field: &str| body.as_ref()?.get(field)?.as_i64();
+            match entry.kind.as_str() {
+                chain::RELEASE => {
+                    if let Some(id) = field_id("release_id") {
+                        release_entries.insert(id, entry.hash.clone());
+                    }
+                }
+                chain::PUBLICATION => {
+                    if let Some(id) = field_id("publication_id") {
+                        publication_entries.insert(id, entry.hash.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        snap.ledger = views::ledger(&entries, ledger.chain_head()?.as_ref());
 
         // Publications: the current one per quarter; which release superseded which.
         let mut quarter_of: HashMap<i64, String> = HashMap::new();
@@ -161,6 +191,7 @@ impl Snapshot {
                 stored.published_at = super::tables::day(&stored.published_at);
                 let corrected_after_publication =
                     corrected_after(&manifest, &p.quarter, &p.dataset_version).is_some();
+                let ledger_entry = publication_entries.get(&p.id).cloned();
                 snap.quarters.insert(
                     p.quarter.clone(),
                     QuarterPublication {
@@ -168,6 +199,7 @@ impl Snapshot {
                         doc,
                         loss,
                         corrected_after_publication,
+                        ledger_entry,
                     },
                 );
             }
@@ -185,12 +217,13 @@ impl Snapshot {
                     .insert(stored.id, researcher.to_string());
                 continue;
             }
-            let release = Release::new(
+            let mut release = Release::new(
                 &stored,
                 public,
                 quarter_of.get(&stored.id).cloned(),
                 superseded_by.get(&stored.id).copied(),
             );
+            release.ledger_entry = release_entries.get(&stored.id).cloned();
             snap.releases.insert(stored.id, release);
         }
 

@@ -4,12 +4,12 @@
 //! [`crate::csv_out`]). Each view is built from what `publish` and the ledger stored. Nothing
 //! here computes a statistic: every number is read from a stored release or publication.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::snapshot::QuarterPublication;
 use crate::csv_out::csv_row;
-use crate::ledger::{BudgetView, StoredRelease};
+use crate::ledger::{BudgetView, ChainEntry, SignedHead, StoredRelease};
 use crate::metrics::Catalog;
 use crate::privacy::PublicRelease;
 use crate::privacy::mechanism::epsilon_at;
@@ -153,8 +153,11 @@ pub struct Quarter {
     /// corrected or retracted records): the figures are as published, and the quarter is due
     /// to be published again. It says nothing of which records or how many.
     pub corrected_after_publication: bool,
-    /// The quarter's privacy loss: its fields are this object's, between
-    /// `corrected_after_publication` and `releases`.
+    /// The hash (hex) of the publication's entry on the public ledger chain (`/v1/ledger`);
+    /// none for a publication made before the ledger had its chain.
+    pub ledger_entry: Option<String>,
+    /// The quarter's privacy loss: its fields are this object's, between `ledger_entry` and
+    /// `releases`.
     #[serde(flatten)]
     #[schema(inline)]
     pub loss: QuarterLoss,
@@ -175,6 +178,7 @@ pub fn quarter(q: &QuarterPublication) -> Quarter {
         approver: q.stored.approver.clone(),
         supersedes: q.stored.supersedes,
         corrected_after_publication: q.corrected_after_publication,
+        ledger_entry: q.ledger_entry.clone(),
         loss: QuarterLoss::from(&q.loss),
         releases: q.loss.releases.clone(),
     }
@@ -333,6 +337,9 @@ pub struct ProgramQuarter {
     pub completeness: Vec<Completeness>,
     pub figures: Vec<Figure>,
     pub note: String,
+    /// The hash (hex) of the publication's entry on the public ledger chain; none for a
+    /// publication made before the ledger had its chain.
+    pub ledger_entry: Option<String>,
 }
 
 /// The equity breakdowns of `scope` (a program id, or `statewide`), as figures `by` that.
@@ -401,6 +408,7 @@ pub fn program_quarter(
         completeness: doc.completeness.clone(),
         figures,
         note: doc.note.clone(),
+        ledger_entry: None,
     })
 }
 
@@ -559,6 +567,9 @@ pub struct Release {
     pub quarter: Option<String>,
     /// The release that replaced it after new data; the quarter routes serve that one.
     pub superseded_by: Option<i64>,
+    /// The hash (hex) of the entry on the public ledger chain (`/v1/ledger`) that holds its
+    /// numbers; none for a release made before the ledger had its chain.
+    pub ledger_entry: Option<String>,
 }
 
 /// A release's public view with its time cut to the day (`YYYY-MM-DD`).
@@ -580,6 +591,7 @@ impl Release {
             debit_delta: stored.debit_delta,
             quarter,
             superseded_by,
+            ledger_entry: None,
         }
     }
 }
@@ -740,6 +752,136 @@ pub fn researcher_allocations(
     Ok(out)
 }
 
+/// Entries on one page of `GET /v1/ledger/pages/{page}`.
+pub const LEDGER_PAGE_SIZE: usize = 500;
+
+/// One entry of the public ledger chain. Its hash is `SHA-256(0x00 || prev_hash || seq as 8
+/// bytes big-endian || kind || 0x00 || body)` (`crate::ledger::chain`), over `body` exactly as
+/// served: canonical JSON (keys sorted, no whitespace) holding the entry's fields, `day` among
+/// them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEntry {
+    /// From 0, without gaps.
+    pub seq: i64,
+    /// `genesis`, `budget_period`, `allocation`, `debit`, `private_debit`, `release` or
+    /// `publication`.
+    pub kind: String,
+    /// The day of the event, `YYYY-MM-DD` (the body's `day`).
+    pub day: String,
+    /// The entry's fields as canonical JSON text: what the hash covers.
+    pub body: String,
+    /// The previous entry's hash, hex (64 zeros for entry 0).
+    pub prev_hash: String,
+    /// This entry's hash, hex.
+    pub hash: String,
+}
+
+impl From<&ChainEntry> for LedgerEntry {
+    fn from(e: &ChainEntry) -> LedgerEntry {
+        LedgerEntry {
+            seq: e.seq as i64,
+            kind: e.kind.clone(),
+            day: e.day(),
+            body: e.body.clone(),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+}
+
+/// `GET /v1/ledger`: the public ledger chain in brief, with links (relative to this route)
+/// to its first page and its signed head.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerSummary {
+    /// Entries on the chain.
+    pub entries: i64,
+    /// Pages of `page_size` entries, numbered from 1.
+    pub pages: i64,
+    pub page_size: i64,
+    /// The last entry's hash, hex (empty before the first entry).
+    pub head_hash: String,
+    /// The first page, relative to this route: `ledger/pages/1`.
+    pub first_page: Option<String>,
+    /// The signed head, relative to this route: `ledger/head`.
+    pub head: String,
+}
+
+/// `GET /v1/ledger/pages/{page}`: up to [`LEDGER_PAGE_SIZE`] entries in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerPage {
+    pub page: i64,
+    pub pages: i64,
+    pub entries: Vec<LedgerEntry>,
+    /// The next page, relative to this one (its number); none on the last.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/ledger/head`: the chain's head signed with the warehouse's Ed25519 key over
+/// `"outreach-warehouse ledger head v1" || 0x00 || size as 8 bytes big-endian || hash`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerHead {
+    /// Entries the head covers.
+    pub size: i64,
+    /// The hash of entry `size - 1`, hex.
+    pub hash: String,
+    /// The Ed25519 signature, hex (64 bytes).
+    pub signature: String,
+    /// The public key, hex (32 bytes). Check it against the one the warehouse published
+    /// elsewhere (`outreach key show`): a head is only as good as the key you trust.
+    pub public_key: String,
+}
+
+impl From<&SignedHead> for LedgerHead {
+    fn from(h: &SignedHead) -> LedgerHead {
+        LedgerHead {
+            size: h.size as i64,
+            hash: h.hash.clone(),
+            signature: h.signature.clone(),
+            public_key: h.public_key.clone(),
+        }
+    }
+}
+
+/// The public chain as served: the summary, every page and the signed head.
+#[derive(Debug, Clone, Default)]
+pub struct PublicLedger {
+    pub summary: LedgerSummary,
+    pub pages: Vec<LedgerPage>,
+    pub head: LedgerHead,
+}
+
+/// The served chain from the ledger's entries and latest signed head.
+pub fn ledger(entries: &[ChainEntry], head: Option<&SignedHead>) -> PublicLedger {
+    let entries: Vec<LedgerEntry> = entries.iter().map(LedgerEntry::from).collect();
+    let chunks: Vec<&[LedgerEntry]> = entries.chunks(LEDGER_PAGE_SIZE).collect();
+    let pages = chunks.len() as i64;
+    let pages_served = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let page = i as i64 + 1;
+            LedgerPage {
+                page,
+                pages,
+                entries: chunk.to_vec(),
+                next: (page < pages).then(|| (page + 1).to_string()),
+            }
+        })
+        .collect();
+    PublicLedger {
+        summary: LedgerSummary {
+            entries: entries.len() as i64,
+            pages,
+            page_size: LEDGER_PAGE_SIZE as i64,
+            head_hash: entries.last().map(|e| e.hash.clone()).unwrap_or_default(),
+            first_page: (pages > 0).then(|| "ledger/pages/1".to_string()),
+            head: "ledger/head".to_string(),
+        },
+        pages: pages_served,
+        head: head.map(LedgerHead::from).unwrap_or_default(),
+    }
+}
+
 // The CSV lines of the views: one column per field, in the order the type declares them.
 
 csv_row!(Figure {
@@ -820,4 +962,26 @@ csv_row!(AllocationBudget {
     epsilon,
     spent_epsilon,
     remaining_epsilon,
+});
+csv_row!(LedgerEntry {
+    seq,
+    kind,
+    day,
+    body,
+    prev_hash,
+    hash,
+});
+csv_row!(LedgerSummary {
+    entries,
+    pages,
+    page_size,
+    head_hash,
+    first_page,
+    head,
+});
+csv_row!(LedgerHead {
+    size,
+    hash,
+    signature,
+    public_key,
 });

@@ -159,6 +159,8 @@ impl Ledger {
                     .map_err(&e)?;
                 }
             }
+            // The publication's entry on the public chain, in the same transaction.
+            crate::ledger::chain::extend(tx, &path)?;
             Ok(id)
         })
     }

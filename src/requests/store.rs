@@ -775,12 +775,17 @@ pub async fn approve(
     };
     match release(warehouse, &req).await {
         Ok(outcome) => {
-            let stored = crate::ledger::Ledger::open(warehouse)?.release(outcome.id)?;
+            let mut ledger = crate::ledger::Ledger::open(warehouse)?;
+            let stored = ledger.release(outcome.id)?;
             if stored.allocation != allocation_of(&request.researcher) {
                 return Err(RequestsError::Invalid(format!(
                     "internal: release {} belongs to allocation '{}', not to request {id}'s researcher",
                     outcome.id, stored.allocation
                 )));
+            }
+            if public {
+                // Made public: its numbers join the public chain, which held its spend only.
+                ledger.chain_public_release(outcome.id)?;
             }
             queue.decide(
                 id,

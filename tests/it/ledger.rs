@@ -878,3 +878,214 @@ fn the_ledger_does_not_import_the_privacy_engine() {
     let _: outreach_warehouse::privacy::NoiseKind = kind;
     let _: outreach_warehouse::privacy::mechanism::NoiseKind = kind;
 }
+
+// The public chain (`src/ledger/chain.rs`): an event and its entry commit together or not at
+// all, a researcher's release is public as spend only, entries hold days, and a ledger from
+// before the chain starts one that says what it summarises.
+
+/// Every entry's body, parsed.
+fn chain_bodies(l: &Ledger) -> Vec<(String, serde_json::Value)> {
+    l.chain()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, serde_json::from_str(&e.body).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_refused_release_leaves_no_entry_and_a_failed_one_keeps_its_debit_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = init(tmp.path(), 1.0);
+    l.allocate("std", 1.0).unwrap();
+    let kinds =
+        |l: &Ledger| -> Vec<String> { l.chain().unwrap().into_iter().map(|e| e.kind).collect() };
+    assert_eq!(kinds(&l), ["genesis", "budget_period", "allocation"]);
+    let head = l.chain_head().unwrap().unwrap();
+    assert_eq!(head.size, 3);
+    // Over budget: refused before anything is written, so no entry and no new head.
+    let e = l.begin_release(&start("big", "std", 1.5)).unwrap_err();
+    assert!(matches!(e, LedgerError::OverBudget { .. }), "{e}");
+    assert_eq!(kinds(&l).len(), 3);
+    assert_eq!(l.chain_head().unwrap().unwrap(), head);
+    // An allocation refused over the total: no entry either.
+    assert!(l.allocate("more", 0.5).is_err());
+    assert_eq!(kinds(&l).len(), 3);
+    // A debit is an entry in its own transaction; its failure adds nothing, and the debit
+    // entry stays.
+    let Begin::Fresh(id) = l.begin_release(&start("a", "std", 0.25)).unwrap() else {
+        panic!("a fresh release")
+    };
+    assert_eq!(kinds(&l).last().unwrap(), "debit");
+    l.finish_failed(id, "the steward's error text").unwrap();
+    assert_eq!(
+        kinds(&l),
+        ["genesis", "budget_period", "allocation", "debit"]
+    );
+    let text: String = l.chain().unwrap().iter().map(|e| e.body.clone()).collect();
+    assert!(!text.contains("error text"), "{text}");
+    // A released one adds its numbers.
+    let Begin::Fresh(id) = l.begin_release(&start("b", "std", 0.25)).unwrap() else {
+        panic!("a fresh release")
+    };
+    l.finish_released(
+        id,
+        &serde_json::json!({"note": "n"}),
+        &serde_json::json!({"rows": 99}),
+    )
+    .unwrap();
+    let bodies = chain_bodies(&l);
+    let (kind, release) = bodies.last().unwrap();
+    assert_eq!(kind, "release");
+    assert_eq!(release["release_id"], id);
+    assert_eq!(release["result"], serde_json::json!({"note": "n"}));
+    assert!(release.get("diagnostics").is_none() && !release.to_string().contains("99"));
+    // Each entry names the one before, and the head is signed over the last.
+    let chain = l.chain().unwrap();
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+        assert_eq!(pair[1].seq, pair[0].seq + 1);
+    }
+    let head = l.chain_head().unwrap().unwrap();
+    assert_eq!(head.size, chain.len() as u64);
+    assert_eq!(head.hash, chain.last().unwrap().hash);
+    assert_eq!(head.public_key, l.public_key_hex().unwrap());
+    assert!(l.check().unwrap().is_empty());
+}
+
+#[test]
+fn a_researchers_release_is_on_the_chain_as_day_and_spend_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = init(tmp.path(), 1.0);
+    l.allocate("researcher:rosa", 0.5).unwrap();
+    let mut asked = start("rosa-key-4f2a", "researcher:rosa", 0.2);
+    asked.name = "rosa's study of the Eastside team".into();
+    asked.approver = "sam".into();
+    let Begin::Fresh(id) = l.begin_release(&asked).unwrap() else {
+        panic!("a fresh release")
+    };
+    l.finish_released(
+        id,
+        &serde_json::json!({"statistics": [{"values": [{"raw": 4242}]}]}),
+        &serde_json::json!({}),
+    )
+    .unwrap();
+    let bodies = chain_bodies(&l);
+    let kinds: Vec<&str> = bodies.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["genesis", "budget_period", "allocation", "private_debit"]
+    );
+    let (_, allocation) = &bodies[2];
+    assert_eq!(allocation["name"], "researchers");
+    let (_, debit) = &bodies[3];
+    let keys: Vec<&str> = debit
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut keys = keys;
+    keys.sort();
+    assert_eq!(keys, ["allocation", "day", "delta", "period", "rho"]);
+    assert_eq!(debit["allocation"], "researchers");
+    assert_eq!(debit["rho"], 0.2);
+    let text: String = l.chain().unwrap().iter().map(|e| e.body.clone()).collect();
+    for secret in ["rosa", "sam", "Eastside", "4f2a", "4242", "researcher:"] {
+        assert!(!text.contains(secret), "the chain shows {secret}: {text}");
+    }
+    // Made public by the steward, its numbers join the chain, once.
+    l.chain_public_release(id).unwrap();
+    l.chain_public_release(id).unwrap();
+    let bodies = chain_bodies(&l);
+    assert_eq!(bodies.len(), 5);
+    let (kind, release) = bodies.last().unwrap();
+    assert_eq!(kind, "release");
+    assert_eq!(release["release_id"], id);
+    assert_eq!(release["result"]["statistics"][0]["values"][0]["raw"], 4242);
+}
+
+#[test]
+fn chain_entries_hold_days_never_times_of_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = init_with_delta(tmp.path(), 1.0, 1e-6);
+    l.allocate_with_delta("std", 0.5, 1e-7).unwrap();
+    let Begin::Fresh(id) = l.begin_release(&start("a", "std", 0.1)).unwrap() else {
+        panic!("a fresh release")
+    };
+    l.finish_released(id, &serde_json::json!({}), &serde_json::json!({}))
+        .unwrap();
+    l.renew("a new grant", Some(2.0), None, Some(30)).unwrap();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let bodies = chain_bodies(&l);
+    // genesis, the period, std's ρ and δ, the debit, the numbers, the renewal and std's ρ and
+    // δ carried into it.
+    assert_eq!(bodies.len(), 9, "{bodies:?}");
+    for (kind, body) in bodies {
+        let fields = body.as_object().unwrap();
+        assert_eq!(fields["day"], today.as_str(), "{kind}: {body}");
+        for (name, value) in fields {
+            assert!(!name.ends_with("_at"), "{kind}: {name}");
+            if let Some(s) = value.as_str() {
+                assert!(
+                    !(s.len() > 10 && s.as_bytes()[10] == b'T'),
+                    "{kind}: {name} = {s} is a time of day"
+                );
+            }
+        }
+        // A renewal's reason is the steward's words, not on the chain.
+        assert!(!body.to_string().contains("grant"), "{kind}: {body}");
+    }
+}
+
+#[test]
+fn a_ledger_from_before_the_chain_starts_one_that_summarises_its_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = init(tmp.path(), 1.0);
+    l.allocate("std", 1.0).unwrap();
+    let Begin::Fresh(id) = l.begin_release(&start("a", "std", 0.1)).unwrap() else {
+        panic!("a fresh release")
+    };
+    l.finish_released(id, &serde_json::json!({}), &serde_json::json!({}))
+        .unwrap();
+    drop(l);
+    // Schema 1, as ledgers were written before the chain: no chain, no signing key.
+    let conn = rusqlite::Connection::open(Ledger::path_in(tmp.path())).unwrap();
+    conn.execute_batch(
+        "DROP TABLE public_chain; DROP TABLE chain_heads; DROP TABLE chain_start; DROP TABLE signing_key;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let mut l = Ledger::open(tmp.path()).expect("an older ledger opens");
+    let bodies = chain_bodies(&l);
+    assert_eq!(bodies.len(), 1, "only the summary: {bodies:?}");
+    let (kind, genesis) = &bodies[0];
+    assert_eq!(kind, "genesis");
+    assert_eq!(genesis["migrated"], true);
+    assert!(genesis["note"].as_str().unwrap().contains("summarised"));
+    assert_eq!(genesis["period_rho"], 1.0);
+    assert_eq!(genesis["period_spent_rho"], 0.1);
+    assert_eq!(genesis["lifetime_spent_rho"], 0.1);
+    assert_eq!(genesis["releases_through"], id);
+    let head = l.chain_head().unwrap().unwrap();
+    assert_eq!(head.size, 1);
+    // From now on every event is listed after it.
+    l.begin_release(&start("b", "std", 0.2)).unwrap();
+    let bodies = chain_bodies(&l);
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[1].0, "debit");
+    assert_eq!(bodies[1].1["rho"], 0.2);
+    assert!(l.check().unwrap().is_empty());
+    // The chain is append-only like the rest of the ledger.
+    drop(l);
+    let conn = rusqlite::Connection::open(Ledger::path_in(tmp.path())).unwrap();
+    for sql in [
+        "DELETE FROM public_chain",
+        "UPDATE public_chain SET body = '{}'",
+        "DELETE FROM chain_heads",
+        "UPDATE signing_key SET key = zeroblob(32)",
+    ] {
+        let e = conn.execute(sql, []).unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+    }
+}

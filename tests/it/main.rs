@@ -18,4 +18,5 @@ mod privacy;
 mod publication;
 mod pseudonymize;
 mod synth;
+mod verify;
 mod warehouse;

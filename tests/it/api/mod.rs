@@ -392,6 +392,7 @@ async fn the_openapi_document_is_3_1_documents_every_route_and_its_refs_resolve(
         let uri = path
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
+            .replace("{page}", "1")
             .replace(
                 "{id}",
                 &current_doc(&wh, "2025Q1")["release_id"].to_string(),
@@ -865,6 +866,7 @@ async fn the_server_cannot_write_the_ledger_or_the_release_store() {
         let uri = path
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
+            .replace("{page}", "1")
             .replace("{id}", "1");
         get(&app, &uri).await;
         get(&app, &format!("{uri}?format=csv")).await;
@@ -1825,6 +1827,7 @@ async fn serving_in_a_process_of_its_own() {
         let uri = path
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
+            .replace("{page}", "1")
             .replace("{id}", &release);
         let uri = if uri.ends_with("/compare") {
             format!("{uri}?metric=identified")

@@ -402,7 +402,7 @@ fn every_parameter_states_a_pattern_or_its_values() {
                     Some(outreach_warehouse::requests::REQUEST_ID_PATTERN),
                     "{at}"
                 ),
-                "id" | "current" => assert!(
+                "id" | "current" | "page" => assert!(
                     p["schema"]["type"] == "integer" || p["schema"]["type"] == "boolean",
                     "{at}: {p}"
                 ),
@@ -475,6 +475,7 @@ async fn every_csv_answer_is_documented_as_text_csv() {
         let uri = path
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
+            .replace("{page}", "1")
             .replace("{id}", &release);
         let uri = if uri.ends_with("/compare") {
             format!("{uri}?metric=identified&format=csv")
@@ -488,7 +489,7 @@ async fn every_csv_answer_is_documented_as_text_csv() {
             "{uri}"
         );
     }
-    assert_eq!(with_csv, 8);
+    assert_eq!(with_csv, 11);
 }
 
 /// `GET /v1/requests/{id}` without a token, once the client's requests run out, is answered

@@ -92,6 +92,11 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach metrics", "--warehouse", METRICS),
     ("outreach metrics", "--quarter", EXACT),
     ("outreach metrics", "--format", FORMAT),
+    (
+        "outreach key show",
+        "--warehouse",
+        "key_show_prints_the_public_key_that_verifies_the_signed_head",
+    ),
     ("outreach budget init", "--warehouse", BUDGET),
     ("outreach budget init", "--total", BUDGET),
     ("outreach budget init", "--horizon", BUDGET),
