@@ -42,6 +42,9 @@
 //!   report (HTML with SVG charts).
 //! - [`api`]: the read-only HTTP API (`outreach serve`) over what [`present`] shows; it
 //!   reads no data, only what was published.
+//! - [`site`]: the public record as files: the static mirror of every public route
+//!   (`outreach export-site`), reading it back from a folder or a URL for `outreach verify`,
+//!   and the deployment's entry for the OpenDP Deployments Registry.
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
 //!
@@ -64,6 +67,7 @@ pub mod privacy;
 pub mod publication;
 pub mod quarter;
 pub mod requests;
+pub mod site;
 pub mod sqlite;
 pub mod synth;
 pub mod warehouse;
