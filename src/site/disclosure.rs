@@ -322,26 +322,6 @@ pub fn disclosure(warehouse: &Path, curation: &Curation) -> Result<Yaml, SiteErr
                                 sd = budget.spent_delta,
                             )),
                         ),
-                        (
-                            "lifetime",
-                            map(vec![
-                                ("rho", Yaml::Float(budget.lifetime_rho)),
-                                ("delta", Yaml::Float(budget.lifetime_delta)),
-                                ("epsilon", Yaml::Float(lifetime_eps)),
-                                ("display_delta", Yaml::Float(d)),
-                                ("periods", Yaml::Int(budget.periods as i64)),
-                            ]),
-                        ),
-                        (
-                            "period",
-                            map(vec![
-                                ("total_rho", Yaml::Float(budget.period.total_rho)),
-                                ("total_delta", Yaml::Float(budget.period.total_delta)),
-                                ("spent_rho", Yaml::Float(budget.spent_rho)),
-                                ("spent_delta", Yaml::Float(budget.spent_delta)),
-                                ("spent_epsilon", Yaml::Float(period_eps)),
-                            ]),
-                        ),
                     ]),
                 ),
                 (

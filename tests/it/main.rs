@@ -16,5 +16,6 @@ mod metrics;
 mod present;
 mod privacy;
 mod publication;
+mod site;
 mod synth;
 mod warehouse;

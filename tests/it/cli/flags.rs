@@ -174,6 +174,23 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
         "--dir",
         "man_writes_a_page_for_every_command",
     ),
+    ("outreach export-site", "--warehouse", SITE_REFUSED),
+    ("outreach export-site", "--out", SITE_MIRROR),
+    ("outreach export-site", "--deployment-name", CURATION),
+    ("outreach export-site", "--curator", CURATION),
+    ("outreach export-site", "--contact", CURATION),
+    ("outreach export-site", "--region", CURATION),
+    ("outreach export-site", "--shared-keys", CURATION),
+    ("outreach verify", "site_or_url", VERIFY),
+    ("outreach verify", "--public-key", VERIFY),
+    ("outreach verify", "--format", VERIFY),
+    ("outreach disclosure", "--warehouse", CURATION),
+    ("outreach disclosure", "--out", CURATION),
+    ("outreach disclosure", "--deployment-name", CURATION),
+    ("outreach disclosure", "--curator", CURATION),
+    ("outreach disclosure", "--contact", CURATION),
+    ("outreach disclosure", "--region", CURATION),
+    ("outreach disclosure", "--shared-keys", CURATION),
 ];
 
 const DEMO: &str = "demo_builds_its_warehouse_from_its_flags_and_stops_with_no_serve";
@@ -202,6 +219,12 @@ const REPORT: &str = "outreach_report_writes_a_self_contained_html_and_the_csv_o
 const ROUND_TRIP: &str = "a_researcher_round_trip_through_the_cli_and_http";
 const REJECT_AND_TOKENS: &str =
     "requests_reject_records_its_approver_and_tokens_list_shows_each_token";
+const SITE_MIRROR: &str = "the_static_mirror_answers_every_public_route_as_outreach_serve_does";
+const SITE_REFUSED: &str =
+    "export_site_refuses_a_folder_that_is_not_a_mirror_and_leaves_it_untouched";
+const CURATION: &str =
+    "the_curators_fields_come_from_the_flags_and_shared_keys_change_the_privacy_unit";
+const VERIFY: &str = "verify_passes_on_an_untouched_mirror_and_names_a_missing_or_edited_release";
 
 /// Every command of the tree with the words that run it after `outreach` (none for the
 /// root), parents before their subcommands; clap's own `help` subcommand left out.
