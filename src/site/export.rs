@@ -231,13 +231,25 @@ pub async fn mirror_files(
         if *template == "/" {
             // The dashboard: each quarter's page of each of its metrics, with the metric's
             // default program.
-            for (quarter, publication) in &served.quarters {
-                for (metric, _) in metric_choices(&publication.doc) {
-                    let Some(path) = page_path(quarter, &metric) else {
-                        continue;
-                    };
-                    let body = fetch(&router, template, &format!("/{path}")).await?;
-                    files.insert(path, body);
+            let pages: Vec<String> = served
+                .quarters
+                .iter()
+                .flat_map(|(quarter, publication)| {
+                    metric_choices(&publication.doc)
+                        .into_iter()
+                        .filter_map(move |(metric, _)| page_path(quarter, &metric))
+                })
+                .collect();
+            // Drawn a few at a time, as many as the server draws at once, each well within
+            // the request timeout.
+            for batch in pages.chunks(crate::api::MAX_RENDERING) {
+                let uris: Vec<String> = batch.iter().map(|p| format!("/{p}")).collect();
+                let bodies = futures::future::try_join_all(
+                    uris.iter().map(|uri| fetch(&router, template, uri)),
+                )
+                .await?;
+                for (path, body) in batch.iter().zip(bodies) {
+                    files.insert(path.clone(), body);
                 }
             }
             continue;
