@@ -1,8 +1,9 @@
 //! `outreach demo`: the main job on built-in synthetic data. It synthesises the default data
 //! set, ingests it into a warehouse, prints the status, sets a privacy budget, publishes
 //! one DP release (`queries/persons_seen.*`) and then the standard metrics of every quarter
-//! (`outreach publish`). The command line then serves the warehouse (`outreach serve`) unless
-//! `--no-serve` is given.
+//! (`outreach publish`), and writes the static mirror of the public record (`outreach
+//! export-site`) into `dir/site`. The command line then serves the warehouse (`outreach
+//! serve`) unless `--no-serve` is given.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,6 +33,8 @@ pub struct DemoReport {
     pub release: PublicRelease,
     /// The standard publication of every quarter, oldest first.
     pub publications: Vec<Published>,
+    /// The static mirror of the public record, written to `dir/site`.
+    pub site: crate::site::Exported,
     pub seconds: f64,
 }
 
@@ -120,8 +123,20 @@ pub async fn run_demo(dir: &Path, cfg: &SynthConfig, progress: bool) -> Result<D
             .await?,
         );
     }
+    // The public record as files that any static host serves, for anyone to verify.
+    let site = crate::site::export_site(
+        &warehouse,
+        &dir.join("site"),
+        &crate::site::Curation::default(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::site::SiteError::Warehouse(e) => e,
+        other => crate::Error::Internal(other.to_string()),
+    })?;
     Ok(DemoReport {
         dir: dir.to_path_buf(),
+        site,
         synth,
         ingest,
         status,
@@ -193,6 +208,15 @@ impl std::fmt::Display for DemoReport {
                 crate::present::tables::publication(p, crate::present::tables::Format::Table)
             )?;
         }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "The public record as files ({} of them) that any static host serves: {}. Anyone can check it:\n  outreach key show --warehouse {w}\n  outreach verify {site} --public-key KEY   (KEY: the public key it prints, or a file holding it)",
+            self.site.files,
+            self.dir.join("site").display(),
+            w = self.dir.join("warehouse").display(),
+            site = self.dir.join("site").display()
+        )?;
         writeln!(f)?;
         writeln!(
             f,

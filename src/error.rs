@@ -55,6 +55,9 @@ pub enum Error {
     /// a state that cannot happen). Exit 1, HTTP 500; never the user's to fix.
     #[error("internal: {0}")]
     Internal(String),
+    /// `outreach verify` found that the public record does not hold: exit 1, naming what.
+    #[error("{0}")]
+    Unverified(String),
 }
 
 impl Error {
@@ -74,6 +77,7 @@ impl Error {
             Error::Listen { .. } => Fault::BadInput,
             Error::Usage(_) => Fault::Usage,
             Error::Internal(_) => Fault::Internal,
+            Error::Unverified(_) => Fault::Internal,
         }
     }
 }

@@ -50,6 +50,9 @@
 //!   the warehouse's public key: the signed head, the hash chain, every total, and every
 //!   served release and publication against its entry. A client: it reads public routes
 //!   only, never the ledger's file.
+//! - [`site`]: the public record as files: the static mirror of every public route
+//!   (`outreach export-site`), reading it back from a folder or a URL for `outreach verify`,
+//!   and the deployment's entry for the OpenDP Deployments Registry.
 //! - [`demo`]: the main job on built-in synthetic data.
 //! - [`cli`]: the `outreach` command line, which `src/main.rs` hands over to.
 //!
@@ -73,6 +76,7 @@ pub mod pseudonymize;
 pub mod publication;
 pub mod quarter;
 pub mod requests;
+pub mod site;
 pub mod sqlite;
 pub mod synth;
 pub mod verify;

@@ -679,15 +679,18 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src '
 pub async fn dashboard(
     State(state): State<AppState>,
     q: Result<Query<crate::present::dashboard::DashboardQuery>, QueryRejection>,
+    links: Option<axum::Extension<crate::present::dashboard::PageLinks>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     use crate::present::dashboard::PageError;
     let query = query(q)?;
+    // Set by the path form `/dashboard/{quarter}/{kind}/{name}.html` (`super::routes`).
+    let links = links.map(|axum::Extension(l)| l).unwrap_or_default();
     let snap = state.snapshot();
     // A choice left out and one given empty are different pages: `?quarter=` is a 400, not
     // the latest quarter's page.
     let key = format!(
-        "{:?}\u{0}{:?}\u{0}{:?}",
+        "{:?}\u{0}{:?}\u{0}{:?}\u{0}{links:?}",
         query.quarter, query.metric, query.program
     );
     let cached = snap
@@ -709,7 +712,7 @@ pub async fn dashboard(
             let (on, small_cell) = (snap.clone(), state.limits().small_cell);
             let rendered = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                crate::present::dashboard::dashboard(&on, &query, small_cell)
+                crate::present::dashboard::dashboard_with(&on, &query, small_cell, links)
                     .map(|html| Rendered::page(html, Freshness::Published))
             })
             .await

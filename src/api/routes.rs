@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::uri::PathAndQuery;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_governor::GovernorLayer;
@@ -32,6 +33,8 @@ use super::error::ApiError;
 use super::handlers;
 use super::openapi::ApiDoc;
 use super::state::{AccessRecord, AppState};
+use crate::present::dashboard::PageLinks;
+use crate::present::views::METRIC_KINDS;
 
 /// Every route the server answers, as (method, path template): the list the tests hold the
 /// router and the OpenAPI document to.
@@ -54,6 +57,93 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/requests"),
     ("GET", "/v1/requests/{id}"),
 ];
+
+/// The suffixes of a route's path forms, each with the `format` it stands for.
+pub const PATH_FORM_SUFFIXES: &[(&str, &str)] = &[(".json", "json"), (".csv", "csv")];
+
+/// The route and query that a path form stands for, or `None` when `path` is no path form
+/// (the request then goes to the router as it came). Two kinds, GET and HEAD only:
+///
+/// - `/v1/…/x.json` and `/v1/…/x.csv` stand for `/v1/…/x?format=json|csv` (the query given
+///   follows), on every public route: the researchers' `/v1/requests…` have no path forms. A
+///   path the server answers as it is comes first (`answers_as_is`): a program id may end in
+///   `.csv`, and its page keeps its address.
+/// - `/dashboard/{quarter}/{kind}/{name}.html` stands for `/?quarter={quarter}&metric={kind}:{name}`,
+///   the page with the metric's default program, drawn with relative links
+///   ([`PageLinks::Relative`]); a quarter or a metric written otherwise is no path form (404).
+///
+/// Same handler, so same body, content type and caching headers: the static mirror
+/// (`outreach export-site`) writes each route's path form as a file, and a static host then
+/// answers what the server answers.
+pub fn path_form(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    answers_as_is: impl Fn(&str) -> bool,
+) -> Option<(String, PageLinks)> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    let then = |target: String| match query.filter(|given| !given.is_empty()) {
+        Some(given) => format!("{target}&{given}"),
+        None => target,
+    };
+    if let Some(rest) = path.strip_prefix("/dashboard/") {
+        let mut segments = rest.split('/');
+        let (Some(quarter), Some(kind), Some(file), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return None;
+        };
+        let name = file.strip_suffix(".html")?;
+        let plain =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !crate::quarter::is_quarter(quarter) || !METRIC_KINDS.contains(&kind) || !plain {
+            return None;
+        }
+        let target = then(format!("/?quarter={quarter}&metric={kind}:{name}"));
+        return Some((target, PageLinks::Relative));
+    }
+    let public = path.starts_with("/v1/")
+        && !(path == "/v1/requests"
+            || path.starts_with("/v1/requests/")
+            || path.starts_with("/v1/requests."));
+    if !public || answers_as_is(path) {
+        return None;
+    }
+    let (stem, format) = PATH_FORM_SUFFIXES
+        .iter()
+        .find_map(|(suffix, format)| Some((path.strip_suffix(suffix)?, *format)))?;
+    if stem.ends_with('/') || stem.len() <= "/v1".len() {
+        return None;
+    }
+    Some((then(format!("{stem}?format={format}")), PageLinks::Server))
+}
+
+/// Sends a path form's request on as the route it stands for ([`path_form`]).
+fn rewrite_path_form(state: &AppState, mut req: Request) -> Request {
+    let target = path_form(req.method(), req.uri().path(), req.uri().query(), |p| {
+        state.snapshot().rendered.contains_key(p)
+    });
+    let Some((target, links)) = target else {
+        return req;
+    };
+    let mut parts = req.uri().clone().into_parts();
+    let Ok(path_and_query) = PathAndQuery::try_from(target) else {
+        return req;
+    };
+    parts.path_and_query = Some(path_and_query);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+        if links == PageLinks::Relative {
+            req.extensions_mut().insert(links);
+        }
+    }
+    req
+}
 
 /// The client's IP as a rate-limit key ([`ClientAddr`]: the peer's, or behind a trusted
 /// proxy the forwarded client's), an IPv6 address cut to its /64 (one host holds a whole
@@ -273,9 +363,18 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     })
     .split_for_parts();
 
-    api.merge(extra)
+    let routed = api
+        .merge(extra)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state.clone());
+    // Path forms are rewritten before routing, so the router answers them as the routes they
+    // stand for; a layer of the router itself would run only after its routing.
+    let forms = state.clone();
+    let routed =
+        tower::util::MapRequest::new(routed, move |req: Request| rewrite_path_form(&forms, req));
+    Router::new()
+        .fallback_service(routed)
         .layer(GovernorLayer::new(per_ip).error_handler(too_many))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -298,5 +397,84 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
             resolve_client,
         ))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(method: Method, path: &str, query: Option<&str>) -> Option<(String, PageLinks)> {
+        path_form(&method, path, query, |p| {
+            p == "/v1/quarters/2025Q1/programs/P.csv"
+        })
+    }
+
+    #[test]
+    fn a_suffix_stands_for_the_format_and_the_query_given_follows() {
+        let json = |t: &str| Some((t.to_string(), PageLinks::Server));
+        assert_eq!(
+            form(Method::GET, "/v1/programs.json", None),
+            json("/v1/programs?format=json")
+        );
+        assert_eq!(
+            form(Method::HEAD, "/v1/releases/12.csv", None),
+            json("/v1/releases/12?format=csv")
+        );
+        assert_eq!(
+            form(Method::GET, "/v1/releases.csv", Some("quarter=2025Q1")),
+            json("/v1/releases?format=csv&quarter=2025Q1")
+        );
+        // A program id may hold dots: its path form is its id with the suffix added.
+        assert_eq!(
+            form(Method::GET, "/v1/quarters/2025Q1/programs/P.csv.json", None),
+            json("/v1/quarters/2025Q1/programs/P.csv?format=json")
+        );
+    }
+
+    #[test]
+    fn what_is_no_path_form_goes_to_the_router_as_it_came() {
+        // A page the server answers as it is keeps its address.
+        assert_eq!(
+            form(Method::GET, "/v1/quarters/2025Q1/programs/P.csv", None),
+            None
+        );
+        for path in [
+            "/v1/requests.json",
+            "/v1/requests/abc.json",
+            "/v1/programs",
+            "/v1/.json",
+            "/v1/quarters/.csv",
+            "/openapi.json",
+            "/healthz.json",
+            "/v1/programs.xml",
+        ] {
+            assert_eq!(form(Method::GET, path, None), None, "{path}");
+        }
+        assert_eq!(form(Method::POST, "/v1/programs.json", None), None);
+    }
+
+    #[test]
+    fn a_dashboard_path_form_is_the_page_of_its_quarter_and_metric_with_relative_links() {
+        assert_eq!(
+            form(
+                Method::GET,
+                "/dashboard/2025Q1/rate/engagement_30d.html",
+                None
+            ),
+            Some((
+                "/?quarter=2025Q1&metric=rate:engagement_30d".to_string(),
+                PageLinks::Relative
+            ))
+        );
+        for path in [
+            "/dashboard/2025Q9/rate/engagement_30d.html",
+            "/dashboard/2025Q1/ratio/engagement_30d.html",
+            "/dashboard/2025Q1/rate/engagement&by=x.html",
+            "/dashboard/2025Q1/rate/.html",
+            "/dashboard/2025Q1/rate/engagement_30d",
+            "/dashboard/2025Q1/rate/x/engagement_30d.html",
+        ] {
+            assert_eq!(form(Method::GET, path, None), None, "{path}");
+        }
+    }
 }

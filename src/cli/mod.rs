@@ -14,6 +14,7 @@
 //! - `release`: `release` and `releases`.
 //! - `serve`: the HTTP server and its limits.
 //! - `report`: the funders' quarterly report.
+//! - `site`: the static mirror (`export-site`), `verify` and the registry `disclosure`.
 //! - `requests`: researchers' requests and tokens.
 //! - `pseudonymize`: the program's pseudonymisation of a raw export, and the state's key file.
 //! - `generated`: shell completions and manual pages, generated from these definitions.
@@ -37,6 +38,7 @@ mod release;
 mod report;
 mod requests;
 mod serve;
+mod site;
 mod synth;
 mod values;
 
@@ -148,6 +150,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write the quarterly report: a self-contained HTML file and the CSV of every figure.
     Report(report::ReportArgs),
+    /// Write every public route as files, for any static host: the API, dashboard, reports.
+    ExportSite(site::ExportSiteArgs),
+    /// Check a public record (a mirror's folder or URL): signature, chain, totals, releases.
+    Verify(site::VerifyArgs),
+    /// Write this deployment's entry for the OpenDP Deployments Registry, as YAML.
+    Disclosure(site::DisclosureArgs),
     /// Researchers' requests: list, show, approve (runs the release) or reject.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -274,6 +282,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Releases { command } => release::run_releases(command),
         Command::Serve(args) => serve::run_serve(args),
         Command::Report(args) => report::run_report(args),
+        Command::ExportSite(args) => site::run_export_site(args),
+        Command::Verify(args) => site::run_verify(args),
+        Command::Disclosure(args) => site::run_disclosure(args),
         Command::Requests { command } => requests::run_requests(command),
         Command::Tokens { command } => requests::run_tokens(command),
         Command::Pseudonymize(args) => pseudonymize::run_pseudonymize(args),

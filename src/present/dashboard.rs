@@ -579,8 +579,113 @@ pub struct DashboardQuery {
     pub program: Option<String>,
 }
 
+/// Where a dashboard page's links point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PageLinks {
+    /// The server's page at `/`: the choices are a form, and links start at the server's root.
+    #[default]
+    Server,
+    /// The page at its path form, `dashboard/{quarter}/{kind}/{name}.html` ([`page_path`]):
+    /// the choices are links to the other pages' path forms and every link is relative, so a
+    /// static mirror of the API serves the page as it is, from any folder of any host.
+    Relative,
+}
+
+/// The path form of the dashboard page of `quarter` and `metric` (`kind:name`), with the
+/// metric's default program, relative to the root of the API: `dashboard/2025Q3/rate/engagement_30d.html`.
+pub fn page_path(quarter: &str, metric: &str) -> Option<String> {
+    let (kind, name) = split_metric(metric)?;
+    Some(format!("dashboard/{quarter}/{kind}/{name}.html"))
+}
+
+/// A link of a page in [`PageLinks::Relative`] form.
+#[derive(Debug, Serialize)]
+struct NavLink {
+    href: String,
+    label: String,
+    selected: bool,
+}
+
+/// The choices of a page in [`PageLinks::Relative`] form, as links relative to the page.
+#[derive(Debug, Serialize)]
+struct Nav {
+    /// The mirror's index.
+    home: String,
+    quarters: Vec<NavLink>,
+    metrics: Vec<NavLink>,
+    /// The quarter's figures of the trend's program, as JSON and CSV.
+    json: String,
+    csv: String,
+    openapi: String,
+}
+
+/// The metric a quarter's page opens with: [`DEFAULT_METRIC`] when the publication has it,
+/// or else its first.
+pub fn default_metric(doc: &Publication) -> Option<String> {
+    let choices = metric_choices(doc);
+    if choices.iter().any(|(k, _)| k == DEFAULT_METRIC) {
+        Some(DEFAULT_METRIC.to_string())
+    } else {
+        choices.first().map(|c| c.0.clone())
+    }
+}
+
+/// The links of the page of `quarter`, `metric` and `program` at its path form: every page
+/// sits three folders below the API's root (`dashboard/{quarter}/{kind}/`).
+fn nav(
+    snap: &Snapshot,
+    quarter: &str,
+    metric: &str,
+    program: &str,
+    choices: &[(String, String)],
+) -> Nav {
+    const ROOT: &str = "../../../";
+    let quarters = snap
+        .quarters
+        .iter()
+        .rev()
+        .filter_map(|(k, q)| {
+            let has = metric_choices(&q.doc).iter().any(|(m, _)| m == metric);
+            let target = if has {
+                Some(metric.to_string())
+            } else {
+                default_metric(&q.doc)
+            };
+            let path = page_path(k, &target?)?;
+            Some(NavLink {
+                href: format!("{ROOT}{path}"),
+                label: k.clone(),
+                selected: k == quarter,
+            })
+        })
+        .collect();
+    let metrics = choices
+        .iter()
+        .filter_map(|(k, label)| {
+            let (kind, name) = split_metric(k)?;
+            Some(NavLink {
+                href: format!("../{kind}/{name}.html"),
+                label: label.clone(),
+                selected: k == metric,
+            })
+        })
+        .collect();
+    let figures = format!("{ROOT}v1/quarters/{quarter}/programs/{program}");
+    Nav {
+        home: format!("{ROOT}index.html"),
+        quarters,
+        metrics,
+        json: format!("{figures}.json"),
+        csv: format!("{figures}.csv"),
+        openapi: format!("{ROOT}openapi.json"),
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct DashboardPage {
+    /// The choices as relative links ([`PageLinks::Relative`]); `None` on the server's page,
+    /// whose choices are a form.
+    nav: Option<Nav>,
     /// The chosen metric's follow-up is incomplete in the chosen quarter.
     incomplete: bool,
     /// The plain statement of it.
@@ -752,16 +857,26 @@ fn incomplete_statement(q: &QuarterPublication, kind: &str, name: &str) -> Strin
     )
 }
 
-/// Renders the dashboard page.
+/// Renders the dashboard page as the server shows it at `/` ([`PageLinks::Server`]).
+pub fn dashboard(
+    snap: &Snapshot,
+    query: &DashboardQuery,
+    small_cell: Option<f64>,
+) -> Result<String, PageError> {
+    dashboard_with(snap, query, small_cell, PageLinks::Server)
+}
+
+/// Renders the dashboard page, its links in the form `links` says.
 ///
 /// Without a quarter asked, it opens on the newest quarter whose chosen metric has complete
 /// follow-up, and says that newer quarters are published but not yet complete; when none is
 /// complete, on the newest, saying so. A quarter whose metric is incomplete says it in its
 /// title and in a plain sentence, and marks those figures in every chart and table.
-pub fn dashboard(
+pub fn dashboard_with(
     snap: &Snapshot,
     query: &DashboardQuery,
     small_cell: Option<f64>,
+    links: PageLinks,
 ) -> Result<String, PageError> {
     let newest = snap
         .quarters
@@ -888,6 +1003,8 @@ pub fn dashboard(
     }
     let incomplete = metric_complete(q, kind, name) == Some(false);
     let page = DashboardPage {
+        nav: (links == PageLinks::Relative)
+            .then(|| nav(snap, &quarter, &metric, &program, &choices)),
         incomplete,
         incomplete_note: incomplete.then(|| incomplete_statement(q, kind, name)),
         opened_note,

@@ -169,3 +169,77 @@ async fn the_report_prints_to_pdf_offline_with_every_programs_headline_figures()
         assert_eq!(rates, 3, "{id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Chromium and poppler-utils; .ci/run runs it"]
+async fn the_mirrors_dashboard_on_a_static_host_shows_the_charts_and_the_mirrors_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The demo ends by writing its mirror into `site`.
+    demo_warehouse(tmp.path()).await;
+    let site = tmp.path().join("site");
+    let statics = crate::site::StaticServer::start(&site).expect("python3 serves the mirror");
+    let page = "dashboard/2025Q1/rate/engagement_30d.html";
+    let url = format!("http://{}/{page}", statics.addr);
+    let dom = browser(&tmp.path().join("profile-mirror"), false)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(dom.status.success());
+    let dom = String::from_utf8(dom.stdout).unwrap();
+    assert_eq!(dom.matches("<svg").count(), 3, "{dom}");
+    assert!(dom.contains("<rect"), "the bars are drawn");
+    // Every program's rate as the mirror's own JSON holds it.
+    let programs = site.join("v1/quarters/2025Q1/programs");
+    let mut shown = 0;
+    for entry in std::fs::read_dir(&programs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let view: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for f in view["figures"].as_array().unwrap() {
+            if f["kind"] == "rate"
+                && f["name"] == "engagement_30d"
+                && f["by"] == "program"
+                && f["breakdown"].is_null()
+                && f["value"].is_number()
+            {
+                assert!(
+                    dom.contains(&rate_text(f)),
+                    "{}: {} not on the page",
+                    path.display(),
+                    rate_text(f)
+                );
+                shown += 1;
+            }
+        }
+    }
+    assert!(shown >= 4, "{shown} programs' rates checked");
+    // Every link of the page leads to a file of the mirror.
+    let base = Path::new(page).parent().unwrap();
+    let mut links = 0;
+    for href in dom
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+    {
+        let mut resolved = base.to_path_buf();
+        for part in href.split('/') {
+            match part {
+                ".." => {
+                    assert!(resolved.pop(), "{href} leaves the mirror");
+                }
+                "." | "" => {}
+                p => resolved.push(p),
+            }
+        }
+        assert!(
+            site.join(&resolved).is_file(),
+            "{href} leads to no file of the mirror"
+        );
+        links += 1;
+    }
+    assert!(links > 5, "{links} links");
+}

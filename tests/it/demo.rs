@@ -44,4 +44,42 @@ fn the_demo_ingests_sets_a_budget_and_publishes_a_release() {
         ]
     );
     assert!(text.contains("STATEWIDE"), "{text}");
+    // It ends with the static mirror and how to verify it.
+    let site = tmp.path().join("site");
+    for file in [
+        "site.json",
+        "index.html",
+        "disclosure.yaml",
+        "v1/programs.json",
+        "reports/2025Q1.html",
+    ] {
+        assert!(
+            site.join(file).is_file(),
+            "{file} is not in the demo's mirror"
+        );
+    }
+    assert_eq!(
+        report.site.files + 1,
+        walk(&site).len(),
+        "the manifest aside, every file is counted"
+    );
+    assert!(
+        text.contains(&format!("outreach verify {}", site.display()))
+            && text.contains("outreach key show"),
+        "{text}"
+    );
+}
+
+/// Every file under `dir`, by its path.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

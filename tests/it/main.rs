@@ -17,6 +17,7 @@ mod present;
 mod privacy;
 mod publication;
 mod pseudonymize;
+mod site;
 mod synth;
 mod verify;
 mod warehouse;

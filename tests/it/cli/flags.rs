@@ -69,7 +69,7 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach complete-through", "table", INGEST),
     ("outreach complete-through", "date", INGEST),
     ("outreach status", "--warehouse", WAREHOUSE),
-    ("outreach status", "--verify", VERIFY),
+    ("outreach status", "--verify", STATUS_VERIFY),
     ("outreach publish", "--warehouse", PUBLISH),
     ("outreach publish", "--quarter", PUBLISH),
     ("outreach publish", "--approver", PUBLISH),
@@ -201,6 +201,23 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
         "--new-key-file",
         "key_files_are_made_once_private_and_checked",
     ),
+    ("outreach export-site", "--warehouse", SITE_REFUSED),
+    ("outreach export-site", "--out", SITE_MIRROR),
+    ("outreach export-site", "--deployment-name", CURATION),
+    ("outreach export-site", "--curator", CURATION),
+    ("outreach export-site", "--contact", CURATION),
+    ("outreach export-site", "--region", CURATION),
+    ("outreach export-site", "--shared-keys", CURATION),
+    ("outreach verify", "site_or_url", VERIFY),
+    ("outreach verify", "--public-key", VERIFY),
+    ("outreach verify", "--format", VERIFY),
+    ("outreach disclosure", "--warehouse", CURATION),
+    ("outreach disclosure", "--out", CURATION),
+    ("outreach disclosure", "--deployment-name", CURATION),
+    ("outreach disclosure", "--curator", CURATION),
+    ("outreach disclosure", "--contact", CURATION),
+    ("outreach disclosure", "--region", CURATION),
+    ("outreach disclosure", "--shared-keys", CURATION),
 ];
 
 const PSEUDONYMIZE: &str = "one_survivor_written_differently_in_two_programs_gets_one_key";
@@ -235,8 +252,14 @@ const REPORT: &str = "outreach_report_writes_a_self_contained_html_and_the_csv_o
 const ROUND_TRIP: &str = "a_researcher_round_trip_through_the_cli_and_http";
 const REJECT_AND_TOKENS: &str =
     "requests_reject_records_its_approver_and_tokens_list_shows_each_token";
-const VERIFY: &str =
+const STATUS_VERIFY: &str =
     "status_verify_checks_every_file_of_an_untouched_warehouse_and_finds_changed_bytes";
+const SITE_MIRROR: &str = "the_static_mirror_answers_every_public_route_as_outreach_serve_does";
+const SITE_REFUSED: &str =
+    "export_site_refuses_a_folder_that_is_not_a_mirror_and_leaves_it_untouched";
+const CURATION: &str =
+    "the_curators_fields_come_from_the_flags_and_shared_keys_change_the_privacy_unit";
+const VERIFY: &str = "verify_passes_on_an_untouched_mirror_and_names_a_missing_or_edited_release";
 
 /// Every command of the tree with the words that run it after `outreach` (none for the
 /// root), parents before their subcommands; clap's own `help` subcommand left out.
