@@ -125,7 +125,7 @@ pub enum Earlier {
     /// A row stored in the warehouse, and nowhere before in this load.
     Stored,
     /// A row of an earlier file of this load.
-    EarlierFile,
+    PriorFile,
     /// An earlier line of this file.
     Line(u64),
 }
@@ -225,7 +225,7 @@ impl SeenKeys {
                 let (stored, smallest) = found[&KeyHash::from(*h)];
                 if smallest < *line {
                     Some(if smallest == EARLIER_FILE {
-                        Earlier::EarlierFile
+                        Earlier::PriorFile
                     } else {
                         Earlier::Line(smallest)
                     })
@@ -272,7 +272,7 @@ mod tests {
         // Keys of a staged file count as an earlier file's for the next file.
         seen.end_file();
         assert!(seen.admit(7, 2));
-        assert_eq!(seen.first_lines(&[(7, 2)]), [Some(Earlier::EarlierFile)]);
+        assert_eq!(seen.first_lines(&[(7, 2)]), [Some(Earlier::PriorFile)]);
         seen.admit(9, STORED);
         assert!(seen.admit(9, 3));
         assert_eq!(seen.first_lines(&[(9, 3)]), [Some(Earlier::Stored)]);
@@ -297,7 +297,7 @@ mod tests {
         // In the next file of the load, a stored key re-sent by the earlier file repeats it.
         seen.end_file();
         assert!(seen.admit(6, 2));
-        assert_eq!(seen.first_lines(&[(6, 2)]), [Some(Earlier::EarlierFile)]);
+        assert_eq!(seen.first_lines(&[(6, 2)]), [Some(Earlier::PriorFile)]);
     }
 
     #[test]

@@ -1270,6 +1270,11 @@ pub struct CheckReport {
     pub files: Vec<FileCheck>,
 }
 
+/// What `check` tallies per feed while it reads a source: the feed's statistics, the keys it
+/// has seen, the repeats folded by "first row per key", the dictionary-rule refusals per
+/// column, and the rows refused.
+type FeedTally = (FeedStats, HashSet<u128>, u64, BTreeMap<String, u64>, u64);
+
 /// Reads each source file through the mapping and counts what an ingest would do with it,
 /// without writing anything. A file that no source of the mapping recognises is an error.
 pub fn check(mapping: &Mapping, files: &[PathBuf]) -> Result<CheckReport, IngestError> {
@@ -1313,8 +1318,7 @@ pub fn check(mapping: &Mapping, files: &[PathBuf]) -> Result<CheckReport, Ingest
             feeds: Vec::new(),
         };
         let defaults = super::IngestOptions::default();
-        let mut states: Vec<(FeedStats, HashSet<u128>, u64, BTreeMap<String, u64>, u64)> =
-            bound.iter().map(|_| Default::default()).collect();
+        let mut states: Vec<FeedTally> = bound.iter().map(|_| Default::default()).collect();
         let rules: Vec<RowRules> = bound
             .iter()
             .map(|b| {

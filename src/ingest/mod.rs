@@ -51,7 +51,7 @@ use crate::warehouse::{
     quarantine_path, sync_dir, write_atomic,
 };
 use keys::SeenKeys;
-use pipeline::{StagedFile, stage_file};
+use pipeline::{KeyChecks, StagedFile, stage_file};
 use revision::{StagedRevision, TableRevision};
 use rows::{FileProblem, Referenced, RowRules, key_hash};
 
@@ -750,8 +750,7 @@ fn stage_all(
                 header.body_offset,
                 &rules,
                 &file_staging,
-                seen,
-                revision,
+                KeyChecks { seen, revision },
                 &progress,
                 bound.as_ref(),
             )?

@@ -98,6 +98,13 @@ struct Chunk {
     last_unterminated: bool,
 }
 
+/// The key checks a file's rows pass: the keys seen so far (stored, and earlier in this load)
+/// and the revision that settles a key re-sent from the stored rows.
+pub struct KeyChecks<'k, 'r> {
+    pub seen: &'k mut SeenKeys,
+    pub revision: &'k mut TableRevision<'r>,
+}
+
 /// Validates and stages the body of `path`. With `mapping`, each chunk of source lines is
 /// first mapped into the table's dictionary form (see [`super::mapping`]).
 pub fn stage_file(
@@ -105,8 +112,7 @@ pub fn stage_file(
     body_offset: u64,
     rules: &RowRules,
     staging: &Path,
-    seen: &mut SeenKeys,
-    revision: &mut TableRevision<'_>,
+    keys: KeyChecks<'_, '_>,
     progress: &ProgressBar,
     mapping: Option<&BoundFeed>,
 ) -> Result<StagedFile, IngestError> {
@@ -117,7 +123,7 @@ pub fn stage_file(
         .map_err(IngestError::io(path))?
         .len()
         .saturating_sub(body_offset);
-    seen.reserve((body / 64) as usize);
+    keys.seen.reserve((body / 64) as usize);
     let stop = AtomicBool::new(false);
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -175,8 +181,7 @@ pub fn stage_file(
             path,
             rules,
             staging,
-            seen,
-            revision,
+            keys,
             progress,
             result_rx,
             fold_repeats,
@@ -490,7 +495,7 @@ impl<'scope, 'env, 'a> Output<'scope, 'env, 'a> {
                             Resent::Refused(reason) => reason,
                         }
                     }
-                    Some(Earlier::EarlierFile) => {
+                    Some(Earlier::PriorFile) => {
                         format!("{key_name} is already in an earlier file of this load")
                     }
                     Some(Earlier::Line(_)) if self.fold_repeats => {
@@ -611,12 +616,12 @@ fn collect(
     path: &Path,
     rules: &RowRules,
     staging: &Path,
-    seen: &mut SeenKeys,
-    revision: &mut TableRevision<'_>,
+    keys: KeyChecks<'_, '_>,
     progress: &ProgressBar,
     results: mpsc::Receiver<(usize, usize, ChunkResult)>,
     fold_repeats: bool,
 ) -> Result<StagedFile, IngestError> {
+    let KeyChecks { seen, revision } = keys;
     let props = writer_properties(rules.table);
     let pk = rules
         .table

@@ -146,9 +146,7 @@ pub fn date(s: &str, order: DateOrder, today: NaiveDate) -> Result<Option<String
     }
     // A time of day: cut at the space or `T` before its first `:`.
     if let Some(colon) = s.find(':') {
-        let cut = s[..colon]
-            .rfind(|c: char| c == ' ' || c == 'T' || c == 't')
-            .ok_or(Unreadable::Date)?;
+        let cut = s[..colon].rfind([' ', 'T', 't']).ok_or(Unreadable::Date)?;
         s = s[..cut].trim_end();
     }
     let ws = words(s);

@@ -481,7 +481,9 @@ fn every_key_passes_the_warehouses_ingest_checks() {
     for seed in 1..=4u8 {
         let mut bytes = [0u8; KEY_BYTES];
         for (i, b) in bytes.iter_mut().enumerate() {
-            *b = seed.wrapping_mul(37).wrapping_add((i as u8).wrapping_mul(11));
+            *b = seed
+                .wrapping_mul(37)
+                .wrapping_add((i as u8).wrapping_mul(11));
         }
         let key = LinkageKey::from_bytes(bytes);
         for i in 0..1000u32 {

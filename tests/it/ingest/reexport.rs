@@ -289,7 +289,7 @@ fn without_corrections_a_changed_row_is_rejected_with_the_hint() {
         "overdose_events-changed.csv",
         csv(EVENTS_HEADER, &rows),
     );
-    let r = ingest(&wh, &[f.clone()], &lenient()).unwrap();
+    let r = ingest(&wh, std::slice::from_ref(&f), &lenient()).unwrap();
     assert_eq!(counts(&r, 0), (300, 0, 1, 299, 0), "{r}");
     assert_eq!(
         quarantine(&r),
@@ -462,7 +462,7 @@ fn a_snapshot_over_the_retract_threshold_is_refused_and_changes_nothing() {
         "overdose_events-short.csv",
         csv(EVENTS_HEADER, &events(300)[..200]),
     );
-    let err = ingest(&wh, &[f.clone()], &snapshot_opts()).unwrap_err();
+    let err = ingest(&wh, std::slice::from_ref(&f), &snapshot_opts()).unwrap_err();
     match &err {
         IngestError::Revision(RevisionError::TooManyRetractions {
             table,
