@@ -30,6 +30,13 @@
 //!   `delta`, `result` (the published numbers, exactly as `/v1/releases/{id}` serves them).
 //! - `publication`: a quarter's publication, and the one it supersedes: `publication_id`,
 //!   `quarter`, `release_id`, `equity_release_id`, `supersedes`, `dataset_version`.
+//! - `recovery` (seq 1 of a ledger started by `budget recover`, whose genesis says
+//!   `recovered: true`): the restart after a lost ledger, cited by the lost ledger's id
+//!   (`lost_ledger_id`), chain size (`lost_entries`) and last hash (`lost_chain_head`), its
+//!   lifetime spend, carried over (`lifetime_rho`, `lifetime_delta`), the highest release id
+//!   it held (`releases_lost`), the quarters it had published (`published_quarters`) and the
+//!   steward's reason (`why`). A reader holding the lost chain's head sees that this chain
+//!   does not extend it, and why.
 //!
 //! ## The hash
 //!
@@ -114,6 +121,7 @@ pub const DEBIT: &str = "debit";
 pub const PRIVATE_DEBIT: &str = "private_debit";
 pub const RELEASE: &str = "release";
 pub const PUBLICATION: &str = "publication";
+pub const RECOVERY: &str = "recovery";
 
 /// Every kind, in the order the module docs list them.
 pub const KINDS: &[&str] = &[
@@ -124,6 +132,7 @@ pub const KINDS: &[&str] = &[
     PRIVATE_DEBIT,
     RELEASE,
     PUBLICATION,
+    RECOVERY,
 ];
 
 /// What the line of a public key starts with, as `outreach key show` prints it and
@@ -668,6 +677,38 @@ pub(super) fn start_new(tx: &Transaction<'_>, path: &Path) -> Result<()> {
     extend(tx, path)
 }
 
+/// Starts the chain of a ledger that `budget recover` starts after a lost one, inside its
+/// transaction: the genesis entry (`recovered: true`), the `recovery` entry citing the lost
+/// ledger, then the entries of what the recovery wrote, signed.
+pub(super) fn start_recovered(
+    tx: &Transaction<'_>,
+    path: &Path,
+    r: &super::LedgerRecovery,
+) -> Result<()> {
+    create_signing_key(tx, path)?;
+    let day = day_of(&now());
+    let genesis = serde_json::json!({
+        "day": day,
+        "migrated": false,
+        "recovered": true,
+        "note": "a new ledger after a lost one: the next entry records the loss and carries its spend over",
+    });
+    append(tx, path, GENESIS, &genesis, None)?;
+    let body = serde_json::json!({
+        "day": day,
+        "lost_ledger_id": r.lost_ledger_id,
+        "lost_entries": r.lost_entries,
+        "lost_chain_head": r.lost_chain_head,
+        "lifetime_rho": r.lifetime_rho,
+        "lifetime_delta": r.lifetime_delta,
+        "releases_lost": r.releases_lost,
+        "published_quarters": r.published_quarters,
+        "why": r.why,
+    });
+    append(tx, path, RECOVERY, &body, None)?;
+    extend(tx, path)
+}
+
 /// Starts the chain of a ledger that existed before it (the migration to schema version 2),
 /// inside the migration's transaction: a signing key, and a genesis entry that records the
 /// state the chain starts from and says that earlier history is summarised. A ledger whose
@@ -787,7 +828,8 @@ impl Ledger {
             let body = release_body(tx, &path, id)?;
             append(tx, &path, RELEASE, &body, Some(("public_release", id)))?;
             extend(tx, &path)
-        })
+        })?;
+        self.after_commit()
     }
 
     /// Every entry of the public chain, in order. Works on a read-only ledger.

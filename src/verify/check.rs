@@ -384,6 +384,25 @@ fn totals(entries: &[Walked]) -> Result<Totals, VerifyError> {
                     t.periods.push(period);
                 }
             }
+            chain::RECOVERY => {
+                // A restart after a lost ledger: its lifetime spend is carried over, and the
+                // lost ledger's budgets held at least that much.
+                if e.seq != 1 {
+                    return Err(entry_error(
+                        e.seq,
+                        &e.kind,
+                        "a recovery is the entry right after the genesis of a new chain",
+                    ));
+                }
+                let (rho, delta) = (amount(e, "lifetime_rho")?, amount(e, "lifetime_delta")?);
+                text(e, "lost_ledger_id")?;
+                text(e, "lost_chain_head")?;
+                text(e, "why")?;
+                t.lifetime_spent.0 += rho;
+                t.lifetime_spent.1 += delta;
+                t.lifetime_budget.0 += rho;
+                t.lifetime_budget.1 += delta;
+            }
             chain::BUDGET_PERIOD => {
                 let period = whole(e, "period")?;
                 if current.is_some_and(|c| period <= c) {
@@ -608,7 +627,11 @@ fn check_budget(record: &dyn PublicRecord, t: &Totals) -> Result<(), VerifyError
             p.spent_delta,
             "the current period's debits' delta",
         ),
-        ("lifetime_rho", t.lifetime_spent.0, "every debit's rho"),
+        (
+            "lifetime_rho",
+            t.lifetime_spent.0,
+            "every debit's rho, with what a recovery carried over,",
+        ),
     ];
     for (field, chain_value, what) in pairs {
         let served = number(&budget, field, BUDGET)?;
