@@ -146,7 +146,7 @@ impl Ledger {
             ));
         }
         let path = Self::path_in(warehouse);
-        if recovery.is_none() && !path.exists() {
+        if recovery.is_none() {
             watermark::refuse_second_ledger(warehouse)?;
         }
         let id = watermark::new_ledger_id()?;
