@@ -186,8 +186,8 @@ impl Ledger {
             // The signing key and the public chain, which starts with this ledger (after a
             // recovery, with the entry that records it).
             match recovery {
-                Some(r) => chain::start_recovered(tx, &path, r)?,
-                None => chain::start_new(tx, &path)?,
+                Some(r) => chain::start_recovered(tx, &path, r, &id)?,
+                None => chain::start_new(tx, &path, &id)?,
             }
             sqlite::set_schema_version(tx, SCHEMA_VERSION).map_err(&e)
         })?;

@@ -11,7 +11,9 @@
 //! event (`YYYY-MM-DD`), never a time of day. The kinds:
 //!
 //! - `genesis` (always seq 0): the start of the chain. For a ledger created with its chain,
-//!   `migrated` is false. For a ledger that existed before its chain, `migrated` is true and the
+//!   `migrated` is false and `ledger_id` is the ledger's random id, so that no two chains
+//!   share their first entry (a chain started again elsewhere parts from the old one at
+//!   entry 0). For a ledger that existed before its chain, `migrated` is true and the
 //!   body records the state the chain starts from (periods, the current period's budget and
 //!   spend, lifetime spend, and the last release and publication ids it summarises), and says
 //!   that earlier history is summarised, not listed.
@@ -666,10 +668,11 @@ fn release_body(tx: &Transaction<'_>, path: &Path, id: i64) -> Result<serde_json
 
 /// Starts the chain of a new ledger, inside `budget init`'s transaction: the genesis entry,
 /// then the entries of what `budget init` wrote, signed.
-pub(super) fn start_new(tx: &Transaction<'_>, path: &Path) -> Result<()> {
+pub(super) fn start_new(tx: &Transaction<'_>, path: &Path, ledger_id: &str) -> Result<()> {
     create_signing_key(tx, path)?;
     let body = serde_json::json!({
         "day": day_of(&now()),
+        "ledger_id": ledger_id,
         "migrated": false,
         "note": "a new ledger: every public event is an entry from here on",
     });
@@ -684,11 +687,13 @@ pub(super) fn start_recovered(
     tx: &Transaction<'_>,
     path: &Path,
     r: &super::LedgerRecovery,
+    ledger_id: &str,
 ) -> Result<()> {
     create_signing_key(tx, path)?;
     let day = day_of(&now());
     let genesis = serde_json::json!({
         "day": day,
+        "ledger_id": ledger_id,
         "migrated": false,
         "recovered": true,
         "note": "a new ledger after a lost one: the next entry records the loss and carries its spend over",
@@ -884,6 +889,37 @@ impl Ledger {
             signature: to_hex(&signature),
             public_key: self.public_key_hex()?,
         }))
+    }
+
+    /// Every signed head of the chain, oldest first, each with the public key: the static
+    /// mirror keeps them all (`v1/ledger/heads/{size}`), so that a reader who saved any of them
+    /// can check that today's chain extends it. Works on a read-only ledger.
+    pub fn signed_heads(&self) -> Result<Vec<SignedHead>> {
+        let public_key = self.public_key_hex()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, hash, signature FROM chain_heads ORDER BY size")
+            .map_err(self.e())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(self.e())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.e())?;
+        Ok(rows
+            .into_iter()
+            .map(|(size, hash, signature)| SignedHead {
+                size: size as u64,
+                hash: to_hex(&hash),
+                signature: to_hex(&signature),
+                public_key: public_key.clone(),
+            })
+            .collect())
     }
 
     /// The public key of the warehouse's signing key, in hex: what `outreach key show` prints

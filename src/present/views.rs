@@ -798,8 +798,8 @@ pub const LEDGER_PAGE_SIZE: usize = 500;
 pub struct LedgerEntry {
     /// From 0, without gaps.
     pub seq: i64,
-    /// `genesis`, `budget_period`, `allocation`, `debit`, `private_debit`, `release` or
-    /// `publication`.
+    /// `genesis`, `budget_period`, `allocation`, `debit`, `private_debit`, `release`,
+    /// `publication` or `recovery`.
     pub kind: String,
     /// The day of the event, `YYYY-MM-DD` (the body's `day`).
     pub day: String,
@@ -883,6 +883,8 @@ pub struct PublicLedger {
     pub summary: LedgerSummary,
     pub pages: Vec<LedgerPage>,
     pub head: LedgerHead,
+    /// Every head the warehouse has signed, oldest first (`GET /v1/ledger/heads/{size}`).
+    pub heads: Vec<LedgerHead>,
 }
 
 /// The served chain from the ledger's entries and latest signed head.
@@ -914,6 +916,7 @@ pub fn ledger(entries: &[ChainEntry], head: Option<&SignedHead>) -> PublicLedger
         },
         pages: pages_served,
         head: head.map(LedgerHead::from).unwrap_or_default(),
+        heads: Vec::new(),
     }
 }
 

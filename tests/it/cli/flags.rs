@@ -219,6 +219,7 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach verify", "site_or_url", VERIFY),
     ("outreach verify", "--public-key", VERIFY),
     ("outreach verify", "--format", VERIFY),
+    ("outreach verify", "--since", VERIFY_SINCE),
     ("outreach disclosure", "--warehouse", CURATION),
     ("outreach disclosure", "--out", CURATION),
     ("outreach disclosure", "--deployment-name", CURATION),
@@ -270,6 +271,8 @@ const SITE_REFUSED: &str =
 const CURATION: &str =
     "the_curators_fields_come_from_the_flags_and_shared_keys_change_the_privacy_unit";
 const VERIFY: &str = "verify_passes_on_an_untouched_mirror_and_names_a_missing_or_edited_release";
+const VERIFY_SINCE: &str =
+    "verify_since_fails_on_a_rolled_back_chain_naming_the_entry_where_the_two_part";
 
 /// Every command of the tree with the words that run it after `outreach` (none for the
 /// root), parents before their subcommands; clap's own `help` subcommand left out.
