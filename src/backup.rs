@@ -106,7 +106,7 @@ pub enum BackupError {
         problem: String,
     },
     #[error(
-        "{0} is no backup: it has no {CHECKSUMS_FILE}; give the folder `outreach backup --out` wrote"
+        "{0} is no backup: it has no checksums.sha256; give the folder `outreach backup --out` wrote"
     )]
     NotABackup(PathBuf),
     #[error(
@@ -796,7 +796,9 @@ pub fn restore(backup: &Path, to: &Path) -> Result<RestoreReport> {
             n += 1;
         }
         // Nothing was written through it: the transaction ends without a change.
-        drop(held);
+        if let Some(conn) = held {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         fs::rename(to, &aside).map_err(io_err(&aside))?;
         fs::rename(&tmp.path, to).map_err(io_err(to))?;
         drop(lock);
