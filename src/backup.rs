@@ -277,9 +277,8 @@ impl Drop for TempDir {
 
 /// Whether `dir` is missing or an empty folder (a file there is neither).
 fn is_missing_or_empty(dir: &Path) -> Result<bool> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if !m.is_dir() => return Ok(false),
-        _ => {}
+    if fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Ok(false);
     }
     match fs::read_dir(dir) {
         Ok(mut entries) => Ok(entries.next().is_none()),
