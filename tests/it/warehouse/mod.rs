@@ -1,7 +1,8 @@
 //! The warehouse folder (`src/warehouse`): dataset versions, status and complete-through
 //! declarations as readers see them, the manifest, recovery and durability, the
-//! DataFusion session, and the data files it vouches for.
+//! DataFusion session, the data files it vouches for, and backups that restore.
 
+mod backup;
 mod manifest;
 mod recovery;
 mod session;
