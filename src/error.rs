@@ -8,6 +8,7 @@
 
 pub use crate::fault::Fault;
 
+use crate::backup::BackupError;
 use crate::dictionary::DictionaryError;
 use crate::ingest::IngestError;
 use crate::ledger::LedgerError;
@@ -42,6 +43,8 @@ pub enum Error {
     Requests(#[from] RequestsError),
     #[error(transparent)]
     Pseudonymize(#[from] PseudonymizeError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
     /// The API server cannot listen (address in use, no permission) or its socket failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -74,6 +77,7 @@ impl Error {
             Error::Publication(e) => e.fault(),
             Error::Requests(e) => e.fault(),
             Error::Pseudonymize(e) => e.fault(),
+            Error::Backup(e) => e.fault(),
             Error::Listen { .. } => Fault::BadInput,
             Error::Usage(_) => Fault::Usage,
             Error::Internal(_) => Fault::Internal,

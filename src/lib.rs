@@ -39,6 +39,9 @@
 //!   them, `plan` and `publish`, the figures funders read, and the publication document,
 //!   stored in the ledger with the programs table it was made from.
 //! - [`requests`]: researchers' requests, their tokens and the steward's decisions.
+//! - [`backup`]: `outreach backup` and `outreach restore`: a consistent copy of the
+//!   warehouse while releases run (the ledger and requests through SQLite's online backup),
+//!   with a checksum list, and its restore, checked whole before it replaces anything.
 //! - [`error`]: the crate's error, one variant per layer's error, classified by who is at
 //!   fault; only the stages after it use it.
 //! - [`present`]: what the public is shown, from the ledger alone: the snapshot of what is
@@ -60,6 +63,7 @@
 //! [`privacy`].
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod csv_out;
 pub mod demo;

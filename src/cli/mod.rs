@@ -17,6 +17,7 @@
 //! - `site`: the static mirror (`export-site`), `verify` and the registry `disclosure`.
 //! - `requests`: researchers' requests and tokens.
 //! - `pseudonymize`: the program's pseudonymisation of a raw export, and the state's key file.
+//! - `backup`: `backup` and `restore`, a warehouse's consistent copy and its checked restore.
 //! - `generated`: shell completions and manual pages, generated from these definitions.
 //!
 //! Flags that cannot apply together are refused by the parser, naming both, before anything
@@ -25,6 +26,7 @@
 //! Everything a command prints goes through `out` (standard output) or `note` (standard
 //! error): a reader that closes the pipe early ends the command quietly, never with a panic.
 
+mod backup;
 mod budget;
 mod demo;
 mod generated;
@@ -178,6 +180,10 @@ enum Command {
     },
     /// At a program: replace a raw export's identifiers by the state's keyed person_key.
     Pseudonymize(pseudonymize::PseudonymizeArgs),
+    /// Write a consistent copy of a warehouse (ledger, requests, manifest, data files) with checksums, while releases run.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new or empty folder, or over its warehouse, after checking every file.
+    Restore(backup::RestoreArgs),
     /// Print a shell's completion script for outreach (bash, zsh or fish).
     Completions(generated::CompletionsArgs),
     /// Write a manual page per command into a folder.
@@ -288,6 +294,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Requests { command } => requests::run_requests(command),
         Command::Tokens { command } => requests::run_tokens(command),
         Command::Pseudonymize(args) => pseudonymize::run_pseudonymize(args),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
         Command::Completions(args) => generated::run_completions(args),
         Command::Man(args) => generated::run_man(args),
     }

@@ -317,10 +317,12 @@ impl Ledger {
                 .conn
                 .prepare("SELECT DISTINCT quarter FROM publications ORDER BY quarter")
                 .map_err(&e)?;
-            stmt.query_map([], |r| r.get::<_, String>(0))
+            let quarters = stmt
+                .query_map([], |r| r.get::<_, String>(0))
                 .map_err(&e)?
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(&e)?
+                .map_err(&e)?;
+            quarters
         } else {
             Vec::new()
         };

@@ -227,6 +227,10 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach disclosure", "--contact", CURATION),
     ("outreach disclosure", "--region", CURATION),
     ("outreach disclosure", "--shared-keys", CURATION),
+    ("outreach backup", "--warehouse", BACKUP),
+    ("outreach backup", "--out", BACKUP),
+    ("outreach restore", "backup", BACKUP),
+    ("outreach restore", "--to", BACKUP),
 ];
 
 const PSEUDONYMIZE: &str = "one_survivor_written_differently_in_two_programs_gets_one_key";
@@ -273,6 +277,8 @@ const CURATION: &str =
 const VERIFY: &str = "verify_passes_on_an_untouched_mirror_and_names_a_missing_or_edited_release";
 const VERIFY_SINCE: &str =
     "verify_since_fails_on_a_rolled_back_chain_naming_the_entry_where_the_two_part";
+const BACKUP: &str =
+    "a_backup_taken_during_ten_concurrent_releases_restores_every_release_committed_before_it";
 
 /// Every command of the tree with the words that run it after `outreach` (none for the
 /// root), parents before their subcommands; clap's own `help` subcommand left out.

@@ -22,7 +22,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// `outreach verify SITE --public-key KEY [--since HEAD]`.
-fn verify(wh: &Path, site: &Path, since: Option<&Path>) -> Output {
+fn verify(wh: &Path, site: &Path, since: Option<PathBuf>) -> Output {
     let key = Ledger::open(wh).unwrap().public_key_hex().unwrap();
     let mut args = vec![
         "verify".to_string(),
@@ -102,20 +102,16 @@ fn the_mirror_keeps_every_signed_head_and_verify_since_passes_on_a_chain_that_ex
         std::fs::read(saved.join("v1/ledger/head.json")).unwrap(),
     );
     // Today's chain extends the saved head, and any older head.
-    let out = ok(&verify(
-        &wh,
-        &site,
-        Some(&saved.join("v1/ledger/head.json")),
-    ));
+    let out = ok(&verify(&wh, &site, Some(saved.join("v1/ledger/head.json"))));
     assert!(out.contains("extends the head you saved"), "{out}");
     let first = site.join(format!("v1/ledger/heads/{}.json", signed[0].size));
-    ok(&verify(&wh, &site, Some(&first)));
+    ok(&verify(&wh, &site, Some(first)));
     // A head file that is no signed head is refused by name.
     let forged = tmp.path().join("forged.json");
-    let mut bad = head.clone();
+    let mut bad = head;
     bad["size"] = Value::from(size + 1);
     std::fs::write(&forged, bad.to_string()).unwrap();
-    let out = verify(&wh, &site, Some(&forged));
+    let out = verify(&wh, &site, Some(forged));
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("signature does not verify"),
@@ -144,7 +140,7 @@ fn verify_since_fails_on_a_rolled_back_chain_naming_the_entry_where_the_two_part
     export(&old, &rolled, &[]);
     let short = chain(&old).len();
     assert!(short < seen.len());
-    let out = verify(&old, &rolled, Some(&saved.join("v1/ledger/head.json")));
+    let out = verify(&old, &rolled, Some(saved.join("v1/ledger/head.json")));
     assert!(!out.status.success(), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(
@@ -154,7 +150,7 @@ fn verify_since_fails_on_a_rolled_back_chain_naming_the_entry_where_the_two_part
     // The head file alone (no saved pages beside it) names the same entry.
     let lone = tmp.path().join("head.json");
     std::fs::copy(saved.join("v1/ledger/head.json"), &lone).unwrap();
-    let err = stderr(&verify(&old, &rolled, Some(&lone)));
+    let err = stderr(&verify(&old, &rolled, Some(lone)));
     assert!(err.contains(&format!("part at entry {short}")), "{err}");
 
     // Then the rolled-back warehouse publishes the same quarter again: a chain as long as the
@@ -168,7 +164,7 @@ fn verify_since_fails_on_a_rolled_back_chain_naming_the_entry_where_the_two_part
         .position(|(a, b)| a.hash != b.hash)
         .expect("the chains part");
     assert!(parts >= short, "they share the entries before the rollback");
-    let out = verify(&old, &rolled, Some(&saved.join("v1/ledger/head.json")));
+    let out = verify(&old, &rolled, Some(saved.join("v1/ledger/head.json")));
     assert!(!out.status.success(), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains(&format!("part at entry {parts}")), "{err}");
@@ -186,7 +182,7 @@ fn verify_since_passes_across_a_recorded_recovery_and_fails_on_a_silent_restart(
     publish(&other, "2025Q1");
     let restarted = tmp.path().join("restarted");
     export(&other, &restarted, &[]);
-    let out = verify(&other, &restarted, Some(&saved_head));
+    let out = verify(&other, &restarted, Some(saved_head.clone()));
     assert!(!out.status.success(), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(
@@ -215,7 +211,7 @@ fn verify_since_passes_across_a_recorded_recovery_and_fails_on_a_silent_restart(
     ));
     publish(&wh, "2025Q1");
     export(&wh, &site, &[]);
-    let out = ok(&verify(&wh, &site, Some(&saved_head)));
+    let out = ok(&verify(&wh, &site, Some(saved_head)));
     assert!(
         out.contains("recovery entry") && out.contains("the disk failed"),
         "{out}"
@@ -225,7 +221,7 @@ fn verify_since_passes_across_a_recorded_recovery_and_fails_on_a_silent_restart(
     let out = verify(
         &wh,
         &site,
-        Some(&saved.join(format!("v1/ledger/heads/{older}.json"))),
+        Some(saved.join(format!("v1/ledger/heads/{older}.json"))),
     );
     assert!(!out.status.success(), "{}", stdout(&out));
     let err = stderr(&out);
