@@ -197,8 +197,15 @@ pub enum LedgerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The warehouse's manifest, read or written for the ledger's id.
     #[error(transparent)]
-    Warehouse(#[from] crate::warehouse::WarehouseError),
+    Warehouse(Box<crate::warehouse::WarehouseError>),
+}
+
+impl From<crate::warehouse::WarehouseError> for LedgerError {
+    fn from(e: crate::warehouse::WarehouseError) -> LedgerError {
+        LedgerError::Warehouse(Box::new(e))
+    }
 }
 
 impl LedgerError {

@@ -134,10 +134,10 @@ static WRITING: Mutex<()> = Mutex::new(());
 /// Writes `w` as the watermark of `root`, atomically.
 fn write_watermark(root: &Path, w: &Watermark) -> Result<()> {
     let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
-    // Another writer may have recorded a later state meanwhile: never move it back.
+    // Nothing new (a replay wrote nothing), or another writer recorded a later state
+    // meanwhile, which is never moved back.
     if let Some(old) = read_watermark(root)?
-        && old.ledger_id == w.ledger_id
-        && old.entries > w.entries
+        && (old == *w || (old.ledger_id == w.ledger_id && old.entries > w.entries))
     {
         return Ok(());
     }
