@@ -218,24 +218,10 @@ pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
                     min_scale,
                 },
             };
+            // The table shows the recovery: the lost ledger, the spend carried over, the
+            // releases whose stored numbers were lost and the quarters it had published.
             let ledger = Ledger::recover(&warehouse, &why, &init)?;
             let view = ledger.show()?;
-            if let Some(r) = &view.recovered_from {
-                super::note(&format!(
-                    "Recovered from lost ledger {} ({} chain entries, head {}): lifetime rho = {}, delta = {} carried over. Releases 1 to {} had their stored numbers in it; quarters it had published: {}. Each is published again only by a new debit.",
-                    r.lost_ledger_id,
-                    r.lost_entries,
-                    r.lost_chain_head,
-                    r.lifetime_rho,
-                    r.lifetime_delta,
-                    r.releases_lost,
-                    if r.published_quarters.is_empty() {
-                        "none".to_string()
-                    } else {
-                        r.published_quarters.join(", ")
-                    },
-                ));
-            }
             super::out(&report::budget_table(&view))?;
         }
     }

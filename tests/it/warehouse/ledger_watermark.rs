@@ -347,7 +347,19 @@ async fn budget_recover_carries_the_lost_spend_over_and_a_quarter_published_agai
     assert_eq!(manifest.ledger_id.as_deref(), Some(new_id.as_str()));
     assert_eq!(watermark(&wh).ledger_id, new_id);
 
-    // `budget show` starts from the lost spend and shows the reason.
+    // `budget show` starts from the lost spend and shows the reason, the releases whose
+    // stored numbers were lost and the quarters published.
+    let table = run_ok(&wh, &["budget", "show"]);
+    let expected = [
+        "the disk failed".to_string(),
+        w.ledger_id.clone(),
+        format!("releases 1 to {lost_releases}"),
+        "2025Q1, 2025Q2".to_string(),
+        format!("{lost_rho:.6}"),
+    ];
+    for shown in &expected {
+        assert!(table.contains(shown.as_str()), "{shown} not in {table}");
+    }
     let shown = run_ok(&wh, &["budget", "show", "--format", "json"]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     let text = shown.to_string();
