@@ -3,7 +3,8 @@
 //!
 //! Points: `after-staging`, `after-data-rename` and `dir-synced:<folder>` (ingest; the last
 //! follows each new folder's fsync, so a test can crash right after it), `ledger-before-commit` and
-//! `ledger-after-debit` (a release). [`armed`] lets a release fail (not crash) after its
+//! `ledger-after-debit` (a release), and `ledger-before-watermark` (after every committed
+//! write of the ledger, before its watermark is written). [`armed`] lets a release fail (not crash) after its
 //! debit at `release-fail-after-debit`, or panic inside its bounding tasks at
 //! `release-panic-after-debit`, and `outreach report`'s template fail at `report-template`.
 //! Costs one environment look-up per point passed.

@@ -429,6 +429,33 @@ pub async fn ledger_head(
     rendered(&state, "/v1/ledger/head", f, &headers)
 }
 
+#[utoipa::path(get, path = "/v1/ledger/heads/{size}", tag = "ledger",
+    params(("size" = i64, Path, description = "The number of entries a signed head covers"), FormatParam),
+    responses((status = 200, description = "A head the warehouse signed when its chain had `size` entries, as `/v1/ledger/head` served it then: every signed head is kept, so a reader who saved one can check that today's chain extends it (`outreach verify --since`)", body = views::LedgerHead),
+              (status = 304, description = "Not modified since the ETag given"),
+              (status = 400, description = "A size that is not a whole number, or a bad format", body = ErrorBody),
+              (status = 404, description = "No head was signed at that size", body = ErrorBody)))]
+pub async fn ledger_heads(
+    State(state): State<AppState>,
+    p: Result<Path<i64>, PathRejection>,
+    q: Result<Query<FormatParam>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let size = path(p)?;
+    let f = format_of(query(q)?.format.as_deref(), &headers)?;
+    let snap = state.snapshot();
+    let r = snap
+        .rendered
+        .get(&format!("/v1/ledger/heads/{size}"))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no head of size {size} was signed: the latest is {}",
+                snap.ledger.head.size
+            ))
+        })?;
+    Ok(respond(r, f, &headers))
+}
+
 /// A researcher, identified by the bearer token of the request: the token's id (what their
 /// requests belong to) and their name (what their allocation is named after).
 #[derive(Debug, Clone)]

@@ -213,6 +213,7 @@ impl Modify for CsvBodies {
         views::ReleaseSummary,
         views::Budget,
         views::AllocationBudget,
+        views::BudgetRecovery,
         views::LedgerSummary,
         views::LedgerPage,
         views::LedgerEntry,

@@ -295,5 +295,12 @@ impl Served {
                 Rendered::new(page, csv::rows(&page.entries), Live),
             );
         }
+        // Every head ever signed: a reader who saved one checks today's chain against it.
+        for head in &ledger.heads {
+            self.put(
+                format!("/v1/ledger/heads/{}", head.size),
+                Rendered::new(head, csv::rows(std::slice::from_ref(head)), Live),
+            );
+        }
     }
 }

@@ -53,6 +53,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ledger"),
     ("GET", "/v1/ledger/pages/{page}"),
     ("GET", "/v1/ledger/head"),
+    ("GET", "/v1/ledger/heads/{size}"),
     ("POST", "/v1/requests"),
     ("GET", "/v1/requests"),
     ("GET", "/v1/requests/{id}"),
@@ -311,6 +312,7 @@ pub fn api_routes(
         .routes(routes!(handlers::ledger))
         .routes(routes!(handlers::ledger_page))
         .routes(routes!(handlers::ledger_head))
+        .routes(routes!(handlers::ledger_heads))
         .merge(researcher)
 }
 

@@ -1,6 +1,7 @@
 //! `outreach budget`: the warehouse's privacy budget. `init` sets it with its period and
 //! noise, `allocate` splits it into named allocations, `show` prints what is spent and what
-//! is left, and `renew` starts a new period.
+//! is left, `renew` starts a new period, and `recover` starts a new ledger where the one the
+//! warehouse names is truly lost, carrying its lifetime spend over.
 
 use std::path::PathBuf;
 
@@ -105,6 +106,44 @@ pub(super) enum BudgetCommand {
         #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
         horizon: Option<u32>,
     },
+    /// Start a new ledger where the warehouse's ledger is truly lost: its lifetime spend starts at the watermark's, and the loss is a public, recorded restart.
+    #[command(after_help = concat!(
+        "The lost ledger.sqlite must be gone (move an older or foreign copy aside first); the\n",
+        "watermark (ledger-watermark.json) says what it spent. Takes the new period's settings,\n",
+        "as budget init does. Quarters it had published are published again only by a new debit.\n\n",
+        "Examples:\n",
+        "  outreach budget recover --warehouse wh --why \"disk failed, no backup\" --total 5 --horizon 730\n",
+        "  outreach budget recover --warehouse wh --why \"restore missed the ledger\" --total 5 --horizon 365 --delta 1e-6",
+    ))]
+    Recover {
+        /// Warehouse folder.
+        #[arg(long, env = WAREHOUSE_ENV)]
+        warehouse: PathBuf,
+        /// Why the ledger is recovered; recorded in the ledger and on the public chain.
+        #[arg(long)]
+        why: String,
+        /// Total zCDP budget rho for the new period.
+        #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
+        total: f64,
+        /// Length of the new budget period in days.
+        #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
+        horizon: u32,
+        /// Total delta for approximate releases (private partition selection).
+        #[arg(long, default_value_t = 0.0,
+            value_parser = parse_delta, allow_negative_numbers = true)]
+        delta: f64,
+        /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
+        #[arg(long, default_value = "gaussian")]
+        noise: NoiseKind,
+        /// Delta at which rho is displayed as (epsilon, delta).
+        #[arg(long, default_value_t = PrivacyConfig::default().display_delta,
+            value_parser = parse_display_delta, allow_negative_numbers = true)]
+        display_delta: f64,
+        /// The smallest noise scale any release may use.
+        #[arg(long, default_value_t = PrivacyConfig::default().min_scale,
+            value_parser = parse_scale, allow_negative_numbers = true)]
+        min_scale: f64,
+    },
 }
 
 /// `outreach budget`.
@@ -157,6 +196,33 @@ pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
             let mut ledger = Ledger::open(&warehouse)?;
             ledger.renew(&why, total, delta, horizon)?;
             super::out(&report::budget_table(&ledger.show()?))?;
+        }
+        BudgetCommand::Recover {
+            warehouse,
+            why,
+            total,
+            horizon,
+            delta,
+            noise,
+            display_delta,
+            min_scale,
+        } => {
+            Warehouse::open(&warehouse)?;
+            let init = BudgetInit {
+                total_rho: total,
+                total_delta: delta,
+                horizon_days: horizon,
+                config: PrivacyConfig {
+                    noise,
+                    display_delta,
+                    min_scale,
+                },
+            };
+            // The table shows the recovery: the lost ledger, the spend carried over, the
+            // releases whose stored numbers were lost and the quarters it had published.
+            let ledger = Ledger::recover(&warehouse, &why, &init)?;
+            let view = ledger.show()?;
+            super::out(&report::budget_table(&view))?;
         }
     }
     Ok(())

@@ -94,7 +94,8 @@ pub(super) enum ReportFormat {
 #[command(after_help = concat!(
     "Examples:\n",
     "  outreach verify site --public-key outreach-key.pub\n",
-    "  outreach verify https://data.example.gov/outreach/ --public-key outreach-key.pub --format json",
+    "  outreach verify https://data.example.gov/outreach/ --public-key outreach-key.pub --format json\n",
+    "  outreach verify https://data.example.gov/outreach/ --public-key outreach-key.pub --since saved/v1/ledger/head.json",
 ))]
 pub(super) struct VerifyArgs {
     /// A mirror's folder (`export-site --out`), or the http(s) URL it is served from.
@@ -106,6 +107,11 @@ pub(super) struct VerifyArgs {
     /// text (plain words) or json.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
+    /// A signed head saved earlier (`v1/ledger/head.json` or `v1/ledger/heads/SIZE.json` of an
+    /// older copy): passes only if today's chain extends it, directly or across a recorded
+    /// recovery that cites it.
+    #[arg(long, value_name = "HEAD_FILE")]
+    since: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -186,17 +192,67 @@ fn key_text(arg: &str) -> Result<String, Error> {
     }
 }
 
+/// The signed head saved in `path` (the JSON of `v1/ledger/head.json`), and the saved mirror
+/// it sits in when its pages are beside it (`SITE/v1/ledger/head.json` or
+/// `SITE/v1/ledger/heads/SIZE.json`), which names the first entry that differs.
+fn saved_head(
+    path: &std::path::Path,
+) -> Result<
+    (
+        crate::present::views::LedgerHead,
+        Option<site::FolderRecord>,
+    ),
+    Error,
+> {
+    let text = std::fs::read(path)
+        .map_err(|e| Error::Usage(format!("--since: cannot read {}: {e}", path.display())))?;
+    let head = serde_json::from_slice(&text).map_err(|e| {
+        Error::Usage(format!(
+            "--since: {} is not a signed head as v1/ledger/head.json serves it: {e}",
+            path.display()
+        ))
+    })?;
+    let ledger_dir = path.parent().and_then(|p| {
+        if p.file_name().is_some_and(|n| n == "heads") {
+            p.parent()
+        } else {
+            Some(p)
+        }
+    });
+    let mirror = ledger_dir
+        .filter(|d| d.file_name().is_some_and(|n| n == "ledger"))
+        .and_then(|d| d.parent())
+        .filter(|v1| v1.file_name().is_some_and(|n| n == "v1"))
+        .and_then(|v1| v1.parent())
+        .filter(|root| root.join("v1/ledger/pages/1.json").is_file())
+        .and_then(|root| site::FolderRecord::open(root).ok());
+    Ok((head, mirror))
+}
+
 /// `outreach verify`: exit 0 when everything holds; exit 1 naming what does not.
 pub(super) fn run_verify(args: VerifyArgs) -> Result<(), Error> {
     let VerifyArgs {
         site_or_url,
         public_key,
         format,
+        since,
     } = args;
     let key = crate::verify::parse_public_key(&key_text(&public_key)?)
         .map_err(|e| Error::Usage(format!("--public-key: {e}")))?;
+    let saved = since.as_deref().map(saved_head).transpose()?;
     let record = AnyRecord::open(&site_or_url).map_err(record_error)?;
-    let outcome = crate::verify::verify(&record, &key);
+    let outcome = match &saved {
+        None => crate::verify::verify(&record, &key).map(|r| r.to_string()),
+        Some((head, mirror)) => crate::verify::verify_since(
+            &record,
+            &key,
+            head,
+            mirror
+                .as_ref()
+                .map(|m| m as &dyn crate::verify::PublicRecord),
+        )
+        .map(|(r, s)| format!("{r}\n{s}")),
+    };
     let json = |verified: bool, field: &str, text: String| {
         let mut v = serde_json::json!({ "verified": verified, "record": site_or_url });
         v[field] = serde_json::Value::String(text);

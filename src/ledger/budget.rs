@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::spend::{Quantity, SLACK, Spend};
 use super::{
-    Ledger, LedgerError, NoiseKind, Result, SCHEMA_VERSION, chain, create_schema, now, secret,
-    sql_err,
+    Ledger, LedgerError, LedgerRecovery, NoiseKind, Result, SCHEMA_VERSION, chain, create_schema,
+    now, secret, sql_err, watermark,
 };
 use crate::sqlite;
 
@@ -82,11 +82,57 @@ pub struct BudgetView {
     /// Lifetime δ over every period, which grows with renewals too.
     #[serde(default)]
     pub lifetime_delta: f64,
+    /// Where this ledger was started by `budget recover`: the lost ledger, the spend carried
+    /// over from it (already in the lifetime totals) and the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_from: Option<LedgerRecovery>,
 }
 
 impl Ledger {
-    /// Creates the ledger with its first budget period, config and secret.
+    /// Creates the ledger with its first budget period, config, secret and id, and records
+    /// the id in the manifest and the watermark. Refused where the warehouse already names a
+    /// ledger (a lost one is replaced only by [`Ledger::recover`]).
     pub fn init(warehouse: &Path, init: &BudgetInit) -> Result<Ledger> {
+        Self::create(warehouse, init, None)
+    }
+
+    /// Starts a new ledger where the one the warehouse names is truly lost: `budget recover`.
+    /// Its lifetime spend starts at the watermark's, never at zero, and the loss is a
+    /// `recovery` entry on the public chain that cites the lost ledger and the reason. The
+    /// lost ledger's file must be gone (moved aside by the steward: nothing here deletes
+    /// one), and the watermark must be there to say what it spent.
+    pub fn recover(warehouse: &Path, why: &str, init: &BudgetInit) -> Result<Ledger> {
+        if why.trim().is_empty() {
+            return Err(LedgerError::Invalid(
+                "a recovery needs a reason (--why)".into(),
+            ));
+        }
+        let path = Self::path_in(warehouse);
+        if path.exists() {
+            return Err(LedgerError::RecoverOverLedger { path });
+        }
+        let w = super::read_watermark(warehouse)?.ok_or_else(|| LedgerError::NoWatermark {
+            path: warehouse.join(super::WATERMARK_FILE),
+        })?;
+        let recovery = super::LedgerRecovery {
+            lost_ledger_id: w.ledger_id.clone(),
+            lost_entries: w.entries,
+            lost_chain_head: w.chain_head.clone(),
+            lifetime_rho: w.lifetime_rho,
+            lifetime_delta: w.lifetime_delta,
+            releases_lost: w.releases,
+            published_quarters: w.published_quarters.clone(),
+            why: why.trim().to_string(),
+            day: chain::day_of(&now()),
+        };
+        Self::create(warehouse, init, Some(&recovery))
+    }
+
+    fn create(
+        warehouse: &Path,
+        init: &BudgetInit,
+        recovery: Option<&super::LedgerRecovery>,
+    ) -> Result<Ledger> {
         validate_total(init.total_rho, init.total_delta, init.horizon_days)?;
         let c = &init.config;
         if !(c.display_delta > 0.0 && c.display_delta < 1.0) {
@@ -100,6 +146,10 @@ impl Ledger {
             ));
         }
         let path = Self::path_in(warehouse);
+        if recovery.is_none() {
+            watermark::refuse_second_ledger(warehouse)?;
+        }
+        let id = watermark::new_ledger_id()?;
         let mut conn = Self::connect(&path)?;
         let e = sql_err(&path);
         sqlite::immediate(&mut conn, &e, |tx| {
@@ -117,20 +167,39 @@ impl Ledger {
                 params![config],
             )
             .map_err(&e)?;
+            watermark::store_id(tx, &path, &id)?;
+            let why = match recovery {
+                Some(r) => {
+                    watermark::store_recovery(tx, &path, r)?;
+                    format!("recovery after lost ledger {}: {}", r.lost_ledger_id, r.why)
+                }
+                None => "initial budget".to_string(),
+            };
             insert_period(
                 tx,
                 init.total_rho,
                 init.total_delta,
                 init.horizon_days,
-                "initial budget",
+                &why,
             )
             .map_err(&e)?;
-            // The signing key and the public chain, which starts with this ledger.
-            chain::start_new(tx, &path)?;
+            // The signing key and the public chain, which starts with this ledger (after a
+            // recovery, with the entry that records it).
+            match recovery {
+                Some(r) => chain::start_recovered(tx, &path, r, &id)?,
+                None => chain::start_new(tx, &path, &id)?,
+            }
             sqlite::set_schema_version(tx, SCHEMA_VERSION).map_err(&e)
         })?;
         drop(e);
-        Ok(Ledger { path, conn })
+        let mut ledger = Ledger { path, conn };
+        // The manifest first, then the watermark. A recovery must name its new ledger in the
+        // manifest now; `budget init` leaves it to the next writable opening when another
+        // command holds the warehouse's lock (the watermark names the id meanwhile).
+        watermark::record_in_manifest(warehouse, &id, recovery.is_some())?;
+        ledger.after_commit()?;
+        ledger.check_against_watermark(warehouse, true)?;
+        Ok(ledger)
     }
 
     /// The warehouse's privacy configuration.
@@ -256,7 +325,8 @@ impl Ledger {
                 .map_err(&e)?;
             }
             chain::extend(tx, &path)
-        })
+        })?;
+        self.after_commit()
     }
 
     /// Starts a new budget period: a recorded steward action, with a new total ρ, δ or
@@ -337,6 +407,7 @@ impl Ledger {
             chain::extend(tx, &path)?;
             Ok(period)
         })
+        .and_then(|period| self.after_commit().map(|()| period))
     }
 
     /// The budget, its allocations and what they have spent.
@@ -384,6 +455,11 @@ impl Ledger {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(self.e())?;
+        // A recovered ledger's lifetime starts at the lost ledger's spend, never at zero.
+        let recovered_from = self.recovered_from()?;
+        let (carried_rho, carried_delta) = recovered_from
+            .as_ref()
+            .map_or((0.0, 0.0), |r| (r.lifetime_rho, r.lifetime_delta));
         Ok(BudgetView {
             config: self.config()?,
             period,
@@ -391,8 +467,9 @@ impl Ledger {
             spent_rho,
             spent_delta,
             allocations,
-            lifetime_rho,
-            lifetime_delta,
+            lifetime_rho: carried_rho + lifetime_rho,
+            lifetime_delta: carried_delta + lifetime_delta,
+            recovered_from,
         })
     }
 

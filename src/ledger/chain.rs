@@ -11,7 +11,9 @@
 //! event (`YYYY-MM-DD`), never a time of day. The kinds:
 //!
 //! - `genesis` (always seq 0): the start of the chain. For a ledger created with its chain,
-//!   `migrated` is false. For a ledger that existed before its chain, `migrated` is true and the
+//!   `migrated` is false and `ledger_id` is the ledger's random id, so that no two chains
+//!   share their first entry (a chain started again elsewhere parts from the old one at
+//!   entry 0). For a ledger that existed before its chain, `migrated` is true and the
 //!   body records the state the chain starts from (periods, the current period's budget and
 //!   spend, lifetime spend, and the last release and publication ids it summarises), and says
 //!   that earlier history is summarised, not listed.
@@ -30,6 +32,13 @@
 //!   `delta`, `result` (the published numbers, exactly as `/v1/releases/{id}` serves them).
 //! - `publication`: a quarter's publication, and the one it supersedes: `publication_id`,
 //!   `quarter`, `release_id`, `equity_release_id`, `supersedes`, `dataset_version`.
+//! - `recovery` (seq 1 of a ledger started by `budget recover`, whose genesis says
+//!   `recovered: true`): the restart after a lost ledger, cited by the lost ledger's id
+//!   (`lost_ledger_id`), chain size (`lost_entries`) and last hash (`lost_chain_head`), its
+//!   lifetime spend, carried over (`lifetime_rho`, `lifetime_delta`), the highest release id
+//!   it held (`releases_lost`), the quarters it had published (`published_quarters`) and the
+//!   steward's reason (`why`). A reader holding the lost chain's head sees that this chain
+//!   does not extend it, and why.
 //!
 //! ## The hash
 //!
@@ -114,6 +123,7 @@ pub const DEBIT: &str = "debit";
 pub const PRIVATE_DEBIT: &str = "private_debit";
 pub const RELEASE: &str = "release";
 pub const PUBLICATION: &str = "publication";
+pub const RECOVERY: &str = "recovery";
 
 /// Every kind, in the order the module docs list them.
 pub const KINDS: &[&str] = &[
@@ -124,6 +134,7 @@ pub const KINDS: &[&str] = &[
     PRIVATE_DEBIT,
     RELEASE,
     PUBLICATION,
+    RECOVERY,
 ];
 
 /// What the line of a public key starts with, as `outreach key show` prints it and
@@ -657,14 +668,49 @@ fn release_body(tx: &Transaction<'_>, path: &Path, id: i64) -> Result<serde_json
 
 /// Starts the chain of a new ledger, inside `budget init`'s transaction: the genesis entry,
 /// then the entries of what `budget init` wrote, signed.
-pub(super) fn start_new(tx: &Transaction<'_>, path: &Path) -> Result<()> {
+pub(super) fn start_new(tx: &Transaction<'_>, path: &Path, ledger_id: &str) -> Result<()> {
     create_signing_key(tx, path)?;
     let body = serde_json::json!({
         "day": day_of(&now()),
+        "ledger_id": ledger_id,
         "migrated": false,
         "note": "a new ledger: every public event is an entry from here on",
     });
     append(tx, path, GENESIS, &body, None)?;
+    extend(tx, path)
+}
+
+/// Starts the chain of a ledger that `budget recover` starts after a lost one, inside its
+/// transaction: the genesis entry (`recovered: true`), the `recovery` entry citing the lost
+/// ledger, then the entries of what the recovery wrote, signed.
+pub(super) fn start_recovered(
+    tx: &Transaction<'_>,
+    path: &Path,
+    r: &super::LedgerRecovery,
+    ledger_id: &str,
+) -> Result<()> {
+    create_signing_key(tx, path)?;
+    let day = day_of(&now());
+    let genesis = serde_json::json!({
+        "day": day,
+        "ledger_id": ledger_id,
+        "migrated": false,
+        "recovered": true,
+        "note": "a new ledger after a lost one: the next entry records the loss and carries its spend over",
+    });
+    append(tx, path, GENESIS, &genesis, None)?;
+    let body = serde_json::json!({
+        "day": day,
+        "lost_ledger_id": r.lost_ledger_id,
+        "lost_entries": r.lost_entries,
+        "lost_chain_head": r.lost_chain_head,
+        "lifetime_rho": r.lifetime_rho,
+        "lifetime_delta": r.lifetime_delta,
+        "releases_lost": r.releases_lost,
+        "published_quarters": r.published_quarters,
+        "why": r.why,
+    });
+    append(tx, path, RECOVERY, &body, None)?;
     extend(tx, path)
 }
 
@@ -787,7 +833,8 @@ impl Ledger {
             let body = release_body(tx, &path, id)?;
             append(tx, &path, RELEASE, &body, Some(("public_release", id)))?;
             extend(tx, &path)
-        })
+        })?;
+        self.after_commit()
     }
 
     /// Every entry of the public chain, in order. Works on a read-only ledger.
@@ -842,6 +889,37 @@ impl Ledger {
             signature: to_hex(&signature),
             public_key: self.public_key_hex()?,
         }))
+    }
+
+    /// Every signed head of the chain, oldest first, each with the public key: the static
+    /// mirror keeps them all (`v1/ledger/heads/{size}`), so that a reader who saved any of them
+    /// can check that today's chain extends it. Works on a read-only ledger.
+    pub fn signed_heads(&self) -> Result<Vec<SignedHead>> {
+        let public_key = self.public_key_hex()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, hash, signature FROM chain_heads ORDER BY size")
+            .map_err(self.e())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(self.e())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.e())?;
+        Ok(rows
+            .into_iter()
+            .map(|(size, hash, signature)| SignedHead {
+                size: size as u64,
+                hash: to_hex(&hash),
+                signature: to_hex(&signature),
+                public_key: public_key.clone(),
+            })
+            .collect())
     }
 
     /// The public key of the warehouse's signing key, in hex: what `outreach key show` prints

@@ -53,6 +53,9 @@
 //! - `spend.rs`: [`Spend`], a privacy spend (ρ and δ) as one checked value.
 //! - `integrity.rs`: the steward's check of the ledger's invariants ([`Ledger::check`]).
 //! - `noise.rs`: the noise a warehouse uses ([`NoiseKind`]).
+//! - `watermark.rs`: the ledger's id and the watermark beside the manifest, the check that
+//!   every opening of the ledger runs against them ([`Ledger::check_against_watermark`]),
+//!   and `budget recover` ([`Ledger::recover`]).
 
 mod budget;
 pub mod chain;
@@ -62,6 +65,7 @@ pub mod noise;
 mod releases;
 mod secret;
 mod spend;
+pub mod watermark;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -77,6 +81,7 @@ pub use noise::NoiseKind;
 pub use releases::{Begin, ReleaseStart, StoredRelease};
 use spend::amount;
 pub use spend::{Spend, SpendError};
+pub use watermark::{LedgerRecovery, WATERMARK_FILE, Watermark, read_watermark};
 
 /// The ledger's file name inside the warehouse folder.
 pub const LEDGER_FILE: &str = "ledger.sqlite";
@@ -144,6 +149,63 @@ pub enum LedgerError {
     /// Sums read from the ledger that are no privacy spend (an infinite total).
     #[error("ledger {path} holds amounts that are not a privacy spend: {source}")]
     BadSpend { path: PathBuf, source: SpendError },
+    #[error(
+        "the ledger {path} is missing, but {named_by} names ledger {id}: it holds the only record of what was spent, so nothing was run. Put it back from a backup (`outreach restore`); only if it is truly lost, start a new one that carries its spend over with `outreach budget recover --why TEXT --total RHO --horizon DAYS`"
+    )]
+    LedgerMissing {
+        path: PathBuf,
+        id: String,
+        named_by: String,
+    },
+    #[error(
+        "the ledger {path} is ledger {found}, but {named_by}: it belongs to another warehouse or another start, so nothing was run. Put this warehouse's own ledger back"
+    )]
+    OtherLedger {
+        path: PathBuf,
+        found: String,
+        named_by: String,
+    },
+    #[error(
+        "the ledger {path} ({state}) is behind the watermark {watermark_path} ({watermark}): it is an older copy, and what was spent since would be spent again, so nothing was run. Put the latest ledger back; only if it is truly lost, move this copy aside and run `outreach budget recover --why TEXT --total RHO --horizon DAYS`"
+    )]
+    LedgerBehind {
+        path: PathBuf,
+        state: String,
+        watermark_path: PathBuf,
+        watermark: String,
+    },
+    #[error(
+        "the warehouse already has a ledger: {named_by} names ledger {id}, so `budget init` would start a second budget from zero at {path}. Put the ledger back from a backup, or, if it is truly lost, run `outreach budget recover --why TEXT --total RHO --horizon DAYS`"
+    )]
+    LedgerNamed {
+        path: PathBuf,
+        id: String,
+        named_by: String,
+    },
+    #[error(
+        "`budget recover` starts a new ledger only where the old one is gone, but {path} exists; if it is an older or foreign copy, move it aside (outreach never deletes a ledger) and run the recovery again"
+    )]
+    RecoverOverLedger { path: PathBuf },
+    #[error(
+        "`budget recover` needs the watermark {path} to know what the lost ledger spent, and there is none: put the ledger or the watermark back from a backup"
+    )]
+    NoWatermark { path: PathBuf },
+    #[error("watermark {path} is damaged ({message}); restore it from a backup")]
+    BadWatermark { path: PathBuf, message: String },
+    #[error("watermark {path}: {source}")]
+    WatermarkIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The warehouse's manifest, read or written for the ledger's id.
+    #[error(transparent)]
+    Warehouse(Box<crate::warehouse::WarehouseError>),
+}
+
+impl From<crate::warehouse::WarehouseError> for LedgerError {
+    fn from(e: crate::warehouse::WarehouseError) -> LedgerError {
+        LedgerError::Warehouse(Box::new(e))
+    }
 }
 
 impl LedgerError {
@@ -153,14 +215,23 @@ impl LedgerError {
             | LedgerError::AlreadyInitialised(_)
             | LedgerError::Invalid(_)
             | LedgerError::UnknownAllocation { .. }
-            | LedgerError::NoSuchRelease(_) => Fault::BadInput,
+            | LedgerError::NoSuchRelease(_)
+            | LedgerError::LedgerMissing { .. }
+            | LedgerError::OtherLedger { .. }
+            | LedgerError::LedgerBehind { .. }
+            | LedgerError::LedgerNamed { .. }
+            | LedgerError::RecoverOverLedger { .. }
+            | LedgerError::NoWatermark { .. } => Fault::BadInput,
             LedgerError::OverBudget { .. } | LedgerError::HorizonEnded(_) => Fault::BudgetExhausted,
             LedgerError::Busy | LedgerError::ReleaseInProgress => Fault::Busy,
             LedgerError::Sqlite { .. }
             | LedgerError::Corrupt { .. }
             | LedgerError::BadSpend { .. }
             | LedgerError::Lock { .. }
-            | LedgerError::NewerSchema { .. } => Fault::Internal,
+            | LedgerError::NewerSchema { .. }
+            | LedgerError::BadWatermark { .. }
+            | LedgerError::WatermarkIo { .. } => Fault::Internal,
+            LedgerError::Warehouse(e) => e.fault(),
         }
     }
 }
@@ -344,7 +415,7 @@ impl Ledger {
     pub fn open(warehouse: &Path) -> Result<Ledger> {
         let path = Self::path_in(warehouse);
         if !path.exists() {
-            return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
+            return Err(watermark::refuse_missing(warehouse));
         }
         let conn = Self::connect(&path)?;
         let mut ledger = Ledger { path, conn };
@@ -352,6 +423,8 @@ impl Ledger {
             return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
         }
         ledger.migrate()?;
+        // Nothing runs on a ledger that the warehouse does not vouch for.
+        ledger.check_against_watermark(warehouse, true)?;
         Ok(ledger)
     }
 
@@ -363,7 +436,7 @@ impl Ledger {
         use rusqlite::OpenFlags;
         let path = Self::path_in(warehouse);
         if !path.exists() {
-            return Err(LedgerError::NotInitialised(warehouse.to_path_buf()));
+            return Err(watermark::refuse_missing(warehouse));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -384,6 +457,8 @@ impl Ledger {
                 ),
             });
         }
+        let mut ledger = ledger;
+        ledger.check_against_watermark(warehouse, false)?;
         Ok(ledger)
     }
 

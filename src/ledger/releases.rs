@@ -174,6 +174,7 @@ impl Ledger {
         })?;
         if debited {
             crate::failpoint::hit("ledger-after-debit");
+            self.after_commit()?;
         }
         Ok(begun)
     }
@@ -197,7 +198,8 @@ impl Ledger {
             )
             .map_err(&e)?;
             chain::extend(tx, &path)
-        })
+        })?;
+        self.after_commit()
     }
 
     /// Records that release `id` failed after its debit; the debit stays spent, and so does
@@ -213,7 +215,8 @@ impl Ledger {
             )
             .map_err(&e)?;
             chain::extend(tx, &path)
-        })
+        })?;
+        self.after_commit()
     }
 
     /// Every release, newest last.

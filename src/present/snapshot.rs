@@ -129,6 +129,11 @@ impl Snapshot {
             }
         }
         snap.ledger = views::ledger(&entries, ledger.chain_head()?.as_ref());
+        snap.ledger.heads = ledger
+            .signed_heads()?
+            .iter()
+            .map(views::LedgerHead::from)
+            .collect();
 
         // Publications: the current one per quarter; which release superseded which.
         let mut quarter_of: HashMap<i64, String> = HashMap::new();

@@ -710,6 +710,25 @@ pub fn budget_table(b: &BudgetView) -> String {
         "  lifetime delta over all periods: {:.3e}; it grows with every renewal too",
         b.lifetime_delta
     );
+    if let Some(r) = &b.recovered_from {
+        let _ = writeln!(
+            out,
+            "  recovered on {} from lost ledger {} ({} chain entries, head {}): its lifetime rho {:.6} and delta {:.3e} are carried over into the lifetime above\n    reason: {}\n    releases 1 to {} had their stored numbers in the lost ledger; quarters it had published, each published again only by a new debit: {}",
+            r.day,
+            r.lost_ledger_id,
+            r.lost_entries,
+            r.lost_chain_head,
+            r.lifetime_rho,
+            r.lifetime_delta,
+            r.why,
+            r.releases_lost,
+            if r.published_quarters.is_empty() {
+                "none".to_string()
+            } else {
+                r.published_quarters.join(", ")
+            }
+        );
+    }
     out
 }
 

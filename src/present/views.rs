@@ -669,6 +669,31 @@ pub struct Budget {
     /// researcher's bearer token; it is also counted in the `researchers` row.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub own_allocation: Option<AllocationBudget>,
+    /// Where the warehouse's ledger was lost and a new one started (`budget recover`): the
+    /// lost ledger, the spend carried over (already in `lifetime_rho`) and the reason, as the
+    /// public chain's `recovery` entry records them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_from: Option<BudgetRecovery>,
+}
+
+/// A restart after a lost ledger, as `GET /v1/budget` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BudgetRecovery {
+    /// The day of the recovery, `YYYY-MM-DD`.
+    pub day: String,
+    /// The lost ledger's id, chain size and last hash: a reader holding that head sees that
+    /// this chain restarts after it.
+    pub lost_ledger_id: String,
+    pub lost_entries: u64,
+    pub lost_chain_head: String,
+    /// The lost ledger's lifetime spend, carried over.
+    pub lifetime_rho: f64,
+    pub lifetime_delta: f64,
+    /// The quarters the lost ledger had published; each is published again only by a new
+    /// debit.
+    pub published_quarters: Vec<String>,
+    /// The steward's reason.
+    pub why: String,
 }
 
 /// The public row that sums every researcher's allocation.
@@ -733,6 +758,16 @@ pub fn budget(b: &BudgetView) -> crate::Result<Budget> {
         lifetime_rho: b.lifetime_rho,
         allocations,
         own_allocation: None,
+        recovered_from: b.recovered_from.as_ref().map(|r| BudgetRecovery {
+            day: r.day.clone(),
+            lost_ledger_id: r.lost_ledger_id.clone(),
+            lost_entries: r.lost_entries,
+            lost_chain_head: r.lost_chain_head.clone(),
+            lifetime_rho: r.lifetime_rho,
+            lifetime_delta: r.lifetime_delta,
+            published_quarters: r.published_quarters.clone(),
+            why: r.why.clone(),
+        }),
     })
 }
 
@@ -763,8 +798,8 @@ pub const LEDGER_PAGE_SIZE: usize = 500;
 pub struct LedgerEntry {
     /// From 0, without gaps.
     pub seq: i64,
-    /// `genesis`, `budget_period`, `allocation`, `debit`, `private_debit`, `release` or
-    /// `publication`.
+    /// `genesis`, `budget_period`, `allocation`, `debit`, `private_debit`, `release`,
+    /// `publication` or `recovery`.
     pub kind: String,
     /// The day of the event, `YYYY-MM-DD` (the body's `day`).
     pub day: String,
@@ -848,6 +883,8 @@ pub struct PublicLedger {
     pub summary: LedgerSummary,
     pub pages: Vec<LedgerPage>,
     pub head: LedgerHead,
+    /// Every head the warehouse has signed, oldest first (`GET /v1/ledger/heads/{size}`).
+    pub heads: Vec<LedgerHead>,
 }
 
 /// The served chain from the ledger's entries and latest signed head.
@@ -879,6 +916,7 @@ pub fn ledger(entries: &[ChainEntry], head: Option<&SignedHead>) -> PublicLedger
         },
         pages: pages_served,
         head: head.map(LedgerHead::from).unwrap_or_default(),
+        heads: Vec::new(),
     }
 }
 

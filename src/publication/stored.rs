@@ -109,7 +109,7 @@ impl Ledger {
         let path = self.path.clone();
         let e = sql_err(&path);
         let document = serde_json::to_string(p.document).expect("documents serialise");
-        crate::sqlite::immediate(&mut self.conn, &e, |tx| {
+        let id = crate::sqlite::immediate(&mut self.conn, &e, |tx| {
             tx.execute_batch(SCHEMA).map_err(&e)?;
             let latest: Option<(i64, i64, String)> = tx
                 .query_row(
@@ -162,7 +162,10 @@ impl Ledger {
             // The publication's entry on the public chain, in the same transaction.
             crate::ledger::chain::extend(tx, &path)?;
             Ok(id)
-        })
+        })?;
+        // Then the watermark, which now counts this publication's entry.
+        self.after_commit()?;
+        Ok(id)
     }
 
     /// Every publication, oldest first, optionally of one quarter.

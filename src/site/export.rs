@@ -62,7 +62,7 @@ pub const NOT_MIRRORED: &[(&str, &str)] = &[
 
 /// The path parameters whose routes may have no page yet (nothing published, no public
 /// release): an empty list of their values is no defect.
-const MAY_BE_EMPTY: &[&str] = &["quarter", "program_id", "id"];
+const MAY_BE_EMPTY: &[&str] = &["quarter", "program_id", "id", "size"];
 
 /// What an export did.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -31,6 +31,15 @@ static NULL: Value = Value::Null;
 /// Checks the public record against the warehouse's public key `key` (see the module docs of
 /// `verify`): a report of what was checked, or the first thing that does not hold.
 pub fn verify(record: &dyn PublicRecord, key: &VerifyingKey) -> Result<VerifyReport, VerifyError> {
+    verify_walked(record, key).map(|(report, _)| report)
+}
+
+/// [`verify`], with the entries it walked, in order: what `--since` compares a saved head
+/// with.
+pub(super) fn verify_walked(
+    record: &dyn PublicRecord,
+    key: &VerifyingKey,
+) -> Result<(VerifyReport, Vec<Walked>), VerifyError> {
     let public_key = to_hex(key.as_bytes());
     let head: LedgerHead = fetch_json(record, HEAD)?;
     check_head(&head, key, &public_key)?;
@@ -50,7 +59,7 @@ pub fn verify(record: &dyn PublicRecord, key: &VerifyingKey) -> Result<VerifyRep
     let (releases_checked, releases_before_chain) = check_releases(record, &entries, &totals)?;
     let (publications_checked, publications_before_chain) =
         check_publications(record, &entries, &totals)?;
-    Ok(VerifyReport {
+    let report = VerifyReport {
         public_key,
         entries: head.size,
         head_hash: head.hash.to_ascii_lowercase(),
@@ -67,10 +76,11 @@ pub fn verify(record: &dyn PublicRecord, key: &VerifyingKey) -> Result<VerifyRep
         releases_before_chain,
         publications_checked,
         publications_before_chain,
-    })
+    };
+    Ok((report, entries))
 }
 
-fn fetch_json<T: DeserializeOwned>(
+pub(super) fn fetch_json<T: DeserializeOwned>(
     record: &dyn PublicRecord,
     route: &str,
 ) -> Result<T, VerifyError> {
@@ -81,7 +91,7 @@ fn fetch_json<T: DeserializeOwned>(
     })
 }
 
-fn hash32(text: &str) -> Option<[u8; 32]> {
+pub(super) fn hash32(text: &str) -> Option<[u8; 32]> {
     from_hex(text)?.try_into().ok()
 }
 
@@ -119,11 +129,11 @@ fn check_head(head: &LedgerHead, key: &VerifyingKey, public_key: &str) -> Result
 }
 
 /// An entry as walked: its hash recomputed, its body read.
-struct Walked {
-    seq: i64,
-    kind: String,
-    hash: String,
-    body: Value,
+pub(super) struct Walked {
+    pub(super) seq: i64,
+    pub(super) kind: String,
+    pub(super) hash: String,
+    pub(super) body: Value,
 }
 
 fn entry_error(seq: i64, kind: &str, problem: impl Into<String>) -> VerifyError {
@@ -384,6 +394,25 @@ fn totals(entries: &[Walked]) -> Result<Totals, VerifyError> {
                     t.periods.push(period);
                 }
             }
+            chain::RECOVERY => {
+                // A restart after a lost ledger: its lifetime spend is carried over, and the
+                // lost ledger's budgets held at least that much.
+                if e.seq != 1 {
+                    return Err(entry_error(
+                        e.seq,
+                        &e.kind,
+                        "a recovery is the entry right after the genesis of a new chain",
+                    ));
+                }
+                let (rho, delta) = (amount(e, "lifetime_rho")?, amount(e, "lifetime_delta")?);
+                text(e, "lost_ledger_id")?;
+                text(e, "lost_chain_head")?;
+                text(e, "why")?;
+                t.lifetime_spent.0 += rho;
+                t.lifetime_spent.1 += delta;
+                t.lifetime_budget.0 += rho;
+                t.lifetime_budget.1 += delta;
+            }
             chain::BUDGET_PERIOD => {
                 let period = whole(e, "period")?;
                 if current.is_some_and(|c| period <= c) {
@@ -608,7 +637,11 @@ fn check_budget(record: &dyn PublicRecord, t: &Totals) -> Result<(), VerifyError
             p.spent_delta,
             "the current period's debits' delta",
         ),
-        ("lifetime_rho", t.lifetime_spent.0, "every debit's rho"),
+        (
+            "lifetime_rho",
+            t.lifetime_spent.0,
+            "every debit's rho, with what a recovery carried over,",
+        ),
     ];
     for (field, chain_value, what) in pairs {
         let served = number(&budget, field, BUDGET)?;

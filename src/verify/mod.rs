@@ -22,12 +22,18 @@
 //! It returns a [`VerifyReport`] of what it checked, in plain words, or the first
 //! [`VerifyError`], which names the entry (its seq and kind) or the route and what is wrong.
 //!
+//! [`verify_since`] (`outreach verify --since HEAD_FILE`) then checks that today's chain
+//! extends a head the reader saved earlier, directly or across a recorded recovery, and
+//! otherwise names the entry where the two part (see `since.rs`).
+//!
 //! ## Files
 //!
 //! - `mod.rs`: [`PublicRecord`], [`VerifyError`], [`VerifyReport`], [`parse_public_key`].
 //! - `check.rs`: the checks.
+//! - `since.rs`: whether today's chain extends a saved head ([`verify_since`]).
 
 mod check;
+mod since;
 
 use ed25519_dalek::VerifyingKey;
 
@@ -35,6 +41,7 @@ use crate::fault::Fault;
 use crate::ledger::chain::{PUBLIC_KEY_LABEL, from_hex};
 
 pub use check::verify;
+pub use since::{Extends, SinceReport, verify_since};
 
 /// Where the public record is read from. `route` is the static form of a public route,
 /// relative, with its format as a suffix: `v1/ledger.json`, `v1/ledger/pages/1.json`,
@@ -72,6 +79,19 @@ pub enum VerifyError {
     /// A served route disagrees with the chain.
     #[error("{route}: {problem}")]
     Served { route: String, problem: String },
+    /// The head given to `--since` is not a signed head.
+    #[error("the saved head given to --since: {0}")]
+    SavedHead(String),
+    /// Today's chain does not extend the saved head.
+    #[error(
+        "today's chain does not extend the head you saved ({size} entries ending in {hash}): they part at entry {seq}: {problem}"
+    )]
+    Parted {
+        size: i64,
+        hash: String,
+        seq: i64,
+        problem: String,
+    },
 }
 
 impl VerifyError {
@@ -84,7 +104,9 @@ impl VerifyError {
             | VerifyError::PublicKey(_)
             | VerifyError::Head(_)
             | VerifyError::Entry { .. }
-            | VerifyError::Served { .. } => Fault::BadInput,
+            | VerifyError::Served { .. }
+            | VerifyError::SavedHead(_)
+            | VerifyError::Parted { .. } => Fault::BadInput,
         }
     }
 }

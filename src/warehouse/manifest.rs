@@ -35,6 +35,10 @@ pub struct Manifest {
     /// The last one is in force. Never inferred from the data.
     #[serde(default)]
     pub complete_through: BTreeMap<String, Vec<CompletenessDeclaration>>,
+    /// The id of the warehouse's privacy-budget ledger, recorded at `budget init` (or a
+    /// recovery): a ledger with another id, or none where this names one, is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_id: Option<String>,
 }
 
 /// One successful `outreach ingest`: all its files committed together.

@@ -388,11 +388,20 @@ async fn the_openapi_document_is_3_1_documents_every_route_and_its_refs_resolve(
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     // And every documented GET answers something other than 404 on this warehouse.
+    // A head the warehouse signed, for `/v1/ledger/heads/{size}`.
+    let head_size = Ledger::open_read_only(&wh)
+        .unwrap()
+        .chain_head()
+        .unwrap()
+        .unwrap()
+        .size
+        .to_string();
     for (method, path) in ROUTES.iter().filter(|(m, _)| *m == "GET") {
         let uri = path
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
             .replace("{page}", "1")
+            .replace("{size}", &head_size)
             .replace(
                 "{id}",
                 &current_doc(&wh, "2025Q1")["release_id"].to_string(),
@@ -862,11 +871,20 @@ async fn the_server_cannot_write_the_ledger_or_the_release_store() {
     let before_after_allocate = ledger_bytes(&wh);
     assert_ne!(before, before_after_allocate);
     let app = app(st);
+    // A head the warehouse signed, for `/v1/ledger/heads/{size}`.
+    let head_size = Ledger::open_read_only(&wh)
+        .unwrap()
+        .chain_head()
+        .unwrap()
+        .unwrap()
+        .size
+        .to_string();
     for (_, path) in ROUTES.iter().filter(|(m, _)| *m == "GET") {
         let uri = path
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
             .replace("{page}", "1")
+            .replace("{size}", &head_size)
             .replace("{id}", "1");
         get(&app, &uri).await;
         get(&app, &format!("{uri}?format=csv")).await;
@@ -1823,11 +1841,20 @@ async fn serving_in_a_process_of_its_own() {
     let (st, token) = with_researcher(&wh, "nell", 0.5, roomy()).await;
     let app = app(st.clone());
     let release = current_doc(&wh, "2025Q1")["release_id"].to_string();
+    // A head the warehouse signed, for `/v1/ledger/heads/{size}`.
+    let head_size = Ledger::open_read_only(&wh)
+        .unwrap()
+        .chain_head()
+        .unwrap()
+        .unwrap()
+        .size
+        .to_string();
     for (_, path) in ROUTES.iter().filter(|(m, _)| *m == "GET") {
         let uri = path
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
             .replace("{page}", "1")
+            .replace("{size}", &head_size)
             .replace("{id}", &release);
         let uri = if uri.ends_with("/compare") {
             format!("{uri}?metric=identified")

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::{StatusCode, header};
 use outreach_warehouse::api::{Limits, app};
+use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::metrics::Catalog;
 use outreach_warehouse::present::views::COMPARE_BY;
 use serde_json::Value;
@@ -456,6 +457,14 @@ async fn every_csv_answer_is_documented_as_text_csv() {
     let wh = published(tmp.path()).await;
     let app = app_for(&wh).await;
     let release = current_doc(&wh, "2025Q1")["release_id"].to_string();
+    // A head the warehouse signed, for `/v1/ledger/heads/{size}`.
+    let head_size = Ledger::open_read_only(&wh)
+        .unwrap()
+        .chain_head()
+        .unwrap()
+        .unwrap()
+        .size
+        .to_string();
     let doc = document();
     let mut with_csv = 0;
     for (method, path, op) in operations(&doc) {
@@ -476,6 +485,7 @@ async fn every_csv_answer_is_documented_as_text_csv() {
             .replace("{quarter}", "2025Q1")
             .replace("{program_id}", "P1")
             .replace("{page}", "1")
+            .replace("{size}", &head_size)
             .replace("{id}", &release);
         let uri = if uri.ends_with("/compare") {
             format!("{uri}?metric=identified&format=csv")
@@ -489,7 +499,7 @@ async fn every_csv_answer_is_documented_as_text_csv() {
             "{uri}"
         );
     }
-    assert_eq!(with_csv, 11);
+    assert_eq!(with_csv, 12);
 }
 
 /// `GET /v1/requests/{id}` without a token, once the client's requests run out, is answered

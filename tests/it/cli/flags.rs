@@ -115,6 +115,14 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach budget renew", "--total", BUDGET),
     ("outreach budget renew", "--delta", BUDGET),
     ("outreach budget renew", "--horizon", BUDGET),
+    ("outreach budget recover", "--warehouse", RECOVER),
+    ("outreach budget recover", "--why", RECOVER),
+    ("outreach budget recover", "--total", RECOVER),
+    ("outreach budget recover", "--horizon", RECOVER),
+    ("outreach budget recover", "--delta", RECOVER),
+    ("outreach budget recover", "--noise", RECOVER),
+    ("outreach budget recover", "--display-delta", RECOVER),
+    ("outreach budget recover", "--min-scale", RECOVER),
     ("outreach release", "--warehouse", RELEASE),
     ("outreach release", "--spec", SPEC),
     ("outreach release", "--query", RELEASE),
@@ -211,6 +219,7 @@ const FLAG_TESTS: &[(&str, &str, &str)] = &[
     ("outreach verify", "site_or_url", VERIFY),
     ("outreach verify", "--public-key", VERIFY),
     ("outreach verify", "--format", VERIFY),
+    ("outreach verify", "--since", VERIFY_SINCE),
     ("outreach disclosure", "--warehouse", CURATION),
     ("outreach disclosure", "--out", CURATION),
     ("outreach disclosure", "--deployment-name", CURATION),
@@ -243,6 +252,8 @@ const METRICS: &str = "metrics_prints_markdown_and_reads_a_warehouse_only_for_ex
 const EXACT: &str = "the_exact_command_prints_its_banner_on_stderr_and_json_on_stdout";
 const BUDGET: &str = "budget_commands_set_what_their_flags_say";
 const BUDGET_SHOW: &str = "budget_commands_give_allocations_delta_and_show_lifetime_delta";
+const RECOVER: &str =
+    "budget_recover_carries_the_lost_spend_over_and_a_quarter_published_again_debits_anew";
 const RELEASE: &str = "the_release_flag_form_honours_every_flag";
 const SPEC: &str = "release_refuses_every_flag_of_the_flag_form_beside_spec";
 const PUBLIC_CLI: &str = "the_public_cli_shows_a_researchers_release_only_once_made_public";
@@ -264,6 +275,8 @@ const SITE_REFUSED: &str =
 const CURATION: &str =
     "the_curators_fields_come_from_the_flags_and_shared_keys_change_the_privacy_unit";
 const VERIFY: &str = "verify_passes_on_an_untouched_mirror_and_names_a_missing_or_edited_release";
+const VERIFY_SINCE: &str =
+    "verify_since_fails_on_a_rolled_back_chain_naming_the_entry_where_the_two_part";
 const BACKUP: &str =
     "a_backup_taken_during_ten_concurrent_releases_restores_every_release_committed_before_it";
 

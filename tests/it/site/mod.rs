@@ -1,10 +1,11 @@
 //! The public record as files (`src/site`): the static mirror (`outreach export-site`) served
 //! by a plain static server answers every public route as `outreach serve` does; re-exports
 //! write only what changed; the record read back from a folder or a URL; `outreach verify`
-//! over a mirror; and the registry disclosure. The Chromium test of the mirror's dashboard is
-//! in `browser`.
+//! over a mirror, and `--since` a head saved earlier (`heads`); and the registry disclosure.
+//! The Chromium test of the mirror's dashboard is in `browser`.
 
 mod disclosure;
+mod heads;
 mod mirror;
 mod record;
 
