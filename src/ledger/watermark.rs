@@ -317,12 +317,10 @@ impl Ledger {
                 .conn
                 .prepare("SELECT DISTINCT quarter FROM publications ORDER BY quarter")
                 .map_err(&e)?;
-            let quarters = stmt
-                .query_map([], |r| r.get::<_, String>(0))
+            stmt.query_map([], |r| r.get::<_, String>(0))
                 .map_err(&e)?
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(&e)?;
-            quarters
+                .map_err(&e)?
         } else {
             Vec::new()
         };

@@ -403,7 +403,7 @@ fn every_parameter_states_a_pattern_or_its_values() {
                     Some(outreach_warehouse::requests::REQUEST_ID_PATTERN),
                     "{at}"
                 ),
-                "id" | "current" | "page" => assert!(
+                "id" | "current" | "page" | "size" => assert!(
                     p["schema"]["type"] == "integer" || p["schema"]["type"] == "boolean",
                     "{at}: {p}"
                 ),

@@ -32,7 +32,8 @@ async fn the_static_mirror_answers_every_public_route_as_outreach_serve_does() {
     let Some(statics) = StaticServer::start(&site) else {
         return;
     };
-    let served = Served::start(&wh, false);
+    // One client asks for every route at once: a burst beyond the default 100 per address.
+    let served = Served::start_with(&wh, false, &["--per-ip-burst", "100000"]);
     let from_static = UrlRecord::open(&format!("http://{}/", statics.addr)).unwrap();
     let from_server = UrlRecord::open(&format!("http://{}/", served.addr)).unwrap();
     let listed = manifest(&site);

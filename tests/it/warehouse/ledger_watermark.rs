@@ -415,10 +415,12 @@ fn budget_recover_needs_the_watermark_and_never_starts_from_zero() {
 #[test]
 fn a_crash_between_the_ledger_commit_and_the_watermark_leaves_the_ledger_ahead_and_it_is_accepted()
 {
-    assert!(
-        failpoint::ENABLED,
-        "the crash test needs the failpoints feature"
-    );
+    const {
+        assert!(
+            failpoint::ENABLED,
+            "the crash test needs the failpoints feature"
+        )
+    };
     let tmp = tempfile::tempdir().unwrap();
     let wh = budgeted(tmp.path(), "2025-12-31");
     let before = watermark(&wh);
