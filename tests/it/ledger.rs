@@ -125,6 +125,35 @@ fn the_ledger_is_append_only() {
     }
 }
 
+/// The steward's check walks the public chain: an entry edited behind the ledger's back (its
+/// append-only trigger dropped by hand) is named, though the ledger's own tables still hold.
+#[test]
+fn the_ledger_check_names_a_chain_entry_edited_behind_its_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = init(tmp.path(), 1.0);
+    l.allocate("a", 1.0).unwrap();
+    l.begin_release(&start("k", "a", 0.1)).unwrap();
+    assert_eq!(l.check().unwrap(), Vec::<String>::new());
+    drop(l);
+    let conn = rusqlite::Connection::open(Ledger::path_in(tmp.path())).unwrap();
+    conn.execute_batch("DROP TRIGGER public_chain_no_update")
+        .unwrap();
+    let edited = conn
+        .execute(
+            "UPDATE public_chain SET body = replace(body, '0.1', '0.01') WHERE kind = 'debit'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    drop(conn);
+    let problems = Ledger::open(tmp.path()).unwrap().check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("(debit): its stored hash is not the hash of its contents"),
+        "{problems:?}"
+    );
+}
+
 #[test]
 fn renewal_is_recorded_and_lifetime_loss_grows() {
     let tmp = tempfile::tempdir().unwrap();
