@@ -56,7 +56,8 @@ use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
 use crate::fault::Fault;
-use crate::ledger::LEDGER_FILE;
+use crate::ledger::watermark::manifest_ledger_id;
+use crate::ledger::{LEDGER_FILE, WATERMARK_FILE, read_watermark};
 use crate::requests::REQUESTS_FILE;
 use crate::warehouse::{
     MANIFEST_FILE, Manifest, Warehouse, WarehouseError, create_dir_synced, hex, now_rfc3339,
@@ -65,8 +66,6 @@ use crate::warehouse::{
 
 /// The checksum list of a backup, in `sha256sum` format (`<hex>  <path>`).
 pub const CHECKSUMS_FILE: &str = "checksums.sha256";
-/// The ledger's watermark beside the manifest (written by the ledger after each commit).
-pub const WATERMARK_FILE: &str = "ledger-watermark.json";
 /// The SQLite files a backup copies through SQLite's online backup API.
 const SQLITE_FILES: [&str; 2] = [LEDGER_FILE, REQUESTS_FILE];
 /// How long a copy waits for SQLite's locks before it gives up.
@@ -179,20 +178,6 @@ pub struct RestoreReport {
     pub files: usize,
     /// Where the warehouse that was at `to` before was moved, when there was one.
     pub replaced: Option<PathBuf>,
-}
-
-/// The watermark's fields as this module reads them: all optional, so that a watermark of
-/// any version (or none) reads.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-struct WatermarkFields {
-    #[serde(default)]
-    ledger_id: Option<String>,
-    #[serde(default)]
-    entries: Option<u64>,
-    #[serde(default)]
-    lifetime_rho: Option<f64>,
-    #[serde(default)]
-    lifetime_delta: Option<f64>,
 }
 
 /// How far a ledger has come: its id, its chain's entries and its lifetime spend, the
@@ -613,29 +598,24 @@ fn ledger_mark(conn: &Connection) -> rusqlite::Result<LedgerMark> {
     })
 }
 
-/// The watermark file of a folder, if any, read leniently: a watermark that does not parse
-/// counts as none here (the ledger's own checks judge it when the warehouse opens).
-fn read_watermark(dir: &Path) -> Option<WatermarkFields> {
-    let bytes = fs::read(dir.join(WATERMARK_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// The ledger id a manifest records (`ledger_id`), read as JSON so that any manifest reads.
-fn manifest_ledger_id(dir: &Path) -> Option<String> {
-    let bytes = fs::read(dir.join(MANIFEST_FILE)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("ledger_id")?.as_str().map(str::to_string)
-}
-
 /// How far the ledger of a folder has come: the furthest of its watermark and its file.
 fn folder_mark(dir: &Path, file: Option<LedgerMark>) -> LedgerMark {
-    let w = read_watermark(dir).unwrap_or_default();
+    // Read leniently: a watermark or manifest that does not parse counts as none here (the
+    // ledger's own checks judge it when the warehouse opens).
+    let w = read_watermark(dir).ok().flatten();
     let f = file.unwrap_or_default();
     LedgerMark {
-        ledger_id: w.ledger_id.or_else(|| manifest_ledger_id(dir)),
-        entries: f.entries.max(w.entries.unwrap_or(0)),
-        lifetime_rho: f.lifetime_rho.max(w.lifetime_rho.unwrap_or(0.0)),
-        lifetime_delta: f.lifetime_delta.max(w.lifetime_delta.unwrap_or(0.0)),
+        ledger_id: w
+            .as_ref()
+            .map(|w| w.ledger_id.clone())
+            .or_else(|| manifest_ledger_id(dir).ok().flatten()),
+        entries: f.entries.max(w.as_ref().map_or(0, |w| w.entries)),
+        lifetime_rho: f
+            .lifetime_rho
+            .max(w.as_ref().map_or(0.0, |w| w.lifetime_rho)),
+        lifetime_delta: f
+            .lifetime_delta
+            .max(w.as_ref().map_or(0.0, |w| w.lifetime_delta)),
     }
 }
 
