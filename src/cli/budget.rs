@@ -28,27 +28,8 @@ pub(super) enum BudgetCommand {
         /// Warehouse folder.
         #[arg(long, env = WAREHOUSE_ENV)]
         warehouse: PathBuf,
-        /// Total zCDP budget rho for the period.
-        #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
-        total: f64,
-        /// Length of the budget period in days.
-        #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
-        horizon: u32,
-        /// Total delta for approximate releases (private partition selection).
-        #[arg(long, default_value_t = 0.0,
-            value_parser = parse_delta, allow_negative_numbers = true)]
-        delta: f64,
-        /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
-        #[arg(long, default_value = "gaussian")]
-        noise: NoiseKind,
-        /// Delta at which rho is displayed as (epsilon, delta).
-        #[arg(long, default_value_t = PrivacyConfig::default().display_delta,
-            value_parser = parse_display_delta, allow_negative_numbers = true)]
-        display_delta: f64,
-        /// The smallest noise scale any release may use.
-        #[arg(long, default_value_t = PrivacyConfig::default().min_scale,
-            value_parser = parse_scale, allow_negative_numbers = true)]
-        min_scale: f64,
+        #[command(flatten)]
+        period: PeriodArgs,
     },
     /// Add rho (and delta) to a named allocation, such as standard-releases or researcher:ID.
     #[command(after_help = concat!(
@@ -122,54 +103,58 @@ pub(super) enum BudgetCommand {
         /// Why the ledger is recovered; recorded in the ledger and on the public chain.
         #[arg(long)]
         why: String,
-        /// Total zCDP budget rho for the new period.
-        #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
-        total: f64,
-        /// Length of the new budget period in days.
-        #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
-        horizon: u32,
-        /// Total delta for approximate releases (private partition selection).
-        #[arg(long, default_value_t = 0.0,
-            value_parser = parse_delta, allow_negative_numbers = true)]
-        delta: f64,
-        /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
-        #[arg(long, default_value = "gaussian")]
-        noise: NoiseKind,
-        /// Delta at which rho is displayed as (epsilon, delta).
-        #[arg(long, default_value_t = PrivacyConfig::default().display_delta,
-            value_parser = parse_display_delta, allow_negative_numbers = true)]
-        display_delta: f64,
-        /// The smallest noise scale any release may use.
-        #[arg(long, default_value_t = PrivacyConfig::default().min_scale,
-            value_parser = parse_scale, allow_negative_numbers = true)]
-        min_scale: f64,
+        #[command(flatten)]
+        period: PeriodArgs,
     },
+}
+
+/// A budget period's settings, as `budget init` and `budget recover` take them.
+#[derive(clap::Args)]
+pub(super) struct PeriodArgs {
+    /// Total zCDP budget rho for the period.
+    #[arg(long, value_parser = parse_rho, allow_negative_numbers = true)]
+    total: f64,
+    /// Length of the budget period in days.
+    #[arg(long, value_parser = parse_horizon_days, allow_negative_numbers = true)]
+    horizon: u32,
+    /// Total delta for approximate releases (private partition selection).
+    #[arg(long, default_value_t = 0.0,
+        value_parser = parse_delta, allow_negative_numbers = true)]
+    delta: f64,
+    /// Noise for every release: gaussian (zCDP) or laplace (pure DP, debited as rho = eps^2/2).
+    #[arg(long, default_value = "gaussian")]
+    noise: NoiseKind,
+    /// Delta at which rho is displayed as (epsilon, delta).
+    #[arg(long, default_value_t = PrivacyConfig::default().display_delta,
+        value_parser = parse_display_delta, allow_negative_numbers = true)]
+    display_delta: f64,
+    /// The smallest noise scale any release may use.
+    #[arg(long, default_value_t = PrivacyConfig::default().min_scale,
+        value_parser = parse_scale, allow_negative_numbers = true)]
+    min_scale: f64,
+}
+
+impl PeriodArgs {
+    fn budget_init(self) -> BudgetInit {
+        BudgetInit {
+            total_rho: self.total,
+            total_delta: self.delta,
+            horizon_days: self.horizon,
+            config: PrivacyConfig {
+                noise: self.noise,
+                display_delta: self.display_delta,
+                min_scale: self.min_scale,
+            },
+        }
+    }
 }
 
 /// `outreach budget`.
 pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
     match command {
-        BudgetCommand::Init {
-            warehouse,
-            total,
-            horizon,
-            delta,
-            noise,
-            display_delta,
-            min_scale,
-        } => {
+        BudgetCommand::Init { warehouse, period } => {
             Warehouse::open(&warehouse)?;
-            let init = BudgetInit {
-                total_rho: total,
-                total_delta: delta,
-                horizon_days: horizon,
-                config: PrivacyConfig {
-                    noise,
-                    display_delta,
-                    min_scale,
-                },
-            };
-            let ledger = Ledger::init(&warehouse, &init)?;
+            let ledger = Ledger::init(&warehouse, &period.budget_init())?;
             super::out(&report::budget_table(&ledger.show()?))?;
         }
         BudgetCommand::Allocate {
@@ -200,27 +185,12 @@ pub(super) fn run_budget(command: BudgetCommand) -> Result<(), Error> {
         BudgetCommand::Recover {
             warehouse,
             why,
-            total,
-            horizon,
-            delta,
-            noise,
-            display_delta,
-            min_scale,
+            period,
         } => {
             Warehouse::open(&warehouse)?;
-            let init = BudgetInit {
-                total_rho: total,
-                total_delta: delta,
-                horizon_days: horizon,
-                config: PrivacyConfig {
-                    noise,
-                    display_delta,
-                    min_scale,
-                },
-            };
             // The table shows the recovery: the lost ledger, the spend carried over, the
             // releases whose stored numbers were lost and the quarters it had published.
-            let ledger = Ledger::recover(&warehouse, &why, &init)?;
+            let ledger = Ledger::recover(&warehouse, &why, &period.budget_init())?;
             let view = ledger.show()?;
             super::out(&report::budget_table(&view))?;
         }
