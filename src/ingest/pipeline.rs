@@ -281,32 +281,9 @@ fn spawn_writer<'scope>(
     schema: SchemaRef,
     props: WriterProperties,
 ) -> Result<QuarterWriter<'scope>, IngestError> {
-    let file = File::create(&path).map_err(IngestError::io(&path))?;
-    let file = HashingFile {
-        file,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
-    let mut writer =
-        ArrowWriter::try_new(file, schema, Some(props)).map_err(IngestError::parquet(&path))?;
+    let writer = create_parquet(&path, schema, props)?;
     let (tx, rx) = mpsc::sync_channel::<RecordBatch>(4);
-    let handle = scope.spawn(move || {
-        let mut rows = 0u64;
-        for batch in rx {
-            writer.write(&batch).map_err(IngestError::parquet(&path))?;
-            rows += batch.num_rows() as u64;
-        }
-        let mut file = writer.into_inner().map_err(IngestError::parquet(&path))?;
-        std::io::Write::flush(&mut file).map_err(IngestError::io(&path))?;
-        file.file.sync_all().map_err(IngestError::io(&path))?;
-        Ok(StagedData {
-            quarter,
-            path,
-            rows,
-            bytes: file.bytes,
-            sha256: hex(&file.hasher.finalize()),
-        })
-    });
+    let handle = scope.spawn(move || write_batches(writer, path, quarter, rx));
     Ok(QuarterWriter { tx, handle })
 }
 
@@ -319,14 +296,33 @@ pub(super) fn write_parquet(
     props: WriterProperties,
     batches: impl IntoIterator<Item = RecordBatch>,
 ) -> Result<StagedData, IngestError> {
-    let file = File::create(&path).map_err(IngestError::io(&path))?;
+    let writer = create_parquet(&path, schema, props)?;
+    write_batches(writer, path, quarter, batches)
+}
+
+/// A new Parquet file at `path` whose bytes are counted and hashed as they are written.
+fn create_parquet(
+    path: &Path,
+    schema: SchemaRef,
+    props: WriterProperties,
+) -> Result<ArrowWriter<HashingFile>, IngestError> {
+    let file = File::create(path).map_err(IngestError::io(path))?;
     let file = HashingFile {
         file,
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let mut writer =
-        ArrowWriter::try_new(file, schema, Some(props)).map_err(IngestError::parquet(&path))?;
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(IngestError::parquet(path))
+}
+
+/// Writes `batches` through `writer`, then flushes the file to disk: a staged data file with
+/// its rows, size and SHA-256.
+fn write_batches(
+    mut writer: ArrowWriter<HashingFile>,
+    path: PathBuf,
+    quarter: Option<Quarter>,
+    batches: impl IntoIterator<Item = RecordBatch>,
+) -> Result<StagedData, IngestError> {
     let mut rows = 0u64;
     for batch in batches {
         writer.write(&batch).map_err(IngestError::parquet(&path))?;
