@@ -731,3 +731,34 @@ fn a_broken_invariant_of_the_engine_is_an_internal_fault_not_opendps() {
         assert_eq!(outreach_warehouse::Error::from(e).fault().exit_code(), 1);
     }
 }
+
+/// The statewide cross-program spec (`queries/cross_program/cross_program.toml`): a survivor
+/// touches one quarter cell with three 0/1 counts, so k = 1 gives ΣB² = 3, and ρ = 0.05 gives
+/// σ = √(3 / (2 · 0.05)) = √30 for each count. A wrong k, bound or ρ in the file moves it.
+#[test]
+fn the_cross_program_spec_is_priced_at_one_cell_per_survivor() {
+    use outreach_warehouse::dictionary::Dictionary;
+    use outreach_warehouse::privacy::ReleaseSpec;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("queries/cross_program/cross_program.toml");
+    let spec = ReleaseSpec::from_file(&file).unwrap();
+    let checked =
+        outreach_warehouse::privacy::spec::check(&spec, Dictionary::builtin().unwrap(), &[])
+            .unwrap();
+    assert_eq!(checked.k, 1);
+    assert_eq!(checked.statistics.len(), 3);
+    let plan = NoisePlan::choose(&checked, NoiseKind::DiscreteGaussian, 1.0).unwrap();
+    for i in 0..3 {
+        assert!(
+            close(plan.scale_of(i), 30f64.sqrt()),
+            "{}",
+            plan.scale_of(i)
+        );
+    }
+    let loss = plan.loss().unwrap();
+    assert!(
+        loss.rho() >= 0.05 && loss.rho() - 0.05 < 1e-12,
+        "{}",
+        loss.rho()
+    );
+}
