@@ -1176,6 +1176,67 @@ mod tests {
     }
 
     #[test]
+    fn a_row_given_as_values_is_checked_as_the_same_line_is() {
+        // What a mapped file hands over: the fields in a buffer of their own, not a line.
+        let dict = crate::dictionary::Dictionary::builtin().unwrap();
+        let table = dict.table("overdose_events").unwrap();
+        let n = table.columns.len();
+        let rules = RowRules::new(
+            table,
+            (0..n).collect(),
+            n,
+            None,
+            false,
+            NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2030, 12, 31).unwrap(),
+        );
+        for line in [
+            "PD-7-1,pkC,P001,2025-01-02,police,false,true,false,unknown,unknown,unknown",
+            "PD-8-1,pkD,P001,2026-07-30,ems,true,false,true,25_34,male,nh_white",
+            "E1,123456,P001,2025-13-01,cops,maybe,true,false,unknown,unknown,unknown",
+            "E4,,P001,,police,false,true,false,unknown,unknown,",
+            "E2,pkA,P001,2025-01-02,police,false,true,false,unknown,unknown,617-555-0100",
+            "E3,jane@example.org,P001,2025-01-02,police,false,true,false,unknown,unknown,unknown",
+        ] {
+            let by_line = validate_chunk(&rules, format!("{line}\n").as_bytes(), 7, false);
+            let mut base = Vec::new();
+            let mut ranges = Vec::new();
+            for field in line.split(',') {
+                base.push(b'#');
+                ranges.push((base.len(), base.len() + field.len()));
+                base.extend_from_slice(field.as_bytes());
+            }
+            let mut by_values = ChunkResult {
+                rows_read: 1,
+                ..ChunkResult::default()
+            };
+            let mut rows = RowValidator::new(&rules);
+            match rows.row(&mut by_values, &base, &ranges, line.contains('@'), 7) {
+                Ok(()) => rows.finish(&mut by_values),
+                Err(problem) => by_values.problem = Some(problem),
+            }
+            assert_eq!(by_values.problem, by_line.problem, "{line}");
+            if by_line.problem.is_some() {
+                continue;
+            }
+            assert_eq!(
+                (by_values.rows_read, by_values.rows_rejected),
+                (by_line.rows_read, by_line.rows_rejected),
+                "{line}"
+            );
+            assert_eq!(by_values.rejects, by_line.rejects, "{line}");
+            assert_eq!(by_values.keys, by_line.keys, "{line}");
+            let batches = |r: &ChunkResult| {
+                r.buckets
+                    .iter()
+                    .map(|b| (b.quarter, b.batch.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(batches(&by_values), batches(&by_line), "{line}");
+        }
+    }
+
+    #[test]
     fn key_hash_separates_keys() {
         assert_eq!(key_hash(b"E1"), key_hash(b"E1"));
         assert_ne!(key_hash(b"E1"), key_hash(b"E2"));
