@@ -14,10 +14,14 @@
 //! quotes a source file's values.
 //!
 //! In `ingest --mapping`, each chunk of source lines is scanned for direct identifiers field
-//! by field (columns no feed uses included), then rewritten line for line into the target
-//! table's dictionary form, which the row validation, key checks, quarantine and Parquet
-//! writing of a dictionary file then take as they are. A line that does not feed the table
-//! becomes a blank line, so every line number stays the source line's.
+//! by field (columns no feed uses included). Each source row the feed takes is then mapped
+//! into one buffer of the target table's values, which the row validation of a dictionary
+//! file takes in place, as it takes a dictionary line's fields: the same identifier scan of
+//! every value (stripping separators from a case number can make an SSN's nine digits), the
+//! same checks, keys and column builders, with the source line's number; the key checks,
+//! quarantine and Parquet writing follow as for a dictionary file. Dates in the common plain
+//! layouts (`%m/%d/%Y`, `%d/%m/%Y`, `%Y-%m-%d`, …) are read without chrono's general parser,
+//! deciding as it does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -31,8 +35,8 @@ use sha2::{Digest, Sha256};
 use super::IngestError;
 use super::identifiers::{identifier_column, identifier_value};
 use super::rows::{
-    ChunkResult, FileProblem, LineScan, MAX_LINE_BYTES, Reject, RowRules, SplitError,
-    identifier_in_raw, redacted, split_fields, validate_chunk,
+    ChunkResult, FileProblem, LineScan, MAX_LINE_BYTES, Reject, RowRules, RowValidator, SplitError,
+    identifier_in_raw, redacted, split_fields,
 };
 use super::source::Header;
 use crate::dictionary::{ColumnType, Dictionary, Table};
@@ -201,8 +205,110 @@ struct ColumnRule {
     input: Input,
     strip: Vec<u8>,
     map: Option<std::sync::Arc<ValueMap>>,
-    date: Option<(String, Vec<Item<'static>>)>,
+    date: Option<DateRule>,
     prefix: String,
+}
+
+/// A source date format: as written in the mapping, as chrono's items, and as a plain layout
+/// read without chrono when it is one.
+#[derive(Debug)]
+struct DateRule {
+    format: String,
+    items: Vec<Item<'static>>,
+    plain: Option<PlainDate>,
+}
+
+impl DateRule {
+    /// The date a source value holds in this format, exactly as chrono reads it.
+    fn read(&self, v: &str) -> Option<NaiveDate> {
+        match self.plain.and_then(|p| p.read(v.as_bytes())) {
+            Some(read) => read,
+            None => parse_with(&self.items, v),
+        }
+    }
+}
+
+/// The order of a plain date layout's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DateOrder {
+    /// `%m/%d/%Y`
+    MonthDayYear,
+    /// `%d/%m/%Y`
+    DayMonthYear,
+    /// `%Y-%m-%d`
+    YearMonthDay,
+}
+
+/// A date format of three numbers joined by one separator (`/`, `-` or `.`): a month and a
+/// day (`%m`, `%d`) and a year (`%Y`), the formats most exports use. Read without chrono's
+/// general parser, which took a tenth of a mapped ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PlainDate {
+    order: DateOrder,
+    separator: u8,
+}
+
+impl PlainDate {
+    /// The plain layout a mapping's date format names, if it is one.
+    fn of(format: &str) -> Option<PlainDate> {
+        let b = format.as_bytes();
+        if b.len() != 8 || b[2] != b[5] || !b"/-.".contains(&b[2]) {
+            return None;
+        }
+        let order = match (&b[0..2], &b[3..5], &b[6..8]) {
+            (b"%m", b"%d", b"%Y") => DateOrder::MonthDayYear,
+            (b"%d", b"%m", b"%Y") => DateOrder::DayMonthYear,
+            (b"%Y", b"%m", b"%d") => DateOrder::YearMonthDay,
+            _ => return None,
+        };
+        Some(PlainDate {
+            order,
+            separator: b[2],
+        })
+    }
+
+    /// The date in `v` when `v` has the layout's plain shape: a month and a day of one or two
+    /// ASCII digits and a year of four, joined by the separator, and nothing else. `None` for
+    /// any other shape (spaces, signs, other digits or characters), which chrono then reads.
+    /// On this shape chrono reads each number whole, and refuses a month outside 1 to 12, a day
+    /// outside 1 to 31 and a day its month does not have; so does this.
+    fn read(self, v: &[u8]) -> Option<Option<NaiveDate>> {
+        let mut groups = [(0usize, 0u32); 3];
+        let mut k = 0;
+        let mut len = 0;
+        let mut n = 0u32;
+        for &c in v {
+            if c.is_ascii_digit() {
+                len += 1;
+                if len > 4 {
+                    return None;
+                }
+                n = n * 10 + u32::from(c - b'0');
+            } else if c == self.separator && k < 2 {
+                groups[k] = (len, n);
+                k += 1;
+                len = 0;
+                n = 0;
+            } else {
+                return None;
+            }
+        }
+        if k != 2 {
+            return None;
+        }
+        groups[2] = (len, n);
+        let (year, month, day) = match self.order {
+            DateOrder::MonthDayYear => (groups[2], groups[0], groups[1]),
+            DateOrder::DayMonthYear => (groups[2], groups[1], groups[0]),
+            DateOrder::YearMonthDay => (groups[0], groups[1], groups[2]),
+        };
+        if year.0 != 4 || !(1..=2).contains(&month.0) || !(1..=2).contains(&day.0) {
+            return None;
+        }
+        // Year 0 to 9999, month and day below 100: in chrono's range, so only the calendar
+        // decides.
+        Some(NaiveDate::from_ymd_opt(year.1 as i32, month.1, day.1))
+    }
 }
 
 impl ColumnRule {
@@ -586,11 +692,12 @@ impl Mapping {
                         if map.is_some() {
                             return Err(at("give `map` or `date`, not both".into()));
                         }
-                        Some((
-                            fmt.clone(),
-                            date_items(fmt)
+                        Some(DateRule {
+                            format: fmt.clone(),
+                            items: date_items(fmt)
                                 .map_err(|why| at(format!("`date = \"{fmt}\"`: {why}")))?,
-                        ))
+                            plain: PlainDate::of(fmt),
+                        })
                     }
                 };
                 if let Input::Constant(c) = &input
@@ -738,15 +845,6 @@ pub struct BoundFeed<'m> {
     columns: Vec<BoundColumn<'m>>,
 }
 
-/// What mapping one chunk of source lines found, beside the rewritten lines.
-#[derive(Debug, Default)]
-pub struct MappedChunk {
-    /// Rows that feed the table and were refused by a mapping rule or their line's shape.
-    pub rows_rejected: u64,
-    pub rejects: Vec<Reject>,
-    pub problem: Option<FileProblem>,
-}
-
 /// Counts that `mapping check` reports for one feed.
 #[derive(Debug, Default, Clone)]
 pub struct FeedStats {
@@ -756,6 +854,8 @@ pub struct FeedStats {
     pub unmapped: BTreeMap<(usize, Vec<u8>), u64>,
     /// Rows refused by the mapping, per (dictionary column, rule).
     pub refused: BTreeMap<(String, String), u64>,
+    /// Mapped rows refused by the dictionary's rules, per rule (the first the row breaks).
+    pub dictionary_refused: BTreeMap<String, u64>,
 }
 
 impl Feed {
@@ -864,31 +964,22 @@ impl BoundFeed<'_> {
             .chain(self.columns.iter().flat_map(|c| c.fields.iter().copied()))
     }
 
-    /// Maps one chunk of source lines into the target table's dictionary form, one output
-    /// line per source line (blank when the line does not feed the table or a mapping rule
-    /// refuses it), and validates that as a dictionary chunk. `out` is the caller's buffer,
-    /// reused across chunks.
+    /// Validates one chunk of source lines through the feed. Each source line is split and
+    /// every field of it scanned for direct identifiers (columns no feed uses included); a
+    /// line the feed takes is then mapped, column by column, into `values` (the caller's
+    /// buffer, reused across chunks), and those values are validated in place as the target
+    /// table's row by the rules of a dictionary file ([`RowValidator::row`]): scanned for
+    /// identifiers again (stripping separators can make one), checked, keyed and built into
+    /// columns. Rejects and keys name the source line.
     pub fn validate_chunk(
         &self,
         rules: &RowRules,
         chunk: &[u8],
         first_line: u64,
         last_unterminated: bool,
-        out: &mut Vec<u8>,
+        values: &mut Vec<u8>,
     ) -> ChunkResult {
-        let mapped = self.map_chunk(chunk, first_line, last_unterminated, out, None);
-        if let Some(problem) = mapped.problem {
-            return ChunkResult {
-                problem: Some(problem),
-                ..ChunkResult::default()
-            };
-        }
-        // Every output line ends with a line break: a cut-off source line was caught above.
-        let mut result = validate_chunk(rules, out, first_line, false);
-        result.rows_read += mapped.rows_rejected;
-        result.rows_rejected += mapped.rows_rejected;
-        result.rejects.extend(mapped.rejects);
-        result
+        self.validate_rows(rules, chunk, first_line, last_unterminated, values, None)
     }
 
     /// Rewrites the rejects of a file staged through this feed so that each names the source
@@ -910,19 +1001,17 @@ impl BoundFeed<'_> {
         }
     }
 
-    /// The mapping-stage work of [`Self::validate_chunk`]; `stats` collects `mapping check`'s
-    /// counts.
-    pub fn map_chunk(
+    /// [`Self::validate_chunk`], with `stats` collecting `mapping check`'s counts.
+    fn validate_rows(
         &self,
+        rules: &RowRules,
         chunk: &[u8],
         first_line: u64,
         last_unterminated: bool,
-        out: &mut Vec<u8>,
+        values: &mut Vec<u8>,
         mut stats: Option<&mut FeedStats>,
-    ) -> MappedChunk {
-        let mut result = MappedChunk::default();
-        out.clear();
-        out.reserve(chunk.len());
+    ) -> ChunkResult {
+        let mut result = ChunkResult::default();
         if let Err(e) = std::str::from_utf8(chunk) {
             let at = e.valid_up_to();
             let line = first_line + memchr::memchr_iter(b'\n', &chunk[..at]).count() as u64;
@@ -932,12 +1021,19 @@ impl BoundFeed<'_> {
             });
             return result;
         }
+        // The mapped row reaches the rules in the table's column order, as `self.columns`.
+        debug_assert_eq!(rules.n_fields, self.columns.len());
         let n_fields = self.header.len();
         let mut ranges = Vec::with_capacity(n_fields);
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(self.columns.len());
         let mut scratch = Vec::new();
         let mut scan = LineScan::default();
-        let mut value = Vec::new();
+        let mut rows = RowValidator::new(rules);
         let mut row_rejects: Vec<Reject> = Vec::new();
+        // The first direct identifier that a mapped value holds. The source lines of the
+        // whole chunk are still read: a problem in one of them refuses the file first, as the
+        // raw lines are scanned before any mapped value.
+        let mut mapped_identifier: Option<FileProblem> = None;
         let mut line_no = first_line;
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -957,7 +1053,6 @@ impl BoundFeed<'_> {
                 return result;
             }
             if line.iter().all(|b| *b == b' ' || *b == b'\t') {
-                out.push(b'\n');
                 continue;
             }
             let cut_off = !terminated && last_unterminated;
@@ -997,13 +1092,13 @@ impl BoundFeed<'_> {
                     return result;
                 }
                 Err(e) => {
+                    result.rows_read += 1;
                     result.rows_rejected += 1;
                     result.rejects.push(Reject {
                         line: line_here,
                         column: String::new(),
                         reason: e.reason().to_string(),
                     });
-                    out.push(b'\n');
                     continue;
                 }
             };
@@ -1016,34 +1111,40 @@ impl BoundFeed<'_> {
                     });
                     return result;
                 }
+                result.rows_read += 1;
                 result.rows_rejected += 1;
                 result.rejects.push(Reject {
                     line: line_here,
                     column: String::new(),
                     reason: format!("has {} fields, the header has {n_fields}", ranges.len()),
                 });
-                out.push(b'\n');
                 continue;
             }
             if let Some((fi, test)) = self.when {
                 let (s, e) = ranges[fi];
                 if !test.holds(&base[s..e]) {
-                    out.push(b'\n');
                     continue;
                 }
             }
             if let Some(st) = stats.as_deref_mut() {
                 st.rows_fed += 1;
             }
+            if mapped_identifier.is_some() {
+                // The file is refused: the rest of the chunk is only read for the source
+                // lines' own problems.
+                continue;
+            }
+            result.rows_read += 1;
             row_rejects.clear();
-            let start = out.len();
+            values.clear();
+            spans.clear();
             for (ci, c) in self.columns.iter().enumerate() {
-                if ci > 0 {
-                    out.push(b',');
-                }
-                match self.value(c, ci, base, &ranges, &mut value, stats.as_deref_mut()) {
-                    Ok(()) => push_csv(out, &value),
+                let start = values.len();
+                match self.value(c, ci, base, &ranges, values, stats.as_deref_mut()) {
+                    Ok(()) => spans.push((start, values.len())),
                     Err(reason) => {
+                        values.truncate(start);
+                        spans.push((start, start));
                         if let Some(st) = stats.as_deref_mut() {
                             *st.refused
                                 .entry((c.rule.target.clone(), refusal_kind(c.rule)))
@@ -1058,31 +1159,56 @@ impl BoundFeed<'_> {
                 }
             }
             if !row_rejects.is_empty() {
-                out.truncate(start);
                 result.rows_rejected += 1;
                 result.rejects.append(&mut row_rejects);
+                continue;
             }
-            out.push(b'\n');
+            // The mapped values are scanned as a dictionary line's fields would be, the email
+            // test included whenever one of them holds an `@`.
+            let has_at = memchr::memchr(b'@', values).is_some();
+            let (rejected, first_reject) = (result.rows_rejected, result.rejects.len());
+            if let Err(problem) = rows.row(&mut result, values, &spans, has_at, line_here) {
+                mapped_identifier = Some(problem);
+                continue;
+            }
+            if let Some(st) = stats.as_deref_mut()
+                && result.rows_rejected > rejected
+            {
+                let first = &result.rejects[first_reject];
+                let rule = if first.column.is_empty() {
+                    "the row's shape".to_string()
+                } else {
+                    format!("fails the dictionary's rule for {}", first.column)
+                };
+                *st.dictionary_refused.entry(rule).or_default() += 1;
+            }
         }
+        if let Some(problem) = mapped_identifier {
+            return ChunkResult {
+                problem: Some(problem),
+                ..ChunkResult::default()
+            };
+        }
+        rows.finish(&mut result);
         result
     }
 
-    /// One dictionary column's value of a source row, into `buf`; the reason, with the value
-    /// redacted, when a rule refuses it.
+    /// Appends one dictionary column's value of a source row to `out`; the reason, with the
+    /// value redacted, when a rule refuses it (what was appended is then the caller's to cut).
     fn value(
         &self,
         c: &BoundColumn,
         ci: usize,
         base: &[u8],
         ranges: &[(usize, usize)],
-        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
         stats: Option<&mut FeedStats>,
     ) -> Result<(), String> {
-        buf.clear();
+        let start = out.len();
         let rule = c.rule;
         match &rule.input {
             Input::Constant(v) => {
-                buf.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(v.as_bytes());
                 return Ok(());
             }
             Input::Empty => return Ok(()),
@@ -1091,66 +1217,67 @@ impl BoundFeed<'_> {
                     let (s, e) = ranges[*fi];
                     if s == e {
                         // A key made of parts is only whole with every part.
-                        buf.clear();
+                        out.truncate(start);
                         return Ok(());
                     }
                     if k > 0 {
-                        buf.extend_from_slice(join.as_bytes());
+                        out.extend_from_slice(join.as_bytes());
                     }
                     if rule.strip.is_empty() {
-                        buf.extend_from_slice(&base[s..e]);
+                        out.extend_from_slice(&base[s..e]);
                     } else {
-                        buf.extend(base[s..e].iter().filter(|b| !rule.strip.contains(b)));
+                        out.extend(base[s..e].iter().filter(|b| !rule.strip.contains(b)));
                     }
                 }
             }
         }
-        if buf.is_empty() {
+        if out.len() == start {
             return Ok(());
         }
         if let Some(m) = &rule.map {
-            match m.codes.get(buf.as_slice()) {
+            match m.codes.get(&out[start..]) {
                 Some(v) => {
-                    buf.clear();
-                    buf.extend_from_slice(v.as_bytes());
+                    out.truncate(start);
+                    out.extend_from_slice(v.as_bytes());
                 }
                 None => {
                     if let Some(st) = stats {
-                        *st.unmapped.entry((ci, buf.clone())).or_default() += 1;
+                        *st.unmapped.entry((ci, out[start..].to_vec())).or_default() += 1;
                     }
                     match &m.unmapped {
                         Unmapped::Default(d) => {
-                            buf.clear();
-                            buf.extend_from_slice(d.as_bytes());
+                            out.truncate(start);
+                            out.extend_from_slice(d.as_bytes());
                         }
                         Unmapped::Refuse => {
                             return Err(format!(
                                 "{} is not a code of map '{}', which refuses unlisted codes",
-                                redacted(buf.as_slice()),
+                                redacted(&out[start..]),
                                 m.name
                             ));
                         }
                     }
                 }
             }
-        } else if let Some((fmt, items)) = &rule.date {
+        } else if let Some(date) = &rule.date {
             // The chunk was checked as UTF-8, and the separators stripped are ASCII.
-            let text = std::str::from_utf8(buf.as_slice()).unwrap_or("");
-            match parse_with(items, text) {
+            let text = std::str::from_utf8(&out[start..]).unwrap_or("");
+            match date.read(text) {
                 Some(d) => {
-                    buf.clear();
-                    push_iso_date(buf, d);
+                    out.truncate(start);
+                    push_iso_date(out, d);
                 }
                 None => {
                     return Err(format!(
-                        "{} is not a date written {fmt}",
-                        redacted(buf.as_slice())
+                        "{} is not a date written {}",
+                        redacted(&out[start..]),
+                        date.format
                     ));
                 }
             }
         }
         if !rule.prefix.is_empty() {
-            buf.splice(0..0, rule.prefix.bytes());
+            out.splice(start..start, rule.prefix.bytes());
         }
         Ok(())
     }
@@ -1160,7 +1287,7 @@ impl BoundFeed<'_> {
 fn refusal_kind(rule: &ColumnRule) -> String {
     match (&rule.map, &rule.date) {
         (Some(m), _) => format!("code not in map '{}' (refuse)", m.name),
-        (None, Some((fmt, _))) => format!("not a date written {fmt}"),
+        (None, Some(date)) => format!("not a date written {}", date.format),
         _ => "refused".to_string(),
     }
 }
@@ -1188,25 +1315,6 @@ fn push_iso_date(buf: &mut Vec<u8>, d: NaiveDate) {
         digit(day / 10),
         digit(day),
     ]);
-}
-
-/// Appends a value as a CSV field, quoted when it holds a comma or a quote or starts or ends
-/// with a space (the row splitter trims unquoted fields).
-fn push_csv(out: &mut Vec<u8>, v: &[u8]) {
-    let plain =
-        !v.iter().any(|b| *b == b',' || *b == b'"') && !v.starts_with(b" ") && !v.ends_with(b" ");
-    if plain {
-        out.extend_from_slice(v);
-        return;
-    }
-    out.push(b'"');
-    for b in v {
-        if *b == b'"' {
-            out.push(b'"');
-        }
-        out.push(*b);
-    }
-    out.push(b'"');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1271,9 +1379,23 @@ pub struct CheckReport {
 }
 
 /// What `check` tallies per feed while it reads a source: the feed's statistics, the keys it
-/// has seen, the repeats folded by "first row per key", the dictionary-rule refusals per
-/// column, and the rows refused.
-type FeedTally = (FeedStats, HashSet<u128>, u64, BTreeMap<String, u64>, u64);
+/// has seen, the repeats folded by "first row per key", and the rows refused.
+type FeedTally = (FeedStats, HashSet<u128>, u64, u64);
+
+/// The rules `check` validates a feed's mapped rows by: the dictionary's, with the default
+/// plausible dates, without the referenced table's rows (nothing is loaded to look them up).
+fn check_rules(table: &Table) -> RowRules<'_> {
+    let defaults = super::IngestOptions::default();
+    RowRules::new(
+        table,
+        (0..table.columns.len()).collect(),
+        table.columns.len(),
+        None,
+        false,
+        defaults.min_date,
+        defaults.max_date,
+    )
+}
 
 /// Reads each source file through the mapping and counts what an ingest would do with it,
 /// without writing anything. A file that no source of the mapping recognises is an error.
@@ -1317,52 +1439,22 @@ pub fn check(mapping: &Mapping, files: &[PathBuf]) -> Result<CheckReport, Ingest
             refused_whole: None,
             feeds: Vec::new(),
         };
-        let defaults = super::IngestOptions::default();
         let mut states: Vec<FeedTally> = bound.iter().map(|_| Default::default()).collect();
-        let rules: Vec<RowRules> = bound
-            .iter()
-            .map(|b| {
-                let table = b.feed.table;
-                RowRules::new(
-                    table,
-                    (0..table.columns.len()).collect(),
-                    table.columns.len(),
-                    None,
-                    false,
-                    defaults.min_date,
-                    defaults.max_date,
-                )
-            })
-            .collect();
-        let mut out = Vec::new();
+        let rules: Vec<RowRules> = bound.iter().map(|b| check_rules(b.feed.table)).collect();
+        let mut values = Vec::new();
         for_each_chunk(path, header.body_offset, |chunk, first_line, last| {
             fc.rows += chunk
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')))
                 .count() as u64;
             for (k, b) in bound.iter().enumerate() {
-                let (stats, keys, folded, dict_refused, refused_rows) = &mut states[k];
-                let mapped = b.map_chunk(chunk, first_line, last, &mut out, Some(stats));
-                if let Some(p) = mapped.problem {
-                    return Err(IngestError::from_problem(path, p));
-                }
-                *refused_rows += mapped.rows_rejected;
-                let r = validate_chunk(&rules[k], &out, first_line, false);
+                let (stats, keys, folded, refused_rows) = &mut states[k];
+                let r =
+                    b.validate_rows(&rules[k], chunk, first_line, last, &mut values, Some(stats));
                 if let Some(p) = r.problem {
                     return Err(IngestError::from_problem(path, p));
                 }
                 *refused_rows += r.rows_rejected;
-                let mut seen_lines = BTreeSet::new();
-                for rej in &r.rejects {
-                    if seen_lines.insert(rej.line) {
-                        let rule = if rej.column.is_empty() {
-                            "the row's shape".to_string()
-                        } else {
-                            format!("fails the dictionary's rule for {}", rej.column)
-                        };
-                        *dict_refused.entry(rule).or_default() += 1;
-                    }
-                }
                 for (h, _) in &r.keys {
                     if !keys.insert(*h) {
                         *folded += 1;
@@ -1386,7 +1478,7 @@ pub fn check(mapping: &Mapping, files: &[PathBuf]) -> Result<CheckReport, Ingest
             e => Err(e),
         })?;
         if fc.refused_whole.is_none() {
-            for (b, (stats, _, folded, dict_refused, refused_rows)) in bound.iter().zip(states) {
+            for (b, (stats, _, folded, refused_rows)) in bound.iter().zip(states) {
                 let mut refused: Vec<Refusal> = stats
                     .refused
                     .iter()
@@ -1396,10 +1488,10 @@ pub fn check(mapping: &Mapping, files: &[PathBuf]) -> Result<CheckReport, Ingest
                         rows: *rows,
                     })
                     .collect();
-                refused.extend(dict_refused.into_iter().map(|(rule, rows)| Refusal {
+                refused.extend(stats.dictionary_refused.iter().map(|(rule, rows)| Refusal {
                     column: String::new(),
-                    rule,
-                    rows,
+                    rule: rule.clone(),
+                    rows: *rows,
                 }));
                 if folded > 0 && !b.feed.first_per_key {
                     refused.push(Refusal {
@@ -1563,6 +1655,9 @@ impl std::fmt::Display for CheckReport {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Datelike;
+
+    use super::super::identifiers::IdentifierKind;
     use super::*;
 
     const HEADER: &str =
@@ -1625,40 +1720,76 @@ mod tests {
         }
     }
 
-    fn mapped(feed: usize, body: &str) -> (String, MappedChunk, FeedStats) {
+    /// The rows a chunk stores, in line order: each as its line and its values joined by
+    /// commas (nothing for a null).
+    fn stored(r: &ChunkResult) -> Vec<String> {
+        use datafusion::arrow::util::display::array_value_to_string;
+        let mut next = vec![0usize; r.buckets.len()];
+        r.keys
+            .iter()
+            .zip(&r.order)
+            .map(|((_, line), b)| {
+                let b = *b as usize;
+                let (batch, i) = (&r.buckets[b].batch, next[b]);
+                next[b] += 1;
+                let values: Vec<String> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c.as_ref(), i).unwrap())
+                    .collect();
+                format!("{line}: {}", values.join(","))
+            })
+            .collect()
+    }
+
+    /// Validates `body`, source lines from line 2, through feed `feed` of the mapping GOOD.
+    fn mapped(feed: usize, body: &str) -> (Vec<String>, ChunkResult, FeedStats) {
         let m = mapping(GOOD).unwrap();
         let b = m.sources[0].feeds[feed]
             .bind(Path::new("m.toml"), Path::new("police_1.csv"), &header())
             .unwrap();
-        let mut out = Vec::new();
+        let rules = check_rules(b.feed.table);
         let mut stats = FeedStats::default();
-        let r = b.map_chunk(body.as_bytes(), 2, false, &mut out, Some(&mut stats));
-        (String::from_utf8(out).unwrap(), r, stats)
+        let r = b.validate_rows(
+            &rules,
+            body.as_bytes(),
+            2,
+            false,
+            &mut Vec::new(),
+            Some(&mut stats),
+        );
+        (stored(&r), r, stats)
     }
 
     #[test]
     fn rows_are_renamed_joined_cleaned_dated_and_mapped() {
-        let (out, r, _) = mapped(
+        let (rows, r, _) = mapped(
             0,
             "\"1,204,377\",1,pkA,03/14/2025,POSS,Y,said hi\n\"1,204,377\",2,pkB,3/4/2025,,N,\n",
         );
         assert!(r.rejects.is_empty(), "{:?}", r.rejects);
         assert_eq!(
-            out,
-            "PD-1204377-1,pkA,P001,2025-03-14,police,false,true,false,unknown,unknown,unknown\n\
-             PD-1204377-2,pkB,P001,2025-03-04,police,false,false,false,unknown,unknown,unknown\n"
+            rows,
+            [
+                "2: PD-1204377-1,pkA,P001,2025-03-14,police,false,true,false,unknown,unknown,unknown",
+                "3: PD-1204377-2,pkB,P001,2025-03-04,police,false,false,false,unknown,unknown,unknown"
+            ]
         );
+        assert_eq!((r.rows_read, r.rows_rejected), (2, 0));
     }
 
     #[test]
     fn a_refusing_map_and_a_bad_date_reject_the_row_and_keep_its_line() {
-        let (out, r, stats) = mapped(
+        let (rows, r, stats) = mapped(
             0,
             "1,1,pkA,2025-03-14,POSS,MAYBE,\n7,1,pkC,01/02/2025,,Y,\n",
         );
-        // The refused line stays as a blank line: the next line keeps its number.
-        assert!(out.starts_with("\nPD-7-1,pkC,P001,2025-01-02,"), "{out}");
-        assert_eq!(r.rows_rejected, 1);
+        // The refused row is line 2's; the next row keeps its own line.
+        assert_eq!(
+            rows,
+            ["3: PD-7-1,pkC,P001,2025-01-02,police,false,true,false,unknown,unknown,unknown"]
+        );
+        assert_eq!((r.rows_read, r.rows_rejected), (2, 1));
         let columns: Vec<&str> = r.rejects.iter().map(|j| j.column.as_str()).collect();
         assert_eq!(columns, ["event_date", "naloxone_administered"]);
         assert!(r.rejects.iter().all(|j| j.line == 2));
@@ -1669,19 +1800,47 @@ mod tests {
         );
         assert!(r.rejects[1].reason.contains("'AAAAA'"), "{:?}", r.rejects);
         assert_eq!(stats.unmapped.values().sum::<u64>(), 1);
+        assert_eq!(stats.refused.values().sum::<u64>(), 2);
+        assert!(stats.dictionary_refused.is_empty());
+    }
+
+    #[test]
+    fn a_mapped_row_is_held_to_the_dictionarys_rules_and_counted_by_the_first_it_breaks() {
+        // A person key of digits only is a raw number, whatever the mapping made of it.
+        let (rows, r, stats) = mapped(0, "1,1,123456,01/02/2025,,Y,\n2,1,pkB,01/02/2025,,Y,\n");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!(rows[0].starts_with("3: PD-2-1,pkB,"), "{rows:?}");
+        assert_eq!((r.rows_read, r.rows_rejected), (2, 1));
+        assert_eq!(r.rejects.len(), 1);
+        assert_eq!(
+            (r.rejects[0].line, r.rejects[0].column.as_str()),
+            (2, "person_key")
+        );
+        assert!(!r.rejects[0].reason.contains("123456"), "{:?}", r.rejects);
+        assert_eq!(
+            stats
+                .dictionary_refused
+                .get("fails the dictionary's rule for person_key"),
+            Some(&1)
+        );
     }
 
     #[test]
     fn a_feed_takes_only_the_rows_its_condition_holds_for_and_defaults_unlisted_codes() {
-        let (out, r, stats) = mapped(
+        let (rows, r, stats) = mapped(
             1,
             "11,1,pkA,01/02/2025,POSS,Y,\n12,1,pkB,01/02/2025,,Y,\n13,1,pkC,01/02/2025,WARRANT,N,\n",
         );
         assert!(r.rejects.is_empty());
         assert_eq!(
-            out,
-            "A11,pkA,2025-01-02,municipal_police,drug_possession\n\nA13,pkC,2025-01-02,municipal_police,other\n"
+            rows,
+            [
+                "2: A11,pkA,2025-01-02,municipal_police,drug_possession",
+                "4: A13,pkC,2025-01-02,municipal_police,other"
+            ]
         );
+        // A line the feed does not take is not one of its rows.
+        assert_eq!(r.rows_read, 2);
         assert_eq!(stats.rows_fed, 2);
         assert_eq!(stats.unmapped.get(&(4, b"WARRANT".to_vec())), Some(&1));
     }
@@ -1694,6 +1853,200 @@ mod tests {
             "{:?}",
             r.problem
         );
+    }
+
+    #[test]
+    fn a_value_that_stripping_separators_makes_an_identifier_refuses_the_file() {
+        // In the source, "123,456,789" is three numbers; stripped of its commas, the event id
+        // PD-123456789-1 holds nine digits in a row, written as an SSN is.
+        assert_eq!(identifier_value(b"123,456,789", true), None);
+        let (rows, r, _) = mapped(
+            0,
+            "7,1,pkA,01/02/2025,,Y,\n\"123,456,789\",1,pkB,01/02/2025,,Y,\n",
+        );
+        assert!(
+            matches!(
+                &r.problem,
+                Some(FileProblem::Identifier {
+                    line: 3,
+                    column: Some(c),
+                    kind: IdentifierKind::SocialSecurityNumber,
+                }) if c == "event_id"
+            ),
+            "{:?}",
+            r.problem
+        );
+        // A refused chunk hands on nothing but its problem.
+        assert!(rows.is_empty() && r.rejects.is_empty() && r.rows_read == 0);
+    }
+
+    #[test]
+    fn a_source_lines_identifier_is_named_before_a_mapped_values_on_an_earlier_line() {
+        // The raw lines of a chunk are scanned before any mapped value: the refusal names the
+        // line the source itself holds an identifier on.
+        let (_, r, _) = mapped(
+            0,
+            "\"123,456,789\",1,pkA,01/02/2025,,Y,\n7,1,pkB,01/02/2025,,Y,call 617-555-0100\n",
+        );
+        assert!(
+            matches!(&r.problem, Some(FileProblem::Identifier { line: 3, column: Some(c), .. }) if c == "NARRATIVE"),
+            "{:?}",
+            r.problem
+        );
+    }
+
+    #[test]
+    fn a_mapped_value_with_an_at_sign_is_tested_as_an_email() {
+        // The source line's fields are scanned with the email test too; a mapped value made
+        // of two of them is tested again, whole: `jane` + `@` + `example.org`.
+        let text = GOOD.replacen(
+            "person_key = \"VICTIM_KEY\"\n        program_id",
+            "person_key = { from = [\"VICTIM_KEY\", \"NARRATIVE\"], join = \"@\" }\n        program_id",
+            1,
+        );
+        assert_ne!(text, GOOD);
+        let m = mapping(&text).unwrap();
+        let b = m.sources[0].feeds[0]
+            .bind(Path::new("m.toml"), Path::new("police_1.csv"), &header())
+            .unwrap();
+        let rules = check_rules(b.feed.table);
+        let body = "1,1,jane,01/02/2025,,Y,example.org\n";
+        let r = b.validate_chunk(&rules, body.as_bytes(), 2, false, &mut Vec::new());
+        assert!(
+            matches!(
+                &r.problem,
+                Some(FileProblem::Identifier {
+                    line: 2,
+                    column: Some(c),
+                    kind: IdentifierKind::Email,
+                }) if c == "person_key"
+            ),
+            "{:?}",
+            r.problem
+        );
+    }
+
+    #[test]
+    fn plain_date_layouts_are_recognised_and_others_left_to_chrono() {
+        let plain = |f: &str| PlainDate::of(f);
+        assert_eq!(
+            plain("%m/%d/%Y"),
+            Some(PlainDate {
+                order: DateOrder::MonthDayYear,
+                separator: b'/'
+            })
+        );
+        assert_eq!(
+            plain("%d.%m.%Y").map(|p| p.order),
+            Some(DateOrder::DayMonthYear)
+        );
+        assert_eq!(
+            plain("%Y-%m-%d").map(|p| p.order),
+            Some(DateOrder::YearMonthDay)
+        );
+        for other in [
+            "%m/%d/%y",
+            "%m/%d-%Y",
+            "%d %m %Y",
+            "%b %d %Y",
+            "%m/%d/%Y ",
+            "%Y%m%d",
+            "%m:%d:%Y",
+            "%e/%m/%Y",
+        ] {
+            assert_eq!(plain(other), None, "{other}");
+        }
+        let mdy = plain("%m/%d/%Y").unwrap();
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        assert_eq!(mdy.read(b"3/4/2025"), Some(date(2025, 3, 4)));
+        assert_eq!(mdy.read(b"12/31/1999"), Some(date(1999, 12, 31)));
+        assert_eq!(mdy.read(b"02/30/2025"), Some(None));
+        assert_eq!(mdy.read(b"13/01/2025"), Some(None));
+        // Shapes it does not read are chrono's.
+        for other in [
+            " 3/4/2025",
+            "3/4/25",
+            "3/4/+2025",
+            "03/14/2025 ",
+            "003/1/2025",
+            "",
+        ] {
+            assert_eq!(mdy.read(other.as_bytes()), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn plain_date_layouts_read_exactly_what_chrono_reads() {
+        let numbers = [
+            "", "0", "1", "2", "00", "01", "09", "10", "12", "13", "29", "30", "31", "32", "001",
+            "0000", "2023", "2024", "9999", "20255", "25", "+1", "-1", "+2025", "-2025", " 1",
+            "1 ", " 2025", "2025 ", "1a", "\u{ff11}", "\u{a0}3",
+        ];
+        let formats = [
+            "%m/%d/%Y", "%d/%m/%Y", "%Y-%m-%d", "%d.%m.%Y", "%m-%d-%Y", "%Y/%m/%d", "%Y.%m.%d",
+        ];
+        for format in formats {
+            let items = date_items(format).unwrap();
+            let rule = DateRule {
+                format: format.to_string(),
+                items: items.clone(),
+                plain: PlainDate::of(format),
+            };
+            let own = format.as_bytes()[2] as char;
+            let other = if own == '/' { '-' } else { '/' };
+            let mut read = 0;
+            for a in numbers {
+                for b in numbers {
+                    for c in numbers {
+                        for sep in [own, other] {
+                            let v = format!("{a}{sep}{b}{sep}{c}");
+                            let expected = parse_with(&items, &v);
+                            assert_eq!(rule.read(&v), expected, "{format}: {v:?}");
+                            read += usize::from(expected.is_some());
+                        }
+                    }
+                }
+            }
+            // Valid dates were among them, and every day of the years the ingest reads is.
+            assert!(read > 100, "{format}: {read}");
+            let mut d = NaiveDate::from_ymd_opt(1999, 12, 1).unwrap();
+            let short = format.replace("%m", "%-m").replace("%d", "%-d");
+            while d.year() < 2032 {
+                for written in [d.format(format).to_string(), d.format(&short).to_string()] {
+                    assert_eq!(rule.read(&written), Some(d), "{format}: {written}");
+                }
+                d = d.succ_opt().unwrap();
+            }
+        }
+        // Calendar edges and stray spaces, each as chrono decides.
+        let items = date_items("%m/%d/%Y").unwrap();
+        let rule = DateRule {
+            format: "%m/%d/%Y".into(),
+            items: items.clone(),
+            plain: PlainDate::of("%m/%d/%Y"),
+        };
+        for v in [
+            "02/29/2024",
+            "02/29/2023",
+            "02/29/1900",
+            "02/29/2000",
+            "2/30/2025",
+            "04/31/2025",
+            "4/30/2025",
+            "12/31/9999",
+            "01/01/0000",
+            "03/ 14/2025",
+            "03 /14/2025",
+            " 03/14/2025",
+            "03/14/2025 ",
+            "3/14/25",
+            "03/14/02025",
+            "03/14/2025/",
+            "/03/14/2025",
+            "03//2025",
+        ] {
+            assert_eq!(rule.read(v), parse_with(&items, v), "{v:?}");
+        }
     }
 
     #[test]

@@ -105,8 +105,9 @@ pub struct KeyChecks<'k, 'r> {
     pub revision: &'k mut TableRevision<'r>,
 }
 
-/// Validates and stages the body of `path`. With `mapping`, each chunk of source lines is
-/// first mapped into the table's dictionary form (see [`super::mapping`]).
+/// Validates and stages the body of `path`. With `mapping`, each source row is mapped into
+/// the table's values, which are validated in place as a dictionary line's fields are (see
+/// [`super::mapping`]).
 pub fn stage_file(
     path: &Path,
     body_offset: u64,

@@ -635,13 +635,10 @@ pub fn validate_chunk(
         });
         return result;
     }
-    let table = rules.table;
-    let mut buckets: Vec<BucketBuilder> = Vec::new();
+    let mut rows = RowValidator::new(rules);
     let mut ranges = Vec::with_capacity(rules.n_fields);
     let mut scratch = Vec::new();
     let mut scan = LineScan::default();
-    let mut values = vec![Value::Null; table.columns.len()];
-    let mut row_rejects: Vec<Reject> = Vec::new();
 
     let mut line_no = first_line;
     let mut rest = chunk;
@@ -670,44 +667,48 @@ pub fn validate_chunk(
         // or the email test.
         scan.scan(line);
         let has_at = scan.has_at;
-        let split = split_fields(line, &scan, &mut scratch, &mut ranges);
         // A direct identifier anywhere in the line refuses the whole file, before any other
-        // check and whatever the line's shape.
-        let identifier = match &split {
-            Ok(base) => identifier_in_fields(rules, base, &ranges, has_at, line_here),
-            Err(_) => identifier_in_raw(line, has_at, line_here),
-        };
-        if let Some(problem) = identifier {
-            result.problem = Some(problem);
-            return result;
-        }
-        let base = match split {
+        // check and whatever the line's shape: a line that does not split is scanned here, one
+        // with another count of fields than the header below, and a row by `RowValidator::row`.
+        let base = match split_fields(line, &scan, &mut scratch, &mut ranges) {
             Ok(base) => base,
-            Err(_) if cut_off => {
-                result.problem = Some(FileProblem::Truncated {
-                    line: line_here,
-                    fields: ranges.len(),
-                    expected: rules.n_fields,
-                });
-                return result;
-            }
-            // Read as a row, a value with a line break would split into two bad rows, and
-            // an open quote would swallow the next line's fields: refuse the file.
-            Err(SplitError::OpenQuote) => {
-                result.problem = Some(FileProblem::OpenQuote { line: line_here });
-                return result;
-            }
             Err(e) => {
-                result.rows_rejected += 1;
-                result.rejects.push(Reject {
-                    line: line_here,
-                    column: String::new(),
-                    reason: e.reason().to_string(),
-                });
-                continue;
+                if let Some(problem) = identifier_in_raw(line, has_at, line_here) {
+                    result.problem = Some(problem);
+                    return result;
+                }
+                match e {
+                    _ if cut_off => {
+                        result.problem = Some(FileProblem::Truncated {
+                            line: line_here,
+                            fields: ranges.len(),
+                            expected: rules.n_fields,
+                        });
+                        return result;
+                    }
+                    // Read as a row, a value with a line break would split into two bad rows,
+                    // and an open quote would swallow the next line's fields: refuse the file.
+                    SplitError::OpenQuote => {
+                        result.problem = Some(FileProblem::OpenQuote { line: line_here });
+                        return result;
+                    }
+                    e => {
+                        result.rows_rejected += 1;
+                        result.rejects.push(Reject {
+                            line: line_here,
+                            column: String::new(),
+                            reason: e.reason().to_string(),
+                        });
+                        continue;
+                    }
+                }
             }
         };
         if ranges.len() != rules.n_fields {
+            if let Some(problem) = identifier_in_fields(rules, base, &ranges, has_at, line_here) {
+                result.problem = Some(problem);
+                return result;
+            }
             if cut_off && ranges.len() < rules.n_fields {
                 result.problem = Some(FileProblem::Truncated {
                     line: line_here,
@@ -728,6 +729,62 @@ pub fn validate_chunk(
             });
             continue;
         }
+        if let Err(problem) = rows.row(&mut result, base, &ranges, has_at, line_here) {
+            result.problem = Some(problem);
+            return result;
+        }
+    }
+    rows.finish(&mut result);
+    result
+}
+
+/// The rows of one chunk as they are validated: each quarter's column builders, and the
+/// buffers every row reuses. A dictionary file's rows come to [`RowValidator::row`] as the
+/// fields of their lines; a mapped file's as the values its mapping made of each source row.
+pub(super) struct RowValidator<'r, 'a> {
+    rules: &'r RowRules<'a>,
+    buckets: Vec<BucketBuilder>,
+    /// Each column's parsed value in the current row.
+    values: Vec<Value>,
+    row_rejects: Vec<Reject>,
+}
+
+impl<'r, 'a> RowValidator<'r, 'a> {
+    pub(super) fn new(rules: &'r RowRules<'a>) -> Self {
+        Self {
+            rules,
+            buckets: Vec::new(),
+            values: vec![Value::Null; rules.table.columns.len()],
+            row_rejects: Vec::new(),
+        }
+    }
+
+    /// Checks one row of `rules.n_fields` fields, field `i` being `base[ranges[i].0..ranges[i].1]`
+    /// in the order of the header the rules were made for, from line `line_here`. Every field
+    /// is first scanned for a direct identifier (`has_at` false promises that no field holds
+    /// an `@`): one is returned, and refuses the whole file. Otherwise the row's rejects, or
+    /// its key, go into `result`, and a valid row's values into its quarter's builders.
+    #[inline]
+    pub(super) fn row(
+        &mut self,
+        result: &mut ChunkResult,
+        base: &[u8],
+        ranges: &[(usize, usize)],
+        has_at: bool,
+        line_here: u64,
+    ) -> Result<(), FileProblem> {
+        debug_assert_eq!(ranges.len(), self.rules.n_fields);
+        let RowValidator {
+            rules,
+            buckets,
+            values,
+            row_rejects,
+        } = self;
+        let rules = *rules;
+        if let Some(problem) = identifier_in_fields(rules, base, ranges, has_at, line_here) {
+            return Err(problem);
+        }
+        let table = rules.table;
         row_rejects.clear();
         for (ci, col) in table.columns.iter().enumerate() {
             let (s, e) = ranges[rules.field_of_column[ci]];
@@ -912,8 +969,8 @@ pub fn validate_chunk(
         }
         if !row_rejects.is_empty() {
             result.rows_rejected += 1;
-            result.rejects.append(&mut row_rejects);
-            continue;
+            result.rejects.append(row_rejects);
+            return Ok(());
         }
         let quarter = rules.date_column.map(|dc| match values[dc] {
             Value::Date(d) => {
@@ -938,10 +995,15 @@ pub fn validate_chunk(
         // the first line of a key is the one kept, whatever the quarters of its repeats.
         result.keys.push((key_hash(&base[ks..ke]), line_here));
         result.order.push(bucket as u32);
-        buckets[bucket].push(base, &values);
+        buckets[bucket].push(base, values);
+        Ok(())
     }
-    result.buckets = buckets.into_iter().map(|b| b.finish(rules)).collect();
-    result
+
+    /// Puts the chunk's valid rows into `result`, one batch per quarter.
+    pub(super) fn finish(self, result: &mut ChunkResult) {
+        let rules = self.rules;
+        result.buckets = self.buckets.into_iter().map(|b| b.finish(rules)).collect();
+    }
 }
 
 #[cfg(test)]
@@ -1111,6 +1173,67 @@ mod tests {
             assert_eq!(parse_date(bad.as_bytes()), None, "{bad}");
         }
         assert!(parse_date(b"2000-02-29").is_some());
+    }
+
+    #[test]
+    fn a_row_given_as_values_is_checked_as_the_same_line_is() {
+        // What a mapped file hands over: the fields in a buffer of their own, not a line.
+        let dict = crate::dictionary::Dictionary::builtin().unwrap();
+        let table = dict.table("overdose_events").unwrap();
+        let n = table.columns.len();
+        let rules = RowRules::new(
+            table,
+            (0..n).collect(),
+            n,
+            None,
+            false,
+            NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2030, 12, 31).unwrap(),
+        );
+        for line in [
+            "PD-7-1,pkC,P001,2025-01-02,police,false,true,false,unknown,unknown,unknown",
+            "PD-8-1,pkD,P001,2026-07-30,ems,true,false,true,25_34,male,nh_white",
+            "E1,123456,P001,2025-13-01,cops,maybe,true,false,unknown,unknown,unknown",
+            "E4,,P001,,police,false,true,false,unknown,unknown,",
+            "E2,pkA,P001,2025-01-02,police,false,true,false,unknown,unknown,617-555-0100",
+            "E3,jane@example.org,P001,2025-01-02,police,false,true,false,unknown,unknown,unknown",
+        ] {
+            let by_line = validate_chunk(&rules, format!("{line}\n").as_bytes(), 7, false);
+            let mut base = Vec::new();
+            let mut ranges = Vec::new();
+            for field in line.split(',') {
+                base.push(b'#');
+                ranges.push((base.len(), base.len() + field.len()));
+                base.extend_from_slice(field.as_bytes());
+            }
+            let mut by_values = ChunkResult {
+                rows_read: 1,
+                ..ChunkResult::default()
+            };
+            let mut rows = RowValidator::new(&rules);
+            match rows.row(&mut by_values, &base, &ranges, line.contains('@'), 7) {
+                Ok(()) => rows.finish(&mut by_values),
+                Err(problem) => by_values.problem = Some(problem),
+            }
+            assert_eq!(by_values.problem, by_line.problem, "{line}");
+            if by_line.problem.is_some() {
+                continue;
+            }
+            assert_eq!(
+                (by_values.rows_read, by_values.rows_rejected),
+                (by_line.rows_read, by_line.rows_rejected),
+                "{line}"
+            );
+            assert_eq!(by_values.rejects, by_line.rejects, "{line}");
+            assert_eq!(by_values.keys, by_line.keys, "{line}");
+            let batches = |r: &ChunkResult| {
+                r.buckets
+                    .iter()
+                    .map(|b| (b.quarter, b.batch.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(batches(&by_values), batches(&by_line), "{line}");
+        }
     }
 
     #[test]

@@ -263,6 +263,31 @@ fn an_identifier_in_a_column_the_mapping_does_not_use_refuses_the_file_whole() {
     assert_eq!(snapshot(&wh), before, "nothing was loaded");
 }
 
+/// Stripping separators can make a direct identifier that no field of the source holds:
+/// "123,456,789" is three numbers, and the event id made of it, PD-123456789-1, holds nine
+/// digits in a row, as an SSN is written. Each mapped value is scanned as a dictionary file's
+/// field is.
+#[test]
+fn an_identifier_made_by_stripping_separators_refuses_the_file_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = warehouse_with_programs(tmp.path());
+    let before = snapshot(&wh);
+    let file = export(tmp.path(), "stripped", |t| {
+        t.replacen("\"998,712\"", "\"123,456,789\"", 1)
+    });
+    let e = ingest(&wh, &[file], &through(&fixture("police_incidents.toml"))).unwrap_err();
+    assert!(matches!(e, IngestError::DirectIdentifier { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("a value in column 'event_id' on line 13")
+            && text.contains("social security number")
+            && !text.contains("123456789")
+            && !text.contains("123,456,789"),
+        "{text}"
+    );
+    assert_eq!(snapshot(&wh), before, "nothing was loaded");
+}
+
 #[test]
 fn an_identifier_column_the_mapping_does_not_use_refuses_the_file_whole() {
     let tmp = tempfile::tempdir().unwrap();
