@@ -184,7 +184,49 @@ enum Unmapped {
 struct ValueMap {
     name: String,
     codes: HashMap<Box<[u8]>, String, ahash::RandomState>,
+    /// The same codes in a list, read in turn when there are few: a handful of short codes
+    /// (`Y`/`N`, age bands) are found faster by comparing them than by hashing the value.
+    few: Vec<(Box<[u8]>, String)>,
     unmapped: Unmapped,
+}
+
+/// Codes a map may have for its list ([`ValueMap::few`]) to be read instead of its table.
+const FEW_CODES: usize = 16;
+
+impl ValueMap {
+    fn new(
+        name: String,
+        codes: HashMap<Box<[u8]>, String, ahash::RandomState>,
+        unmapped: Unmapped,
+    ) -> ValueMap {
+        let few = if codes.len() <= FEW_CODES {
+            codes.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        } else {
+            Vec::new()
+        };
+        ValueMap {
+            name,
+            codes,
+            few,
+            unmapped,
+        }
+    }
+
+    /// The dictionary value of a source code, if the map lists it.
+    fn get(&self, code: &[u8]) -> Option<&String> {
+        if self.codes.len() <= FEW_CODES {
+            return self.few.iter().find(|(k, _)| **k == *code).map(|(_, v)| v);
+        }
+        self.codes.get(code)
+    }
+
+    /// Every value the map can give: its codes' values and its default.
+    fn outputs(&self) -> impl Iterator<Item = &String> {
+        self.codes.values().chain(match &self.unmapped {
+            Unmapped::Default(d) => Some(d),
+            Unmapped::Refuse => None,
+        })
+    }
 }
 
 /// Where a column's value comes from.
@@ -478,11 +520,7 @@ impl Mapping {
                 .collect();
             maps.insert(
                 name.clone(),
-                std::sync::Arc::new(ValueMap {
-                    name: name.clone(),
-                    codes,
-                    unmapped,
-                }),
+                std::sync::Arc::new(ValueMap::new(name.clone(), codes, unmapped)),
             );
         }
 
@@ -832,6 +870,35 @@ fn glob_matches(p: &[u8], s: &[u8]) -> bool {
 struct BoundColumn<'m> {
     rule: &'m ColumnRule,
     fields: Vec<usize>,
+    /// Whether every value this column can give has been scanned for a direct identifier
+    /// before it reaches the dictionary's checks ([`BoundColumn::scanned`]).
+    scanned: bool,
+}
+
+impl BoundColumn<'_> {
+    /// Whether this column's mapped value needs no second identifier scan: it is empty, a
+    /// copy of one source field as it is (every source field is scanned, with the email test
+    /// whenever the mapped row could need it: a copied `@` is in the source line too), or one
+    /// of the values the mapping itself fixes (a constant, a map's values and default, each
+    /// with the prefix), scanned here with the email test. Anything made from the data (a
+    /// stripped or joined id, a date, a prefixed copy) is scanned again: stripping the
+    /// separators of `"1,204,377,890"` makes a 10-digit run that no source field holds.
+    fn scanned(rule: &ColumnRule, fields: &[usize]) -> bool {
+        let clean = |v: &str| {
+            let mut bytes = rule.prefix.as_bytes().to_vec();
+            bytes.extend_from_slice(v.as_bytes());
+            identifier_value(&bytes, true).is_none()
+        };
+        match (&rule.input, &rule.map, &rule.date) {
+            (Input::Empty, _, _) => true,
+            (Input::Constant(v), _, _) => identifier_value(v.as_bytes(), true).is_none(),
+            (Input::Columns { .. }, Some(m), _) => m.outputs().all(|o| clean(o)),
+            (Input::Columns { .. }, None, None) => {
+                fields.len() == 1 && rule.strip.is_empty() && rule.prefix.is_empty()
+            }
+            (Input::Columns { .. }, None, Some(_)) => false,
+        }
+    }
 }
 
 /// A feed applied to one source file: where each source column sits in its header.
@@ -906,7 +973,12 @@ impl Feed {
                     .collect::<Result<Vec<_>, _>>()?,
                 _ => Vec::new(),
             };
-            columns.push(BoundColumn { rule, fields });
+            let scanned = BoundColumn::scanned(rule, &fields);
+            columns.push(BoundColumn {
+                rule,
+                fields,
+                scanned,
+            });
         }
         Ok(BoundFeed {
             feed: self,
@@ -1029,6 +1101,13 @@ impl BoundFeed<'_> {
         let mut scratch = Vec::new();
         let mut scan = LineScan::default();
         let mut rows = RowValidator::new(rules);
+        // The mapped values that need no second identifier scan ([`BoundColumn::scanned`]).
+        let scanned = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(ci, c)| *ci < 64 && c.scanned)
+            .fold(0u64, |bits, (ci, _)| bits | 1 << ci);
         let mut row_rejects: Vec<Reject> = Vec::new();
         // The first direct identifier that a mapped value holds. The source lines of the
         // whole chunk are still read: a problem in one of them refuses the file first, as the
@@ -1165,9 +1244,13 @@ impl BoundFeed<'_> {
             }
             // The mapped values are scanned as a dictionary line's fields would be, the email
             // test included whenever one of them holds an `@`.
-            let has_at = memchr::memchr(b'@', values).is_some();
+            let mapped_at = memchr::memchr(b'@', values).is_some();
+            // A copied field was scanned with the source line's `@` test; had the line no `@`
+            // but a value the mapping fixes has one, every value is scanned again.
+            let skip = if mapped_at && !has_at { 0 } else { scanned };
             let (rejected, first_reject) = (result.rows_rejected, result.rejects.len());
-            if let Err(problem) = rows.row(&mut result, values, &spans, has_at, line_here) {
+            if let Err(problem) = rows.row(&mut result, values, &spans, mapped_at, line_here, skip)
+            {
                 mapped_identifier = Some(problem);
                 continue;
             }
@@ -1213,6 +1296,12 @@ impl BoundFeed<'_> {
             }
             Input::Empty => return Ok(()),
             Input::Columns { join, .. } => {
+                // A copy with a prefix writes the prefix first, instead of moving the value.
+                let prefix_first = rule.map.is_none() && rule.date.is_none();
+                if prefix_first {
+                    out.extend_from_slice(rule.prefix.as_bytes());
+                }
+                let body = out.len();
                 for (k, fi) in c.fields.iter().enumerate() {
                     let (s, e) = ranges[*fi];
                     if s == e {
@@ -1229,13 +1318,21 @@ impl BoundFeed<'_> {
                         out.extend(base[s..e].iter().filter(|b| !rule.strip.contains(b)));
                     }
                 }
+                if out.len() == body {
+                    // Nothing but separators: an empty value, without its prefix.
+                    out.truncate(start);
+                    return Ok(());
+                }
+                if prefix_first {
+                    return Ok(());
+                }
             }
         }
         if out.len() == start {
             return Ok(());
         }
         if let Some(m) = &rule.map {
-            match m.codes.get(&out[start..]) {
+            match m.get(&out[start..]) {
                 Some(v) => {
                     out.truncate(start);
                     out.extend_from_slice(v.as_bytes());
@@ -2132,5 +2229,75 @@ mod tests {
             .bind(Path::new("m.toml"), Path::new("police_1.csv"), &h)
             .unwrap_err();
         assert!(matches!(e, IngestError::DirectIdentifier { .. }), "{e}");
+    }
+
+    /// Which mapped values skip the second identifier scan: copies of one source field as
+    /// they are and values the mapping fixes (constants, a map's values) do; a stripped and
+    /// joined id and a rewritten date do not.
+    #[test]
+    fn only_copies_and_fixed_values_skip_the_second_identifier_scan() {
+        let m = mapping(GOOD).unwrap();
+        let b = m.sources[0].feeds[0]
+            .bind(Path::new("m.toml"), Path::new("police_1.csv"), &header())
+            .unwrap();
+        let scanned = |target: &str| {
+            b.columns
+                .iter()
+                .find(|c| c.rule.target == target)
+                .unwrap()
+                .scanned
+        };
+        assert!(!scanned("event_id"), "stripped, joined and prefixed");
+        assert!(scanned("person_key"), "a copy as it is");
+        assert!(scanned("program_id"), "a constant");
+        assert!(!scanned("event_date"), "a rewritten date");
+        assert!(scanned("naloxone_administered"), "a map's values");
+        let arrests = m.sources[0].feeds[1]
+            .bind(Path::new("m.toml"), Path::new("police_1.csv"), &header())
+            .unwrap();
+        let arrest_id = arrests
+            .columns
+            .iter()
+            .find(|c| c.rule.target == "arrest_id")
+            .unwrap();
+        assert!(!arrest_id.scanned, "a prefixed copy");
+    }
+
+    /// A constant shaped like a phone number is not a source field, so nothing scanned it
+    /// before: the mapped value is scanned and refuses the file, naming the column.
+    #[test]
+    fn a_constant_shaped_like_a_phone_number_is_scanned_and_refuses_the_file() {
+        let text = GOOD.replace(
+            r#"program_id = { value = "P001" }"#,
+            r#"program_id = { value = "617-555-0100" }"#,
+        );
+        let m = mapping(&text).unwrap();
+        let b = m.sources[0].feeds[0]
+            .bind(Path::new("m.toml"), Path::new("police_1.csv"), &header())
+            .unwrap();
+        assert!(
+            !b.columns
+                .iter()
+                .find(|c| c.rule.target == "program_id")
+                .unwrap()
+                .scanned
+        );
+        let rules = check_rules(b.feed.table);
+        let r = b.validate_rows(
+            &rules,
+            b"\"1,204\",1,pk-0001aaaa,03/01/2025,POSS,Y,none\n",
+            2,
+            false,
+            &mut Vec::new(),
+            None,
+        );
+        match r.problem {
+            Some(FileProblem::Identifier { line, column, kind }) => {
+                assert_eq!(line, 2);
+                assert_eq!(column.as_deref(), Some("program_id"));
+                assert_eq!(kind, IdentifierKind::Phone);
+            }
+            other => panic!("expected a phone number in program_id, got {other:?}"),
+        }
     }
 }

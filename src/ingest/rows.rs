@@ -439,53 +439,58 @@ pub(super) fn split_fields<'a>(
         }
         return Ok(line);
     }
+    // The line is copied once and each quoted field unescaped in place, where it starts:
+    // unescaping only ever shortens a field, so what is written never overtakes what is
+    // still to be read, and unquoted fields keep their places.
     scratch.clear();
+    scratch.extend_from_slice(line);
+    let len = scratch.len();
+    // The scan's commas, quoted ones too: an unquoted field ends at the first one past its
+    // start.
+    let mut commas = scan.commas.iter().copied().peekable();
     let mut i = 0;
     loop {
         // Skip leading spaces of the field.
-        while i < line.len() && line[i] == b' ' {
+        while i < len && scratch[i] == b' ' {
             i += 1;
         }
-        if i < line.len() && line[i] == b'"' {
-            let start = scratch.len();
+        if i < len && scratch[i] == b'"' {
+            let start = i;
+            let mut w = i;
             i += 1;
             loop {
-                match line.get(i) {
-                    None => return Err(SplitError::OpenQuote),
-                    Some(b'"') if line.get(i + 1) == Some(&b'"') => {
-                        scratch.push(b'"');
-                        i += 2;
-                    }
-                    Some(b'"') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(&b) => {
-                        scratch.push(b);
-                        i += 1;
-                    }
+                let Some(p) = memchr::memchr(b'"', &scratch[i..]) else {
+                    return Err(SplitError::OpenQuote);
+                };
+                scratch.copy_within(i..i + p, w);
+                w += p;
+                i += p;
+                if scratch.get(i + 1) == Some(&b'"') {
+                    scratch[w] = b'"';
+                    w += 1;
+                    i += 2;
+                } else {
+                    i += 1;
+                    break;
                 }
             }
-            out.push((start, scratch.len()));
-            while i < line.len() && line[i] == b' ' {
+            out.push((start, w));
+            while i < len && scratch[i] == b' ' {
                 i += 1;
             }
-            match line.get(i) {
+            match scratch.get(i) {
                 None => return Ok(scratch),
                 Some(b',') => i += 1,
                 Some(_) => return Err(SplitError::TextAfterQuote),
             }
         } else {
-            let end = memchr::memchr(b',', &line[i..]).map_or(line.len(), |p| i + p);
-            let field = &line[i..end];
-            if memchr::memchr(b'"', field).is_some() {
+            while commas.next_if(|&c| c < i).is_some() {}
+            let end = commas.peek().copied().unwrap_or(len);
+            if scratch[i..end].iter().any(|&b| b == b'"') {
                 return Err(SplitError::QuoteInField);
             }
-            let (s, e) = trim(line, i, end);
-            let start = scratch.len();
-            scratch.extend_from_slice(&line[s..e]);
-            out.push((start, scratch.len()));
-            if end == line.len() {
+            out.push(trim(scratch, i, end));
+            if end == len {
                 return Ok(scratch);
             }
             i = end + 1;
@@ -587,9 +592,13 @@ fn identifier_in_fields(
     ranges: &[(usize, usize)],
     has_at: bool,
     line: u64,
+    scanned: u64,
 ) -> Option<FileProblem> {
     let aligned = ranges.len() == rules.n_fields;
     for (fi, &(s, e)) in ranges.iter().enumerate() {
+        if fi < 64 && scanned & (1 << fi) != 0 {
+            continue;
+        }
         let Some(kind) = identifier_value(&base[s..e], has_at) else {
             continue;
         };
@@ -705,7 +714,8 @@ pub fn validate_chunk(
             }
         };
         if ranges.len() != rules.n_fields {
-            if let Some(problem) = identifier_in_fields(rules, base, &ranges, has_at, line_here) {
+            if let Some(problem) = identifier_in_fields(rules, base, &ranges, has_at, line_here, 0)
+            {
                 result.problem = Some(problem);
                 return result;
             }
@@ -729,7 +739,7 @@ pub fn validate_chunk(
             });
             continue;
         }
-        if let Err(problem) = rows.row(&mut result, base, &ranges, has_at, line_here) {
+        if let Err(problem) = rows.row(&mut result, base, &ranges, has_at, line_here, 0) {
             result.problem = Some(problem);
             return result;
         }
@@ -762,7 +772,9 @@ impl<'r, 'a> RowValidator<'r, 'a> {
     /// Checks one row of `rules.n_fields` fields, field `i` being `base[ranges[i].0..ranges[i].1]`
     /// in the order of the header the rules were made for, from line `line_here`. Every field
     /// is first scanned for a direct identifier (`has_at` false promises that no field holds
-    /// an `@`): one is returned, and refuses the whole file. Otherwise the row's rejects, or
+    /// an `@`), but those whose bit `i` is set in `scanned`: the caller has scanned that very
+    /// value already, with the email test (a source mapping's copy of a source field, or a
+    /// value its mapping fixes). An identifier is returned, and refuses the whole file. Otherwise the row's rejects, or
     /// its key, go into `result`, and a valid row's values into its quarter's builders.
     #[inline]
     pub(super) fn row(
@@ -772,6 +784,7 @@ impl<'r, 'a> RowValidator<'r, 'a> {
         ranges: &[(usize, usize)],
         has_at: bool,
         line_here: u64,
+        scanned: u64,
     ) -> Result<(), FileProblem> {
         debug_assert_eq!(ranges.len(), self.rules.n_fields);
         let RowValidator {
@@ -781,7 +794,8 @@ impl<'r, 'a> RowValidator<'r, 'a> {
             row_rejects,
         } = self;
         let rules = *rules;
-        if let Some(problem) = identifier_in_fields(rules, base, ranges, has_at, line_here) {
+        if let Some(problem) = identifier_in_fields(rules, base, ranges, has_at, line_here, scanned)
+        {
             return Err(problem);
         }
         let table = rules.table;
@@ -1211,7 +1225,7 @@ mod tests {
                 ..ChunkResult::default()
             };
             let mut rows = RowValidator::new(&rules);
-            match rows.row(&mut by_values, &base, &ranges, line.contains('@'), 7) {
+            match rows.row(&mut by_values, &base, &ranges, line.contains('@'), 7, 0) {
                 Ok(()) => rows.finish(&mut by_values),
                 Err(problem) => by_values.problem = Some(problem),
             }
