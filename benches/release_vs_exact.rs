@@ -1,19 +1,31 @@
 //! Benchmark: a DP release of persons per program and quarter (k = 4) through the whole path
 //! (analyser, bounding, OpenDP noise, ledger, store) against the exact
-//! `COUNT(DISTINCT person_key)` per (program, quarter) in DataFusion on the same Parquet.
+//! `COUNT(DISTINCT person_key)` per (program, quarter) on the same Parquet, counted by DuckDB
+//! (the reference: the best peer on the same work) and by DataFusion (our own exact path, a
+//! second figure).
 //!
 //! `cargo bench --bench release_vs_exact` synthesises 1,000,000 persons into
-//! `bench-data/release/` on its first run (kept for later runs), then times both paths in
-//! turn, `RUNS` times each, and reports medians. Peak memory is measured per path in a child
-//! process (`--only release|exact`), as VmHWM from `/proc/self/status`.
+//! `bench-data/release/` on its first run (kept for later runs), then times the three paths
+//! in turn (exact, DuckDB, release), `BENCH_RUNS` times each, and reports medians. DuckDB,
+//! from PyPI (installed with pip when `import duckdb` fails; left out, with the reason
+//! printed, when it cannot be), runs the exact path's SQL text over the warehouse's live
+//! Parquet files in a `python3` child per run, with 2 threads; only its query is timed, and
+//! its counts must equal DataFusion's in every run (`common::run_duckdb`). Peak memory is
+//! measured per path in a child process (`--only release|exact`), as VmHWM from
+//! `/proc/self/status`; DuckDB's is the python child's `ru_maxrss`.
 //! Environment: `BENCH_PERSONS` (default 1,000,000), `BENCH_RUNS` (default 5).
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{child_peak_mib, median, peak_rss_mib};
+use common::{
+    DUCKDB_THREADS, check_same, child_peak_mib, duck_int, duck_text, duckdb_version, int_column,
+    live_parquet, median, peak_rss_mib, run_duckdb, text_column,
+};
+use datafusion::arrow::record_batch::RecordBatch;
 
 use outreach_warehouse::ingest::{IngestOptions, ingest};
 use outreach_warehouse::ledger::{BudgetInit, Ledger, PrivacyConfig};
@@ -117,18 +129,48 @@ fn prepare_data(root: &Path, persons: usize) -> (PathBuf, SynthConfig) {
     (wh, cfg)
 }
 
-async fn run_exact(wh: &Path) -> usize {
+async fn run_exact(wh: &Path) -> Vec<RecordBatch> {
     let w = Warehouse::open(wh).unwrap();
     let ctx = open_session(&w).await.unwrap();
     outreach_warehouse::privacy::functions::register(&ctx);
-    let batches = ctx
-        .sql(&exact_sql())
+    ctx.sql(&exact_sql())
         .await
         .unwrap()
         .collect()
         .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
+        .unwrap()
+}
+
+/// Persons per (program, quarter), a cell NULL where its key is.
+type Counts = BTreeMap<(Option<String>, Option<String>), Option<i64>>;
+
+/// The exact path's counts, read after its timer stops.
+fn exact_counts(batches: &[RecordBatch]) -> Counts {
+    let mut counts = Counts::new();
+    for b in batches {
+        let cells = text_column(b, 0).into_iter().zip(text_column(b, 1));
+        for (cell, n) in cells.zip(int_column(b, 2)) {
+            assert!(
+                counts.insert(cell.clone(), n).is_none(),
+                "DataFusion returned the cell {cell:?} twice"
+            );
+        }
+    }
+    counts
+}
+
+/// DuckDB's exact count of the same cells: the exact path's SQL text, timed in the child.
+fn run_duck(tables: &BTreeMap<String, Vec<String>>) -> (f64, f64, Counts) {
+    let run = run_duckdb(tables, &[], &[exact_sql()]);
+    let mut counts = Counts::new();
+    for row in &run.results[0] {
+        let cell = (duck_text(&row[0]), duck_text(&row[1]));
+        assert!(
+            counts.insert(cell.clone(), duck_int(&row[2])).is_none(),
+            "DuckDB returned the cell {cell:?} twice"
+        );
+    }
+    (run.seconds, run.peak_mib, counts)
 }
 
 async fn run_release(wh: &Path, rho: f64, first: Quarter, last: Quarter) -> usize {
@@ -198,14 +240,39 @@ fn main() {
         "data: {persons} persons, {rows} rows in all tables, {}",
         wh.display()
     );
-    // Warm the page cache and both code paths once.
-    rt.block_on(run_exact(&wh));
+    let duck = match duckdb_version() {
+        Ok(version) => {
+            println!(
+                "reference: DuckDB {version} (python3), {DUCKDB_THREADS} threads, the same SQL over the same live Parquet files"
+            );
+            Some((version, live_parquet(&wh)))
+        }
+        Err(why) => {
+            println!("reference: DuckDB left out: {why}");
+            None
+        }
+    };
+    // Warm the page cache and every code path once; DuckDB's counts are checked from here on.
+    let warm = exact_counts(&rt.block_on(run_exact(&wh)));
+    if let Some((_, tables)) = &duck {
+        check_same("warm-up", &run_duck(tables).2, &warm);
+    }
     rt.block_on(run_release(&wh, rho_for(0), first, last));
     let (mut exact, mut dp) = (Vec::new(), Vec::new());
+    let (mut ducks, mut duck_peaks) = (Vec::new(), Vec::new());
     for i in 0..runs {
+        // In turn, exact, DuckDB, release, so that the machine's drift hits all three alike.
         let t = Instant::now();
-        let n = rt.block_on(run_exact(&wh));
+        let batches = rt.block_on(run_exact(&wh));
         exact.push(t.elapsed().as_secs_f64());
+        let counts = exact_counts(&batches);
+        let n = counts.len();
+        if let Some((_, tables)) = &duck {
+            let (seconds, peak, duck_counts) = run_duck(tables);
+            check_same(&format!("run {i}"), &duck_counts, &counts);
+            ducks.push(seconds);
+            duck_peaks.push(peak);
+        }
         let t = Instant::now();
         let cells = rt.block_on(run_release(&wh, rho_for(i + 1), first, last));
         dp.push(t.elapsed().as_secs_f64());
@@ -213,15 +280,34 @@ fn main() {
             "run {i}: exact {:.3} s ({n} groups), release {:.3} s ({cells} cells)",
             exact[i], dp[i]
         );
+        if let Some(seconds) = ducks.last() {
+            println!(
+                "duckdb run {i}: {seconds:.3} s ({n} groups, every count equal to the exact path's)"
+            );
+        }
     }
     let (e, d) = (median(&mut exact), median(&mut dp));
     println!(
         "median of {runs}: exact COUNT(DISTINCT) {e:.3} s, DP release {d:.3} s, ratio {:.2} (target <= 1.5)",
         d / e
     );
+    if let Some((version, _)) = &duck {
+        let k = median(&mut ducks);
+        println!(
+            "against DuckDB {version}, medians of {runs}: DuckDB COUNT(DISTINCT) {k:.3} s, release/duckdb {:.2} (goal <= 0.5), release/exact {:.2}",
+            d / k,
+            d / e
+        );
+    }
     println!(
         "peak memory: exact {} MiB, release {} MiB",
         child_peak_mib("exact", persons),
         child_peak_mib("release", persons)
     );
+    if !duck_peaks.is_empty() {
+        let top = duck_peaks.iter().copied().fold(0.0, f64::max);
+        println!(
+            "DuckDB child's peak: {top:.0} MiB (python3's ru_maxrss, import included; largest of {runs} runs)"
+        );
+    }
 }
