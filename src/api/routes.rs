@@ -357,12 +357,11 @@ fn finish(mut r: Response, line: Option<Line>) -> Response {
     r
 }
 
-/// The router's outermost layer, in one place and one boxed future per request (none for a
-/// preflight), where a chain of `from_fn` layers boxed a future and cloned the service in
-/// each: the client's address ([`ClientAddr`], from the TCP peer or a trusted proxy's
-/// forwarding headers) put in the request for the rate limits; CORS; the security headers;
-/// and one access line per request, after everything inside it (a 429 and a 504 included)
-/// has answered.
+/// The router's outermost layer, its work in one place, with one boxed future per request
+/// (none for a preflight) and no clone of the service: the client's address
+/// ([`ClientAddr`], from the TCP peer or a trusted proxy's forwarding headers) put in the
+/// request for the rate limits; CORS; the security headers; and one access line per
+/// request, after everything inside it (a 429 and a 504 included) has answered.
 #[derive(Clone)]
 pub struct Edge<S> {
     inner: S,
