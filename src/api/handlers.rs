@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::pages::{Freshness, Rendered};
+use super::pages::{Freshness, Rendered, Served};
 use super::state::AppState;
 use crate::csv_out as csv;
 use crate::ledger::Ledger;
@@ -40,7 +40,7 @@ pub struct FormatParam {
     pub format: Option<String>,
 }
 
-fn format_of(param: Option<&str>, headers: &HeaderMap) -> ApiResult<Format> {
+pub(super) fn format_of(param: Option<&str>, headers: &HeaderMap) -> ApiResult<Format> {
     match param {
         Some("json") => return Ok(Format::Json),
         Some("csv") => return Ok(Format::Csv),
@@ -73,36 +73,71 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
 }
 
 /// Whether the client's copy is current: `If-None-Match` is `*` or names `etag`, weak or
-/// strong (the weak comparison RFC 9110 asks of `If-None-Match`).
-fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
-    let (Some(if_none_match), Ok(etag)) =
-        (headers.typed_get::<IfNoneMatch>(), etag.parse::<ETag>())
-    else {
+/// strong (the weak comparison RFC 9110 asks of `If-None-Match`). Without the header (most
+/// requests) nothing is parsed.
+fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    if !headers.contains_key(header::IF_NONE_MATCH) {
+        return false;
+    }
+    let (Some(if_none_match), Some(etag)) = (
+        headers.typed_get::<IfNoneMatch>(),
+        etag.to_str().ok().and_then(|e| e.parse::<ETag>().ok()),
+    ) else {
         return false;
     };
     !if_none_match.precondition_passes(&etag)
 }
 
+#[allow(clippy::declare_interior_mutable_const)]
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+#[allow(clippy::declare_interior_mutable_const)]
+const TEXT_CSV: HeaderValue = HeaderValue::from_static("text/csv; charset=utf-8");
+#[allow(clippy::declare_interior_mutable_const)]
+const VARY_FORMAT: HeaderValue = HeaderValue::from_static("Accept, Accept-Encoding");
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// Room for a cached body's headers and those the router's layers add (CORS, security
+/// headers, the length), so that the map is allocated once and never grown.
+const RESPONSE_HEADERS: usize = 16;
+
 /// A rendered body in the asked format, with its ETag and caching headers; 304 when the
-/// client's copy is current.
+/// client's copy is current. The body is the cached `Bytes` (a reference count, no copy)
+/// and every header value is built already.
 pub fn respond(r: &Rendered, format: Format, headers: &HeaderMap) -> Response {
     let (body, etag, content_type) = match format {
-        Format::Json => (&r.json, &r.etag_json, "application/json"),
-        Format::Csv => (&r.csv, &r.etag_csv, "text/csv; charset=utf-8"),
+        Format::Json => (&r.json, &r.etag_json, APPLICATION_JSON),
+        Format::Csv => (&r.csv, &r.etag_csv, TEXT_CSV),
     };
-    let mut builder = Response::builder()
-        .header(header::ETAG, etag.as_str())
-        .header(header::CACHE_CONTROL, r.freshness.cache_control())
-        .header(header::VARY, "Accept, Accept-Encoding");
-    if not_modified(headers, etag) {
-        builder = builder.status(StatusCode::NOT_MODIFIED);
-        return builder.body(Body::empty()).expect("valid response");
+    let current = not_modified(headers, etag);
+    let mut response = if current {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(body.clone()))
+    };
+    let mut h = HeaderMap::with_capacity(RESPONSE_HEADERS);
+    h.insert(header::ETAG, etag.clone());
+    h.insert(header::CACHE_CONTROL, r.freshness.header());
+    h.insert(header::VARY, VARY_FORMAT);
+    if current {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+    } else {
+        h.insert(header::CONTENT_TYPE, content_type);
     }
-    builder
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from(body.clone()))
-        .expect("valid response")
+    *response.headers_mut() = h;
+    response
+}
+
+/// `/healthz`'s answer: the status and body rendered with the snapshot, never stored by a
+/// cache.
+pub fn health_of(snap: &Served) -> Response {
+    let mut response = Response::new(Body::from(snap.health.json.clone()));
+    *response.status_mut() = snap.health.status;
+    let mut h = HeaderMap::with_capacity(RESPONSE_HEADERS);
+    h.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+    h.insert(header::CACHE_CONTROL, NO_STORE);
+    *response.headers_mut() = h;
+    response
 }
 
 /// A body every snapshot renders (the programs, the metrics, the quarters, the budget): one
@@ -126,23 +161,7 @@ fn rendered(
         (status = 200, description = "The server is up and reads every stored publication", body = views::Health),
         (status = 503, description = "Some stored publications cannot be read (corrupt, or from a newer version); the server's log names them", body = views::Health)))]
 pub async fn health(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot();
-    let unreadable = snap.unreadable.len();
-    let (status, word) = if unreadable == 0 {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
-    };
-    let body = views::Health {
-        status: word.into(),
-        quarters: snap.quarters.len(),
-        releases: snap.releases.len(),
-        unreadable_publications: unreadable,
-    };
-    let mut r = (status, axum::Json(body)).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    health_of(&state.snapshot())
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",

@@ -30,12 +30,15 @@ pub mod pages;
 pub mod routes;
 pub mod state;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, watch};
@@ -85,7 +88,7 @@ pub async fn serve(
     ready(bound);
     serve_connections(
         listener,
-        app(state),
+        routes::service(state, axum::Router::new()),
         header_read_timeout,
         max_connections,
         shutdown,
@@ -96,7 +99,9 @@ pub async fn serve(
 
 /// Serves `app` over HTTP/1.1 on every connection `listener` accepts, until `shutdown`
 /// completes; then accepts no more, lets each connection finish the request it is
-/// answering, and returns once every connection is closed.
+/// answering, and returns once every connection is closed. `app` is the API's service as
+/// it is ([`routes::service`]), not behind an `axum::Router`, which would route each request
+/// once more, to its one fallback, through a box cloned per request.
 ///
 /// `axum::serve` can set neither of the two bounds this loop keeps:
 /// - at most `max_connections` connections are open at once: the next one is accepted only
@@ -106,13 +111,16 @@ pub async fn serve(
 ///   connection's start, or of the end of its previous response, or the connection is
 ///   closed: half-sent or idle connections cannot hold those places. A slow body is bounded
 ///   by the request timeout ([`Limits::timeout`]).
-async fn serve_connections(
+async fn serve_connections<S>(
     mut listener: tokio::net::TcpListener,
-    app: axum::Router,
+    app: routes::Edge<S>,
     header_read_timeout: Duration,
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
+) where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let places = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -135,13 +143,11 @@ async fn serve_connections(
             conn = axum::serve::Listener::accept(&mut listener) => conn,
             _ = stop_tx.closed() => break,
         };
-        // The peer's address, as `into_make_service_with_connect_info` would give it.
+        // The connection's peer goes with its service, so no request carries it as an
+        // extension; the body is axum's, as every layer takes it.
         let service = tower::util::MapRequest::new(
-            app.clone(),
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            },
+            app.for_peer(peer),
+            |req: axum::http::Request<hyper::body::Incoming>| req.map(Body::new),
         );
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let (stop, open) = (stop_tx.clone(), open_rx.clone());

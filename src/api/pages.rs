@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -42,6 +43,22 @@ impl Freshness {
             Freshness::Live => "public, max-age=0, must-revalidate",
         }
     }
+
+    /// [`Freshness::cache_control`] as a header value, built without parsing it again.
+    pub fn header(self) -> HeaderValue {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const RELEASE: HeaderValue =
+            HeaderValue::from_static("public, max-age=60, must-revalidate");
+        #[allow(clippy::declare_interior_mutable_const)]
+        const PUBLISHED: HeaderValue = HeaderValue::from_static("public, max-age=300");
+        #[allow(clippy::declare_interior_mutable_const)]
+        const LIVE: HeaderValue = HeaderValue::from_static("public, max-age=0, must-revalidate");
+        match self {
+            Freshness::Release => RELEASE,
+            Freshness::Published => PUBLISHED,
+            Freshness::Live => LIVE,
+        }
+    }
 }
 
 /// A response body rendered once, in both formats, each with its strong ETag.
@@ -49,14 +66,15 @@ impl Freshness {
 pub struct Rendered {
     pub json: Bytes,
     pub csv: Bytes,
-    /// Quoted ETags of the two bodies.
-    pub etag_json: String,
-    pub etag_csv: String,
+    /// Quoted ETags of the two bodies, as header values: each response sends one as it is.
+    pub etag_json: HeaderValue,
+    pub etag_csv: HeaderValue,
     pub freshness: Freshness,
 }
 
-fn etag(body: &[u8]) -> String {
-    format!("\"{}\"", &hex(&Sha256::digest(body))[..32])
+fn etag(body: &[u8]) -> HeaderValue {
+    let quoted = format!("\"{}\"", &hex(&Sha256::digest(body))[..32]);
+    HeaderValue::try_from(quoted).expect("a quoted hex digest is a header value")
 }
 
 impl Rendered {
@@ -64,7 +82,7 @@ impl Rendered {
     pub fn page(html: String, freshness: Freshness) -> Rendered {
         Rendered {
             etag_json: etag(html.as_bytes()),
-            etag_csv: String::new(),
+            etag_csv: HeaderValue::from_static(""),
             json: Bytes::from(html),
             csv: Bytes::new(),
             freshness,
@@ -185,6 +203,36 @@ impl PageCache {
     }
 }
 
+/// `/healthz`'s answer, rendered with the snapshot it reports on: its status (200, or 503
+/// when a stored publication cannot be read) and its JSON body ([`views::Health`]).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub status: StatusCode,
+    pub json: Bytes,
+}
+
+impl Health {
+    fn of(snapshot: &Snapshot) -> Health {
+        let unreadable = snapshot.unreadable.len();
+        let (status, word) = if unreadable == 0 {
+            (StatusCode::OK, "ok")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+        };
+        let body = views::Health {
+            status: word.into(),
+            quarters: snapshot.quarters.len(),
+            releases: snapshot.releases.len(),
+            unreadable_publications: unreadable,
+        };
+        let json = serde_json::to_vec(&body).expect("the health body serialises");
+        Health {
+            status,
+            json: Bytes::from(json),
+        }
+    }
+}
+
 /// What the server serves: the snapshot of what is published, its bodies rendered once, and
 /// the dashboard pages drawn so far. It reads as its [`Snapshot`] too.
 #[derive(Debug, Default)]
@@ -192,6 +240,8 @@ pub struct Served {
     pub snapshot: Snapshot,
     /// Pre-rendered bodies by route path (without the query string).
     pub rendered: HashMap<String, Rendered>,
+    /// `/healthz`'s answer for this snapshot.
+    pub health: Health,
     /// Dashboard pages rendered so far, by their choices: a page is drawn once per
     /// snapshot (the releases it shows never change) while it stays in the cache.
     pub pages: Mutex<PageCache>,
@@ -223,6 +273,7 @@ impl Served {
 
     fn render(&mut self, catalog: &Catalog) {
         use Freshness::*;
+        self.health = Health::of(&self.snapshot);
         let metrics = views::metrics(catalog);
         self.put(
             "/v1/metrics".into(),

@@ -1,29 +1,41 @@
 //! The router: routes, and the layers every request passes (the client's address, rate
 //! limits, body limit, timeout, compression, CORS, security headers, access log).
 //!
+//! The layers are written for the load a small host serves: the outermost ones are one
+//! service ([`Edge`]) with one boxed future per request, the timeout a concrete future
+//! ([`Deadline`]), header values are built once, and a GET of a cached body is answered
+//! without routing (`cached`).
+//!
 //! Each route is declared once, in [`api_routes`], with the handler whose annotation
 //! describes it: the server's router ([`app`]) and the OpenAPI document
 //! ([`super::openapi::document`]) are both split from it, so no route can be answered and
 //! undocumented, or documented and not answered.
 
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::uri::PathAndQuery;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use futures::future::{Either, Map as MapFuture};
+use tokio::time::Timeout;
+use tokio::time::error::Elapsed;
+use tower::util::MapResponse;
+use tower::{Layer, Service};
 use tower_governor::GovernorLayer;
 use tower_governor::errors::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
-use tower_http::compression::CompressionLayer;
-use tower_http::cors::{Any, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::compression::{CompressionBody, CompressionLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +44,7 @@ use super::client::{ClientAddr, client_addr};
 use super::error::ApiError;
 use super::handlers;
 use super::openapi::ApiDoc;
-use super::state::{AccessRecord, AppState};
+use super::state::{AccessLog, AppState};
 use crate::present::dashboard::PageLinks;
 use crate::present::views::METRIC_KINDS;
 
@@ -213,76 +225,267 @@ fn period(per_second: f64) -> Duration {
     Duration::from_secs_f64(1.0 / per_second.max(1e-6))
 }
 
-/// tower-http's timeout answers with an empty body; every error here is JSON.
-async fn json_timeout(req: Request, next: Next) -> Response {
-    let r = next.run(req).await;
-    if r.status() == StatusCode::GATEWAY_TIMEOUT && r.headers().get(header::CONTENT_TYPE).is_none()
-    {
-        return ApiError::Timeout.into_response();
-    }
-    r
+/// The answer to a request the deadline (the `timeout` of [`super::Limits`]) cut short:
+/// the JSON 504 every error here is, in place of the request's own answer.
+fn json_timeout<E>(answer: Result<Result<Response, E>, Elapsed>) -> Result<Response, E> {
+    answer.unwrap_or_else(|_| Ok(ApiError::Timeout.into_response()))
 }
 
-/// Security headers on every response (unless a handler set them).
-async fn security_headers(req: Request, next: Next) -> Response {
-    let mut r = next.run(req).await;
-    let h = r.headers_mut();
-    let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
-        h.entry(name).or_insert(HeaderValue::from_static(value));
-    };
-    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::X_FRAME_OPTIONS, "DENY");
-    set(h, header::REFERRER_POLICY, "no-referrer");
-    set(
-        h,
+/// The server's limit on a request's time: a request not answered within `limit` is
+/// answered 504 in JSON (`json_timeout`), and its work dropped. A concrete future, no box.
+#[derive(Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    limit: Duration,
+}
+
+type TimedAnswer<E> = Result<Result<Response, E>, Elapsed>;
+
+impl<S> Service<Request> for Deadline<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        MapFuture<Timeout<S::Future>, fn(TimedAnswer<S::Error>) -> Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let answer = tokio::time::timeout(self.limit, self.inner.call(req));
+        answer.map(json_timeout::<S::Error> as fn(TimedAnswer<S::Error>) -> _)
+    }
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 6] = [
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
+    (
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; frame-ancestors 'none'",
-    );
-    set(
-        h,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ),
+    (
         HeaderName::from_static("cross-origin-resource-policy"),
-        "cross-origin",
-    );
-    set(
-        h,
+        HeaderValue::from_static("cross-origin"),
+    ),
+    (
         HeaderName::from_static("permissions-policy"),
-        "interest-cohort=()",
-    );
-    r
-}
+        HeaderValue::from_static("interest-cohort=()"),
+    ),
+];
 
-/// Puts the client's address ([`ClientAddr`]) in the request's extensions, once, for the
-/// rate limits and the access log: the TCP peer's, or the forwarded client's when the peer
-/// is a trusted proxy.
-async fn resolve_client(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(peer) = peer {
-        let client = client_addr(peer, req.headers(), &state.limits().trusted_proxies);
-        req.extensions_mut().insert(ClientAddr(client));
+/// Security headers on every response (unless a handler set them), from values built once.
+fn security_headers(h: &mut HeaderMap) {
+    for (name, value) in SECURITY_HEADERS {
+        h.entry(name).or_insert(value);
     }
-    next.run(req).await
 }
 
-/// One structured access record per request: time, method, path (never the query string or
-/// any header), status, duration, client.
-async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let client = ClientAddr::of(&req);
-    let r = next.run(req).await;
-    state.access_log().record(AccessRecord {
-        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        method,
-        path,
-        status: r.status().as_u16(),
-        micros: start.elapsed().as_micros(),
-        client,
-    });
+/// CORS: any origin may read the API with GET and HEAD, sending `Accept` and
+/// `If-None-Match`, and see the `ETag`; preflights are kept an hour. These are the headers
+/// `tower_http`'s `CorsLayer` sends for that configuration, byte for byte (the tests hold
+/// them to it), written from values built once.
+#[allow(clippy::declare_interior_mutable_const)]
+const CORS_VARY: HeaderValue = HeaderValue::from_static(
+    "origin, access-control-request-method, access-control-request-headers",
+);
+#[allow(clippy::declare_interior_mutable_const)]
+const CORS_ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+#[allow(clippy::declare_interior_mutable_const)]
+const CORS_EXPOSE: HeaderValue = HeaderValue::from_static("etag");
+#[allow(clippy::declare_interior_mutable_const)]
+const CORS_METHODS: HeaderValue = HeaderValue::from_static("GET,HEAD");
+#[allow(clippy::declare_interior_mutable_const)]
+const CORS_HEADERS: HeaderValue = HeaderValue::from_static("accept,if-none-match");
+#[allow(clippy::declare_interior_mutable_const)]
+const CORS_MAX_AGE: HeaderValue = HeaderValue::from_static("3600");
+
+/// The CORS headers of an answer to any request but a preflight: its `Vary` joins the
+/// answer's own.
+fn cors_headers(h: &mut HeaderMap) {
+    h.append(header::VARY, CORS_VARY);
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, CORS_ANY_ORIGIN);
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, CORS_EXPOSE);
+}
+
+/// The answer to a preflight (every `OPTIONS` request): an empty 200 that allows GET and
+/// HEAD only. It reaches neither the rate limits nor a route.
+fn preflight() -> Response {
+    let mut r = Response::new(Body::empty());
+    let h = r.headers_mut();
+    h.insert(header::VARY, CORS_VARY);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, CORS_METHODS);
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_HEADERS);
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, CORS_MAX_AGE);
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, CORS_ANY_ORIGIN);
     r
+}
+
+/// What a request's access line needs once it is answered: its method and path (as they
+/// came, before a path form is rewritten), its start and its client.
+struct Line {
+    log: AccessLog,
+    method: Method,
+    uri: Uri,
+    start: Instant,
+    client: Option<IpAddr>,
+}
+
+/// The last step of every answer: the security headers, then the access line.
+fn finish(mut r: Response, line: Option<Line>) -> Response {
+    security_headers(r.headers_mut());
+    if let Some(line) = line {
+        line.log.request(
+            line.method.as_str(),
+            line.uri.path(),
+            r.status().as_u16(),
+            line.start.elapsed().as_micros(),
+            line.client,
+        );
+    }
+    r
+}
+
+/// The router's outermost layer, its work in one place, with one boxed future per request
+/// (none for a preflight) and no clone of the service: the client's address
+/// ([`ClientAddr`], from the TCP peer or a trusted proxy's forwarding headers) put in the
+/// request for the rate limits; CORS; the security headers; and one access line per
+/// request, after everything inside it (a 429 and a 504 included) has answered.
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    state: AppState,
+    /// The TCP peer of the connection this service answers, set by [`super::serve`]'s accept
+    /// loop; without it (in process, through `oneshot`), the request's `ConnectInfo`.
+    peer: Option<SocketAddr>,
+}
+
+impl<S: Clone> Edge<S> {
+    /// The same service, for the connection from `peer`.
+    pub fn for_peer(&self, peer: SocketAddr) -> Edge<S> {
+        Edge {
+            inner: self.inner.clone(),
+            state: self.state.clone(),
+            peer: Some(peer),
+        }
+    }
+}
+
+type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, BoxedAnswer>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let start = Instant::now();
+        let peer = self.peer.or_else(|| {
+            req.extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        });
+        let client = peer.map(|peer| {
+            client_addr(
+                peer.ip(),
+                req.headers(),
+                &self.state.limits().trusted_proxies,
+            )
+        });
+        if let Some(client) = client {
+            req.extensions_mut().insert(ClientAddr(client));
+        }
+        let log = self.state.access_log();
+        let line = log.is_on().then(|| Line {
+            log: log.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            start,
+            client,
+        });
+        if req.method() == Method::OPTIONS {
+            return Either::Left(ready(Ok(finish(preflight(), line))));
+        }
+        let answer = self.inner.call(req);
+        let boxed: BoxedAnswer = Box::pin(async move {
+            let mut r = match answer.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            cors_headers(r.headers_mut());
+            Ok(finish(r, line))
+        });
+        Either::Right(boxed)
+    }
+}
+
+/// The innermost service: a GET of a body the snapshot rendered is answered from it at
+/// once ([`cached`]); anything else has its path form rewritten ([`path_form`]) and goes to
+/// the router.
+#[derive(Clone)]
+struct Pages {
+    state: AppState,
+    router: Router,
+}
+
+impl Service<Request> for Pages {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, <Router as Service<Request>>::Future>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if let Some(r) = cached(&self.state, &req) {
+            return Either::Left(ready(Ok(r)));
+        }
+        let req = rewrite_path_form(&self.state, req);
+        Either::Right(self.router.call(req))
+    }
+}
+
+/// The answer to a `GET` of `/healthz` or of a body the snapshot rendered, looked up by the
+/// path as it came, without routing or extracting anything: the answer the route's handler
+/// gives, which looks up the same key. Only for a path with no query string and nothing
+/// percent-encoded (the router decodes those, so the handler's key could differ) and never
+/// `/v1/budget`, whose handler reads the `Authorization` header too. Everything else,
+/// `HEAD` included, goes to the router.
+fn cached(state: &AppState, req: &Request) -> Option<Response> {
+    if req.method() != Method::GET || req.uri().query().is_some() {
+        return None;
+    }
+    let path = req.uri().path();
+    if path.contains('%') || path == "/v1/budget" {
+        return None;
+    }
+    let snap = state.snapshot();
+    if path == "/healthz" {
+        return Some(handlers::health_of(&snap));
+    }
+    let rendered = snap.rendered.get(path)?;
+    let format = handlers::format_of(None, req.headers()).ok()?;
+    Some(handlers::respond(rendered, format, req.headers()))
 }
 
 /// Every route of the API, each declared once with its handler, which carries its OpenAPI
@@ -324,6 +527,30 @@ pub fn app(state: AppState) -> Router {
 /// [`app`] with `extra` routes beside the API's, behind the same layers (rate limits,
 /// timeout, headers, access log): for tests of the layers themselves.
 pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
+    Router::new().fallback_service(service(state, extra))
+}
+
+/// Every route of the API with the layers every request passes, outermost first, built once
+/// and of concrete types (the router clones none of them per request):
+/// - [`Edge`]: the client's address, CORS, the security headers, the access line;
+/// - [`Deadline`]: the server's time limit, a JSON 504;
+/// - compression, as the client accepts it;
+/// - the per-IP rate limit, a JSON 429 (`too_many`);
+/// - `Pages`: cached bodies at once, the rest through the router (the researchers' routes
+///   with their body limit and per-token rate limit).
+///
+/// [`app`] serves it behind an `axum::Router`; [`super::serve`] serves it as it is, for each
+/// connection with its peer ([`Edge::for_peer`]).
+pub fn service(
+    state: AppState,
+    extra: Router<AppState>,
+) -> Edge<
+    impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+> {
     let limits = state.limits().clone();
     let per_ip = GovernorConfigBuilder::default()
         .period(period(limits.per_ip_per_second))
@@ -365,40 +592,35 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     })
     .split_for_parts();
 
-    let routed = api
+    let router = api
         .merge(extra)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state.clone());
-    // Path forms are rewritten before routing, so the router answers them as the routes they
-    // stand for; a layer of the router itself would run only after its routing.
-    let forms = state.clone();
-    let routed =
-        tower::util::MapRequest::new(routed, move |req: Request| rewrite_path_form(&forms, req));
-    Router::new()
-        .fallback_service(routed)
-        .layer(GovernorLayer::new(per_ip).error_handler(too_many))
-        .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            limits.timeout,
-        ))
-        .layer(middleware::from_fn(json_timeout))
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET, Method::HEAD])
-                .allow_headers([header::ACCEPT, header::IF_NONE_MATCH])
-                .expose_headers([header::ETAG])
-                .max_age(Duration::from_secs(3600)),
-        )
-        .layer(middleware::from_fn(security_headers))
-        .layer(middleware::from_fn_with_state(state.clone(), access_log))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            resolve_client,
-        ))
-        .layer(TraceLayer::new_for_http())
+    // Path forms are rewritten before routing (in `Pages`), so the router answers them as
+    // the routes they stand for; a layer of the router itself would run only after routing.
+    let pages = Pages {
+        state: state.clone(),
+        router,
+    };
+    let limited = GovernorLayer::new(per_ip)
+        .error_handler(too_many)
+        .layer(pages);
+    let compressed = CompressionLayer::new().layer(limited);
+    // Compression changes the body's type; the layers outside answer with axum's body (the
+    // 504 is never compressed), so the body is boxed back into it here, once.
+    let bodies = MapResponse::new(
+        compressed,
+        |r: axum::http::Response<CompressionBody<Body>>| r.map(Body::new),
+    );
+    Edge {
+        inner: Deadline {
+            inner: bodies,
+            limit: limits.timeout,
+        },
+        state,
+        peer: None,
+    }
 }
 
 #[cfg(test)]

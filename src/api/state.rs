@@ -227,6 +227,46 @@ impl AccessLog {
         }
     }
 
+    /// Whether records go anywhere: when not, a request need not keep what its line needs.
+    pub fn is_on(&self) -> bool {
+        self.writer.is_some() || self.memory.is_some()
+    }
+
+    /// The record of one request, its time now: the line is written straight into the
+    /// buffer, field by field, the same JSON as [`AccessLog::record`] writes of an
+    /// [`AccessRecord`] but without building one (the server's every request pays for it);
+    /// a record is built only for a log kept in memory.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        micros: u128,
+        client: Option<IpAddr>,
+    ) {
+        if !self.is_on() {
+            return;
+        }
+        let time = rfc3339_millis(chrono::Utc::now());
+        if let Some(w) = &self.writer {
+            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = write_line(&mut *w, &time, method, path, status, micros, client);
+        }
+        if let Some(m) = &self.memory {
+            let time = String::from_utf8_lossy(&time).into_owned();
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(AccessRecord {
+                    time,
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    status,
+                    micros,
+                    client,
+                });
+        }
+    }
+
     /// Writes out what is buffered.
     pub fn flush(&self) {
         if let Some(w) = &self.writer {
@@ -240,6 +280,54 @@ impl AccessLog {
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default()
+    }
+}
+
+/// `t` as RFC 3339 in UTC to the millisecond, `2026-12-06T14:05:37.123Z`: what
+/// `to_rfc3339_opts(SecondsFormat::Millis, true)` writes, without a `String`.
+fn rfc3339_millis(t: chrono::DateTime<chrono::Utc>) -> [u8; 24] {
+    use chrono::{Datelike, Timelike};
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, value: u32| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, t.year().clamp(0, 9999) as u32);
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    // A leap second's nanoseconds run past 1e9; the clock the server reads has none.
+    put(20, 3, t.timestamp_subsec_millis().min(999));
+    out
+}
+
+/// One access line, as `serde_json` writes an [`AccessRecord`]: the strings escaped by
+/// `serde_json` itself, the numbers and the address by their `Display`, which is what
+/// `serde_json` writes of them too.
+fn write_line(
+    w: &mut impl Write,
+    time: &[u8; 24],
+    method: &str,
+    path: &str,
+    status: u16,
+    micros: u128,
+    client: Option<IpAddr>,
+) -> std::io::Result<()> {
+    w.write_all(b"{\"time\":\"")?;
+    w.write_all(time)?;
+    w.write_all(b"\",\"method\":")?;
+    serde_json::to_writer(&mut *w, method)?;
+    w.write_all(b",\"path\":")?;
+    serde_json::to_writer(&mut *w, path)?;
+    write!(w, ",\"status\":{status},\"micros\":{micros},\"client\":")?;
+    match client {
+        Some(ip) => write!(w, "\"{ip}\"}}\n"),
+        None => w.write_all(b"null}\n"),
     }
 }
 
@@ -435,5 +523,101 @@ impl AppState {
                 must_load = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line written field by field is byte for byte what `serde_json` writes of the
+    /// record, for addresses of both kinds or none, and paths that need escaping.
+    #[test]
+    fn an_access_line_is_the_json_of_its_record() {
+        let now = chrono::Utc::now();
+        let time = rfc3339_millis(now);
+        let text = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        assert_eq!(std::str::from_utf8(&time).unwrap(), text);
+        let cases: [(&str, &str, u16, u128, Option<IpAddr>); 4] = [
+            (
+                "GET",
+                "/v1/quarters/2025Q1/programs/P1",
+                200,
+                17,
+                Some(IpAddr::from([10u8, 0, 0, 9])),
+            ),
+            ("OPTIONS", "/v1/requests", 200, 0, None),
+            (
+                "POST",
+                "/x\"y\\z\u{1}é",
+                429,
+                u128::MAX,
+                Some("2001:db8::1".parse().unwrap()),
+            ),
+            (
+                "PATCH",
+                "/",
+                504,
+                30_000_000,
+                Some("::ffff:1.2.3.4".parse().unwrap()),
+            ),
+        ];
+        for (method, path, status, micros, client) in cases {
+            let mut line = Vec::new();
+            write_line(&mut line, &time, method, path, status, micros, client).unwrap();
+            let record = AccessRecord {
+                time: text.clone(),
+                method: method.into(),
+                path: path.into(),
+                status,
+                micros,
+                client,
+            };
+            let mut expected = serde_json::to_vec(&record).unwrap();
+            expected.push(b'\n');
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn the_time_of_a_line_is_rfc_3339_to_the_millisecond_in_utc() {
+        use chrono::TimeZone;
+        for (secs, nanos) in [
+            (0, 0),
+            (1_767_225_599, 999_999_999),
+            (1_700_000_000, 5_000_000),
+        ] {
+            let t = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&rfc3339_millis(t)).unwrap(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            );
+        }
+    }
+
+    /// A log kept in memory gets the same record from [`AccessLog::request`]; a log that
+    /// goes nowhere takes it without keeping anything.
+    #[test]
+    fn a_request_is_recorded_in_memory_and_nowhere_when_the_log_is_off() {
+        let log = AccessLog::in_memory();
+        log.request("GET", "/healthz", 200, 5, None);
+        let records = log.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (
+                records[0].method.as_str(),
+                records[0].path.as_str(),
+                records[0].status
+            ),
+            ("GET", "/healthz", 200)
+        );
+        assert!(records[0].time.ends_with('Z') && records[0].time.len() == 24);
+        let off = AccessLog::default();
+        assert!(!off.is_on());
+        off.request("GET", "/healthz", 200, 5, None);
+        assert!(off.records().is_empty());
     }
 }

@@ -5,6 +5,7 @@
 //! `common::server`; the document against the code is `openapi`, the server under pressure
 //! `resources`, and what the public record shows `public_record`.
 
+mod layers;
 mod openapi;
 mod public_record;
 mod resources;
