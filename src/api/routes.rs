@@ -481,11 +481,28 @@ fn cached(state: &AppState, req: &Request) -> Option<Response> {
     }
     let snap = state.snapshot();
     if path == "/healthz" {
-        return Some(handlers::health_of(&snap));
+        return Some(with_length(handlers::health_of(&snap)));
     }
     let rendered = snap.rendered.get(path)?;
     let format = handlers::format_of(None, req.headers()).ok()?;
-    Some(handlers::respond(rendered, format, req.headers()))
+    Some(with_length(handlers::respond(
+        rendered,
+        format,
+        req.headers(),
+    )))
+}
+
+/// `Content-Length` from the body's exact size, as the router writes it on every routed
+/// answer (a 304's `0` too), so that a cached answer is the routed one, header for header.
+fn with_length(mut r: Response) -> Response {
+    use axum::body::HttpBody;
+    if !r.headers().contains_key(header::CONTENT_LENGTH)
+        && let Some(n) = r.body().size_hint().exact()
+    {
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    r
 }
 
 /// Every route of the API, each declared once with its handler, which carries its OpenAPI

@@ -87,9 +87,15 @@ fn functions(code: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
         let name = if let Some(pos) = line.find("fn ").filter(|_| {
-            ["fn ", "pub fn ", "async fn ", "pub async fn "]
-                .iter()
-                .any(|p| line.starts_with(p))
+            [
+                "fn ",
+                "pub fn ",
+                "pub(super) fn ",
+                "async fn ",
+                "pub async fn ",
+            ]
+            .iter()
+            .any(|p| line.starts_with(p))
         }) {
             line[pos + 3..]
                 .split(|c: char| !(c.is_alphanumeric() || c == '_'))
