@@ -326,7 +326,7 @@ fn write_line(
     serde_json::to_writer(&mut *w, path)?;
     write!(w, ",\"status\":{status},\"micros\":{micros},\"client\":")?;
     match client {
-        Some(ip) => write!(w, "\"{ip}\"}}\n"),
+        Some(ip) => writeln!(w, "\"{ip}\"}}"),
         None => w.write_all(b"null}\n"),
     }
 }

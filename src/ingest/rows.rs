@@ -486,7 +486,7 @@ pub(super) fn split_fields<'a>(
         } else {
             while commas.next_if(|&c| c < i).is_some() {}
             let end = commas.peek().copied().unwrap_or(len);
-            if scratch[i..end].iter().any(|&b| b == b'"') {
+            if scratch[i..end].contains(&b'"') {
                 return Err(SplitError::QuoteInField);
             }
             out.push(trim(scratch, i, end));

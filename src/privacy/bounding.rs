@@ -1124,13 +1124,12 @@ mod tests {
         assert!(shard.over_k(0));
     }
 
+    /// A person's key, their kept (cell, value) entries, and whether they lost cells to `k`.
+    type Kept = (Vec<u8>, Vec<(u64, i64)>, bool);
+
     /// The kept cells and values of every person of `rows` (person, cell, value), folded in
     /// that order into a shard that keeps its choice hashes or works them out again.
-    fn fold_all(
-        rules: &BoundingRules,
-        stored: bool,
-        rows: &[(usize, u64, i64)],
-    ) -> Vec<(Vec<u8>, Vec<(u64, i64)>, bool)> {
+    fn fold_all(rules: &BoundingRules, stored: bool, rows: &[(usize, u64, i64)]) -> Vec<Kept> {
         let mut shard = Shard::new(rules.k, 1, stored);
         for &(p, cell, v) in rows {
             let person = format!("survivor-{p}").into_bytes();
