@@ -775,15 +775,25 @@ impl Bounder {
 
     fn lookup(&self, c: usize, strings: &StringArray) -> Vec<Option<u64>> {
         let (map, short) = (&self.lookups[c], &self.short_lookups[c]);
+        // Consecutive rows often share a value (a program's file, a quarter's rows).
+        let mut last: Option<(u128, Option<u64>)> = None;
         strings
             .iter()
             .map(|v| {
                 let v = v?;
-                let id = match short_key(v.as_bytes()) {
-                    Some(key) => short.get(&key),
-                    None => map.get(v),
-                };
-                id.map(|&i| u64::from(i))
+                match short_key(v.as_bytes()) {
+                    Some(key) => {
+                        if let Some((k, id)) = last
+                            && k == key
+                        {
+                            return id;
+                        }
+                        let id = short.get(&key).map(|&i| u64::from(i));
+                        last = Some((key, id));
+                        id
+                    }
+                    None => map.get(v).map(|&i| u64::from(i)),
+                }
             })
             .collect()
     }

@@ -512,6 +512,41 @@ impl Default for QuarterOf {
     }
 }
 
+/// The quarter of one day, as `quarter_of` writes it, with the days it spans where the
+/// calendar holds them: `[first, next)` in days since 1970-01-01.
+struct QuarterSpan {
+    text: String,
+    span: Option<(i64, i64)>,
+}
+
+impl QuarterSpan {
+    fn of(days: i32) -> QuarterSpan {
+        use chrono::Datelike;
+        let (year, month) = civil_year_month(days);
+        let q = (month - 1) / 3 + 1;
+        let start = |y: i64, m: u32| {
+            let y = i32::try_from(y).ok()?;
+            let d = NaiveDate::from_ymd_opt(y, m, 1)?;
+            Some(i64::from(d.num_days_from_ce()) - i64::from(EPOCH_DAYS_FROM_CE))
+        };
+        let (next_year, next_month) = if q == 4 {
+            (year + 1, 1)
+        } else {
+            (year, q * 3 + 1)
+        };
+        let span = start(year, q * 3 - 2).zip(start(next_year, next_month));
+        QuarterSpan {
+            text: format!("{year}Q{q}"),
+            span,
+        }
+    }
+
+    fn holds(&self, days: i32) -> bool {
+        self.span
+            .is_some_and(|(first, next)| (first..next).contains(&i64::from(days)))
+    }
+}
+
 /// Year and month of a count of days since 1970-01-01 (H. Hinnant's civil-from-days), in
 /// i64 so that no Date32 value overflows.
 pub fn civil_year_month(days: i32) -> (i64, u32) {
@@ -545,23 +580,20 @@ impl ScalarUDFImpl for QuarterOf {
                 datafusion::error::DataFusionError::Internal("quarter_of expects Date32".into())
             })?;
         let mut out = StringBuilder::with_capacity(dates.len(), dates.len() * 6);
-        // Consecutive rows are often in the same quarter: reuse the last text.
-        let mut last: Option<(i64, u32, String)> = None;
+        // Consecutive rows are often in the same quarter: the last quarter's first and next
+        // day are kept, and a day between them reuses its text without the calendar.
+        let mut last: Option<QuarterSpan> = None;
         for d in dates.iter() {
             match d {
                 None => out.append_null(),
-                Some(days) => {
-                    let (year, month) = civil_year_month(days);
-                    let q = (month - 1) / 3 + 1;
-                    match &last {
-                        Some((y, lq, text)) if *y == year && *lq == q => out.append_value(text),
-                        _ => {
-                            let text = format!("{year}Q{q}");
-                            out.append_value(&text);
-                            last = Some((year, q, text));
-                        }
+                Some(days) => match &last {
+                    Some(span) if span.holds(days) => out.append_value(&span.text),
+                    _ => {
+                        let span = QuarterSpan::of(days);
+                        out.append_value(&span.text);
+                        last = Some(span);
                     }
-                }
+                },
             }
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
@@ -708,6 +740,68 @@ mod tests {
         // The extremes of Date32 do not overflow.
         civil_year_month(i32::MIN);
         civil_year_month(i32::MAX);
+    }
+
+    /// `quarter_of` over days in runs, in jumps and across every quarter's edges writes
+    /// exactly the quarter the calendar gives each day, reusing the last quarter's text only
+    /// inside its own days, and a NULL as NULL.
+    #[test]
+    fn quarter_of_reuses_a_quarters_text_only_inside_its_days() {
+        use chrono::Datelike;
+        let expected = |days: i32| {
+            let (y, m) = civil_year_month(days);
+            format!("{y}Q{}", (m - 1) / 3 + 1)
+        };
+        let mut days: Vec<Option<i32>> = Vec::new();
+        // Every day of ten years around the epoch and 2000, in order and backwards.
+        days.extend((-1_830..1_830).map(Some));
+        days.extend((10_000..13_660).rev().map(Some));
+        // The first and last day of each quarter, one after the other, with NULLs between.
+        for y in [1969, 1970, 1999, 2000, 2024, 2025] {
+            for m in [1, 3, 4, 6, 7, 9, 10, 12] {
+                let first = chrono::NaiveDate::from_ymd_opt(y, m, 1).unwrap();
+                let d = first.num_days_from_ce() - EPOCH_DAYS_FROM_CE;
+                days.extend([Some(d - 1), Some(d), None, Some(d + 27)]);
+            }
+        }
+        // The ends of Date32, where the calendar holds no quarter bounds.
+        days.extend([
+            Some(i32::MIN),
+            Some(i32::MIN + 1),
+            Some(i32::MAX),
+            Some(i32::MAX - 1),
+        ]);
+        let input = Date32Array::from(days.clone());
+        let out = QuarterOf::new()
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(Arc::new(input))],
+                arg_fields: vec![Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "d",
+                    DataType::Date32,
+                    true,
+                ))],
+                number_rows: days.len(),
+                return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "q",
+                    DataType::Utf8,
+                    true,
+                )),
+                config_options: Arc::new(datafusion::config::ConfigOptions::default()),
+            })
+            .unwrap();
+        let ColumnarValue::Array(out) = out else {
+            panic!("an array")
+        };
+        let out = out
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        for (i, d) in days.iter().enumerate() {
+            match d {
+                None => assert!(out.is_null(i), "row {i}"),
+                Some(d) => assert_eq!(out.value(i), expected(*d), "day {d}"),
+            }
+        }
     }
 
     #[test]
