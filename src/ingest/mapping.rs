@@ -35,8 +35,8 @@ use sha2::{Digest, Sha256};
 use super::IngestError;
 use super::identifiers::{identifier_column, identifier_value};
 use super::rows::{
-    ChunkResult, FileProblem, LineScan, MAX_LINE_BYTES, Reject, RowRules, RowValidator, SplitError,
-    identifier_in_raw, redacted, split_fields,
+    BadShape, ChunkResult, FileProblem, LineScan, Lines, Reject, RowRules, RowValidator, bad_shape,
+    encoding_problem, identifier_in_raw, redacted, split_fields,
 };
 use super::source::Header;
 use crate::dictionary::{ColumnType, Dictionary, Table};
@@ -184,42 +184,10 @@ enum Unmapped {
 struct ValueMap {
     name: String,
     codes: HashMap<Box<[u8]>, String, ahash::RandomState>,
-    /// The same codes in a list, read in turn when there are few: a handful of short codes
-    /// (`Y`/`N`, age bands) are found faster by comparing them than by hashing the value.
-    few: Vec<(Box<[u8]>, String)>,
     unmapped: Unmapped,
 }
 
-/// Codes a map may have for its list ([`ValueMap::few`]) to be read instead of its table.
-const FEW_CODES: usize = 16;
-
 impl ValueMap {
-    fn new(
-        name: String,
-        codes: HashMap<Box<[u8]>, String, ahash::RandomState>,
-        unmapped: Unmapped,
-    ) -> ValueMap {
-        let few = if codes.len() <= FEW_CODES {
-            codes.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        } else {
-            Vec::new()
-        };
-        ValueMap {
-            name,
-            codes,
-            few,
-            unmapped,
-        }
-    }
-
-    /// The dictionary value of a source code, if the map lists it.
-    fn get(&self, code: &[u8]) -> Option<&String> {
-        if self.codes.len() <= FEW_CODES {
-            return self.few.iter().find(|(k, _)| **k == *code).map(|(_, v)| v);
-        }
-        self.codes.get(code)
-    }
-
     /// Every value the map can give: its codes' values and its default.
     fn outputs(&self) -> impl Iterator<Item = &String> {
         self.codes.values().chain(match &self.unmapped {
@@ -520,7 +488,11 @@ impl Mapping {
                 .collect();
             maps.insert(
                 name.clone(),
-                std::sync::Arc::new(ValueMap::new(name.clone(), codes, unmapped)),
+                std::sync::Arc::new(ValueMap {
+                    name: name.clone(),
+                    codes,
+                    unmapped,
+                }),
             );
         }
 
@@ -700,11 +672,7 @@ impl Mapping {
                             at(format!("`map`: no [maps.{name}] in this mapping"))
                         })?;
                         // Every value the map can give must be one the column takes.
-                        let targets = m.codes.values().chain(match &m.unmapped {
-                            Unmapped::Default(d) => Some(d),
-                            Unmapped::Refuse => None,
-                        });
-                        for t in targets {
+                        for t in m.outputs() {
                             if let Err(why) = check_value(col, t) {
                                 return Err(invalid(
                                     &format!("[maps.{name}]"),
@@ -1084,13 +1052,8 @@ impl BoundFeed<'_> {
         mut stats: Option<&mut FeedStats>,
     ) -> ChunkResult {
         let mut result = ChunkResult::default();
-        if let Err(e) = std::str::from_utf8(chunk) {
-            let at = e.valid_up_to();
-            let line = first_line + memchr::memchr_iter(b'\n', &chunk[..at]).count() as u64;
-            result.problem = Some(FileProblem::Encoding {
-                line,
-                byte: chunk[at],
-            });
+        if let Some(problem) = encoding_problem(chunk, first_line) {
+            result.problem = Some(problem);
             return result;
         }
         // The mapped row reaches the rules in the table's column order, as `self.columns`.
@@ -1113,31 +1076,18 @@ impl BoundFeed<'_> {
         // whole chunk are still read: a problem in one of them refuses the file first, as the
         // raw lines are scanned before any mapped value.
         let mut mapped_identifier: Option<FileProblem> = None;
-        let mut line_no = first_line;
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            let (raw, next, terminated) = match memchr::memchr(b'\n', rest) {
-                Some(p) => (&rest[..p], &rest[p + 1..], true),
-                None => (rest, &rest[rest.len()..], false),
+        for line in Lines::new(chunk, first_line, last_unterminated) {
+            let line = match line {
+                Ok(line) => line,
+                Err(problem) => {
+                    result.problem = Some(problem);
+                    return result;
+                }
             };
-            rest = next;
-            let line_here = line_no;
-            line_no += 1;
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if line.len() > MAX_LINE_BYTES {
-                result.problem = Some(FileProblem::OverlongLine {
-                    line: line_here,
-                    bytes: line.len(),
-                });
-                return result;
-            }
-            if line.iter().all(|b| *b == b' ' || *b == b'\t') {
-                continue;
-            }
-            let cut_off = !terminated && last_unterminated;
-            scan.scan(line);
+            let line_here = line.number;
+            scan.scan(line.text);
             let has_at = scan.has_at;
-            let split = split_fields(line, &scan, &mut scratch, &mut ranges);
+            let split = split_fields(line.text, &scan, &mut scratch, &mut ranges);
             // Every field of the source line is scanned, the columns no feed uses too.
             let identifier = match &split {
                 Ok(base) => {
@@ -1150,55 +1100,27 @@ impl BoundFeed<'_> {
                         })
                     })
                 }
-                Err(_) => identifier_in_raw(line, has_at, line_here),
+                Err(_) => identifier_in_raw(line.text, has_at, line_here),
             };
             if let Some(problem) = identifier {
                 result.problem = Some(problem);
                 return result;
             }
             let base = match split {
-                Ok(base) => base,
-                Err(_) if cut_off => {
-                    result.problem = Some(FileProblem::Truncated {
-                        line: line_here,
-                        fields: ranges.len(),
-                        expected: n_fields,
-                    });
-                    return result;
-                }
-                Err(SplitError::OpenQuote) => {
-                    result.problem = Some(FileProblem::OpenQuote { line: line_here });
-                    return result;
-                }
-                Err(e) => {
-                    result.rows_read += 1;
-                    result.rows_rejected += 1;
-                    result.rejects.push(Reject {
-                        line: line_here,
-                        column: String::new(),
-                        reason: e.reason().to_string(),
-                    });
-                    continue;
-                }
+                Ok(base) if ranges.len() == n_fields => base,
+                split => match bad_shape(split.map(|_| ()), ranges.len(), n_fields, &line) {
+                    BadShape::Refuse(problem) => {
+                        result.problem = Some(problem);
+                        return result;
+                    }
+                    BadShape::Reject(reject) => {
+                        result.rows_read += 1;
+                        result.rows_rejected += 1;
+                        result.rejects.push(reject);
+                        continue;
+                    }
+                },
             };
-            if ranges.len() != n_fields {
-                if cut_off && ranges.len() < n_fields {
-                    result.problem = Some(FileProblem::Truncated {
-                        line: line_here,
-                        fields: ranges.len(),
-                        expected: n_fields,
-                    });
-                    return result;
-                }
-                result.rows_read += 1;
-                result.rows_rejected += 1;
-                result.rejects.push(Reject {
-                    line: line_here,
-                    column: String::new(),
-                    reason: format!("has {} fields, the header has {n_fields}", ranges.len()),
-                });
-                continue;
-            }
             if let Some((fi, test)) = self.when {
                 let (s, e) = ranges[fi];
                 if !test.holds(&base[s..e]) {
@@ -1332,7 +1254,7 @@ impl BoundFeed<'_> {
             return Ok(());
         }
         if let Some(m) = &rule.map {
-            match m.get(&out[start..]) {
+            match m.codes.get(&out[start..]) {
                 Some(v) => {
                     out.truncate(start);
                     out.extend_from_slice(v.as_bytes());

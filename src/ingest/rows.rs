@@ -625,6 +625,118 @@ pub(super) fn identifier_in_raw(text: &[u8], has_at: bool, line: u64) -> Option<
     })
 }
 
+/// The first byte of `chunk` that is not UTF-8, as the problem that refuses the file, with
+/// its line (`first_line` is the chunk's first).
+pub(super) fn encoding_problem(chunk: &[u8], first_line: u64) -> Option<FileProblem> {
+    let e = std::str::from_utf8(chunk).err()?;
+    let at = e.valid_up_to();
+    Some(FileProblem::Encoding {
+        line: first_line + memchr::memchr_iter(b'\n', &chunk[..at]).count() as u64,
+        byte: chunk[at],
+    })
+}
+
+/// One line of a chunk that holds something: its text without the line break, its line in
+/// the file, and whether it is the file's last line cut off before its line break.
+pub(super) struct Line<'a> {
+    pub text: &'a [u8],
+    pub number: u64,
+    pub cut_off: bool,
+}
+
+/// The lines of a chunk that are not blank, in order; a line past [`MAX_LINE_BYTES`] is the
+/// problem that refuses the file. `last_unterminated` says the chunk is the file's end and
+/// lacks a final line break.
+pub(super) struct Lines<'a> {
+    rest: &'a [u8],
+    next_line: u64,
+    last_unterminated: bool,
+}
+
+impl<'a> Lines<'a> {
+    pub(super) fn new(chunk: &'a [u8], first_line: u64, last_unterminated: bool) -> Self {
+        Lines {
+            rest: chunk,
+            next_line: first_line,
+            last_unterminated,
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Result<Line<'a>, FileProblem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            let (raw, next, terminated) = match memchr::memchr(b'\n', self.rest) {
+                Some(p) => (&self.rest[..p], &self.rest[p + 1..], true),
+                None => (self.rest, &self.rest[self.rest.len()..], false),
+            };
+            self.rest = next;
+            let number = self.next_line;
+            self.next_line += 1;
+            let text = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if text.len() > MAX_LINE_BYTES {
+                self.rest = &[];
+                return Some(Err(FileProblem::OverlongLine {
+                    line: number,
+                    bytes: text.len(),
+                }));
+            }
+            if text.iter().all(|b| *b == b' ' || *b == b'\t') {
+                continue; // blank lines carry no row
+            }
+            return Some(Ok(Line {
+                text,
+                number,
+                cut_off: !terminated && self.last_unterminated,
+            }));
+        }
+        None
+    }
+}
+
+/// Why a line is no row of `expected` fields: a problem that refuses the file, or a reject
+/// of the line alone.
+pub(super) enum BadShape {
+    Refuse(FileProblem),
+    Reject(Reject),
+}
+
+/// What a line is that did not split into `expected` fields: the file's cut-off last line,
+/// an open quote (a value with a line break would split into two bad rows, and an open quote
+/// would swallow the next line's fields), or a bad line. `split` is how splitting it went and
+/// `fields` how many fields it gave (before the error, if any). The caller has scanned the
+/// line for direct identifiers first: one refuses the file whatever the line's shape.
+pub(super) fn bad_shape(
+    split: Result<(), SplitError>,
+    fields: usize,
+    expected: usize,
+    line: &Line,
+) -> BadShape {
+    let reject = |reason: String| {
+        BadShape::Reject(Reject {
+            line: line.number,
+            column: String::new(),
+            reason,
+        })
+    };
+    let truncated = BadShape::Refuse(FileProblem::Truncated {
+        line: line.number,
+        fields,
+        expected,
+    });
+    match split {
+        Ok(()) if line.cut_off && fields < expected => truncated,
+        Ok(()) => reject(format!("has {fields} fields, the header has {expected}")),
+        Err(_) if line.cut_off => truncated,
+        Err(SplitError::OpenQuote) => {
+            BadShape::Refuse(FileProblem::OpenQuote { line: line.number })
+        }
+        Err(e) => reject(e.reason().to_string()),
+    }
+}
+
 /// Validates the lines of one chunk. `first_line` is the file line number of the chunk's first
 /// line; `last_chunk_unterminated` says the chunk is the file's end and lacks a final line
 /// break, so a short last line means the file was cut off.
@@ -635,110 +747,57 @@ pub fn validate_chunk(
     last_chunk_unterminated: bool,
 ) -> ChunkResult {
     let mut result = ChunkResult::default();
-    if let Err(e) = std::str::from_utf8(chunk) {
-        let at = e.valid_up_to();
-        let line = first_line + memchr::memchr_iter(b'\n', &chunk[..at]).count() as u64;
-        result.problem = Some(FileProblem::Encoding {
-            line,
-            byte: chunk[at],
-        });
+    if let Some(problem) = encoding_problem(chunk, first_line) {
+        result.problem = Some(problem);
         return result;
     }
     let mut rows = RowValidator::new(rules);
     let mut ranges = Vec::with_capacity(rules.n_fields);
     let mut scratch = Vec::new();
     let mut scan = LineScan::default();
-
-    let mut line_no = first_line;
-    let mut rest = chunk;
-    while !rest.is_empty() {
-        let (raw, next, terminated) = match memchr::memchr(b'\n', rest) {
-            Some(p) => (&rest[..p], &rest[p + 1..], true),
-            None => (rest, &rest[rest.len()..], false),
-        };
-        rest = next;
-        let line_here = line_no;
-        line_no += 1;
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.len() > MAX_LINE_BYTES {
-            result.problem = Some(FileProblem::OverlongLine {
-                line: line_here,
-                bytes: line.len(),
-            });
-            return result;
-        }
-        if line.iter().all(|b| *b == b' ' || *b == b'\t') {
-            continue; // blank lines carry no row
-        }
-        result.rows_read += 1;
-        let cut_off = !terminated && last_chunk_unterminated;
-        // One scan finds the commas and tells whether the line needs the quoted-field parser
-        // or the email test.
-        scan.scan(line);
-        let has_at = scan.has_at;
-        // A direct identifier anywhere in the line refuses the whole file, before any other
-        // check and whatever the line's shape: a line that does not split is scanned here, one
-        // with another count of fields than the header below, and a row by `RowValidator::row`.
-        let base = match split_fields(line, &scan, &mut scratch, &mut ranges) {
-            Ok(base) => base,
-            Err(e) => {
-                if let Some(problem) = identifier_in_raw(line, has_at, line_here) {
-                    result.problem = Some(problem);
-                    return result;
-                }
-                match e {
-                    _ if cut_off => {
-                        result.problem = Some(FileProblem::Truncated {
-                            line: line_here,
-                            fields: ranges.len(),
-                            expected: rules.n_fields,
-                        });
-                        return result;
-                    }
-                    // Read as a row, a value with a line break would split into two bad rows,
-                    // and an open quote would swallow the next line's fields: refuse the file.
-                    SplitError::OpenQuote => {
-                        result.problem = Some(FileProblem::OpenQuote { line: line_here });
-                        return result;
-                    }
-                    e => {
-                        result.rows_rejected += 1;
-                        result.rejects.push(Reject {
-                            line: line_here,
-                            column: String::new(),
-                            reason: e.reason().to_string(),
-                        });
-                        continue;
-                    }
-                }
-            }
-        };
-        if ranges.len() != rules.n_fields {
-            if let Some(problem) = identifier_in_fields(rules, base, &ranges, has_at, line_here, 0)
-            {
+    for line in Lines::new(chunk, first_line, last_chunk_unterminated) {
+        let line = match line {
+            Ok(line) => line,
+            Err(problem) => {
                 result.problem = Some(problem);
                 return result;
             }
-            if cut_off && ranges.len() < rules.n_fields {
-                result.problem = Some(FileProblem::Truncated {
-                    line: line_here,
-                    fields: ranges.len(),
-                    expected: rules.n_fields,
-                });
-                return result;
+        };
+        let line_here = line.number;
+        result.rows_read += 1;
+        // One scan finds the commas and tells whether the line needs the quoted-field parser
+        // or the email test.
+        scan.scan(line.text);
+        let has_at = scan.has_at;
+        // A direct identifier anywhere in the line refuses the whole file, before any other
+        // check and whatever the line's shape: a line that does not split, or splits into
+        // another count of fields than the header, is scanned here, and a row by
+        // `RowValidator::row`.
+        let split = split_fields(line.text, &scan, &mut scratch, &mut ranges);
+        let base = match split {
+            Ok(base) if ranges.len() == rules.n_fields => base,
+            split => {
+                let identifier = match &split {
+                    Ok(base) => identifier_in_fields(rules, base, &ranges, has_at, line_here, 0),
+                    Err(_) => identifier_in_raw(line.text, has_at, line_here),
+                };
+                if let Some(problem) = identifier {
+                    result.problem = Some(problem);
+                    return result;
+                }
+                match bad_shape(split.map(|_| ()), ranges.len(), rules.n_fields, &line) {
+                    BadShape::Refuse(problem) => {
+                        result.problem = Some(problem);
+                        return result;
+                    }
+                    BadShape::Reject(reject) => {
+                        result.rows_rejected += 1;
+                        result.rejects.push(reject);
+                    }
+                }
+                continue;
             }
-            result.rows_rejected += 1;
-            result.rejects.push(Reject {
-                line: line_here,
-                column: String::new(),
-                reason: format!(
-                    "has {} fields, the header has {}",
-                    ranges.len(),
-                    rules.n_fields
-                ),
-            });
-            continue;
-        }
+        };
         if let Err(problem) = rows.row(&mut result, base, &ranges, has_at, line_here, 0) {
             result.problem = Some(problem);
             return result;
