@@ -12,11 +12,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use outreach_warehouse::api::{AccessLog, AppState, Limits, app, app_with_routes};
+use outreach_warehouse::api::{AppState, Limits, app, app_with_routes};
 use serde_json::Value;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::common::server::{Reply, Served, get, published, roomy, send, state};
+use crate::common::server::{CapturedLog, Reply, Served, get, published, roomy, send, state};
 
 /// Every header of an answer, sorted: two answers are the same whatever their order.
 fn headers_of(r: &Reply) -> Vec<(String, String)> {
@@ -177,20 +177,6 @@ async fn cors_is_what_tower_http_sends_for_the_same_configuration() {
     }
 }
 
-/// A writer the test reads back: what `outreach serve` writes to stderr.
-#[derive(Clone, Default)]
-struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Shared {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The access line is written after everything inside it answered: a preflight (answered
 /// before the rate limit), a 504 and a 429 each get their line, with the client's address
 /// and the path as the client asked it (a path form before it is rewritten, no query).
@@ -198,8 +184,8 @@ impl std::io::Write for Shared {
 async fn the_access_line_of_a_preflight_a_504_and_a_429_names_the_client_and_the_path_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let wh = published(tmp.path()).await;
-    let out = Shared::default();
-    let log = AccessLog::to_writer(Box::new(out.clone()));
+    let out = CapturedLog::default();
+    let log = out.access_log();
     // Two requests per client, refilled every ten minutes.
     let limits = Limits {
         per_ip_per_second: 1.0 / 600.0,
@@ -240,7 +226,7 @@ async fn the_access_line_of_a_preflight_a_504_and_a_429_names_the_client_and_the
         assert_eq!(r.header(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
     }
     log.flush();
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

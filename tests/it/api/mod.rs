@@ -16,7 +16,7 @@ use std::process::Command;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use outreach_warehouse::api::{AccessLog, AppState, Limits, ROUTES, app};
+use outreach_warehouse::api::{AppState, Limits, ROUTES, app};
 use outreach_warehouse::ingest::ingest;
 use outreach_warehouse::ledger::Ledger;
 use outreach_warehouse::publication::NewPublication;
@@ -26,8 +26,9 @@ use serde_json::{Value, json};
 
 use crate::common::fixture::{fixture_files, fixture_opts, opts};
 use crate::common::server::{
-    Served, add_researcher, app_for, assert_error, budgeted, current_doc, get, get_as, outreach,
-    post, published, roomy, send, spec, state, submission, submit, submit_id, with_researcher,
+    CapturedLog, Served, add_researcher, app_for, assert_error, budgeted, current_doc, get, get_as,
+    outreach, post, published, roomy, send, spec, state, submission, submit, submit_id,
+    with_researcher,
 };
 
 /// One more survivor in 2025Q1 (a new dataset version), and the quarter published again.
@@ -1211,26 +1212,15 @@ async fn security_headers_cors_for_get_only_and_an_access_log_line_per_request()
     assert!(records.iter().all(|r| !r.path.contains('?')));
 
     // What `outreach serve` writes: one JSON object per line, never a query string or token.
-    #[derive(Clone, Default)]
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let out = Shared::default();
-    let log = AccessLog::to_writer(Box::new(out.clone()));
+    let out = CapturedLog::default();
+    let log = out.access_log();
     let st = AppState::open(&wh, roomy(), log.clone()).await.unwrap();
     let token = st.queue().create_token("lee", Role::Researcher).unwrap();
     let app = outreach_warehouse::api::app(st);
     get(&app, "/v1/budget?format=csv").await;
     get_as(&app, "/v1/requests/7", &token).await;
     log.flush();
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -39,6 +39,33 @@ pub async fn state(wh: &Path, limits: Limits) -> AppState {
         .unwrap()
 }
 
+/// An access log the test reads back: what `outreach serve` writes to stderr, kept in
+/// memory.
+#[derive(Clone, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// The server's access log, writing here.
+    pub fn access_log(&self) -> AccessLog {
+        AccessLog::to_writer(Box::new(self.clone()))
+    }
+
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Limits high enough that no test but the rate-limit one meets them.
 pub fn roomy() -> Limits {
     Limits {
