@@ -581,7 +581,8 @@ pub struct Retained {
 /// seldom wait for each other). [`Bounder::finish`] sums the records.
 pub struct Bounder {
     rules: BoundingRules,
-    /// Value → index, per public cell key (empty for the private key).
+    /// Value → index, per public cell key (empty for the private key), for values longer
+    /// than 15 bytes.
     lookups: Vec<HashMap<String, u32, ahash::RandomState>>,
     /// The same for the values of up to 15 bytes, keyed by [`short_key`]: a cell key such as
     /// a program id or a quarter is looked up by one integer, not by hashing its text.
@@ -603,31 +604,22 @@ impl Bounder {
             "internal: k = {} outside 1..={MAX_BOUNDED_K} reached the bounder",
             rules.k
         );
-        let lookups = rules
-            .cells
-            .iter()
-            .map(|c| {
-                let mut map = HashMap::with_hasher(fixed_state());
-                for (i, v) in c.values.iter().enumerate() {
-                    map.insert(v.clone(), i as u32);
-                }
-                map
-            })
-            .collect();
         let stored = rules.private_cell().is_some() || rules.k > RECOMPUTE_UP_TO_K;
-        let short_lookups = rules
+        let (lookups, short_lookups) = rules
             .cells
             .iter()
             .map(|c| {
-                let mut map = HashMap::with_hasher(fixed_state());
+                let mut long = HashMap::with_hasher(fixed_state());
+                let mut short = HashMap::with_hasher(fixed_state());
                 for (i, v) in c.values.iter().enumerate() {
-                    if let Some(key) = short_key(v.as_bytes()) {
-                        map.insert(key, i as u32);
-                    }
+                    match short_key(v.as_bytes()) {
+                        Some(key) => short.insert(key, i as u32),
+                        None => long.insert(v.clone(), i as u32),
+                    };
                 }
-                map
+                (long, short)
             })
-            .collect();
+            .unzip();
         Bounder {
             rules: rules.clone(),
             lookups,
@@ -1223,6 +1215,40 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Every value of a cell's domain is found at its own index, whether it is looked up as
+    /// one integer (up to 15 bytes) or by its text, and a value outside the domain is found
+    /// nowhere: values that differ only past the 15th byte, by a trailing NUL, or by length
+    /// across the two kinds of look-up, in runs and alone.
+    #[test]
+    fn every_domain_value_is_found_at_its_index_and_nothing_else_is() {
+        let mut values: Vec<String> = (0..=20).map(|n| "q".repeat(n)).collect();
+        values.extend([
+            "P1".into(),
+            "P1\0".into(),
+            "a".repeat(15) + "b",
+            "a".repeat(15) + "c",
+        ]);
+        let mut r = rules();
+        r.cells[0].values = values.clone();
+        let b = Bounder::new(&r, 1);
+        let mut asked: Vec<Option<&str>> = values.iter().map(|v| Some(v.as_str())).collect();
+        asked.extend(values.iter().rev().map(|v| Some(v.as_str())));
+        asked.extend(values.iter().map(|v| Some(v.as_str())));
+        let outside = [
+            "q".repeat(21),
+            "P1\0\0".into(),
+            "a".repeat(15) + "d",
+            "P".into(),
+        ];
+        asked.extend(outside.iter().map(|v| Some(v.as_str())));
+        asked.extend([None, Some("P1"), Some("P1"), None]);
+        let found = b.lookup(0, &StringArray::from(asked.clone()));
+        for (v, id) in asked.iter().zip(&found) {
+            let expected = v.and_then(|v| values.iter().position(|x| x == v).map(|i| i as u64));
+            assert_eq!(*id, expected, "{v:?}");
         }
     }
 }
