@@ -165,25 +165,12 @@ fn exact_maps(x: &ExactFigures) -> (ProgramCounts, EquityCounts) {
     (programs, equity)
 }
 
-/// The per-program metric files with the statistics taken from each, each statistic once,
-/// as `metrics --exact` groups them.
-fn per_program_files(catalog: &Catalog) -> Vec<(&MetricFile, Vec<String>)> {
-    let mut out: Vec<(&MetricFile, Vec<String>)> = Vec::new();
-    for (f, s) in catalog.per_program_statistics() {
-        match out.iter_mut().find(|(g, _)| g.file == f.file) {
-            Some((_, names)) => names.push(s.name.clone()),
-            None => out.push((f, vec![s.name.clone()])),
-        }
-    }
-    out
-}
-
 /// The exact path's work in DuckDB: each per-program file's statistics summed per program for
 /// [`QUARTER`] over the file's own SQL, as `metrics --exact` does it, then the equity file's
 /// grouped counts ([`equity_sql`]). Returns the seconds, the child's peak and the figures.
 fn run_duck(tables: &BTreeMap<String, Vec<String>>) -> (f64, f64, ProgramCounts, EquityCounts) {
     let catalog = Catalog::standard().unwrap();
-    let files = per_program_files(&catalog);
+    let files = catalog.per_program_files();
     let mut queries: Vec<String> = files
         .iter()
         .map(|(f, stats)| {

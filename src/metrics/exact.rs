@@ -39,7 +39,7 @@ pub async fn exact(
     let programs = program_ids(ctx).await?;
     let q = quarter.to_string();
     let mut out = Vec::new();
-    for (file, stats) in grouped(catalog) {
+    for (file, stats) in catalog.per_program_files() {
         let run = |e: datafusion::error::DataFusionError| QueriesError::Run {
             file: file.file.clone(),
             message: e.strip_backtrace(),
@@ -101,18 +101,6 @@ pub async fn exact(
         )
     });
     Ok(out)
-}
-
-/// The per-program files with the statistics taken from each (each statistic once).
-fn grouped(catalog: &Catalog) -> Vec<(&super::MetricFile, Vec<String>)> {
-    let mut out: Vec<(&super::MetricFile, Vec<String>)> = Vec::new();
-    for (f, s) in catalog.per_program_statistics() {
-        match out.iter_mut().find(|(g, _)| g.file == f.file) {
-            Some((_, v)) => v.push(s.name.clone()),
-            None => out.push((f, vec![s.name.clone()])),
-        }
-    }
-    out
 }
 
 /// Every program id of the public `programs` table, in order.

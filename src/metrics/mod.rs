@@ -319,4 +319,17 @@ impl Catalog {
         }
         out
     }
+
+    /// The per-program files with the statistics taken from each ([`Self::per_program_statistics`]
+    /// grouped by file, each statistic once): what an exact count runs, one query per file.
+    pub fn per_program_files(&self) -> Vec<(&MetricFile, Vec<String>)> {
+        let mut out: Vec<(&MetricFile, Vec<String>)> = Vec::new();
+        for (f, s) in self.per_program_statistics() {
+            match out.iter_mut().find(|(g, _)| g.file == f.file) {
+                Some((_, names)) => names.push(s.name.clone()),
+                None => out.push((f, vec![s.name.clone()])),
+            }
+        }
+        out
+    }
 }
