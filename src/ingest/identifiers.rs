@@ -147,10 +147,27 @@ pub fn identifier_column(name: &str) -> Option<IdentifierKind> {
 /// digits when the line has no `@`); the rest is [`identifier_in_value`].
 #[inline]
 pub fn identifier_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
-    if v.len() < 6 || (v.len() < 9 && !may_hold_at) || v.len() > MAX_VALUE_BYTES {
+    if v.len() < 6 || (v.len() < NUMBER_DIGITS && !may_hold_at) || v.len() > MAX_VALUE_BYTES {
+        return None;
+    }
+    // A short value without an `@` and with fewer digits than any SSN or phone number has is
+    // cleared by its digit count, the first test of [`plainly_clear`], without a call.
+    if !may_hold_at && v.len() <= 32 && counted_digits(v) < NUMBER_DIGITS {
         return None;
     }
     identifier_in_value(v, may_hold_at)
+}
+
+/// The fewest digits an SSN or a phone number is written with.
+const NUMBER_DIGITS: usize = 9;
+
+/// The digits of `v` as the number scan counts them: ASCII digits, and the lead byte (0xEF)
+/// of each full-width one, so that no digit goes uncounted.
+#[inline]
+fn counted_digits(v: &[u8]) -> usize {
+    v.iter()
+        .filter(|b| b.is_ascii_digit() || **b == 0xEF)
+        .count()
 }
 
 /// [`identifier_value`] past its quick exits.
@@ -493,11 +510,7 @@ fn is_uuid(v: &[u8]) -> bool {
 fn plainly_clear(v: &[u8]) -> bool {
     if v.len() > 64 {
         // Long values are free text, and rare: only the digit count spares them the scan.
-        return v
-            .iter()
-            .filter(|b| b.is_ascii_digit() || **b == 0xEF)
-            .count()
-            < 9;
+        return counted_digits(v) < NUMBER_DIGITS;
     }
     let (mut digit, mut alpha, mut wide) = (0u64, 0u64, 0u64);
     let mut words = v.chunks_exact(8);
@@ -520,7 +533,7 @@ fn plainly_clear(v: &[u8]) -> bool {
         alpha |= a << (8 * k);
         wide |= e << (8 * k);
     }
-    if digit.count_ones() + wide.count_ones() < 9 {
+    if ((digit.count_ones() + wide.count_ones()) as usize) < NUMBER_DIGITS {
         return true;
     }
     let all = u64::MAX >> (64 - v.len());
@@ -736,6 +749,35 @@ mod tests {
             ], 0..8)
         ) {
             clears_as_the_tests_it_fuses(&parts.concat())?;
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// The quick exits of [`identifier_value`] (the digit count of a short value among
+        /// them) hide nothing the full test finds: on short values of digits, separators,
+        /// letters, labels and full-width digits, with and without an `@`.
+        #[test]
+        fn the_quick_exits_hide_nothing_the_full_test_finds(
+            parts in proptest::collection::vec(proptest::prop_oneof![
+                proptest::string::string_regex("[A-Za-z]{1,3}").unwrap(),
+                proptest::string::string_regex("[0-9]{1,11}").unwrap(),
+                proptest::string::string_regex("[ ./()+_,-]{1,2}").unwrap(),
+                proptest::sample::select(vec![
+                    "ssn".to_string(), "tel".into(), "\u{ff11}".into(), "\u{a0}".into(),
+                    "@".into(), "a@b.org".into(),
+                ]),
+            ], 1..8),
+            may_hold_at in proptest::bool::ANY,
+        ) {
+            let v = parts.concat();
+            let b = v.as_bytes();
+            let full = if b.len() > MAX_VALUE_BYTES { None } else { identifier_in_value(b, true) };
+            let at = may_hold_at || b.contains(&b'@');
+            // A caller says "no `@`" only when there is none.
+            if at || !b.contains(&b'@') {
+                proptest::prop_assert_eq!(identifier_value(b, at), full, "{}", v);
+            }
         }
     }
 
