@@ -6,7 +6,8 @@
 //! that needs a mapping (renamed columns, codes and `Y`/`N` flags, `MM/DD/YYYY` dates, quoted
 //! ids with thousands separators, and an unused free-text column). Each is ingested into a
 //! fresh warehouse (holding only the programs) `BENCH_RUNS` times (default 5), in turn; the
-//! medians and their ratio are printed.
+//! medians and their ratio are printed. `BENCH_ONLY=dictionary` (or `mapping`) times one
+//! form alone, for a profiler.
 
 #[allow(dead_code)]
 mod common;
@@ -154,22 +155,34 @@ fn main() {
     std::fs::write(&programs, PROGRAMS).expect("write");
     let mapping = dir.join("police_incidents.toml");
     std::fs::write(&mapping, MAPPING).expect("write");
-    let (mut plain, mut mapped) = (Vec::new(), Vec::new());
+    // `BENCH_ONLY=dictionary` or `mapping` times one form alone, for a profiler.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let (mut plain, mut mapped) = (vec![f64::NAN], vec![f64::NAN]);
+    if only != "mapping" {
+        plain.clear();
+    }
+    if only != "dictionary" {
+        mapped.clear();
+    }
     for run in 0..runs {
-        plain.push(time_ingest(
-            dir,
-            &format!("d{run}"),
-            &programs,
-            &dict_file,
-            None,
-        ));
-        mapped.push(time_ingest(
-            dir,
-            &format!("m{run}"),
-            &programs,
-            &source_file,
-            Some(&mapping),
-        ));
+        if only != "mapping" {
+            plain.push(time_ingest(
+                dir,
+                &format!("d{run}"),
+                &programs,
+                &dict_file,
+                None,
+            ));
+        }
+        if only != "dictionary" {
+            mapped.push(time_ingest(
+                dir,
+                &format!("m{run}"),
+                &programs,
+                &source_file,
+                Some(&mapping),
+            ));
+        }
     }
     let (p, m) = (median(&mut plain), median(&mut mapped));
     println!("rows                         {rows}");

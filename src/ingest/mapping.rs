@@ -35,8 +35,9 @@ use sha2::{Digest, Sha256};
 use super::IngestError;
 use super::identifiers::{identifier_column, identifier_value};
 use super::rows::{
-    BadShape, ChunkResult, FileProblem, LineScan, Lines, Reject, RowRules, RowValidator, bad_shape,
-    encoding_problem, identifier_in_raw, redacted, split_fields,
+    BadShape, ChunkResult, EnumMatcher, FileProblem, Known, LineScan, Lines, Reject, RowRules,
+    RowValidator, Value, bad_shape, encoding_problem, identifier_in_raw, known_value, redacted,
+    split_fields,
 };
 use super::source::Header;
 use crate::dictionary::{ColumnType, Dictionary, Table};
@@ -183,18 +184,84 @@ enum Unmapped {
 #[derive(Debug)]
 struct ValueMap {
     name: String,
-    codes: HashMap<Box<[u8]>, String, ahash::RandomState>,
+    /// Each code's value, in the order of `lookup`.
+    values: Vec<String>,
+    lookup: CodeLookup,
     unmapped: Unmapped,
 }
 
+/// Finds a code's place in its map: codes of one byte each (`Y`/`N`, `M`/`F`, race letters)
+/// by a table of the 256 bytes, without a branch per code; a few longer codes by their length
+/// and first bytes, without hashing; many by a hash table.
+#[derive(Debug)]
+enum CodeLookup {
+    /// Each byte's place plus one; 0 for a byte that is no code.
+    Bytes(Box<[u8; 256]>),
+    Few(EnumMatcher),
+    Many(HashMap<Box<[u8]>, usize, ahash::RandomState>),
+}
+
+/// The most codes a map looks up one by one.
+const FEW_CODES: usize = 16;
+
 impl ValueMap {
+    fn new(name: &str, codes: &BTreeMap<String, String>, unmapped: Unmapped) -> ValueMap {
+        // A code of one byte is an ASCII character: at most 128 of them.
+        let lookup = if codes.keys().all(|k| k.len() == 1) {
+            let mut places = Box::new([0u8; 256]);
+            for (i, k) in codes.keys().enumerate() {
+                places[usize::from(k.as_bytes()[0])] = i as u8 + 1;
+            }
+            CodeLookup::Bytes(places)
+        } else if codes.len() <= FEW_CODES {
+            CodeLookup::Few(EnumMatcher::new(&codes.keys().cloned().collect::<Vec<_>>()))
+        } else {
+            CodeLookup::Many(
+                codes
+                    .keys()
+                    .enumerate()
+                    .map(|(i, k)| (k.as_bytes().to_vec().into_boxed_slice(), i))
+                    .collect(),
+            )
+        };
+        ValueMap {
+            name: name.to_string(),
+            values: codes.values().cloned().collect(),
+            lookup,
+            unmapped,
+        }
+    }
+
+    /// The place of `code` among the map's codes.
+    fn find(&self, code: &[u8]) -> Option<usize> {
+        match &self.lookup {
+            CodeLookup::Bytes(places) => match code {
+                [b] => usize::from(places[usize::from(*b)]).checked_sub(1),
+                _ => None,
+            },
+            CodeLookup::Few(m) => m.find(code),
+            CodeLookup::Many(m) => m.get(code).copied(),
+        }
+    }
+
     /// Every value the map can give: its codes' values and its default.
     fn outputs(&self) -> impl Iterator<Item = &String> {
-        self.codes.values().chain(match &self.unmapped {
+        self.values.iter().chain(match &self.unmapped {
             Unmapped::Default(d) => Some(d),
             Unmapped::Refuse => None,
         })
     }
+}
+
+/// A column rule's fixed values parsed once for its dictionary column ([`known_value`]), so
+/// that a row takes them as they are: its constant, and each of its map's values and default,
+/// with the prefix. `None` where the row check must read the text (ids, text, a value the
+/// column refuses).
+#[derive(Debug, Default)]
+struct FixedValues {
+    constant: Option<Value>,
+    codes: Vec<Option<Value>>,
+    default: Option<Value>,
 }
 
 /// Where a column's value comes from.
@@ -217,6 +284,7 @@ struct ColumnRule {
     map: Option<std::sync::Arc<ValueMap>>,
     date: Option<DateRule>,
     prefix: String,
+    fixed: FixedValues,
 }
 
 /// A source date format: as written in the mapping, as chrono's items, and as a plain layout
@@ -228,12 +296,37 @@ struct DateRule {
     plain: Option<PlainDate>,
 }
 
+/// A calendar date as a mapping reads it: a year, a month and a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CivilDate {
+    year: i32,
+    month: u32,
+    day: u32,
+}
+
+impl CivilDate {
+    fn of(d: NaiveDate) -> CivilDate {
+        use chrono::Datelike;
+        CivilDate {
+            year: d.year(),
+            month: d.month(),
+            day: d.day(),
+        }
+    }
+
+    /// Days since 1970-01-01, as a `Date32`.
+    fn epoch_days(self) -> i32 {
+        super::rows::days_from_civil(self.year, self.month, self.day)
+    }
+}
+
 impl DateRule {
     /// The date a source value holds in this format, exactly as chrono reads it.
-    fn read(&self, v: &str) -> Option<NaiveDate> {
-        match self.plain.and_then(|p| p.read(v.as_bytes())) {
+    fn read(&self, v: &[u8]) -> Option<CivilDate> {
+        match self.plain.and_then(|p| p.read(v)) {
             Some(read) => read,
-            None => parse_with(&self.items, v),
+            // The chunk was checked as UTF-8, and the separators stripped are ASCII.
+            None => parse_with(&self.items, std::str::from_utf8(v).ok()?).map(CivilDate::of),
         }
     }
 }
@@ -282,7 +375,7 @@ impl PlainDate {
     /// any other shape (spaces, signs, other digits or characters), which chrono then reads.
     /// On this shape chrono reads each number whole, and refuses a month outside 1 to 12, a day
     /// outside 1 to 31 and a day its month does not have; so does this.
-    fn read(self, v: &[u8]) -> Option<Option<NaiveDate>> {
+    fn read(self, v: &[u8]) -> Option<Option<CivilDate>> {
         let mut groups = [(0usize, 0u32); 3];
         let mut k = 0;
         let mut len = 0;
@@ -317,7 +410,13 @@ impl PlainDate {
         }
         // Year 0 to 9999, month and day below 100: in chrono's range, so only the calendar
         // decides.
-        Some(NaiveDate::from_ymd_opt(year.1 as i32, month.1, day.1))
+        Some(
+            super::rows::is_calendar_day(year.1, month.1, day.1).then_some(CivilDate {
+                year: year.1 as i32,
+                month: month.1,
+                day: day.1,
+            }),
+        )
     }
 }
 
@@ -481,18 +580,9 @@ impl Mapping {
             if m.codes.is_empty() {
                 return Err(invalid(&place, "key `codes` lists no code".into()));
             }
-            let codes = m
-                .codes
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec().into_boxed_slice(), v.clone()))
-                .collect();
             maps.insert(
                 name.clone(),
-                std::sync::Arc::new(ValueMap {
-                    name: name.clone(),
-                    codes,
-                    unmapped,
-                }),
+                std::sync::Arc::new(ValueMap::new(name, &m.codes, unmapped)),
             );
         }
 
@@ -602,6 +692,7 @@ impl Mapping {
                         map: None,
                         date: None,
                         prefix: String::new(),
+                        fixed: FixedValues::default(),
                     });
                     continue;
                 };
@@ -711,16 +802,33 @@ impl Mapping {
                 {
                     return Err(at(format!("the constant '{c}' {why}")));
                 }
+                let prefix = match &rule.value {
+                    Some(_) => String::new(),
+                    None => rule.prefix.clone().unwrap_or_default(),
+                };
+                let known = |v: &str| known_value(col, format!("{prefix}{v}").as_bytes());
+                let fixed = FixedValues {
+                    constant: match &input {
+                        Input::Constant(c) => known_value(col, c.as_bytes()),
+                        _ => None,
+                    },
+                    codes: map
+                        .as_ref()
+                        .map(|m| m.values.iter().map(|v| known(v)).collect())
+                        .unwrap_or_default(),
+                    default: match map.as_ref().map(|m| &m.unmapped) {
+                        Some(Unmapped::Default(d)) => known(d),
+                        _ => None,
+                    },
+                };
                 columns.push(ColumnRule {
                     target: col.name.clone(),
                     input,
                     strip: strip.into_bytes(),
                     map,
                     date,
-                    prefix: match &rule.value {
-                        Some(_) => String::new(),
-                        None => rule.prefix.clone().unwrap_or_default(),
-                    },
+                    prefix,
+                    fixed,
                 });
             }
             source.feeds.push(Feed {
@@ -841,9 +949,34 @@ struct BoundColumn<'m> {
     /// Whether every value this column can give has been scanned for a direct identifier
     /// before it reaches the dictionary's checks ([`BoundColumn::scanned`]).
     scanned: bool,
+    /// Whether a fixed value that the mapping parsed need not be written as text: the column
+    /// is scanned, and no value the mapping fixes holds an `@` (which would have every value
+    /// scanned again, and looked for).
+    lean: bool,
+    /// Where the column's text comes from, decided once.
+    input: Bound,
+}
+
+/// Where a bound column's text comes from.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The mapping's constant.
+    Constant,
+    /// Nothing: an empty value.
+    Empty,
+    /// One source field, read where it lies.
+    Field(usize),
+    /// Source fields stripped or joined, written first.
+    Parts,
 }
 
 impl BoundColumn<'_> {
+    /// Whether a fixed value the mapping parsed as `given` is left unwritten: a code or a
+    /// boolean of a lean column, which the row takes parsed ([`Known`]) and need not scan.
+    fn unwritten(&self, given: Option<Value>) -> bool {
+        self.lean && matches!(given, Some(Value::Code(_) | Value::Bool(_)))
+    }
+
     /// Whether this column's mapped value needs no second identifier scan: it is empty, a
     /// copy of one source field as it is (every source field is scanned, with the email test
     /// whenever the mapped row could need it: a copied `@` is in the source line too), or one
@@ -878,6 +1011,9 @@ pub struct BoundFeed<'m> {
     header: Vec<String>,
     when: Option<(usize, &'m Test)>,
     columns: Vec<BoundColumn<'m>>,
+    /// Whether a value the mapping fixes (a constant, a map's value or default, a prefix, a
+    /// join) holds an `@`: only then can a mapped row hold an `@` its source line lacks.
+    fixed_at: bool,
 }
 
 /// Counts that `mapping check` reports for one feed.
@@ -942,14 +1078,39 @@ impl Feed {
                 _ => Vec::new(),
             };
             let scanned = BoundColumn::scanned(rule, &fields);
+            let input = match (&rule.input, &fields[..]) {
+                (Input::Constant(_), _) => Bound::Constant,
+                (Input::Empty, _) => Bound::Empty,
+                (Input::Columns { .. }, [fi]) if rule.strip.is_empty() => Bound::Field(*fi),
+                (Input::Columns { .. }, _) => Bound::Parts,
+            };
             columns.push(BoundColumn {
                 rule,
                 fields,
                 scanned,
+                lean: false,
+                input,
             });
+        }
+        let fixed_at = self.columns.iter().any(|rule| {
+            let at = |v: &str| v.contains('@');
+            at(&rule.prefix)
+                || match &rule.input {
+                    Input::Constant(v) => at(v),
+                    Input::Columns { join, .. } => at(join),
+                    Input::Empty => false,
+                }
+                || rule
+                    .map
+                    .as_ref()
+                    .is_some_and(|m| m.outputs().any(|v| at(v)))
+        });
+        for c in &mut columns {
+            c.lean = c.scanned && !fixed_at;
         }
         Ok(BoundFeed {
             feed: self,
+            fixed_at,
             file: path.file_name().map_or_else(
                 || path.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
@@ -1071,6 +1232,9 @@ impl BoundFeed<'_> {
             .enumerate()
             .filter(|(ci, c)| *ci < 64 && c.scanned)
             .fold(0u64, |bits, (ci, _)| bits | 1 << ci);
+        // Each mapped value the mapping parsed already, by column.
+        let mut parsed = vec![Value::Null; self.columns.len()];
+        let mut joined = Vec::new();
         let mut row_rejects: Vec<Reject> = Vec::new();
         // The first direct identifier that a mapped value holds. The source lines of the
         // whole chunk are still read: a problem in one of them refuses the file first, as the
@@ -1139,10 +1303,30 @@ impl BoundFeed<'_> {
             row_rejects.clear();
             values.clear();
             spans.clear();
+            let (mut parsed_bits, mut written_dates) = (0u64, 0u64);
             for (ci, c) in self.columns.iter().enumerate() {
                 let start = values.len();
-                match self.value(c, ci, base, &ranges, values, stats.as_deref_mut()) {
-                    Ok(()) => spans.push((start, values.len())),
+                match self.value(
+                    c,
+                    ci,
+                    base,
+                    &ranges,
+                    values,
+                    &mut joined,
+                    stats.as_deref_mut(),
+                ) {
+                    Ok(given) => {
+                        spans.push((start, values.len()));
+                        if let Some(v) = given
+                            && ci < 64
+                        {
+                            parsed[ci] = v;
+                            parsed_bits |= 1 << ci;
+                            if c.rule.date.is_some() {
+                                written_dates |= 1 << ci;
+                            }
+                        }
+                    }
                     Err(reason) => {
                         values.truncate(start);
                         spans.push((start, start));
@@ -1165,13 +1349,24 @@ impl BoundFeed<'_> {
                 continue;
             }
             // The mapped values are scanned as a dictionary line's fields would be, the email
-            // test included whenever one of them holds an `@`.
-            let mapped_at = memchr::memchr(b'@', values).is_some();
+            // test included whenever one of them may hold an `@`: one from the source line,
+            // or one the mapping fixes.
+            let mapped_at = has_at || (self.fixed_at && memchr::memchr(b'@', values).is_some());
             // A copied field was scanned with the source line's `@` test; had the line no `@`
-            // but a value the mapping fixes has one, every value is scanned again.
-            let skip = if mapped_at && !has_at { 0 } else { scanned };
+            // but a value the mapping fixes has one, every value is scanned again. A date the
+            // mapping wrote as `YYYY-MM-DD` is no identifier (checked for every such date by
+            // the tests).
+            let known = Known {
+                scanned: if mapped_at && !has_at {
+                    0
+                } else {
+                    scanned | written_dates
+                },
+                parsed: parsed_bits,
+                values: &parsed,
+            };
             let (rejected, first_reject) = (result.rows_rejected, result.rejects.len());
-            if let Err(problem) = rows.row(&mut result, values, &spans, mapped_at, line_here, skip)
+            if let Err(problem) = rows.row(&mut result, values, &spans, mapped_at, line_here, known)
             {
                 mapped_identifier = Some(problem);
                 continue;
@@ -1198,8 +1393,12 @@ impl BoundFeed<'_> {
         result
     }
 
-    /// Appends one dictionary column's value of a source row to `out`; the reason, with the
-    /// value redacted, when a rule refuses it (what was appended is then the caller's to cut).
+    /// Appends one dictionary column's value of a source row to `out`, and returns it parsed
+    /// when the mapping knows it so ([`FixedValues`], or a date it read and wrote as
+    /// `YYYY-MM-DD`); the reason, with the value redacted, when a rule refuses it (what was
+    /// appended is then the caller's to cut). A source field is read where it lies; only
+    /// fields to strip or join are first written to `joined`.
+    #[allow(clippy::too_many_arguments)]
     fn value(
         &self,
         c: &BoundColumn,
@@ -1207,98 +1406,92 @@ impl BoundFeed<'_> {
         base: &[u8],
         ranges: &[(usize, usize)],
         out: &mut Vec<u8>,
+        joined: &mut Vec<u8>,
         stats: Option<&mut FeedStats>,
-    ) -> Result<(), String> {
-        let start = out.len();
+    ) -> Result<Option<Value>, String> {
         let rule = c.rule;
-        match &rule.input {
-            Input::Constant(v) => {
-                out.extend_from_slice(v.as_bytes());
-                return Ok(());
-            }
-            Input::Empty => return Ok(()),
-            Input::Columns { join, .. } => {
-                // A copy with a prefix writes the prefix first, instead of moving the value.
-                let prefix_first = rule.map.is_none() && rule.date.is_none();
-                if prefix_first {
-                    out.extend_from_slice(rule.prefix.as_bytes());
+        let text: &[u8] = match (c.input, &rule.input) {
+            (Bound::Field(fi), _) => &base[ranges[fi].0..ranges[fi].1],
+            (Bound::Constant, Input::Constant(v)) => {
+                let given = rule.fixed.constant;
+                if !c.unwritten(given) {
+                    out.extend_from_slice(v.as_bytes());
                 }
-                let body = out.len();
+                return Ok(given);
+            }
+            (Bound::Parts, Input::Columns { join, .. }) => {
+                joined.clear();
                 for (k, fi) in c.fields.iter().enumerate() {
                     let (s, e) = ranges[*fi];
                     if s == e {
                         // A key made of parts is only whole with every part.
-                        out.truncate(start);
-                        return Ok(());
+                        return Ok(None);
                     }
                     if k > 0 {
-                        out.extend_from_slice(join.as_bytes());
+                        joined.extend_from_slice(join.as_bytes());
                     }
-                    if rule.strip.is_empty() {
-                        out.extend_from_slice(&base[s..e]);
-                    } else {
-                        out.extend(base[s..e].iter().filter(|b| !rule.strip.contains(b)));
+                    match rule.strip[..] {
+                        [] => joined.extend_from_slice(&base[s..e]),
+                        // One separator, the usual case: copied a run at a time.
+                        [sep] => base[s..e]
+                            .split(|b| *b == sep)
+                            .for_each(|run| joined.extend_from_slice(run)),
+                        _ => joined.extend(base[s..e].iter().filter(|b| !rule.strip.contains(b))),
                     }
                 }
-                if out.len() == body {
-                    // Nothing but separators: an empty value, without its prefix.
-                    out.truncate(start);
-                    return Ok(());
-                }
-                if prefix_first {
-                    return Ok(());
-                }
+                joined
             }
+            _ => return Ok(None),
+        };
+        if text.is_empty() {
+            // An empty field, or nothing but separators: an empty value, without its prefix.
+            return Ok(None);
         }
-        if out.len() == start {
-            return Ok(());
+        // Each write is a copy call: an empty prefix is not written at all.
+        if !rule.prefix.is_empty() {
+            out.extend_from_slice(rule.prefix.as_bytes());
         }
         if let Some(m) = &rule.map {
-            match m.codes.get(&out[start..]) {
-                Some(v) => {
-                    out.truncate(start);
-                    out.extend_from_slice(v.as_bytes());
+            if let Some(i) = m.find(text) {
+                let given = rule.fixed.codes[i];
+                if !c.unwritten(given) {
+                    out.extend_from_slice(m.values[i].as_bytes());
                 }
-                None => {
-                    if let Some(st) = stats {
-                        *st.unmapped.entry((ci, out[start..].to_vec())).or_default() += 1;
+                return Ok(given);
+            }
+            if let Some(st) = stats {
+                *st.unmapped.entry((ci, text.to_vec())).or_default() += 1;
+            }
+            match &m.unmapped {
+                Unmapped::Default(d) => {
+                    let given = rule.fixed.default;
+                    if !c.unwritten(given) {
+                        out.extend_from_slice(d.as_bytes());
                     }
-                    match &m.unmapped {
-                        Unmapped::Default(d) => {
-                            out.truncate(start);
-                            out.extend_from_slice(d.as_bytes());
-                        }
-                        Unmapped::Refuse => {
-                            return Err(format!(
-                                "{} is not a code of map '{}', which refuses unlisted codes",
-                                redacted(&out[start..]),
-                                m.name
-                            ));
-                        }
-                    }
+                    Ok(given)
                 }
+                Unmapped::Refuse => Err(format!(
+                    "{} is not a code of map '{}', which refuses unlisted codes",
+                    redacted(text),
+                    m.name
+                )),
             }
         } else if let Some(date) = &rule.date {
-            // The chunk was checked as UTF-8, and the separators stripped are ASCII.
-            let text = std::str::from_utf8(&out[start..]).unwrap_or("");
             match date.read(text) {
-                Some(d) => {
-                    out.truncate(start);
-                    push_iso_date(out, d);
-                }
-                None => {
-                    return Err(format!(
-                        "{} is not a date written {}",
-                        redacted(&out[start..]),
-                        date.format
-                    ));
-                }
+                // A year of four digits is written as the dictionary's rows read it: the row
+                // takes the date as it is, and no identifier can hide in it.
+                Some(d) => Ok((push_iso_date(out, d) && rule.prefix.is_empty())
+                    .then(|| Value::Date(d.epoch_days()))),
+                None => Err(format!(
+                    "{} is not a date written {}",
+                    redacted(text),
+                    date.format
+                )),
             }
+        } else {
+            out.extend_from_slice(text);
+            Ok(None)
         }
-        if !rule.prefix.is_empty() {
-            out.splice(start..start, rule.prefix.bytes());
-        }
-        Ok(())
     }
 }
 
@@ -1311,14 +1504,14 @@ fn refusal_kind(rule: &ColumnRule) -> String {
     }
 }
 
-/// Appends a date as `YYYY-MM-DD`, the dictionary's form, without a formatter per value. A
-/// year outside 0 to 9999 is written as it is, which the row validation then refuses.
-fn push_iso_date(buf: &mut Vec<u8>, d: NaiveDate) {
-    use chrono::Datelike;
-    let (y, m, day) = (d.year(), d.month(), d.day());
+/// Appends a date as `YYYY-MM-DD`, the dictionary's form, without a formatter per value, and
+/// says whether it was that form. A year outside 0 to 9999 is written as it is, which the row
+/// validation then refuses.
+fn push_iso_date(buf: &mut Vec<u8>, d: CivilDate) -> bool {
+    let (y, m, day) = (d.year, d.month, d.day);
     if !(0..=9999).contains(&y) {
         buf.extend_from_slice(format!("{y}-{m:02}-{day:02}").as_bytes());
-        return;
+        return false;
     }
     let y = y as u32;
     let digit = |n: u32| b'0' + (n % 10) as u8;
@@ -1334,6 +1527,7 @@ fn push_iso_date(buf: &mut Vec<u8>, d: NaiveDate) {
         digit(day / 10),
         digit(day),
     ]);
+    true
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1797,6 +1991,164 @@ mod tests {
         assert_eq!((r.rows_read, r.rows_rejected), (2, 0));
     }
 
+    /// What the mapping parses itself (its maps' codes and defaults, its constants, the dates
+    /// it reads) is stored, and refused, exactly as the same values written in the dictionary's
+    /// form: every value of a mapped row is compared with the same row read as a dictionary
+    /// line, dates at the plausible range's edges and leap days included.
+    #[test]
+    fn what_a_mapping_parses_is_stored_and_refused_as_the_dictionary_form_is() {
+        use super::super::rows::validate_chunk;
+        let body = "\"1,204,377\",1,pkA,03/14/2025,POSS,Y,said hi\n\
+                    \"1,204,377\",2,pkB,3/4/2025,,N,\n\
+                    9,1,pkC,02/29/2024,SALE,Y,\n\
+                    9,2,pkD,01/01/1900,,N,\n\
+                    9,3,pkE,12/31/2099,,N,\n\
+                    9,4,pkF,1/1/2017,WARRANT,Y,\n";
+        for feed in [0, 1] {
+            let (rows, r, _) = mapped(feed, body);
+            let m = mapping(GOOD).unwrap();
+            let table = m.sources[0].feeds[feed].table;
+            let rules = check_rules(table);
+            // The mapped rows as dictionary lines: the mapped values, line for line.
+            let b = m.sources[0].feeds[feed]
+                .bind(Path::new("m.toml"), Path::new("police_1.csv"), &header())
+                .unwrap();
+            let mut lines = String::new();
+            let mut numbers = Vec::new();
+            let mut values = Vec::new();
+            for (i, line) in body.lines().enumerate() {
+                let (mut scan, mut scratch, mut ranges) =
+                    (LineScan::default(), Vec::new(), Vec::new());
+                scan.scan(line.as_bytes());
+                let base = split_fields(line.as_bytes(), &scan, &mut scratch, &mut ranges).unwrap();
+                if let Some((fi, test)) = b.when
+                    && !test.holds(&base[ranges[fi].0..ranges[fi].1])
+                {
+                    continue;
+                }
+                let mut row = Vec::new();
+                for (ci, c) in b.columns.iter().enumerate() {
+                    values.clear();
+                    // A parsed code or boolean may be left unwritten: its text is the
+                    // column's value of that code.
+                    let col = &table.columns[ci];
+                    match b.value(c, ci, base, &ranges, &mut values, &mut Vec::new(), None) {
+                        Ok(Some(Value::Code(k))) if values.is_empty() => {
+                            row.push(col.values[k as usize].clone())
+                        }
+                        Ok(Some(Value::Bool(x))) if values.is_empty() => row.push(x.to_string()),
+                        Ok(_) => row.push(String::from_utf8(values.clone()).unwrap()),
+                        Err(_) => row.push("NOT-MAPPED".to_string()),
+                    }
+                }
+                if row.iter().any(|v| v == "NOT-MAPPED") {
+                    continue;
+                }
+                lines.push_str(&row.join(","));
+                lines.push('\n');
+                numbers.push(i as u64 + 2);
+            }
+            assert!(numbers.len() >= 3, "feed {feed}: {numbers:?}");
+            let d = validate_chunk(&rules, lines.as_bytes(), 1, false);
+            assert!(d.problem.is_none(), "{:?}", d.problem);
+            // Line k of the dictionary form is source line numbers[k - 1].
+            let renumbered: Vec<String> = stored(&d)
+                .into_iter()
+                .map(|row| {
+                    let (k, rest) = row.split_once(": ").unwrap();
+                    format!("{}: {rest}", numbers[k.parse::<usize>().unwrap() - 1])
+                })
+                .collect();
+            assert_eq!(rows, renumbered, "feed {feed}");
+            let reasons = |r: &ChunkResult| -> Vec<(String, String)> {
+                r.rejects
+                    .iter()
+                    .map(|j| (j.column.clone(), j.reason.clone()))
+                    .collect()
+            };
+            assert_eq!(reasons(&r), reasons(&d), "feed {feed}");
+            // The range's edges were met: a date before 1990 is refused by both.
+            assert!(
+                feed == 1 || reasons(&r).iter().any(|(c, _)| c == "event_date"),
+                "{:?}",
+                r.rejects
+            );
+        }
+    }
+
+    /// A date the mapping writes as `YYYY-MM-DD` skips the second identifier scan: no such
+    /// date, of any year from 0 to 9999, is shaped like a direct identifier. Each is read
+    /// back as the same day, and the day the mapping stores is chrono's.
+    #[test]
+    fn no_date_written_yyyy_mm_dd_is_taken_for_an_identifier() {
+        let mut d = NaiveDate::from_ymd_opt(0, 1, 1).unwrap();
+        let last = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+        let mut written = Vec::with_capacity(10);
+        loop {
+            written.clear();
+            assert!(push_iso_date(&mut written, CivilDate::of(d)));
+            assert_eq!(identifier_value(&written, true), None, "{d}");
+            let days = crate::dictionary::epoch_days(d);
+            assert_eq!(super::super::rows::parse_date(&written), Some(days), "{d}");
+            assert_eq!(CivilDate::of(d).epoch_days(), days, "{d}");
+            if d == last {
+                break;
+            }
+            d = d.succ_opt().unwrap();
+        }
+        written.clear();
+        assert!(!push_iso_date(
+            &mut written,
+            CivilDate::of(last.succ_opt().unwrap())
+        ));
+    }
+
+    /// A map of many codes is looked up by hash, a few one by one: both find every code and
+    /// only those.
+    #[test]
+    fn a_map_finds_each_of_its_codes_however_many_it_has() {
+        for n in [1, 2, FEW_CODES, FEW_CODES + 1, 200] {
+            let codes: BTreeMap<String, String> = (0..n)
+                .map(|i| (format!("C{i:0>9}"), format!("v{i}")))
+                .collect();
+            let m = ValueMap::new("m", &codes, Unmapped::Refuse);
+            assert_eq!(
+                matches!(m.lookup, CodeLookup::Few(_)),
+                n <= FEW_CODES,
+                "{n}"
+            );
+            for (code, value) in &codes {
+                let i = m.find(code.as_bytes()).unwrap();
+                assert_eq!(&m.values[i], value);
+            }
+            for other in [
+                "",
+                "C",
+                "C00000000",
+                "C0000000000",
+                "c000000000",
+                "C000000000 ",
+            ] {
+                assert_eq!(m.find(other.as_bytes()), None, "{n}: {other:?}");
+            }
+        }
+        // Codes of one byte each, by the byte's table: every byte is tried, alone and doubled.
+        for letters in ["YN", "MFU", "WBHAX\u{7f}", "\u{1}0123456789abcdef"] {
+            let codes: BTreeMap<String, String> = letters
+                .chars()
+                .map(|c| (c.to_string(), format!("v{c}")))
+                .collect();
+            let m = ValueMap::new("m", &codes, Unmapped::Refuse);
+            assert!(matches!(m.lookup, CodeLookup::Bytes(_)), "{letters}");
+            for b in 0..=255u8 {
+                let want = codes.get(&(b as char).to_string()).filter(|_| b < 128);
+                assert_eq!(m.find(&[b]).map(|i| &m.values[i]), want, "{letters}: {b}");
+                assert_eq!(m.find(&[b, b]), None, "{letters}: {b}");
+            }
+            assert_eq!(m.find(b""), None);
+        }
+    }
+
     #[test]
     fn a_refusing_map_and_a_bad_date_reject_the_row_and_keep_its_line() {
         let (rows, r, stats) = mapped(
@@ -1976,7 +2328,7 @@ mod tests {
             assert_eq!(plain(other), None, "{other}");
         }
         let mdy = plain("%m/%d/%Y").unwrap();
-        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).map(CivilDate::of);
         assert_eq!(mdy.read(b"3/4/2025"), Some(date(2025, 3, 4)));
         assert_eq!(mdy.read(b"12/31/1999"), Some(date(1999, 12, 31)));
         assert_eq!(mdy.read(b"02/30/2025"), Some(None));
@@ -2019,8 +2371,8 @@ mod tests {
                     for c in numbers {
                         for sep in [own, other] {
                             let v = format!("{a}{sep}{b}{sep}{c}");
-                            let expected = parse_with(&items, &v);
-                            assert_eq!(rule.read(&v), expected, "{format}: {v:?}");
+                            let expected = parse_with(&items, &v).map(CivilDate::of);
+                            assert_eq!(rule.read(v.as_bytes()), expected, "{format}: {v:?}");
                             read += usize::from(expected.is_some());
                         }
                     }
@@ -2032,7 +2384,11 @@ mod tests {
             let short = format.replace("%m", "%-m").replace("%d", "%-d");
             while d.year() < 2032 {
                 for written in [d.format(format).to_string(), d.format(&short).to_string()] {
-                    assert_eq!(rule.read(&written), Some(d), "{format}: {written}");
+                    assert_eq!(
+                        rule.read(written.as_bytes()),
+                        Some(CivilDate::of(d)),
+                        "{format}: {written}"
+                    );
                 }
                 d = d.succ_opt().unwrap();
             }
@@ -2064,7 +2420,11 @@ mod tests {
             "/03/14/2025",
             "03//2025",
         ] {
-            assert_eq!(rule.read(v), parse_with(&items, v), "{v:?}");
+            assert_eq!(
+                rule.read(v.as_bytes()),
+                parse_with(&items, v).map(CivilDate::of),
+                "{v:?}"
+            );
         }
     }
 

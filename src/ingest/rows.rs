@@ -19,8 +19,8 @@ use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 
 use super::identifiers::{IdentifierKind, identifier_value};
 use crate::dictionary::{
-    ColumnClass, ColumnType, ID_BYTE, IdPattern, PERSON_KEY_FORMS, Table, TableKind, epoch_days,
-    from_epoch_days,
+    Column, ColumnClass, ColumnType, ID_BYTE, IdPattern, PERSON_KEY_FORMS, Table, TableKind,
+    epoch_days, from_epoch_days,
 };
 use crate::quarter::Quarter;
 
@@ -113,7 +113,7 @@ pub struct RowRules<'a> {
 /// Matches a field against an enum's values without a `memcmp` call per value: the length and
 /// the first eight bytes decide nearly every comparison.
 #[derive(Debug, Default)]
-struct EnumMatcher {
+pub(super) struct EnumMatcher {
     values: Vec<(usize, u64, Vec<u8>)>,
 }
 
@@ -130,7 +130,7 @@ fn prefix8(v: &[u8]) -> u64 {
 }
 
 impl EnumMatcher {
-    fn new(values: &[String]) -> Self {
+    pub(super) fn new(values: &[String]) -> Self {
         Self {
             values: values
                 .iter()
@@ -139,7 +139,7 @@ impl EnumMatcher {
         }
     }
 
-    fn find(&self, v: &[u8]) -> Option<usize> {
+    pub(super) fn find(&self, v: &[u8]) -> Option<usize> {
         let p = prefix8(v);
         self.values.iter().position(|(len, pre, full)| {
             *len == v.len() && *pre == p && (v.len() <= 8 || full[8..] == v[8..])
@@ -265,8 +265,8 @@ pub fn key_hash(key: &[u8]) -> u128 {
 }
 
 /// One parsed field.
-#[derive(Debug, Clone, Copy)]
-enum Value {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Value {
     Null,
     Str(usize, usize),
     Code(i32),
@@ -439,59 +439,87 @@ pub(super) fn split_fields<'a>(
         }
         return Ok(line);
     }
-    // The line is copied once and each quoted field unescaped in place, where it starts:
-    // unescaping only ever shortens a field, so what is written never overtakes what is
-    // still to be read, and unquoted fields keep their places.
+    // Each quoted field is first taken as the text between its quotes, where it lies. Only
+    // a line with a doubled quote inside one is copied, and those fields unescaped in place:
+    // unescaping only ever shortens a field. An unquoted field holds no quote, so a field
+    // with one is a quoted field to unescape.
+    if !split_quoted(line, &scan.commas, out)? {
+        return Ok(line);
+    }
     scratch.clear();
     scratch.extend_from_slice(line);
-    let len = scratch.len();
-    // The scan's commas, quoted ones too: an unquoted field ends at the first one past its
-    // start.
-    let mut commas = scan.commas.iter().copied().peekable();
-    let mut i = 0;
-    loop {
-        // Skip leading spaces of the field.
-        while i < len && scratch[i] == b' ' {
-            i += 1;
+    for (s, e) in out.iter_mut() {
+        if memchr::memchr(b'"', &scratch[*s..*e]).is_none() {
+            continue;
         }
-        if i < len && scratch[i] == b'"' {
-            let start = i;
-            let mut w = i;
-            i += 1;
+        let (mut r, mut w) = (*s, *s);
+        while r < *e {
+            scratch[w] = scratch[r];
+            // The first quote of a pair is kept, the second skipped.
+            r += if scratch[r] == b'"' { 2 } else { 1 };
+            w += 1;
+        }
+        *e = w;
+    }
+    Ok(scratch)
+}
+
+/// Splits a line that holds a quote into `out`, given the positions of its commas (quoted
+/// ones too: an unquoted field ends at the first one past its start). A quoted field's range
+/// is its text between the quotes, doubled quotes still doubled; returns whether there are any.
+/// The next quote's place is kept, so an unquoted field is checked for one without reading it.
+fn split_quoted(
+    line: &[u8],
+    commas: &[usize],
+    out: &mut Vec<(usize, usize)>,
+) -> Result<bool, SplitError> {
+    let len = line.len();
+    let quote_from = |i: usize| memchr::memchr(b'"', &line[i..]).map_or(len, |p| i + p);
+    let mut next_quote = quote_from(0);
+    let mut escaped = false;
+    let (mut i, mut c) = (0, 0);
+    loop {
+        // Leading spaces of the field, then its quote if it is quoted.
+        let mut f = i;
+        while f < len && line[f] == b' ' {
+            f += 1;
+        }
+        if f < len && f == next_quote {
+            let start = f + 1;
+            i = start;
             loop {
-                let Some(p) = memchr::memchr(b'"', &scratch[i..]) else {
+                let Some(p) = memchr::memchr(b'"', &line[i..]) else {
                     return Err(SplitError::OpenQuote);
                 };
-                scratch.copy_within(i..i + p, w);
-                w += p;
-                i += p;
-                if scratch.get(i + 1) == Some(&b'"') {
-                    scratch[w] = b'"';
-                    w += 1;
-                    i += 2;
-                } else {
+                i += p + 1;
+                if line.get(i) == Some(&b'"') {
+                    escaped = true;
                     i += 1;
+                } else {
                     break;
                 }
             }
-            out.push((start, w));
-            while i < len && scratch[i] == b' ' {
+            out.push((start, i - 1));
+            while i < len && line[i] == b' ' {
                 i += 1;
             }
-            match scratch.get(i) {
-                None => return Ok(scratch),
+            match line.get(i) {
+                None => return Ok(escaped),
                 Some(b',') => i += 1,
                 Some(_) => return Err(SplitError::TextAfterQuote),
             }
+            next_quote = quote_from(i);
         } else {
-            while commas.next_if(|&c| c < i).is_some() {}
-            let end = commas.peek().copied().unwrap_or(len);
-            if scratch[i..end].contains(&b'"') {
+            while c < commas.len() && commas[c] < i {
+                c += 1;
+            }
+            let end = commas.get(c).copied().unwrap_or(len);
+            if next_quote < end {
                 return Err(SplitError::QuoteInField);
             }
-            out.push(trim(scratch, i, end));
+            out.push(trim(line, i, end));
             if end == len {
-                return Ok(scratch);
+                return Ok(escaped);
             }
             i = end + 1;
         }
@@ -520,22 +548,24 @@ pub fn parse_date(v: &[u8]) -> Option<i32> {
     let y = digit(0)? * 1000 + digit(1)? * 100 + digit(2)? * 10 + digit(3)?;
     let m = digit(5)? * 10 + digit(6)?;
     let d = digit(8)? * 10 + digit(9)?;
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    is_calendar_day(y, m, d).then(|| days_from_civil(y as i32, m, d))
+}
+
+/// Whether day `d` of month `m` of year `y` (proleptic Gregorian) is a calendar day.
+pub(super) fn is_calendar_day(y: u32, m: u32, d: u32) -> bool {
+    let leap = y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
     let month_days = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
         2 if leap => 29,
         2 => 28,
-        _ => return None,
+        _ => return false,
     };
-    if d == 0 || d > month_days {
-        return None;
-    }
-    Some(days_from_civil(y as i32, m, d))
+    (1..=month_days).contains(&d)
 }
 
 /// Days since 1970-01-01 of a valid proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
+pub(super) fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = (y - era * 400) as u32;
@@ -552,6 +582,45 @@ fn parse_bool(v: &[u8]) -> Option<bool> {
         _ if v.eq_ignore_ascii_case(b"true") => Some(true),
         _ if v.eq_ignore_ascii_case(b"false") => Some(false),
         _ => None,
+    }
+}
+
+/// The value that [`RowValidator::row`] would parse `v` into for `col`, for a value a source
+/// mapping fixes (a constant, a map's output), parsed once when the mapping is read: an enum's
+/// code, a boolean, or a date (not yet held to the plausible range, which the row checks).
+/// `None` for ids and text, and for a value the column refuses (the row check reports it).
+pub(super) fn known_value(col: &Column, v: &[u8]) -> Option<Value> {
+    if v.is_empty() {
+        return None;
+    }
+    match col.ty {
+        ColumnType::Enum => col
+            .values
+            .iter()
+            .position(|x| x.as_bytes() == v)
+            .map(|i| Value::Code(i as i32)),
+        ColumnType::Bool => parse_bool(v).map(Value::Bool),
+        ColumnType::Date => parse_date(v).map(Value::Date),
+        ColumnType::Id | ColumnType::Text => None,
+    }
+}
+
+/// What the caller of [`RowValidator::row`] knows of a row's fields already: none of them for
+/// a dictionary file's line; for a mapped row, the values its mapping scanned or parsed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Known<'v> {
+    /// Bit `i`: field `i` was scanned for a direct identifier, with the email test.
+    pub(super) scanned: u64,
+    /// Bit `i`: field `i` is parsed already, as `values[i]`, which [`known_value`] (or, for a
+    /// date, the same date) gives for its text. The text of a parsed enum or boolean is not
+    /// read, and may be left empty if the field is also scanned.
+    pub(super) parsed: u64,
+    pub(super) values: &'v [Value],
+}
+
+impl Known<'_> {
+    fn parsed(&self, fi: usize) -> Option<Value> {
+        (fi < 64 && self.parsed & (1 << fi) != 0).then(|| self.values[fi])
     }
 }
 
@@ -798,7 +867,14 @@ pub fn validate_chunk(
                 continue;
             }
         };
-        if let Err(problem) = rows.row(&mut result, base, &ranges, has_at, line_here, 0) {
+        if let Err(problem) = rows.row(
+            &mut result,
+            base,
+            &ranges,
+            has_at,
+            line_here,
+            Known::default(),
+        ) {
             result.problem = Some(problem);
             return result;
         }
@@ -831,10 +907,12 @@ impl<'r, 'a> RowValidator<'r, 'a> {
     /// Checks one row of `rules.n_fields` fields, field `i` being `base[ranges[i].0..ranges[i].1]`
     /// in the order of the header the rules were made for, from line `line_here`. Every field
     /// is first scanned for a direct identifier (`has_at` false promises that no field holds
-    /// an `@`), but those whose bit `i` is set in `scanned`: the caller has scanned that very
-    /// value already, with the email test (a source mapping's copy of a source field, or a
-    /// value its mapping fixes). An identifier is returned, and refuses the whole file. Otherwise the row's rejects, or
-    /// its key, go into `result`, and a valid row's values into its quarter's builders.
+    /// an `@`), but those `known.scanned` names: the caller has scanned that very value
+    /// already, with the email test (a source mapping's copy of a source field, a value its
+    /// mapping fixes, a date it wrote). An identifier is returned, and refuses the whole file.
+    /// Then each field is parsed, or taken as `known` gives it parsed, and checked; the row's
+    /// rejects, or its key, go into `result`, and a valid row's values into its quarter's
+    /// builders.
     #[inline]
     pub(super) fn row(
         &mut self,
@@ -843,7 +921,7 @@ impl<'r, 'a> RowValidator<'r, 'a> {
         ranges: &[(usize, usize)],
         has_at: bool,
         line_here: u64,
-        scanned: u64,
+        known: Known<'_>,
     ) -> Result<(), FileProblem> {
         debug_assert_eq!(ranges.len(), self.rules.n_fields);
         let RowValidator {
@@ -853,16 +931,23 @@ impl<'r, 'a> RowValidator<'r, 'a> {
             row_rejects,
         } = self;
         let rules = *rules;
-        if let Some(problem) = identifier_in_fields(rules, base, ranges, has_at, line_here, scanned)
+        if let Some(problem) =
+            identifier_in_fields(rules, base, ranges, has_at, line_here, known.scanned)
         {
             return Err(problem);
         }
         let table = rules.table;
         row_rejects.clear();
         for (ci, col) in table.columns.iter().enumerate() {
-            let (s, e) = ranges[rules.field_of_column[ci]];
+            let fi = rules.field_of_column[ci];
+            let (s, e) = ranges[fi];
             let v = &base[s..e];
-            let parsed = if v.is_empty() {
+            let given = known.parsed(fi);
+            let parsed = if let Some(g) = given.filter(|_| col.ty != ColumnType::Date) {
+                // An enum's code or a boolean the mapping parsed (never empty): nothing left
+                // to check, and the caller need not have written its text.
+                Ok(g)
+            } else if v.is_empty() {
                 if col.required {
                     Err("is required but empty".to_string())
                 } else {
@@ -935,7 +1020,10 @@ impl<'r, 'a> RowValidator<'r, 'a> {
                             col.values.join(", ")
                         )),
                     },
-                    ColumnType::Date => match parse_date(v) {
+                    ColumnType::Date => match match given {
+                        Some(Value::Date(d)) => Some(d),
+                        _ => parse_date(v),
+                    } {
                         None => Err(format!("{} is not a date written YYYY-MM-DD", redacted(v))),
                         // The date itself is shown by its shape only: a date out of range
                         // may be a date of birth typed into the wrong column.
@@ -1169,6 +1257,113 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_field_without_a_doubled_quote_is_split_where_it_lies() {
+        let line = b" \"1,204,377\" ,vk1,\"a b\"";
+        let (mut scan, mut scratch, mut out) = (LineScan::default(), Vec::new(), Vec::new());
+        scan.scan(line);
+        let base = split_fields(line, &scan, &mut scratch, &mut out).unwrap();
+        assert!(std::ptr::eq(base.as_ptr(), line.as_ptr()), "no copy");
+        assert_eq!(out, [(2, 11), (14, 17), (19, 22)]);
+        let line = b"\"say \"\"hi\"\"\",\"1,2\"";
+        scan.scan(line);
+        let base = split_fields(line, &scan, &mut scratch, &mut out).unwrap();
+        assert!(
+            !std::ptr::eq(base.as_ptr(), line.as_ptr()),
+            "a copy to unescape"
+        );
+        let fields: Vec<&[u8]> = out.iter().map(|&(s, e)| &base[s..e]).collect();
+        assert_eq!(fields, [&b"say \"hi\""[..], b"1,2"]);
+    }
+
+    /// A byte-by-byte CSV reader with the splitter's rules, to check it against.
+    fn split_byte_by_byte(line: &str) -> Result<Vec<String>, String> {
+        let b = line.as_bytes();
+        let err = |e: SplitError| Err(e.reason().to_string());
+        let (mut fields, mut i) = (Vec::new(), 0);
+        loop {
+            while i < b.len() && b[i] == b' ' {
+                i += 1;
+            }
+            if i < b.len() && b[i] == b'"' {
+                let mut f = Vec::new();
+                i += 1;
+                loop {
+                    match (b.get(i), b.get(i + 1)) {
+                        (None, _) => return err(SplitError::OpenQuote),
+                        (Some(b'"'), Some(b'"')) => {
+                            f.push(b'"');
+                            i += 2;
+                        }
+                        (Some(b'"'), _) => {
+                            i += 1;
+                            break;
+                        }
+                        (Some(c), _) => {
+                            f.push(*c);
+                            i += 1;
+                        }
+                    }
+                }
+                while i < b.len() && b[i] == b' ' {
+                    i += 1;
+                }
+                fields.push(String::from_utf8(f).unwrap());
+                match b.get(i) {
+                    None => return Ok(fields),
+                    Some(b',') => i += 1,
+                    Some(_) => return err(SplitError::TextAfterQuote),
+                }
+            } else {
+                let end = b[i..]
+                    .iter()
+                    .position(|c| *c == b',')
+                    .map_or(b.len(), |p| i + p);
+                if b[i..end].contains(&b'"') {
+                    return err(SplitError::QuoteInField);
+                }
+                fields.push(line[i..end].trim_end_matches(' ').to_string());
+                if end == b.len() {
+                    return Ok(fields);
+                }
+                i = end + 1;
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any line of letters, spaces, commas and quotes splits, or fails, as a byte-by-byte
+        /// reader says.
+        #[test]
+        fn the_splitter_agrees_with_a_byte_by_byte_reader(line in "[a \",]{0,14}") {
+            proptest::prop_assert_eq!(split(&line), split_byte_by_byte(&line), "{:?}", line);
+        }
+    }
+
+    proptest::proptest! {
+        /// Fields written as CSV (quoted when asked, or when they hold a quote, a comma or an
+        /// edge space) split back into themselves.
+        #[test]
+        fn a_written_line_splits_back_into_its_fields(
+            fields in proptest::collection::vec(("[ab \",]{0,5}", proptest::bool::ANY), 1..6)
+        ) {
+            let line = fields
+                .iter()
+                .map(|(f, quote)| {
+                    let needs = f.contains(['"', ',']) || f.starts_with(' ') || f.ends_with(' ');
+                    if *quote || needs {
+                        format!("\"{}\"", f.replace('"', "\"\""))
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let want: Vec<String> = fields.into_iter().map(|(f, _)| f).collect();
+            proptest::prop_assert_eq!(split(&line).unwrap(), want, "{}", line);
+        }
+    }
+
+    #[test]
     fn redaction_keeps_the_shape_and_drops_the_value() {
         assert_eq!(redacted(b"617 555-01"), "'999 999-99'");
         assert_eq!(redacted(b"Jane Doe"), "'Aaaa Aaa'");
@@ -1284,7 +1479,14 @@ mod tests {
                 ..ChunkResult::default()
             };
             let mut rows = RowValidator::new(&rules);
-            match rows.row(&mut by_values, &base, &ranges, line.contains('@'), 7, 0) {
+            match rows.row(
+                &mut by_values,
+                &base,
+                &ranges,
+                line.contains('@'),
+                7,
+                Known::default(),
+            ) {
                 Ok(()) => rows.finish(&mut by_values),
                 Err(problem) => by_values.problem = Some(problem),
             }
