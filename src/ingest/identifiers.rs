@@ -150,10 +150,20 @@ pub fn identifier_value(v: &[u8], may_hold_at: bool) -> Option<IdentifierKind> {
     if v.len() < 6 || (v.len() < NUMBER_DIGITS && !may_hold_at) || v.len() > MAX_VALUE_BYTES {
         return None;
     }
-    // A short value without an `@` and with fewer digits than any SSN or phone number has is
-    // cleared by its digit count, the first test of [`plainly_clear`], without a call.
-    if !may_hold_at && v.len() <= 32 && counted_digits(v) < NUMBER_DIGITS {
-        return None;
+    // A value of up to 16 bytes without an `@` and with fewer digits than any SSN or phone
+    // number has is cleared by its digit count, the first test of [`plainly_clear`], read
+    // from two words without a loop or a call.
+    if !may_hold_at
+        && let (Some(head), Some(tail)) = (v.first_chunk::<8>(), v.last_chunk::<8>())
+        && v.len() <= 16
+    {
+        // The tail word's bytes that the head holds too are shifted out.
+        let tail = u64::from_le_bytes(*tail) >> (8 * (16 - v.len()));
+        let digits = counted_digit_bits(u64::from_le_bytes(*head)).count_ones()
+            + counted_digit_bits(tail).count_ones();
+        if (digits as usize) < NUMBER_DIGITS {
+            return None;
+        }
     }
     identifier_in_value(v, may_hold_at)
 }
@@ -163,11 +173,30 @@ const NUMBER_DIGITS: usize = 9;
 
 /// The digits of `v` as the number scan counts them: ASCII digits, and the lead byte (0xEF)
 /// of each full-width one, so that no digit goes uncounted.
-#[inline]
 fn counted_digits(v: &[u8]) -> usize {
     v.iter()
         .filter(|b| b.is_ascii_digit() || **b == 0xEF)
         .count()
+}
+
+/// The bytes of `w` that [`counted_digits`] counts, as their high bits.
+#[inline]
+fn counted_digit_bits(w: u64) -> u64 {
+    ascii_digit_bits(w) | super::rows::bytes_equal(w, 0xEF)
+}
+
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+const fn splat(b: u8) -> u64 {
+    0x0101_0101_0101_0101 * b as u64
+}
+
+/// The ASCII digits of `w`, as their high bits. The range tests add to each byte's low seven
+/// bits, which cannot carry into the next byte; bytes from 0x80 up are no digit.
+#[inline]
+fn ascii_digit_bits(w: u64) -> u64 {
+    let x = w & !HIGH_BITS;
+    (x + splat(0x80 - b'0')) & !(x + splat(0x80 - b'9' - 1)) & !w & HIGH_BITS
 }
 
 /// [`identifier_value`] past its quick exits.
@@ -574,23 +603,17 @@ fn runs(mut mask: u64) -> impl Iterator<Item = (usize, usize)> {
 /// seven bits, which cannot carry into the next byte, and bytes from 0x80 up are no digit or
 /// letter.
 fn word_masks(w: u64) -> (u64, u64, u64) {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const fn splat(b: u8) -> u64 {
-        0x0101_0101_0101_0101 * b as u64
-    }
     /// The high bit of each byte, gathered into the low eight bits.
     fn gather(m: u64) -> u64 {
         (m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
     }
-    let ascii = !w & HIGH;
-    let x = w & !HIGH;
-    let digit = (x + splat(0x80 - b'0')) & !(x + splat(0x80 - b'9' - 1)) & ascii;
+    let ascii = !w & HIGH_BITS;
     // Setting 0x20 maps the upper-case letters onto the lower-case ones, and nothing else
     // onto them.
-    let y = x | splat(0x20);
+    let y = (w & !HIGH_BITS) | splat(0x20);
     let alpha = (y + splat(0x80 - b'a')) & !(y + splat(0x80 - b'z' - 1)) & ascii;
     let wide = super::rows::bytes_equal(w, 0xEF);
-    (gather(digit), gather(alpha), gather(wide))
+    (gather(ascii_digit_bits(w)), gather(alpha), gather(wide))
 }
 
 /// The full character-level scan of [`number_kind`], without its quick exits.

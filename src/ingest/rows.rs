@@ -552,6 +552,7 @@ pub fn parse_date(v: &[u8]) -> Option<i32> {
 }
 
 /// Whether day `d` of month `m` of year `y` (proleptic Gregorian) is a calendar day.
+#[inline]
 pub(super) fn is_calendar_day(y: u32, m: u32, d: u32) -> bool {
     let leap = y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
     let month_days = match m {
@@ -565,6 +566,7 @@ pub(super) fn is_calendar_day(y: u32, m: u32, d: u32) -> bool {
 }
 
 /// Days since 1970-01-01 of a valid proleptic Gregorian date (H. Hinnant's algorithm).
+#[inline]
 pub(super) fn days_from_civil(y: i32, m: u32, d: u32) -> i32 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
