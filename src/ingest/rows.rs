@@ -548,7 +548,10 @@ pub fn parse_date(v: &[u8]) -> Option<i32> {
     let y = digit(0)? * 1000 + digit(1)? * 100 + digit(2)? * 10 + digit(3)?;
     let m = digit(5)? * 10 + digit(6)?;
     let d = digit(8)? * 10 + digit(9)?;
-    is_calendar_day(y, m, d).then(|| days_from_civil(y as i32, m, d))
+    if !is_calendar_day(y, m, d) {
+        return None;
+    }
+    Some(days_from_civil(y as i32, m, d))
 }
 
 /// Whether day `d` of month `m` of year `y` (proleptic Gregorian) is a calendar day.
@@ -621,8 +624,13 @@ pub(super) struct Known<'v> {
 }
 
 impl Known<'_> {
+    #[inline]
     fn parsed(&self, fi: usize) -> Option<Value> {
-        (fi < 64 && self.parsed & (1 << fi) != 0).then(|| self.values[fi])
+        if fi < 64 && self.parsed & (1 << fi) != 0 {
+            Some(self.values[fi])
+        } else {
+            None
+        }
     }
 }
 
@@ -1256,6 +1264,55 @@ mod tests {
                 .contains("follows a closing quote")
         );
         assert!(split("a\"b,c").unwrap_err().contains("inside an unquoted"));
+    }
+
+    /// The enum matcher finds exactly the place a search of the values gives: values that
+    /// share their first eight bytes at the same or another length, a value that is a prefix
+    /// of another, the empty value, and sets past the 64 it compares at once.
+    #[test]
+    fn the_enum_matcher_finds_each_value_at_its_place_and_nothing_else() {
+        let base = [
+            "",
+            "a",
+            "male",
+            "female",
+            "nh_white",
+            "nh_white_x",
+            "nh_white_y",
+            "nh_whitex",
+            "under_18",
+            "65_plus",
+            "hispanic",
+            "nh_whit",
+            "nh_white_xy",
+        ];
+        let many: Vec<String> = (0..70)
+            .map(|i| format!("value_{i:02}"))
+            .chain(base.iter().map(|v| v.to_string()))
+            .collect();
+        for values in [base.iter().map(|v| v.to_string()).collect(), many] {
+            let m = EnumMatcher::new(&values);
+            let probes = values.iter().cloned().chain(
+                [
+                    "b",
+                    "Male",
+                    "nh_white_z",
+                    "nh_white ",
+                    "under_1",
+                    "value_70",
+                    "nh_white_x ",
+                ]
+                .map(String::from),
+            );
+            for probe in probes {
+                assert_eq!(
+                    m.find(probe.as_bytes()),
+                    values.iter().position(|v| *v == probe),
+                    "{} values: {probe:?}",
+                    values.len()
+                );
+            }
+        }
     }
 
     #[test]
