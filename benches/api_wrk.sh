@@ -6,7 +6,8 @@
 #      demo warehouse, and `GET /healthz`; each against
 #   2. a bare axum handler serving the same bytes (`examples/bare_axum.rs`, handed the two
 #      bodies the API served, checked byte for byte), in the same run; and prints each
-#      route's ratio (issue 23's target: >= 0.8, p99 < 5 ms); and
+#      route's ratio (issue 23's target: >= 0.8, p99 < 5 ms); for the diagnosis, a second
+#      bare handler sends the API's own response headers with the same bytes; and
 #   3. the dashboard page `GET /` (issue 12; target: 2,000 requests/s or more).
 #   Each is run RUNS times (default 3); the medians are reported.
 #
@@ -51,8 +52,18 @@ curl -sf "$api/healthz" -o "$work/healthz.json"
 target/release/examples/bare_axum 127.0.0.1:18081 \
   "$route=$work/route.json" "/healthz=$work/healthz.json" > /dev/null &
 pids+=($!)
+# A second baseline, for the diagnosis only: bare handlers sending the API's own response
+# headers too (its security, CORS and cache headers), to tell their bytes' cost from the
+# API's work per request.
+curl -sf -D "$work/route.headers" -o /dev/null "$api$route"
+curl -sf -D "$work/healthz.headers" -o /dev/null "$api/healthz"
+headed=http://127.0.0.1:18082
+target/release/examples/bare_axum 127.0.0.1:18082 \
+  "$route=$work/route.json+$work/route.headers" \
+  "/healthz=$work/healthz.json+$work/healthz.headers" > /dev/null &
+pids+=($!)
 for _ in $(seq 100); do
-  curl -sf "$bare/healthz" > /dev/null && break
+  curl -sf "$bare/healthz" > /dev/null && curl -sf "$headed/healthz" > /dev/null && break
   sleep 0.2
 done
 for path in "$route" /healthz; do
@@ -73,6 +84,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 api_rps=(); api_p99=(); bare_rps=(); bare_p99=()
 health_rps=(); health_p99=(); bare_health_rps=(); bare_health_p99=()
+headed_rps=(); headed_health_rps=()
 page_rps=(); page_p99=()
 for i in $(seq "$runs"); do
   read -r r p n < <(measure "$api$route")
@@ -85,6 +97,10 @@ for i in $(seq "$runs"); do
   health_rps+=("$r"); health_p99+=("$p")
   read -r r p n < <(measure "$bare/healthz")
   bare_health_rps+=("$r"); bare_health_p99+=("$p")
+  read -r r p n < <(measure "$headed$route")
+  headed_rps+=("$r")
+  read -r r p n < <(measure "$headed/healthz")
+  headed_health_rps+=("$r")
   read -r r p n < <(measure "$api/")
   [ "$n" = 0 ] || { echo "the dashboard answered $n non-2xx responses" >&2; exit 1; }
   page_rps+=("$r"); page_p99+=("$p")
@@ -102,6 +118,10 @@ report "GET $route" "$(wc -c < "$work/route.json")" \
   "$(med "${api_rps[@]}")" "$(med "${api_p99[@]}")" "$(med "${bare_rps[@]}")" "$(med "${bare_p99[@]}")"
 report "GET /healthz" "$(wc -c < "$work/healthz.json")" \
   "$(med "${health_rps[@]}")" "$(med "${health_p99[@]}")" "$(med "${bare_health_rps[@]}")" "$(med "${bare_health_p99[@]}")"
+python3 -c "
+r, h = float('$(med "${headed_rps[@]}")'), float('$(med "${headed_health_rps[@]}")')
+a, ha = float('$(med "${api_rps[@]}")'), float('$(med "${health_rps[@]}")')
+print(f'   diagnosis: bare axum sending the API\'s own headers too: route {r:.0f} req/s (API / it {a / r:.2f}), /healthz {h:.0f} req/s (API / it {ha / h:.2f})')"
 d=$(med "${page_rps[@]}")
 dp=$(med "${page_p99[@]}")
 echo "== GET / (dashboard, $(curl -s "$api/" | wc -c) bytes): median ${d} req/s, p99 ${dp} ms (target: >= 2000 req/s)"
