@@ -52,7 +52,10 @@ fn headers_of(dump: &str) -> HeaderMap {
             continue;
         }
         let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
-        h.append(name, HeaderValue::from_str(value.trim()).expect("a header value"));
+        h.append(
+            name,
+            HeaderValue::from_str(value.trim()).expect("a header value"),
+        );
     }
     h
 }
