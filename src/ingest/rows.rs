@@ -1268,7 +1268,7 @@ mod tests {
 
     /// The enum matcher finds exactly the place a search of the values gives: values that
     /// share their first eight bytes at the same or another length, a value that is a prefix
-    /// of another, the empty value, and sets past the 64 it compares at once.
+    /// of another, the empty value, and a set of more than 64 values.
     #[test]
     fn the_enum_matcher_finds_each_value_at_its_place_and_nothing_else() {
         let base = [
